@@ -1,0 +1,74 @@
+"""The cascade policy (FrugalGPT): ask tiers cheapest-first, accept the first good-enough answer.
+
+Sans-I/O: ``plan()`` yields ``Call(k)``, is sent tier k's :class:`Completion` (or the exception the
+call raised) and returns a :class:`Decision`. The gateway drives it live, offline replay drives it
+over recorded answers — the same object, so offline numbers predict online behaviour.
+
+Rules
+-----
+- Tier k < last: score its answer; accept if ``score >= thresholds[k]``, else escalate.
+- The last tier's answer is always accepted (it is not scored unless ``score_last``).
+- A tier that fails (provider error before any output) is skipped: escalate to the next tier.
+- If the last tier fails too, the best-scored answer already received is returned; if no tier
+  produced an answer the decision has ``completion=None`` and the caller reports the failure.
+- ``start`` lets a router choose the first tier (the hybrid policy).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from thrifty.types import Call, ChatRequest, Completion, Decision, Plan, Scorer, Step
+
+__all__ = ["CascadePolicy"]
+
+
+class CascadePolicy:
+    def __init__(
+        self,
+        tiers: Sequence[str],
+        thresholds: Sequence[float],
+        scorer: Scorer | None,
+        *,
+        score_last: bool = False,
+    ) -> None:
+        if not tiers:
+            raise ValueError("a cascade needs at least one tier")
+        if len(thresholds) != len(tiers) - 1:
+            raise ValueError(f"{len(tiers)} tiers need {len(tiers) - 1} thresholds, got {len(thresholds)}")
+        if len(tiers) > 1 and scorer is None:
+            raise ValueError("a cascade with more than one tier needs a scorer")
+        self.tiers = tuple(tiers)
+        self.thresholds = tuple(float(t) for t in thresholds)
+        self.scorer = scorer
+        self.score_last = score_last
+
+    def __repr__(self) -> str:
+        return f"CascadePolicy(tiers={list(self.tiers)}, thresholds={[round(t, 4) for t in self.thresholds]})"
+
+    def plan(self, request: ChatRequest, start: int = 0) -> Plan:
+        steps: list[Step] = []
+        best: tuple[float, int, Completion] | None = None
+        last = len(self.tiers) - 1
+        for k in range(max(0, min(start, last)), last + 1):
+            model = self.tiers[k]
+            result = yield Call(k)
+            if isinstance(result, BaseException):
+                steps.append(Step(k, model, error=f"{type(result).__name__}: {result}"))
+                continue
+            cost, latency = result.cost_usd, result.latency_s
+            if k == last:
+                score = self.scorer.score(request, result, model) if (self.score_last and self.scorer) else None
+                steps.append(Step(k, model, score=score, accepted=True, cost_usd=cost, latency_s=latency))
+                return Decision(k, result, tuple(steps))
+            assert self.scorer is not None
+            score = float(self.scorer.score(request, result, model))
+            ok = score >= self.thresholds[k]
+            steps.append(Step(k, model, score=score, threshold=self.thresholds[k], accepted=ok, cost_usd=cost, latency_s=latency))
+            if ok:
+                return Decision(k, result, tuple(steps))
+            if best is None or score > best[0]:
+                best = (score, k, result)
+        if best is not None:  # the last tier failed: fall back to the best answer we did get
+            return Decision(best[1], best[2], tuple(steps))
+        return Decision(-1, None, tuple(steps))
