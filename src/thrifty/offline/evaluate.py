@@ -89,7 +89,8 @@ class EvalReport:
             "budget_violations": self.budget_violations,
             "baselines": {
                 "singles": [
-                    {"model": s.model, "n": s.n, "quality": s.quality, "cost": s.cost, "on_hull": s.model in hull_on} for s in self.singles
+                    {"model": s.model, "n": s.n, "quality": _opt(s.quality), "cost": _opt(s.cost), "on_hull": s.model in hull_on}
+                    for s in self.singles
                 ],
                 "hull": [{"model": m, "cost": float(x), "quality": float(y)} for m, x, y in zip(self.hull.models, self.hull.curve.x, self.hull.curve.y)],
                 "oracle": self.oracle.curve.to_json(),
@@ -102,6 +103,10 @@ class EvalReport:
             doc.update({k: self.pair[k] for k in ("apgr", "cpt50", "cpt80")})
             doc["pair"] = {k: v for k, v in self.pair.items() if k not in ("apgr", "cpt50", "cpt80")}
         return doc
+
+
+def _opt(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
 
 
 def _num(x: float) -> float | str:

@@ -1,0 +1,172 @@
+"""``thrifty eval``: held-out k-fold evaluation of offline policies against every baseline.
+
+Prints a table (policy vs best single model, hull, oracle, random), writes ``metrics.json``,
+``plot.png`` and ``plot.html`` into ``--out``; with ``--json`` stdout is exactly one JSON object
+(the policy's report, or ``{"policies": [...]}`` for several) and everything else goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from thrifty.errors import ConfigError
+
+__all__ = ["register", "run"]
+
+
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    p = sub.add_parser(
+        "eval",
+        help="evaluate routing policies held-out on a routing table",
+        description="k-fold held-out evaluation of offline policies (oracle, random, single:<model>, …) with baselines, plots and JSON.",
+    )
+    p.add_argument("--data", help="routing-table folder (default: the shared AlpacaEval routing data)")
+    p.add_argument("--policy", action="append", required=True, metavar="NAME", help="policy name; repeat to compare several on one plot")
+    p.add_argument("--models", help="comma-separated model pool (default: all)")
+    p.add_argument("--exclude", metavar="REGEX", help="drop models whose name matches REGEX (e.g. FuseChat)")
+    p.add_argument("--strong", metavar="MODEL", help="strong model of a pair (with --weak): APGR/CPT")
+    p.add_argument("--weak", metavar="MODEL", help="weak model of a pair (with --strong)")
+    p.add_argument("--folds", type=int, default=5, help="folds when the data has no splits.json (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed for folds and bootstrap (default 0)")
+    p.add_argument("--bootstrap", type=int, default=200, metavar="N", help="bootstrap resamples for 95%% intervals (0 = off; default 200)")
+    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="policy option, repeatable")
+    p.add_argument("--out", metavar="DIR", help="output folder (default ./runs/eval-<UTC time>)")
+    p.add_argument("--no-plots", action="store_true", help="skip plot.png / plot.html")
+    p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
+    p.set_defaults(func=run)
+
+
+def _options(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in pairs:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"bad option {item!r}", key="--opt", fix="use --opt key=value")
+        out[key.strip()] = _value(value.strip())
+    return out
+
+
+def _value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def run(args: argparse.Namespace) -> int:
+    from thrifty.offline.evaluate import evaluate
+    from thrifty.table_io import benchmark_dir, load_table
+
+    data = Path(args.data) if args.data else benchmark_dir()
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    options = _options(args.opt)
+    t0 = time.perf_counter()
+    table = load_table(data, models=models, exclude=args.exclude)
+    load_s = time.perf_counter() - t0
+    if args.strong and args.strong not in table.models or args.weak and args.weak not in table.models:
+        missing = args.strong if args.strong not in table.models else args.weak
+        raise ConfigError(f"model {missing!r} is not in the pool", key="--strong/--weak", fix="check --models/--exclude")
+    reports = []
+    for name in args.policy:
+        reports.append(
+            evaluate(table, name, strong=args.strong, weak=args.weak, n_folds=args.folds, seed=args.seed, progress=True, n_boot=args.bootstrap, options=options)
+        )
+    out = Path(args.out) if args.out else Path("runs") / time.strftime("eval-%Y%m%d-%H%M%S", time.gmtime())
+    out.mkdir(parents=True, exist_ok=True)
+    docs = [r.to_json() for r in reports]
+    for d in docs:
+        d["timing"]["load_s"] = load_s
+    doc: dict[str, Any] = docs[0] if len(docs) == 1 else {"policies": docs}
+    files = {"metrics": str(out / "metrics.json")}
+    if not args.no_plots:
+        from thrifty.offline.plots import plot_html, plot_png
+
+        files["png"] = str(plot_png(reports, out / "plot.png"))
+        files["html"] = str(plot_html(reports, out / "plot.html"))
+    for d in docs:
+        d["files"] = files
+    (out / "metrics.json").write_text(json.dumps(doc, indent=1, allow_nan=False, default=_jsonable), encoding="utf-8")
+    if args.json:
+        sys.stdout.write(json.dumps(doc, allow_nan=False, default=_jsonable) + "\n")
+        _print_table(reports, out, file=sys.stderr)
+    else:
+        _print_table(reports, out, file=sys.stdout)
+    return 0
+
+
+def _jsonable(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _fmt(x: float | None, kind: str = "q") -> str:
+    if x is None:
+        return "—"
+    if abs(x) < 1e-12:  # float noise around an exact 0 (e.g. a single model against itself)
+        x = 0.0
+    if kind == "pct":
+        return f"{100 * x:.1f}%"
+    if kind == "usd":
+        return f"${x:.6f}"
+    return f"{x:.4f}"
+
+
+def _ci(rep, key: str, kind: str = "q") -> str:
+    ci = rep.ci.get(key)
+    return "" if not ci else f" [{_fmt(ci[0], kind)}, {_fmt(ci[1], kind)}]"
+
+
+def _print_table(reports: list, out: Path, file) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=file, width=max(120, Console(file=file).width))
+    r0 = reports[0]
+    b = r0.best_single
+    console.print(
+        f"[bold]{r0.table.n_prompts} prompts × {r0.table.n_models} models[/] from {r0.table.source} — "
+        f"best single model [bold]{b.model}[/]: quality {b.quality:.4f} at ${b.cost:.6f}/query"
+    )
+    t = Table(title="held-out metrics (95% bootstrap intervals over prompts)")
+    for col in ("policy", f"quality @ ${b.cost:.6f}", "savings at parity", "oracle gap closed", "AIQ", "points"):
+        t.add_column(col, justify="right" if col != "policy" else "left")
+    for rep in reports:
+        m = rep.metrics
+        t.add_row(
+            rep.policy,
+            _fmt(m["quality_at_best_single_cost"]) + _ci(rep, "quality_at_best_single_cost"),
+            _fmt(m["savings_at_parity"], "pct") + _ci(rep, "savings_at_parity", "pct"),
+            _fmt(m["oracle_gap_closed"], "pct") + _ci(rep, "oracle_gap_closed", "pct"),
+            _fmt(m["aiq"]),
+            str(len(rep.points)),
+        )
+    mh = r0.metrics
+    t.add_row("[dim]best single[/]", _fmt(b.quality), "0.0%", "0.0%", "", "1")
+    t.add_row("[dim]single-model hull[/]", _fmt(mh["hull_quality_at_best_single_cost"]), "0.0%", "0.0%", "", str(len(r0.hull.models)))
+    t.add_row("[dim]oracle (exact)[/]", _fmt(mh["oracle_quality_at_best_single_cost"]), _fmt(1 - r0.oracle.curve.cost_for(b.quality) / b.cost, "pct") if r0.oracle.curve.cost_for(b.quality) is not None else "—", "100.0%", "", str(len(r0.oracle.curve.x)))
+    t.add_row("[dim]random (uniform)[/]", f"{r0.random[1]:.4f} at ${r0.random[0]:.6f}", "", "", "", "1")
+    console.print(t)
+    for rep in reports:
+        if rep.pair is not None:
+            p = rep.pair
+            console.print(
+                f"{rep.policy}: pair weak={p['weak']} ({p['weak_quality']:.4f}) → strong={p['strong']} ({p['strong_quality']:.4f}): "
+                f"APGR {_fmt(p['apgr'])}{_ci(rep, 'apgr')}, CPT(50%) {_fmt(p['cpt50'], 'pct')}, CPT(80%) {_fmt(p['cpt80'], 'pct')} strong calls"
+            )
+        if rep.budget_violations:
+            console.print(f"[yellow]{rep.policy}: {len(rep.budget_violations)} point(s) more than 5% over their target budget[/]")
+        for w in rep.warnings:
+            console.print(f"[yellow]{rep.policy}: {w}[/]")
+        tm = rep.timing
+        console.print(f"[dim]{rep.policy}: fit+replay {tm['fit_replay_s']:.2f}s, metrics {tm['metrics_s']:.2f}s, bootstrap {tm['bootstrap_s']:.2f}s[/]")
+    console.print(f"wrote {out / 'metrics.json'}" + ("" if not (out / "plot.png").exists() else f", {out / 'plot.png'}, {out / 'plot.html'}"))
