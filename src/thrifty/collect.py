@@ -1,0 +1,263 @@
+"""Collect answers of several models on a prompt set into a routing-table folder (resumable).
+
+``collect()`` sends every (prompt, model) pair not yet in the output folder to its provider,
+``concurrency`` calls at a time, retrying retryable provider errors with exponential backoff
+(honouring ``retry_after``). Each answer is appended to ``outcomes.jsonl`` and fsynced as soon as it
+arrives (see :mod:`thrifty.outcomes_log`), so a killed run loses at most the calls in flight and a
+rerun skips every pair already answered. Cost is the provider's reported cost, or
+``tokens × price`` when prices are given for the model. With a ``grader`` the answers are graded
+against the gold column as they arrive (``quality`` is written inline); otherwise run
+``thrifty label`` afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from thrifty.errors import ConfigError, ProviderError
+from thrifty.outcomes_log import OutcomeLog
+from thrifty.prompts_file import PromptItem, build_request
+from thrifty.types import ChatRequest, Completion, Provider
+
+__all__ = ["CollectResult", "collect", "complete_with_retries", "prompt_rows", "resolve_providers", "BUILTIN_LOCAL"]
+
+BUILTIN_LOCAL = ("smollm2", "gemma3-270m")
+
+
+@dataclass
+class CollectResult:
+    """What one run did: pairs planned, skipped (already done), answered now, failed."""
+
+    total: int
+    skipped: int
+    answered: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+    per_model: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+async def complete_with_retries(
+    provider: Provider, request: ChatRequest, *, retries: int = 3, backoff_s: float = 0.5, max_backoff_s: float = 30.0
+) -> Completion:
+    """``provider.complete(request)``, retrying retryable :class:`ProviderError`s and timeouts."""
+    attempt = 0
+    while True:
+        try:
+            return await provider.complete(request)
+        except (ProviderError, asyncio.TimeoutError, ConnectionError) as exc:
+            retryable = exc.retryable if isinstance(exc, ProviderError) else True
+            if not retryable or attempt >= retries:
+                raise
+            delay = min(max_backoff_s, backoff_s * (2**attempt)) * (0.75 + 0.5 * random.random())
+            if isinstance(exc, ProviderError) and exc.retry_after:
+                delay = max(delay, float(exc.retry_after))
+            attempt += 1
+            await asyncio.sleep(delay)
+
+
+def prompt_rows(items: Sequence[PromptItem]) -> list[dict[str, Any]]:
+    """``prompts.jsonl`` rows: id, the bare prompt text, prefix/template/system when set, metadata."""
+    rows = []
+    for it in items:
+        row: dict[str, Any] = {"prompt_id": it.prompt_id, "instruction": it.text}
+        for k in ("prefix", "template", "system"):
+            if getattr(it, k):
+                row[k] = getattr(it, k)
+        if it.messages is not None:
+            row["messages"] = list(it.messages)
+        row.update(it.meta)
+        rows.append(row)
+    return rows
+
+
+def resolve_providers(names: Sequence[str], config: str | None = None, **local_options: Any) -> dict[str, Provider]:
+    """Providers for model names: config providers/profiles, ``student:PATH``, or built-in locals."""
+    from thrifty.config import load_settings
+
+    settings = None
+    out: dict[str, Provider] = {}
+    for name in names:
+        if name in out:
+            raise ConfigError(f"model {name!r} is listed twice", key="--models", fix="list each model once")
+        if name.startswith("student:"):
+            from thrifty.student import StudentProvider
+
+            out[name] = StudentProvider.load(name.split(":", 1)[1], name=name)
+            continue
+        if settings is None:
+            settings = load_settings(config)
+        if name in settings.providers:
+            from thrifty.providers import build_provider
+
+            out[name] = build_provider(settings.providers[name])
+        elif name in settings.profiles:
+            from thrifty.engine import build_engine
+
+            out[name] = build_engine(settings, name)
+        elif name in BUILTIN_LOCAL:
+            from thrifty.local import local_provider
+
+            out[name] = local_provider(name, **local_options)
+        else:
+            known = [*settings.providers, *settings.profiles, *BUILTIN_LOCAL, "student:PATH"]
+            raise ConfigError(f"unknown model or profile {name!r}", key="--models", fix=f"use one of: {', '.join(known)}")
+    return out
+
+
+def _row(item: PromptItem, model: str, comp: Completion, prices: tuple[float | None, float | None] | None) -> dict[str, Any]:
+    tin, tout = int(comp.usage.input_tokens), int(comp.usage.output_tokens)
+    cost = float(comp.cost_usd or 0.0)
+    if prices and prices[0] is not None and prices[1] is not None:
+        cost = (tin * prices[0] + tout * prices[1]) / 1e6
+    row: dict[str, Any] = {
+        "prompt_id": item.prompt_id,
+        "model": model,
+        "output": comp.text,
+        "input_tokens": tin,
+        "output_tokens": tout,
+        "cost_usd": cost,
+        "latency_s": round(float(comp.latency_s), 4),
+        "finish_reason": comp.finish_reason,
+        "served_by": comp.model,
+        "collected_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    raw = comp.raw if isinstance(comp.raw, Mapping) else None
+    if raw and "confidence" in raw:  # a student tier reports its confidence
+        row["confidence"] = float(raw["confidence"])
+    return row
+
+
+async def _run(
+    items: Sequence[PromptItem],
+    providers: Mapping[str, Provider],
+    log: OutcomeLog,
+    todo: list[tuple[int, str]],
+    params: Mapping[str, Any],
+    concurrency: int,
+    retries: int,
+    prices: Mapping[str, tuple[float | None, float | None]],
+    grader: Any,
+    gold: str,
+    result: CollectResult,
+    on_done: Callable[[str], None],
+) -> None:
+    queue: asyncio.Queue[tuple[int, str]] = asyncio.Queue()
+    for pair in todo:
+        queue.put_nowait(pair)
+
+    async def worker() -> None:
+        while True:
+            try:
+                i, model = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            item = items[i]
+            request = build_request(item, model, params)
+            t0 = time.perf_counter()
+            try:
+                comp = await complete_with_retries(providers[model], request, retries=retries)
+            except Exception as exc:  # noqa: BLE001 - recorded, retried on the next run
+                result.failed += 1
+                msg = f"{type(exc).__name__}: {exc}"
+                if len(result.errors) < 20:
+                    result.errors.append(f"{item.prompt_id} × {model}: {msg}")
+                log.append_error({"prompt_id": item.prompt_id, "model": model, "error": msg,
+                                  "at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+                on_done(model)
+                continue
+            if not comp.latency_s:
+                from dataclasses import replace
+
+                comp = replace(comp, latency_s=time.perf_counter() - t0)
+            row = _row(item, model, comp, prices.get(model))
+            if grader is not None:
+                row.update(grader.grade_row(comp.text, item.meta.get(gold), where=f"prompt {item.prompt_id!r}"))
+            log.append(row)
+            result.answered += 1
+            stats = result.per_model.setdefault(model, {"n": 0, "cost_usd": 0.0, "latency_s": 0.0})
+            stats["n"] += 1
+            stats["cost_usd"] += row["cost_usd"]
+            stats["latency_s"] += row["latency_s"]
+            on_done(model)
+
+    await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+
+
+def collect(
+    items: Sequence[PromptItem],
+    providers: Mapping[str, Provider],
+    out: str | Path,
+    *,
+    params: Mapping[str, Any] | None = None,
+    concurrency: int = 4,
+    retries: int = 3,
+    prices: Mapping[str, tuple[float | None, float | None]] | None = None,
+    grader: Any = None,
+    gold: str = "gold",
+    progress: bool = True,
+) -> CollectResult:
+    """Answer every (prompt, model) pair missing from ``out``; returns counts and per-model totals.
+
+    Pairs are ordered prompt-major (each model sees the prompts in file order, which keeps a local
+    model's prompt-prefix cache warm). ``grader`` (from :func:`thrifty.label.make_grader`) grades
+    answers inline against ``item.meta[gold]``.
+    """
+    t_start = time.perf_counter()
+    prices = dict(prices or {})
+    params = dict(params or {})
+    if grader is not None:
+        missing = [it for it in items if it.meta.get(gold) is None]
+        if missing:
+            from thrifty.errors import DataError
+
+            raise DataError(f"no '{gold}' value to grade against", line=missing[0].line, field=gold,
+                            expected=f"a '{gold}' column on every row, or collect without --grade")
+    with OutcomeLog(out) as log:
+        log.merge_prompts(prompt_rows(items))
+        known = {m: prices.get(m, (getattr(p, "price_in", None), getattr(p, "price_out", None))) for m, p in providers.items()}
+        log.merge_models(known)
+        done = log.done_pairs()
+        todo = [(i, m) for i, it in enumerate(items) for m in providers if (it.prompt_id, m) not in done]
+        result = CollectResult(total=len(items) * len(providers), skipped=len(items) * len(providers) - len(todo))
+        if not todo:
+            result.seconds = time.perf_counter() - t_start
+            return result
+        args = (items, providers, log, todo, params, concurrency, retries, prices, grader, gold, result)
+        if progress:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                          TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()) as bar:
+                counts = {m: sum(1 for _, mm in todo if mm == m) for m in providers}
+                tasks = {m: bar.add_task(m, total=counts[m]) for m in providers if counts[m]}
+                overall = bar.add_task("all pairs", total=len(todo))
+
+                def tick(model: str) -> None:
+                    bar.advance(tasks[model])
+                    bar.advance(overall)
+
+                _drive(_run(*args, on_done=tick))
+        else:
+            _drive(_run(*args, on_done=lambda m: None))
+    result.seconds = time.perf_counter() - t_start
+    return result
+
+
+def _drive(coro: Any) -> None:
+    """Run ``coro`` to completion, on a helper thread when an event loop is already running here."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(coro)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, coro).result()

@@ -1,0 +1,185 @@
+"""LLM-as-judge labelling with versioned rubrics (any provider or profile can judge).
+
+- ``absolute`` (rubric ``absolute-v1``): the judge rates one answer 1–10; quality = (rating − 1) / 9.
+- ``pairwise`` (rubric ``pairwise-v1``): the judge compares the answer with a reference model's
+  answer to the same prompt, in both orders (to cancel position bias); a win scores 1, a tie 0.5,
+  a loss 0 and quality is the mean over the parsed orders. The reference model's own answers get 0.5.
+
+The rubric text is part of its version: changing a template means a new version string. Each label
+stores ``judge``, ``rubric_version``, ``label_verdict`` (the parsed verdicts) and ``judge_raw`` (the
+judge's raw reply; pairwise: both replies joined by `` ||| ``). A reply that cannot be parsed leaves
+the row unlabelled with ``label_error`` set, unless ``unparseable`` gives a fallback quality.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from thrifty.errors import ConfigError, DataError
+from thrifty.label import LABEL_COLUMNS, LabelSummary, _summarise
+from thrifty.outcomes_log import OutcomeLog, write_jsonl_atomic
+from thrifty.types import ChatRequest, Provider
+
+__all__ = ["Rubric", "RUBRICS", "parse_rating", "parse_preference", "judge_folder"]
+
+
+@dataclass(frozen=True)
+class Rubric:
+    name: str
+    version: str
+    template: str
+
+
+RUBRICS: dict[str, Rubric] = {
+    "absolute": Rubric(
+        "absolute",
+        "absolute-v1",
+        "You are a strict grader. Rate how correct and helpful the answer is for the question, on a scale "
+        "from 1 (wrong or useless) to 10 (fully correct and helpful).\n\n"
+        "[Question]\n{prompt}\n\n[Answer]\n{answer}\n\n"
+        "Reply with the rating only, in the form: Rating: [[N]]",
+    ),
+    "pairwise": Rubric(
+        "pairwise",
+        "pairwise-v1",
+        "You are a strict grader. Compare two answers to the same question and decide which one is more "
+        "correct and helpful.\n\n[Question]\n{prompt}\n\n[Answer A]\n{a}\n\n[Answer B]\n{b}\n\n"
+        "Reply with the verdict only: [[A]] if A is better, [[B]] if B is better, [[C]] for a tie.",
+    ),
+}
+
+_NUMBER = r"(\d+(?:\.\d+)?)"
+
+
+def parse_rating(raw: str) -> float | None:
+    """A 1–10 rating from a judge reply: ``[[N]]``, ``Rating: N``, ``N/10``, else the first number 1–10."""
+    text = raw or ""
+    for pattern in (r"\[\[\s*" + _NUMBER + r"\s*\]\]", r"rating\W{0,3}" + _NUMBER, _NUMBER + r"\s*/\s*10\b",
+                    r"^\s*\[*\s*" + _NUMBER + r"\b"):
+        m = re.search(pattern, text, re.IGNORECASE)
+        if m:
+            v = float(m.group(1))
+            return v if 1.0 <= v <= 10.0 else None
+    m = re.search(r"(?<![\d.])(10|[1-9])(?![\d.])", text)
+    return float(m.group(1)) if m else None
+
+
+def parse_preference(raw: str) -> str | None:
+    """'A', 'B' or 'C' (tie) from a pairwise reply, else None."""
+    text = raw or ""
+    for pattern in (r"\[\[\s*([ABC])\s*\]\]", r"\b(?:answer|assistant)\s+([AB])\b\s+is\s+better", r"^\W*([ABC])\b"):
+        m = re.search(pattern, text, re.IGNORECASE if "answer" in pattern else 0)
+        if m:
+            return m.group(1).upper()
+    if re.search(r"\b(tie|equal(ly)? good|both)\b", text, re.IGNORECASE):
+        return "C"
+    return None
+
+
+def _request(text: str, model: str, max_tokens: int) -> ChatRequest:
+    return ChatRequest.from_prompt(text, model=model, temperature=0.0, max_tokens=max_tokens)
+
+
+def _prompt_texts(log: OutcomeLog) -> dict[str, str]:
+    from thrifty.prompts_file import render_prompt
+
+    return {str(r["prompt_id"]): render_prompt(str(r.get("instruction") or ""), None, None) for r in log.prompts()}
+
+
+def judge_folder(
+    folder: str | Path,
+    judge: Provider,
+    *,
+    judge_name: str,
+    rubric: str = "absolute",
+    reference: str | None = None,
+    concurrency: int = 2,
+    retries: int = 3,
+    max_tokens: int = 16,
+    force: bool = False,
+    unparseable: float | None = None,
+    models: list[str] | None = None,
+    on_done: Callable[[], None] | None = None,
+) -> LabelSummary:
+    """Label the folder's unlabelled outcomes (all with ``force``) with an LLM judge, in place."""
+    from thrifty.collect import _drive, complete_with_retries
+
+    if rubric not in RUBRICS:
+        raise ConfigError(f"unknown rubric {rubric!r}", key="--rubric", fix=f"use one of: {', '.join(RUBRICS)}")
+    if rubric == "pairwise" and not reference:
+        raise ConfigError("the pairwise rubric needs a reference model", key="--reference", fix="pass --reference MODEL (a model in the folder)")
+    rb = RUBRICS[rubric]
+    log = OutcomeLog(folder)
+    rows = log.outcomes()
+    if not rows:
+        raise DataError("no outcomes to label", file=str(log.outcomes_path), expected="run thrifty collect first")
+    prompts = _prompt_texts(log)
+    ref_answer: dict[str, str] = {}
+    if reference:
+        ref_answer = {str(r["prompt_id"]): str(r.get("output") or "") for r in rows if r.get("model") == reference}
+        if not ref_answer:
+            have = sorted({str(r.get("model")) for r in rows})
+            raise ConfigError(f"no answers of reference model {reference!r} in the folder", key="--reference", fix=f"use one of: {', '.join(have)}")
+    todo = [i for i, r in enumerate(rows)
+            if (force or r.get("quality") is None) and (models is None or r.get("model") in models)]
+    for i in todo:
+        pid = str(rows[i].get("prompt_id"))
+        if reference and rows[i].get("model") != reference and pid not in ref_answer:
+            raise DataError(f"reference model {reference!r} has no answer for prompt {pid!r}", file=str(log.outcomes_path),
+                            field="model", expected=f"collect {reference} on every prompt first")
+    summary = LabelSummary()
+    summary.skipped = len(rows) - len(todo)
+    sem = asyncio.Semaphore(max(1, concurrency))
+
+    async def ask(text: str) -> str:
+        async with sem:
+            comp = await complete_with_retries(judge, _request(text, judge_name, max_tokens), retries=retries)
+        return comp.text or ""
+
+    async def one(i: int) -> None:
+        row = rows[i]
+        pid = str(row.get("prompt_id"))
+        prompt, answer = prompts.get(pid, ""), str(row.get("output") or "")
+        labels: dict[str, Any] = {"label_method": f"judge:{rubric}", "judge": judge_name, "rubric_version": rb.version}
+        if rubric == "absolute":
+            raw = await ask(rb.template.format(prompt=prompt, answer=answer))
+            rating = parse_rating(raw)
+            labels.update(judge_raw=raw, label_verdict="" if rating is None else f"{rating:g}")
+            quality = None if rating is None else (rating - 1.0) / 9.0
+        elif row.get("model") == reference:
+            labels.update(judge_raw="", label_verdict="reference")
+            quality = 0.5
+        else:
+            ref = ref_answer[pid]
+            raw1 = await ask(rb.template.format(prompt=prompt, a=answer, b=ref))
+            raw2 = await ask(rb.template.format(prompt=prompt, a=ref, b=answer))
+            p1, p2 = parse_preference(raw1), parse_preference(raw2)
+            scores = [s for s in ({"A": 1.0, "C": 0.5, "B": 0.0}.get(p1 or ""), {"B": 1.0, "C": 0.5, "A": 0.0}.get(p2 or "")) if s is not None]
+            labels.update(judge_raw=f"{raw1} ||| {raw2}", label_verdict=f"{p1 or '?'},{p2 or '?'}")
+            quality = sum(scores) / len(scores) if scores else None
+        if quality is None:
+            summary.unparseable += 1
+            labels["label_error"] = "unparseable verdict"
+            if unparseable is not None:
+                quality = float(unparseable)
+        if quality is not None:
+            labels["quality"] = float(quality)
+            summary.labelled += 1
+        for k in LABEL_COLUMNS:
+            row.pop(k, None)
+        row.update(labels)
+        if on_done:
+            on_done()
+
+    async def run_all() -> None:
+        await asyncio.gather(*(one(i) for i in todo))
+
+    try:
+        _drive(run_all())
+    finally:  # keep every verdict obtained, even when a judge call failed for good
+        write_jsonl_atomic(log.outcomes_path, rows)
+    return _summarise(rows, summary)

@@ -1,0 +1,183 @@
+"""The on-disk state of a collection folder: append-only outcome rows that survive ``kill -9``.
+
+A collection folder is a routing table in the shared layout (see :mod:`thrifty.table_io`):
+
+- ``outcomes.jsonl`` — one JSON row per answered (prompt, model) pair, appended and fsynced one at
+  a time, so an interrupted run loses at most the rows in flight. Rows carry ``prompt_id``,
+  ``model``, ``output``, ``input_tokens``, ``output_tokens``, ``cost_usd``, ``latency_s`` and, once
+  graded, ``quality`` plus the label columns (``label_method``, ``label_verdict``, ``judge``,
+  ``rubric_version``, ``judge_raw``).
+- ``prompts.jsonl`` — ``prompt_id``, ``instruction`` (the bare prompt), ``gold`` and other columns.
+- ``models.csv`` — every model collected, with prices when known.
+- ``errors.jsonl`` — pairs that failed after retries (they are retried on the next run).
+
+A torn last line (the process died mid-write) is dropped when the folder is opened again.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+from thrifty.errors import DataError
+
+__all__ = ["OutcomeLog", "read_jsonl", "write_jsonl_atomic"]
+
+
+def read_jsonl(path: Path, *, repair_tail: bool = False) -> list[dict[str, Any]]:
+    """Rows of a JSONL file; with ``repair_tail`` a torn final line (no newline) is cut off the file."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    if repair_tail and data and not data.endswith(b"\n"):
+        cut = data.rfind(b"\n") + 1
+        with open(path, "r+b") as fh:
+            fh.truncate(cut)
+            fh.flush()
+            os.fsync(fh.fileno())
+        data = data[:cut]
+    rows = []
+    for i, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"invalid JSON: {exc.msg}", file=str(path), line=i, expected="one JSON object per line") from None
+        if not isinstance(row, dict):
+            raise DataError("row is not a JSON object", file=str(path), line=i)
+        rows.append(row)
+    return rows
+
+
+def write_jsonl_atomic(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Replace ``path`` with ``rows`` atomically (temp file + fsync + rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+class OutcomeLog:
+    """Append-only writer of one collection folder (one writer at a time)."""
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
+        self.outcomes_path = self.folder / "outcomes.jsonl"
+        self.prompts_path = self.folder / "prompts.jsonl"
+        self.models_path = self.folder / "models.csv"
+        self.errors_path = self.folder / "errors.jsonl"
+        self._fh: Any = None
+        self._err: Any = None
+
+    # ---- reading -----------------------------------------------------------------------------
+    def outcomes(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.outcomes_path, repair_tail=True)
+
+    def done_pairs(self) -> set[tuple[str, str]]:
+        """(prompt_id, model) pairs already answered; raises on a duplicate (a corrupted folder)."""
+        done: set[tuple[str, str]] = set()
+        for i, row in enumerate(self.outcomes(), start=1):
+            key = (str(row.get("prompt_id")), str(row.get("model")))
+            if key in done:
+                raise DataError(f"duplicate pair {key}", file=str(self.outcomes_path), line=i, field="model")
+            done.add(key)
+        return done
+
+    def prompts(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.prompts_path)
+
+    def models(self) -> dict[str, tuple[float | None, float | None]]:
+        if not self.models_path.exists():
+            return {}
+        out: dict[str, tuple[float | None, float | None]] = {}
+        with open(self.models_path, encoding="utf-8", newline="") as fh:
+            for row in csv.DictReader(fh):
+                f = lambda v: float(v) if v not in (None, "") else None  # noqa: E731
+                out[row["model"]] = (f(row.get("usd_per_1m_input")), f(row.get("usd_per_1m_output")))
+        return out
+
+    # ---- writing -----------------------------------------------------------------------------
+    def merge_prompts(self, rows: list[dict[str, Any]]) -> None:
+        """Add new prompt rows (existing ids keep their row; a changed text is an error)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        existing = self.prompts()
+        by_id = {str(r["prompt_id"]): r for r in existing}
+        added = False
+        for r in rows:
+            old = by_id.get(str(r["prompt_id"]))
+            if old is None:
+                existing.append(r)
+                by_id[str(r["prompt_id"])] = r
+                added = True
+            elif old.get("instruction") != r.get("instruction"):
+                raise DataError(
+                    f"prompt_id {r['prompt_id']!r} was collected with a different prompt text",
+                    file=str(self.prompts_path), field="instruction",
+                    expected="the same text as the earlier run, or a new --out folder",
+                )
+        if added or not self.prompts_path.exists():
+            write_jsonl_atomic(self.prompts_path, existing)
+
+    def merge_models(self, prices: dict[str, tuple[float | None, float | None]]) -> None:
+        merged = self.models()
+        for name, p in prices.items():
+            if name not in merged or p != (None, None):
+                merged[name] = p
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["model", "usd_per_1m_input", "usd_per_1m_output"])
+        for name, (pin, pout) in merged.items():
+            w.writerow([name, "" if pin is None else pin, "" if pout is None else pout])
+        tmp = self.models_path.with_name("models.csv.tmp")
+        tmp.write_text(buf.getvalue(), encoding="utf-8")
+        os.replace(tmp, self.models_path)
+
+    def append(self, row: dict[str, Any]) -> None:
+        """Append one outcome row and fsync it."""
+        if self._fh is None:
+            self.outcomes()  # repair a torn tail before appending after it
+            self._fh = open(self.outcomes_path, "a", encoding="utf-8")
+        self._fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def append_error(self, row: dict[str, Any]) -> None:
+        if self._err is None:
+            read_jsonl(self.errors_path, repair_tail=True)
+            self._err = open(self.errors_path, "a", encoding="utf-8")
+        self._err.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._err.flush()
+
+    def close(self) -> None:
+        for fh in (self._fh, self._err):
+            if fh is not None:
+                fh.close()
+        self._fh = self._err = None
+
+    def __enter__(self) -> "OutcomeLog":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

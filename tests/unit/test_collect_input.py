@@ -1,0 +1,152 @@
+"""Prompts-file validation (bad rows → DataError naming the line) and the resumable collect loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from thrifty.collect import collect, complete_with_retries
+from thrifty.errors import DataError, ProviderError
+from thrifty.outcomes_log import OutcomeLog
+from thrifty.prompts_file import build_request, read_prompts
+from thrifty.table_io import load_table
+from thrifty.types import ChatRequest, Completion, Usage
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# ---- input validation -------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "body, line, field",
+    [
+        ('{"prompt_id": 1, "prompt": "a"}\n{"prompt": "b"}\n', 2, "prompt_id"),
+        ('{"prompt_id": 1, "prompt": "a"}\n{"prompt_id": 2, "prompt": ""}\n', 2, "prompt"),
+        ('{"prompt_id": 1, "prompt": "a"}\n\n{"prompt_id": 1, "prompt": "b"}\n', 3, "prompt_id"),
+        ('{"prompt_id": 1, "prompt": "a"}\n{"prompt_id": 2, "prompt": 7}\n', 2, "prompt"),
+        ('{"prompt_id": 1, "prompt": "a"}\n{"prompt_id": 2, "prompt": "a"\n', 2, None),
+        ('{"prompt_id": 1, "prompt": "a", "template": "no placeholder"}\n', 1, "template"),
+        ('{"prompt_id": 1, "messages": [{"content": "x"}]}\n', 1, "messages"),
+        ('[1, 2]\n', 1, None),
+    ],
+)
+def test_bad_jsonl_rows_name_the_line(tmp_path, body, line, field):
+    path = _write(tmp_path / "p.jsonl", body)
+    with pytest.raises(DataError) as err:
+        read_prompts(path)
+    assert err.value.line == line
+    assert f"p.jsonl:{line}" in str(err.value)
+    if field:
+        assert err.value.field == field
+
+
+def test_bad_csv_row_names_the_line_counting_the_header(tmp_path):
+    path = _write(tmp_path / "p.csv", "prompt_id,prompt,gold\n1,hello,a\n2,,b\n")
+    with pytest.raises(DataError) as err:
+        read_prompts(path)
+    assert err.value.line == 3 and err.value.field == "prompt"
+
+
+def test_good_rows_parse_with_prefix_template_and_meta(tmp_path):
+    path = _write(tmp_path / "p.csv", "id,question,gold,topic\n7,What is 2+2?,4,math\n8,Capital of France?,Paris,geo\n")
+    items = read_prompts(path, prefix="Answer briefly.\n", template="<<{prompt}>>")
+    assert [i.prompt_id for i in items] == ["7", "8"]
+    assert items[0].gold == "4" and items[0].meta["topic"] == "math"
+    req = build_request(items[1], "m", {"max_tokens": 5})
+    assert req.prompt_text == "<<Answer briefly.\nCapital of France?>>"
+    assert req.params == {"max_tokens": 5} and req.model == "m"
+
+
+def test_missing_file_and_empty_file(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        read_prompts(tmp_path / "nope.jsonl")
+    with pytest.raises(DataError, match="no prompts"):
+        read_prompts(_write(tmp_path / "e.jsonl", "\n"))
+
+
+# ---- the collect loop with fake providers -------------------------------------------------------
+class EchoProvider:
+    """Answers 'answer to <prompt>' with 3 input / 2 output tokens; optionally fails on some prompts."""
+
+    def __init__(self, name: str, fail_on: set[str] = frozenset(), transient: int = 0) -> None:
+        self.name = name
+        self.fail_on = fail_on
+        self.transient = transient
+        self.calls: list[str] = []
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        self.calls.append(request.prompt_text)
+        if self.transient > 0:
+            self.transient -= 1
+            raise ProviderError("overloaded", provider=self.name, status=503, retryable=True, retry_after=0.0)
+        if request.prompt_text in self.fail_on:
+            raise ProviderError("bad request", provider=self.name, status=400, retryable=False)
+        await asyncio.sleep(0)
+        return Completion(text=f"{self.name}: {request.prompt_text}", model=self.name, usage=Usage(3, 2), cost_usd=1e-6, latency_s=0.01)
+
+
+def test_collect_writes_a_loadable_table_and_resumes(tmp_path):
+    prompts = _write(tmp_path / "p.jsonl", "".join(json.dumps({"prompt_id": i, "prompt": f"q{i}", "gold": f"ok"}) + "\n" for i in range(5)))
+    items = read_prompts(prompts)
+    a, b = EchoProvider("a", fail_on={"q3"}), EchoProvider("b")
+    out = tmp_path / "out"
+    res = collect(items, {"a": a, "b": b}, out, progress=False, prices={"b": (100.0, 200.0)})
+    assert (res.total, res.answered, res.failed, res.skipped) == (10, 9, 1, 0)
+    rows = OutcomeLog(out).outcomes()
+    assert len(rows) == 9 and {r["model"] for r in rows} == {"a", "b"}
+    rb = next(r for r in rows if r["model"] == "b")
+    assert rb["cost_usd"] == pytest.approx((3 * 100 + 2 * 200) / 1e6)  # --price overrides the provider's cost
+    assert json.loads((out / "errors.jsonl").read_text().splitlines()[0])["prompt_id"] == "3"
+    # rerun: only the failed pair is attempted again
+    a2, b2 = EchoProvider("a"), EchoProvider("b")
+    res2 = collect(items, {"a": a2, "b": b2}, out, progress=False)
+    assert (res2.answered, res2.skipped) == (1, 9)
+    assert a2.calls == ["q3"] and b2.calls == []
+    assert len(OutcomeLog(out).done_pairs()) == 10
+
+
+def test_collect_inline_grading_makes_a_loadable_table(tmp_path):
+    from thrifty.label import make_grader
+
+    prompts = _write(tmp_path / "p.jsonl", "".join(json.dumps({"prompt_id": i, "prompt": f"q{i}", "gold": "a: q1"}) + "\n" for i in range(3)))
+    items = read_prompts(prompts)
+    out = tmp_path / "t"
+    collect(items, {"a": EchoProvider("a")}, out, progress=False, grader=make_grader("exact"))
+    table = load_table(out)
+    assert table.models == ("a",)
+    assert list(table.quality[:, 0]) == [0.0, 1.0, 0.0]
+    assert table.answers[1, 0] == "a: q1"
+
+
+def test_retries_transient_errors_then_succeeds():
+    prov = EchoProvider("x", transient=2)
+    comp = asyncio.run(complete_with_retries(prov, ChatRequest.from_prompt("hi"), retries=3, backoff_s=0.001))
+    assert comp.text == "x: hi" and len(prov.calls) == 3
+    prov = EchoProvider("x", transient=5)
+    with pytest.raises(ProviderError):
+        asyncio.run(complete_with_retries(prov, ChatRequest.from_prompt("hi"), retries=2, backoff_s=0.001))
+    assert len(prov.calls) == 3
+
+
+def test_torn_last_line_is_dropped_on_resume(tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    good = json.dumps({"prompt_id": "0", "model": "a", "output": "x", "cost_usd": 0.0}) + "\n"
+    (out / "outcomes.jsonl").write_text(good + '{"prompt_id": "1", "mod', encoding="utf-8")
+    log = OutcomeLog(out)
+    assert log.done_pairs() == {("0", "a")}
+    assert (out / "outcomes.jsonl").read_text() == good
+
+
+def test_changed_prompt_text_on_resume_is_an_error(tmp_path):
+    out = tmp_path / "o"
+    p1 = _write(tmp_path / "p1.jsonl", '{"prompt_id": 1, "prompt": "first"}\n')
+    p2 = _write(tmp_path / "p2.jsonl", '{"prompt_id": 1, "prompt": "changed"}\n')
+    collect(read_prompts(p1), {"a": EchoProvider("a")}, out, progress=False)
+    with pytest.raises(DataError, match="different prompt text"):
+        collect(read_prompts(p2), {"a": EchoProvider("a")}, out, progress=False)
