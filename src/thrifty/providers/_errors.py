@@ -1,0 +1,106 @@
+"""The one boundary where foreign exceptions (httpx, SDKs, llama.cpp) become :class:`ProviderError`.
+
+Status codes for failures without an HTTP status: 504 for timeouts, 502 for connection errors and
+malformed upstream answers, 400 for requests the model cannot take (e.g. prompt beyond context).
+``retryable`` is True for timeouts, connection errors and HTTP 408/409/425/429/5xx/529.
+``retry_after`` (seconds) comes from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP date).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from email.utils import parsedate_to_datetime
+from typing import Any, Iterator, Mapping
+
+from thrifty.errors import ProviderError, ThriftyError
+
+__all__ = ["translate", "provider_errors", "retry_after_from", "RETRYABLE_STATUS"]
+
+RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
+
+
+def retry_after_from(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds to wait, from ``retry-after-ms`` or ``retry-after`` (delta seconds or HTTP date)."""
+    if not headers:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def _status_error(provider: str, status: int, headers: Mapping[str, str] | None, body: str, exc: BaseException) -> ProviderError:
+    detail = (body or str(exc)).strip().replace("\n", " ")[:300]
+    return ProviderError(
+        f"upstream answered HTTP {status}: {detail}",
+        provider=provider,
+        status=status,
+        retryable=status in RETRYABLE_STATUS,
+        retry_after=retry_after_from(headers),
+    )
+
+
+def translate(exc: BaseException, provider: str) -> ProviderError:
+    """Map any exception raised while calling ``provider`` to a :class:`ProviderError`."""
+    if isinstance(exc, ProviderError):
+        return exc
+    import httpx  # core dependency
+
+    if isinstance(exc, httpx.HTTPStatusError):
+        try:
+            body = exc.response.text
+        except Exception:  # noqa: BLE001 - a streamed body may be unread
+            body = ""
+        return _status_error(provider, exc.response.status_code, exc.response.headers, body, exc)
+    if isinstance(exc, (httpx.TimeoutException, asyncio.TimeoutError, TimeoutError)):
+        return ProviderError(f"timed out: {exc or type(exc).__name__}", provider=provider, status=504, retryable=True)
+    if isinstance(exc, (httpx.TransportError, ConnectionError)):
+        return ProviderError(f"connection failed: {type(exc).__name__}: {exc}", provider=provider, status=502, retryable=True)
+
+    anthropic = sys.modules.get("anthropic")  # only translate SDK errors if the SDK is in use
+    if anthropic is not None:
+        if isinstance(exc, anthropic.APIStatusError):
+            return _status_error(provider, exc.status_code, exc.response.headers, getattr(exc, "message", ""), exc)
+        if isinstance(exc, anthropic.APITimeoutError):
+            return ProviderError(f"timed out: {exc}", provider=provider, status=504, retryable=True)
+        if isinstance(exc, anthropic.APIConnectionError):
+            return ProviderError(f"connection failed: {exc}", provider=provider, status=502, retryable=True)
+        if isinstance(exc, anthropic.APIError):
+            return ProviderError(f"bad upstream answer: {exc}", provider=provider, status=502, retryable=False)
+
+    if isinstance(exc, (ValueError, KeyError, TypeError)):
+        text = str(exc)
+        if "context" in text.lower() or "exceed" in text.lower():
+            return ProviderError(f"request does not fit the model: {text}", provider=provider, status=400)
+        return ProviderError(f"bad upstream answer or request: {type(exc).__name__}: {text}", provider=provider, status=502)
+    return ProviderError(f"{type(exc).__name__}: {exc}", provider=provider, status=502)
+
+
+@contextlib.contextmanager
+def provider_errors(provider: str) -> Iterator[None]:
+    """Re-raise any foreign exception from the block as ``ProviderError(...) from exc``.
+
+    Cancellation and thrifty's own errors (ProviderError, ConfigError, …) pass through untouched. Works around ``await`` too.
+    """
+    try:
+        yield
+    except (asyncio.CancelledError, KeyboardInterrupt, GeneratorExit, ThriftyError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - this IS the translation boundary
+        raise translate(exc, provider) from exc
