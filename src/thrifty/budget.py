@@ -1,0 +1,153 @@
+"""Spend limits per API key and per profile, enforced atomically across threads and processes.
+
+Before a request runs, :meth:`BudgetLedger.reserve` holds its *maximum possible* cost (every tier it
+may call, at most ``max_tokens`` out each, input bounded by its UTF-8 byte count) against each
+limited scope inside one SQLite ``BEGIN IMMEDIATE`` transaction: the check "spent + held + this ≤
+limit" and the hold are one atomic step, so concurrent requests can never overspend together.
+:meth:`BudgetLedger.settle` then replaces the hold with what the request actually cost.
+
+A hold left behind by a crashed process expires after ``stale_after_s`` (longer than any request).
+Spend is tracked for every key and profile (limited or not), so adding a limit later counts
+everything spent since the log was created.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+from thrifty.errors import BudgetExceeded
+from thrifty.store.logs import LogStore
+from thrifty.types import ChatRequest
+
+__all__ = ["BudgetLedger", "Reservation", "TierPrice", "max_cost_usd", "max_input_tokens"]
+
+
+@dataclass(frozen=True)
+class TierPrice:
+    """What one tier may cost: USD per 1M tokens in/out (None: free/unknown) and its output cap."""
+
+    price_in: float | None
+    price_out: float | None
+    max_tokens: int
+
+
+@dataclass(frozen=True)
+class Reservation:
+    id: str
+    scopes: tuple[tuple[str, str], ...]  # (scope, name) pairs held
+    amount_usd: float
+
+
+def max_input_tokens(request: ChatRequest) -> int:
+    """An upper bound on prompt tokens: UTF-8 bytes of the messages and tools (+8 per message)."""
+    body = json.dumps([dict(m) for m in request.messages], ensure_ascii=False, default=str)
+    tools = json.dumps([dict(t) for t in request.tools], ensure_ascii=False, default=str) if request.tools else ""
+    return len(body.encode("utf-8")) + len(tools.encode("utf-8")) + 8 * len(request.messages)
+
+
+def max_cost_usd(request: ChatRequest, tiers: Sequence[TierPrice]) -> float:
+    """Worst case of a request: every tier called, each writing its full ``max_tokens``."""
+    n_in = max_input_tokens(request)
+    asked = request.params.get("max_completion_tokens") or request.params.get("max_tokens")
+    total = 0.0
+    for t in tiers:
+        n_out = min(int(asked), t.max_tokens) if asked else t.max_tokens
+        total += (n_in * (t.price_in or 0.0) + n_out * (t.price_out or 0.0)) / 1e6
+    return total
+
+
+class BudgetLedger:
+    """Reserve-then-settle spend accounting in the log store's SQLite database."""
+
+    def __init__(
+        self,
+        store: LogStore,
+        key_limits: Mapping[str, float | None],
+        profile_limits: Mapping[str, float | None],
+        *,
+        stale_after_s: float = 900.0,
+    ) -> None:
+        self._store = store
+        self._limits = {("key", k): v for k, v in key_limits.items() if v is not None}
+        self._limits.update({("profile", p): v for p, v in profile_limits.items() if v is not None})
+        self.stale_after_s = stale_after_s
+
+    def limit(self, scope: str, name: str) -> float | None:
+        return self._limits.get((scope, name))
+
+    def spent(self, scope: str, name: str) -> float:
+        rows = self._store.iter_rows("SELECT spent_usd FROM spend WHERE scope = ? AND name = ?", (scope, name))
+        return float(rows[0][0]) if rows else 0.0
+
+    def held(self, scope: str, name: str) -> float:
+        rows = self._store.iter_rows(
+            "SELECT COALESCE(SUM(amount_usd), 0) FROM reservations WHERE scope = ? AND name = ? AND created >= ?",
+            (scope, name, time.time() - self.stale_after_s),
+        )
+        return float(rows[0][0])
+
+    def reserve(self, *, key: str | None, profile: str | None, amount_usd: float) -> Reservation:
+        """Hold ``amount_usd`` against the key's and the profile's limits, or raise BudgetExceeded."""
+        scopes = tuple(s for s in (("key", key), ("profile", profile)) if s[1] is not None)
+        limited = [s for s in scopes if s in self._limits]
+        rid = uuid.uuid4().hex
+        if not limited:
+            return Reservation(rid, (), float(amount_usd))
+        now = time.time()
+        conn, lock = self._store.connection, self._store.lock
+        with lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("DELETE FROM reservations WHERE created < ?", (now - self.stale_after_s,))
+                for scope, name in limited:
+                    spent = conn.execute("SELECT spent_usd FROM spend WHERE scope = ? AND name = ?", (scope, name)).fetchone()
+                    held = conn.execute("SELECT COALESCE(SUM(amount_usd), 0) FROM reservations WHERE scope = ? AND name = ?", (scope, name)).fetchone()
+                    used = (float(spent[0]) if spent else 0.0) + float(held[0])
+                    limit = self._limits[(scope, name)]
+                    if used + amount_usd > limit + 1e-12:
+                        raise BudgetExceeded(
+                            f"the {scope} {name!r} has spent or reserved ${used:.6f} of its ${limit:.6f} budget;"
+                            f" this request may cost up to ${amount_usd:.6f}",
+                            limit_usd=limit,
+                            spent_usd=used,
+                        )
+                conn.executemany(
+                    "INSERT INTO reservations (id, scope, name, amount_usd, created) VALUES (?, ?, ?, ?, ?)",
+                    [(rid, s, n, float(amount_usd), now) for s, n in limited],
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return Reservation(rid, tuple(limited), float(amount_usd))
+
+    def settle_in(self, conn: sqlite3.Connection, reservation: Reservation | None, actual_usd: float, *,
+                  key: str | None, profile: str | None) -> None:
+        """Release the hold and add the real cost to each scope's spend, inside the caller's transaction."""
+        if reservation is not None and reservation.scopes:
+            conn.execute("DELETE FROM reservations WHERE id = ?", (reservation.id,))
+        for scope, name in (("key", key), ("profile", profile)):
+            if name is None:
+                continue
+            conn.execute(
+                "INSERT INTO spend (scope, name, spent_usd) VALUES (?, ?, ?)"
+                " ON CONFLICT(scope, name) DO UPDATE SET spent_usd = spent_usd + excluded.spent_usd",
+                (scope, name, float(actual_usd)),
+            )
+
+    def settle(self, reservation: Reservation | None, actual_usd: float, *, key: str | None, profile: str | None) -> None:
+        """Release the hold and add what the request really cost to every scope's spend."""
+        conn, lock = self._store.connection, self._store.lock
+        with lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.settle_in(conn, reservation, actual_usd, key=key, profile=profile)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise

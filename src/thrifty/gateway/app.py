@@ -1,0 +1,101 @@
+"""``create_app(settings) -> FastAPI``: the OpenAI-compatible gateway, no module globals.
+
+The lifespan builds everything once — providers, one engine per profile, the SQLite log store and
+budget ledger, the metrics registry — and keeps it on ``app.state.runtime``; shutdown closes
+upstream connection pools and the database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from thrifty.config import Settings
+
+__all__ = ["create_app", "Runtime", "app_from_env"]
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    routes: dict[str, Any]
+    providers: dict[str, Any]
+    store: Any
+    ledger: Any
+    metrics: Any
+    started_at: float
+
+
+def build_runtime(settings: Settings, *, db_path: Path | None = None) -> Runtime:
+    from thrifty.budget import BudgetLedger
+    from thrifty.gateway.build import build_routes
+    from thrifty.gateway.metrics import Metrics
+    from thrifty.store.logs import LogStore
+
+    routes, providers = build_routes(settings)
+    store = LogStore(db_path or settings.server.resolved_data_dir() / "logs.sqlite3")
+    ledger = BudgetLedger(
+        store,
+        {k.name: k.limit_usd for k in settings.keys.values()},
+        {p.name: p.budget_usd for p in settings.profiles.values()},
+    )
+    return Runtime(settings, routes, providers, store, ledger, Metrics(), time.time())
+
+
+def create_app(settings: Settings | None = None, *, db_path: Path | None = None) -> Any:
+    """The FastAPI app for ``settings`` (default: the embedded local default)."""
+    try:
+        from fastapi import FastAPI
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        from thrifty.errors import ConfigError
+
+        raise ConfigError("the gateway needs FastAPI", key="serve", fix="pip install 'thrifty[serve]'") from exc
+    from thrifty import __version__
+    from thrifty.gateway.errors import install_handlers
+    from thrifty.gateway.routes import register_routes
+
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        rt = build_runtime(settings, db_path=db_path)
+        app.state.runtime = rt
+        for provider in rt.providers.values():  # load local weights now, not on the first request
+            warm = getattr(provider, "warm", None)
+            if warm is not None:
+                await warm()
+        try:
+            yield
+        finally:
+            for provider in rt.providers.values():
+                close = getattr(provider, "aclose", None)
+                if close is not None:
+                    with contextlib.suppress(Exception):
+                        await close()
+            rt.store.close()
+
+    app = FastAPI(title="thrifty", version=__version__, lifespan=lifespan,
+                  description="OpenAI-compatible gateway that answers each request with the cheapest good-enough model.")
+    install_handlers(app)
+    if settings.server.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.server.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["authorization", "content-type"],
+                           expose_headers=["x-thrifty-model", "x-thrifty-tiers", "x-thrifty-cost-usd", "x-thrifty-request-id"])
+    register_routes(app)
+    return app
+
+
+def app_from_env() -> Any:
+    """Factory for ``uvicorn --factory`` / multiple workers: settings from ``$THRIFTY_CONFIG``."""
+    import os
+
+    from thrifty.config import load_settings
+
+    settings = load_settings()
+    port = os.environ.get("THRIFTY_SERVER_PORT")
+    return create_app(settings.with_server(host=os.environ.get("THRIFTY_SERVER_HOST"), port=int(port) if port else None))

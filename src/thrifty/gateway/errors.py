@@ -1,0 +1,126 @@
+"""The one place where errors become HTTP answers: OpenAI-style JSON, never a raw 500 or traceback.
+
+::
+
+    RequestError / invalid JSON / validation  → 400 invalid_request_error (unknown model → 404)
+    body over server.max_body_bytes           → 413 invalid_request_error
+    request valid but not servable here       → 422 (RequestError with code "unprocessable")
+    AuthError                                 → 401 authentication_error
+    BudgetExceeded                            → 429 insufficient_quota
+    ProviderError                             → 502 upstream_error, or 504 when it timed out
+    ConfigError at request time / anything else → 500 server_error with a generic message (logged)
+
+Body: ``{"error": {"message", "type", "param", "code"}}`` — what the ``openai`` client parses.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from thrifty.errors import AuthError, BudgetExceeded, ConfigError, ProviderError, RequestError
+
+__all__ = ["error_body", "status_and_body", "install_handlers", "PayloadTooLarge"]
+
+log = logging.getLogger("thrifty.gateway")
+
+
+class PayloadTooLarge(Exception):
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"request body exceeds {limit} bytes")
+
+
+def error_body(message: str, type_: str, *, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def _validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
+    """First pydantic error as 'messages[0].role: …' and its param path."""
+    if not errors:
+        return "invalid request body", None
+    e = errors[0]
+    loc = [str(p) for p in e.get("loc", ()) if p not in ("body",)]
+    param = ""
+    for p in loc:
+        if p.isdigit():
+            param += f"[{p}]"
+        elif p in ("str", "list[dict[str,any]]", "function-after[_parts(), union[str,list[dict[str,any]]]]") or "[" in p:
+            continue  # pydantic's union-branch labels
+        else:
+            param += ("." if param else "") + p
+    msg = e.get("msg", "invalid value")
+    extra = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    return (f"{param}: {msg}" if param else msg) + extra, param or None
+
+
+def status_and_body(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """HTTP status, OpenAI error body and extra headers for any exception."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, PayloadTooLarge):
+        return 413, error_body(str(exc), "invalid_request_error", code="request_too_large"), {}
+    if isinstance(exc, ValidationError):
+        msg, param = _validation_message(exc.errors(include_url=False))
+        return 400, error_body(msg, "invalid_request_error", param=param, code="invalid_value"), {}
+    if isinstance(exc, RequestError):
+        if exc.code == "model_not_found":
+            return 404, error_body(str(exc), "invalid_request_error", param=exc.param, code=exc.code), {}
+        if exc.code == "unprocessable":
+            return 422, error_body(str(exc), "invalid_request_error", param=exc.param, code=exc.code), {}
+        return 400, error_body(str(exc), "invalid_request_error", param=exc.param, code=exc.code), {}
+    if isinstance(exc, AuthError):
+        return 401, error_body(str(exc), "authentication_error", code="invalid_api_key"), {"www-authenticate": "Bearer"}
+    if isinstance(exc, BudgetExceeded):
+        return 429, error_body(str(exc), "insufficient_quota", code="budget_exceeded"), {}
+    if isinstance(exc, ProviderError):
+        status = 504 if exc.status == 504 else 502
+        code = "upstream_timeout" if status == 504 else "upstream_error"
+        return status, error_body(f"every tier failed; last error: {exc}", "upstream_error", code=code), {}
+    if isinstance(exc, ConfigError):
+        log.error("configuration error while serving: %s", exc)
+        return 500, error_body(f"server misconfigured: {exc}", "server_error", code="config_error"), {}
+    log.exception("unexpected error while serving a request", exc_info=exc)
+    return 500, error_body("internal error (details are in the server log)", "server_error", code="internal_error"), {}
+
+
+def json_error(exc: BaseException, request_id: str | None = None) -> Any:
+    from fastapi.responses import JSONResponse
+
+    status, body, headers = status_and_body(exc)
+    if request_id:
+        headers = {**headers, "x-thrifty-request-id": request_id}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def install_handlers(app: Any) -> None:
+    """Route every exception the app can raise through :func:`status_and_body`."""
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    async def on_any(request: Any, exc: Exception) -> Any:
+        return json_error(exc, getattr(request.state, "request_id", None))
+
+    async def on_http(request: Any, exc: StarletteHTTPException) -> Any:
+        from fastapi.responses import JSONResponse
+
+        type_ = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        return JSONResponse(error_body(str(exc.detail), type_, code=code), status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    async def on_validation(request: Any, exc: RequestValidationError) -> Any:
+        from fastapi.responses import JSONResponse
+
+        msg, param = _validation_message(list(exc.errors()))
+        return JSONResponse(error_body(msg, "invalid_request_error", param=param, code="invalid_value"), status_code=400)
+
+    from pydantic import ValidationError
+
+    from thrifty.errors import ThriftyError
+
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    for exc_type in (ThriftyError, ValidationError, PayloadTooLarge):
+        app.add_exception_handler(exc_type, on_any)
+    # the unexpected: Starlette answers with our JSON, then re-raises so the server log has the traceback
+    app.add_exception_handler(Exception, on_any)

@@ -1,0 +1,68 @@
+"""Prometheus metrics of one gateway app (its own registry: no process globals).
+
+- ``thrifty_requests_total{model,status}``         requests answered, by requested model and HTTP status
+- ``thrifty_tokens_total{model,direction}``        tokens of the returned answers (input/output)
+- ``thrifty_cost_usd_total{model}``                USD paid upstream (every tier called)
+- ``thrifty_baseline_cost_usd_total{model}``       USD the profile's most expensive tier would have
+  cost for the same tokens (counterfactual: same input and output token counts)
+- ``thrifty_cost_saved_usd{model}``                baseline − paid (a gauge: it can go negative)
+- ``thrifty_escalations_total{model}``             requests that called more than one tier
+- ``thrifty_tier_answers_total{model,tier,decision}`` steps by outcome (accepted/escalated/failed)
+- ``thrifty_request_latency_seconds{model}``       request latency histogram
+- ``thrifty_tier_latency_seconds{tier}``           per-tier call latency histogram
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["Metrics"]
+
+_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("thrifty_requests", "Requests answered", ["model", "status"], registry=r)
+        self.tokens = Counter("thrifty_tokens", "Tokens of returned answers", ["model", "direction"], registry=r)
+        self.cost = Counter("thrifty_cost_usd", "USD paid upstream, every tier called", ["model"], registry=r)
+        self.baseline = Counter("thrifty_baseline_cost_usd", "USD the profile's most expensive tier would have cost", ["model"], registry=r)
+        self.saved = Gauge("thrifty_cost_saved_usd", "Baseline cost minus cost paid", ["model"], registry=r)
+        self.escalations = Counter("thrifty_escalations", "Requests that called more than one tier", ["model"], registry=r)
+        self.steps = Counter("thrifty_tier_answers", "Tier calls by decision", ["model", "tier", "decision"], registry=r)
+        self.latency = Histogram("thrifty_request_latency_seconds", "Request latency", ["model"], buckets=_BUCKETS, registry=r)
+        self.tier_latency = Histogram("thrifty_tier_latency_seconds", "Tier call latency", ["tier"], buckets=_BUCKETS, registry=r)
+
+    def observe(self, *, model: str, status: int, latency_s: float, trace: Any = None,
+                baseline_price: tuple[float, float] | None = None) -> None:
+        """Record one finished request (``trace``: the engine's Trace, if any tier was called)."""
+        self.requests.labels(model, str(status)).inc()
+        self.latency.labels(model).observe(max(0.0, latency_s))
+        if trace is None:
+            return
+        paid = float(trace.cost_usd)
+        self.cost.labels(model).inc(paid)
+        if trace.escalated:
+            self.escalations.labels(model).inc()
+        for s in trace.steps:
+            decision = "failed" if s.error else ("accepted" if s.accepted else "escalated")
+            self.steps.labels(model, s.model, decision).inc()
+            if s.latency_s:
+                self.tier_latency.labels(s.model).observe(s.latency_s)
+        c = trace.completion
+        if c is not None:
+            self.tokens.labels(model, "input").inc(c.usage.input_tokens)
+            self.tokens.labels(model, "output").inc(c.usage.output_tokens)
+            if baseline_price is not None:
+                base = (c.usage.input_tokens * baseline_price[0] + c.usage.output_tokens * baseline_price[1]) / 1e6
+                self.baseline.labels(model).inc(base)
+                self.saved.labels(model).inc(base - paid)
+
+    def render(self) -> tuple[bytes, str]:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,322 @@
+"""HTTP endpoints: ``POST /v1/chat/completions`` (JSON and SSE), ``GET /v1/models``, ``/healthz``, ``/metrics``.
+
+One request, in order: auth (401) → body size (413) → JSON (400) → schema (400) → model (404) →
+capabilities (422) → budget hold (429) → engine → log row + spend (one transaction) → answer.
+Nothing is logged for a request refused before the engine ran.
+"""
+
+
+import json
+import time
+from dataclasses import replace
+from typing import Any, AsyncIterator
+
+from thrifty.config import hash_key
+from thrifty.errors import AuthError, ProviderError, RequestError
+from thrifty.gateway.build import Route, cost_meter
+from thrifty.gateway.errors import PayloadTooLarge, json_error, status_and_body
+from thrifty.store.logs import RequestRecord, StepRecord
+from thrifty.trace import Routed, TextDelta, Trace, new_request_id
+from thrifty.types import ChatRequest
+
+__all__ = ["register_routes"]
+
+
+async def _read_body(request: Any, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise PayloadTooLarge(limit)
+        except ValueError:
+            raise RequestError("invalid Content-Length header", code="invalid_request") from None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _authenticate(rt: Any, request: Any) -> str | None:
+    """The configured key's name, None when no keys are configured; AuthError otherwise."""
+    if not rt.settings.auth_required:
+        return None
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError("missing API key: send 'Authorization: Bearer <key>'")
+    key = rt.settings.key_by_hash(hash_key(token.strip()))
+    if key is None:
+        raise AuthError("unknown API key")
+    return key.name
+
+
+def _with_profile(route: Route, req: ChatRequest) -> ChatRequest:
+    """Apply the profile's system prompt (when the client sent none) and the default max_tokens."""
+    messages = req.messages
+    if route.system and not any(m.get("role") in ("system", "developer") for m in messages):
+        text = route.system.replace("{date}", time.strftime("%Y-%m-%d")).replace("{profile}", route.budget_name or "")
+        messages = ({"role": "system", "content": text}, *messages)
+    params = dict(req.params)
+    if params.get("max_tokens") is None and params.get("max_completion_tokens") is None:
+        params["max_tokens"] = max((t.max_tokens for t in route.tier_prices), default=512)
+    return replace(req, messages=messages, params=params)
+
+
+def _steps(trace: Trace | None) -> tuple[StepRecord, ...]:
+    if trace is None:
+        return ()
+    out = []
+    for s in trace.steps:
+        a = trace.answer_for(s.tier)
+        decision = "failed" if s.error else ("accepted" if s.accepted else "escalated")
+        out.append(StepRecord(
+            tier=s.tier, model=s.model, decision=decision, answer=a.text if a else None, score=s.score,
+            threshold=s.threshold, cost_usd=s.cost_usd, latency_s=s.latency_s,
+            input_tokens=a.usage.input_tokens if a else None, output_tokens=a.usage.output_tokens if a else None, error=s.error,
+        ))
+    return tuple(out)
+
+
+class _Job:
+    """Everything known about one admitted request; :meth:`finish` logs it, settles spend, counts it."""
+
+    def __init__(self, rt: Any, route: Route, req: ChatRequest, body: dict[str, Any], key_name: str | None, rid: str, t0: float) -> None:
+        self.rt, self.route, self.req, self.body, self.key_name, self.rid, self.t0 = rt, route, req, body, key_name, rid, t0
+        self.reservation: Any = None
+        self.created = time.time()
+        self.done = False
+
+    def finish(self, status: int, trace: Trace | None, *, error: str | None = None, answer_override: str | None = None,
+               cost_override: float | None = None, tiers_override: tuple[str, ...] | None = None) -> None:
+        if self.done:
+            return
+        self.done = True
+        c = trace.completion if trace else None
+        cost = float(trace.cost_usd) if trace else 0.0
+        if cost_override is not None:
+            cost = max(cost, cost_override)
+        latency = time.perf_counter() - self.t0
+        rec = RequestRecord(
+            id=self.rid, created=self.created, model_requested=self.route.model_id, request=self.body, status=status,
+            key_name=self.key_name, profile=self.route.budget_name, prompt=self.req.prompt_text,
+            final_model=(trace.model if trace and c is not None and status == 200 else None),
+            tiers_tried=tiers_override if tiers_override is not None else (trace.tiers_tried if trace else ()), answer=answer_override if answer_override is not None else (c.text if c else None),
+            input_tokens=c.usage.input_tokens if c else None, output_tokens=c.usage.output_tokens if c else None,
+            cost_usd=cost, latency_s=latency, error=error, stream=self.req.stream, steps=_steps(trace),
+        )
+        ledger = self.rt.ledger
+        self.rt.store.record(rec, also=lambda conn: ledger.settle_in(conn, self.reservation, cost, key=self.key_name, profile=self.route.budget_name))
+        self.rt.metrics.observe(model=self.route.model_id, status=status, latency_s=latency, trace=trace, baseline_price=self.route.baseline_price)
+
+
+def _headers(rid: str, model: str | None, tiers: tuple[str, ...], cost: float) -> dict[str, str]:
+    return {
+        "x-thrifty-request-id": rid,
+        "x-thrifty-model": model or "",
+        "x-thrifty-tiers": ",".join(tiers),
+        "x-thrifty-cost-usd": f"{cost:.8f}",
+    }
+
+
+async def _admit(rt: Any, request: Any) -> _Job:
+    """Everything that can refuse a request before any model runs."""
+    from pydantic import ValidationError
+
+    from thrifty.budget import max_cost_usd
+    from thrifty.gateway.schemas import ChatCompletionRequest, to_chat_request
+
+    t0 = time.perf_counter()
+    key_name = _authenticate(rt, request)
+    raw = await _read_body(request, rt.settings.server.max_body_bytes)
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RequestError(f"the body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise RequestError("the body must be a JSON object", code="invalid_json")
+    try:
+        parsed = ChatCompletionRequest.model_validate(body)
+    except ValidationError:
+        raise
+    route = rt.routes.get(parsed.model)
+    if route is None:
+        raise RequestError(f"the model {parsed.model!r} does not exist; GET /v1/models lists what this gateway serves",
+                           param="model", code="model_not_found")
+    req = _with_profile(route, to_chat_request(parsed))
+    if req.has_images and not any(route.vision):
+        raise RequestError(f"{route.model_id!r} has no vision-capable tier for image content", param="messages", code="unprocessable")
+    job = _Job(rt, route, req, body, key_name, new_request_id(), t0)
+    amount = max_cost_usd(req, route.tier_prices)
+    job.reservation = rt.ledger.reserve(key=key_name, profile=route.budget_name, amount_usd=amount)
+    request.state.request_id = job.rid
+    return job
+
+
+async def _complete(job: _Job) -> Any:
+    from fastapi.responses import JSONResponse
+
+    from thrifty.gateway.schemas import completion_body
+
+    try:
+        trace = await job.route.engine.run(job.req, request_id=job.rid)
+    except ProviderError as exc:
+        status, _, _ = status_and_body(exc)
+        job.finish(status, getattr(exc, "trace", None), error=str(exc))
+        return json_error(exc, job.rid)
+    except BaseException:
+        job.finish(500, None, error="internal error", cost_override=job.reservation.amount_usd)
+        raise
+    assert trace.completion is not None
+    job.finish(200, trace)
+    body = completion_body(job.rid.replace("req_", "chatcmpl-"), trace.model or job.route.model_id, trace.completion, int(job.created))
+    return JSONResponse(body, headers=_headers(job.rid, trace.model, trace.tiers_tried, trace.cost_usd))
+
+
+def _sse(obj: Any) -> bytes:
+    return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+
+
+async def _stream(job: _Job) -> Any:
+    from fastapi.responses import StreamingResponse
+
+    from thrifty.gateway.schemas import chunk_body, tool_call_deltas
+
+    meter: list[float] = []
+    token = cost_meter.set(meter)
+    events = job.route.engine.stream(job.req, request_id=job.rid).__aiter__()
+    try:
+        first = await events.__anext__()
+    except ProviderError as exc:
+        status, _, _ = status_and_body(exc)
+        job.finish(status, getattr(exc, "trace", None), error=str(exc))
+        return json_error(exc, job.rid)
+    except BaseException:
+        job.finish(500, None, error="internal error", cost_override=job.reservation.amount_usd)
+        raise
+    finally:
+        cost_meter.reset(token)
+    pending: list[Any] = [first]
+    routed = first if isinstance(first, Routed) else None
+    if routed is not None and routed.tier != len(job.route.engine.tiers) - 1:
+        async for ev in events:  # a buffered answer: the rest is already in memory — get the exact cost
+            pending.append(ev)
+    trace_now = next((e for e in pending if isinstance(e, Trace)), None)
+    model = routed.model if routed else (trace_now.model if trace_now else None)
+    tiers = routed.tiers_tried if routed else (trace_now.tiers_tried if trace_now else ())
+    cost = trace_now.cost_usd if trace_now else sum(meter)
+    include_usage = bool((job.body.get("stream_options") or {}).get("include_usage"))
+    cid, created = job.rid.replace("req_", "chatcmpl-"), int(job.created)
+
+    async def body() -> AsyncIterator[bytes]:
+        answered = model or job.route.model_id
+        parts: list[str] = []
+        trace: Trace | None = None
+        yield _sse(chunk_body(cid, answered, created, delta={"role": "assistant", "content": ""}))
+        try:
+            async def all_events() -> AsyncIterator[Any]:
+                for ev in pending:
+                    yield ev
+                async for ev in events:
+                    yield ev
+
+            async for ev in all_events():
+                if isinstance(ev, TextDelta) and ev.text:
+                    parts.append(ev.text)
+                    yield _sse(chunk_body(cid, answered, created, delta={"content": ev.text}))
+                elif isinstance(ev, Trace):
+                    trace = ev
+            assert trace is not None and trace.completion is not None
+            c = trace.completion
+            finish = c.finish_reason or "stop"
+            if c.tool_calls:
+                yield _sse(chunk_body(cid, answered, created, delta={"tool_calls": tool_call_deltas(c)}))
+                finish = "tool_calls" if finish == "stop" else finish
+            yield _sse(chunk_body(cid, answered, created, delta={}, finish_reason=finish))
+            if include_usage:
+                yield _sse(chunk_body(cid, answered, created, usage=c, usage_only=True))
+            job.finish(200, trace)
+            yield b"data: [DONE]\n\n"
+        except ProviderError as exc:  # the upstream died mid-stream: tell the client, no [DONE]
+            status, err, _ = status_and_body(exc)
+            job.finish(status, getattr(exc, "trace", None), error=str(exc), answer_override="".join(parts),
+                       cost_override=sum(meter), tiers_override=tuple(tiers))
+            err["error"]["message"] = f"the upstream failed mid-stream after {len(''.join(parts))} characters: {exc}"
+            yield _sse(err)
+        except BaseException as exc:  # client went away (cancelled) or a bug: log it, charge the hold
+            job.finish(499 if not isinstance(exc, Exception) else 500, None, error=f"stream aborted: {type(exc).__name__}",
+                       answer_override="".join(parts), cost_override=job.reservation.amount_usd)
+            if isinstance(exc, Exception):
+                _, err, _ = status_and_body(exc)
+                yield _sse(err)
+                return
+            raise
+        finally:
+            await _aclose(events)
+
+    return StreamingResponse(_metered(body(), meter), media_type="text/event-stream",
+                             headers={**_headers(job.rid, model, tiers, cost), "cache-control": "no-cache", "x-accel-buffering": "no"})
+
+
+async def _metered(gen: AsyncIterator[bytes], meter: list[float]) -> AsyncIterator[bytes]:
+    token = cost_meter.set(meter)
+    try:
+        async for chunk in gen:
+            yield chunk
+    finally:
+        try:
+            cost_meter.reset(token)
+        except ValueError:  # reset from another context (generator finalised elsewhere)
+            pass
+
+
+async def _aclose(it: Any) -> None:
+    close = getattr(it, "aclose", None)
+    if close is not None:
+        try:
+            await close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def register_routes(app: Any) -> None:
+    from fastapi import Request
+    from fastapi.responses import JSONResponse, Response
+
+    from thrifty.gateway.schemas import ChatCompletionRequest, models_body
+
+    @app.post(
+        "/v1/chat/completions",
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")}}}},
+        responses={400: {"description": "invalid request"}, 401: {"description": "unknown key"}, 404: {"description": "unknown model"},
+                   413: {"description": "body too large"}, 422: {"description": "not servable"}, 429: {"description": "over budget"},
+                   502: {"description": "upstream failed"}, 504: {"description": "upstream timed out"}},
+    )
+    async def chat_completions(request: Request) -> Any:
+        rt = request.app.state.runtime
+        job = await _admit(rt, request)
+        try:
+            return await (_stream(job) if job.req.stream else _complete(job))
+        except BaseException:
+            if not job.done:  # never leave a hold behind
+                job.finish(500, None, error="internal error", cost_override=job.reservation.amount_usd)
+            raise
+
+    @app.get("/v1/models")
+    async def list_models(request: Request) -> Any:
+        rt = request.app.state.runtime
+        names = sorted(((mid, r.owner) for mid, r in rt.routes.items()), key=lambda x: (not x[0].startswith("thrifty/"), x[0]))
+        return JSONResponse(models_body(names, int(rt.started_at)))
+
+    @app.get("/healthz")
+    async def healthz(request: Request) -> Any:
+        rt = request.app.state.runtime
+        return JSONResponse({"status": "ok", "models": len(rt.routes), "uptime_s": round(time.time() - rt.started_at, 3)})
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Any:
+        data, ctype = request.app.state.runtime.metrics.render()
+        return Response(data, media_type=ctype)
+

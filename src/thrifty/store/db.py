@@ -1,0 +1,136 @@
+"""SQLite connection and named migrations for the log store.
+
+The database runs in WAL mode (readers never block the writer) with ``synchronous=NORMAL``: a
+committed transaction survives a crash of the process (``kill -9``), which is what "a 200 has its
+log row" needs. Migrations are ``(name, sql)`` pairs applied once each, in order, and recorded in
+the ``migrations`` table; a database that has them all is left untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+__all__ = ["MIGRATIONS", "connect", "migrate", "applied_migrations"]
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "0001_requests_and_steps",
+        """
+        CREATE TABLE requests (
+            id              TEXT PRIMARY KEY,
+            created         REAL NOT NULL,              -- unix time the request arrived
+            key_name        TEXT,                       -- the configured key's NAME, never the key
+            profile         TEXT,                       -- profile name, NULL for pass-through
+            model_requested TEXT NOT NULL,
+            request_json    TEXT NOT NULL,              -- the validated request body
+            prompt          TEXT,                       -- last user message text
+            final_model     TEXT,                       -- who answered (NULL: nobody)
+            tiers_tried     TEXT NOT NULL,              -- JSON list of models called, in order
+            answer          TEXT,
+            input_tokens    INTEGER,
+            output_tokens   INTEGER,
+            cost_usd        REAL NOT NULL,              -- sum over every tier called
+            latency_s       REAL,
+            status          INTEGER NOT NULL,           -- HTTP status sent to the client
+            error           TEXT,
+            stream          INTEGER NOT NULL DEFAULT 0,
+            label           REAL                        -- quality label in [0, 1] (thrifty label)
+        );
+        CREATE INDEX requests_created ON requests(created);
+        CREATE TABLE steps (
+            request_id      TEXT NOT NULL REFERENCES requests(id) ON DELETE CASCADE,
+            idx             INTEGER NOT NULL,           -- 0, 1, … in call order
+            tier            INTEGER NOT NULL,           -- index into the profile's tiers
+            model           TEXT NOT NULL,
+            answer          TEXT,
+            score           REAL,
+            threshold       REAL,
+            cost_usd        REAL NOT NULL DEFAULT 0,
+            latency_s       REAL,
+            input_tokens    INTEGER,
+            output_tokens   INTEGER,
+            decision        TEXT NOT NULL,              -- accepted | escalated | failed
+            error           TEXT,
+            label           REAL,                       -- quality label in [0, 1] (thrifty label)
+            PRIMARY KEY (request_id, idx)
+        );
+        """,
+    ),
+    (
+        "0002_budget_ledger",
+        """
+        CREATE TABLE spend (
+            scope     TEXT NOT NULL,                    -- 'key' | 'profile'
+            name      TEXT NOT NULL,
+            spent_usd REAL NOT NULL DEFAULT 0,
+            PRIMARY KEY (scope, name)
+        );
+        CREATE TABLE reservations (
+            id         TEXT NOT NULL,
+            scope      TEXT NOT NULL,
+            name       TEXT NOT NULL,
+            amount_usd REAL NOT NULL,
+            created    REAL NOT NULL,
+            PRIMARY KEY (id, scope)
+        );
+        """,
+    ),
+]
+
+
+def connect(path: str | os.PathLike, *, migrate_now: bool = True) -> sqlite3.Connection:
+    """Open (creating folders) the database at ``path`` in WAL mode and bring its schema up to date.
+
+    The connection is in autocommit mode (``isolation_level=None``): callers open transactions
+    explicitly with ``BEGIN``/``BEGIN IMMEDIATE``. It may be shared across threads under a lock.
+    """
+    p = Path(path)
+    if str(p) != ":memory:":
+        p.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(p), isolation_level=None, check_same_thread=False, timeout=30.0)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=30000")
+    if migrate_now:
+        migrate(conn)
+    return conn
+
+
+def applied_migrations(conn: sqlite3.Connection) -> list[str]:
+    conn.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied REAL NOT NULL)")
+    return [r[0] for r in conn.execute("SELECT name FROM migrations ORDER BY name")]
+
+
+def migrate(conn: sqlite3.Connection) -> list[str]:
+    """Apply every migration not yet recorded (each in its own transaction); return those applied."""
+    done = set(applied_migrations(conn))
+    new: list[str] = []
+    for name, sql in MIGRATIONS:
+        if name in done:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # another process may have applied it while we waited for the write lock
+            if conn.execute("SELECT 1 FROM migrations WHERE name = ?", (name,)).fetchone():
+                conn.execute("COMMIT")
+                continue
+            for stmt in _statements(sql):
+                conn.execute(stmt)
+            conn.execute("INSERT INTO migrations (name, applied) VALUES (?, ?)", (name, time.time()))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        new.append(name)
+    return new
+
+
+def _statements(sql: str) -> list[str]:
+    """Split a migration script into statements (no semicolons inside our literals)."""
+    lines = [ln.split("--", 1)[0] for ln in sql.splitlines()]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]

@@ -1,0 +1,175 @@
+"""The request log: one ``requests`` row plus its ``steps`` rows, committed together or not at all.
+
+A row is written only once the answer is known (after the last tier, or after the stream ended),
+in one transaction: a crash or a bad input never leaves a request without its steps, and a request
+that never reached a model (invalid body, unknown key, over budget) is not logged at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from thrifty.store.db import connect
+
+__all__ = ["StepRecord", "RequestRecord", "LogStore"]
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One tier called for a request. ``decision``: accepted | escalated | failed."""
+
+    tier: int
+    model: str
+    decision: str
+    answer: str | None = None
+    score: float | None = None
+    threshold: float | None = None
+    cost_usd: float = 0.0
+    latency_s: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    id: str
+    created: float
+    model_requested: str
+    request: dict[str, Any]
+    status: int
+    key_name: str | None = None
+    profile: str | None = None
+    prompt: str | None = None
+    final_model: str | None = None
+    tiers_tried: tuple[str, ...] = ()
+    answer: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost_usd: float = 0.0
+    latency_s: float | None = None
+    error: str | None = None
+    stream: bool = False
+    steps: tuple[StepRecord, ...] = field(default_factory=tuple)
+
+
+_DECISIONS = ("accepted", "escalated", "failed")
+
+
+class LogStore:
+    """SQLite log store (WAL). Thread-safe: one connection behind a lock; writes are short."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._conn = connect(self.path)
+        self._lock = threading.Lock()
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        return self._conn
+
+    @property
+    def lock(self) -> threading.Lock:
+        return self._lock
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # ---- writing -------------------------------------------------------------------------------
+    def record(self, rec: RequestRecord, also: Callable[[sqlite3.Connection], None] | None = None) -> None:
+        """Insert the request and all its steps in one transaction (all or nothing).
+
+        ``also(conn)`` runs inside the same transaction (the budget ledger settles spend there), so
+        a logged request and the spend it caused are committed together.
+        """
+        for s in rec.steps:
+            if s.decision not in _DECISIONS:
+                raise ValueError(f"step decision must be one of {_DECISIONS}, got {s.decision!r}")
+        row = (
+            rec.id, rec.created, rec.key_name, rec.profile, rec.model_requested,
+            json.dumps(rec.request, ensure_ascii=False, default=str), rec.prompt, rec.final_model,
+            json.dumps(list(rec.tiers_tried)), rec.answer, rec.input_tokens, rec.output_tokens,
+            float(rec.cost_usd), rec.latency_s, int(rec.status), rec.error, int(rec.stream),
+        )
+        steps = [
+            (rec.id, i, s.tier, s.model, s.answer, s.score, s.threshold, float(s.cost_usd), s.latency_s,
+             s.input_tokens, s.output_tokens, s.decision, s.error)
+            for i, s in enumerate(rec.steps)
+        ]
+        with self._lock:
+            c = self._conn
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                c.execute(
+                    "INSERT INTO requests (id, created, key_name, profile, model_requested, request_json, prompt,"
+                    " final_model, tiers_tried, answer, input_tokens, output_tokens, cost_usd, latency_s, status,"
+                    " error, stream) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    row,
+                )
+                c.executemany(
+                    "INSERT INTO steps (request_id, idx, tier, model, answer, score, threshold, cost_usd, latency_s,"
+                    " input_tokens, output_tokens, decision, error) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    steps,
+                )
+                if also is not None:
+                    also(c)
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+
+    def set_label(self, request_id: str, label: float, *, idx: int | None = None) -> bool:
+        """Store a quality label in [0, 1] for a request (or one of its steps). False if absent."""
+        if not 0.0 <= float(label) <= 1.0:
+            raise ValueError("a label is a quality in [0, 1]")
+        with self._lock:
+            if idx is None:
+                cur = self._conn.execute("UPDATE requests SET label = ? WHERE id = ?", (float(label), request_id))
+            else:
+                cur = self._conn.execute("UPDATE steps SET label = ? WHERE request_id = ? AND idx = ?", (float(label), request_id, idx))
+            return cur.rowcount > 0
+
+    # ---- reading -------------------------------------------------------------------------------
+    def count(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0])
+
+    def list(self, limit: int = 20, offset: int = 0) -> list[dict[str, Any]]:
+        """Newest first: id, created, key_name, profile, model_requested, final_model, tiers, cost, latency, status."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id, created, key_name, profile, model_requested, final_model, tiers_tried, cost_usd,"
+                " latency_s, status, prompt FROM requests ORDER BY created DESC, rowid DESC LIMIT ? OFFSET ?",
+                (int(limit), int(offset)),
+            ).fetchall()
+        out = []
+        for r in rows:
+            d = dict(r)
+            d["tiers_tried"] = json.loads(d["tiers_tried"])
+            out.append(d)
+        return out
+
+    def get(self, request_id: str) -> dict[str, Any] | None:
+        """The full request row (``request`` decoded) with its ``steps`` list, or None."""
+        with self._lock:
+            r = self._conn.execute("SELECT * FROM requests WHERE id = ?", (request_id,)).fetchone()
+            if r is None:
+                return None
+            steps = self._conn.execute("SELECT * FROM steps WHERE request_id = ? ORDER BY idx", (request_id,)).fetchall()
+        d = dict(r)
+        d["request"] = json.loads(d.pop("request_json"))
+        d["tiers_tried"] = json.loads(d["tiers_tried"])
+        d["steps"] = [dict(s) for s in steps]
+        return d
+
+    def iter_rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn.execute(sql, tuple(params)).fetchall()
+
