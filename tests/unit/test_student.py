@@ -1,0 +1,95 @@
+"""The distilled student tier: trains on embeddings, round-trips its artefact, serves as a Provider."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sentence_transformers")
+pytest.importorskip("sklearn")
+
+from thrifty.errors import ConfigError, DataError  # noqa: E402
+from thrifty.outcomes_log import OutcomeLog  # noqa: E402
+from thrifty.prompts_file import render_prompt  # noqa: E402
+from thrifty.student import Student, StudentProvider, export_finetune, student_data, train_student  # noqa: E402
+from thrifty.types import ChatRequest  # noqa: E402
+
+UP = ["gold rises 2% on weak dollar", "gold climbs to record high", "gold prices surge as investors seek safety",
+      "gold jumps $20 an ounce", "bullion gains on inflation fears", "gold futures end the week higher"]
+DOWN = ["gold falls 2% as dollar strengthens", "gold slips to three-week low", "gold prices drop on profit taking",
+        "gold tumbles $30 an ounce", "bullion loses ground as yields rise", "gold futures end the week lower"]
+PREFIX = "Classify the direction.\n\n"
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("THRIFTY_CACHE_DIR", str(tmp_path / "cache"))
+    import thrifty.scoring.embedding as emb
+
+    monkeypatch.setattr(emb, "_DEFAULT", {})
+
+
+def _folder(tmp_path):
+    log = OutcomeLog(tmp_path / "f")
+    texts = [f"Q: {t}\nA:" for t in UP + DOWN]
+    golds = ["up"] * len(UP) + ["down"] * len(DOWN)
+    log.merge_prompts([{"prompt_id": str(i), "instruction": t, "gold": g, "prefix": PREFIX} for i, (t, g) in enumerate(zip(texts, golds))])
+    for i, g in enumerate(golds):  # the teacher is right except on prompt 0; prompt 1's answer has no label word
+        ans = {0: " down", 1: " unsure"}.get(i, f" {g}\n")
+        log.append({"prompt_id": str(i), "model": "teacher", "output": ans, "cost_usd": 1e-5, "quality": float(ans.strip() == g)})
+    log.close()
+    return tmp_path / "f", texts, golds
+
+
+def test_train_save_load_and_serve(tmp_path):
+    folder, texts, golds = _folder(tmp_path)
+    xs, ys, info = student_data(folder, teacher="teacher")
+    assert len(xs) == len(texts) - 1 and info["unparsed_dropped"] == 1
+    assert ys[0] == "down"  # the teacher's label, not gold
+    assert info["prefix"] == PREFIX
+    student = train_student(xs, ys, c=10.0, prefix=info["prefix"], meta={"source": info["source"]})
+    assert student.classes == ("down", "up")
+    path = student.save(tmp_path / "s.json")
+    assert path.stat().st_size < 50_000
+    loaded = Student.load(path)
+    assert np.allclose(loaded.predict_proba(["gold soars"]), student.predict_proba(["gold soars"]), atol=1e-4)
+    prov = StudentProvider(loaded, name="student")
+    # the request carries the few-shot prefix; the student strips it and answers with a label + confidence
+    req = ChatRequest.from_prompt(render_prompt("Q: gold prices rally to a six-month high\nA:", PREFIX), model="student", max_tokens=3)
+    comp = asyncio.run(prov.complete(req))
+    assert comp.text == "up" and comp.cost_usd == 0.0
+    assert 0.5 < comp.raw["confidence"] <= 1.0 and set(comp.raw["probs"]) == {"up", "down"}
+    label, conf, _ = prov.answer("Q: gold sinks as the dollar firms\nA:")
+    assert label == "down" and conf > 0.5
+
+
+def test_gold_source_and_errors(tmp_path):
+    folder, texts, golds = _folder(tmp_path)
+    xs, ys, info = student_data(folder, gold="gold")
+    assert ys == golds and info["source"] == "gold:gold"
+    with pytest.raises(ConfigError):
+        student_data(folder)
+    with pytest.raises(ConfigError, match="no answers of teacher"):
+        student_data(folder, teacher="nobody")
+    with pytest.raises(DataError, match="2 distinct labels"):
+        train_student(["a", "b"], ["up", "up"])
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"kind": "something else"}))
+    with pytest.raises(DataError, match="not a student artefact"):
+        Student.load(bad)
+
+
+def test_export_finetune_chat_jsonl(tmp_path):
+    folder, texts, golds = _folder(tmp_path)
+    out = tmp_path / "ft.jsonl"
+    n = export_finetune(folder, out, teacher="teacher", min_quality=1.0, system="You label headlines.")
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert n == len(rows) == len(texts) - 2  # the two wrong/unparseable answers are filtered out
+    msgs = rows[0]["messages"]
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant"]
+    assert msgs[1]["content"].startswith(PREFIX) and msgs[2]["content"] in ("up", "down")
+    with pytest.raises(DataError):
+        export_finetune(folder, out, teacher="nobody")
