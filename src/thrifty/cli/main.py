@@ -21,6 +21,7 @@ COMMANDS: list[str] = [
     "thrifty.cli.collect_cmd",
     "thrifty.cli.label_cmd",
     "thrifty.cli.student_cmd",
+    "thrifty.cli.ask_cmd",
 ]
 
 

@@ -4,8 +4,8 @@ Two modes:
 
 - ``"chat"`` — the prompt is the model's own chat template (read from the GGUF metadata), for
   instruction-tuned models such as SmolLM2-Instruct (ChatML).
-- ``"completion"`` — a plain transcript (``preamble`` + ``User: …`` / ``Assistant: …`` lines ending in
-  ``Assistant:``) with stop sequences, for *base* models such as Gemma-3-270M, which produce junk
+- ``"completion"`` — a plain transcript (``preamble``, optional few-shot ``examples``, then ``User: …`` /
+  ``Assistant: …`` lines ending in ``Assistant:``) with stop sequences, for *base* models such as Gemma-3-270M, which produce junk
   through a chat template but continue a transcript sensibly.
 
 Each model file is loaded once per process (lazily, on first use or :meth:`warm`) with
@@ -31,16 +31,19 @@ from thrifty.types import ChatRequest, Completion, Usage, message_text
 
 __all__ = ["LlamaCppProvider", "transcript_prompt", "DEFAULT_PREAMBLE"]
 
-DEFAULT_PREAMBLE = "A conversation between a curious User and a helpful, knowledgeable Assistant who answers briefly and correctly.\n\n"
+DEFAULT_PREAMBLE = "A conversation between a User and a helpful, knowledgeable Assistant who answers correctly and briefly."
 _TRANSCRIPT_STOPS = ("\nUser:", "\nAssistant:", "User:", "\n\n\n")
 _PASS_PARAMS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "presence_penalty", "frequency_penalty", "seed")
 
 
 def transcript_prompt(messages: Sequence[Mapping[str, Any]], preamble: str = DEFAULT_PREAMBLE,
-                      user: str = "User", assistant: str = "Assistant") -> str:
-    """A base-model prompt: system text (or ``preamble``), then ``User:``/``Assistant:`` turns, ending ``Assistant:``."""
+                      examples: Sequence[tuple[str, str]] = (), user: str = "User", assistant: str = "Assistant") -> str:
+    """A base-model prompt: the system text (or ``preamble``), few-shot ``examples`` as (question, answer)
+    turns, then the conversation as ``User:`` / ``Assistant:`` lines, ending with ``Assistant:``."""
     system = "\n".join(message_text(m.get("content")) for m in messages if m.get("role") in ("system", "developer")).strip()
-    lines = [system + "\n\n" if system else preamble]
+    lines = [(system or preamble).strip() + "\n\n"]
+    for question, answer in examples:
+        lines.append(f"{user}: {question}\n{assistant}: {answer}\n")
     for m in messages:
         role, text = m.get("role"), message_text(m.get("content")).strip()
         if role == "user":
@@ -98,6 +101,7 @@ class LlamaCppProvider:
         price_in: float = 0.0,
         price_out: float = 0.0,
         preamble: str = DEFAULT_PREAMBLE,
+        examples: Sequence[tuple[str, str]] = (),
         stop: Sequence[str] = (),
         defaults: Mapping[str, Any] | None = None,
     ) -> None:
@@ -110,6 +114,7 @@ class LlamaCppProvider:
         self.n_ctx, self.n_threads, self.n_threads_batch = int(n_ctx), int(n_threads), int(n_threads_batch)
         self.price_in, self.price_out = float(price_in), float(price_out)
         self.preamble = preamble
+        self.examples = tuple((str(q), str(a)) for q, a in examples)
         self.stop = tuple(stop) or (_TRANSCRIPT_STOPS if mode == "completion" else ())
         self.defaults = {"max_tokens": 256, "temperature": 0.2, **dict(defaults or {})}
 
@@ -175,7 +180,7 @@ class LlamaCppProvider:
             if formatted.stopping_criteria:
                 extra_stop.extend(formatted.stopping_criteria)
         else:
-            tokens = llm.tokenize(transcript_prompt(messages, self.preamble).encode("utf-8"), add_bos=True, special=False)
+            tokens = llm.tokenize(transcript_prompt(messages, self.preamble, self.examples).encode("utf-8"), add_bos=True, special=False)
             stops = list(self.stop)
         user_stop = param(request, "stop")
         if user_stop:
