@@ -22,6 +22,7 @@ import io
 import json
 import math
 import os
+import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -70,7 +71,15 @@ def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             import pyarrow.parquet as pq
         except ImportError as exc:  # pragma: no cover - depends on extras
             raise DataError("reading Parquet needs pyarrow: pip install 'thrifty[lab]'", file=str(path)) from exc
-        for i, row in enumerate(pq.read_table(path).to_pylist()):
+        import pyarrow as pa
+
+        try:
+            rows = pq.read_table(path).to_pylist()
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise DataError(f"unreadable Parquet: {exc}", file=str(path)) from None
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise DataError("row is not a record", file=str(path), line=i + 1)
             yield i + 1, row
         return
     opener = gzip.open if name.endswith(".gz") else open
@@ -81,12 +90,12 @@ def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     with fh:
         if ".csv" in name:
             reader = csv.DictReader(fh)
-            if not reader.fieldnames:
-                raise DataError("empty CSV file", file=str(path), line=1, expected="a header row")
             try:
+                if not reader.fieldnames:
+                    raise DataError("empty CSV file", file=str(path), line=1, expected="a header row")
                 for row in reader:
                     yield reader.line_num, {k: (None if v == "" else v) for k, v in row.items() if k is not None}
-            except (csv.Error, UnicodeDecodeError) as exc:
+            except (csv.Error, UnicodeDecodeError, EOFError, OSError, zlib.error) as exc:
                 raise DataError(f"unreadable CSV: {exc}", file=str(path), line=reader.line_num) from exc
         else:
             try:
@@ -95,12 +104,13 @@ def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                         continue
                     try:
                         row = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise DataError(f"invalid JSON: {exc.msg}", file=str(path), line=i, expected="one JSON object per line") from None
+                    except ValueError as exc:  # JSONDecodeError, or an integer too long to parse
+                        msg = getattr(exc, "msg", str(exc))
+                        raise DataError(f"invalid JSON: {msg}", file=str(path), line=i, expected="one JSON object per line") from None
                     if not isinstance(row, dict):
                         raise DataError("row is not a JSON object", file=str(path), line=i, expected="a JSON object")
                     yield i, row
-            except (UnicodeDecodeError, EOFError, gzip.BadGzipFile, OSError) as exc:
+            except (UnicodeDecodeError, EOFError, gzip.BadGzipFile, OSError, zlib.error) as exc:
                 raise DataError(f"unreadable file: {exc}", file=str(path)) from exc
 
 
@@ -114,7 +124,7 @@ def _num(row: dict, key: str, path: Path, line: int, *, required: bool, lo: floa
         raise DataError(f"got {v!r}", file=str(path), line=line, field=key, expected=what)
     try:
         x = float(v)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise DataError(f"got {v!r}", file=str(path), line=line, field=key, expected=what) from None
     if math.isnan(x) or math.isinf(x) or (lo is not None and x < lo) or (hi is not None and x > hi):
         raise DataError(f"got {v!r}", file=str(path), line=line, field=key, expected=what)
