@@ -7,7 +7,9 @@
     request valid but not servable here       → 422 (RequestError with code "unprocessable")
     AuthError                                 → 401 authentication_error
     BudgetExceeded                            → 429 insufficient_quota
-    ProviderError                             → 502 upstream_error, or 504 when it timed out
+    ProviderError                             → 502 upstream_error, 504 when it timed out,
+                                                400 when every tier refused the request (4xx),
+                                                429 rate_limit_error when the upstream kept limiting
     ConfigError at request time / anything else → 500 server_error with a generic message (logged)
 
 Body: ``{"error": {"message", "type", "param", "code"}}`` — what the ``openai`` client parses.
@@ -74,6 +76,11 @@ def status_and_body(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, 
     if isinstance(exc, BudgetExceeded):
         return 429, error_body(str(exc), "insufficient_quota", code="budget_exceeded"), {}
     if isinstance(exc, ProviderError):
+        if exc.status == 429:
+            extra = {"retry-after": str(max(1, int(exc.retry_after)))} if exc.retry_after else {}
+            return 429, error_body(f"upstream rate limit: {exc}", "rate_limit_error", code="upstream_rate_limited"), extra
+        if exc.status is not None and 400 <= exc.status < 500 and exc.status != 408:
+            return 400, error_body(f"the upstream refused the request: {exc}", "invalid_request_error", code="upstream_rejected"), {}
         status = 504 if exc.status == 504 else 502
         code = "upstream_timeout" if status == 504 else "upstream_error"
         return status, error_body(f"every tier failed; last error: {exc}", "upstream_error", code=code), {}
