@@ -22,6 +22,8 @@ COMMANDS: list[str] = [
     "thrifty.cli.label_cmd",
     "thrifty.cli.student_cmd",
     "thrifty.cli.ask_cmd",
+    "thrifty.cli.serve_cmd",
+    "thrifty.cli.logs_cmd",
 ]
 
 

@@ -98,4 +98,6 @@ def app_from_env() -> Any:
 
     settings = load_settings()
     port = os.environ.get("THRIFTY_SERVER_PORT")
-    return create_app(settings.with_server(host=os.environ.get("THRIFTY_SERVER_HOST"), port=int(port) if port else None))
+    data_dir = os.environ.get("THRIFTY_SERVER_DATA_DIR")
+    return create_app(settings.with_server(host=os.environ.get("THRIFTY_SERVER_HOST"), port=int(port) if port else None,
+                                           data_dir=Path(data_dir) if data_dir else None))

@@ -1,0 +1,107 @@
+"""``thrifty logs list|show ID|export --out DIR``: read the gateway's SQLite request log.
+
+The log lives at ``<data dir>/logs.sqlite3`` (``server.data_dir`` of the config, ``$THRIFTY_DATA_DIR``
+or the user data directory); ``--db FILE`` points at another one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["register"]
+
+
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    p = sub.add_parser("logs", help="list, show and export the gateway's request log",
+                       description="Read the gateway's request log; export it as a routing table for thrifty eval / thrifty fit.")
+    p.add_argument("--config", metavar="FILE", help="thrifty.toml (locates the data dir)")
+    p.add_argument("--db", metavar="FILE", help="the log database (default <data dir>/logs.sqlite3)")
+    lsub = p.add_subparsers(dest="logs_command", metavar="COMMAND")
+    ls = lsub.add_parser("list", help="newest requests first")
+    ls.add_argument("--limit", type=int, default=20)
+    ls.add_argument("--json", action="store_true", help="one JSON array on stdout")
+    ls.set_defaults(func=run_list)
+    sh = lsub.add_parser("show", help="one request with every tier's answer, score, cost and decision")
+    sh.add_argument("id")
+    sh.add_argument("--json", action="store_true")
+    sh.set_defaults(func=run_show)
+    ex = lsub.add_parser("export", help="write the log as a routing table (outcomes/prompts/models)")
+    ex.add_argument("--out", required=True, metavar="DIR")
+    ex.add_argument("--quality", choices=["auto", "label"], default="auto",
+                    help="auto: label, else the live score; label: labelled answers only (default auto)")
+    ex.add_argument("--since", type=float, metavar="UNIX_TIME", help="only requests created at or after this time")
+    ex.set_defaults(func=run_export)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _store(args: argparse.Namespace):
+    from thrifty.config import load_settings
+    from thrifty.errors import ConfigError
+    from thrifty.store import LogStore
+
+    path = Path(args.db) if args.db else load_settings(args.config).server.resolved_data_dir() / "logs.sqlite3"
+    if not path.exists():
+        raise ConfigError(f"no request log at {path}", key="--db", fix="start `thrifty serve` and send a request, or pass --db FILE")
+    return LogStore(path)
+
+
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def run_list(args: argparse.Namespace) -> int:
+    rows = _store(args).list(limit=args.limit)
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"last {len(rows)} requests")
+    for col in ("id", "time", "key", "model", "answered by", "tiers", "cost $", "latency s", "status", "prompt"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        t.add_row(r["id"], _when(r["created"]), r["key_name"] or "-", r["model_requested"], r["final_model"] or "-",
+                  " → ".join(r["tiers_tried"]), f"{r['cost_usd']:.6f}", f"{(r['latency_s'] or 0):.2f}", str(r["status"]),
+                  (r["prompt"] or "")[:60])
+    Console().print(t)
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from thrifty.errors import RequestError
+
+    row = _store(args).get(args.id)
+    if row is None:
+        raise RequestError(f"no request {args.id!r} in the log", param="id")
+    if args.json:
+        print(json.dumps(row, ensure_ascii=False))
+        return 0
+    print(f"{row['id']}  {_when(row['created'])}  status {row['status']}  key {row['key_name'] or '-'}  model {row['model_requested']}")
+    print(f"answered by {row['final_model'] or '-'}  tiers {' → '.join(row['tiers_tried'])}  cost ${row['cost_usd']:.6f}  latency {(row['latency_s'] or 0):.2f}s")
+    if row["error"]:
+        print(f"error: {row['error']}")
+    print(f"prompt: {row['prompt']}")
+    for s in row["steps"]:
+        score = "-" if s["score"] is None else f"{s['score']:.3f}"
+        th = "" if s["threshold"] is None else f" (threshold {s['threshold']:.3f})"
+        print(f"  [{s['idx']}] {s['model']}: {s['decision']}  score {score}{th}  ${s['cost_usd']:.6f}  {(s['latency_s'] or 0):.2f}s")
+        if s["error"]:
+            print(f"      error: {s['error']}")
+        if s["answer"]:
+            print("      " + s["answer"].strip().replace("\n", "\n      ")[:800])
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from thrifty.store.export import export_table
+
+    summary = export_table(_store(args), args.out, quality=args.quality, since=args.since)
+    print(f"wrote {summary['out_dir']}: {summary['prompts']} prompts, {summary['outcomes']} answers "
+          f"({summary['labelled']} labelled, {summary['scored']} live-scored), {summary['pending']} pending labels", file=sys.stderr)
+    print(f"next: thrifty eval --data {summary['out_dir']} --policy oracle", file=sys.stderr)
+    return 0
