@@ -82,7 +82,7 @@ class Usage:
 
 @dataclass(frozen=True)
 class Completion:
-    """One model's answer. ``cost_usd`` is what this single call cost."""
+    """One model's answer. ``cost_usd`` is what this single call cost (0 for a cache hit)."""
 
     text: str
     model: str
@@ -92,6 +92,7 @@ class Completion:
     finish_reason: str = "stop"
     tool_calls: tuple[Mapping[str, Any], ...] | None = None
     raw: Any = field(default=None, compare=False, repr=False)
+    cache: str | None = None  # "hit" | "semantic" | "miss" | "bypass" when a cache answered/was asked; None: no cache
 
 
 @dataclass(frozen=True)
