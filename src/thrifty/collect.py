@@ -25,7 +25,7 @@ from thrifty.outcomes_log import OutcomeLog
 from thrifty.prompts_file import PromptItem, build_request
 from thrifty.types import ChatRequest, Completion, Provider
 
-__all__ = ["CollectResult", "collect", "complete_with_retries", "prompt_rows", "resolve_providers", "BUILTIN_LOCAL"]
+__all__ = ["CollectResult", "collect", "complete_with_retries", "prompt_rows", "resolve_providers", "builtin_local", "BUILTIN_LOCAL"]
 
 BUILTIN_LOCAL = ("smollm2", "gemma3-270m")
 
@@ -77,11 +77,14 @@ def prompt_rows(items: Sequence[PromptItem]) -> list[dict[str, Any]]:
     return rows
 
 
-def resolve_providers(names: Sequence[str], config: str | None = None, **local_options: Any) -> dict[str, Provider]:
-    """Providers for model names: config providers/profiles, ``student:PATH``, or built-in locals."""
+def resolve_providers(names: Sequence[str], config: str | None = None) -> dict[str, Provider]:
+    """Providers for model names: config providers or profiles (``NAME`` or ``thrifty/NAME``),
+    ``student:PATH`` (a trained student artefact), or the built-in local models ``smollm2`` and
+    ``gemma3-270m``."""
     from thrifty.config import load_settings
 
     settings = None
+    routes: dict[str, Any] | None = None
     out: dict[str, Provider] = {}
     for name in names:
         if name in out:
@@ -93,22 +96,41 @@ def resolve_providers(names: Sequence[str], config: str | None = None, **local_o
             continue
         if settings is None:
             settings = load_settings(config)
+        profile = name.removeprefix("thrifty/")
         if name in settings.providers:
-            from thrifty.providers import build_provider
+            from thrifty.gateway.build import build_provider
 
             out[name] = build_provider(settings.providers[name])
-        elif name in settings.profiles:
-            from thrifty.engine import build_engine
+        elif profile in settings.profiles:
+            if routes is None:
+                from thrifty.gateway.build import build_routes
 
-            out[name] = build_engine(settings, name)
+                routes, _ = build_routes(settings)
+            out[name] = routes[f"thrifty/{profile}"].engine
         elif name in BUILTIN_LOCAL:
-            from thrifty.local import local_provider
-
-            out[name] = local_provider(name, **local_options)
+            out[name] = builtin_local(name)
         else:
             known = [*settings.providers, *settings.profiles, *BUILTIN_LOCAL, "student:PATH"]
             raise ConfigError(f"unknown model or profile {name!r}", key="--models", fix=f"use one of: {', '.join(known)}")
     return out
+
+
+def builtin_local(name: str) -> Provider:
+    """A built-in local GGUF model (1 thread): ``smollm2`` (chat) or ``gemma3-270m`` (raw completion)."""
+    import importlib
+
+    try:
+        local = importlib.import_module("thrifty.local")
+    except ImportError:
+        local = None
+    if local is not None and hasattr(local, "local_provider"):
+        return local.local_provider(name)
+    from thrifty.gateway.build import builtin_model_path
+    from thrifty.providers.llamacpp import LlamaCppProvider
+
+    if name == "smollm2":
+        return LlamaCppProvider("smollm2", builtin_model_path("builtin:smollm2"), mode="chat")
+    return LlamaCppProvider("gemma3-270m", builtin_model_path("builtin:gemma3"), mode="completion")
 
 
 def _row(item: PromptItem, model: str, comp: Completion, prices: tuple[float | None, float | None] | None) -> dict[str, Any]:
