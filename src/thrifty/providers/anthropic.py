@@ -7,7 +7,8 @@ Translation from the OpenAI chat shape thrifty speaks:
   blocks) → content blocks; consecutive same-role turns are merged;
 - assistant ``tool_calls`` → ``tool_use`` blocks; ``tool`` messages → ``tool_result`` blocks;
 - ``tools`` (JSON-schema ``parameters``) → ``input_schema``; ``tool_choice`` auto/none/required/named;
-- ``max_tokens`` (required by Anthropic; default 1024), ``temperature``, ``top_p``, ``stop``;
+- ``max_tokens`` (required by Anthropic; default 1024), ``stop``; ``temperature`` / ``top_p`` / ``top_k``
+  are sent in the JSON body;
 - the answer: text blocks → text, ``tool_use`` → OpenAI ``tool_calls``, ``stop_reason`` →
   ``finish_reason``, ``usage`` → tokens (cache reads/writes count as input) × price.
 
@@ -103,9 +104,10 @@ def to_messages_request(request: ChatRequest, model: str, default_max_tokens: in
     }
     if system:
         kwargs["system"] = "\n\n".join(s for s in system if s)
-    for ours, theirs in (("temperature", "temperature"), ("top_p", "top_p"), ("top_k", "top_k")):
-        if param(request, ours) is not None:
-            kwargs[theirs] = param(request, ours)
+    # sampling params travel in the JSON body (recent SDKs no longer take them as arguments)
+    sampling = {k: param(request, k) for k in ("temperature", "top_p", "top_k") if param(request, k) is not None}
+    if sampling:
+        kwargs["extra_body"] = sampling
     stop = param(request, "stop")
     if stop:
         kwargs["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)

@@ -1,0 +1,152 @@
+"""Providers against real servers on loopback sockets.
+
+- OpenAI-compatible adapter → a real ``python -m llama_cpp.server`` subprocess serving SmolLM2 (1 thread);
+- llama.cpp adapter → both GGUF models in process (SmolLM2 chat, Gemma-3 transcript completion);
+- Anthropic adapter → :mod:`anthropic_standin`, a STAND-IN HTTP server speaking the Messages wire
+  format (no Anthropic key is reachable here; it is not Claude).
+
+Generations are kept short (max_tokens ≤ 24) so the whole file runs in well under a minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from thrifty.errors import ProviderError
+from thrifty.types import ChatRequest, Completion
+
+sys.path.insert(0, str(Path(__file__).parent))
+from anthropic_standin import AnthropicStandIn  # noqa: E402
+
+HAVE_LLAMA = importlib.util.find_spec("llama_cpp") is not None
+needs_llama = pytest.mark.skipif(not HAVE_LLAMA, reason="llama-cpp-python not installed (pip install 'thrifty[local]')")
+
+
+async def collect(agen):
+    return [item async for item in agen]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Anthropic adapter against the Messages-API STAND-IN
+# ---------------------------------------------------------------------------------------------------
+@pytest.fixture
+def standin():
+    with AnthropicStandIn(api_key="sk-standin") as server:
+        yield server
+
+
+def anthropic_provider(standin, **kw):
+    from thrifty.providers.anthropic import AnthropicProvider
+
+    return AnthropicProvider("claude", "claude-3-5-haiku-latest", api_key="sk-standin", base_url=standin.base_url,
+                             timeout_s=10, **kw)
+
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
+                                            "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                                           "required": ["city"]}}}
+
+
+def test_anthropic_translates_system_prompt_params_and_usage(standin):
+    provider = anthropic_provider(standin)
+    req = ChatRequest(messages=({"role": "system", "content": "Be terse."},
+                                {"role": "user", "content": "Name a colour"}),
+                      params={"max_tokens": 20, "temperature": 0.1, "stop": "END"})
+    c = asyncio.run(provider.complete(req))
+    sent = standin.requests[-1]
+    assert sent["system"] == "Be terse."
+    assert sent["messages"] == [{"role": "user", "content": [{"type": "text", "text": "Name a colour"}]}]
+    assert sent["max_tokens"] == 20 and sent["temperature"] == 0.1 and sent["stop_sequences"] == ["END"]
+    assert sent["model"] == "claude-3-5-haiku-latest"
+    assert c.text == "stand-in reply: Name a colour" and c.finish_reason == "stop"
+    assert c.usage.input_tokens == 5 and c.usage.output_tokens == 5  # words, as the stand-in counts them
+    # genai-prices knows claude-3-5-haiku: $0.80 in / $4 out per 1M tokens
+    assert provider.price_in == pytest.approx(0.8) and provider.price_out == pytest.approx(4.0)
+    assert c.cost_usd == pytest.approx((5 * 0.8 + 5 * 4.0) / 1e6)
+
+
+def test_anthropic_translates_tools_tool_calls_and_tool_results(standin):
+    provider = anthropic_provider(standin, price_in=1.0, price_out=2.0)
+    req = ChatRequest(messages=({"role": "user", "content": "Weather in Paris?"},), tools=(WEATHER,), tool_choice="required")
+    c = asyncio.run(provider.complete(req))
+    sent = standin.requests[-1]
+    assert sent["tools"] == [{"name": "get_weather", "description": "Weather for a city",
+                              "input_schema": WEATHER["function"]["parameters"]}]
+    assert sent["tool_choice"] == {"type": "any"}
+    assert c.finish_reason == "tool_calls"
+    assert c.tool_calls == ({"id": "toolu_standin_1", "type": "function",
+                             "function": {"name": "get_weather", "arguments": json.dumps({"city": "Paris"})}},)
+    # second turn: the assistant's tool call and the tool's result go back in Anthropic's shape
+    follow = ChatRequest(messages=(
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": None, "tool_calls": list(c.tool_calls)},
+        {"role": "tool", "tool_call_id": "toolu_standin_1", "content": "18C and sunny"},
+        {"role": "user", "content": "Thanks, summarise."},
+    ), tools=(WEATHER,), tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    asyncio.run(provider.complete(follow))
+    sent = standin.requests[-1]
+    assert sent["tool_choice"] == {"type": "tool", "name": "get_weather"}
+    assert [m["role"] for m in sent["messages"]] == ["user", "assistant", "user"]  # tool result merged into one user turn
+    assert sent["messages"][1]["content"] == [{"type": "tool_use", "id": "toolu_standin_1", "name": "get_weather", "input": {"city": "Paris"}}]
+    assert sent["messages"][2]["content"] == [
+        {"type": "tool_result", "tool_use_id": "toolu_standin_1", "content": "18C and sunny"},
+        {"type": "text", "text": "Thanks, summarise."},
+    ]
+
+
+def test_anthropic_translates_images(standin):
+    provider = anthropic_provider(standin, price_in=1.0, price_out=2.0)
+    req = ChatRequest(messages=({"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/AAAA"}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]},))
+    asyncio.run(provider.complete(req))
+    blocks = standin.requests[-1]["messages"][0]["content"]
+    assert blocks[1] == {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": "/9j/AAAA"}}
+    assert blocks[2] == {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.png"}}
+
+
+def test_anthropic_stream_yields_text_then_a_costed_completion(standin):
+    provider = anthropic_provider(standin, price_in=1.0, price_out=2.0)
+    items = asyncio.run(collect(provider.stream(ChatRequest.from_prompt("stream three words", max_tokens=16))))
+    deltas, final = items[:-1], items[-1]
+    assert all(isinstance(d, str) for d in deltas) and len(deltas) == 5
+    assert "".join(deltas) == "stand-in reply: stream three words" == final.text
+    assert isinstance(final, Completion) and final.usage.output_tokens == 5
+    assert standin.requests[-1]["stream"] is True
+
+
+def test_anthropic_errors_become_provider_errors_with_retry_after(standin):
+    provider = anthropic_provider(standin, price_in=1.0, price_out=2.0)
+    standin.fail_next = [(529, {"retry-after": "2"})]
+    with pytest.raises(ProviderError) as info:
+        asyncio.run(provider.complete(ChatRequest.from_prompt("hi")))
+    assert info.value.status == 529 and info.value.retryable and info.value.retry_after == 2.0
+    bad = anthropic_provider(standin, price_in=1.0, price_out=2.0)
+    bad._api_key = "wrong"
+    with pytest.raises(ProviderError) as info:
+        asyncio.run(bad.complete(ChatRequest.from_prompt("hi")))
+    assert info.value.status == 401 and not info.value.retryable
+
+
+def test_engine_retries_an_overloaded_anthropic_tier(standin):
+    from thrifty.engine import Engine
+    from thrifty.policy.cascade import CascadePolicy
+
+    standin.fail_next = [(529, {"retry-after-ms": "50"})]
+    engine = Engine(CascadePolicy(["claude"], [], None), {"claude": anthropic_provider(standin, price_in=1.0, price_out=2.0)},
+                    backoff_s=0.01)
+    trace = engine.complete_sync(ChatRequest.from_prompt("after a retry"))
+    assert trace.completion.text == "stand-in reply: after a retry"
+    assert dict(trace.attempts) == {0: 2} and len(standin.requests) == 2
