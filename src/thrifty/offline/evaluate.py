@@ -109,8 +109,9 @@ def _opt(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
-def _num(x: float) -> float | str:
-    return x if math.isfinite(x) else ("inf" if x > 0 else "-inf")
+def _num(x: float) -> float | None:
+    """JSON has no infinity: a non-finite knob (e.g. the oracle's λ = ∞) is written as null."""
+    return x if math.isfinite(x) else None
 
 
 def default_knobs(table: RoutingTable, n: int = 60, extend: float = 1.25) -> np.ndarray:
