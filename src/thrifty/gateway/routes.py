@@ -166,8 +166,9 @@ async def _complete(job: _Job) -> Any:
         status, _, _ = status_and_body(exc)
         job.finish(status, getattr(exc, "trace", None), error=str(exc))
         return json_error(exc, job.rid)
-    except BaseException:
-        job.finish(500, None, error="internal error", cost_override=job.reservation.amount_usd)
+    except BaseException as exc:  # cancelled (client gone: 499) or a bug (500): log it, charge the hold
+        job.finish(500 if isinstance(exc, Exception) else 499, None, error=f"aborted: {type(exc).__name__}",
+                   cost_override=job.reservation.amount_usd)
         raise
     assert trace.completion is not None
     job.finish(200, trace)

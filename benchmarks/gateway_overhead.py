@@ -1,0 +1,171 @@
+"""Gateway latency on real local models: cold start, per-tier answer latency, added overhead.
+
+Measures, in one run on this machine:
+
+1. **cold start** of ``thrifty serve`` with no config (the embedded two-tier GGUF default): seconds
+   from process start until ``/healthz`` answers (models loaded; Gemma weights already assembled);
+2. **per-tier latency** of a ``--tokens``-token answer (default 32) from each embedded tier, called by
+   its pass-through model name through the gateway (median of ``--tier-reps``);
+3. **added latency**: the same short request (``--overhead-tokens``, default 4) sent alternately
+   straight to a ``python -m llama_cpp.server`` process and through ``thrifty serve`` passing
+   through to that very server; reports both medians and the median of the paired differences
+   (``--reps`` pairs, default 40).
+
+Prints a table; ``--json FILE`` writes every number. Run:
+``PYTHONPATH=src .venv/bin/python benchmarks/gateway_overhead.py --json runs/gateway_overhead.json``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPT = [{"role": "user", "content": "Name three colours."}]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait(url: str, proc: subprocess.Popen, timeout: float = 300) -> float:
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        if proc.poll() is not None:
+            raise SystemExit(f"{proc.args[:4]} exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return time.perf_counter() - t0
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise SystemExit(f"timed out waiting for {url}")
+
+
+def thrifty(args: list[str], tmp: Path, name: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop("THRIFTY_CONFIG", None)
+    return subprocess.Popen([sys.executable, "-c", "from thrifty.cli.main import entry; entry()", "serve", *args],
+                            stdout=(tmp / f"{name}.log").open("w"), stderr=subprocess.STDOUT, env=env, cwd=tmp)
+
+
+def chat(client: httpx.Client, url: str, model: str, tokens: int) -> tuple[float, dict]:
+    body = {"model": model, "messages": PROMPT, "max_tokens": tokens, "temperature": 0.0, "seed": 0}
+    t0 = time.perf_counter()
+    r = client.post(url, json=body)
+    dt = time.perf_counter() - t0
+    r.raise_for_status()
+    return dt, r.json()
+
+
+def stop(p: subprocess.Popen) -> None:
+    p.terminate()
+    try:
+        p.wait(10)
+    except subprocess.TimeoutExpired:
+        p.kill()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=40, help="direct/gateway pairs for the overhead (default 40)")
+    ap.add_argument("--tier-reps", type=int, default=5, help="answers per tier for the per-tier latency (default 5)")
+    ap.add_argument("--tokens", type=int, default=32, help="answer length for per-tier latency (default 32)")
+    ap.add_argument("--overhead-tokens", type=int, default=4, help="answer length for the overhead pairs (default 4)")
+    ap.add_argument("--json", metavar="FILE", help="write the results as one JSON object")
+    args = ap.parse_args(argv)
+
+    from thrifty.local import GEMMA3, SMOLLM2, gemma3_path, smollm2_path
+
+    gemma3_path()  # assemble once up front: cold start below measures serving, not unpacking
+    tmp = Path(tempfile.mkdtemp(prefix="thrifty-bench-"))
+    procs: list[subprocess.Popen] = []
+    out: dict = {"machine": {"cpus": os.cpu_count()}, "tokens": args.tokens}
+    try:
+        # 1. cold start of the embedded default
+        port = free_port()
+        t0 = time.perf_counter()
+        p = thrifty(["--port", str(port), "--data-dir", str(tmp / "d1")], tmp, "embedded")
+        procs.append(p)
+        wait(f"http://127.0.0.1:{port}/healthz", p)
+        out["cold_start_s"] = time.perf_counter() - t0
+        # 2. per-tier latency through the gateway (pass-through model names)
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        with httpx.Client(timeout=120) as c:
+            per_tier = {}
+            for tier in (SMOLLM2, GEMMA3):
+                chat(c, url, tier, args.tokens)  # warm-up
+                runs = [chat(c, url, tier, args.tokens) for _ in range(args.tier_reps)]
+                lat = [dt for dt, _ in runs]
+                toks = [b["usage"]["completion_tokens"] for _, b in runs]
+                per_tier[tier] = {"median_s": statistics.median(lat), "min_s": min(lat), "median_tokens": statistics.median(toks)}
+            out["per_tier"] = per_tier
+        stop(p)
+        procs.remove(p)
+
+        # 3. added latency over calling the llama.cpp server directly
+        lport, gport = free_port(), free_port()
+        server = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_path()), "--host", "127.0.0.1",
+                                   "--port", str(lport), "--n_threads", "1", "--n_threads_batch", "1", "--n_ctx", "1024",
+                                   "--model_alias", "smollm2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(server)
+        wait(f"http://127.0.0.1:{lport}/v1/models", server)
+        cfg = tmp / "thrifty.toml"
+        cfg.write_text(f'[server]\nport = {gport}\n[providers.remote]\nkind = "openai"\nbase_url = "http://127.0.0.1:{lport}/v1"\n'
+                       f'model = "smollm2"\nprices = {{ input = 0.0, output = 0.0 }}\n[profiles.default]\ntiers = ["remote"]\n')
+        gw = thrifty(["--config", str(cfg), "--data-dir", str(tmp / "d2")], tmp, "passthrough")
+        procs.append(gw)
+        wait(f"http://127.0.0.1:{gport}/healthz", gw)
+        direct_url = f"http://127.0.0.1:{lport}/v1/chat/completions"
+        gw_url = f"http://127.0.0.1:{gport}/v1/chat/completions"
+        with httpx.Client(timeout=120) as c:
+            for _ in range(3):
+                chat(c, direct_url, "smollm2", args.overhead_tokens)
+                chat(c, gw_url, "remote", args.overhead_tokens)
+            direct, through, diffs = [], [], []
+            for i in range(args.reps):
+                order = [(direct_url, "smollm2"), (gw_url, "remote")][:: 1 if i % 2 == 0 else -1]
+                res = {}
+                for u, m in order:
+                    res[u] = chat(c, u, m, args.overhead_tokens)[0]
+                direct.append(res[direct_url])
+                through.append(res[gw_url])
+                diffs.append(res[gw_url] - res[direct_url])
+        out["overhead"] = {
+            "reps": args.reps, "tokens": args.overhead_tokens,
+            "direct_median_ms": 1000 * statistics.median(direct), "gateway_median_ms": 1000 * statistics.median(through),
+            "added_median_ms": 1000 * statistics.median(diffs),
+            "added_p90_ms": 1000 * sorted(diffs)[int(0.9 * (len(diffs) - 1))],
+        }
+    finally:
+        for p in procs:
+            stop(p)
+
+    o = out["overhead"]
+    print(f"{'measure':44s} {'value':>12s}")
+    print(f"{'cold start, thrifty serve (embedded default)':44s} {out['cold_start_s']:>10.2f} s")
+    for tier, v in out["per_tier"].items():
+        print(f"{f'{tier}: {args.tokens}-token answer (median)':44s} {v['median_s']:>10.3f} s  ({v['median_tokens']:.0f} tokens)")
+    print(f"{'llama.cpp server direct (median)':44s} {o['direct_median_ms']:>9.1f} ms")
+    print(f"{'through thrifty pass-through (median)':44s} {o['gateway_median_ms']:>9.1f} ms")
+    print(f"{'added by the gateway (median of pairs)':44s} {o['added_median_ms']:>9.1f} ms  (p90 {o['added_p90_ms']:.1f} ms, n={o['reps']})")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
