@@ -135,7 +135,17 @@ class OpenAICompatProvider:
 
     # -- API ------------------------------------------------------------------------------------
     async def complete(self, request: ChatRequest) -> Completion:
+        """The answer; ``timeout_s`` bounds the whole call (httpx's timeouts are per read, so a
+        slow-drip upstream would otherwise hold the tier for the request's entire deadline)."""
         started = time.perf_counter()
+        with provider_errors(self.name):
+            try:
+                return await asyncio.wait_for(self._complete(request, started), timeout=self.timeout_s)
+            except asyncio.TimeoutError:
+                raise ProviderError(f"timed out: no complete answer within {self.timeout_s:g}s", provider=self.name,
+                                    status=504, retryable=True) from None
+
+    async def _complete(self, request: ChatRequest, started: float) -> Completion:
         with provider_errors(self.name):
             response = await self._http().post("/chat/completions", json=self._body(request, stream=False))
             response.raise_for_status()
@@ -154,6 +164,7 @@ class OpenAICompatProvider:
         calls: dict[int, dict[str, Any]] = {}
         finish: str | None = None
         usage_data: Any = None
+        done = False
         with provider_errors(self.name):
             async with self._http().stream("POST", "/chat/completions", json=self._body(request, stream=True)) as response:
                 if response.status_code >= 400:
@@ -164,6 +175,7 @@ class OpenAICompatProvider:
                         continue
                     payload = line[5:].strip()
                     if payload == "[DONE]":
+                        done = True
                         break
                     chunk = json.loads(payload)
                     if chunk.get("error"):
@@ -179,6 +191,9 @@ class OpenAICompatProvider:
                             _merge_tool_call(calls, tc)
                         if choice.get("finish_reason"):
                             finish = choice["finish_reason"]
+        if not done and finish is None:  # the connection closed before the answer was finished
+            raise ProviderError("stream ended before the answer was complete (no finish_reason, no [DONE])",
+                                provider=self.name, status=502, retryable=True)
         text = "".join(parts)
         tool_calls = [calls[i] for i in sorted(calls)]
         yield self._completion(text, _usage(usage_data, request, text, chunks=len(parts)), finish, tool_calls, started, None)

@@ -1,0 +1,80 @@
+"""Pure helpers of the providers: error translation, Retry-After parsing, transcript prompts, stream_of."""
+
+from __future__ import annotations
+
+import asyncio
+from email.utils import formatdate
+import time
+
+import httpx
+import pytest
+
+from thrifty.errors import ProviderError
+from thrifty.providers._errors import provider_errors, retry_after_from, translate
+from thrifty.providers.base import cost_usd, info, stream_of
+from thrifty.providers.llamacpp import transcript_prompt
+from thrifty.types import ChatRequest, Completion, Usage
+
+
+def test_retry_after_forms():
+    assert retry_after_from({"retry-after": "7"}) == 7.0
+    assert retry_after_from({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
+    date = formatdate(time.time() + 30, usegmt=True)
+    assert 25 <= retry_after_from({"retry-after": date}) <= 31
+    assert retry_after_from({"retry-after": "soon"}) is None and retry_after_from({}) is None
+
+
+def test_translate_status_errors():
+    req = httpx.Request("POST", "http://x/chat/completions")
+    resp = httpx.Response(429, headers={"retry-after": "2"}, text='{"error": "slow down"}', request=req)
+    err = translate(httpx.HTTPStatusError("x", request=req, response=resp), "p")
+    assert (err.status, err.retryable, err.retry_after, err.provider) == (429, True, 2.0, "p")
+    assert "slow down" in str(err)
+    resp = httpx.Response(404, text="no such model", request=req)
+    err = translate(httpx.HTTPStatusError("x", request=req, response=resp), "p")
+    assert err.status == 404 and not err.retryable
+
+
+def test_translate_transport_errors_and_passthrough():
+    assert translate(httpx.ReadTimeout("t"), "p").status == 504
+    assert translate(httpx.ConnectError("c"), "p").retryable
+    original = ProviderError("mine", provider="p", status=418)
+    assert translate(original, "q") is original
+    assert translate(ValueError("Requested tokens exceed context window"), "p").status == 400
+
+
+def test_provider_errors_boundary_chains_the_cause():
+    with pytest.raises(ProviderError) as info_:
+        with provider_errors("p"):
+            raise httpx.ConnectError("refused")
+    assert isinstance(info_.value.__cause__, httpx.ConnectError)
+
+
+def test_transcript_prompt_for_base_models():
+    msgs = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello."}, {"role": "user", "content": [{"type": "text", "text": "2+2?"}]}]
+    text = transcript_prompt(msgs, examples=[("Capital of Italy?", "Rome.")])
+    assert text == "You are terse.\n\nUser: Capital of Italy?\nAssistant: Rome.\nUser: Hi\nAssistant: Hello.\nUser: 2+2?\nAssistant:"
+    assert transcript_prompt([{"role": "user", "content": "x"}], preamble="P.").startswith("P.\n\nUser: x\n")
+
+
+class Plain:
+    name = "plain"
+
+    async def complete(self, request):  # noqa: ANN001
+        return Completion("whole answer", "plain", Usage(3, 2))
+
+
+def test_stream_of_a_non_streaming_provider_yields_the_whole_text_once():
+    async def run():
+        return [x async for x in stream_of(Plain(), ChatRequest.from_prompt("q"))]
+
+    items = asyncio.run(run())
+    assert items[0] == "whole answer" and isinstance(items[1], Completion) and len(items) == 2
+    flags = info(Plain())
+    assert not flags.streams and not flags.vision and flags.name == "plain"
+
+
+def test_cost_is_usage_times_price_per_million():
+    assert cost_usd(Usage(1_000_000, 500_000), 0.5, 2.0) == pytest.approx(1.5)
+    assert cost_usd(Usage(10, 10), None, None) == 0.0
