@@ -1,0 +1,183 @@
+"""Offline policy ``router`` (and ``router:knn|mf|linear|auto``): fit a query-only quality predictor,
+calibrate λ per operating point on the training prompts, replay the live :class:`RouterPolicy`.
+
+Fitting (training folds only)
+    1. Embed the training prompts (cached MiniLM) and compute the cheap query features.
+    2. :func:`~thrifty.offline.routers.fit_predictor` picks the head's hyperparameters by inner K-fold
+       CV and returns the chosen setting's *out-of-fold* predictions on the training prompts.
+    3. Calibration on those out-of-fold predictions (in-sample predictions would be over-confident):
+       - ``calibrate='budget'`` (default): for each knob B (target mean cost, USD/query) the λ of a fine
+         grid with the highest training quality among those whose training mean realised cost ≤ B
+         (the cheapest-cost λ when none fits);
+       - ``calibrate='share'`` (two-model mode, RouteLLM's calibration): for each knob s (share of
+         calls to the dearer model) the threshold τ = the (1 − s) quantile of the training scores
+         ``q̂_strong − q̂_weak``; the router calls strong iff its score ≥ τ, i.e. λ = τ / (c_strong − c_weak)
+         (λ may be negative: "prefer the dearer model even when predicted a little worse").
+
+Replay drives :class:`thrifty.policy.router.RouterPolicy.plan` — the live object — over the recorded
+outcomes of the table: a (prompt, model) pair without an outcome raises ``ProviderError`` in the fake
+call, so the policy falls back to its next preference exactly as it would live.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from thrifty.errors import ConfigError, ProviderError
+from thrifty.offline.api import OperatingPoint
+from thrifty.offline.routers import VARIANTS, FittedPredictor, QueryEncoder, fit_predictor, lambda_grid, route
+from thrifty.policy.drive import drive
+from thrifty.policy.router import RouterPolicy
+from thrifty.table import RoutingTable
+from thrifty.types import ChatRequest, Completion, Usage
+
+__all__ = ["RouterOffline", "FittedRouter", "replay_router", "calibrate_budget", "calibrate_share", "DEFAULT_VARIANT"]
+
+DEFAULT_VARIANT = "mf"
+
+
+def calibrate_budget(pred: np.ndarray, quality: np.ndarray, cost: np.ndarray, exp_cost: np.ndarray, budgets: Sequence[float], n: int = 160) -> list[float]:
+    """λ per budget: best training quality among λ whose training mean cost ≤ budget (see module doc)."""
+    avail = ~np.isnan(quality)
+    rows = np.arange(len(pred))
+    lams = lambda_grid(exp_cost, n)
+    mc, mq = np.empty(len(lams)), np.empty(len(lams))
+    for i, lam in enumerate(lams):
+        ch = route(pred, exp_cost, lam, avail)
+        mc[i], mq[i] = cost[rows, ch].mean(), quality[rows, ch].mean()
+    out = []
+    for b in budgets:
+        ok = np.flatnonzero(mc <= b)
+        if len(ok) == 0:
+            out.append(float(lams[np.argmin(mc)]))
+        else:
+            best = ok[np.argmax(mq[ok] - 1e-9 * lams[ok] / (lams.max() or 1))]
+            out.append(float(lams[best]))
+    return out
+
+
+def calibrate_share(pred: np.ndarray, exp_cost: np.ndarray, shares: Sequence[float]) -> list[float]:
+    """λ per target share of calls to the dearer of two models (RouteLLM's threshold calibration)."""
+    if pred.shape[1] != 2:
+        raise ConfigError("share calibration routes between two models", key="calibrate", fix="give --strong and --weak, or use calibrate=budget")
+    dear = int(np.argmax(exp_cost))
+    dc = float(exp_cost[dear] - exp_cost[1 - dear])
+    score = pred[:, dear] - pred[:, 1 - dear]
+    lams = []
+    for s in shares:
+        if s <= 0:
+            tau = float(score.max()) + 1.0
+        elif s >= 1:
+            tau = float(score.min()) - 1.0
+        else:
+            tau = float(np.quantile(score, 1.0 - s))
+        lams.append(tau / dc if dc > 0 else tau)
+    return lams
+
+
+def _completion(table: RoutingTable, i: int, k: int) -> Completion:
+    if np.isnan(table.quality[i, k]):
+        raise ProviderError("no recorded outcome for this prompt", provider=table.models[k], status=404)
+    ans = table.answer(i, k)
+    tin = table.input_tokens[i, k] if table.input_tokens is not None else np.nan
+    tout = table.output_tokens[i, k] if table.output_tokens is not None else np.nan
+    usage = Usage(int(0 if np.isnan(tin) else tin), int(0 if np.isnan(tout) else tout))
+    return Completion(text=ans or "", model=table.models[k], usage=usage, cost_usd=float(table.cost[i, k]))
+
+
+def replay_router(table: RoutingTable, pred: np.ndarray, policy: RouterPolicy, knob: float, label: str, **params: Any) -> OperatingPoint:
+    """Drive ``policy.plan`` on every prompt of ``table`` (predictions precomputed) → one point."""
+    n = table.n_prompts
+    cost, quality = np.zeros(n), np.zeros(n)
+    calls = np.zeros((n, table.n_models), dtype=bool)
+    chosen = np.full(n, -1)
+    fallbacks = 0
+    for i in range(n):
+        req = ChatRequest.from_prompt(table.prompts[i] or "")
+        dec = drive(policy.plan(req, predicted=pred[i]), lambda k, i=i: _completion(table, i, k))
+        if dec.completion is None:
+            raise ValueError(f"prompt {table.prompt_ids[i]!r} has no outcome for any model")
+        k = dec.tier
+        fallbacks += len(dec.steps) > 1
+        chosen[i], calls[i, k] = k, True
+        cost[i], quality[i] = dec.cost_usd, table.quality[i, k]
+    return OperatingPoint(knob=float(knob), cost=cost, quality=quality, calls=calls, chosen=chosen, label=label,
+                          params={**params, "unavailable_fallbacks": fallbacks})
+
+
+@dataclass(eq=False)
+class FittedRouter:
+    """A fitted router: one λ per knob; :meth:`policy` builds the live RouterPolicy for a knob."""
+
+    predictor: FittedPredictor
+    models: tuple[str, ...]
+    knobs: tuple[float, ...]
+    lambdas: tuple[float, ...]
+    calibrate: str
+    targets: tuple[float | None, ...]
+
+    def policy(self, knob: float | None = None, index: int | None = None) -> RouterPolicy:
+        i = index if index is not None else int(np.argmin(np.abs(np.asarray(self.knobs) - (knob or 0.0))))
+        return RouterPolicy(self.models, self.predictor, self.predictor.exp_cost, lam=self.lambdas[i])
+
+    def replay(self, table: RoutingTable) -> list[OperatingPoint]:
+        if tuple(table.models) != self.models:
+            raise ConfigError("the table's models differ from the fitted pool", key="--models", fix=f"use the pool {list(self.models)}")
+        pred = self.predictor.predict_texts(list(table.prompts))
+        out = []
+        for i, (knob, lam) in enumerate(zip(self.knobs, self.lambdas)):
+            pol = RouterPolicy(self.models, None, self.predictor.exp_cost, lam=lam)
+            label = f"share={knob:.2f}" if self.calibrate == "share" else f"B=${knob:.3g}"
+            pt = replay_router(table, pred, pol, knob, label, lam=lam, variant=self.predictor.variant)
+            pt.target_budget = self.targets[i]
+            out.append(pt)
+        return out
+
+
+class RouterOffline:
+    """Pre-generation router over the pool; see the module docstring. Options (``--opt k=v``):
+    ``variant`` (knn | mf | linear | auto), ``calibrate`` (budget | share), ``shares`` (grid size for
+    share calibration), ``inner_folds``, ``embedder`` (an object with ``embed(texts)``; default MiniLM)."""
+
+    name = "router"
+
+    def __init__(self, variant: str | None = None, calibrate: str = "budget", shares: int | str = 40,
+                 inner_folds: int | str = 3, seed: int | str = 0, embedder: Any = None) -> None:
+        variant = variant or DEFAULT_VARIANT
+        if variant not in (*VARIANTS, "auto"):
+            raise ConfigError(f"unknown router variant {variant!r}", key="--policy", fix=f"use router:{'|'.join((*VARIANTS, 'auto'))}")
+        if calibrate not in ("budget", "share"):
+            raise ConfigError(f"unknown calibration {calibrate!r}", key="calibrate", fix="use calibrate=budget or calibrate=share")
+        self.variant, self.calibrate = variant, calibrate
+        self.name = "router" if variant == DEFAULT_VARIANT else f"router:{variant}"
+        self.shares = np.linspace(0.0, 1.0, int(shares) + 1)
+        self.inner_folds, self.seed = int(inner_folds), int(seed)
+        self._embedder = embedder
+
+    def encoder(self) -> QueryEncoder:
+        if self._embedder is None:
+            from thrifty.scoring.embedding import get_embedder
+
+            self._embedder = get_embedder()
+        return QueryEncoder(self._embedder)
+
+    def fit_predictor(self, train: RoutingTable) -> FittedPredictor:
+        enc = self.encoder()
+        emb, feats = enc.encode(list(train.prompts))
+        return fit_predictor(emb, feats, train.quality, train.cost, variant=self.variant, encoder=enc,
+                             models=train.models, inner_folds=self.inner_folds, seed=self.seed)
+
+    def fit(self, train: RoutingTable, knobs: Sequence[float]) -> FittedRouter:
+        fp = self.fit_predictor(train)
+        if self.calibrate == "share":
+            ks = tuple(float(s) for s in self.shares)
+            lams = calibrate_share(fp.oof_pred, fp.exp_cost, ks)
+            targets: tuple[float | None, ...] = (None,) * len(ks)
+        else:
+            ks = tuple(float(b) for b in knobs)
+            lams = calibrate_budget(fp.oof_pred, train.quality, train.cost, fp.exp_cost, ks)
+            targets = ks
+        return FittedRouter(fp, tuple(train.models), ks, tuple(lams), self.calibrate, targets)
