@@ -192,3 +192,12 @@ def test_bootstrap_intervals_bracket_the_point_estimate():
     assert hi - lo > 0
     again = evaluate(t, "oracle", n_boot=100, seed=1)
     assert again.ci == rep.ci  # seeded
+
+
+def test_free_model_keeps_the_log_cost_gap_defined():
+    # A costs nothing: log10(cost) starts at the cheapest priced hull point (B, cost 2) instead
+    c = C.copy()
+    c[:, 0] = 0.0
+    rep = evaluate(table(Q, c), "oracle", n_boot=0)
+    assert rep.metrics["oracle_gap_closed"] == pytest.approx(1.0, abs=1e-3)
+    assert evaluate(table(Q, c), "single:C", n_boot=0).metrics["oracle_gap_closed"] == 0.0

@@ -254,10 +254,13 @@ def evaluate(
 
 
 def _headline(curve: Curve, hull: Curve, oracle: Curve, best: ModelStats, lo: float, hi: float) -> dict[str, float | None]:
+    # log10(cost) cannot start at 0: a free model (local, cost 0) moves the gap's range to the
+    # cheapest priced point of the hull
+    lo_log = lo if lo > 0 else next((float(x) for x in hull.x if x > 0), hi)
     return {
         "quality_at_best_single_cost": M.quality_at_best_single_cost(curve, best.cost),
         "savings_at_parity": M.savings_at_parity(curve, best.quality, best.cost),
-        "oracle_gap_closed": M.oracle_gap_closed(curve, hull, oracle, lo, hi),
+        "oracle_gap_closed": M.oracle_gap_closed(curve, hull, oracle, lo_log, hi),
         "aiq": M.aiq(curve, lo, hi),
     }
 
