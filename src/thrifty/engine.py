@@ -160,7 +160,7 @@ class Engine:
     def _failure(self, trace: Trace, att: _Attempts, raised: list[ProviderError]) -> ProviderError:
         errors = [f"{s.model}: {s.error}" for s in trace.steps if s.error]
         statuses = {e.status for e in raised}
-        if att.deadline_hit:
+        if att.deadline_hit or statuses == {504}:  # out of time, or every attempt timed out
             status = 504
         elif len(statuses) == 1 and (only := next(iter(statuses))) is not None and 400 <= only < 500:
             status = only

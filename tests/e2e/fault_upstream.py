@@ -20,6 +20,8 @@ different behaviour of the same server::
 ``flaky<N>-<mode>`` the first N calls of this path get ``<mode>``, later calls ``normal``
 ==================  ===============================================================================
 
+A ``~tag`` suffix (``503~solo``) selects the same mode but is counted separately.
+
 ``calls[path_spec]`` counts requests per path segment (thread-safe), so tests can assert retries.
 Use as a context manager: ``with FaultUpstream() as up: up.base_url("503")``.
 """
@@ -216,10 +218,11 @@ class _Server(ThreadingHTTPServer):
         with self._lock:
             self.calls[spec] += 1
             n = self.calls[spec]
-        if spec.startswith("flaky"):
-            head, _, mode = spec.partition("-")
-            return mode if n <= int(head[len("flaky"):] or 1) else "normal"
-        return spec
+        mode = spec.split("~", 1)[0]
+        if mode.startswith("flaky"):
+            head, _, inner = mode.partition("-")
+            return inner if n <= int(head[len("flaky"):] or 1) else "normal"
+        return mode
 
 
 class FaultUpstream:
