@@ -150,3 +150,140 @@ def test_engine_retries_an_overloaded_anthropic_tier(standin):
     trace = engine.complete_sync(ChatRequest.from_prompt("after a retry"))
     assert trace.completion.text == "stand-in reply: after a retry"
     assert dict(trace.attempts) == {0: 2} and len(standin.requests) == 2
+
+
+# ---------------------------------------------------------------------------------------------------
+# OpenAI-compatible adapter against a real llama.cpp server subprocess (SmolLM2, 1 thread)
+# ---------------------------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def llama_server(tmp_path_factory):
+    if not HAVE_LLAMA:
+        pytest.skip("llama-cpp-python not installed")
+    from thrifty.local import smollm2_path
+
+    port = _free_port()
+    log = tmp_path_factory.mktemp("llama") / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_path()), "--model_alias", "smollm2",
+             "--host", "127.0.0.1", "--port", str(port), "--n_threads", "1", "--n_threads_batch", "1", "--n_ctx", "1024"],
+            stdout=out, stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"llama_cpp.server exited: {log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{base}/models", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"llama_cpp.server not ready after 90 s: {log.read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def server_provider(base):
+    from thrifty.providers.openai_compat import OpenAICompatProvider
+
+    return OpenAICompatProvider("llama-server", "smollm2", base, price_in=0.5, price_out=1.5, timeout_s=60)
+
+
+CAPITAL = ChatRequest.from_prompt("What is the capital of France?", max_tokens=16, temperature=0)
+
+
+@needs_llama
+def test_openai_compat_plain_answer_from_llama_server(llama_server):
+    c = asyncio.run(server_provider(llama_server).complete(CAPITAL))
+    assert "paris" in c.text.lower()
+    assert c.usage.input_tokens > 5 and 1 <= c.usage.output_tokens <= 16 and c.finish_reason in ("stop", "length")
+    assert c.cost_usd == pytest.approx((c.usage.input_tokens * 0.5 + c.usage.output_tokens * 1.5) / 1e6)
+
+
+@needs_llama
+def test_openai_compat_stream_from_llama_server(llama_server):
+    items = asyncio.run(collect(server_provider(llama_server).stream(CAPITAL)))
+    deltas, final = items[:-1], items[-1]
+    assert isinstance(final, Completion) and len(deltas) >= 2 and all(isinstance(d, str) for d in deltas)
+    assert "".join(deltas) == final.text and "paris" in final.text.lower()
+    assert final.usage.output_tokens >= 1
+
+
+# ---------------------------------------------------------------------------------------------------
+# In-process llama.cpp provider, both embedded models
+# ---------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def local_tiers():
+    if not HAVE_LLAMA:
+        pytest.skip("llama-cpp-python not installed")
+    from thrifty.local import embedded_default
+
+    return embedded_default()
+
+
+@needs_llama
+def test_smollm2_chat_in_process_matches_the_server_prompt(local_tiers, llama_server):
+    from thrifty.local import SMOLLM2
+
+    c = asyncio.run(local_tiers[1][SMOLLM2].complete(CAPITAL))
+    assert "paris" in c.text.lower() and 1 <= c.usage.output_tokens <= 16 and c.cost_usd == 0.0
+    via_server = asyncio.run(server_provider(llama_server).complete(CAPITAL))
+    assert c.usage.input_tokens == via_server.usage.input_tokens  # same GGUF chat template, same tokens
+
+
+@needs_llama
+def test_gemma_base_model_answers_through_a_transcript(local_tiers):
+    from thrifty.local import GEMMA3
+
+    gemma = local_tiers[1][GEMMA3]
+    c = asyncio.run(gemma.complete(CAPITAL))
+    assert "paris" in c.text.lower()
+    assert "User:" not in c.text and "Assistant:" not in c.text  # stop sequences end the turn
+    items = asyncio.run(collect(gemma.stream(CAPITAL)))
+    assert "".join(items[:-1]).strip() == items[-1].text and items[-1].usage.output_tokens >= 1
+
+
+@needs_llama
+def test_deadline_cancels_local_generation_and_frees_the_model(local_tiers):
+    from thrifty.engine import Engine
+    from thrifty.local import SMOLLM2
+    from thrifty.policy.cascade import CascadePolicy
+
+    small = local_tiers[1][SMOLLM2]
+    engine = Engine(CascadePolicy([SMOLLM2], [], None), {SMOLLM2: small}, deadline_s=0.3)
+    long = ChatRequest.from_prompt("Write a very long essay about the history of Europe.", max_tokens=900)
+    t0 = time.monotonic()
+    with pytest.raises(ProviderError) as info:
+        engine.complete_sync(long)
+    assert info.value.status == 504
+    c = asyncio.run(small.complete(CAPITAL))  # the lock was released: the model answers again at once
+    assert c.text and time.monotonic() - t0 < 10
+
+
+@needs_llama
+def test_embedded_cascade_escalates_on_threshold(local_tiers):
+    from thrifty.engine import Engine
+    from thrifty.local import GEMMA3, SMOLLM2, embedded_default
+
+    policy, providers = embedded_default(threshold=1.01)  # nothing reaches 1.01: always escalate
+    trace = Engine(policy, providers).complete_sync(CAPITAL)
+    assert trace.tiers_tried == (SMOLLM2, GEMMA3) and trace.model == GEMMA3
+    assert trace.steps[0].score is not None and not trace.steps[0].accepted
+    policy, providers = embedded_default(threshold=0.0)  # anything passes: tier 0 answers
+    trace = Engine(policy, providers).complete_sync(CAPITAL)
+    assert trace.tiers_tried == (SMOLLM2,) and trace.model == SMOLLM2
