@@ -83,7 +83,7 @@ def status_and_body(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, 
             return 400, error_body(f"the upstream refused the request: {exc}", "invalid_request_error", code="upstream_rejected"), {}
         status = 504 if exc.status == 504 else 502
         code = "upstream_timeout" if status == 504 else "upstream_error"
-        return status, error_body(f"every tier failed; last error: {exc}", "upstream_error", code=code), {}
+        return status, error_body(str(exc), "upstream_error", code=code), {}
     if isinstance(exc, ConfigError):
         log.error("configuration error while serving: %s", exc)
         return 500, error_body(f"server misconfigured: {exc}", "server_error", code="config_error"), {}

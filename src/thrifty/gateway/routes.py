@@ -90,7 +90,8 @@ class _Job:
         self.done = False
 
     def finish(self, status: int, trace: Trace | None, *, error: str | None = None, answer_override: str | None = None,
-               cost_override: float | None = None, tiers_override: tuple[str, ...] | None = None) -> None:
+               cost_override: float | None = None, tiers_override: tuple[str, ...] | None = None,
+               steps_override: tuple[StepRecord, ...] = ()) -> None:
         if self.done:
             return
         self.done = True
@@ -105,7 +106,7 @@ class _Job:
             final_model=(trace.model if trace and c is not None and status == 200 else None),
             tiers_tried=tiers_override if tiers_override is not None else (trace.tiers_tried if trace else ()), answer=answer_override if answer_override is not None else (c.text if c else None),
             input_tokens=c.usage.input_tokens if c else None, output_tokens=c.usage.output_tokens if c else None,
-            cost_usd=cost, latency_s=latency, error=error, stream=self.req.stream, steps=_steps(trace),
+            cost_usd=cost, latency_s=latency, error=error, stream=self.req.stream, steps=_steps(trace) or steps_override,
         )
         ledger = self.rt.ledger
         self.rt.store.record(rec, also=lambda conn: ledger.settle_in(conn, self.reservation, cost, key=self.key_name, profile=self.route.budget_name))
@@ -242,8 +243,10 @@ async def _stream(job: _Job) -> Any:
             yield b"data: [DONE]\n\n"
         except ProviderError as exc:  # the upstream died mid-stream: tell the client, no [DONE]
             status, err, _ = status_and_body(exc)
-            job.finish(status, getattr(exc, "trace", None), error=str(exc), answer_override="".join(parts),
-                       cost_override=sum(meter), tiers_override=tuple(tiers))
+            partial = "".join(parts)
+            died = StepRecord(tier=routed.tier if routed else -1, model=model or "?", decision="failed", answer=partial, error=str(exc))
+            job.finish(status, getattr(exc, "trace", None), error=str(exc), answer_override=partial,
+                       cost_override=sum(meter), tiers_override=tuple(tiers), steps_override=(died,))
             err["error"]["message"] = f"the upstream failed mid-stream after {len(''.join(parts))} characters: {exc}"
             yield _sse(err)
         except BaseException as exc:  # client went away (cancelled) or a bug: log it, charge the hold
