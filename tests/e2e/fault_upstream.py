@@ -202,6 +202,7 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 256  # listen backlog: load tests open many connections at once
 
     def __init__(self, addr: tuple[str, int], label: str, hang_s: float, drip_interval: float) -> None:
         super().__init__(addr, _Handler)
