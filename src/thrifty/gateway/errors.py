@@ -105,8 +105,16 @@ def install_handlers(app: Any) -> None:
     from fastapi.exceptions import RequestValidationError
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
+    def count(request: Any, status: int) -> None:  # refusals show up in /metrics too
+        rt = getattr(request.app.state, "runtime", None)
+        if rt is not None:
+            rt.metrics.requests.labels("-", str(status)).inc()
+
     async def on_any(request: Any, exc: Exception) -> Any:
-        return json_error(exc, getattr(request.state, "request_id", None))
+        response = json_error(exc, getattr(request.state, "request_id", None))
+        if getattr(request.state, "request_id", None) is None:  # admitted requests are counted by the route
+            count(request, response.status_code)
+        return response
 
     async def on_http(request: Any, exc: StarletteHTTPException) -> Any:
         from fastapi.responses import JSONResponse
@@ -119,6 +127,7 @@ def install_handlers(app: Any) -> None:
         from fastapi.responses import JSONResponse
 
         msg, param = _validation_message(list(exc.errors()))
+        count(request, 400)
         return JSONResponse(error_body(msg, "invalid_request_error", param=param, code="invalid_value"), status_code=400)
 
     from pydantic import ValidationError
