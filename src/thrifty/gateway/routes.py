@@ -291,9 +291,25 @@ def register_routes(app: Any) -> None:
 
     from thrifty.gateway.schemas import ChatCompletionRequest, models_body
 
+    request_schema = ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    definitions = request_schema.pop("$defs", {})
+
+    def openapi() -> dict:  # FastAPI's schema plus the request body's model definitions
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+            schemas.update(definitions)
+            schemas["ChatCompletionRequest"] = request_schema
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi
+
     @app.post(
         "/v1/chat/completions",
-        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")}}}},
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}}}},
         responses={400: {"description": "invalid request"}, 401: {"description": "unknown key"}, 404: {"description": "unknown model"},
                    413: {"description": "body too large"}, 422: {"description": "not servable"}, 429: {"description": "over budget"},
                    502: {"description": "upstream failed"}, 504: {"description": "upstream timed out"}},
