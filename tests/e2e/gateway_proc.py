@@ -1,7 +1,7 @@
 """Run the real thrifty gateway as a subprocess on loopback for end-to-end tests.
 
 ``GatewayProcess(config_toml, data_dir)`` writes the TOML, starts ``uvicorn`` with the app factory
-(``thrifty.gateway.app:app_from_env``) on a free 127.0.0.1 port, waits for ``/healthz`` and keeps the
+(``thrifty.gateway.app:app_from_env``; ``cli=True``: the ``thrifty serve`` command) on a free port, waits for ``/healthz`` and keeps the
 server's combined stdout/stderr in ``output_path`` (so tests can grep it). ``kill()`` sends SIGKILL.
 """
 
@@ -49,7 +49,7 @@ def read_db(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[An
 
 class GatewayProcess:
     def __init__(self, config_toml: str, data_dir: Path, *, port: int | None = None, env: dict[str, str] | None = None,
-                 workers: int = 1, extra_args: tuple[str, ...] = ()) -> None:
+                 workers: int = 1, extra_args: tuple[str, ...] = (), cli: bool = False) -> None:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.config_path = self.data_dir / "thrifty.toml"
@@ -62,6 +62,7 @@ class GatewayProcess:
                     "THRIFTY_DATA_DIR": str(self.data_dir), **(env or {})}
         self.workers = workers
         self.extra_args = extra_args
+        self.cli = cli  # True: `thrifty serve --config … --port …` (the user's command) instead of bare uvicorn
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -76,8 +77,12 @@ class GatewayProcess:
         return self.output_path.read_text(errors="replace") if self.output_path.exists() else ""
 
     def start(self, timeout_s: float = 60.0) -> "GatewayProcess":
-        cmd = [sys.executable, "-m", "uvicorn", "thrifty.gateway.app:app_from_env", "--factory", "--host", "127.0.0.1",
-               "--port", str(self.port), "--log-level", "warning", "--workers", str(self.workers), *self.extra_args]
+        if self.cli:
+            cmd = [sys.executable, "-c", "from thrifty.cli.main import entry; entry()", "serve", "--config", str(self.config_path),
+                   "--port", str(self.port), "--workers", str(self.workers), *self.extra_args]
+        else:
+            cmd = [sys.executable, "-m", "uvicorn", "thrifty.gateway.app:app_from_env", "--factory", "--host", "127.0.0.1",
+                   "--port", str(self.port), "--log-level", "warning", "--workers", str(self.workers), *self.extra_args]
         out = open(self.output_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=str(self.data_dir),
                                      start_new_session=True)

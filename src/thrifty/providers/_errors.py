@@ -13,11 +13,11 @@ import contextlib
 import sys
 import time
 from email.utils import parsedate_to_datetime
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from thrifty.errors import ProviderError, ThriftyError
 
-__all__ = ["translate", "provider_errors", "retry_after_from", "RETRYABLE_STATUS"]
+__all__ = ["translate", "provider_errors", "redact", "retry_after_from", "RETRYABLE_STATUS"]
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
 
@@ -92,15 +92,31 @@ def translate(exc: BaseException, provider: str) -> ProviderError:
     return ProviderError(f"{type(exc).__name__}: {exc}", provider=provider, status=502)
 
 
+def redact(err: ProviderError, secrets: Iterable[str | None]) -> ProviderError:
+    """``err`` with every secret (an upstream API key) replaced by ``[redacted]`` in its message.
+
+    Some upstreams repeat the key they were sent in their error body; that text would otherwise
+    reach the client's error message and the log.
+    """
+    text = str(err)
+    for secret in secrets:
+        if secret and secret in text:
+            text = text.replace(secret, "[redacted]")
+    if text != str(err):
+        err.args = (text,)
+    return err
+
+
 @contextlib.contextmanager
-def provider_errors(provider: str) -> Iterator[None]:
+def provider_errors(provider: str, secrets: Iterable[str | None] = ()) -> Iterator[None]:
     """Re-raise any foreign exception from the block as ``ProviderError(...) from exc``.
 
     Cancellation and thrifty's own errors (ProviderError, ConfigError, …) pass through untouched. Works around ``await`` too.
+    ``secrets`` (the provider's API key) are redacted from the message (see :func:`redact`).
     """
     try:
         yield
     except (asyncio.CancelledError, KeyboardInterrupt, GeneratorExit, ThriftyError):
         raise
     except Exception as exc:  # noqa: BLE001 - this IS the translation boundary
-        raise translate(exc, provider) from exc
+        raise redact(translate(exc, provider), secrets) from exc

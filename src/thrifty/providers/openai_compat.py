@@ -71,6 +71,7 @@ class OpenAICompatProvider:
                     fix=f"export {api_key_env}=<your key>",
                 )
         self._headers = dict(headers or {})
+        self._secrets = (api_key,)  # redacted from upstream error text
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
         self.price_in, self.price_out = resolve_prices(
@@ -138,7 +139,7 @@ class OpenAICompatProvider:
         """The answer; ``timeout_s`` bounds the whole call (httpx's timeouts are per read, so a
         slow-drip upstream would otherwise hold the tier for the request's entire deadline)."""
         started = time.perf_counter()
-        with provider_errors(self.name):
+        with provider_errors(self.name, self._secrets):
             try:
                 return await asyncio.wait_for(self._complete(request, started), timeout=self.timeout_s)
             except asyncio.TimeoutError:
@@ -146,7 +147,7 @@ class OpenAICompatProvider:
                                     status=504, retryable=True) from None
 
     async def _complete(self, request: ChatRequest, started: float) -> Completion:
-        with provider_errors(self.name):
+        with provider_errors(self.name, self._secrets):
             response = await self._http().post("/chat/completions", json=self._body(request, stream=False))
             response.raise_for_status()
             data = response.json()
@@ -165,7 +166,7 @@ class OpenAICompatProvider:
         finish: str | None = None
         usage_data: Any = None
         done = False
-        with provider_errors(self.name):
+        with provider_errors(self.name, self._secrets):
             async with self._http().stream("POST", "/chat/completions", json=self._body(request, stream=True)) as response:
                 if response.status_code >= 400:
                     await response.aread()
