@@ -1,0 +1,186 @@
+"""Offline policy ``hybrid``: a router chooses where the cascade starts; both are fitted together.
+
+``fit(train, knobs)`` (training prompts only)
+
+1. Candidates and answer scorer exactly as the ``cascade`` policy: :func:`optimise.candidate_models`,
+   :func:`fit_answer_scorer` → calibrated *out-of-fold* scores ``S`` (query-only when the table has no
+   answer text).
+2. A query router over the candidates (:class:`RouterOffline`, variant by option) → *out-of-fold*
+   predicted qualities ``R``.
+3. Joint optimisation over (router λ, cascade). For each λ of a grid (plus λ = ∞, the plain
+   cascade) the router's pick ``r(p) = argmax_m R[p,m] − λ c̄[m]`` fixes, per prompt, which models are
+   skipped: those cheaper than ``r(p)``. Skipping is what the cascade optimiser already models for a
+   missing (prompt, model) pair (cost 0, escalate), so :func:`optimise.optimise` with cheap-first
+   orders returns the exact training Pareto front of cascades *given that start rule* — one front per
+   λ. The union's Pareto front holds the (λ, tiers, thresholds) triples; each knob (target mean cost B)
+   takes the front's best training quality at cost ≤ B.
+
+``replay(table)`` drives :class:`thrifty.policy.hybrid.HybridPolicy` (the live object: router start +
+:class:`CascadePolicy`) on every prompt over the recorded answers; every tier called is paid.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from thrifty.errors import ProviderError
+from thrifty.offline.api import OperatingPoint
+from thrifty.offline.optimise import CascadeSpec, candidate_models, optimise, pareto_front
+from thrifty.offline.router_policy import RouterOffline
+from thrifty.offline.routers import FittedPredictor, lambda_grid, route
+from thrifty.policy.cascade import CascadePolicy
+from thrifty.policy.drive import drive
+from thrifty.policy.hybrid import HybridPolicy
+from thrifty.table import RoutingTable
+from thrifty.types import ChatRequest, Completion
+
+__all__ = ["HybridOffline", "FittedHybrid", "skip_mask"]
+
+
+def skip_mask(pred: np.ndarray, exp_cost: np.ndarray, lam: float, avail: np.ndarray | None = None) -> np.ndarray:
+    """(P, K) bool: model k is skipped on prompt p because it is cheaper than the router's pick."""
+    if math.isinf(lam):
+        return np.zeros(pred.shape, dtype=bool)
+    pick = route(pred, exp_cost, lam, avail)
+    need = exp_cost[pick] * (1 - 1e-9)
+    return exp_cost[None, :] < need[:, None]
+
+
+class _Lookup:
+    """Scores precomputed per (request object, model) — the fitted scorer's output for this table."""
+
+    def __init__(self) -> None:
+        self.table: dict[tuple[int, str], float] = {}
+
+    def score(self, request: ChatRequest, completion: Completion | None, model: str) -> float:
+        return self.table[(id(request), model)]
+
+
+@dataclass(eq=False)
+class FittedHybrid:
+    models: tuple[str, ...]  # candidate models: scorer columns and router outputs
+    scorer: Any
+    predictor: FittedPredictor
+    picks: dict[float, tuple[float, CascadeSpec]]  # knob -> (λ, cascade)
+    inputs_kw: dict[str, Any]
+    embedder: Any = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def expected_cost(self) -> dict[str, float]:
+        return {m: float(c) for m, c in zip(self.models, self.predictor.exp_cost)}
+
+    def policy(self, knob: float, scorer: Any = None) -> HybridPolicy:
+        """The live hybrid for the knob closest to ``knob`` (scorer: the fitted answer scorer)."""
+        key = min(self.picks, key=lambda k: abs(k - knob))
+        lam, spec = self.picks[key]
+        tiers = tuple(self.models[t] for t in spec.tiers)
+        sc = scorer if scorer is not None else self.scorer
+        cascade = CascadePolicy(tiers, spec.thresholds, sc if len(tiers) > 1 else None)
+        return HybridPolicy(cascade, self.predictor, self.models, self.expected_cost(), lam)
+
+    def replay(self, table: RoutingTable) -> list[OperatingPoint]:
+        from thrifty.scoring.answer_scorer import table_inputs
+
+        S = self.scorer.score_table(table_inputs(table, self.models, embedder=self.embedder, **self.inputs_kw))
+        R = self.predictor.predict_texts(list(table.prompts))
+        requests = [ChatRequest.from_prompt(t or "") for t in table.prompts]
+        lookup = _Lookup()
+        for i, req in enumerate(requests):
+            for j, m in enumerate(self.models):
+                lookup.table[(id(req), m)] = float(S[i, j])
+        tindex = {m: table.model_index(m) for m in self.models}
+        P = table.n_prompts
+        out, done = [], {}
+        for knob, (lam, spec) in self.picks.items():
+            key = (lam, spec.tiers, spec.thresholds)
+            if key not in done:
+                pol = self.policy(knob, scorer=lookup)
+                cost, qual = np.zeros(P), np.zeros(P)
+                calls = np.zeros((P, table.n_models), dtype=bool)
+                chosen, starts = np.full(P, -1), np.zeros(P, dtype=int)
+                for i, req in enumerate(requests):
+
+                    def call(k: int, i: int = i) -> Completion:
+                        m = tindex[pol.tiers[k]]
+                        calls[i, m] = True
+                        if np.isnan(table.quality[i, m]):
+                            raise ProviderError(f"no recorded answer for prompt {table.prompt_ids[i]}", provider=pol.tiers[k])
+                        return Completion(text=table.answer(i, m) or "", model=pol.tiers[k], cost_usd=float(table.cost[i, m]))
+
+                    d = drive(pol.plan(req, predicted=R[i]), call)
+                    starts[i] = d.steps[0].tier if d.steps else 0
+                    cost[i] = d.cost_usd
+                    if d.completion is not None:
+                        chosen[i] = tindex[pol.tiers[d.tier]]
+                        qual[i] = table.quality[i, chosen[i]]
+                params = {"lam": lam, "tiers": list(pol.tiers), "thresholds": list(spec.thresholds),
+                          "share_skipping_tier0": float(np.mean(starts > 0))}
+                done[key] = (cost, qual, calls, chosen, params)
+            cost, qual, calls, chosen, params = done[key]
+            out.append(OperatingPoint(float(knob), cost, qual, calls, chosen, target_budget=float(knob),
+                                      label=f"B=${knob:.3g}", params=dict(params)))
+        return out
+
+
+class HybridOffline:
+    """``hybrid`` (options via ``--opt k=v``): ``router`` (knn | mf | linear | auto), ``max_tiers``,
+    ``max_candidates``, ``grid`` (threshold grid size), ``smooth``, ``n_lams`` (router λ grid size),
+    ``embed`` (answer scorer uses embeddings), ``inputs`` (answer | query), ``heads`` (all | ridge:
+    the answer-scorer head kinds tried by inner CV; ridge skips gradient boosting, for speed)."""
+
+    name = "hybrid"
+
+    def __init__(self, router: str | None = None, max_tiers: int | str = 3, max_candidates: int | str = 8,
+                 grid: int | str = 16, smooth: int | str = 1, n_lams: int | str = 8, embed: bool | str = True,
+                 inputs: str = "answer", heads: str = "all", seed: int | str = 0, embedder: Any = None,
+                 variant: str | None = None) -> None:
+        self.router = router or variant
+        self.max_tiers, self.max_candidates = int(max_tiers), int(max_candidates)
+        self.grid, self.smooth, self.n_lams = int(grid), int(smooth), int(n_lams)
+        self.embed = embed if isinstance(embed, bool) else str(embed).lower() not in ("0", "false", "no")
+        self.inputs, self.seed, self._embedder = inputs, int(seed), embedder
+        if heads not in ("all", "ridge"):
+            from thrifty.errors import ConfigError
+
+            raise ConfigError(f"unknown heads {heads!r}", key="heads", fix="use heads=all or heads=ridge")
+        self.heads = heads
+
+    def fit(self, train: RoutingTable, knobs: Sequence[float]) -> FittedHybrid:
+        from thrifty.scoring.answer_scorer import fit_answer_scorer, table_inputs
+        from thrifty.scoring.heads import DEFAULT_CONFIGS
+
+        configs = DEFAULT_CONFIGS if self.heads == "all" else tuple(c for c in DEFAULT_CONFIGS if c.kind == "ridge")
+
+        cand = candidate_models(train.quality, train.cost, self.max_candidates)
+        models = tuple(train.models[j] for j in cand)
+        mode = self.inputs if train.has_answers else "query"
+        kw = {"inputs": mode, "embed": self.embed}
+        scorer, S = fit_answer_scorer(train, table_inputs(train, models, embedder=self._embedder, **kw),
+                                      configs, seed=self.seed, mode=mode, embed=self.embed)
+        if self._embedder is not None:
+            scorer._embedder = self._embedder
+        sub = train.select_models(models)
+        fp = RouterOffline(variant=self.router, seed=self.seed, embedder=self._embedder).fit_predictor(sub)
+        Q, C = sub.quality, sub.cost
+        avail = ~np.isnan(Q)
+        lams = [math.inf, *lambda_grid(fp.exp_cost, self.n_lams).tolist()]
+        specs: list[tuple[float, CascadeSpec]] = []
+        for lam in lams:
+            skip = skip_mask(fp.oof_pred, fp.exp_cost, lam, avail)
+            Sm, Qm, Cm = (np.where(skip, np.nan, X) for X in (S, Q, C))
+            front = optimise(Sm, Qm, Cm, max_tiers=min(self.max_tiers, len(models)), grid=self.grid,
+                             smooth=self.smooth, ordered="cheap-first")
+            specs += [(lam, p) for p in front.points]
+        keep = pareto_front(np.array([s.cost for _, s in specs]), np.array([s.quality for _, s in specs]))
+        front_pts = [specs[i] for i in keep]
+        picks: dict[float, tuple[float, CascadeSpec]] = {}
+        for b in knobs:
+            ok = [p for p in front_pts if p[1].cost <= b]
+            picks[float(b)] = ok[-1] if ok else front_pts[0]
+        info = {"candidates": list(models), "router": fp.variant, "router_params": fp.params,
+                "front_size": len(front_pts), "lams_on_front": sorted({lam for lam, _ in front_pts})}
+        return FittedHybrid(models, scorer, fp, picks, kw, self._embedder, info)
