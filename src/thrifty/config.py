@@ -15,6 +15,9 @@ Layout (every table optional)::
                   (USD per 1M tokens), vision, tools, max_tokens, timeout_s, options = {…}
     [profiles.NAME]   tiers = [provider names], thresholds = [...] | artefact = "path",
                   scorer, system, budget_usd
+    [profiles.NAME.cache]  mode = "exact" | "semantic" | "off", ttl_s, max_entries, max_bytes, path
+                  (SQLite file) | redis_url_env (env var holding a redis:// URL), semantic_threshold,
+                  guard, cache_sampled, default_temperature
     [keys.NAME]   sha256 = "<hex>", limit_usd
 """
 
@@ -34,6 +37,7 @@ __all__ = [
     "ServerSettings",
     "ProviderSettings",
     "ProfileSettings",
+    "CacheSettings",
     "KeySettings",
     "Settings",
     "load_settings",
@@ -98,6 +102,23 @@ class ProviderSettings:
 
 
 @dataclass(frozen=True)
+class CacheSettings:
+    """``[profiles.NAME.cache]``: a completion cache in front of every tier of the profile
+    (see :mod:`thrifty.cache`). ``semantic_threshold`` None means the calibrated default."""
+
+    mode: str = "exact"  # "exact" | "semantic"
+    ttl_s: float = 7 * 24 * 3600.0
+    max_entries: int = 100_000
+    max_bytes: int | None = None
+    path: Path | None = None  # SQLite file; None: <data_dir>/cache.sqlite
+    redis_url_env: str | None = None  # env var holding redis://…; set: Redis instead of SQLite
+    semantic_threshold: float | None = None
+    guard: bool = True
+    cache_sampled: bool = False  # also cache temperature > 0 requests
+    default_temperature: float = 1.0  # what the upstream uses when a request sets none
+
+
+@dataclass(frozen=True)
 class ProfileSettings:
     name: str
     tiers: tuple[str, ...]
@@ -106,6 +127,7 @@ class ProfileSettings:
     scorer: str = "heuristic"
     system: str | None = None
     budget_usd: float | None = None
+    cache: CacheSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -303,7 +325,7 @@ def _profile(name: str, tbl: Any, providers: Mapping[str, ProviderSettings], bas
     _name(name, path)
     if not isinstance(tbl, Mapping):
         raise ConfigError("expected a table", key=path, fix=f"write it as [{path}]")
-    _unknown(tbl, ("tiers", "thresholds", "artefact", "scorer", "system", "budget_usd"), path)
+    _unknown(tbl, ("tiers", "thresholds", "artefact", "scorer", "system", "budget_usd", "cache"), path)
     tiers = tbl.get("tiers")
     if not isinstance(tiers, list) or not tiers:
         raise ConfigError("a profile needs at least one tier", key=f"{path}.tiers", fix='write tiers = ["cheap", "strong"] (provider names, cheapest first)')
@@ -344,6 +366,41 @@ def _profile(name: str, tbl: Any, providers: Mapping[str, ProviderSettings], bas
         scorer=_str(tbl, "scorer", path, "heuristic"),
         system=_str(tbl, "system", path),
         budget_usd=None if budget is None else float(budget),
+        cache=_cache(tbl.get("cache"), f"{path}.cache", base_dir),
+    )
+
+
+def _cache(tbl: Any, path: str, base_dir: Path | None) -> CacheSettings | None:
+    if tbl is None:
+        return None
+    if not isinstance(tbl, Mapping):
+        raise ConfigError("expected a table", key=path, fix=f'write it as [{path}] with mode = "exact" or "semantic"')
+    _unknown(tbl, ("mode", "ttl_s", "max_entries", "max_bytes", "path", "redis_url_env", "semantic_threshold", "guard",
+                   "cache_sampled", "default_temperature"), path)
+    mode = _str(tbl, "mode", path, "exact")
+    if mode not in ("exact", "semantic", "off"):
+        raise ConfigError(f"unknown cache mode {mode!r}", key=f"{path}.mode", fix='use "exact", "semantic" or "off"')
+    if mode == "off":
+        return None
+    threshold = _num(tbl, "semantic_threshold", path, lo=-1.0)
+    if threshold is not None and threshold > 1:
+        raise ConfigError(f"a cosine threshold is at most 1, got {threshold}", key=f"{path}.semantic_threshold", fix="leave it unset for the calibrated default")
+    file = _str(tbl, "path", path)
+    p = Path(file).expanduser() if file else None
+    if p is not None and not p.is_absolute() and base_dir is not None:
+        p = base_dir / p
+    max_bytes = _num(tbl, "max_bytes", path, integer=True, strict=True)
+    return CacheSettings(
+        mode=mode,
+        ttl_s=float(_num(tbl, "ttl_s", path, 7 * 24 * 3600.0, strict=True)),
+        max_entries=int(_num(tbl, "max_entries", path, 100_000, integer=True, strict=True)),
+        max_bytes=None if max_bytes is None else int(max_bytes),
+        path=p,
+        redis_url_env=_str(tbl, "redis_url_env", path),
+        semantic_threshold=None if threshold is None else float(threshold),
+        guard=_bool(tbl, "guard", path, True),
+        cache_sampled=_bool(tbl, "cache_sampled", path, False),
+        default_temperature=float(_num(tbl, "default_temperature", path, 1.0)),
     )
 
 

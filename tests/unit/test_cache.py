@@ -328,3 +328,47 @@ def test_redis_store_is_shared_between_workers_and_semantic(redis_url, minilm):
     assert run(two.complete(req("Hi! Name three rivers in Germany"))).cache == "semantic"
     assert run(two.complete(req("Name three rivers in Italy."))).cache == "miss"
     assert two.inner.calls == 1
+
+
+def test_few_shot_prompts_are_compared_on_their_last_paragraph(minilm):
+    prefix = (
+        "Please determine the price direction (up, down, neutral, or none) in the following news headlines.\n\n"
+        "Q: december gold down $1 at $749 an ounce on nymex\nA: down\n\n"
+        "Q: gold prices steady in early asia trade with focus on hong kong\nA: neutral\n\n"
+    )
+    matcher = SemanticMatcher(embedder=minilm, guard=False)  # the embedding alone must tell them apart
+    cached = CachedProvider(Counting(), SQLiteStore(":memory:"), namespace="p", semantic=matcher)
+    run(cached.complete(req(prefix + "Q: gold rallies to a record high as investors flee stocks\nA:")))
+    other = run(cached.complete(req(prefix + "Q: silver slumps as dollar strengthens sharply\nA:")))
+    assert other.cache == "miss"
+    whole = matcher.embed_many([prefix + "Q: gold rallies to a record high as investors flee stocks\nA:",
+                                prefix + "Q: silver slumps as dollar strengthens sharply\nA:"])
+    d = whole.shape[1] // 2
+    assert float(whole[0, :d] @ whole[1, :d]) > DEFAULT_THRESHOLD  # the whole texts alone would have hit
+
+
+# ---- gateway settings ---------------------------------------------------------------------------------
+def test_profile_cache_settings_and_wiring(tmp_path):
+    from thrifty.config import parse_settings
+    from thrifty.gateway.build import cached_tiers
+
+    doc = {
+        "server": {"data_dir": str(tmp_path)},
+        "providers": {"cheap": {"kind": "openai", "model": "gpt-4o-mini", "base_url": "http://127.0.0.1:9"}},
+        "profiles": {"support": {"tiers": ["cheap"], "cache": {"mode": "semantic", "ttl_s": 60, "max_entries": 10}}},
+    }
+    settings = parse_settings(doc)
+    cfg = settings.profiles["support"].cache
+    assert cfg.mode == "semantic" and cfg.ttl_s == 60 and cfg.max_entries == 10 and cfg.semantic_threshold is None
+    wrapped = cached_tiers(settings.profiles["support"], {"cheap": Counting()}, settings)
+    tier = wrapped["cheap"]
+    assert isinstance(tier, CachedProvider) and tier.semantic.threshold == DEFAULT_THRESHOLD
+    assert tier.namespace.startswith("support/cheap") and tier.store.ttl_s == 60
+    assert run(tier.complete(req("hello there friend"))).cache == "miss"
+    assert (tmp_path / "cache.sqlite").exists()
+    for bad, where in (({"mode": "fuzzy"}, "mode"), ({"semantic_threshold": 2}, "semantic_threshold"), ({"ttl": 5}, "ttl")):
+        doc["profiles"]["support"]["cache"] = bad
+        with pytest.raises(ConfigError, match=where):
+            parse_settings(doc)
+    doc["profiles"]["support"]["cache"] = {"mode": "off"}
+    assert parse_settings(doc).profiles["support"].cache is None

@@ -195,4 +195,12 @@ class CachedProvider:
             yield item
 
     def close(self) -> None:
+        """Close the store (it reopens on next use)."""
+        self.store.close()
+
+    async def aclose(self) -> None:
+        """Release the inner provider's resources and the store's connection (both reopen lazily)."""
+        close = getattr(self.inner, "aclose", None)
+        if close is not None:
+            await close()
         self.store.close()

@@ -6,43 +6,62 @@ A cached answer is served for a *different* request only if all of these hold:
    parameters, tools, and identical messages before the last user turn (see :mod:`.keys`);
 2. the last user turn is plain text of at most ``max_chars`` characters (MiniLM reads at most 256
    word pieces; a longer text could differ after the cut and still embed identically);
-3. the cosine similarity of the two turns' embeddings is ``>= threshold``;
+3. the similarity of the two turns is ``>= threshold``, where similarity is the *smaller* of two
+   cosines: of the whole turns, and of their last paragraphs (text after the last blank line).
+   A few-shot prompt (instruction + examples + "Q: <query>") shares almost all its text with every
+   other request of its kind, so the whole-text cosine alone is always high; the last paragraph
+   carries the actual question. For a one-paragraph turn both cosines are the same number;
 4. with ``guard`` on, the two turns agree on numbers, negations, units and named entities
    (:func:`~thrifty.cache.guard.lexical_mismatch`).
 
+Vectors are stored as ``[whole ‖ last paragraph]`` (2 × 384 floats, each half L2-normalised).
+
 DEFAULT_THRESHOLD
-    0.93 — calibrated by ``benchmarks/semantic_cache.py`` on 805 AlpacaEval prompts (two halves by
-    prompt id; half A to choose, half B to report). Every prompt of a half is cached; rule-based
+    0.93 — calibrated by ``benchmarks/semantic_cache.py`` on the 805 AlpacaEval prompts split into
+    two seeded halves (A to choose, B to report). Every prompt of a half is cached; rule-based
     paraphrases (politeness prefixes, synonyms, casing/punctuation, sentence reordering) must find
     their source, near-misses (another number, entity, negation, unit, instruction verb or an
-    antonym) must find nothing. The threshold is the smallest one whose false-hit rate on half A is
-    at most 1% *with the guard on*; see ``benchmarks/semantic_cache.py --json`` for the held-out
-    precision / recall / false-hit rate, and the README for the table.
+    antonym) must find nothing. The threshold is the smallest one whose near-miss false-hit rate on
+    half A is at most 1% with the guard on; held-out numbers are in the benchmark's JSON / README.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
-
-import re
 
 import numpy as np
 
 from thrifty.cache.guard import lexical_mismatch
 from thrifty.cache.store import Candidate
 
-__all__ = ["DEFAULT_THRESHOLD", "SemanticMatch", "SemanticMatcher", "embedding_text"]
-
-_SPACE = re.compile(r"\s+")
+__all__ = ["DEFAULT_THRESHOLD", "SemanticMatch", "SemanticMatcher", "embedding_text", "last_paragraph", "similarities"]
 
 DEFAULT_THRESHOLD = 0.93
 
+_SPACE = re.compile(r"\s+")
+_PARAGRAPH = re.compile(r"\n\s*\n")
 
-def embedding_text(query: str) -> str:
+
+def embedding_text(text: str) -> str:
     """What is embedded: whitespace collapsed, trailing punctuation dropped (MiniLM is uncased, but a
     final "?" alone moves a short question's embedding by ~0.1 cosine)."""
-    return _SPACE.sub(" ", query).strip().rstrip(".?!;:, ").strip()
+    return _SPACE.sub(" ", text).strip().rstrip(".?!;:, ").strip()
+
+
+def last_paragraph(text: str) -> str:
+    """The last paragraph of ``text`` with at least two words (the whole text if it has one)."""
+    parts = [p for p in _PARAGRAPH.split(text.strip()) if len(re.findall(r"\w+", p)) >= 2]
+    return parts[-1] if parts else text
+
+
+def similarities(vector: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """min(cosine of wholes, cosine of last paragraphs) of ``vector`` against each row of ``matrix``."""
+    d = vector.shape[-1] // 2
+    m = np.asarray(matrix, dtype=np.float32).reshape(-1, 2 * d)
+    v = np.asarray(vector, dtype=np.float32)
+    return np.minimum(m[:, :d] @ v[:d], m[:, d:] @ v[d:])
 
 
 @dataclass(frozen=True)
@@ -71,7 +90,7 @@ class SemanticMatcher:
     def eligible(self, query: str | None) -> bool:
         return bool(query) and len(query) <= self.max_chars  # type: ignore[arg-type]
 
-    def embed(self, query: str) -> np.ndarray:
+    def _model(self) -> Any:
         if self._embedder is None:
             if self.embedder is not None:
                 self._embedder = self.embedder
@@ -79,23 +98,36 @@ class SemanticMatcher:
                 from thrifty.scoring.embedding import get_embedder
 
                 self._embedder = get_embedder().inner
-        return np.asarray(self._embedder.embed([embedding_text(query)])[0], dtype=np.float32)
+        return self._embedder
+
+    def embed_many(self, queries: Sequence[str]) -> np.ndarray:
+        """(n, 2·dim) float32: ``[whole ‖ last paragraph]`` per query."""
+        wholes = [embedding_text(q) for q in queries]
+        tails = [embedding_text(last_paragraph(q)) for q in queries]
+        distinct = list(dict.fromkeys(wholes + tails))
+        vecs = np.asarray(self._model().embed(distinct), dtype=np.float32)
+        row = {t: i for i, t in enumerate(distinct)}
+        return np.concatenate([vecs[[row[w] for w in wholes]], vecs[[row[t] for t in tails]]], axis=1)
+
+    def embed(self, query: str) -> np.ndarray:
+        return self.embed_many([query])[0]
 
     def best(self, query: str, vector: np.ndarray, candidates: Sequence[Candidate]) -> SemanticMatch | None:
-        """The most similar candidate with cosine >= threshold that passes the guard, or None.
+        """The most similar candidate with similarity >= threshold that passes the guard, or None.
 
         Candidates are tried in decreasing similarity, so a guard rejection of the nearest one can
-        still let an admissible second-nearest through.
+        still let an admissible second-nearest through. Candidates whose vectors have another shape
+        (stored by an older layout or another embedder) are ignored.
         """
-        if not candidates:
+        cands = [c for c in candidates if c.vector.shape == vector.shape]
+        if not cands:
             return None
-        mat = np.stack([c.vector for c in candidates]).astype(np.float32)
-        sims = mat @ vector.astype(np.float32)
-        for i in np.argsort(-sims):
+        sims = similarities(vector, np.stack([c.vector for c in cands]))
+        for i in np.argsort(-sims, kind="stable"):
             sim = float(sims[i])
             if sim < self.threshold:
                 return None
-            cand = candidates[int(i)]
+            cand = cands[int(i)]
             if self.guard and lexical_mismatch(query, cand.query) is not None:
                 continue
             return SemanticMatch(cand.key, sim, cand.query)

@@ -170,7 +170,10 @@ def build_routes(settings: Settings, *, deadline_s: float | None = None) -> tupl
     routes: dict[str, Route] = {}
 
     def add_profile(model_id: str, profile: ProfileSettings, policy: Any, pool: Mapping[str, Any]) -> None:
-        engine = Engine(policy, {t: pool[t] for t in policy.tiers}, deadline_s=deadline, name=model_id)
+        tiers = {t: pool[t] for t in policy.tiers}
+        if profile.cache is not None:
+            tiers = cached_tiers(profile, tiers, settings)
+        engine = Engine(policy, tiers, deadline_s=deadline, name=model_id)
         prices = tuple(_tier_price(pool[t], caps.get(t, 512)) for t in policy.tiers)
         routes[model_id] = Route(model_id, engine, profile, prices, system=profile.system, budget_name=profile.name,
                                  vision=tuple(bool(getattr(pool[t], "vision", False)) for t in policy.tiers))
@@ -196,3 +199,36 @@ def build_routes(settings: Settings, *, deadline_s: float | None = None) -> tupl
         routes.setdefault(name, Route(name, engine, None, (_tier_price(provider, caps.get(name, 512)),), owner=name,
                                       vision=(bool(getattr(provider, "vision", False)),)))
     return routes, providers
+
+
+def cached_tiers(profile: ProfileSettings, tiers: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
+    """Each tier of ``profile`` behind a :class:`~thrifty.cache.CachedProvider` per ``[profiles.NAME.cache]``.
+
+    Namespace ``<profile>/<tier>/<upstream model>``: answers are never shared across profiles, tiers
+    or a provider whose model was changed. One store (SQLite file or Redis) serves all of them.
+    """
+    import os
+
+    from thrifty.cache import CachedProvider, SemanticMatcher, make_store
+    from thrifty.cache.semantic import DEFAULT_THRESHOLD
+
+    cfg = profile.cache
+    assert cfg is not None
+    key = f"profiles.{profile.name}.cache"
+    redis_url = None
+    if cfg.redis_url_env:
+        redis_url = os.environ.get(cfg.redis_url_env)
+        if not redis_url:
+            raise ConfigError(f"${cfg.redis_url_env} is not set", key=f"{key}.redis_url_env",
+                              fix=f"export {cfg.redis_url_env}=redis://host:6379/0, or remove redis_url_env to use SQLite")
+    path = cfg.path or (settings.server.resolved_data_dir() / "cache.sqlite")
+    store = make_store(redis_url=redis_url, path=str(path), ttl_s=cfg.ttl_s, max_entries=cfg.max_entries, max_bytes=cfg.max_bytes)
+    semantic: Any = False
+    if cfg.mode == "semantic":
+        threshold = DEFAULT_THRESHOLD if cfg.semantic_threshold is None else cfg.semantic_threshold
+        semantic = SemanticMatcher(threshold=threshold, guard=cfg.guard)
+    return {
+        name: CachedProvider(p, store, namespace=f"{profile.name}/{name}/{getattr(p, 'model', '')}", semantic=semantic,
+                             cache_sampled=cfg.cache_sampled, default_temperature=cfg.default_temperature)
+        for name, p in tiers.items()
+    }
