@@ -32,6 +32,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = [{"role": "user", "content": "Name three colours."}]
+LONG_PROMPT = [{"role": "user", "content": "Describe the sea in a few sentences."}]  # long enough to fill 32 tokens
 
 
 def free_port() -> int:
@@ -61,8 +62,8 @@ def thrifty(args: list[str], tmp: Path, name: str) -> subprocess.Popen:
                             stdout=(tmp / f"{name}.log").open("w"), stderr=subprocess.STDOUT, env=env, cwd=tmp)
 
 
-def chat(client: httpx.Client, url: str, model: str, tokens: int) -> tuple[float, dict]:
-    body = {"model": model, "messages": PROMPT, "max_tokens": tokens, "temperature": 0.0, "seed": 0}
+def chat(client: httpx.Client, url: str, model: str, tokens: int, messages: list | None = None) -> tuple[float, dict]:
+    body = {"model": model, "messages": messages or PROMPT, "max_tokens": tokens, "temperature": 0.0, "seed": 0}
     t0 = time.perf_counter()
     r = client.post(url, json=body)
     dt = time.perf_counter() - t0
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     gemma3_path()  # assemble once up front: cold start below measures serving, not unpacking
     tmp = Path(tempfile.mkdtemp(prefix="thrifty-bench-"))
     procs: list[subprocess.Popen] = []
-    out: dict = {"machine": {"cpus": os.cpu_count()}, "tokens": args.tokens}
+    out: dict = {"machine": {"cpus": os.cpu_count(), "load_avg_1m_at_start": os.getloadavg()[0]}, "tokens": args.tokens}
     try:
         # 1. cold start of the embedded default
         port = free_port()
@@ -106,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         with httpx.Client(timeout=120) as c:
             per_tier = {}
             for tier in (SMOLLM2, GEMMA3):
-                chat(c, url, tier, args.tokens)  # warm-up
-                runs = [chat(c, url, tier, args.tokens) for _ in range(args.tier_reps)]
+                chat(c, url, tier, args.tokens, LONG_PROMPT)  # warm-up
+                runs = [chat(c, url, tier, args.tokens, LONG_PROMPT) for _ in range(args.tier_reps)]
                 lat = [dt for dt, _ in runs]
                 toks = [b["usage"]["completion_tokens"] for _, b in runs]
                 per_tier[tier] = {"median_s": statistics.median(lat), "min_s": min(lat), "median_tokens": statistics.median(toks)}
@@ -154,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             stop(p)
 
     o = out["overhead"]
+    print(f"load average at start: {out['machine']['load_avg_1m_at_start']:.1f} on {out['machine']['cpus']} CPUs")
     print(f"{'measure':44s} {'value':>12s}")
     print(f"{'cold start, thrifty serve (embedded default)':44s} {out['cold_start_s']:>10.2f} s")
     for tier, v in out["per_tier"].items():
