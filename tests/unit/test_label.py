@@ -146,3 +146,26 @@ def test_label_noise_continuous_mixes_with_uniform():
     assert abs(noisy[changed].mean() - 0.5) < 0.03  # replaced values are U(0, 1)
     with pytest.raises(ConfigError):
         perturb_labels(_table(q), 1.5)
+
+
+def test_noisy_labels_policy_perturbs_training_only():
+    from thrifty.offline.noise import NoisyLabels
+
+    seen = []
+
+    class Spy:
+        name = "spy"
+
+        def fit(self, train, knobs):
+            seen.append(train.quality.copy())
+            return "fitted"
+
+    q = np.ones((200, 2))
+    t = _table(q)
+    pol = NoisyLabels(Spy(), 0.3, seed=1)
+    assert pol.name == "spy" and pol.fit(t, [1.0]) == "fitted" and pol.fit(t, [1.0]) == "fitted"
+    assert 0.2 < (seen[0] == 0).mean() < 0.4  # the training labels the policy saw were flipped
+    assert not np.array_equal(seen[0], seen[1])  # fresh noise per fold
+    assert np.all(t.quality == 1.0)  # the caller's table (used for held-out replay) is untouched
+    with pytest.raises(ConfigError):
+        NoisyLabels(Spy(), -0.1)

@@ -38,6 +38,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("--out", metavar="DIR", help="output folder (default ./runs/eval-<UTC time>)")
     p.add_argument("--no-plots", action="store_true", help="skip plot.png / plot.html")
     p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
+    p.add_argument("--label-noise", type=float, default=0.0, metavar="P", help="fit on training labels corrupted with probability P (binary: flipped; continuous: replaced by U(0,1)); held-out labels stay clean")
     p.set_defaults(func=run)
 
 
@@ -58,6 +59,16 @@ def _value(text: str) -> Any:
         return text
 
 
+def _noisy(name: str, options: dict[str, Any], args: argparse.Namespace) -> Any:
+    """The policy name, or with ``--label-noise`` the policy wrapped to fit on noisy training labels."""
+    if not args.label_noise:
+        return name
+    from thrifty.offline.noise import NoisyLabels
+    from thrifty.offline.registry import get_policy
+
+    return NoisyLabels(get_policy(name, options), args.label_noise, seed=args.seed)
+
+
 def run(args: argparse.Namespace) -> int:
     from thrifty.offline.evaluate import evaluate
     from thrifty.table_io import benchmark_dir, load_table
@@ -74,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     reports = []
     for name in args.policy:
         reports.append(
-            evaluate(table, name, strong=args.strong, weak=args.weak, n_folds=args.folds, seed=args.seed, progress=True, n_boot=args.bootstrap, options=options)
+            evaluate(table, _noisy(name, options, args), strong=args.strong, weak=args.weak, n_folds=args.folds, seed=args.seed, progress=True, n_boot=args.bootstrap, options=options)
         )
     out = Path(args.out) if args.out else Path("runs") / time.strftime("eval-%Y%m%d-%H%M%S", time.gmtime())
     out.mkdir(parents=True, exist_ok=True)

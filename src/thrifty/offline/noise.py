@@ -13,13 +13,15 @@ inverts every label. Typical use: fit on the noisy training folds, evaluate on c
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Sequence
 
 import numpy as np
 
 from thrifty.errors import ConfigError
+from thrifty.offline.api import FittedPolicy, OfflinePolicy
 from thrifty.table import RoutingTable
 
-__all__ = ["perturb_labels", "is_binary"]
+__all__ = ["perturb_labels", "is_binary", "NoisyLabels"]
 
 
 def is_binary(quality: np.ndarray) -> bool:
@@ -47,3 +49,26 @@ def perturb_labels(table: RoutingTable, p: float, *, seed: int = 0, kind: str = 
     else:
         out[hit] = rng.random(int(hit.sum()))
     return replace(table, quality=out, source=f"{table.source} (label noise p={p:g}, seed={seed})")
+
+
+class NoisyLabels:
+    """An :class:`OfflinePolicy` fitted on noisy labels: ``fit`` perturbs the *training* table only.
+
+    Replay (and therefore every held-out metric) uses the clean labels, so the harness shows how
+    routing quality degrades as the judge that labelled the training data gets worse. Each ``fit``
+    call (one per fold) draws fresh noise from ``seed`` + the call's index.
+    """
+
+    def __init__(self, inner: OfflinePolicy, p: float, *, seed: int = 0, kind: str = "auto") -> None:
+        perturb_labels(RoutingTable((), (), (), np.zeros((0, 0)), np.zeros((0, 0))), p, kind=kind)  # validate p, kind
+        self.inner = inner
+        self.p = float(p)
+        self.seed = int(seed)
+        self.kind = kind
+        self.name = inner.name
+        self._calls = 0
+
+    def fit(self, train: RoutingTable, knobs: Sequence[float]) -> FittedPolicy:
+        noisy = perturb_labels(train, self.p, seed=self.seed + self._calls, kind=self.kind)
+        self._calls += 1
+        return self.inner.fit(noisy, knobs)
