@@ -4,8 +4,9 @@ cascade moves on; after it the client gets an error event and no ``[DONE]``, and
 the partial answer), the profile's system prompt and default ``max_tokens`` as the upstream sees
 them, a profile budget, keys, and the cost-saved metric.
 
-Upstream: ``fault_upstream.FaultUpstream`` — a real HTTP server that misbehaves on purpose (a stand-in
-for a broken provider, not a model).
+Upstreams (stand-ins, not models): ``fault_upstream.FaultUpstream`` — a real HTTP server that
+misbehaves on purpose — and ``ToolUpstream`` below, an OpenAI-compatible server that always answers
+with one ``get_weather`` tool call whose arguments are valid (``/good``) or break the schema (``/bad``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,69 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class ToolUpstream:
+    """Answers every chat request with a tool call; ``/bad/v1`` sends ``{"city": 5}``, ``/good/v1`` ``{"city": "Paris"}``."""
+
+    def __init__(self) -> None:
+        import json
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        bodies = self.bodies = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                bodies.append((self.path, body))
+                args = {"city": 5} if self.path.startswith("/bad/") else {"city": "Paris"}
+                if body.get("stream"):
+                    call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": json.dumps(args)}}
+                    events = [
+                        {"choices": [{"index": 0, "delta": {"role": "assistant", "content": None, "tool_calls": [call]}, "finish_reason": None}]},
+                        {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}],
+                         "usage": {"prompt_tokens": 20, "completion_tokens": 10, "total_tokens": 30}},
+                    ]
+                    self.send_response(200)
+                    self.send_header("content-type", "text/event-stream")
+                    self.send_header("connection", "close")
+                    self.end_headers()
+                    for e in events:
+                        e.update({"id": "chatcmpl-tool", "object": "chat.completion.chunk", "created": 0, "model": body["model"]})
+                        self.wfile.write(b"data: " + json.dumps(e).encode() + b"\n\n")
+                    self.wfile.write(b"data: [DONE]\n\n")
+                    self.close_connection = True
+                    return
+                out = json.dumps({
+                    "id": "chatcmpl-tool", "object": "chat.completion", "created": 0, "model": body["model"],
+                    "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": None,
+                                 "tool_calls": [{"id": "call_1", "type": "function",
+                                                 "function": {"name": "get_weather", "arguments": json.dumps(args)}}]}}],
+                    "usage": {"prompt_tokens": 20, "completion_tokens": 10, "total_tokens": 30},
+                }).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def base_url(self, mode: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/{mode}/v1"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+WEATHER = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+
+
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     import uvicorn
@@ -41,6 +105,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     from thrifty.gateway.app import create_app
 
     data = tmp_path_factory.mktemp("midstream")
+    tools_up = ToolUpstream()
     with FaultUpstream() as up:
         price = {"input": 1.0, "output": 2.0}
         settings = parse_settings({
@@ -50,12 +115,15 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
                 "ok": {"kind": "openai", "base_url": up.base_url("normal"), "prices": price},
                 "dead": {"kind": "openai", "base_url": up.base_url("503"), "prices": price, "timeout_s": 1},
                 # the upstream reports 5 output tokens per answer: $0.05 each at $10,000 per 1M
+                "tool_bad": {"kind": "openai", "base_url": tools_up.base_url("bad"), "prices": price},
+                "tool_good": {"kind": "openai", "base_url": tools_up.base_url("good"), "prices": price},
                 "pricey": {"kind": "openai", "base_url": up.base_url("normal~pricey"), "prices": {"input": 0.0, "output": 10_000.0}},
             },
             "profiles": {
                 "default": {"tiers": ["dead", "ok"], "thresholds": [0.5]},
                 "support": {"tiers": ["ok"], "system": "You are ACME support ({profile})."},
                 "capped": {"tiers": ["pricey"], "budget_usd": 0.2},
+                "tools": {"tiers": ["tool_bad", "tool_good"], "thresholds": [0.0]},  # any *valid* answer of tier 0 would do
             },
             "keys": {"alice": {"sha256": hash_key(ALICE)}},
         })
@@ -68,10 +136,11 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
             time.sleep(0.05)
         assert server.started
         try:
-            yield {"base": f"http://127.0.0.1:{port}", "db": Path(data) / "logs.sqlite3", "up": up}
+            yield {"base": f"http://127.0.0.1:{port}", "db": Path(data) / "logs.sqlite3", "up": up, "tools_up": tools_up}
         finally:
             server.should_exit = True
             thread.join(10)
+            tools_up.close()
 
 
 def client(gw: dict) -> openai.OpenAI:
@@ -155,3 +224,25 @@ def test_cost_saved_against_the_most_expensive_tier_is_exported(gw: dict) -> Non
     line = next(ln for ln in text.splitlines() if ln.startswith('thrifty_baseline_cost_usd_total{model="thrifty/default"}'))
     assert float(line.split()[-1]) > 0
     assert 'thrifty_escalations_total{model="thrifty/default"}' in text
+
+
+def test_tools_pass_through_and_a_schema_breaking_tool_call_escalates(gw: dict) -> None:
+    n = len(gw["tools_up"].bodies)
+    raw = client(gw).chat.completions.with_raw_response.create(
+        model="thrifty/tools", messages=[{"role": "user", "content": "Weather in Paris?"}], tools=WEATHER, tool_choice="auto")
+    r = raw.parse()
+    assert raw.headers["x-thrifty-tiers"] == "tool_bad,tool_good" and raw.headers["x-thrifty-model"] == "tool_good"
+    call = r.choices[0].message.tool_calls[0]
+    assert r.choices[0].finish_reason == "tool_calls" and r.choices[0].message.content is None
+    assert call.function.name == "get_weather" and call.function.arguments == '{"city": "Paris"}'
+    sent = [b for _, b in gw["tools_up"].bodies[n:]]
+    assert all(b["tools"][0]["function"]["name"] == "get_weather" and b["tool_choice"] == "auto" for b in sent)
+    steps = LogStore(gw["db"]).get(raw.headers["x-thrifty-request-id"])["steps"]
+    assert [(s["model"], s["decision"]) for s in steps] == [("tool_bad", "failed"), ("tool_good", "accepted")]
+    assert "schema" in steps[0]["error"]
+    # streamed: the tool call arrives as a tool_calls delta before the finish chunk
+    chunks = list(client(gw).chat.completions.create(
+        model="thrifty/tools", messages=[{"role": "user", "content": "Weather in Paris?"}], tools=WEATHER, stream=True))
+    deltas = [c.choices[0].delta.tool_calls for c in chunks if c.choices and c.choices[0].delta.tool_calls]
+    assert deltas and deltas[0][0].function.arguments == '{"city": "Paris"}'
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
