@@ -293,8 +293,14 @@ def test_logs_cli_shows_and_exports(gateway: dict, tmp_path: Path) -> None:
     from thrifty.cli.main import main
     from thrifty.table_io import load_table
 
-    assert main(["logs", "--db", str(gateway["db"]), "list", "--json"]) == 0
+    db = str(gateway["db"])
+    assert main(["logs", "--db", db, "list", "--json"]) == 0
+    (rid,), = rows(gateway, "SELECT id FROM requests WHERE model_requested = 'remote' AND status = 200 LIMIT 1")
+    assert main(["logs", "--db", db, "show", rid]) == 0
+    assert main(["logs", "--db", db, "label", rid, "0.25"]) == 0  # the pass-through answer: unscored, now labelled
+    assert main(["logs", "--db", db, "label", "req_missing", "1"]) != 0
     out = tmp_path / "table"
-    assert main(["logs", "--db", str(gateway["db"]), "export", "--out", str(out)]) == 0
+    assert main(["logs", "--db", db, "export", "--out", str(out)]) == 0
     table = load_table(out)
-    assert "small" in table.models and table.n_prompts >= 1
+    assert {"small", "remote"} <= set(table.models) and table.n_prompts >= 2
+    assert table.quality[table.prompt_ids.index(rid), table.models.index("remote")] == 0.25

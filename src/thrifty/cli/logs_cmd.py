@@ -1,4 +1,4 @@
-"""``thrifty logs list|show ID|export --out DIR``: read the gateway's SQLite request log.
+"""``thrifty logs list|show ID|label ID Q|export --out DIR``: read (and label) the gateway's SQLite request log.
 
 The log lives at ``<data dir>/logs.sqlite3`` (``server.data_dir`` of the config, ``$THRIFTY_DATA_DIR``
 or the user data directory); ``--db FILE`` points at another one.
@@ -29,6 +29,11 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     sh.add_argument("id")
     sh.add_argument("--json", action="store_true")
     sh.set_defaults(func=run_show)
+    lb = lsub.add_parser("label", help="store a quality label in [0, 1] for a request's answer (or one tier's with --step)")
+    lb.add_argument("id")
+    lb.add_argument("quality", type=float, help="quality of the answer in [0, 1] (1 = good)")
+    lb.add_argument("--step", type=int, metavar="IDX", help="label the answer of step IDX (see logs show) instead of the returned one")
+    lb.set_defaults(func=run_label)
     ex = lsub.add_parser("export", help="write the log as a routing table (outcomes/prompts/models)")
     ex.add_argument("--out", required=True, metavar="DIR")
     ex.add_argument("--quality", choices=["auto", "label"], default="auto",
@@ -94,6 +99,17 @@ def run_show(args: argparse.Namespace) -> int:
             print(f"      error: {s['error']}")
         if s["answer"]:
             print("      " + s["answer"].strip().replace("\n", "\n      ")[:800])
+    return 0
+
+
+def run_label(args: argparse.Namespace) -> int:
+    from thrifty.errors import RequestError
+
+    if not 0.0 <= args.quality <= 1.0:
+        raise RequestError(f"quality must be in [0, 1], got {args.quality}", param="quality")
+    if not _store(args).set_label(args.id, args.quality, idx=args.step):
+        what = f"step {args.step} of request {args.id!r}" if args.step is not None else f"request {args.id!r}"
+        raise RequestError(f"no {what} in the log", param="id")
     return 0
 
 

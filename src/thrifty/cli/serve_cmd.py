@@ -106,9 +106,9 @@ def run_serve(args: argparse.Namespace) -> int:
                     log_level=args.log_level, timeout_graceful_shutdown=5)
         return 0
 
-    from thrifty.gateway.app import create_app
+    from thrifty.gateway.app import build_runtime, create_app
 
-    app = create_app(settings)
+    app = create_app(settings, runtime=build_runtime(settings))  # config errors stop here, before binding
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=args.log_level, timeout_graceful_shutdown=5))
 
     import asyncio

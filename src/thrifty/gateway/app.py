@@ -45,8 +45,12 @@ def build_runtime(settings: Settings, *, db_path: Path | None = None) -> Runtime
     return Runtime(settings, routes, providers, store, ledger, Metrics(), time.time())
 
 
-def create_app(settings: Settings | None = None, *, db_path: Path | None = None) -> Any:
-    """The FastAPI app for ``settings`` (default: the embedded local default)."""
+def create_app(settings: Settings | None = None, *, db_path: Path | None = None, runtime: Runtime | None = None) -> Any:
+    """The FastAPI app for ``settings`` (default: the embedded local default).
+
+    ``runtime`` (from :func:`build_runtime`) lets a caller build — and validate — everything before
+    the server starts, so configuration errors surface as clean CLI errors, not a failed startup.
+    """
     try:
         from fastapi import FastAPI
     except ImportError as exc:  # pragma: no cover - depends on the install
@@ -61,7 +65,7 @@ def create_app(settings: Settings | None = None, *, db_path: Path | None = None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
-        rt = build_runtime(settings, db_path=db_path)
+        rt = runtime if runtime is not None else build_runtime(settings, db_path=db_path)
         app.state.runtime = rt
         for provider in rt.providers.values():  # load local weights now, not on the first request
             warm = getattr(provider, "warm", None)
