@@ -37,7 +37,7 @@ MIGRATIONS: list[tuple[str, str]] = [
             status          INTEGER NOT NULL,           -- HTTP status sent to the client
             error           TEXT,
             stream          INTEGER NOT NULL DEFAULT 0,
-            label           REAL                        -- quality label in [0, 1] (thrifty label)
+            label           REAL                        -- quality label in [0, 1] (thrifty logs label)
         );
         CREATE INDEX requests_created ON requests(created);
         CREATE TABLE steps (
@@ -54,7 +54,7 @@ MIGRATIONS: list[tuple[str, str]] = [
             output_tokens   INTEGER,
             decision        TEXT NOT NULL,              -- accepted | escalated | failed
             error           TEXT,
-            label           REAL,                       -- quality label in [0, 1] (thrifty label)
+            label           REAL,                       -- quality label in [0, 1] (thrifty logs label)
             PRIMARY KEY (request_id, idx)
         );
         """,

@@ -7,7 +7,7 @@ What is exported
 - one *outcome* per tier answer (a step with text or tool calls): ``model`` = the provider name,
   ``cost_usd``, ``input_tokens``, ``output_tokens``, ``output`` (answer text), ``quality``, and
   ``quality_source``;
-- ``quality``: the step's label when one was stored (``thrifty label``); else the request's label
+- ``quality``: the step's label when one was stored (``thrifty logs label``); else the request's label
   for the step whose answer was returned; else — only with ``quality="auto"`` (the default) — the
   live scorer's score for that answer (``quality_source = "score"``: an estimate, not a judgement).
   Answers with no quality at all (e.g. an unscored last tier) are written to ``pending.jsonl.gz``
@@ -102,7 +102,7 @@ def export_table(db: LogStore | str | os.PathLike, out_dir: str | os.PathLike, *
         raise DataError(
             "no exportable answers in the log" + (f" ({len(pending)} unlabelled answers written to pending.jsonl.gz)" if pending else ""),
             file=str(store.path),
-            expected="logged 200 answers with a label or a live score (label them with `thrifty label`)",
+            expected="logged 200 answers with a label or a live score (label them with `thrifty logs label`)",
         )
     P, M = len(prompt_ids), len(models)
     quality_arr = np.full((P, M), np.nan)
