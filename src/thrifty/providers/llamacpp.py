@@ -203,10 +203,10 @@ class LlamaCppProvider:
         with slot.lock, provider_errors(self.name):
             self._load_locked(slot)
             tokens, kwargs, extra_stop = self._prepare(slot, request)
-            seen = [len(tokens)]
+            calls = [0]
 
-            def cancelled(ids: Any, logits: Any) -> bool:  # called once per generated token
-                seen[0] = len(ids)
+            def cancelled(ids: Any, logits: Any) -> bool:  # called once per sampled token, plus once at the end
+                calls[0] += 1
                 return cancel.is_set()
 
             criteria = llama_cpp.StoppingCriteriaList([cancelled, *extra_stop])
@@ -225,7 +225,8 @@ class LlamaCppProvider:
         text = "".join(parts)
         if self.mode == "completion":
             text = text.strip()
-        usage = Usage(len(tokens), max(0, seen[0] - len(tokens)) or (1 if text else 0))
+        # sampled tokens (an end-of-generation token included); the final bookkeeping call is not one
+        usage = Usage(len(tokens), max(calls[0] - 1, 1 if text else 0))
         return Completion(
             text=text, model=self.model, usage=usage, cost_usd=cost_usd(usage, self.price_in, self.price_out),
             latency_s=time.perf_counter() - started, finish_reason=finish,
