@@ -179,7 +179,10 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
         raw = p.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read config file {str(p)!r}: {exc.strerror or exc}", key="--config", fix="pass an existing TOML file or unset THRIFTY_CONFIG") from None
-    import tomllib
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
 
     try:
         doc = tomllib.loads(raw.decode("utf-8"))
