@@ -5,8 +5,10 @@
 Cold start = from process start to both models loaded and ready (import llama_cpp, locate / verify
 the weights, load SmolLM2, load Gemma). With ``--assemble`` the Gemma chunks are also joined afresh
 in a temporary data dir (first run on a new machine). Per tier: median (and min/max) over ``--runs``
-of a direct ``provider.complete()`` asked for ``--max-tokens`` tokens, the output tokens actually
-produced, tokens/s, and the same call through a one-tier :class:`Engine` (the engine's overhead).
+of a direct ``provider.complete()`` asked for ``--max-tokens`` tokens (transcript stop sequences off,
+so answers run to the limit), the output tokens actually produced, tokens/s (prompt processing
+included), and the same call through a one-tier :class:`Engine`; plus the engine's own overhead
+measured around instant fake providers (the model timings are too noisy to show it).
 One warm-up call per tier is not counted. llama.cpp runs with 1 thread (see ../shared/RUNTIME.md).
 """
 
@@ -19,6 +21,7 @@ T0 = time.perf_counter()
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -27,6 +30,30 @@ PROMPTS = {
     "smollm2-135m-instruct": "Write a short story about a robot who learns to paint.",
     "gemma-3-270m": "Write a short story about a robot who learns to paint.",
 }
+
+
+async def engine_overhead(n: int = 2000) -> float:
+    """Median µs the Engine adds around an instant provider (plan, scoring, trace), two tiers, escalating."""
+    from thrifty.engine import Engine
+    from thrifty.policy.cascade import CascadePolicy
+    from thrifty.scoring.heuristic import HeuristicScorer
+    from thrifty.types import ChatRequest, Completion
+
+    class Instant:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        async def complete(self, request: ChatRequest) -> Completion:
+            return Completion("I'm sorry, I cannot answer that.", self.name)
+
+    engine = Engine(CascadePolicy(["a", "b"], [0.75], HeuristicScorer()), {"a": Instant("a"), "b": Instant("b")})
+    req = ChatRequest.from_prompt("What is the capital of France?")
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        await engine.run(req)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e6
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,9 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     result["cold_start_s"] = time.perf_counter() - T0
     result["assembled_fresh"] = bool(args.assemble)
 
+    from thrifty.providers.llamacpp import LlamaCppProvider
+
     async def bench() -> dict:
         out = {}
-        for name, provider in providers.items():
+        for name, tier in providers.items():
+            # the same loaded model, without the transcript stop sequences, so every answer runs to max_tokens
+            provider = LlamaCppProvider(name, tier.model_path, mode=tier.mode, examples=tier.examples,
+                                        stop=("\n\n\n\n\n\n",), defaults=tier.defaults)
             req = ChatRequest.from_prompt(PROMPTS[name], max_tokens=args.max_tokens)
             engine = Engine(CascadePolicy([name], [], None), {name: provider}, name=name)
             await provider.complete(req)  # warm-up (not counted)
@@ -88,8 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         return out
 
     result["tiers"] = asyncio.run(bench())
+    result["engine_overhead_us"] = asyncio.run(engine_overhead())
+    result["load_average"] = os.getloadavg()
 
-    console = Console()
+    console = Console(width=120)
     console.print(f"cold start {result['cold_start_s']:.2f} s  (import llama_cpp {result['import_llama_cpp_s']:.2f} s, "
                   f"weights {result['locate_weights_s']:.2f} s{' incl. assembly' if args.assemble else ''}, "
                   + ", ".join(f"load {k} {v:.2f} s" for k, v in loads.items()) + ")")
@@ -100,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         table.add_row(name, f"{r['median_s']:.3f}", f"{r['min_s']:.3f}", f"{r['max_s']:.3f}", f"{r['output_tokens_median']:.0f}",
                       f"{r['tokens_per_s']:.0f}", f"{r['engine_median_s']:.3f}", f"{r['engine_overhead_ms']:.1f}")
     console.print(table)
+    console.print(f"engine overhead (two tiers, instant fake providers, plan + heuristic score + trace): "
+                  f"{result['engine_overhead_us']:.0f} µs median; load average {result['load_average'][0]:.1f} on "
+                  f"{os.cpu_count()} cores")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
         console.print(f"wrote {args.json}")

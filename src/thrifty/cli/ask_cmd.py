@@ -120,9 +120,9 @@ def _table(trace: Any) -> Any:
     from rich.table import Table
 
     table = Table(title=None, show_edge=False, pad_edge=False)
-    for col, justify in (("tier", "right"), ("model", "left"), ("score", "right"), ("threshold", "right"),
-                         ("verdict", "left"), ("tokens in/out", "right"), ("cost $", "right"), ("latency s", "right")):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for col, justify in (("tier", "right"), ("model", "left"), ("score", "right"), ("τ", "right"),
+                         ("verdict", "left"), ("tok in/out", "right"), ("cost $", "right"), ("s", "right")):
+        table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for s in trace.steps:
         answer = trace.answer_for(s.tier)
         verdict = "[red]failed[/]" if s.error else ("[green]answered[/]" if s.accepted else "[yellow]escalated[/]")
@@ -141,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     err = Console(stderr=True)
+    if not err.is_terminal:
+        err = Console(stderr=True, width=120)  # piped: do not squeeze the table into 80 columns
     engine, system = _engine(args)
     request = _request(args, system)
     stream = args.stream and not args.json
@@ -152,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
         print(trace.completion.text)
         if trace.completion.tool_calls:
             print(json.dumps([dict(c) for c in trace.completion.tool_calls], ensure_ascii=False))
+    sys.stdout.flush()  # the answer before the table, also when both go to one terminal
     err.print(_table(trace))
     err.print(f"answered by [bold]{trace.model}[/] (tier {trace.tier}) · tried {', '.join(trace.tiers_tried)} · "
               f"cost ${trace.cost_usd:.6f} · {trace.latency_s:.2f} s · {trace.request_id}", highlight=False)

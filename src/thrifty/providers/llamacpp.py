@@ -18,6 +18,7 @@ tokens from the tokenizer, output tokens generated); cost = tokens × configured
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 import time
@@ -81,6 +82,29 @@ def _import_llama() -> Any:
     return llama_cpp
 
 
+_NATIVE_LOG: list[Any] = []  # keeps the ctypes callback alive
+
+
+def _route_native_logs(llama_cpp: Any) -> None:
+    """Send llama.cpp's native log lines to the ``thrifty.llamacpp`` logger (DEBUG) instead of stderr.
+
+    The binding prints some warnings (e.g. about the SWA cache) to stderr even with ``verbose=False``;
+    thrifty reports failures as exceptions, so these lines only matter when debugging.
+    """
+    if _NATIVE_LOG:
+        return
+    import ctypes
+
+    log = logging.getLogger("thrifty.llamacpp")
+
+    @llama_cpp.llama_log_callback
+    def callback(level: int, text: bytes, user_data: Any) -> None:
+        log.debug(text.decode("utf-8", "replace").rstrip())
+
+    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+    _NATIVE_LOG.append(callback)
+
+
 class LlamaCppProvider:
     """A GGUF model file served in-process. ``defaults`` are sampling params used unless the request sets them."""
 
@@ -134,6 +158,7 @@ class LlamaCppProvider:
         if not os.path.isfile(self.model_path):
             raise ConfigError(f"model file not found: {self.model_path}", key=f"{self.name}.model_path")
         llama_cpp = _import_llama()
+        _route_native_logs(llama_cpp)
         t0 = time.perf_counter()
         llm = llama_cpp.Llama(
             model_path=self.model_path, n_ctx=self.n_ctx, n_threads=self.n_threads,
