@@ -41,14 +41,14 @@ RUBRICS: dict[str, Rubric] = {
         "You are a strict grader. Rate how correct and helpful the answer is for the question, on a scale "
         "from 1 (wrong or useless) to 10 (fully correct and helpful).\n\n"
         "[Question]\n{prompt}\n\n[Answer]\n{answer}\n\n"
-        "Reply with the rating only, in the form: Rating: [[N]]",
+        "Reply with the rating (a number from 1 to 10) between double brackets.\n\nRating: [[",
     ),
     "pairwise": Rubric(
         "pairwise",
         "pairwise-v1",
         "You are a strict grader. Compare two answers to the same question and decide which one is more "
         "correct and helpful.\n\n[Question]\n{prompt}\n\n[Answer A]\n{a}\n\n[Answer B]\n{b}\n\n"
-        "Reply with the verdict only: [[A]] if A is better, [[B]] if B is better, [[C]] for a tie.",
+        "Reply with the verdict only: [[A]] if A is better, [[B]] if B is better, [[C]] for a tie.\n\nVerdict: [[",
     ),
 }
 
@@ -56,26 +56,30 @@ _NUMBER = r"(\d+(?:\.\d+)?)"
 
 
 def parse_rating(raw: str) -> float | None:
-    """A 1–10 rating from a judge reply: ``[[N]]``, ``Rating: N``, ``N/10``, else the first number 1–10."""
+    """A 1–10 rating from a judge reply, else None.
+
+    The rubric ends with ``Rating: [[`` so a reply may start with the bare number (``7]]``); also
+    accepted anywhere: ``[[N]]``, ``Rating: N``, ``N/10``. Other numbers (echoed content) never count.
+    """
     text = raw or ""
-    for pattern in (r"\[\[\s*" + _NUMBER + r"\s*\]\]", r"rating\W{0,3}" + _NUMBER, _NUMBER + r"\s*/\s*10\b",
-                    r"^\s*\[*\s*" + _NUMBER + r"\b"):
+    for pattern in (r"^\s*" + _NUMBER + r"\s*(?:\]\]|/\s*10\b|[.!]?\s*$)", r"\[\[\s*" + _NUMBER + r"\s*\]\]",
+                    r"rating\W{0,3}" + _NUMBER, _NUMBER + r"\s*/\s*10\b"):
         m = re.search(pattern, text, re.IGNORECASE)
         if m:
             v = float(m.group(1))
             return v if 1.0 <= v <= 10.0 else None
-    m = re.search(r"(?<![\d.])(10|[1-9])(?![\d.])", text)
-    return float(m.group(1)) if m else None
+    return None
 
 
 def parse_preference(raw: str) -> str | None:
-    """'A', 'B' or 'C' (tie) from a pairwise reply, else None."""
+    """'A', 'B' or 'C' (tie) from a pairwise reply (``A]]``, ``[[B]]``, "Answer A is better", "tie"), else None."""
     text = raw or ""
-    for pattern in (r"\[\[\s*([ABC])\s*\]\]", r"\b(?:answer|assistant)\s+([AB])\b\s+is\s+better", r"^\W*([ABC])\b"):
-        m = re.search(pattern, text, re.IGNORECASE if "answer" in pattern else 0)
+    for pattern, flags in ((r"^\s*([ABC])\s*(?:\]\]|[.!]?\s*$)", 0), (r"\[\[\s*([ABC])\s*\]\]", 0),
+                           (r"\b(?:answer|assistant)\s+([AB])\s+is\s+better", re.IGNORECASE)):
+        m = re.search(pattern, text, flags)
         if m:
             return m.group(1).upper()
-    if re.search(r"\b(tie|equal(ly)? good|both)\b", text, re.IGNORECASE):
+    if re.search(r"\b(tie|equally good)\b", text, re.IGNORECASE):
         return "C"
     return None
 

@@ -67,16 +67,16 @@ def test_parse_number_edge_cases():
 
 
 @pytest.mark.parametrize("raw, want", [
-    ("Rating: [[7]]", 7.0), ("[[10]]", 10.0), ("I'd say 8/10.", 8.0), ("Rating: 3", 3.0), ("9", 9.0),
-    ("The answer is good. 6", 6.0), ("Rating: [[42]]", None), ("no idea", None),
+    ("Rating: [[7]]", 7.0), ("[[10]]", 10.0), ("I'd say 8/10.", 8.0), ("Rating: 3", 3.0), ("9", 9.0), ("7]]\n[Question]", 7.0),
+    (" 8.5]]", 8.5), ("The answer is good. 6", None), ("2 + 2 = 4.", None), ("Rating: [[42]]", None), ("no idea", None),
 ])
 def test_parse_rating(raw, want):
     assert parse_rating(raw) == want
 
 
 @pytest.mark.parametrize("raw, want", [
-    ("[[A]]", "A"), ("Verdict: [[B]]", "B"), ("[[C]]", "C"), ("Answer B is better.", "B"), ("A", "A"),
-    ("It's a tie.", "C"), ("hmm", None),
+    ("[[A]]", "A"), ("Verdict: [[B]]", "B"), ("[[C]]", "C"), ("Answer B is better.", "B"), ("A", "A"), ("B]]\n", "B"),
+    ("It's a tie.", "C"), ("hmm", None), ("A spider has eight legs.", None),
 ])
 def test_parse_preference(raw, want):
     assert parse_preference(raw) == want
