@@ -289,3 +289,26 @@ def test_embedded_cascade_escalates_on_threshold(local_tiers):
     policy, providers = embedded_default(threshold=0.0)  # anything passes: tier 0 answers
     trace = Engine(policy, providers).complete_sync(CAPITAL)
     assert trace.tiers_tried == (SMOLLM2,) and trace.model == SMOLLM2
+
+
+@needs_llama
+def test_abandoned_local_stream_stops_generating(local_tiers):
+    from thrifty.local import SMOLLM2
+
+    small = local_tiers[1][SMOLLM2]
+
+    async def run():
+        agen = small.stream(ChatRequest.from_prompt("Write a very long essay about the history of Europe.", max_tokens=900))
+        seen = []
+        async for item in agen:
+            seen.append(item)
+            if len(seen) == 3:
+                break
+        await agen.aclose()  # the client went away
+        t0 = time.monotonic()
+        c = await small.complete(CAPITAL)  # needs the model lock: only free if generation stopped
+        return seen, c, time.monotonic() - t0
+
+    seen, c, waited = asyncio.run(run())
+    assert all(isinstance(s, str) for s in seen) and c.text
+    assert waited < 10  # 900 tokens would take far longer at 1 thread

@@ -263,3 +263,43 @@ def test_stream_deadline_without_any_answer_raises_504():
     with pytest.raises(ProviderError) as info:
         asyncio.run(consume())
     assert info.value.status == 504
+
+
+def test_closing_the_stream_early_closes_the_upstream_stream():
+    closed = []
+
+    class Endless(FakeProvider):
+        async def stream(self, request):  # noqa: ANN001
+            try:
+                while True:
+                    await asyncio.sleep(0)
+                    yield "tok "
+            finally:
+                closed.append(True)
+
+    async def consume():
+        agen = Engine(cascade(), {0: FakeProvider("small"), 1: Endless("big")}).stream(REQ)
+        seen = []
+        async for event in agen:
+            seen.append(event)
+            if len(seen) == 4:
+                break
+        await agen.aclose()  # what a server does when the client disconnects
+        return seen
+
+    seen = asyncio.run(consume())
+    assert isinstance(seen[0], Routed) and [e.text for e in seen[1:]] == ["tok "] * 3
+    assert closed == [True]
+
+
+def test_concurrent_requests_share_one_engine_without_mixing_traces():
+    small, big = FakeProvider("small", "s", delay=0.01), FakeProvider("big", "b", delay=0.01)
+    engine = Engine(cascade(small=0.0), {0: small, 1: big})
+
+    async def many():
+        return await asyncio.gather(*(engine.run(REQ, request_id=f"r{i}") for i in range(20)))
+
+    traces = asyncio.run(many())
+    assert [t.request_id for t in traces] == [f"r{i}" for i in range(20)]
+    assert all(t.tiers_tried == ("small", "big") and len(t.answers) == 2 for t in traces)
+    assert small.calls == big.calls == 20
