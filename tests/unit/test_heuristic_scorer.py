@@ -89,3 +89,11 @@ def test_explain_multiplies_to_score():
         product *= v
     assert S.score(Q, c, "m") == pytest.approx(product, abs=1e-4)
     assert factors["refusal"] == 0.3 and factors["truncated"] == 0.8
+
+
+def test_answer_in_another_script_is_penalised_unless_translation_was_asked():
+    hebrew = "עוברי בישלג, למשכנה מתאצק את הדספרך. This is a classic Israeli dish."
+    assert score(hebrew) < 0.75
+    assert score("Москва — столица России.", ChatRequest.from_prompt("Какая столица России?")) == 1.0
+    assert score("東京", ChatRequest.from_prompt("Translate 'Tokyo' into Japanese.")) == 1.0
+    assert score("The capital is Paris (Paris, 巴黎 in Chinese).") == 1.0  # a few foreign letters are fine

@@ -31,6 +31,15 @@ def _words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
+def _script(ch: str) -> str:
+    """Writing system of a letter: the first word of its Unicode name (LATIN, CYRILLIC, CJK, …)."""
+    return unicodedata.name(ch, "?").split(" ", 1)[0]
+
+
+def _scripts(text: str) -> set[str]:
+    return {_script(ch) for ch in text if ch.isalpha()}
+
+
 def _ngrams(words: list[str], n: int) -> list[tuple[str, ...]]:
     return [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
 
@@ -59,7 +68,10 @@ class HeuristicScorer:
           trigrams found in the prompt − 0.6)⁺ × 2;
         - ``length``: words / needed (needed = 1, or 8 for questions of 15+ words), capped at 1, floor 0.3;
         - ``truncated``: 0.8 if generation stopped at the token limit;
-        - ``transcript``: 0.6 if the answer carries on the dialogue (``User:`` / ``Assistant:`` lines).
+        - ``transcript``: 0.6 if the answer carries on the dialogue (``User:`` / ``Assistant:`` lines);
+        - ``script``: share s of the answer's letters written in a script the prompt does not use
+          (e.g. Hebrew letters in answer to an English question; skipped when the prompt asks to
+          translate) — 1 up to 10 %, then 1 − 2·(s − 0.1), floor 0.2.
         """
         if completion is None:
             return {"empty": 0.0}
@@ -97,6 +109,13 @@ class HeuristicScorer:
         f["length"] = max(0.3, min(1.0, len(words) / needed))
         f["truncated"] = 0.8 if completion.finish_reason == "length" else 1.0
         f["transcript"] = 0.6 if _TRANSCRIPT.search(text) else 1.0
+        f["script"] = 1.0
+        if "translat" not in prompt:
+            asked = _scripts(prompt)
+            letters = [_script(ch) for ch in text if ch.isalpha()]
+            if asked and letters:
+                foreign = sum(sc not in asked for sc in letters) / len(letters)
+                f["script"] = 1.0 if foreign <= 0.1 else max(0.2, 1.0 - 2 * (foreign - 0.1))
         return f
 
     def score(self, request: ChatRequest, completion: Completion | None, model: str = "") -> float:
