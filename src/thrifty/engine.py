@@ -243,7 +243,7 @@ class Engine:
                 if isinstance(result, ProviderError):
                     errors.append(result)
                     if live.get("emitted") and live.get("tier") == k:  # died mid-stream
-                        decision = Decision(k, None, ())
+                        decision = Decision(k, None, _final_steps(plan, result))
                         trace = self._trace(request, rid, decision, att, started, completion=live.get("partial"), streamed=True)
                         result.partial = True  # type: ignore[attr-defined]
                         result.trace = trace  # type: ignore[attr-defined]
@@ -324,6 +324,16 @@ class Engine:
                 return
         finally:
             att.seconds[k] = att.seconds.get(k, 0.0) + time.perf_counter() - t0
+
+
+def _final_steps(plan: Any, error: ProviderError) -> tuple[Step, ...]:
+    """The policy's steps after telling it ``error`` (the plan is closed if it wants to go on)."""
+    try:
+        plan.send(error)
+    except StopIteration as stop:
+        return tuple(stop.value.steps)
+    plan.close()
+    return ()
 
 
 async def _aclose(iterator: Any) -> None:

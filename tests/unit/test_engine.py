@@ -253,6 +253,7 @@ def test_stream_dying_mid_answer_raises_a_partial_provider_error():
     assert isinstance(seen[0], Routed) and [e.text for e in seen[1:]] == ["one", " two"]
     assert err.partial and big.stream_calls == 1  # no retry once text went out
     assert err.trace.completion.text == "one two" and err.trace.completion.finish_reason == "error"
+    assert err.trace.tiers_tried == ("small", "big") and "peer closed" in err.trace.steps[1].error
 
 
 def test_stream_deadline_without_any_answer_raises_504():
