@@ -5,8 +5,9 @@ provider — retrying retryable failures with exponential backoff (honouring ``r
 inside one deadline — and sends the Completion, or the final :class:`ProviderError`, back into the
 plan; the policy decides whether to accept or escalate. The result is a :class:`Trace`.
 
-Before a provider is called the engine also enforces two capabilities: a request with image parts
-fails fast on a tier not flagged ``vision``, and a returned tool call that does not validate against
+Before a provider is called the engine also enforces capabilities: a request with image parts fails
+fast on a tier not flagged ``vision``, one whose ``tool_choice`` demands a tool call on a tier not
+flagged ``tools``; and a returned tool call that does not validate against
 its declared JSON schema counts as a failed answer (so the cascade escalates).
 
 ``Engine.stream(request)`` yields :class:`Routed` (who answers, who was tried — before any text),
@@ -86,6 +87,10 @@ class Engine:
         flags = info(self.providers[k])
         if request.has_images and not flags.vision:
             return ProviderError(f"tier {self.tiers[k]!r} cannot read images (not vision-capable)", provider=flags.name, status=400)
+        forced = request.tool_choice == "required" or isinstance(request.tool_choice, Mapping)
+        if request.tools and forced and not flags.tools:
+            return ProviderError(f"tier {self.tiers[k]!r} cannot call tools, and tool_choice requires a tool call",
+                                 provider=flags.name, status=400)
         return None
 
     def _check_answer(self, k: int, request: ChatRequest, completion: Completion) -> ProviderError | None:

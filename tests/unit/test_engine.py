@@ -304,3 +304,15 @@ def test_concurrent_requests_share_one_engine_without_mixing_traces():
     assert [t.request_id for t in traces] == [f"r{i}" for i in range(20)]
     assert all(t.tiers_tried == ("small", "big") and len(t.answers) == 2 for t in traces)
     assert small.calls == big.calls == 20
+
+
+def test_forced_tool_choice_skips_tiers_without_tools():
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    call = ({"id": "1", "type": "function", "function": {"name": "f", "arguments": "{}"}},)
+    small, big = FakeProvider("small", "text only"), FakeProvider("big", "", tool_calls=call)
+    big.tools = True
+    forced = ChatRequest(messages=({"role": "user", "content": "call f"},), tools=(tool,), tool_choice="required")
+    trace = Engine(cascade(small=0.99), {0: small, 1: big}).complete_sync(forced)
+    assert small.calls == 0 and trace.model == "big" and "cannot call tools" in trace.steps[0].error
+    auto = ChatRequest(messages=({"role": "user", "content": "call f"},), tools=(tool,), tool_choice="auto")
+    assert Engine(cascade(small=0.99), {0: small, 1: big}).complete_sync(auto).model == "small"  # text is a valid answer
