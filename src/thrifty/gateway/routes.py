@@ -113,13 +113,16 @@ class _Job:
         self.rt.metrics.observe(model=self.route.model_id, status=status, latency_s=latency, trace=trace, baseline_price=self.route.baseline_price)
 
 
-def _headers(rid: str, model: str | None, tiers: tuple[str, ...], cost: float) -> dict[str, str]:
-    return {
+def _headers(rid: str, model: str | None, tiers: tuple[str, ...], cost: float, cache: str | None = None) -> dict[str, str]:
+    headers = {
         "x-thrifty-request-id": rid,
         "x-thrifty-model": model or "",
         "x-thrifty-tiers": ",".join(tiers),
         "x-thrifty-cost-usd": f"{cost:.8f}",
     }
+    if cache is not None:  # the profile has a [cache]: hit | semantic | miss | bypass for the answer served
+        headers["x-thrifty-cache"] = cache
+    return headers
 
 
 async def _admit(rt: Any, request: Any) -> _Job:
@@ -174,7 +177,7 @@ async def _complete(job: _Job) -> Any:
     assert trace.completion is not None
     job.finish(200, trace)
     body = completion_body(job.rid.replace("req_", "chatcmpl-"), trace.model or job.route.model_id, trace.completion, int(job.created))
-    return JSONResponse(body, headers=_headers(job.rid, trace.model, trace.tiers_tried, trace.cost_usd))
+    return JSONResponse(body, headers=_headers(job.rid, trace.model, trace.tiers_tried, trace.cost_usd, trace.completion.cache))
 
 
 def _sse(obj: Any) -> bytes:
@@ -261,7 +264,8 @@ async def _stream(job: _Job) -> Any:
             await _aclose(events)
 
     return StreamingResponse(_metered(body(), meter), media_type="text/event-stream",
-                             headers={**_headers(job.rid, model, tiers, cost), "cache-control": "no-cache", "x-accel-buffering": "no"})
+                             headers={**_headers(job.rid, model, tiers, cost, trace_now.completion.cache if trace_now and trace_now.completion else None),
+                                      "cache-control": "no-cache", "x-accel-buffering": "no"})
 
 
 async def _metered(gen: AsyncIterator[bytes], meter: list[float]) -> AsyncIterator[bytes]:
