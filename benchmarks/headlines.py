@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=300, help="test headlines to collect (default 300)")
     ap.add_argument("--n-teacher", type=int, default=200, help="train headlines answered by the teacher for the distilled student")
+    ap.add_argument("--n-gold-train", type=int, default=5000, help="gold-labelled train headlines for student-gold (default all 5,000)")
     ap.add_argument("--teacher", default="gemma3-270m")
     ap.add_argument("--out", default="runs/headlines", help="run folder (outside git)")
     ap.add_argument("--json", help="write the results JSON here")
@@ -99,11 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     params = {"temperature": 0.0, "max_tokens": args.max_tokens, "stop": ["\n\n", "\nQ:"]}
     timings: dict[str, float] = {}
 
-    # 1. the gold student: all 5,000 training headlines
+    # 1. the gold student: the gold-labelled training headlines
     t0 = time.perf_counter()
-    step("training student-gold on 5,000 gold-labelled training headlines (MiniLM embeddings are cached)")
-    sg = train_student([q for q, _, _ in train], [g for _, g, _ in train], c=4.0, prefix=prefix,
-                       meta={"source": "gold:HEADLINES train", "n": len(train)})
+    gold_train = train[: args.n_gold_train]
+    step(f"training student-gold on {len(gold_train)} gold-labelled training headlines (MiniLM embeddings are cached)")
+    sg = train_student([q for q, _, _ in gold_train], [g for _, g, _ in gold_train], c=4.0, prefix=prefix,
+                       meta={"source": "gold:HEADLINES train", "n": len(gold_train)})
     sg.save(out / "student-gold.json")
     timings["student_gold_train_s"] = time.perf_counter() - t0
 

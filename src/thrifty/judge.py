@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from thrifty.errors import ConfigError, DataError
-from thrifty.label import LABEL_COLUMNS, LabelSummary, _summarise
-from thrifty.outcomes_log import OutcomeLog, write_jsonl_atomic
+from thrifty.label import LABEL_COLUMNS, LabelSummary, _summarise, needs_label
+from thrifty.outcomes_log import OutcomeLog, read_jsonl
 from thrifty.types import ChatRequest, Provider
 
 __all__ = ["Rubric", "RUBRICS", "parse_rating", "parse_preference", "judge_folder"]
@@ -118,10 +118,12 @@ def judge_folder(
         raise ConfigError("the pairwise rubric needs a reference model", key="--reference", fix="pass --reference MODEL (a model in the folder)")
     rb = RUBRICS[rubric]
     log = OutcomeLog(folder)
-    rows = log.outcomes()
+    rows = log.for_labelling()
     if not rows:
         raise DataError("no outcomes to label", file=str(log.outcomes_path), expected="run thrifty collect first")
     prompts = _prompt_texts(log)
+    for p in read_jsonl(log.pending_path):  # exported-log answers not yet in the prompts file
+        prompts.setdefault(str(p["prompt_id"]), str(p.get("prompt") or ""))
     ref_answer: dict[str, str] = {}
     if reference:
         ref_answer = {str(r["prompt_id"]): str(r.get("output") or "") for r in rows if r.get("model") == reference}
@@ -129,7 +131,7 @@ def judge_folder(
             have = sorted({str(r.get("model")) for r in rows})
             raise ConfigError(f"no answers of reference model {reference!r} in the folder", key="--reference", fix=f"use one of: {', '.join(have)}")
     todo = [i for i, r in enumerate(rows)
-            if (force or r.get("quality") is None) and (models is None or r.get("model") in models)]
+            if needs_label(r, force) and (models is None or r.get("model") in models)]
     for i in todo:
         pid = str(rows[i].get("prompt_id"))
         if reference and rows[i].get("model") != reference and pid not in ref_answer:
@@ -176,6 +178,8 @@ def judge_folder(
         for k in LABEL_COLUMNS:
             row.pop(k, None)
         row.update(labels)
+        if "quality_source" in row:
+            row["quality_source"] = "label" if quality is not None else "unlabelled"
         if on_done:
             on_done()
 
@@ -185,5 +189,5 @@ def judge_folder(
     try:
         _drive(run_all())
     finally:  # keep every verdict obtained, even when a judge call failed for good
-        write_jsonl_atomic(log.outcomes_path, rows)
+        log.save_labelled(rows)
     return _summarise(rows, summary)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from thrifty.errors import ConfigError, DataError
-from thrifty.outcomes_log import OutcomeLog, write_jsonl_atomic
+from thrifty.outcomes_log import OutcomeLog
 
 __all__ = ["Grader", "make_grader", "parse_number", "parse_choice", "normalise", "label_folder", "LabelSummary", "MATCHES"]
 
@@ -122,6 +122,12 @@ def make_grader(match: str, *, choices: Sequence[str] | None = None, golds: Sequ
     return Grader(match, ch, tol)
 
 
+def needs_label(row: dict[str, Any], force: bool = False) -> bool:
+    """A row is (re)labelled when forced, when it has no quality, or when its quality is only the
+    live scorer's estimate (``quality_source = "score"`` in an exported log)."""
+    return force or row.get("quality") is None or row.get("quality_source") == "score"
+
+
 @dataclass
 class LabelSummary:
     labelled: int = 0
@@ -158,14 +164,14 @@ def label_folder(
 ) -> LabelSummary:
     """Grade every unlabelled outcome (all of them with ``force``) against the gold column, in place."""
     log = OutcomeLog(folder)
-    rows = log.outcomes()
+    rows = log.for_labelling()
     if not rows:
         raise DataError("no outcomes to label", file=str(log.outcomes_path), expected="run thrifty collect first")
     golds = _prompt_gold(log, gold)
     grader = make_grader(match, choices=choices, golds=list(golds.values()), tol=tol)
     summary = LabelSummary()
     for i, r in enumerate(rows, start=1):
-        if r.get("quality") is not None and not force:
+        if needs_label(r, force) is False:
             summary.skipped += 1
             continue
         pid = str(r.get("prompt_id"))
@@ -175,6 +181,8 @@ def label_folder(
         for k in LABEL_COLUMNS:
             r.pop(k, None)
         r.update(grader.grade_row(r.get("output"), golds[pid], where=f"prompt {pid!r} (outcomes line {i})"))
+        if "quality_source" in r:
+            r["quality_source"] = "label"
         summary.labelled += 1
-    write_jsonl_atomic(log.outcomes_path, rows)
+    log.save_labelled(rows)
     return _summarise(rows, summary)

@@ -12,11 +12,16 @@ A collection folder is a routing table in the shared layout (see :mod:`thrifty.t
 - ``errors.jsonl`` — pairs that failed after retries (they are retried on the next run).
 
 A torn last line (the process died mid-write) is dropped when the folder is opened again.
+
+Folders written by ``thrifty logs export`` (gzip ``outcomes.jsonl.gz`` / ``prompts.jsonl.gz`` plus
+``pending.jsonl.gz``: logged answers with no quality yet) are read too: :meth:`OutcomeLog.for_labelling`
+merges the pending answers in and :meth:`OutcomeLog.save_labelled` writes everything back in place.
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import os
@@ -29,10 +34,18 @@ __all__ = ["OutcomeLog", "read_jsonl", "write_jsonl_atomic"]
 
 
 def read_jsonl(path: Path, *, repair_tail: bool = False) -> list[dict[str, Any]]:
-    """Rows of a JSONL file; with ``repair_tail`` a torn final line (no newline) is cut off the file."""
+    """Rows of a JSONL(.gz) file; with ``repair_tail`` a torn final line (no newline) is cut off the file."""
     if not path.exists():
         return []
-    data = path.read_bytes()
+    if path.name.endswith(".gz"):
+        try:
+            with gzip.open(path, "rb") as fh:
+                data = fh.read()
+        except (OSError, EOFError) as exc:
+            raise DataError(f"unreadable gzip file: {exc}", file=str(path)) from None
+        repair_tail = False
+    else:
+        data = path.read_bytes()
     if repair_tail and data and not data.endswith(b"\n"):
         cut = data.rfind(b"\n") + 1
         with open(path, "r+b") as fh:
@@ -57,11 +70,14 @@ def read_jsonl(path: Path, *, repair_tail: bool = False) -> list[dict[str, Any]]
 def write_jsonl_atomic(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     """Replace ``path`` with ``rows`` atomically (temp file + fsync + rename)."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with open(tmp, "wb") as raw:
+        fh = gzip.open(raw, "wt", encoding="utf-8") if path.name.endswith(".gz") else io.TextIOWrapper(raw, encoding="utf-8")
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
         fh.flush()
-        os.fsync(fh.fileno())
+        fh.close() if path.name.endswith(".gz") else fh.detach()
+        raw.flush()
+        os.fsync(raw.fileno())
     os.replace(tmp, path)
     _fsync_dir(path.parent)
 
@@ -84,12 +100,18 @@ class OutcomeLog:
 
     def __init__(self, folder: str | os.PathLike) -> None:
         self.folder = Path(folder)
-        self.outcomes_path = self.folder / "outcomes.jsonl"
-        self.prompts_path = self.folder / "prompts.jsonl"
+        self.outcomes_path = self._existing("outcomes")
+        self.prompts_path = self._existing("prompts")
+        self.pending_path = self.folder / "pending.jsonl.gz"
         self.models_path = self.folder / "models.csv"
         self.errors_path = self.folder / "errors.jsonl"
         self._fh: Any = None
         self._err: Any = None
+
+    def _existing(self, stem: str) -> Path:
+        """``stem.jsonl``, or ``stem.jsonl.gz`` when only that exists (an exported log)."""
+        plain, gz = self.folder / f"{stem}.jsonl", self.folder / f"{stem}.jsonl.gz"
+        return gz if gz.exists() and not plain.exists() else plain
 
     # ---- reading -----------------------------------------------------------------------------
     def outcomes(self) -> list[dict[str, Any]]:
@@ -119,8 +141,8 @@ class OutcomeLog:
         return out
 
     # ---- writing -----------------------------------------------------------------------------
-    def merge_prompts(self, rows: list[dict[str, Any]]) -> None:
-        """Add new prompt rows (existing ids keep their row; a changed text is an error)."""
+    def merge_prompts(self, rows: list[dict[str, Any]], *, strict: bool = True) -> None:
+        """Add new prompt rows (existing ids keep their row; a changed text is an error when ``strict``)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         existing = self.prompts()
         by_id = {str(r["prompt_id"]): r for r in existing}
@@ -131,7 +153,7 @@ class OutcomeLog:
                 existing.append(r)
                 by_id[str(r["prompt_id"])] = r
                 added = True
-            elif old.get("instruction") != r.get("instruction"):
+            elif strict and old.get("instruction") != r.get("instruction"):
                 raise DataError(
                     f"prompt_id {r['prompt_id']!r} was collected with a different prompt text",
                     file=str(self.prompts_path), field="instruction",
@@ -154,8 +176,30 @@ class OutcomeLog:
         tmp.write_text(buf.getvalue(), encoding="utf-8")
         os.replace(tmp, self.models_path)
 
+    def for_labelling(self) -> list[dict[str, Any]]:
+        """All outcome rows plus the pending (unlabelled) answers of an exported log, in one list."""
+        rows = self.outcomes()
+        for p in read_jsonl(self.pending_path):
+            row = {k: v for k, v in p.items() if k != "prompt"}
+            row["prompt_id"] = str(row["prompt_id"])
+            rows.append(row)
+        return rows
+
+    def save_labelled(self, rows: list[dict[str, Any]]) -> None:
+        """Write labelled rows back in place; pending answers become outcomes (prompts/models added)."""
+        pending = read_jsonl(self.pending_path)
+        if pending:
+            self.merge_prompts([{"prompt_id": str(p["prompt_id"]), "instruction": p.get("prompt")} for p in pending], strict=False)
+            self.merge_models({str(p["model"]): (None, None) for p in pending})
+        write_jsonl_atomic(self.outcomes_path, rows)
+        if pending:
+            self.pending_path.unlink()
+
     def append(self, row: dict[str, Any]) -> None:
         """Append one outcome row and fsync it."""
+        if self.outcomes_path.name.endswith(".gz"):
+            raise DataError("cannot append to a gzip outcomes file", file=str(self.outcomes_path),
+                            expected="a folder written by thrifty collect (outcomes.jsonl)")
         if self._fh is None:
             self.outcomes()  # repair a torn tail before appending after it
             self._fh = open(self.outcomes_path, "a", encoding="utf-8")

@@ -76,7 +76,8 @@ def export_table(db: LogStore | str | os.PathLike, out_dir: str | os.PathLike, *
         elif quality == "auto" and r["score"] is not None:
             q, src = min(1.0, max(0.0, float(r["score"]))), "score"
         if q is None:
-            pending.append({"prompt_id": rid, "model": r["model"], "output": r["answer"], "prompt": r["prompt"]})
+            pending.append({"prompt_id": rid, "model": r["model"], "output": r["answer"], "prompt": r["prompt"],
+                            "cost_usd": float(r["cost_usd"] or 0.0), "input_tokens": r["input_tokens"], "output_tokens": r["output_tokens"]})
             continue
         if rid not in pindex:
             pindex[rid] = len(prompt_ids)
