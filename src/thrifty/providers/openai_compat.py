@@ -18,7 +18,7 @@ from thrifty.errors import ConfigError, ProviderError
 from thrifty.providers._errors import provider_errors
 from thrifty.providers.base import StreamItem, cost_usd
 from thrifty.providers.prices import resolve_prices
-from thrifty.types import ChatRequest, Completion, Usage
+from thrifty.types import ChatRequest, Completion, Usage, message_text
 
 __all__ = ["OpenAICompatProvider"]
 
@@ -216,6 +216,6 @@ def _usage(data: Any, request: ChatRequest, text: str, chunks: int | None = None
     """Reported usage; if the upstream reports none, estimate (≈4 characters per token)."""
     if isinstance(data, Mapping) and (data.get("prompt_tokens") is not None or data.get("completion_tokens") is not None):
         return Usage(int(data.get("prompt_tokens") or 0), int(data.get("completion_tokens") or 0))
-    prompt_chars = sum(len(json.dumps(m.get("content"), ensure_ascii=False)) for m in request.messages)
+    prompt_chars = sum(len(message_text(m.get("content"))) for m in request.messages)
     out = chunks if chunks is not None else max(1, len(text) // 4) if text else 0
     return Usage(max(1, prompt_chars // 4), out)
