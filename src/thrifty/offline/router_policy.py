@@ -140,7 +140,8 @@ class FittedRouter:
 class RouterOffline:
     """Pre-generation router over the pool; see the module docstring. Options (``--opt k=v``):
     ``variant`` (knn | mf | linear | auto), ``calibrate`` (budget | share), ``shares`` (grid size for
-    share calibration), ``inner_folds``, ``embedder`` (an object with ``embed(texts)``; default MiniLM)."""
+    share calibration), ``inner_folds``, ``embedder`` (``minilm`` (default, cached), ``static`` (distilled MiniLM lookup table,
+    ~0.1–0.5 ms) or an object with ``embed(texts)``)."""
 
     name = "router"
 
@@ -158,10 +159,16 @@ class RouterOffline:
         self._embedder = embedder
 
     def encoder(self) -> QueryEncoder:
-        if self._embedder is None:
+        if self._embedder is None or self._embedder == "minilm":
             from thrifty.scoring.embedding import get_embedder
 
             self._embedder = get_embedder()
+        elif self._embedder == "static":
+            from thrifty.scoring.static_embedding import StaticMiniLMEmbedder
+
+            self._embedder = StaticMiniLMEmbedder()
+        elif isinstance(self._embedder, str):
+            raise ConfigError(f"unknown embedder {self._embedder!r}", key="embedder", fix="use embedder=minilm or embedder=static")
         return QueryEncoder(self._embedder)
 
     def fit_predictor(self, train: RoutingTable) -> FittedPredictor:
