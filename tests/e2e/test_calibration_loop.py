@@ -56,9 +56,13 @@ def test_collect_label_fit_eval(tmp_path, capsys):
         gold = dict((f"h{i}", g) for i, (_, g) in enumerate(HEADLINES))[r["prompt_id"]]
         assert r["quality"] == float(r["label_verdict"] == gold)
 
-    artefact = tmp_path / "cascade.json"
-    assert main(["fit", "--data", str(run), "--policy", "cascade", "--out", str(artefact)]) == 0, capsys.readouterr()
-    assert artefact.exists() and artefact.stat().st_size > 0
+    artefact = tmp_path / "artefact"
+    capsys.readouterr()
+    assert main(["fit", "--data", str(run), "--out", str(artefact), "--json"]) == 0
+    fitted = capsys.readouterr()
+    manifest = json.loads(fitted.out[fitted.out.index("{"):]) if "{" in fitted.out else pytest.fail(f"no JSON from fit: {fitted}")
+    assert manifest["data"]["n_prompts"] == 8
+    assert artefact.is_dir() and any(artefact.iterdir())
 
     capsys.readouterr()
     assert main(["eval", "--data", str(run), "--policy", "cascade", "--folds", "4", "--bootstrap", "0", "--no-plots",
