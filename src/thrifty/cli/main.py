@@ -18,6 +18,7 @@ __all__ = ["main", "entry", "COMMANDS"]
 
 COMMANDS: list[str] = [
     "thrifty.cli.eval_cmd",
+    "thrifty.cli.fit_cmd",
     "thrifty.cli.collect_cmd",
     "thrifty.cli.label_cmd",
     "thrifty.cli.student_cmd",

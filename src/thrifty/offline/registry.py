@@ -20,6 +20,8 @@ _FACTORIES: dict[str, str] = {
     "oracle": "thrifty.offline.baselines:OraclePolicy",
     "random": "thrifty.offline.baselines:RandomPolicy",
     "single": "thrifty.offline.baselines:SinglePolicy",
+    "cascade": "thrifty.offline.cascade_policy:CascadeOffline",
+    "frugalgpt": "thrifty.offline.frugalgpt:FrugalGPTOffline",
     "router": "thrifty.offline.router_policy:RouterOffline",
     "hybrid": "thrifty.offline.hybrid_policy:HybridOffline",
 }

@@ -1,0 +1,238 @@
+"""Offline policy ``cascade``: fit answer scorers + optimised cascades on train, replay held-out.
+
+``fit(train, knobs)``
+
+1. candidate models from the training single-model stats (:func:`optimise.candidate_models`);
+2. one answer-scoring head per candidate (:mod:`thrifty.scoring.heads`): head kind and strength are
+   chosen by inner cross-validation *inside the training prompts*; the heads' calibrated
+   out-of-fold scores are what the thresholds are fitted on;
+3. the optimiser's hyperparameters (max tiers L ≤ ``max_tiers``, threshold-grid size, smoothing) are
+   chosen by a second inner cross-validation over the training prompts: fronts fitted on inner-train
+   rows, their budgeted picks scored on inner-test rows (mean held-out quality over the knob grid,
+   minus a penalty for overspending the budget);
+4. the final front on all training rows; each knob (target mean cost B) gets the front's best
+   cascade with training cost ≤ B·(1 − ``budget_margin``).
+
+``replay(table)`` scores every (prompt, candidate) once with the fitted heads, then drives the one
+:class:`thrifty.policy.cascade.CascadePolicy` per knob over the recorded answers with
+:func:`thrifty.policy.drive.drive` — every tier called is paid, failures are skipped as live.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from thrifty.errors import ProviderError
+from thrifty.offline.api import OperatingPoint
+from thrifty.offline.optimise import CascadeSpec, Front, candidate_models, optimise, replay_arrays
+from thrifty.policy.cascade import CascadePolicy
+from thrifty.policy.drive import drive
+from thrifty.table import RoutingTable
+from thrifty.types import ChatRequest, Completion
+
+__all__ = ["CascadeOffline", "FittedCascade", "replay_cascades", "LookupScorer", "select_knobs"]
+
+
+class LookupScorer:
+    """Scores precomputed by the fitted scorer, looked up by (request object, model)."""
+
+    def __init__(self) -> None:
+        self.table: dict[tuple[int, str], float] = {}
+
+    def score(self, request: ChatRequest, completion: Completion | None, model: str) -> float:
+        return self.table[(id(request), model)]
+
+
+def replay_cascades(
+    table: RoutingTable,
+    scores: np.ndarray,
+    models: Sequence[str],
+    cascades: dict[float, tuple[tuple[str, ...], tuple[float, ...]]],
+    budgets: dict[float, float | None] | None = None,
+    label: str = "cascade",
+) -> list[OperatingPoint]:
+    """Drive ``CascadePolicy`` on every prompt of ``table`` for each knob → OperatingPoints.
+
+    ``scores[p, j]`` is the scorer's score of model ``models[j]``'s recorded answer on prompt p;
+    ``cascades[knob] = (tier model names, thresholds)``.
+    """
+    P = table.n_prompts
+    col = {m: j for j, m in enumerate(models)}
+    tindex = {m: table.model_index(m) for m in models}
+    requests = [ChatRequest.from_prompt(t or "") for t in table.prompts]
+    scorer = LookupScorer()
+    for i, req in enumerate(requests):
+        for m, j in col.items():
+            scorer.table[(id(req), m)] = float(scores[i, j])
+    done: dict[tuple, OperatingPoint] = {}
+    out = []
+    for knob, (tiers, thresholds) in cascades.items():
+        key = (tuple(tiers), tuple(thresholds))
+        if key not in done:
+            policy = CascadePolicy(tiers, thresholds, scorer if len(tiers) > 1 else None)
+            cost = np.zeros(P)
+            qual = np.zeros(P)
+            calls = np.zeros((P, table.n_models), dtype=bool)
+            chosen = np.full(P, -1)
+            for i, req in enumerate(requests):
+
+                def call(k: int, i: int = i) -> Completion:
+                    m = tindex[tiers[k]]
+                    calls[i, m] = True
+                    if np.isnan(table.quality[i, m]):
+                        raise ProviderError(f"no recorded answer of {tiers[k]} for prompt {table.prompt_ids[i]}", provider=tiers[k])
+                    return Completion(text=table.answer(i, m) or "", model=tiers[k], cost_usd=float(table.cost[i, m]))
+
+                d = drive(policy.plan(req), call)
+                cost[i] = d.cost_usd
+                if d.completion is not None:
+                    m = tindex[tiers[d.tier]]
+                    chosen[i], qual[i] = m, table.quality[i, m]
+            done[key] = OperatingPoint(0.0, cost, qual, calls, chosen, params={"tiers": list(tiers), "thresholds": list(thresholds)})
+        base = done[key]
+        out.append(
+            OperatingPoint(
+                float(knob), base.cost, base.quality, base.calls, base.chosen,
+                target_budget=None if budgets is None else budgets.get(knob), label=label, params=dict(base.params),
+            )
+        )
+    return out
+
+
+def select_knobs(front: Front, knobs: Sequence[float], margin: float = 0.0) -> dict[float, CascadeSpec]:
+    return {float(b): front.for_budget(float(b) * (1.0 - margin)) for b in knobs}
+
+
+def _knob_range(train: RoutingTable, knobs: Sequence[float]) -> list[float]:
+    costs = [s.cost for s in train.model_stats() if s.n > 0]
+    lo, hi = min(costs), max(costs)
+    inside = [float(k) for k in knobs if lo <= k <= hi]
+    return inside or [float(k) for k in knobs]
+
+
+@dataclass
+class FittedCascade:
+    models: tuple[str, ...]  # candidate models (columns of the scorer)
+    scorer: Any  # AnswerScorer
+    front: Front
+    picks: dict[float, CascadeSpec]
+    inputs_kw: dict[str, Any]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def cascades(self) -> dict[float, tuple[tuple[str, ...], tuple[float, ...]]]:
+        return {k: (tuple(self.models[t] for t in s.tiers), s.thresholds) for k, s in self.picks.items()}
+
+    def score(self, table: RoutingTable) -> np.ndarray:
+        from thrifty.scoring.answer_scorer import table_inputs
+
+        return self.scorer.score_table(table_inputs(table, self.models, **self.inputs_kw))
+
+    def replay(self, table: RoutingTable) -> list[OperatingPoint]:
+        from thrifty.scoring.heads import single_threaded
+
+        with single_threaded():
+            S = self.score(table)
+        return replay_cascades(table, S, self.models, self.cascades(), {k: k for k in self.picks}, label="cascade")
+
+
+class CascadeOffline:
+    """The ``cascade`` policy (options: see ``__init__``; all settable with ``--opt key=value``)."""
+
+    name = "cascade"
+
+    def __init__(
+        self,
+        max_tiers: int | str = 3,
+        max_candidates: int | str | None = 8,
+        embed: bool | str = "full",
+        inputs: str = "answer",
+        grids: Sequence[int] | str = (16, 32),
+        smooths: Sequence[int] | str = (0, 1),
+        inner_folds: int | str = 4,
+        budget_margin: float | str = 0.0,
+        overspend_penalty: float | str = 0.5,
+        heads: str = "ridge",
+        seed: int | str = 0,
+        variant: str | None = None,
+    ) -> None:
+        from thrifty.scoring.heads import configs_for
+
+        self.head_configs = configs_for(str(heads).replace("+", ","))
+        self.max_tiers = int(max_tiers)
+        self.max_candidates = None if max_candidates in (None, "none", "all", 0, "0") else int(max_candidates)
+        from thrifty.scoring.answer_scorer import embed_mode
+
+        self.embed = embed_mode(embed)
+        self.inputs = inputs
+        self.grids = _ints(grids)
+        self.smooths = _ints(smooths)
+        self.inner_folds = int(inner_folds)
+        self.budget_margin = float(budget_margin)
+        self.overspend_penalty = float(overspend_penalty)
+        self.seed = int(seed)
+
+    def _configs(self) -> list[tuple[int, int, int]]:
+        return list(itertools.product(range(1, self.max_tiers + 1), self.grids, self.smooths))
+
+    def fit(self, train: RoutingTable, knobs: Sequence[float]) -> FittedCascade:
+        from thrifty.scoring.heads import single_threaded
+
+        with single_threaded():
+            return self._fit(train, knobs)
+
+    def _fit(self, train: RoutingTable, knobs: Sequence[float]) -> FittedCascade:
+        from thrifty.scoring.answer_scorer import fit_answer_scorer, table_inputs
+        from thrifty.scoring.heads import inner_folds
+
+        cand = candidate_models(train.quality, train.cost, self.max_candidates)
+        models = tuple(train.models[j] for j in cand)
+        mode = self.inputs if train.has_answers else "query"
+        kw = {"inputs": mode, "embed": self.embed}
+        inputs = table_inputs(train, models, **kw)
+        scorer, S = fit_answer_scorer(train, inputs, self.head_configs, seed=self.seed, mode=mode, embed=self.embed)
+        Q, C = train.quality[:, cand], train.cost[:, cand]
+        knobs = [float(k) for k in knobs] if len(knobs) else sorted({s.cost for s in train.model_stats() if s.n})
+        sel_knobs = _knob_range(train, knobs)
+
+        # nested CV over (L, grid, smooth) on the out-of-fold scores of the training prompts
+        scores = {}
+        configs = self._configs()
+        if len(configs) > 1:
+            folds = inner_folds(train.n_prompts, self.inner_folds, self.seed + 1)
+            totals = np.zeros(len(configs))
+            for test in folds:
+                tr = np.setdiff1d(np.arange(train.n_prompts), test)
+                for ci, (L, G, r) in enumerate(configs):
+                    front = optimise(S[tr], Q[tr], C[tr], max_tiers=L, grid=G, smooth=r)
+                    val = 0.0
+                    for b in sel_knobs:
+                        spec = front.for_budget(b * (1 - self.budget_margin))
+                        c, q = replay_arrays(S[test], Q[test], C[test], spec)
+                        val += q.mean() - self.overspend_penalty * max(0.0, c.mean() / b - 1.0)
+                    totals[ci] += val / len(sel_knobs)
+            scores = {f"L={L},grid={G},smooth={r}": float(t / len(folds)) for (L, G, r), t in zip(configs, totals)}
+            L, G, r = configs[int(np.argmax(totals))]
+        else:
+            L, G, r = configs[0]
+        front = optimise(S, Q, C, max_tiers=L, grid=G, smooth=r)
+        picks = select_knobs(front, knobs, self.budget_margin)
+        info = {
+            "candidates": list(models),
+            "chosen": {"max_tiers": L, "grid": G, "smooth": r},
+            "inner_cv": scores,
+            "heads": {m: {"config": h.config.label, "cv_mse": h.cv_mse, "cv_spearman": h.cv_spearman} for m, h in scorer.heads.items()},
+            "front_size": len(front.points),
+        }
+        return FittedCascade(models, scorer, front, picks, kw, info)
+
+
+def _ints(v: Sequence[int] | str | int) -> tuple[int, ...]:
+    if isinstance(v, str):
+        return tuple(int(x) for x in v.replace("/", ",").split(",") if x.strip())
+    if isinstance(v, int):
+        return (v,)
+    return tuple(int(x) for x in v)

@@ -1,0 +1,221 @@
+"""Cascade optimiser: models, order and thresholds on the whole cost–quality Pareto front.
+
+Problem. Given per-prompt scores ``S[p, m]`` (calibrated, out-of-fold), qualities ``Q[p, m]`` and
+costs ``C[p, m]`` on training prompts, a cascade ``(m1, …, mL; t1, …, t(L-1))`` asks m1, accepts its
+answer when ``S[p, m1] ≥ t1``, else pays for m2, … ; the last tier always answers. Maximise mean
+quality s.t. mean cost ≤ B (and the dual: minimum cost s.t. quality ≥ Q) — for every B at once.
+
+Method (score once, sort, sweep).
+
+1. Threshold grids. For each model the candidate thresholds are ``-inf``, the ``G`` quantiles of its
+   training scores and ``+inf``. With ``G ≥ number of distinct scores`` (``grid=None``) this is
+   *exact*: between two consecutive distinct scores every threshold induces the same decisions. A
+   coarse grid moves each threshold by at most ``1/G`` of the prompts, so it loses at most
+   ``(L-1)·max(Q)/G`` of mean quality against the exact optimum at equal cost (usually far less),
+   and acts as a regulariser against thresholds that fit noise.
+2. For a fixed order, the accept/reject indicators are (P, G) matrices ``A_k`` (``R_k = 1 - A_k``),
+   and mean quality and cost over the whole (G, G) threshold grid of a 3-tier order are two matrix
+   products, summing the cascade backwards:
+   ``Q = A1ᵀq1 ⊕ R1ᵀ(A2∘q2 + R2∘q3)``, ``C = Σc1 ⊕ R1ᵀ(c2 + R2∘c3)`` (⊕ broadcasts the G1 column).
+   The thresholds ``-inf`` embed every shorter cascade (t2 = -inf is the 2-tier prefix, t1 = -inf
+   the single model), so all orders of length ≤ L are covered by the ordered L-lists.
+3. Orders: every ordered list of L distinct *candidate* models. Candidates are the models on the
+   training single-model Pareto front (cost, quality; best first, and always the cheapest model)
+   plus the best by quality and by quality-per-dollar, up to ``max_candidates`` (``None``: the whole pool). A model that is
+   dominated as a single model can still help a cascade, which is why the quality-ranked ones are
+   added; pass the whole pool to search every order exhaustively.
+4. The Pareto front is the non-dominated set of all (cost, quality) points over all orders and
+   threshold cells: sort by cost, keep every point that beats all cheaper ones. ``for_budget(B)``
+   and ``for_quality(Q)`` are lookups on that front (the primal and the dual).
+5. ``smooth`` replaces each cell's quality and cost by the mean over a ``(2r+1)²`` window of
+   neighbouring threshold cells before the front is taken, so the chosen thresholds sit on plateaus
+   rather than spikes of the training objective (held-out quality is a blurred version of it).
+
+Missing (prompt, model) pairs: the tier is skipped at cost 0 (the live cascade's behaviour on an
+error); a missing last tier counts quality 0 here (the replay uses the real fallback rule).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["CascadeSpec", "Front", "optimise", "candidate_models", "replay_arrays", "pareto_front"]
+
+
+@dataclass(frozen=True)
+class CascadeSpec:
+    """One cascade: tier model indices (into the optimiser's model list), thresholds, train estimates."""
+
+    tiers: tuple[int, ...]
+    thresholds: tuple[float, ...]
+    cost: float
+    quality: float
+
+
+@dataclass
+class Front:
+    """The training Pareto front, cheapest first (costs strictly increasing, qualities too)."""
+
+    points: list[CascadeSpec]
+    n_evaluated: int = 0
+    meta: dict = field(default_factory=dict)
+
+    def for_budget(self, budget: float) -> CascadeSpec:
+        """Highest training quality at mean cost ≤ budget (the cheapest point if none fits)."""
+        ok = [p for p in self.points if p.cost <= budget]
+        return ok[-1] if ok else self.points[0]
+
+    def for_quality(self, target: float) -> CascadeSpec:
+        """Cheapest point with training quality ≥ target (the best point if none reaches it)."""
+        ok = [p for p in self.points if p.quality >= target]
+        return ok[0] if ok else self.points[-1]
+
+
+def pareto_front(cost: np.ndarray, quality: np.ndarray) -> np.ndarray:
+    """Indices of the non-dominated points, by increasing cost (and strictly increasing quality)."""
+    cost, quality = np.asarray(cost, float), np.asarray(quality, float)
+    if cost.size == 0:
+        return np.zeros(0, dtype=int)
+    order = np.lexsort((-quality, cost))
+    q = quality[order]
+    prev = np.concatenate([[-np.inf], np.maximum.accumulate(q)[:-1]])
+    return order[q > prev + 1e-12]
+
+
+def candidate_models(quality: np.ndarray, cost: np.ndarray, max_candidates: int | None = 8) -> list[int]:
+    """Column indices worth cascading over (see the module docstring, step 3)."""
+    M = quality.shape[1]
+    if max_candidates is None or M <= max_candidates:
+        return list(range(M))
+    mq, mc = np.nanmean(quality, 0), np.nanmean(cost, 0)
+    front = list(pareto_front(mc, mq)[::-1])  # best first
+    chosen = front[: max(1, max_candidates // 2)]
+    if front[-1] not in chosen:  # the cheapest model: the only way to honour the smallest budgets
+        chosen.append(front[-1])
+    by_q = list(np.argsort(-mq))
+    by_v = list(np.argsort(-(mq / np.maximum(mc, 1e-12))))
+    for a, b in itertools.zip_longest(by_q, by_v):
+        for j in (a, b):
+            if j is not None and j not in chosen and len(chosen) < max_candidates:
+                chosen.append(int(j))
+    return sorted(int(j) for j in chosen)
+
+
+def _grid(s: np.ndarray, G: int | None) -> np.ndarray:
+    vals = np.unique(s[np.isfinite(s)])
+    if G is not None and len(vals) > G:
+        vals = np.unique(np.quantile(vals, np.linspace(0, 1, G)))
+    return np.concatenate([[-np.inf], vals, [np.inf]])
+
+
+def _box(x: np.ndarray, r: int) -> np.ndarray:
+    if r <= 0:
+        return x
+    out = x.copy()
+    for axis in range(x.ndim):
+        pad = [(0, 0)] * x.ndim
+        pad[axis] = (r, r)
+        xp = np.pad(out, pad, mode="edge")
+        cs = np.cumsum(xp, axis=axis)
+        cs = np.concatenate([np.zeros_like(np.take(cs, [0], axis=axis)), cs], axis=axis)
+        n = x.shape[axis]
+        out = (np.take(cs, np.arange(2 * r + 1, n + 2 * r + 1), axis=axis) - np.take(cs, np.arange(0, n), axis=axis)) / (2 * r + 1)
+    return out
+
+
+def _order_grid(S, Q, C, order, grids):
+    """Mean quality and cost over the full threshold grid of one order (arrays of shape G1×…×G(L-1))."""
+    P = S.shape[0]
+    L = len(order)
+    q = [np.nan_to_num(Q[:, m]) for m in order]
+    c = [np.nan_to_num(C[:, m]) for m in order]
+    if L == 1:
+        return np.array(q[0].mean()), np.array(c[0].mean())
+    acc = [(np.nan_to_num(S[:, m], nan=-np.inf)[:, None] >= grids[m][None, :]).astype(np.float64) for m in order[:-1]]
+    # tail value/cost of reaching tier L-1 (0-based L-2) onward, as (P, G_last) then fold backwards
+    aL = acc[-1]
+    tail_q = aL * q[-2][:, None] + (1 - aL) * q[-1][:, None]
+    tail_c = c[-2][:, None] + (1 - aL) * c[-1][:, None]
+    if L == 2:
+        return tail_q.mean(0), tail_c.mean(0)
+    if L == 3:
+        a1 = acc[0]
+        gq = (a1 * q[0][:, None]).sum(0)[:, None] + (1 - a1).T @ tail_q
+        gc = c[0].sum() + (1 - a1).T @ tail_c
+        return gq / P, gc / P
+    raise ValueError("the grid optimiser handles up to 3 tiers; pass max_tiers ≤ 3")
+
+
+def optimise(
+    S: np.ndarray,
+    Q: np.ndarray,
+    C: np.ndarray,
+    *,
+    max_tiers: int = 3,
+    candidates: Sequence[int] | None = None,
+    grid: int | None = 32,
+    smooth: int = 0,
+    ordered: str = "any",
+) -> Front:
+    """Pareto front of all cascades over ``candidates`` with ≤ ``max_tiers`` tiers (module docstring).
+
+    ``ordered="cheap-first"`` keeps only orders whose tiers get more expensive (mean training cost),
+    the usual FrugalGPT-style cascade; ``"any"`` searches every permutation.
+    """
+    if max_tiers < 1 or max_tiers > 3:
+        raise ValueError("max_tiers must be 1, 2 or 3")
+    M = Q.shape[1]
+    cand = list(range(M)) if candidates is None else list(candidates)
+    grids = {m: _grid(S[:, m], grid) for m in cand}
+    mean_cost = np.nanmean(C, 0)
+    costs, quals, specs = [], [], []
+    n_eval = 0
+    L = min(max_tiers, len(cand))
+    for order in itertools.permutations(cand, L):
+        if ordered == "cheap-first" and any(mean_cost[a] > mean_cost[b] for a, b in zip(order, order[1:])):
+            continue
+        gq, gc = _order_grid(S, Q, C, order, grids)
+        gq, gc = _box(np.asarray(gq), smooth), _box(np.asarray(gc), smooth)
+        n_eval += gq.size
+        keep = pareto_front(gc.ravel(), gq.ravel())
+        costs.append(gc.ravel()[keep])
+        quals.append(gq.ravel()[keep])
+        specs.extend((order, gq.shape, int(i)) for i in keep)
+    costs_a, quals_a = np.concatenate(costs), np.concatenate(quals)
+    points = []
+    for i in pareto_front(costs_a, quals_a):
+        order, shape, flat = specs[i]
+        idx = np.unravel_index(flat, shape) if shape else ()
+        thr = tuple(float(grids[order[k]][idx[k]]) for k in range(len(order) - 1))
+        points.append(CascadeSpec(*_simplify(order, thr), cost=float(costs_a[i]), quality=float(quals_a[i])))
+    return Front(points, n_eval, {"candidates": cand, "grid": grid, "smooth": smooth, "max_tiers": max_tiers})
+
+
+def _simplify(order: tuple[int, ...], thr: tuple[float, ...]) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """Drop tiers that are never reached: a ``-inf`` threshold accepts everything at that tier."""
+    for k, t in enumerate(thr):
+        if t == -np.inf:
+            return order[: k + 1], thr[:k]
+    return tuple(order), tuple(thr)
+
+
+def replay_arrays(S: np.ndarray, Q: np.ndarray, C: np.ndarray, spec: CascadeSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorised per-prompt (cost, quality) of one cascade — the optimiser's view of the rules."""
+    P = S.shape[0]
+    cost = np.zeros(P)
+    qual = np.zeros(P)
+    open_ = np.ones(P, dtype=bool)
+    last = len(spec.tiers) - 1
+    for k, m in enumerate(spec.tiers):
+        cost[open_] += np.nan_to_num(C[open_, m])
+        if k == last:
+            qual[open_] = np.nan_to_num(Q[open_, m])
+            break
+        acc = open_ & (np.nan_to_num(S[:, m], nan=-np.inf) >= spec.thresholds[k])
+        qual[acc] = Q[acc, m]
+        open_ &= ~acc
+    return cost, qual

@@ -1,0 +1,159 @@
+"""The answer scorer: P-calibrated expected quality of one model's answer to one request.
+
+``AnswerScorer.score(request, completion, model)`` embeds the request text and the answer with the
+cached MiniLM embedder (:func:`thrifty.scoring.embedding.get_embedder`), computes the cheap features
+of :mod:`thrifty.scoring.features` plus the query–answer cosine, and applies that model's head
+(:mod:`thrifty.scoring.heads`). ``inputs="query"`` is the query-only fallback for tables without
+answer text (e.g. MMLU-style correctness data): the head then sees only the query, so the score
+is the model's expected quality on that query. ``embed`` chooses the embedding blocks: ``"full"``
+(query and answer), ``"query"`` (query only; answer features still used) or ``"none"``.
+
+Offline, :func:`score_inputs` computes the very same design matrices for a whole routing table at
+once (one embedding per distinct text, from the on-disk cache), so replayed scores are exactly the
+scores the live gateway computes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from thrifty.scoring.features import FEATURE_NAMES, answer_features, feature_matrix, with_cosine
+from thrifty.scoring.heads import Head, HeadConfig, DEFAULT_CONFIGS, design_matrix, fit_head
+from thrifty.types import ChatRequest, Completion
+
+__all__ = ["AnswerScorer", "TableInputs", "table_inputs", "fit_answer_scorer", "embed_mode"]
+
+EMB_DIM = 384
+_FEATURES: dict[tuple[str, str | None], np.ndarray] = {}  # (query, answer) → feature row; pure, so safe to memoise
+
+
+def _features(queries: Sequence[str], answers: Sequence[str | None]) -> np.ndarray:
+    """:func:`feature_matrix` with an in-process memo (folds of one table share their rows)."""
+    rows = []
+    for q, a in zip(queries, answers):
+        key = (q, a)
+        row = _FEATURES.get(key)
+        if row is None:
+            row = _FEATURES[key] = answer_features(q, a)
+        rows.append(row)
+    return np.stack(rows) if rows else feature_matrix([], [])
+
+
+@dataclass
+class TableInputs:
+    """Design matrices of a table for some models: ``X[j]`` is (P, D) for model ``models[j]``."""
+
+    models: tuple[str, ...]
+    X: list[np.ndarray]
+    n_features: int
+    emb_dims: tuple[int, ...]
+
+
+def _embedder(embedder):
+    if embedder is not None:
+        return embedder
+    from thrifty.scoring.embedding import get_embedder
+
+    return get_embedder()
+
+
+def embed_mode(embed: bool | str) -> str:
+    """Normalise an ``embed`` option: True → "full", False → "none"."""
+    if isinstance(embed, bool):
+        return "full" if embed else "none"
+    e = str(embed).lower()
+    e = {"true": "full", "1": "full", "yes": "full", "false": "none", "0": "none", "no": "none"}.get(e, e)
+    if e not in ("full", "query", "none"):
+        raise ValueError(f"embed must be full, query or none, not {embed!r}")
+    return e
+
+
+def table_inputs(table, models: Sequence[str], *, inputs: str = "answer", embed: bool | str = "full", embedder=None) -> TableInputs:
+    """Design matrices for ``models`` over every prompt of ``table`` (missing answers → empty text)."""
+    if inputs == "answer" and not table.has_answers:
+        inputs = "query"
+    embed = embed_mode(embed)
+    prompts = [p or "" for p in table.prompts]
+    emb = _embedder(embedder) if embed != "none" else None
+    q_emb = emb.embed(prompts) if emb is not None else None
+    Xs = []
+    for name in models:
+        j = table.model_index(name)
+        answers = [table.answers[p, j] or "" for p in range(table.n_prompts)] if inputs == "answer" else [None] * table.n_prompts
+        feats = _features(prompts, answers)
+        a_emb = emb.embed(answers) if (embed == "full" and inputs == "answer") else None
+        feats = with_cosine(feats, q_emb, a_emb)
+        Xs.append(design_matrix(feats, q_emb, a_emb))
+    dims = ((EMB_DIM,) if emb is not None else ()) + ((EMB_DIM,) if embed == "full" and inputs == "answer" else ())
+    return TableInputs(tuple(models), Xs, len(FEATURE_NAMES) + 1, dims)
+
+
+class AnswerScorer:
+    """Per-model heads behind the :class:`thrifty.types.Scorer` protocol."""
+
+    def __init__(self, heads: dict[str, Head], *, inputs: str = "answer", embed: bool | str = "full", embedder=None) -> None:
+        if inputs not in ("answer", "query"):
+            raise ValueError("inputs must be 'answer' or 'query'")
+        self.heads = dict(heads)
+        self.inputs = inputs
+        self.embed = embed_mode(embed)
+        self._embedder = embedder
+
+    def __repr__(self) -> str:
+        return f"AnswerScorer(models={list(self.heads)}, inputs={self.inputs!r}, embed={self.embed})"
+
+    def row(self, prompt: str, answer: str | None) -> np.ndarray:
+        """The design row of one (prompt, answer) — identical to a row of :func:`table_inputs`."""
+        answer = (answer or "") if self.inputs == "answer" else None
+        feats = answer_features(prompt, answer)[None, :]
+        q_emb = a_emb = None
+        if self.embed != "none":
+            emb = _embedder(self._embedder)
+            if self.inputs == "answer" and self.embed == "full":
+                vecs = emb.embed([prompt, answer])
+                q_emb, a_emb = vecs[:1], vecs[1:]
+            else:
+                q_emb = emb.embed([prompt])
+        return design_matrix(with_cosine(feats, q_emb, a_emb), q_emb, a_emb)
+
+    def score(self, request: ChatRequest, completion: Completion | None, model: str) -> float:
+        head = self.heads.get(model)
+        if head is None:
+            from thrifty.errors import ConfigError
+
+            raise ConfigError(f"the scorer has no head for model {model!r}", key="model", fix=f"fit it with that model; known: {', '.join(self.heads)}")
+        text = completion.text if completion is not None else None
+        return float(head.predict(self.row(request.prompt_text, text))[0])
+
+    def score_table(self, inputs: TableInputs) -> np.ndarray:
+        """(P, K) scores of the table rows, one column per model of ``inputs``."""
+        return np.stack([self.heads[m].predict(X) for m, X in zip(inputs.models, inputs.X)], axis=1)
+
+
+def fit_answer_scorer(
+    table,
+    inputs: TableInputs,
+    configs: Sequence[HeadConfig] = DEFAULT_CONFIGS,
+    *,
+    k: int = 4,
+    seed: int = 0,
+    mode: str = "answer",
+    embed: bool | str = "full",
+) -> tuple[AnswerScorer, np.ndarray]:
+    """Fit one head per model of ``inputs`` on the table's available rows.
+
+    Returns the scorer and the (P, K) calibrated out-of-fold scores (NaN where the pair is missing).
+    """
+    P = table.n_prompts
+    heads: dict[str, Head] = {}
+    oof = np.full((P, len(inputs.models)), np.nan)
+    for c, (name, X) in enumerate(zip(inputs.models, inputs.X)):
+        j = table.model_index(name)
+        ok = ~np.isnan(table.quality[:, j])
+        head, cal = fit_head(X[ok], table.quality[ok, j], inputs.n_features, inputs.emb_dims, configs, k=k, seed=seed)
+        heads[name] = head
+        oof[ok, c] = cal
+    return AnswerScorer(heads, inputs=mode, embed=embed), oof
