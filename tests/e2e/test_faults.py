@@ -176,13 +176,17 @@ def test_stream_dies_midway_client_sees_error_and_log_has_partial(env) -> None:
     assert row["status"] == 502 and row["answer"].strip() == "partial"
 
 
-def test_stream_without_fallback_before_first_token_is_a_clean_error(env) -> None:
+@pytest.mark.parametrize("mode,status", [("503", 502), ("hang", 504), ("reset", 502), ("429-ra1", 429)])
+def test_stream_without_fallback_before_first_token_is_a_clean_error(env, mode: str, status: int) -> None:
     gw, _, _ = env
+    t0 = time.monotonic()
     with pytest.raises(openai.APIStatusError) as info:
-        for _ in _client(gw).chat.completions.create(model="s_503", messages=MSG, stream=True):
+        for _ in _client(gw).chat.completions.create(model=f"s_{_name(mode)}", messages=MSG, stream=True):
             pass
-    assert info.value.status_code == 502
-    assert _row(gw, info.value.response.headers["x-thrifty-request-id"])["status"] == 502
+    assert time.monotonic() - t0 < DEADLINE_S + 1.0
+    assert info.value.status_code == status
+    assert info.value.response.json()["error"]["message"]
+    assert _row(gw, info.value.response.headers["x-thrifty-request-id"])["status"] == status
 
 
 def test_gateway_still_healthy_after_faults(env) -> None:

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from thrifty.errors import ProviderError, ThriftyError
 
-__all__ = ["translate", "provider_errors", "redact", "retry_after_from", "RETRYABLE_STATUS"]
+__all__ = ["translate", "provider_errors", "redact", "status_error", "retry_after_from", "RETRYABLE_STATUS"]
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
 
@@ -54,6 +54,11 @@ def _status_error(provider: str, status: int, headers: Mapping[str, str] | None,
         retryable=status in RETRYABLE_STATUS,
         retry_after=retry_after_from(headers),
     )
+
+
+def status_error(provider: str, status: int, headers: Mapping[str, str] | None, body: str) -> ProviderError:
+    """The ProviderError for an upstream HTTP error answer (``headers`` with lower-case names)."""
+    return _status_error(provider, status, headers, body, Exception(f"HTTP {status}"))
 
 
 def translate(exc: BaseException, provider: str) -> ProviderError:

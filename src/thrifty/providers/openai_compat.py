@@ -15,7 +15,7 @@ import time
 from typing import Any, AsyncIterator, Mapping
 
 from thrifty.errors import ConfigError, ProviderError
-from thrifty.providers._errors import provider_errors
+from thrifty.providers._errors import provider_errors, redact, status_error
 from thrifty.providers.base import StreamItem, cost_usd
 from thrifty.providers.prices import resolve_prices
 from thrifty.types import ChatRequest, Completion, Usage, message_text
@@ -80,6 +80,8 @@ class OpenAICompatProvider:
         )
         self._client: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._pool: Any = None  # lean HTTP/1.1 pool for plain-http upstreams (see providers.http1)
+        self._pool_loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
         return f"OpenAICompatProvider(name={self.name!r}, model={self.model!r}, base_url={self.base_url!r})"
@@ -100,7 +102,25 @@ class OpenAICompatProvider:
             self._loop = loop
         return self._client
 
+    def _fast(self) -> Any:
+        """The lean HTTP/1.1 pool for non-streamed calls to a plain ``http://`` upstream (no proxy), else None."""
+        from thrifty.providers import http1
+
+        if not http1.usable_for(self.base_url):
+            return None
+        loop = asyncio.get_running_loop()
+        if self._pool is None or self._pool_loop is not loop:
+            self._pool = http1.Http1Pool(self.base_url, self._headers, connect_timeout=min(10.0, self.timeout_s))
+            self._pool_loop = loop
+        return self._pool
+
     async def aclose(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                await pool.aclose()
+            except RuntimeError:  # its loop is gone
+                pass
         client, self._client = self._client, None
         if client is not None and not client.is_closed:
             try:
@@ -148,9 +168,17 @@ class OpenAICompatProvider:
 
     async def _complete(self, request: ChatRequest, started: float) -> Completion:
         with provider_errors(self.name, self._secrets):
-            response = await self._http().post("/chat/completions", json=self._body(request, stream=False))
-            response.raise_for_status()
-            data = response.json()
+            fast = self._fast()
+            if fast is not None:
+                payload = json.dumps(self._body(request, stream=False), ensure_ascii=False, separators=(",", ":")).encode()
+                status, headers, raw = await fast.post_json("/chat/completions", payload)
+                if status >= 400:
+                    raise redact(status_error(self.name, status, headers, raw.decode("utf-8", "replace")), self._secrets)
+                data = json.loads(raw)
+            else:
+                response = await self._http().post("/chat/completions", json=self._body(request, stream=False))
+                response.raise_for_status()
+                data = response.json()
             choice = (data.get("choices") or [None])[0]
             if not isinstance(choice, Mapping):
                 raise ProviderError(f"answer has no choices: {str(data)[:200]}", provider=self.name, status=502)
