@@ -104,19 +104,20 @@ class OpenAICompatProvider:
 
     def _fast(self) -> Any:
         """The lean HTTP/1.1 pool for non-streamed calls to a plain ``http://`` upstream (no proxy), else None."""
-        from thrifty.providers import http1
-
-        if not http1.usable_for(self.base_url):
-            return None
         loop = asyncio.get_running_loop()
         if self._pool is None or self._pool_loop is not loop:
+            from thrifty.providers import http1
+
+            if not http1.usable_for(self.base_url):  # decided once per event loop (reads proxy variables)
+                self._pool, self._pool_loop = False, loop
+                return None
             self._pool = http1.Http1Pool(self.base_url, self._headers, connect_timeout=min(10.0, self.timeout_s))
             self._pool_loop = loop
-        return self._pool
+        return self._pool or None
 
     async def aclose(self) -> None:
         pool, self._pool = self._pool, None
-        if pool is not None:
+        if pool:
             try:
                 await pool.aclose()
             except RuntimeError:  # its loop is gone
