@@ -10,7 +10,7 @@ Every problem raises :class:`~thrifty.errors.ConfigError` whose ``key`` is the T
 Layout (every table optional)::
 
     [server]      host, port, max_body_bytes, cors_origins, data_dir, request_timeout_s
-    [providers.NAME]  kind = "openai" | "anthropic" | "llamacpp", model, base_url, api_key_env,
+    [providers.NAME]  kind = "openai" | "anthropic" | "llamacpp" | "student", model, base_url, api_key_env,
                   model_path (llamacpp), mode = "chat" | "completion", prices = {input, output}
                   (USD per 1M tokens), vision, tools, max_tokens, timeout_s, options = {…}
     [profiles.NAME]   tiers = [provider names], thresholds = [...] | artefact = "path",
@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 DEFAULT_PROFILE = "default"
-PROVIDER_KINDS = ("openai", "anthropic", "llamacpp")
+PROVIDER_KINDS = ("openai", "anthropic", "llamacpp", "student")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -275,14 +275,16 @@ def _provider(name: str, tbl: Any, base_dir: Path | None) -> ProviderSettings:
     if kind not in PROVIDER_KINDS:
         raise ConfigError(f"unknown kind {kind!r}", key=f"{path}.kind", fix=f"use one of: {', '.join(PROVIDER_KINDS)}")
     model_path = _str(tbl, "model_path", path)
-    if kind == "llamacpp":
+    if kind in ("llamacpp", "student"):
+        if model_path is None and kind == "student":
+            raise ConfigError("a student provider needs its artefact", key=f"{path}.model_path", fix='add model_path = "student.json" (written by thrifty student train)')
         if model_path is None:
             raise ConfigError("a llamacpp provider needs the GGUF file", key=f"{path}.model_path", fix='add model_path = "/path/to/model.gguf" (or "builtin:smollm2" / "builtin:gemma3")')
         if not model_path.startswith("builtin:"):
             mp = Path(model_path).expanduser()
             model_path = str(mp if mp.is_absolute() or base_dir is None else base_dir / mp)
     elif model_path is not None:
-        raise ConfigError("model_path only applies to kind = \"llamacpp\"", key=f"{path}.model_path", fix="remove it")
+        raise ConfigError("model_path only applies to kind = \"llamacpp\" or \"student\"", key=f"{path}.model_path", fix="remove it")
     base_url = _str(tbl, "base_url", path)
     if base_url is not None and not re.match(r"^https?://", base_url):
         raise ConfigError(f"not an http(s) URL: {base_url!r}", key=f"{path}.base_url", fix='write base_url = "http://host:port/v1"')

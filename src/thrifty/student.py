@@ -31,7 +31,7 @@ import numpy as np
 from thrifty.errors import ConfigError, DataError
 from thrifty.types import ChatRequest, Completion, Usage
 
-__all__ = ["Student", "StudentProvider", "train_student", "student_data", "export_finetune", "ARTEFACT_KIND"]
+__all__ = ["Student", "StudentProvider", "ConfidenceScorer", "train_student", "student_data", "export_finetune", "ARTEFACT_KIND"]
 
 ARTEFACT_KIND = "thrifty.student/v1"
 
@@ -168,6 +168,25 @@ class StudentProvider:
         label, conf, probs = await asyncio.to_thread(self.answer, request.prompt_text)
         return Completion(text=label, model=self.name, usage=Usage(0, 0), cost_usd=self.cost_per_call,
                           latency_s=time.perf_counter() - t0, raw={"confidence": conf, "probs": probs})
+
+
+class ConfidenceScorer:
+    """A cascade scorer for profiles with a student tier: the student's own confidence (its max class
+    probability) when the answer carries one, else the heuristic surface score. In a profile:
+    ``scorer = "thrifty.student:ConfidenceScorer"``."""
+
+    def __init__(self) -> None:
+        self._fallback: Any = None
+
+    def score(self, request: ChatRequest, completion: Completion | None, model: str = "") -> float:
+        raw = getattr(completion, "raw", None)
+        if isinstance(raw, dict) and isinstance(raw.get("confidence"), (int, float)):
+            return float(raw["confidence"])
+        if self._fallback is None:
+            from thrifty.scoring.heuristic import HeuristicScorer
+
+            self._fallback = HeuristicScorer()
+        return float(self._fallback.score(request, completion, model))
 
 
 def _folder_rows(folder: str | os.PathLike) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -97,6 +97,10 @@ def build_provider(p: ProviderSettings) -> Any:
             return AnthropicProvider(p.name, p.model, api_key_env=p.api_key_env or "ANTHROPIC_API_KEY", base_url=p.base_url,
                                      price_in=p.price_input, price_out=p.price_output, vision=p.vision,
                                      timeout_s=p.timeout_s, max_tokens=p.max_tokens, config_key=key, **opts)
+        if p.kind == "student":  # a distilled classifier tier (thrifty student train)
+            from thrifty.student import StudentProvider
+
+            return StudentProvider.load(p.model_path or "", name=p.name, cost_per_call=float(opts.get("cost_per_call", 0.0)))
         from thrifty.providers.llamacpp import LlamaCppProvider
 
         defaults = {"max_tokens": p.max_tokens, **dict(opts.pop("defaults", {}))}
