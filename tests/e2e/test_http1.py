@@ -115,5 +115,6 @@ def test_used_only_for_plain_http_without_proxy(monkeypatch: pytest.MonkeyPatch)
         monkeypatch.delenv(var, raising=False)
     assert usable_for("http://127.0.0.1:8000/v1")
     assert not usable_for("https://api.openai.com/v1")
+    assert not usable_for("http://user:secret@127.0.0.1:8000/v1")  # basic auth stays with httpx
     monkeypatch.setenv("HTTP_PROXY", "http://proxy:3128")
     assert not usable_for("http://127.0.0.1:8000/v1")

@@ -33,8 +33,9 @@ class UpstreamConnectionError(ConnectionError):
 
 
 def usable_for(base_url: str) -> bool:
-    """True for a plain ``http://`` URL with no proxy set in the environment."""
-    return base_url.startswith("http://") and not any(os.environ.get(v) for v in _PROXY_ENV)
+    """True for a plain ``http://`` URL without credentials in it and with no proxy set in the environment."""
+    return (base_url.startswith("http://") and "@" not in urlsplit(base_url).netloc
+            and not any(os.environ.get(v) for v in _PROXY_ENV))
 
 
 class Http1Pool:
@@ -47,8 +48,7 @@ class Http1Pool:
         self.host = parts.hostname
         self.port = parts.port or 80
         self.prefix = parts.path.rstrip("/")
-        host_header = parts.netloc.rpartition("@")[2]
-        fixed = {"host": host_header, "user-agent": "thrifty", "accept": "application/json", "accept-encoding": "gzip, deflate",
+        fixed = {"host": parts.netloc, "user-agent": "thrifty", "accept": "application/json", "accept-encoding": "gzip, deflate",
                  "content-type": "application/json"}
         fixed.update({k.lower(): v for k, v in headers.items()})
         self._head = "".join(f"{k}: {v}\r\n" for k, v in fixed.items() if k != "content-length")
