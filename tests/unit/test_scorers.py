@@ -67,11 +67,15 @@ def test_head_selection_uses_inner_cv_and_reports_every_config():
         configs_for("forest")
 
 
-def test_live_scorer_equals_the_offline_table_rows():
+@pytest.mark.parametrize("knn,emb_in_heads", [(0, True), (10, True), (10, False)])
+def test_live_scorer_equals_the_offline_table_rows(knn, emb_in_heads):
     fake = FakeEmbedder()
     table = synthetic_table(80, seed=5)
     inputs = table_inputs(table, table.models, embed="full", embedder=fake)
-    scorer, oof = fit_answer_scorer(table, inputs, [HeadConfig("ridge", 100.0)], mode="answer", embed="full")
+    scorer, oof = fit_answer_scorer(
+        table, inputs, [HeadConfig("ridge", 100.0)], mode="answer", embed="full", knn=knn, emb_in_heads=emb_in_heads
+    )
+    assert (scorer.memory is not None) == bool(knn)
     scorer._embedder = fake
     assert isinstance(scorer, Scorer)
     S = scorer.score_table(inputs)
@@ -122,3 +126,34 @@ def test_real_minilm_scorer_on_a_few_texts(tmp_path):
     good = scorer.score(req, Completion(text=texts[1], model="m"), "m")
     bad = scorer.score(req, Completion(text=texts[2], model="m"), "m")
     assert 0 < bad < good < 1
+
+
+def test_shared_head_pools_models_and_calibrates_each():
+    from thrifty.scoring.heads import fit_shared
+
+    rng = np.random.default_rng(3)
+    Xs, ys, groups = [], [], []
+    for off in (-1.0, 1.5):
+        X = rng.standard_normal((120, 5))
+        p = 1 / (1 + np.exp(-(2 * X[:, 0] + off)))
+        Xs.append(X)
+        ys.append(p + 0.05 * rng.standard_normal(120).clip(-1, 1))
+        groups.append(np.arange(120))
+    heads, oofs = fit_shared(Xs, [np.clip(y, 0, 1) for y in ys], groups, n_features=5)
+    for j, (h, X, y) in enumerate(zip(heads, Xs, ys)):
+        assert h.index == j and h.predict(X).shape == (120,)
+        assert abs(h.predict(X).mean() - y.mean()) < 0.05  # per-model calibration keeps each model's level
+        assert h.cv_spearman > 0.8 and oofs[j].shape == (120,)
+    assert heads[1].predict(Xs[0]).mean() > heads[0].predict(Xs[0]).mean() + 0.2
+
+
+def test_query_memory_is_a_weighted_neighbour_mean_that_can_leave_self_out():
+    from thrifty.scoring.answer_scorer import QueryMemory
+
+    emb = np.eye(4)[[0, 0, 1, 1]] * 1.0
+    emb[1] = [0.8, 0.6, 0, 0]
+    mem = QueryMemory(emb, {"m": np.array([1.0, 0.0, 0.5, np.nan])}, k=1)
+    assert mem.estimate(np.array([[1.0, 0, 0, 0]]), "m").tolist() == [1.0]
+    # leaving itself out, prompt 0's nearest is prompt 1 (quality 0); prompt 3's missing pair is never used
+    loo = mem.estimate(emb, "m", leave_self_out=True)
+    assert loo[0] == 0.0 and loo[3] == 0.5

@@ -156,12 +156,18 @@ class CascadeOffline:
         budget_margin: float | str = 0.0,
         overspend_penalty: float | str = 0.5,
         heads: str = "ridge",
+        shared: bool | str = True,
+        knn: int | str = 50,
+        emb_heads: bool | str = True,
         seed: int | str = 0,
         variant: str | None = None,
     ) -> None:
         from thrifty.scoring.heads import configs_for
 
         self.head_configs = configs_for(str(heads).replace("+", ","))
+        self.shared = shared if isinstance(shared, bool) else str(shared).lower() not in ("0", "false", "no")
+        self.knn = int(knn)
+        self.emb_heads = emb_heads if isinstance(emb_heads, bool) else str(emb_heads).lower() not in ("0", "false", "no")
         self.max_tiers = int(max_tiers)
         self.max_candidates = None if max_candidates in (None, "none", "all", 0, "0") else int(max_candidates)
         from thrifty.scoring.answer_scorer import embed_mode
@@ -193,7 +199,7 @@ class CascadeOffline:
         mode = self.inputs if train.has_answers else "query"
         kw = {"inputs": mode, "embed": self.embed}
         inputs = table_inputs(train, models, **kw)
-        scorer, S = fit_answer_scorer(train, inputs, self.head_configs, seed=self.seed, mode=mode, embed=self.embed)
+        scorer, S = fit_answer_scorer(train, inputs, self.head_configs, seed=self.seed, mode=mode, embed=self.embed, shared=self.shared, knn=self.knn, emb_in_heads=self.emb_heads)
         Q, C = train.quality[:, cand], train.cost[:, cand]
         knobs = [float(k) for k in knobs] if len(knobs) else sorted({s.cost for s in train.model_stats() if s.n})
         sel_knobs = _knob_range(train, knobs)
@@ -224,7 +230,7 @@ class CascadeOffline:
             "candidates": list(models),
             "chosen": {"max_tiers": L, "grid": G, "smooth": r},
             "inner_cv": scores,
-            "heads": {m: {"config": h.config.label, "cv_mse": h.cv_mse, "cv_spearman": h.cv_spearman} for m, h in scorer.heads.items()},
+            "heads": {m: {"config": getattr(h, "label", h.config.label), "cv_mse": h.cv_mse, "cv_spearman": h.cv_spearman} for m, h in scorer.heads.items()},
             "front_size": len(front.points),
         }
         return FittedCascade(models, scorer, front, picks, kw, info)

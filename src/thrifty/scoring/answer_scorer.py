@@ -21,10 +21,10 @@ from typing import Sequence
 import numpy as np
 
 from thrifty.scoring.features import FEATURE_NAMES, answer_features, feature_matrix, with_cosine
-from thrifty.scoring.heads import Head, HeadConfig, DEFAULT_CONFIGS, design_matrix, fit_head
+from thrifty.scoring.heads import DEFAULT_CONFIGS, Head, HeadConfig, design_matrix, fit_head, fit_shared
 from thrifty.types import ChatRequest, Completion
 
-__all__ = ["AnswerScorer", "TableInputs", "table_inputs", "fit_answer_scorer", "embed_mode"]
+__all__ = ["AnswerScorer", "QueryMemory", "TableInputs", "table_inputs", "fit_answer_scorer", "embed_mode"]
 
 EMB_DIM = 384
 _FEATURES: dict[tuple[str, str | None], np.ndarray] = {}  # (query, answer) → feature row; pure, so safe to memoise
@@ -91,16 +91,74 @@ def table_inputs(table, models: Sequence[str], *, inputs: str = "answer", embed:
     return TableInputs(tuple(models), Xs, len(FEATURE_NAMES) + 1, dims)
 
 
-class AnswerScorer:
-    """Per-model heads behind the :class:`thrifty.types.Scorer` protocol."""
+@dataclass
+class QueryMemory:
+    """The training prompts' embeddings and every model's quality on them.
 
-    def __init__(self, heads: dict[str, Head], *, inputs: str = "answer", embed: bool | str = "full", embedder=None) -> None:
+    ``estimate(q, model)`` is the k-NN estimate of that model's quality on queries ``q``: the mean of
+    its quality over the k most similar training prompts, weighted by cosine similarity (clipped at
+    0). It becomes one more cheap feature (the router's signal inside the answer scorer). On the
+    training prompts themselves each prompt is left out of its own neighbourhood.
+    """
+
+    emb: np.ndarray  # (N, d), L2-normalised
+    quality: dict[str, np.ndarray]  # model → (N,), NaN where missing
+    k: int = 50
+
+    def estimate(self, q: np.ndarray, model: str, leave_self_out: bool = False) -> np.ndarray:
+        sims = np.asarray(q, np.float64) @ self.emb.T.astype(np.float64)
+        if leave_self_out:
+            np.fill_diagonal(sims, -np.inf)
+        qual = self.quality[model]
+        sims = np.where(np.isnan(qual)[None, :], -np.inf, sims)
+        k = max(1, min(self.k, sims.shape[1] - (1 if leave_self_out else 0)))
+        idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        s = np.take_along_axis(sims, idx, 1)
+        w = np.where(np.isfinite(s), np.clip(s, 0.0, None) + 1e-3, 0.0)
+        vals = np.nan_to_num(qual[idx])
+        return (w * vals).sum(1) / np.maximum(w.sum(1), 1e-12)
+
+
+def _insert(X: np.ndarray, at: int, col: np.ndarray) -> np.ndarray:
+    return np.hstack([X[:, :at], col[:, None], X[:, at:]])
+
+
+class AnswerScorer:
+    """Per-model heads behind the :class:`thrifty.types.Scorer` protocol.
+
+    With a ``memory`` (:class:`QueryMemory`) each design row gets that model's k-NN quality estimate
+    for the query as an extra cheap feature (inserted after the ``n_features`` cheap features).
+    """
+
+    def __init__(
+        self,
+        heads: dict[str, Head],
+        *,
+        inputs: str = "answer",
+        embed: bool | str = "full",
+        embedder=None,
+        memory: QueryMemory | None = None,
+        n_features: int = len(FEATURE_NAMES) + 1,
+        emb_in_heads: bool = True,
+    ) -> None:
         if inputs not in ("answer", "query"):
             raise ValueError("inputs must be 'answer' or 'query'")
         self.heads = dict(heads)
         self.inputs = inputs
         self.embed = embed_mode(embed)
         self._embedder = embedder
+        self.memory = memory
+        self.n_features = n_features
+        self.emb_in_heads = emb_in_heads
+
+    def augment(self, X: np.ndarray, model: str) -> np.ndarray:
+        """The design rows as the heads see them: k-NN feature inserted (with a memory), embedding
+        columns dropped (``emb_in_heads=False``: embeddings then only feed the k-NN feature)."""
+        nf = self.n_features
+        if self.memory is not None:
+            X = _insert(X, nf, self.memory.estimate(X[:, nf : nf + EMB_DIM], model))
+            nf += 1
+        return X if self.emb_in_heads else X[:, :nf]
 
     def __repr__(self) -> str:
         return f"AnswerScorer(models={list(self.heads)}, inputs={self.inputs!r}, embed={self.embed})"
@@ -126,11 +184,11 @@ class AnswerScorer:
 
             raise ConfigError(f"the scorer has no head for model {model!r}", key="model", fix=f"fit it with that model; known: {', '.join(self.heads)}")
         text = completion.text if completion is not None else None
-        return float(head.predict(self.row(request.prompt_text, text))[0])
+        return float(head.predict(self.augment(self.row(request.prompt_text, text), model))[0])
 
     def score_table(self, inputs: TableInputs) -> np.ndarray:
         """(P, K) scores of the table rows, one column per model of ``inputs``."""
-        return np.stack([self.heads[m].predict(X) for m, X in zip(inputs.models, inputs.X)], axis=1)
+        return np.stack([self.heads[m].predict(self.augment(X, m)) for m, X in zip(inputs.models, inputs.X)], axis=1)
 
 
 def fit_answer_scorer(
@@ -142,18 +200,50 @@ def fit_answer_scorer(
     seed: int = 0,
     mode: str = "answer",
     embed: bool | str = "full",
+    shared: bool = True,
+    knn: int = 0,
+    emb_in_heads: bool = True,
 ) -> tuple[AnswerScorer, np.ndarray]:
     """Fit one head per model of ``inputs`` on the table's available rows.
 
-    Returns the scorer and the (P, K) calibrated out-of-fold scores (NaN where the pair is missing).
+    With ``shared`` a head pooled over all the models' rows (:func:`heads.fit_shared`) is fitted
+    too, and each model keeps whichever of its own head and its view of the shared head has the
+    lower inner-CV error. Returns the scorer and the (P, K) calibrated out-of-fold scores (NaN where
+    the pair is missing). ``knn > 0`` (needs query embeddings) adds the k-NN quality feature of
+    :class:`QueryMemory`, leave-self-out on the training prompts.
     """
     P = table.n_prompts
+    memory = None
+    nf = inputs.n_features
+    if knn > 0 and inputs.emb_dims:
+        q = inputs.X[0][:, nf : nf + EMB_DIM]
+        memory = QueryMemory(q.astype(np.float32), {m: table.quality[:, table.model_index(m)].copy() for m in inputs.models}, knn)
+        inputs = TableInputs(
+            inputs.models,
+            [_insert(X, nf, memory.estimate(q, m, leave_self_out=True)) for m, X in zip(inputs.models, inputs.X)],
+            nf + 1,
+            inputs.emb_dims,
+        )
+    if not emb_in_heads:
+        inputs = TableInputs(inputs.models, [X[:, : inputs.n_features] for X in inputs.X], inputs.n_features, ())
     heads: dict[str, Head] = {}
     oof = np.full((P, len(inputs.models)), np.nan)
+    oks, ys = [], []
     for c, (name, X) in enumerate(zip(inputs.models, inputs.X)):
         j = table.model_index(name)
         ok = ~np.isnan(table.quality[:, j])
         head, cal = fit_head(X[ok], table.quality[ok, j], inputs.n_features, inputs.emb_dims, configs, k=k, seed=seed)
         heads[name] = head
         oof[ok, c] = cal
-    return AnswerScorer(heads, inputs=mode, embed=embed), oof
+        oks.append(ok)
+        ys.append(table.quality[ok, j])
+    if shared and len(inputs.models) > 1:
+        sh, sh_oof = fit_shared(
+            [X[ok] for X, ok in zip(inputs.X, oks)], ys, [np.flatnonzero(ok) for ok in oks],
+            inputs.n_features, inputs.emb_dims, configs, k=k, seed=seed,
+        )
+        for c, name in enumerate(inputs.models):
+            if sh[c].cv_mse < heads[name].cv_mse:
+                heads[name] = sh[c]
+                oof[oks[c], c] = sh_oof[c]
+    return AnswerScorer(heads, inputs=mode, embed=embed, memory=memory, n_features=nf, emb_in_heads=emb_in_heads), oof

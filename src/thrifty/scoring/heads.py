@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["HeadConfig", "Head", "fit_head", "design_matrix", "inner_folds", "configs_for", "single_threaded", "DEFAULT_CONFIGS"]
+__all__ = ["HeadConfig", "Head", "SharedHead", "fit_shared", "fit_head", "design_matrix", "inner_folds", "configs_for", "single_threaded", "DEFAULT_CONFIGS"]
 
 
 @dataclass(frozen=True)
@@ -82,10 +82,15 @@ def single_threaded():
     return threadpool_limits(1)
 
 
-def inner_folds(n: int, k: int, seed: int = 0) -> list[np.ndarray]:
-    perm = np.random.default_rng(seed).permutation(n)
-    k = max(2, min(k, n))
-    return [np.sort(perm[i::k]) for i in range(k)]
+def inner_folds(n: int, k: int, seed: int = 0, groups: np.ndarray | None = None) -> list[np.ndarray]:
+    """k row-index folds; with ``groups`` every group (e.g. a prompt's rows) stays in one fold."""
+    if groups is None:
+        perm = np.random.default_rng(seed).permutation(n)
+        k = max(2, min(k, n))
+        return [np.sort(perm[i::k]) for i in range(k)]
+    uniq = np.unique(groups)
+    gf = inner_folds(len(uniq), k, seed)
+    return [np.flatnonzero(np.isin(groups, uniq[f])) for f in gf]
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -212,6 +217,72 @@ class Head:
         return _sigmoid(self.a * self.raw.predict(np.atleast_2d(X)) + self.b)
 
 
+@dataclass
+class SharedHead:
+    """One model's view of a head fitted on the stacked rows of several models (model one-hot
+    appended), with the model's own Platt calibration. Same ``predict`` contract as :class:`Head`."""
+
+    base: Head
+    index: int
+    n_models: int
+    a: float
+    b: float
+    cv_mse: float = float("nan")
+    cv_spearman: float = float("nan")
+
+    @property
+    def config(self) -> HeadConfig:
+        return self.base.config
+
+    @property
+    def label(self) -> str:
+        return "shared " + self.base.config.label
+
+    def raw(self, X: np.ndarray) -> np.ndarray:
+        X = np.atleast_2d(X)
+        onehot = np.zeros((X.shape[0], self.n_models))
+        onehot[:, self.index] = 1.0
+        return self.base.raw.predict(np.hstack([X[:, : self.base.n_features - self.n_models], onehot, X[:, self.base.n_features - self.n_models :]]))
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return _sigmoid(self.a * self.raw(X) + self.b)
+
+
+def fit_shared(
+    Xs: Sequence[np.ndarray],
+    ys: Sequence[np.ndarray],
+    groups: Sequence[np.ndarray],
+    n_features: int,
+    emb_dims: tuple[int, ...] = (),
+    configs: Sequence[HeadConfig] = DEFAULT_CONFIGS,
+    k: int = 4,
+    seed: int = 0,
+) -> tuple[list[SharedHead], list[np.ndarray]]:
+    """Fit one head on the stacked rows of several models (one-hot model columns after the cheap
+    features), then calibrate it per model on that model's out-of-fold rows.
+
+    Returns per-model :class:`SharedHead` and calibrated out-of-fold predictions. Pooling shares the
+    effects common to all models (length, refusals, the prompt's difficulty) across K× more rows.
+    """
+    K = len(Xs)
+    rows = []
+    for j, X in enumerate(Xs):
+        onehot = np.zeros((len(X), K))
+        onehot[:, j] = 1.0
+        rows.append(np.hstack([X[:, :n_features], onehot, X[:, n_features:]]))
+    head, cal = fit_head(np.vstack(rows), np.concatenate(ys), n_features + K, emb_dims, configs, k, seed, np.concatenate(groups))
+    raw_oof = (np.log(np.clip(cal, 1e-12, 1 - 1e-12) / np.clip(1 - cal, 1e-12, 1)) - head.b) / head.a
+    out, oofs, start = [], [], 0
+    for j, y in enumerate(ys):
+        r = raw_oof[start : start + len(y)]
+        start += len(y)
+        a, b = _platt(r, y)
+        c = _sigmoid(a * r + b)
+        out.append(SharedHead(head, j, K, a, b, float(np.mean((c - y) ** 2)), _spearman(c, y)))
+        oofs.append(c)
+    return out, oofs
+
+
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:
     if len(x) < 3 or np.std(x) == 0 or np.std(y) == 0:
         return 0.0
@@ -228,12 +299,18 @@ def fit_head(
     configs: Sequence[HeadConfig] = DEFAULT_CONFIGS,
     k: int = 4,
     seed: int = 0,
+    groups: np.ndarray | None = None,
 ) -> tuple[Head, np.ndarray]:
-    """Choose a config by inner k-fold CV, refit it on all rows; return (head, calibrated OOF predictions)."""
+    """Choose a config by inner k-fold CV, refit it on all rows; return (head, calibrated OOF predictions).
+
+    ``groups`` keeps rows of one group (a prompt answered by several models) in one inner fold.
+    """
     X = np.asarray(X, np.float64)
     y = np.asarray(y, np.float64)
+    if not (np.isfinite(y).all() and np.isfinite(X).all()):
+        raise ValueError("fit_head needs finite X and y (drop missing pairs first)")
     n = len(y)
-    folds = inner_folds(n, k, seed)
+    folds = inner_folds(n, k, seed, groups)
     ridge_cfgs = [c for c in configs if c.kind == "ridge"]
     other = [c for c in configs if c.kind != "ridge"]
     oof = {c: np.zeros(n) for c in configs}
