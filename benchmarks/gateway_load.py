@@ -237,7 +237,7 @@ def measure(url: str, model: str, *, duration: float, lat_conns: int, tput_conns
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="thrifty gateway load benchmark (loopback, instant upstream)")
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per measurement (default 5)")
-    ap.add_argument("--lat-conns", type=int, default=4, help="connections for the latency measurement (default 4)")
+    ap.add_argument("--lat-conns", type=int, default=1, help="connections for the latency measurement (default 1: no queueing)")
     ap.add_argument("--tput-conns", type=int, default=32, help="connections for the throughput measurement (default 32)")
     ap.add_argument("--quick", action="store_true", help="2 s per measurement, no server variants")
     ap.add_argument("--tool", choices=["auto", "wrk", "httpx"], default="auto", help="load generator")
