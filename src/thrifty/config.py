@@ -113,7 +113,7 @@ class CacheSettings:
     path: Path | None = None  # SQLite file; None: <data_dir>/cache.sqlite
     redis_url_env: str | None = None  # env var holding redis://…; set: Redis instead of SQLite
     semantic_threshold: float | None = None
-    guard: bool = True
+    guard: str = "strict"  # "strict" | "lexical" | "off" (see thrifty.cache.guard)
     cache_sampled: bool = False  # also cache temperature > 0 requests
     default_temperature: float = 1.0  # what the upstream uses when a request sets none
 
@@ -375,6 +375,14 @@ def _profile(name: str, tbl: Any, providers: Mapping[str, ProviderSettings], bas
     )
 
 
+def _guard(v: Any, path: str) -> str:
+    if v is True or v is False:
+        return "strict" if v else "off"
+    if v not in ("strict", "lexical", "off"):
+        raise ConfigError(f"unknown guard {v!r}", key=path, fix='use "strict" (default), "lexical" or "off"')
+    return str(v)
+
+
 def _cache(tbl: Any, path: str, base_dir: Path | None) -> CacheSettings | None:
     if tbl is None:
         return None
@@ -403,7 +411,7 @@ def _cache(tbl: Any, path: str, base_dir: Path | None) -> CacheSettings | None:
         path=p,
         redis_url_env=_str(tbl, "redis_url_env", path),
         semantic_threshold=None if threshold is None else float(threshold),
-        guard=_bool(tbl, "guard", path, True),
+        guard=_guard(tbl.get("guard", "strict"), f"{path}.guard"),
         cache_sampled=_bool(tbl, "cache_sampled", path, False),
         default_temperature=float(_num(tbl, "default_temperature", path, 1.0)),
     )

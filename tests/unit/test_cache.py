@@ -209,6 +209,22 @@ def test_guard(a, b, why):
     assert lexical_mismatch(a, b) == why
 
 
+@pytest.mark.parametrize(
+    "a, b, why",
+    [
+        ("What are the best pizza toppings?", "What are the worst pizza toppings?", "content"),  # antonym
+        ("What is a black hole?", "Why is a black hole?", "content"),  # another question
+        ("Convert 5 km to miles", "Convert 5 miles to km", "content"),  # words swapped inside a sentence
+        ("I bake bread. Why does dough rise?", "Why does dough rise? I bake bread.", None),  # sentence order is free …
+        ("Summarize this article about whales.", "Translate this article about whales.", "content"),
+        ("Hi! Could you please tell me what the capital of France is? Thanks!", "what is the capital of france", None),
+        ("Write a short poem about autumn.", "Compose a short poem about autumn.", "content"),  # … synonyms are not
+    ],
+)
+def test_strict_guard(a, b, why):
+    assert lexical_mismatch(a, b, strict=True) == why
+
+
 # ---- semantic cache (real MiniLM) ---------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def minilm():
@@ -233,10 +249,14 @@ def test_semantic_paraphrase_hits_near_miss_does_not(minilm):
     assert inner.calls == 2
 
 
-def test_near_miss_number_is_below_threshold_even_without_guard(minilm):
-    cached = CachedProvider(Counting(), SQLiteStore(":memory:"), namespace="p", semantic=SemanticMatcher(embedder=minilm, guard=False))
-    run(cached.complete(req("Write a haiku about the year 1999.")))
-    assert run(cached.complete(req("Write a haiku about the year 2023."))).cache == "miss"
+def test_the_guard_not_the_embedding_stops_a_number_near_miss(minilm):
+    def second(guard):
+        cached = CachedProvider(Counting(), SQLiteStore(":memory:"), namespace="p", semantic=SemanticMatcher(embedder=minilm, guard=guard))
+        run(cached.complete(req("Write a haiku about the year 1999.")))
+        return run(cached.complete(req("Write a haiku about the year 2023."))).cache
+
+    assert second("off") == "semantic"  # cosine alone would serve the 1999 haiku: a false hit
+    assert second("lexical") == "miss" and second("strict") == "miss"
 
 
 def test_semantic_never_crosses_params_profiles_or_history(minilm):
@@ -336,7 +356,7 @@ def test_few_shot_prompts_are_compared_on_their_last_paragraph(minilm):
         "Q: december gold down $1 at $749 an ounce on nymex\nA: down\n\n"
         "Q: gold prices steady in early asia trade with focus on hong kong\nA: neutral\n\n"
     )
-    matcher = SemanticMatcher(embedder=minilm, guard=False)  # the embedding alone must tell them apart
+    matcher = SemanticMatcher(embedder=minilm, guard="off")  # the embedding alone must tell them apart
     cached = CachedProvider(Counting(), SQLiteStore(":memory:"), namespace="p", semantic=matcher)
     run(cached.complete(req(prefix + "Q: gold rallies to a record high as investors flee stocks\nA:")))
     other = run(cached.complete(req(prefix + "Q: silver slumps as dollar strengthens sharply\nA:")))
@@ -362,11 +382,12 @@ def test_profile_cache_settings_and_wiring(tmp_path):
     assert cfg.mode == "semantic" and cfg.ttl_s == 60 and cfg.max_entries == 10 and cfg.semantic_threshold is None
     wrapped = cached_tiers(settings.profiles["support"], {"cheap": Counting()}, settings)
     tier = wrapped["cheap"]
-    assert isinstance(tier, CachedProvider) and tier.semantic.threshold == DEFAULT_THRESHOLD
+    assert isinstance(tier, CachedProvider) and tier.semantic.threshold == DEFAULT_THRESHOLD and tier.semantic.guard == "strict"
     assert tier.namespace.startswith("support/cheap") and tier.store.ttl_s == 60
     assert run(tier.complete(req("hello there friend"))).cache == "miss"
     assert (tmp_path / "cache.sqlite").exists()
-    for bad, where in (({"mode": "fuzzy"}, "mode"), ({"semantic_threshold": 2}, "semantic_threshold"), ({"ttl": 5}, "ttl")):
+    for bad, where in (({"mode": "fuzzy"}, "mode"), ({"semantic_threshold": 2}, "semantic_threshold"), ({"ttl": 5}, "ttl"),
+                       ({"guard": "maybe"}, "guard")):
         doc["profiles"]["support"]["cache"] = bad
         with pytest.raises(ConfigError, match=where):
             parse_settings(doc)

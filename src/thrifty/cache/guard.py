@@ -14,7 +14,20 @@ embedding:
   acronym) in one text must occur, case-folded, somewhere in the other. Checking containment rather
   than equality keeps lower-cased or re-punctuated paraphrases matching.
 
-``lexical_mismatch(a, b)`` returns the name of the first feature that differs, or None.
+With ``strict=True`` one more feature must agree:
+
+- **content words** — per sentence, the sequence of words left after dropping function words
+  (articles, pronouns, auxiliaries, prepositions, conjunctions) and politeness fillers (please,
+  thanks, hi, …); the texts must have the same multiset of these sequences. Question words
+  (what/why/how …), negations, quantifiers and comparatives are kept: they change answers. This
+  admits re-casing, punctuation, politeness and filler words and a different *sentence* order, and
+  refuses any substitution of a content word — an antonym, another instruction verb, another unit,
+  but also a synonym — and any swap of words inside a sentence ("from km to miles" / "from miles
+  to km"), which MiniLM embeddings barely notice. ``benchmarks/semantic_cache.py`` measures both levels: embeddings cannot tell "best"
+  from "worst" or "What" from "Why" inside a long prompt, so only the strict level meets a 1 %
+  false-hit target at useful recall.
+
+``lexical_mismatch(a, b, strict=False)`` returns the name of the first feature that differs, or None.
 """
 
 from __future__ import annotations
@@ -23,7 +36,7 @@ import re
 from collections import Counter
 from functools import lru_cache
 
-__all__ = ["features", "lexical_mismatch", "LexicalFeatures"]
+__all__ = ["features", "lexical_mismatch", "LexicalFeatures", "content_words", "FUNCTION_WORDS"]
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'’\-]*|\d[\d,]*(?:\.\d+)?|[$€£¥%°]")
 _NUMBER = re.compile(r"^\d[\d,]*(?:\.\d+)?$")
@@ -50,6 +63,15 @@ _UNITS = {
     "volt": "V", "hz": "Hz", "ghz": "GHz", "mhz": "MHz", "calorie": "cal", "kcal": "kcal",
 }
 _SENTENCE_END = {".", "!", "?", ":", ";", "\n"}
+#: dropped before comparing content words (wh-words, negations, quantifiers, comparatives are NOT here)
+FUNCTION_WORDS = frozenset(
+    """a an the this that these those it its it's i i'm i've i'd i'll me my mine myself we us our ours you your
+    yours yourself he him his she her hers they them their theirs is are was were be been being am do does did
+    done have has had having will would shall should can could may might must of to in on at by for with from
+    into onto about as than then so and or but if because while also just very really too there here
+    please kindly thanks thank thx hi hello hey dear question quick help assist appreciate advance carefully
+    answer tell let know like want wondering wonder okay ok well oh""".split()
+)
 
 
 class LexicalFeatures(tuple):
@@ -125,9 +147,29 @@ def features(text: str) -> LexicalFeatures:
     return LexicalFeatures((numbers, negations, frozenset(units), frozenset(entities), frozenset(tokens)))
 
 
-def lexical_mismatch(a: str, b: str) -> str | None:
+_SENTENCES = re.compile(r"[.!?:;\n]+(?:\s+|$)")
+
+
+@lru_cache(maxsize=4096)
+def content_words(text: str) -> tuple[tuple[str, ...], ...]:
+    """Sorted tuple of the per-sentence content-word sequences of ``text`` (empty ones dropped)."""
+    out = []
+    for sentence in _SENTENCES.split(text.replace("’", "'")):
+        seq = []
+        for match in _WORD.finditer(sentence):
+            low = match.group(0).lower().strip("'-")
+            if low.endswith("n't"):
+                low = "not"
+            if low and low not in FUNCTION_WORDS:
+                seq.append(low)
+        if seq:
+            out.append(tuple(seq))
+    return tuple(sorted(out))
+
+
+def lexical_mismatch(a: str, b: str, strict: bool = False) -> str | None:
     """Which guarded feature differs between ``a`` and ``b`` ("numbers", "negation", "units",
-    "entities"), or None when they agree on all of them."""
+    "entities", and with ``strict`` "content"), or None when they agree on all of them."""
     fa, fb = features(a), features(b)
     if fa.numbers != fb.numbers:
         return "numbers"
@@ -137,4 +179,6 @@ def lexical_mismatch(a: str, b: str) -> str | None:
         return "units"
     if not fa.entities <= fb.tokens or not fb.entities <= fa.tokens:
         return "entities"
+    if strict and content_words(a) != content_words(b):
+        return "content"
     return None

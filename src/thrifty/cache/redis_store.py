@@ -54,7 +54,7 @@ class RedisStore:
                         import redis
                     except ImportError as exc:
                         raise ConfigError(
-                            "the Redis cache store needs redis-py", key="cache.redis_url", fix="pip install 'thrifty[redis]'"
+                            "the Redis cache store needs redis-py", key="cache.redis_url", fix="pip install 'thrifty[serve]' (redis-py)"
                         ) from exc
                     self._client = redis.Redis.from_url(self.url, decode_responses=False)
         return self._client
