@@ -56,6 +56,8 @@ async def _handler(path: str, body: bytes, w: asyncio.StreamWriter) -> bool:
         w.write(b"HTTP/1.0 200 OK\r\n\r\n" + RAW)
         await w.drain()
         return False
+    elif mode == "interim":
+        w.write(b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(RAW) + RAW)
     elif mode == "echo":
         w.write(b"HTTP/1.1 201 Created\r\nContent-Length: %d\r\nX-Multi: a\r\nX-Multi: b\r\n\r\n" % len(body) + body)
     elif mode == "error":
@@ -83,7 +85,7 @@ def test_framings_keepalive_and_failures() -> None:
         server, port, conns = await _serve(_handler)
         pool = Http1Pool(f"http://127.0.0.1:{port}/v1", {"Authorization": "Bearer x"})
         try:
-            for mode in ("length", "chunked", "gzip", "close", "length"):
+            for mode in ("length", "chunked", "gzip", "close", "length", "interim"):
                 status, _, data = await pool.post_json(f"/{mode}", b"{}")
                 assert status == 200 and json.loads(data) == DOC, mode
             status, headers, data = await pool.post_json("/echo", b'{"a": 1}')

@@ -99,12 +99,15 @@ class Http1Pool:
 
 
 async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes, bool]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    version, _, rest = lines[0].partition(" ")
-    if not version.startswith("HTTP/1."):
-        raise UpstreamConnectionError(f"not an HTTP/1.x response: {lines[0][:80]!r}")
-    status = int(rest[:3])
+    while True:  # skip interim 1xx answers (100 Continue, 103 Early Hints)
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        version, _, rest = lines[0].partition(" ")
+        if not version.startswith("HTTP/1."):
+            raise UpstreamConnectionError(f"not an HTTP/1.x response: {lines[0][:80]!r}")
+        status = int(rest[:3])
+        if not (100 <= status < 200 and status != 101):
+            break
     headers: dict[str, str] = {}
     for line in lines[1:]:
         if line:
@@ -112,8 +115,8 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, s
             name = name.strip().lower()
             headers[name] = f"{headers[name]}, {value.strip()}" if name in headers else value.strip()
     keep = version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
-    if status in (204, 304) or 100 <= status < 200:
-        return status, headers, b"", keep
+    if status in (101, 204, 304):
+        return status, headers, b"", keep and status != 101
     if "chunked" in headers.get("transfer-encoding", "").lower():
         parts = []
         while True:
