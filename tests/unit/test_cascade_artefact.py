@@ -76,3 +76,21 @@ def test_loading_rejects_unknown_versions_and_tampered_heads(data_dir, tmp_path,
 def test_fit_cli_rejects_bad_tier_count(data_dir, tmp_path, capsys):
     assert main(["fit", "--data", str(data_dir), "--max-tiers", "5", "--out", str(tmp_path / "x")]) != 0
     assert "max-tiers" in capsys.readouterr().err
+
+
+def test_eval_policy_can_replay_a_fitted_artefact(data_dir, tmp_path, capsys):
+    from thrifty.offline.cascade_policy import CascadeOffline
+    from thrifty.table_io import load_table
+
+    out = tmp_path / "art"
+    assert main(["fit", "--data", str(data_dir), "--embed", "none", "--out", str(out)]) == 0
+    table = load_table(data_dir)
+    fitted = CascadeOffline(artefact=str(out)).fit(table, [1e-5, 5e-4])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert fitted.picks[5e-4].cost <= 5e-4
+    pts = fitted.replay(table)
+    assert [p.knob for p in pts] == [1e-5, 5e-4]
+    # replaying the artefact on its own training prompts reproduces its training estimate of the pick
+    for p in manifest["front"]:
+        if p["tiers"] == [fitted.models[t] for t in fitted.picks[5e-4].tiers] and p["train_cost"] == fitted.picks[5e-4].cost:
+            assert pts[1].mean_cost <= p["train_cost"] * 1.5

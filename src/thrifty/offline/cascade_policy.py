@@ -160,10 +160,12 @@ class CascadeOffline:
         knn: int | str = 50,
         emb_heads: bool | str = True,
         seed: int | str = 0,
+        artefact: str | None = None,
         variant: str | None = None,
     ) -> None:
         from thrifty.scoring.heads import configs_for
 
+        self.artefact = artefact
         self.head_configs = configs_for(str(heads).replace("+", ","))
         self.shared = shared if isinstance(shared, bool) else str(shared).lower() not in ("0", "false", "no")
         self.knn = int(knn)
@@ -187,6 +189,8 @@ class CascadeOffline:
     def fit(self, train: RoutingTable, knobs: Sequence[float]) -> FittedCascade:
         from thrifty.scoring.heads import single_threaded
 
+        if self.artefact:
+            return from_artefact(self.artefact, knobs)
         with single_threaded():
             return self._fit(train, knobs)
 
@@ -234,6 +238,22 @@ class CascadeOffline:
             "front_size": len(front.points),
         }
         return FittedCascade(models, scorer, front, picks, kw, info)
+
+
+def from_artefact(path: str, knobs: Sequence[float]) -> FittedCascade:
+    """A fitted cascade read from a ``thrifty fit`` artefact (no training: ``--opt artefact=DIR``
+    evaluates that artefact as it is — held-out only if it was fitted on other prompts)."""
+    from thrifty.offline.artefact import load_artefact
+
+    art = load_artefact(path)
+    sc = art.manifest["scorer"]
+    models = tuple(sc["models"])
+    pts = [
+        CascadeSpec(tuple(models.index(t) for t in p["tiers"]), tuple(float(t) for t in p["thresholds"]), p["train_cost"], p["train_quality"])
+        for p in art.manifest["front"]
+    ]
+    front = Front(pts, meta={"artefact": str(path)})
+    return FittedCascade(models, art.scorer(), front, select_knobs(front, knobs), {"inputs": sc["inputs"], "embed": sc["embed"]}, {"artefact": str(path)})
 
 
 def _ints(v: Sequence[int] | str | int) -> tuple[int, ...]:
