@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
 
     reports = {}
     for name, pool in (("cascade (LLMs only)", ["smollm2", "gemma3-270m"]),
-                       ("cascade (LLMs + students)", list(table.models))):
+                       ("cascade (LLMs + distilled student)", ["student-distil", "smollm2", "gemma3-270m"]),
+                       ("cascade (LLMs + both students)", list(table.models))):
         t0 = time.perf_counter()
         sub = table.select_models(pool)
         try:
@@ -156,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             reports[name] = {"error": f"{type(exc).__name__}: {exc}"}
         timings[f"eval {name} s"] = time.perf_counter() - t0
 
+    timings["teacher_collect_wall_s"] = collection_wall_s(out / "train")  # from row timestamps: stable across resumes
+    timings["test_collect_wall_s"] = collection_wall_s(out / "test")
     result = summarise(table, rows, reports, args, timings, sd, sg)
     print_table(result)
     if args.json:
@@ -164,6 +167,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot:
         plot(result, args.plot)
     return 0
+
+
+def collection_wall_s(folder: Path) -> float:
+    """Seconds from the first to the last collected answer in ``folder`` (row timestamps)."""
+    from datetime import datetime
+
+    from thrifty.outcomes_log import OutcomeLog
+
+    stamps = sorted(datetime.fromisoformat(r["collected_at"]) for r in OutcomeLog(folder).outcomes())
+    return (stamps[-1] - stamps[0]).total_seconds() if stamps else 0.0
 
 
 class OutcomeRows:
@@ -248,21 +261,20 @@ def plot(result: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
     for r in result["tiers"]:
-        c = max(r["mean_cost_usd"], 1e-12)
-        ax.scatter([c], [r["accuracy"]], s=40, zorder=3)
-        ax.annotate(r["model"], (c, r["accuracy"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        c = r["mean_cost_usd"] * 1e6
+        ax.scatter([c], [r["accuracy"]], s=45, zorder=3, color="black" if "student" not in r["model"] else "tab:green")
+        ax.annotate(r["model"], (c, r["accuracy"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
     for name, rep in result["cascades"].items():
         pts = _front(rep)
         if pts:
-            ax.plot([max(c, 1e-12) for c, _ in pts], [q for _, q in pts], marker=".", label=f"{name}, held-out")
-    ax.set_xscale("log")
-    ax.set_xlabel("mean cost per query (USD, notional local prices; log)")
+            ax.plot([c * 1e6 for c, _ in pts], [q for _, q in pts], marker=".", ms=4, label=f"{name}, held-out")
+    ax.set_xlabel("mean cost per query (µUSD; notional local prices, students cost 0)")
     ax.set_ylabel("accuracy vs gold")
-    ax.set_title(f"HEADLINES: {result['n_test']} test headlines, local models on 1 CPU thread")
+    ax.set_title(f"HEADLINES: {result['n_test']} test headlines, local models on 1 CPU thread", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=7.5, loc="upper right", bbox_to_anchor=(1.0, 0.72))
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
