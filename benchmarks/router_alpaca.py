@@ -30,7 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bootstrap", type=int, default=0, help="bootstrap resamples for 95%% intervals (default 0: off)")
     ap.add_argument("--quick", action="store_true", help="routers only (no hybrid)")
     ap.add_argument("--with-cascade", action="store_true", help="add the cascade policy for a side-by-side")
-    ap.add_argument("--hybrid-opts", default="heads=ridge", help="comma-separated key=value options of the hybrid")
+    ap.add_argument("--hybrid-opts", default="heads=ridge,embed=false",
+                    help="comma-separated key=value options of the hybrid (default: ridge answer heads on cheap answer features)")
+    ap.add_argument("--no-pairs", action="store_true", help="skip the two-model (RouteLLM) pairs")
+    ap.add_argument("--only", help="comma-separated row labels to run (e.g. hybrid)")
     args = ap.parse_args(argv)
 
     from thrifty.offline.evaluate import evaluate
@@ -39,13 +42,16 @@ def main(argv: list[str] | None = None) -> int:
 
     full = load_table(benchmark_dir())
     pools = {"all": full, "no-fusechat": full.select_models(exclude="FuseChat")}
-    hopts = dict(kv.split("=", 1) for kv in args.hybrid_opts.split(",") if kv)
+    hopts: dict = {k: json.loads(v) if v in ("true", "false") or v.isdigit() else v
+                   for k, v in (kv.split("=", 1) for kv in args.hybrid_opts.split(",") if kv)}
     runs = [("router:knn", "router:knn", {}), ("router:mf", "router:mf", {}), ("router:linear", "router:linear", {}),
             ("router:mf static-emb", "router:mf", {"embedder": "static"})]
     if not args.quick:
         runs.append(("hybrid", "hybrid", hopts))
     if args.with_cascade:
         runs.append(("cascade", "cascade", {}))
+    if args.only:
+        runs = [r for r in runs if r[0] in args.only.split(",")]
     rows: list[dict] = []
     reports: dict[str, list] = {p: [] for p in pools}
     for pool, table in pools.items():
@@ -59,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             reports[pool].append(rep)
             print(f"{pool:12s} {label:22s} done in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     pair_table = pools["no-fusechat"]
-    for weak in WEAKS:
+    for weak in () if args.no_pairs else WEAKS:
         for label, name, opts in (("router:mf share", "router:mf", {"calibrate": "share"}), ("router:mf budget", "router:mf", {}),
                                   ("router:knn share", "router:knn", {"calibrate": "share"}),
                                   ("random", "random", {}), ("oracle", "oracle", {})):
@@ -86,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
     for r in rows:
         t.add_row(r["pool"], r["policy"], *(fmt(r[k]) for k in KEYS), str(r["budget_violations"]), f"{r['seconds']:.0f}")
-    Console(file=sys.stderr).print(t)
+    Console(file=sys.stderr, width=160).print(t)
     doc = {"data": str(benchmark_dir()), "rows": rows}
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(doc, indent=2))

@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
         t.add_row(kind, f"{r['single']['p50_ms']:.2f}", f"{r['single']['p99_ms']:.2f}", f"{c['p50_ms']:.2f}", f"{c['p99_ms']:.2f}",
                   f"{c['throughput_rps']:.0f}", f(q.get("quality_at_best_single_cost")), f(q.get("oracle_gap_closed")))
-    Console(file=sys.stderr).print(t)
+    Console(file=sys.stderr, width=160).print(t)
     doc = {"variant": args.variant, "concurrency": args.concurrency, "results": results}
     if args.json_out:
         with open(args.json_out, "w") as fh:

@@ -116,3 +116,38 @@ def test_hybrid_fits_a_binary_table_without_answers():
     assert pts[2e-4].mean_cost <= 2e-4 * 1.3
     live = fitted.policy(2e-4)
     assert isinstance(live, HybridPolicy) and set(live.tiers) <= set(train.models)
+
+
+@pytest.mark.parametrize("lam", [0.0, 30.0, 3000.0, math.inf])
+def test_train_replay_equals_driving_the_live_policy(lam):
+    """The optimiser's exact re-scoring agrees with HybridPolicy driven prompt by prompt."""
+    from thrifty.offline.hybrid_policy import train_replay
+    from thrifty.offline.optimise import CascadeSpec
+
+    rng = np.random.default_rng(1)
+    P, names = 200, ["a", "b", "c", "d"]
+    exp_cost = np.array([1e-5, 1e-4, 1e-3, 1e-2])
+    S, Q, R = rng.random((P, 4)), rng.random((P, 4)), rng.random((P, 4))
+    C = exp_cost[None, :] * rng.uniform(0.5, 1.5, (P, 4))
+    Q[5, 1] = S[5, 1] = C[5, 1] = np.nan  # a missing pair: skipped at cost 0
+    spec = CascadeSpec(tiers=(0, 1, 2), thresholds=(0.6, 0.5), cost=0.0, quality=0.0)
+    cost, qual = train_replay(S, Q, C, R, exp_cost, lam, spec)
+
+    class Lookup:
+        def score(self, request, completion, model):
+            return float(S[request.params["row"], names.index(model)])
+
+    pol = HybridPolicy(CascadePolicy(["a", "b", "c"], [0.6, 0.5], Lookup()), None, names, dict(zip(names, exp_cost)), lam)
+    costs, quals = [], []
+    for p in range(P):
+        def call(k, p=p):
+            m = names.index(pol.tiers[k])
+            if np.isnan(Q[p, m]):
+                raise ProviderError("missing", provider=names[m])
+            return Completion(text="", model=names[m], cost_usd=float(C[p, m]))
+
+        d = drive(pol.plan(ChatRequest.from_prompt("q", row=p), predicted=R[p]), call)
+        costs.append(d.cost_usd)
+        quals.append(Q[p, names.index(pol.tiers[d.tier])])
+    assert cost == pytest.approx(np.mean(costs))
+    assert qual == pytest.approx(np.mean(quals))

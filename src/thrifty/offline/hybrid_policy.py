@@ -12,8 +12,11 @@
    skipped: those cheaper than ``r(p)``. Skipping is what the cascade optimiser already models for a
    missing (prompt, model) pair (cost 0, escalate), so :func:`optimise.optimise` with cheap-first
    orders returns the exact training Pareto front of cascades *given that start rule* — one front per
-   λ. The union's Pareto front holds the (λ, tiers, thresholds) triples; each knob (target mean cost B)
-   takes the front's best training quality at cost ≤ B.
+   λ. Every point of every front is then re-scored exactly under the live start rule
+   (:func:`train_replay`; the masked optimiser cannot see that a prompt whose pick is dearer than
+   every tier starts at the last tier), and the Pareto front of those exact (cost, quality) pairs
+   holds the (λ, tiers, thresholds) triples; each knob (target mean cost B) takes its best training
+   quality at cost ≤ B.
 
 ``replay(table)`` drives :class:`thrifty.policy.hybrid.HybridPolicy` (the live object: router start +
 :class:`CascadePolicy`) on every prompt over the recorded answers; every tier called is paid.
@@ -41,13 +44,40 @@ from thrifty.types import ChatRequest, Completion
 __all__ = ["HybridOffline", "FittedHybrid", "skip_mask"]
 
 
-def skip_mask(pred: np.ndarray, exp_cost: np.ndarray, lam: float, avail: np.ndarray | None = None) -> np.ndarray:
+def skip_mask(pred: np.ndarray, exp_cost: np.ndarray, lam: float) -> np.ndarray:
     """(P, K) bool: model k is skipped on prompt p because it is cheaper than the router's pick."""
     if math.isinf(lam):
         return np.zeros(pred.shape, dtype=bool)
-    pick = route(pred, exp_cost, lam, avail)
+    pick = route(pred, exp_cost, lam)
     need = exp_cost[pick] * (1 - 1e-9)
     return exp_cost[None, :] < need[:, None]
+
+
+def train_replay(S: np.ndarray, Q: np.ndarray, C: np.ndarray, R: np.ndarray, exp_cost: np.ndarray, lam: float,
+                 spec: CascadeSpec) -> tuple[float, float]:
+    """Exact training (mean cost, mean quality) of the live hybrid rule for (λ, cascade), vectorised:
+    start tier from :func:`thrifty.policy.hybrid.start_tier` (the last tier when the router's pick is
+    dearer than every tier), then the cascade from there; a missing pair is skipped at cost 0."""
+    P, tiers = S.shape[0], list(spec.tiers)
+    L = len(tiers)
+    if math.isinf(lam) or L == 1:
+        start = np.zeros(P, dtype=int)
+    else:
+        need = exp_cost[route(R, exp_cost, lam)] * (1 - 1e-9)
+        ge = exp_cost[tiers][None, :] >= need[:, None]  # (P, L)
+        start = np.where(ge.any(axis=1), np.argmax(ge, axis=1), L - 1)
+    cost, qual = np.zeros(P), np.zeros(P)
+    open_ = np.ones(P, dtype=bool)
+    for k, m in enumerate(tiers):
+        act = open_ & (start <= k)
+        cost[act] += np.nan_to_num(C[act, m])
+        if k == L - 1:
+            qual[act] = np.nan_to_num(Q[act, m])
+            break
+        acc = act & (np.nan_to_num(S[:, m], nan=-np.inf) >= spec.thresholds[k])
+        qual[acc] = Q[acc, m]
+        open_ &= ~acc
+    return float(cost.mean()), float(qual.mean())
 
 
 class _Lookup:
@@ -166,21 +196,23 @@ class HybridOffline:
         sub = train.select_models(models)
         fp = RouterOffline(variant=self.router, seed=self.seed, embedder=self._embedder).fit_predictor(sub)
         Q, C = sub.quality, sub.cost
-        avail = ~np.isnan(Q)
         lams = [math.inf, *lambda_grid(fp.exp_cost, self.n_lams).tolist()]
         specs: list[tuple[float, CascadeSpec]] = []
         for lam in lams:
-            skip = skip_mask(fp.oof_pred, fp.exp_cost, lam, avail)
+            skip = skip_mask(fp.oof_pred, fp.exp_cost, lam)
             Sm, Qm, Cm = (np.where(skip, np.nan, X) for X in (S, Q, C))
             front = optimise(Sm, Qm, Cm, max_tiers=min(self.max_tiers, len(models)), grid=self.grid,
                              smooth=self.smooth, ordered="cheap-first")
             specs += [(lam, p) for p in front.points]
-        keep = pareto_front(np.array([s.cost for _, s in specs]), np.array([s.quality for _, s in specs]))
-        front_pts = [specs[i] for i in keep]
+        # re-score every candidate exactly under the live start rule, then take the Pareto front
+        exact = np.array([train_replay(S, Q, C, fp.oof_pred, fp.exp_cost, lam, sp) for lam, sp in specs])
+        keep = pareto_front(exact[:, 0], exact[:, 1])
+        front_pts = [(specs[i][0], specs[i][1], float(exact[i, 0])) for i in keep]
         picks: dict[float, tuple[float, CascadeSpec]] = {}
         for b in knobs:
-            ok = [p for p in front_pts if p[1].cost <= b]
-            picks[float(b)] = ok[-1] if ok else front_pts[0]
+            ok = [p for p in front_pts if p[2] <= b]
+            lam, spec, _ = ok[-1] if ok else front_pts[0]
+            picks[float(b)] = (lam, spec)
         info = {"candidates": list(models), "router": fp.variant, "router_params": fp.params,
-                "front_size": len(front_pts), "lams_on_front": sorted({lam for lam, _ in front_pts})}
+                "front_size": len(front_pts), "lams_on_front": sorted({p[0] for p in front_pts})}
         return FittedHybrid(models, scorer, fp, picks, kw, self._embedder, info)

@@ -106,8 +106,8 @@ def _design(emb: np.ndarray, feats: np.ndarray, mu: np.ndarray, sd: np.ndarray, 
 
 def _fill(Q: np.ndarray) -> np.ndarray:
     """Missing cells → the model's mean (only for least-squares heads; kNN masks them instead)."""
-    means = np.nanmean(np.where(np.isnan(Q), np.nan, Q), axis=0)
-    means = np.where(np.isnan(means), 0.0, means)
+    have = ~np.isnan(Q)
+    means = np.where(have, Q, 0.0).sum(axis=0) / np.maximum(have.sum(axis=0), 1)
     return np.where(np.isnan(Q), means[None, :], Q)
 
 
@@ -123,8 +123,8 @@ class KNNHead:
 
     def fit(self, emb: np.ndarray, feats: np.ndarray, Q: np.ndarray) -> "KNNHead":
         self.emb, self.Q = emb.astype(np.float32), Q
-        m = np.nanmean(Q, axis=0)
-        self.mean = np.where(np.isnan(m), 0.0, m)
+        have = ~np.isnan(Q)
+        self.mean = np.where(have, Q, 0.0).sum(axis=0) / np.maximum(have.sum(axis=0), 1)
         return self
 
     def predict_from_sims(self, sims: np.ndarray) -> np.ndarray:
