@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--max-tokens", type=int, default=6)
     ap.add_argument("--concurrency", type=int, default=2)
+    ap.add_argument("--noise", type=float, nargs="*", default=[0.0, 0.1, 0.2, 0.3], help="label-noise levels for the sensitivity study")
     args = ap.parse_args(argv)
 
     from thrifty.collect import collect, resolve_providers
@@ -157,9 +158,24 @@ def main(argv: list[str] | None = None) -> int:
             reports[name] = {"error": f"{type(exc).__name__}: {exc}"}
         timings[f"eval {name} s"] = time.perf_counter() - t0
 
+    # 6. judge-noise sensitivity: fit on training labels flipped with probability p, replay on clean labels
+    from thrifty.offline.noise import NoisyLabels
+    from thrifty.offline.registry import get_policy
+
+    noise_pool = ["student-distil", "smollm2", "gemma3-270m"]
+    noise = []
+    for p in args.noise:
+        rep = evaluate(table.select_models(noise_pool), NoisyLabels(get_policy("cascade"), p, seed=args.seed) if p else "cascade",
+                       n_folds=args.folds, seed=args.seed, progress=False, n_boot=0).to_json()
+        pts = _front(rep)
+        noise.append({"p": p, "quality_at_best_single_cost": rep.get("quality_at_best_single_cost"),
+                      "best_point": max(pts, key=lambda cq: (cq[1], -cq[0])) if pts else None})
+        step(f"label noise p={p}: held-out accuracy at Gemma's cost {_fmt(noise[-1]['quality_at_best_single_cost'])}")
+    reports_noise = {"pool": noise_pool, "points": noise}
     timings["teacher_collect_wall_s"] = collection_wall_s(out / "train")  # from row timestamps: stable across resumes
     timings["test_collect_wall_s"] = collection_wall_s(out / "test")
     result = summarise(table, rows, reports, args, timings, sd, sg)
+    result["label_noise"] = reports_noise
     print_table(result)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -251,7 +267,13 @@ def print_table(result: dict) -> None:
             print(f"    best held-out point: accuracy {top[1]:.3f} at ${top[0]:.3g}/query ({len(pts)} operating points)")
 
 
-def _fmt(x: object) -> str:
+    ln = result.get("label_noise")
+    if ln:
+        print(f"label noise (pool {', '.join(ln['pool'])}): " + "; ".join(
+            f"p={pt['p']:g} → accuracy at Gemma's cost {_fmt(pt['quality_at_best_single_cost'])}" for pt in ln["points"]))
+
+
+def _fmt(x: object) -> str:  # noqa: D103
     return f"{x:.3f}" if isinstance(x, (int, float)) else str(x)
 
 
