@@ -30,8 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bootstrap", type=int, default=0, help="bootstrap resamples for 95%% intervals (default 0: off)")
     ap.add_argument("--quick", action="store_true", help="routers only (no hybrid)")
     ap.add_argument("--with-cascade", action="store_true", help="add the cascade policy for a side-by-side")
-    ap.add_argument("--hybrid-opts", default="heads=ridge,embed=false",
-                    help="comma-separated key=value options of the hybrid (default: ridge answer heads on cheap answer features)")
+    ap.add_argument("--hybrid-opts", default="embed=query",
+                    help="comma-separated key=value options of the hybrid (default: embed=query — cached query embeddings, cheap answer features)")
     ap.add_argument("--no-pairs", action="store_true", help="skip the two-model (RouteLLM) pairs")
     ap.add_argument("--only", help="comma-separated row labels to run (e.g. hybrid)")
     args = ap.parse_args(argv)
@@ -48,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
             ("router:mf static-emb", "router:mf", {"embedder": "static"})]
     if not args.quick:
         runs.append(("hybrid", "hybrid", hopts))
-    if args.with_cascade:
-        runs.append(("cascade", "cascade", {}))
+    if args.with_cascade:  # same scorer settings as the hybrid row, for a like-for-like comparison
+        runs.append(("cascade", "cascade", {k: v for k, v in hopts.items() if k not in ("router", "n_lams", "grid", "smooth", "margin")}))
     if args.only:
         runs = [r for r in runs if r[0] in args.only.split(",")]
     rows: list[dict] = []

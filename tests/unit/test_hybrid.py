@@ -103,7 +103,7 @@ def test_hybrid_fits_a_binary_table_without_answers():
     train, test = binary_table(160, 6), binary_table(80, 7)
     assert not train.has_answers
     knobs = [1.5e-5, 3e-5, 2e-4, 1.2e-3]
-    fitted = HybridOffline(embed=False, heads="ridge", router="knn", embedder=HashEmbedder()).fit(train, knobs)
+    fitted = HybridOffline(embed=False, router="knn", embedder=HashEmbedder()).fit(train, knobs)
     pts = {p.knob: p for p in fitted.replay(test)}
     assert set(pts) == set(knobs)
     for p in pts.values():

@@ -16,7 +16,7 @@
    (:func:`train_replay`; the masked optimiser cannot see that a prompt whose pick is dearer than
    every tier starts at the last tier), and the Pareto front of those exact (cost, quality) pairs
    holds the (λ, tiers, thresholds) triples; each knob (target mean cost B) takes its best training
-   quality at cost ≤ B.
+   quality at cost ≤ B·(1 − margin).
 
 ``replay(table)`` drives :class:`thrifty.policy.hybrid.HybridPolicy` (the live object: router start +
 :class:`CascadePolicy`) on every prompt over the recorded answers; every tier called is paid.
@@ -157,40 +157,43 @@ class FittedHybrid:
 
 
 class HybridOffline:
-    """``hybrid`` (options via ``--opt k=v``): ``router`` (knn | mf | linear | auto), ``max_tiers``,
-    ``max_candidates``, ``grid`` (threshold grid size), ``smooth``, ``n_lams`` (router λ grid size),
-    ``embed`` (answer scorer uses embeddings), ``inputs`` (answer | query), ``heads`` (all | ridge:
-    the answer-scorer head kinds tried by inner CV; ridge skips gradient boosting, for speed)."""
+    """``hybrid`` (options via ``--opt k=v``): ``router`` (knn | mf | linear | auto), ``n_lams`` (router
+    λ grid size), ``grid`` (threshold grid size), ``smooth``, ``margin`` (a knob B takes the best point
+    with training cost ≤ B·(1 − margin), default 0.1: held-out cost runs above training cost where
+    escalations to a dear tier are rare and noisy); every other option is the ``cascade``
+    policy's (``max_tiers``, ``max_candidates``, ``embed``, ``inputs``, ``heads``, ``shared``, ``knn`` …)
+    and configures the answer scorer exactly as that policy does."""
 
     name = "hybrid"
 
-    def __init__(self, router: str | None = None, max_tiers: int | str = 3, max_candidates: int | str = 8,
-                 grid: int | str = 16, smooth: int | str = 1, n_lams: int | str = 8, embed: bool | str = True,
-                 inputs: str = "answer", heads: str = "all", seed: int | str = 0, embedder: Any = None,
-                 variant: str | None = None) -> None:
-        self.router = router or variant
-        self.max_tiers, self.max_candidates = int(max_tiers), int(max_candidates)
-        self.grid, self.smooth, self.n_lams = int(grid), int(smooth), int(n_lams)
-        self.embed = embed if isinstance(embed, bool) else str(embed).lower() not in ("0", "false", "no")
-        self.inputs, self.seed, self._embedder = inputs, int(seed), embedder
-        if heads not in ("all", "ridge"):
-            from thrifty.errors import ConfigError
+    def __init__(self, router: str | None = None, n_lams: int | str = 8, grid: int | str = 16, smooth: int | str = 1,
+                 margin: float | str = 0.1, seed: int | str = 0, embedder: Any = None, variant: str | None = None,
+                 **cascade_opts: Any) -> None:
+        from thrifty.offline.cascade_policy import CascadeOffline
 
-            raise ConfigError(f"unknown heads {heads!r}", key="heads", fix="use heads=all or heads=ridge")
-        self.heads = heads
+        self.router = router or variant
+        self.grid, self.smooth, self.n_lams, self.seed = int(grid), int(smooth), int(n_lams), int(seed)
+        self._embedder = embedder
+        self.margin = float(margin)
+        self.cascade = CascadeOffline(seed=self.seed, **cascade_opts)  # validates and normalises the options
 
     def fit(self, train: RoutingTable, knobs: Sequence[float]) -> FittedHybrid:
+        from thrifty.offline.routers import single_threaded_blas
+
+        with single_threaded_blas():
+            return self._fit(train, knobs)
+
+    def _fit(self, train: RoutingTable, knobs: Sequence[float]) -> FittedHybrid:
         from thrifty.scoring.answer_scorer import fit_answer_scorer, table_inputs
-        from thrifty.scoring.heads import DEFAULT_CONFIGS
 
-        configs = DEFAULT_CONFIGS if self.heads == "all" else tuple(c for c in DEFAULT_CONFIGS if c.kind == "ridge")
-
-        cand = candidate_models(train.quality, train.cost, self.max_candidates)
+        c = self.cascade
+        cand = candidate_models(train.quality, train.cost, c.max_candidates)
         models = tuple(train.models[j] for j in cand)
-        mode = self.inputs if train.has_answers else "query"
-        kw = {"inputs": mode, "embed": self.embed}
-        scorer, S = fit_answer_scorer(train, table_inputs(train, models, embedder=self._embedder, **kw),
-                                      configs, seed=self.seed, mode=mode, embed=self.embed)
+        mode = c.inputs if train.has_answers else "query"
+        kw = {"inputs": mode, "embed": c.embed}
+        scorer, S = fit_answer_scorer(train, table_inputs(train, models, embedder=self._embedder, **kw), c.head_configs,
+                                      seed=self.seed, mode=mode, embed=c.embed, shared=c.shared, knn=c.knn,
+                                      emb_in_heads=c.emb_heads)
         if self._embedder is not None:
             scorer._embedder = self._embedder
         sub = train.select_models(models)
@@ -201,7 +204,7 @@ class HybridOffline:
         for lam in lams:
             skip = skip_mask(fp.oof_pred, fp.exp_cost, lam)
             Sm, Qm, Cm = (np.where(skip, np.nan, X) for X in (S, Q, C))
-            front = optimise(Sm, Qm, Cm, max_tiers=min(self.max_tiers, len(models)), grid=self.grid,
+            front = optimise(Sm, Qm, Cm, max_tiers=min(c.max_tiers, len(models)), grid=self.grid,
                              smooth=self.smooth, ordered="cheap-first")
             specs += [(lam, p) for p in front.points]
         # re-score every candidate exactly under the live start rule, then take the Pareto front
@@ -210,7 +213,7 @@ class HybridOffline:
         front_pts = [(specs[i][0], specs[i][1], float(exact[i, 0])) for i in keep]
         picks: dict[float, tuple[float, CascadeSpec]] = {}
         for b in knobs:
-            ok = [p for p in front_pts if p[2] <= b]
+            ok = [p for p in front_pts if p[2] <= b * (1 - self.margin)]
             lam, spec, _ = ok[-1] if ok else front_pts[0]
             picks[float(b)] = (lam, spec)
         info = {"candidates": list(models), "router": fp.variant, "router_params": fp.params,
