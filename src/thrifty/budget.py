@@ -6,7 +6,9 @@ limited scope inside one SQLite ``BEGIN IMMEDIATE`` transaction: the check "spen
 limit" and the hold are one atomic step, so concurrent requests can never overspend together.
 :meth:`BudgetLedger.settle` then replaces the hold with what the request actually cost.
 
-A hold left behind by a crashed process expires after ``stale_after_s`` (longer than any request).
+A hold left behind by a crashed process is released when a ledger opens the database on the same
+host and finds the holding process gone (each hold names its process: host, pid and start time);
+any other stale hold expires after ``stale_after_s`` (longer than any request).
 Spend is tracked for every key and profile (limited or not), so adding a limit later counts
 everything spent since the log was created.
 """
@@ -14,6 +16,8 @@ everything spent since the log was created.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 import time
 import uuid
@@ -61,6 +65,35 @@ def max_cost_usd(request: ChatRequest, tiers: Sequence[TierPrice]) -> float:
     return total
 
 
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot (Linux ``/proc``), '' where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return ""
+
+
+def _process_token(pid: int) -> str:
+    return f"{socket.gethostname()}|{pid}|{_start_time(pid)}"
+
+
+def _owner_alive(owner: str) -> bool:
+    """False only when ``owner`` is a process of this host that is gone (or whose pid was reused)."""
+    host, _, rest = owner.partition("|")
+    pid_text, _, start = rest.partition("|")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return True  # another machine's process: cannot tell, leave it to the stale timer
+    pid = int(pid_text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    return not start or _start_time(pid) in ("", start)
+
+
 class BudgetLedger:
     """Reserve-then-settle spend accounting in the log store's SQLite database."""
 
@@ -76,6 +109,25 @@ class BudgetLedger:
         self._limits = {("key", k): v for k, v in key_limits.items() if v is not None}
         self._limits.update({("profile", p): v for p, v in profile_limits.items() if v is not None})
         self.stale_after_s = stale_after_s
+        self._owner = _process_token(os.getpid())
+        self.release_orphans()
+
+    def release_orphans(self) -> int:
+        """Delete holds whose process (on this host) no longer runs, e.g. after ``kill -9``; return how many."""
+        conn, lock = self._store.connection, self._store.lock
+        with lock:
+            owners = [r[0] for r in conn.execute("SELECT DISTINCT owner FROM reservations WHERE owner IS NOT NULL")]
+            dead = [o for o in owners if not _owner_alive(o)]
+            if not dead:
+                return 0
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                n = sum(conn.execute("DELETE FROM reservations WHERE owner = ?", (o,)).rowcount for o in dead)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return n
 
     def limit(self, scope: str, name: str) -> float | None:
         return self._limits.get((scope, name))
@@ -117,8 +169,8 @@ class BudgetLedger:
                             spent_usd=used,
                         )
                 conn.executemany(
-                    "INSERT INTO reservations (id, scope, name, amount_usd, created) VALUES (?, ?, ?, ?, ?)",
-                    [(rid, s, n, float(amount_usd), now) for s, n in limited],
+                    "INSERT INTO reservations (id, scope, name, amount_usd, created, owner) VALUES (?, ?, ?, ?, ?, ?)",
+                    [(rid, s, n, float(amount_usd), now, self._owner) for s, n in limited],
                 )
                 conn.execute("COMMIT")
             except BaseException:

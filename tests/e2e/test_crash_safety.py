@@ -90,3 +90,59 @@ def test_kill_9_under_load_loses_no_acknowledged_row(tmp_path: Path) -> None:
     orphans = read_db(gw.db_path, "SELECT COUNT(*) FROM requests r WHERE NOT EXISTS (SELECT 1 FROM steps s WHERE s.request_id = r.id)")
     assert orphans == [(0,)]
     assert read_db(gw.db_path, "PRAGMA foreign_key_check") == []
+
+
+def test_budget_holds_of_a_killed_gateway_are_released_on_restart(tmp_path: Path) -> None:
+    """Requests in flight hold their worst-case cost against the key's budget; after ``kill -9`` and a
+    restart those holds belong to a dead process and must not keep refusing the key (429)."""
+    from thrifty.config import hash_key
+
+    key = "sk-crash-budget-0123456789"
+    with FaultUpstream(hang_s=60) as up:
+        cfg = (f"[server]\ndata_dir = \"{tmp_path}\"\nrequest_timeout_s = 60\n\n"
+               + toml_provider("slow", up.base_url("hang"), timeout_s=50, price_in=1000, price_out=2000, max_tokens=16)
+               + toml_provider("fast", up.base_url("normal"), timeout_s=5, price_in=1000, price_out=2000, max_tokens=16)
+               + '[profiles.default]\ntiers = ["fast"]\n\n'
+               + f'[keys.k]\nsha256 = "{hash_key(key)}"\nlimit_usd = 0.15\n')  # room for one request's worst case (~0.08)
+        gw = GatewayProcess(cfg, tmp_path).start()
+        headers = {"authorization": f"Bearer {key}"}
+        def in_flight() -> None:
+            try:
+                httpx.post(gw.base_url + "/v1/chat/completions", headers=headers, json={"model": "slow", "messages": MSG}, timeout=30)
+            except httpx.HTTPError:
+                pass  # the gateway is killed under it
+
+        hung = threading.Thread(target=in_flight, daemon=True)
+        try:
+            hung.start()
+            t0 = time.monotonic()
+            while read_db(gw.db_path, "SELECT COUNT(*) FROM reservations")[0][0] < 1 and time.monotonic() - t0 < 10:
+                time.sleep(0.05)
+            assert read_db(gw.db_path, "SELECT COUNT(*) FROM reservations")[0][0] == 1, "the hung request holds its cost"
+            blocked = httpx.post(gw.base_url + "/v1/chat/completions", headers=headers, json={"model": "fast", "messages": MSG}, timeout=10)
+            assert blocked.status_code == 429, "while it is in flight the budget is held"
+            gw.kill()
+        finally:
+            gw.kill()
+        with GatewayProcess(cfg, tmp_path) as gw2:
+            r = httpx.post(gw2.base_url + "/v1/chat/completions", headers=headers, json={"model": "fast", "messages": MSG}, timeout=10)
+            assert r.status_code == 200, f"the dead process's hold still blocks the key: {r.text[:300]}"
+        assert read_db(gw.db_path, "SELECT COUNT(*) FROM reservations")[0][0] == 0
+
+
+def test_hold_owner_liveness() -> None:
+    """A hold's owner token: alive for this process, dead once its process exited, alive if from another host."""
+    import os
+    import subprocess
+    import sys
+
+    from thrifty.budget import _owner_alive, _process_token
+
+    assert _owner_alive(_process_token(os.getpid()))
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    token = _process_token(child.pid)
+    child.wait()
+    assert not _owner_alive(token)
+    assert _owner_alive("some-other-host|1|123")
+    me = _process_token(os.getpid())
+    assert not _owner_alive(me.rsplit("|", 1)[0] + "|1"), "same pid, different start time: the pid was reused"

@@ -78,6 +78,12 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "0003_reservation_owner",
+        """
+        ALTER TABLE reservations ADD COLUMN owner TEXT;   -- 'host|pid|start' of the process holding it
+        """,
+    ),
 ]
 
 
