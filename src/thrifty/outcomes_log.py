@@ -182,6 +182,7 @@ class OutcomeLog:
         for p in read_jsonl(self.pending_path):
             row = {k: v for k, v in p.items() if k != "prompt"}
             row["prompt_id"] = str(row["prompt_id"])
+            row["quality_source"] = "pending"  # becomes "label" once labelled
             rows.append(row)
         return rows
 
