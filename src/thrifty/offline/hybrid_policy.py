@@ -113,6 +113,12 @@ class FittedHybrid:
         return HybridPolicy(cascade, self.predictor, self.models, self.expected_cost(), lam)
 
     def replay(self, table: RoutingTable) -> list[OperatingPoint]:
+        from thrifty.offline.routers import single_threaded_blas
+
+        with single_threaded_blas():
+            return self._replay(table)
+
+    def _replay(self, table: RoutingTable) -> list[OperatingPoint]:
         from thrifty.scoring.answer_scorer import table_inputs
 
         S = self.scorer.score_table(table_inputs(table, self.models, embedder=self.embedder, **self.inputs_kw))
