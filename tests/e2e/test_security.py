@@ -143,3 +143,19 @@ def test_cors_off_unless_configured(gw: GatewayProcess, tmp_path: Path) -> None:
             assert good.headers.get("access-control-allow-origin") == "https://app.example"
             evil = httpx.get(gw2.base_url + "/v1/models", headers=origin)
             assert "access-control-allow-origin" not in evil.headers
+
+
+def test_stalled_body_upload_is_cut_off(gw: GatewayProcess) -> None:
+    """A client that sends headers and then stalls (slowloris) gets a 408 within the request deadline,
+    instead of holding a connection and a coroutine forever."""
+    import socket
+    import time
+
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=30) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  + f"Authorization: Bearer {CLIENT_KEY}\r\n".encode() + b"Content-Length: 500\r\n\r\n{\"model\": ")
+        t0 = time.monotonic()
+        reply = s.recv(65536)
+        elapsed = time.monotonic() - t0
+    assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
+    assert b'"error"' in reply and elapsed < 5 + 3  # server.request_timeout_s = 5 in this fixture

@@ -4,6 +4,7 @@
 
     RequestError / invalid JSON / validation  → 400 invalid_request_error (unknown model → 404)
     body over server.max_body_bytes           → 413 invalid_request_error
+    body not received within the deadline     → 408 invalid_request_error
     request valid but not servable here       → 422 (RequestError with code "unprocessable")
     AuthError                                 → 401 authentication_error
     BudgetExceeded                            → 429 insufficient_quota
@@ -68,6 +69,8 @@ def status_and_body(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, 
     if isinstance(exc, RequestError):
         if exc.code == "model_not_found":
             return 404, error_body(str(exc), "invalid_request_error", param=exc.param, code=exc.code), {}
+        if exc.code == "request_timeout":
+            return 408, error_body(str(exc), "invalid_request_error", code=exc.code), {"connection": "close"}
         if exc.code == "unprocessable":
             return 422, error_body(str(exc), "invalid_request_error", param=exc.param, code=exc.code), {}
         return 400, error_body(str(exc), "invalid_request_error", param=exc.param, code=exc.code), {}

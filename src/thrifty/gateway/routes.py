@@ -22,7 +22,11 @@ from thrifty.types import ChatRequest
 __all__ = ["register_routes"]
 
 
-async def _read_body(request: Any, limit: int) -> bytes:
+async def _read_body(request: Any, limit: int, timeout_s: float) -> bytes:
+    """The body, at most ``limit`` bytes (413), arriving within ``timeout_s`` (408: a stalled upload
+    would otherwise hold its connection forever)."""
+    import asyncio
+
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -31,11 +35,23 @@ async def _read_body(request: Any, limit: int) -> bytes:
         except ValueError:
             raise RequestError("invalid Content-Length header", code="invalid_request") from None
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(limit)
-        chunks.append(chunk)
+
+    async def collect() -> None:
+        nonlocal size
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(limit)
+            chunks.append(chunk)
+
+    try:
+        if hasattr(asyncio, "timeout"):  # Python ≥ 3.11: no extra task per request
+            async with asyncio.timeout(timeout_s):
+                await collect()
+        else:  # pragma: no cover - Python 3.10
+            await asyncio.wait_for(collect(), timeout=timeout_s)
+    except asyncio.TimeoutError:
+        raise RequestError(f"the request body did not arrive within {timeout_s:g}s", code="request_timeout") from None
     return b"".join(chunks)
 
 
@@ -134,7 +150,7 @@ async def _admit(rt: Any, request: Any) -> _Job:
 
     t0 = time.perf_counter()
     key_name = _authenticate(rt, request)
-    raw = await _read_body(request, rt.settings.server.max_body_bytes)
+    raw = await _read_body(request, rt.settings.server.max_body_bytes, rt.settings.server.request_timeout_s)
     try:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
