@@ -17,6 +17,7 @@ different behaviour of the same server::
                     JSON: ``Content-Length`` promises more than is sent before the close
 ``reset``           reads the request, then closes with a TCP RST (SO_LINGER 0)
 ``drip``            200, then the body one byte every ``drip_interval`` seconds
+``nochoices``       200 with valid JSON that has no ``choices``
 ``echo401``         401 whose message repeats the ``Authorization`` header it got (as careless vendors do)
 ``flaky<N>-<mode>`` the first N calls of this path get ``<mode>``, later calls ``normal``
 ==================  ===============================================================================
@@ -150,6 +151,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(429, "injected rate limit", headers={"Retry-After": secs})
         elif mode == "echo401":
             self._error(401, f"Incorrect API key provided: {self.headers.get('Authorization', '')}")
+        elif mode == "nochoices":
+            self._send(200, json.dumps({"id": "chatcmpl-fault", "object": "chat.completion", "choices": []}).encode())
         elif mode == "malformed":
             self._send(200, b'{"id": "chatcmpl-fault", "choices": [{"message": ')
         elif mode == "truncated":

@@ -38,6 +38,7 @@ FAULTS: dict[str, tuple[int | None, int, tuple[str, ...]]] = {
     "503": (3, 502, ("503",)),
     "429-ra1": (None, 429, ("rate limit",)),
     "malformed": (None, 502, ("json", "answer")),
+    "nochoices": (None, 502, ("choices",)),
     "truncated": (3, 502, ("connection",)),
     "reset": (3, 502, ("connection",)),
     "hang": (None, 504, ("timed out",)),
