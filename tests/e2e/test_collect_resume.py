@@ -75,4 +75,4 @@ def test_sigkill_mid_run_then_resume(tmp_path):
     assert all(r["output_tokens"] > 0 and r["input_tokens"] > 0 for r in rows)
     # a third run has nothing left to do
     again = subprocess.run(_cmd(prompts, out), env=_env(), capture_output=True, text=True, timeout=120)
-    assert again.returncode == 0 and f"collected 0 answers" in again.stdout and f"({N} pairs already done" in again.stdout
+    assert again.returncode == 0 and "collected 0 answers" in again.stdout and f"({N} pairs already done" in again.stdout

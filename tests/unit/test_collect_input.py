@@ -91,7 +91,7 @@ class EchoProvider:
 
 
 def test_collect_writes_a_loadable_table_and_resumes(tmp_path):
-    prompts = _write(tmp_path / "p.jsonl", "".join(json.dumps({"prompt_id": i, "prompt": f"q{i}", "gold": f"ok"}) + "\n" for i in range(5)))
+    prompts = _write(tmp_path / "p.jsonl", "".join(json.dumps({"prompt_id": i, "prompt": f"q{i}", "gold": "ok"}) + "\n" for i in range(5)))
     items = read_prompts(prompts)
     a, b = EchoProvider("a", fail_on={"q3"}), EchoProvider("b")
     out = tmp_path / "out"
