@@ -162,7 +162,7 @@ def test_noisy_labels_policy_perturbs_training_only():
     q = np.ones((200, 2))
     t = _table(q)
     pol = NoisyLabels(Spy(), 0.3, seed=1)
-    assert pol.name == "spy" and pol.fit(t, [1.0]) == "fitted" and pol.fit(t, [1.0]) == "fitted"
+    assert pol.name == "spy (label noise 0.3)" and pol.fit(t, [1.0]) == "fitted" and pol.fit(t, [1.0]) == "fitted"
     assert 0.2 < (seen[0] == 0).mean() < 0.4  # the training labels the policy saw were flipped
     assert not np.array_equal(seen[0], seen[1])  # fresh noise per fold
     assert np.all(t.quality == 1.0)  # the caller's table (used for held-out replay) is untouched

@@ -65,7 +65,7 @@ class NoisyLabels:
         self.p = float(p)
         self.seed = int(seed)
         self.kind = kind
-        self.name = inner.name
+        self.name = f"{inner.name} (label noise {self.p:g})"  # reports and plots say what was fitted on
         self._calls = 0
 
     def fit(self, train: RoutingTable, knobs: Sequence[float]) -> FittedPolicy:
