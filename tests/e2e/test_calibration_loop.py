@@ -52,6 +52,8 @@ def test_collect_label_fit_eval(tmp_path, capsys):
     assert set(np.unique(table.quality)) <= {0.0, 1.0}
     labelled = OutcomeLog(run).outcomes()
     assert all(r["label_method"] == "choice" and r["label_verdict"] in ("up", "down", "") for r in labelled)
+    # Gemma (a base model) continues the few-shot prompt verbatim, so each answer is a label word
+    assert all(r["label_verdict"] in ("up", "down") for r in labelled if r["model"] == "gemma3-270m")
     for r in labelled:  # quality is exactly "first label word == gold"
         gold = dict((f"h{i}", g) for i, (_, g) in enumerate(HEADLINES))[r["prompt_id"]]
         assert r["quality"] == float(r["label_verdict"] == gold)
