@@ -46,7 +46,8 @@ from thrifty.cache.guard import lexical_mismatch  # noqa: E402
 from thrifty.cache.semantic import DEFAULT_THRESHOLD, SemanticMatcher, similarities  # noqa: E402
 
 LLM_ONLY = "cascade (LLMs only)"
-WITH_STUDENTS = "cascade (LLMs + students)"
+#: the student row uses the first of these reports present (the distilled student is the issue's "student")
+STUDENT_REPORTS = ("cascade (LLMs + distilled student)", "cascade (LLMs + students)", "cascade (LLMs + both students)")
 
 
 def headlines_dir() -> Path:
@@ -146,11 +147,13 @@ def main(argv: list[str] | None = None) -> int:
     if head is not None:
         cascades = head.get("cascades", {})
         base = best_point(cascades.get(LLM_ONLY, {}))
-        stud = best_point(cascades.get(WITH_STUDENTS, {}))
+        student_name = next((n for n in STUDENT_REPORTS if best_point(cascades.get(n, {})) is not None), None)
+        stud = best_point(cascades[student_name]) if student_name else None
+        result["other_cascades"] = {n: best_point(r) for n, r in cascades.items()}
         if base is None:
             missing.append(f"held-out points of {LLM_ONLY!r} in {args.headlines}")
         if stud is None:
-            missing.append(f"held-out points of {WITH_STUDENTS!r} in {args.headlines}")
+            missing.append(f"held-out points of any of {STUDENT_REPORTS} in {args.headlines}")
     if base is not None:
         c, a = base
         rows.append({"strategy": "cascade alone", "cost_usd": c, "accuracy": a, "cost_ratio": 1.0, "error_ratio": 1.0,
@@ -176,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             missing.append(f"no prompt-adaptation condition within an accuracy drop of {args.max_drop}")
         if stud is not None:
             add("+ student", stud[0] / base[0] if base[0] > 0 else 1.0, (1 - stud[1]) / (1 - base[1]) if base[1] < 1 else 1.0,
-                f"{WITH_STUDENTS} vs {LLM_ONLY}: accuracy {base[1]:.3f}→{stud[1]:.3f}, cost {base[0]:.3g}→{stud[0]:.3g}")
+                f"{student_name} vs {LLM_ONLY}: accuracy {base[1]:.3f}→{stud[1]:.3f}, cost {base[0]:.3g}→{stud[0]:.3g}")
     result["rows"] = rows
 
     print(f"cache on HEADLINES ({cache['n']} test headlines as full 8-shot prompts, threshold {args.threshold}):")
@@ -188,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{'strategy (cumulative)':<22} {'USD/query':>11} {'accuracy':>9} {'cost ×':>8} {'error ×':>8}  measured as")
         for r in rows:
             print(f"{r['strategy']:<22} {r['cost_usd']:>11.3g} {r['accuracy']:>9.3f} {r['cost_ratio']:>8.3f} {r['error_ratio']:>8.3f}  {r['source']}")
+    for name, pt in result.get("other_cascades", {}).items():
+        if pt is not None:
+            print(f"  (held-out best point of {name}: accuracy {pt[1]:.3f} at ${pt[0]:.3g}/query)")
     for m in missing:
         print(f"missing: {m}")
     if args.json:
@@ -200,18 +206,26 @@ def main(argv: list[str] | None = None) -> int:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        xs = [max(r["cost_usd"], 1e-12) for r in rows]
+        fig, ax = plt.subplots(figsize=(7.5, 4.8))
+        tiers = head.get("tiers", []) if head is not None else []
+        positive = [r["cost_usd"] for r in rows if r["cost_usd"] > 0] + [t["mean_cost_usd"] for t in tiers if t["mean_cost_usd"] > 0]
+        floor = min(positive) / 10 if positive else 1e-9  # free tiers (students) are drawn at this cost
+        xs = [max(r["cost_usd"], floor) for r in rows]
         ys = [r["accuracy"] for r in rows]
-        ax.plot(xs, ys, marker="o")
-        for r, x, y in zip(rows, xs, ys):
-            ax.annotate(r["strategy"], (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
-        if head is not None:
-            for t in head.get("tiers", []):
-                ax.scatter([max(t["mean_cost_usd"], 1e-12)], [t["accuracy"]], marker="x", color="grey")
-                ax.annotate(t["model"], (max(t["mean_cost_usd"], 1e-12), t["accuracy"]), textcoords="offset points", xytext=(4, -10), fontsize=7, color="grey")
+        ax.plot(xs, ys, marker="o", label="cumulative strategies (composed)")
+        for i, (r, x, y) in enumerate(zip(rows, xs, ys)):
+            ax.annotate(r["strategy"], (x, y), textcoords="offset points", xytext=(8, -12 if i % 2 else 6), fontsize=8)
+        for t in tiers:
+            x = max(t["mean_cost_usd"], floor)
+            ax.scatter([x], [t["accuracy"]], marker="x", color="grey")
+            ax.annotate(t["model"] + (" (free)" if t["mean_cost_usd"] <= 0 else ""), (x, t["accuracy"]),
+                        textcoords="offset points", xytext=(4, -10), fontsize=7, color="grey")
+        ax.legend(loc="lower left", fontsize=8)
         ax.set_xscale("log")
-        ax.set_xlabel("mean cost per query (USD, log)")
+        from matplotlib.ticker import NullFormatter
+
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("mean cost per query (USD, notional local prices, log)")
         ax.set_ylabel("accuracy vs gold (HEADLINES)")
         ax.set_title("Contribution of each strategy (cumulative)")
         fig.tight_layout()
