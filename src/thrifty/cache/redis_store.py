@@ -6,7 +6,8 @@ Layout under ``prefix`` (default ``thrifty:cache:``):
 - ``lru`` — a sorted set key → last access time (drives LRU eviction under ``max_entries``);
 - ``ctx:<context>`` — a sorted set key → expiry time: the semantic candidates of one context.
 
-Redis expires entry hashes itself; index members pointing to vanished hashes are dropped lazily.
+Redis expires entry hashes itself; index members pointing to vanished hashes are dropped lazily, so
+``len()`` and the ``max_entries`` count may include expired entries until they are evicted.
 ``max_bytes`` is not supported here (use Redis' own ``maxmemory`` policy for that).
 """
 
