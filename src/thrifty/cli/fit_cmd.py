@@ -34,7 +34,10 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     goal = p.add_mutually_exclusive_group()
     goal.add_argument("--budget", type=float, metavar="USD", help="target mean cost per query")
     goal.add_argument("--target-quality", type=float, metavar="Q", help="target mean quality (cheapest cascade reaching it)")
-    p.add_argument("--embed", default="full", choices=("full", "query", "none"), help="embedding inputs of the scorers (default full)")
+    p.add_argument(
+        "--embed", default="none", choices=("full", "query", "none"),
+        help="MiniLM embedding inputs of the scorers: full (query+answer), query, none (cheap features only; default — measured best held-out on AlpacaEval)",
+    )
     p.add_argument("--heads", default="ridge", help="head kinds to choose from by nested CV: ridge, gbm, ridge,gbm (default ridge)")
     p.add_argument("--max-candidates", type=int, default=8, help="models the optimiser searches over (0 = whole pool; default 8)")
     p.add_argument("--out", required=True, metavar="DIR", help="artefact directory to write")

@@ -140,7 +140,17 @@ class FittedCascade:
 
 
 class CascadeOffline:
-    """The ``cascade`` policy (options: see ``__init__``; all settable with ``--opt key=value``)."""
+    """The ``cascade`` policy. Options (``--opt key=value``):
+
+    ``max_tiers`` (3: L is chosen in 1..max_tiers by nested CV), ``max_candidates`` (8; ``all`` =
+    the whole pool), ``embed`` (``none``: cheap features only — measured best held-out on
+    AlpacaEval; ``query``; ``full``), ``heads`` (``ridge``, ``gbm`` or ``ridge,gbm``, chosen per model
+    by inner CV), ``shared`` (also fit a head pooled over all models; default true), ``knn`` (k of the
+    k-NN quality feature, needs query embeddings; 50), ``emb_heads`` (feed embeddings to the heads;
+    true), ``grids`` / ``smooths`` (threshold-grid sizes and smoothing radii tried by nested CV),
+    ``inner_folds`` (4), ``budget_margin`` (0), ``overspend_penalty`` (0.5: nested-CV penalty per unit
+    of relative overspend), ``seed``, ``artefact`` (replay a ``thrifty fit`` artefact instead of fitting).
+    """
 
     name = "cascade"
 
@@ -148,7 +158,7 @@ class CascadeOffline:
         self,
         max_tiers: int | str = 3,
         max_candidates: int | str | None = 8,
-        embed: bool | str = "full",
+        embed: bool | str = "none",
         inputs: str = "answer",
         grids: Sequence[int] | str = (16, 32),
         smooths: Sequence[int] | str = (0, 1),

@@ -1,8 +1,8 @@
 """Baseline policy ``frugalgpt``: FrugalGPT's own recipe, in the same harness as ``cascade``.
 
 As in Chen et al. (2023) and their code: one scorer g(query, answer) shared by every model (their
-DistilBERT regressor; here a ridge head on the same MiniLM embeddings + cheap features, pooled over
-all models' training answers), then a brute-force search over **every ordered list of 3 models of
+DistilBERT regressor; here a ridge head on the same inputs as ``cascade`` — cheap answer features,
+optionally MiniLM embeddings — pooled over all models' training answers), then a brute-force search over **every ordered list of 3 models of
 the pool** × a threshold grid (the same grid at each tier, 0 = always accept, which also yields the
 shorter lists), picking for each budget the list and thresholds with the best *training* quality at
 training cost ≤ budget. The thresholds are chosen on the scorer's in-sample scores of the training
@@ -105,11 +105,13 @@ class FittedFrugalGPT:
 
 
 class FrugalGPTOffline:
-    """FrugalGPT baseline. Options: ``grid`` (threshold levels, default 10), ``embed``, ``alpha``."""
+    """FrugalGPT baseline. Options: ``grid`` (threshold levels, default 10), ``embed`` (scorer inputs,
+    default ``none`` = the same cheap features as ``cascade``'s default, so the two differ only in
+    scorer pooling, in-sample vs out-of-fold thresholds and the search), ``alpha`` (ridge strength)."""
 
     name = "frugalgpt"
 
-    def __init__(self, grid: int | str = 10, embed: bool | str = "full", alpha: float | str = 100.0, variant: str | None = None) -> None:
+    def __init__(self, grid: int | str = 10, embed: bool | str = "none", alpha: float | str = 100.0, variant: str | None = None) -> None:
         self.grid = int(grid)
         from thrifty.scoring.answer_scorer import embed_mode
 
