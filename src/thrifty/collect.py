@@ -84,7 +84,7 @@ def resolve_providers(names: Sequence[str], config: str | None = None) -> dict[s
     from thrifty.config import load_settings
 
     settings = None
-    routes: dict[str, Any] | None = None
+    providers: dict[str, Any] | None = None
     out: dict[str, Provider] = {}
     for name in names:
         if name in out:
@@ -98,15 +98,15 @@ def resolve_providers(names: Sequence[str], config: str | None = None) -> dict[s
             settings = load_settings(config)
         profile = name.removeprefix("thrifty/")
         if name in settings.providers:
-            from thrifty.gateway.build import build_provider
+            from thrifty.profiles import build_provider
 
             out[name] = build_provider(settings.providers[name])
         elif profile in settings.profiles:
-            if routes is None:
-                from thrifty.gateway.build import build_routes
+            from thrifty.profiles import build_profile, build_providers
 
-                routes, _ = build_routes(settings)
-            out[name] = routes[f"thrifty/{profile}"].engine
+            if providers is None:  # one object per provider, shared by every profile that uses it
+                providers = build_providers(settings)
+            out[name] = build_profile(settings, settings.profiles[profile], providers).engine
         elif name in BUILTIN_LOCAL:
             out[name] = builtin_local(name)
         else:

@@ -370,7 +370,7 @@ def test_few_shot_prompts_are_compared_on_their_last_paragraph(minilm):
 # ---- gateway settings ---------------------------------------------------------------------------------
 def test_profile_cache_settings_and_wiring(tmp_path):
     from thrifty.config import parse_settings
-    from thrifty.gateway.build import cached_tiers
+    from thrifty.profiles import cached_tiers
 
     doc = {
         "server": {"data_dir": str(tmp_path)},
