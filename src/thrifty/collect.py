@@ -125,28 +125,8 @@ def builtin_local(name: str) -> Provider:
     if name == "smollm2":
         return LlamaCppProvider("smollm2", builtin_model_path("builtin:smollm2"), mode="chat")
     if name == "gemma3-270m":
-        return _raw_completion_class()("gemma3-270m", builtin_model_path("builtin:gemma3"), mode="completion", stop=("\n\n\n",))
+        return LlamaCppProvider("gemma3-270m", builtin_model_path("builtin:gemma3"), mode="raw", stop=("\n\n\n",))
     raise ConfigError(f"unknown built-in model {name!r}", key="--models", fix=f"use one of: {', '.join(BUILTIN_LOCAL)}")
-
-
-def _raw_completion_class() -> type:
-    from thrifty.providers.llamacpp import LlamaCppProvider
-    from thrifty.types import message_text
-
-    class RawCompletionProvider(LlamaCppProvider):
-        """LlamaCppProvider whose prompt is the messages' text joined verbatim (no transcript)."""
-
-        def _prepare(self, slot: Any, request: ChatRequest) -> Any:
-            _, kwargs, extra = super()._prepare(slot, request)  # sampling params, stops, max_tokens
-            text = "\n\n".join(message_text(m.get("content")) for m in request.messages)
-            tokens = slot.llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)
-            room = self.n_ctx - len(tokens)
-            if room <= 0:
-                raise ProviderError(f"prompt of {len(tokens)} tokens does not fit the {self.n_ctx}-token context", provider=self.name, status=400)
-            kwargs["max_tokens"] = max(1, min(int(kwargs["max_tokens"]), room))
-            return tokens, kwargs, extra
-
-    return RawCompletionProvider
 
 
 def _row(item: PromptItem, model: str, comp: Completion, prices: tuple[float | None, float | None] | None) -> dict[str, Any]:

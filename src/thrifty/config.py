@@ -12,7 +12,7 @@ Layout (every table optional)::
 
     [server]      host, port, max_body_bytes, cors_origins, data_dir, request_timeout_s
     [providers.NAME]  kind = "openai" | "anthropic" | "llamacpp" | "student", model, base_url, api_key_env,
-                  model_path (llamacpp), mode = "chat" | "completion", prices = {input, output}
+                  model_path (llamacpp), mode = "chat" | "completion" | "raw", prices = {input, output}
                   (USD per 1M tokens), vision, tools, max_tokens, timeout_s, options = {…}
     [profiles.NAME]   tiers = [provider names], thresholds = [...] | artefact = "path",
                   scorer, system, budget_usd

@@ -132,8 +132,9 @@ def _provider(name: str, tbl: Any, base_dir: Path | None) -> ProviderSettings:
     if key_env is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key_env):
         raise ConfigError(f"not an environment variable name: {key_env!r}", key=f"{path}.api_key_env", fix='name the variable, e.g. api_key_env = "OPENAI_API_KEY" — never put the key itself here')
     mode = _str(tbl, "mode", path, "chat")
-    if mode not in ("chat", "completion"):
-        raise ConfigError(f"unknown mode {mode!r}", key=f"{path}.mode", fix='use "chat" or "completion" (for base models)')
+    if mode not in ("chat", "completion", "raw"):
+        raise ConfigError(f"unknown mode {mode!r}", key=f"{path}.mode",
+                          fix='use "chat", "completion" (a transcript, for base models) or "raw" (the prompt text as is)')
     prices = tbl.get("prices", {})
     if not isinstance(prices, Mapping):
         raise ConfigError("expected a table", key=f"{path}.prices", fix="write prices = { input = 0.15, output = 0.6 }  # USD per 1M tokens")

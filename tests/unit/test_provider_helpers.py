@@ -12,7 +12,7 @@ import pytest
 from thrifty.errors import ProviderError
 from thrifty.providers._errors import provider_errors, retry_after_from, translate
 from thrifty.providers.base import cost_usd, info, stream_of
-from thrifty.providers.llamacpp import transcript_prompt
+from thrifty.providers.llamacpp import LlamaCppProvider, _Loaded, raw_prompt, transcript_prompt
 from thrifty.types import ChatRequest, Completion, Usage
 
 
@@ -56,6 +56,36 @@ def test_transcript_prompt_for_base_models():
     text = transcript_prompt(msgs, examples=[("Capital of Italy?", "Rome.")])
     assert text == "You are terse.\n\nUser: Capital of Italy?\nAssistant: Rome.\nUser: Hi\nAssistant: Hello.\nUser: 2+2?\nAssistant:"
     assert transcript_prompt([{"role": "user", "content": "x"}], preamble="P.").startswith("P.\n\nUser: x\n")
+
+
+class _Tokenizer:
+    """Records what the provider would feed llama.cpp (one token per byte)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[bytes, bool]] = []
+
+    def tokenize(self, data: bytes, add_bos: bool = True, special: bool = False) -> list[int]:
+        self.seen.append((data, add_bos))
+        return list(data)
+
+
+def test_raw_mode_sends_the_prompt_text_as_is():
+    few_shot = "Q: up or down? gold rises\nA: up\n\nQ: up or down? gold falls\nA:"
+    assert raw_prompt([{"role": "user", "content": few_shot}]) == few_shot
+    assert raw_prompt([{"role": "system", "content": "S"}, {"role": "user", "content": [{"type": "text", "text": "U"}]}]) == "S\n\nU"
+    llm = _Tokenizer()
+    raw = LlamaCppProvider("g", "/nonexistent.gguf", mode="raw", stop=("\n\n",), n_ctx=4096)
+    req = ChatRequest(messages=({"role": "user", "content": few_shot},), params={"max_tokens": 4, "stop": "Q:"})
+    tokens, kwargs, extra = raw._prepare(_Loaded(llm=llm), req)
+    assert llm.seen == [(few_shot.encode(), True)] and tokens == list(few_shot.encode())
+    assert kwargs["stop"] == ["\n\n", "Q:"] and kwargs["max_tokens"] == 4 and extra == []
+    # the transcript mode wraps the same text in User:/Assistant: turns — raw must not
+    LlamaCppProvider("g", "/nonexistent.gguf", mode="completion")._prepare(_Loaded(llm=llm), req)
+    assert llm.seen[-1][0].endswith(b"Assistant:") and b"User: Q: up" in llm.seen[-1][0]
+    with pytest.raises(ProviderError, match="does not fit"):
+        LlamaCppProvider("g", "/nonexistent.gguf", mode="raw", n_ctx=8)._prepare(_Loaded(llm=llm), req)
+    with pytest.raises(Exception, match="mode must be one of"):
+        LlamaCppProvider("g", "/x.gguf", mode="transcript")
 
 
 class Plain:

@@ -1,12 +1,16 @@
 """In-process GGUF models through llama-cpp-python (``pip install 'thrifty[local]'``).
 
-Two modes:
+Three modes:
 
 - ``"chat"`` — the prompt is the model's own chat template (read from the GGUF metadata), for
   instruction-tuned models such as SmolLM2-Instruct (ChatML).
 - ``"completion"`` — a plain transcript (``preamble``, optional few-shot ``examples``, then ``User: …`` /
   ``Assistant: …`` lines ending in ``Assistant:``) with stop sequences, for *base* models such as Gemma-3-270M, which produce junk
   through a chat template but continue a transcript sensibly.
+- ``"raw"`` — the messages' text, joined by blank lines, *is* the prompt, sent as is (no template,
+  no transcript, no preamble): for few-shot prompts that are already written out to be continued,
+  such as FrugalGPT's HEADLINES prompt ending in ``Answer:``. Only ``stop`` (and the request's
+  ``stop``) end the answer.
 
 Each model file is loaded once per process (lazily, on first use or :meth:`warm`) with
 ``n_threads=1, n_threads_batch=1`` by default, and guarded by one lock: llama.cpp contexts are not
@@ -30,7 +34,9 @@ from thrifty.providers._errors import provider_errors
 from thrifty.providers.base import StreamItem, cost_usd, param
 from thrifty.types import ChatRequest, Completion, Usage, message_text
 
-__all__ = ["LlamaCppProvider", "transcript_prompt", "DEFAULT_PREAMBLE"]
+__all__ = ["LlamaCppProvider", "transcript_prompt", "raw_prompt", "MODES", "DEFAULT_PREAMBLE"]
+
+MODES = ("chat", "completion", "raw")
 
 DEFAULT_PREAMBLE = "A conversation between a User and a helpful, knowledgeable Assistant who answers correctly and briefly."
 _TRANSCRIPT_STOPS = ("\nUser:", "\nAssistant:", "User:", "\n\n\n")
@@ -54,6 +60,11 @@ def transcript_prompt(messages: Sequence[Mapping[str, Any]], preamble: str = DEF
         elif role == "tool":
             lines.append(f"{user}: (tool result) {text}\n")
     return "".join(lines) + f"{assistant}:"
+
+
+def raw_prompt(messages: Sequence[Mapping[str, Any]]) -> str:
+    """The ``"raw"`` mode prompt: every message's text verbatim, joined by a blank line."""
+    return "\n\n".join(message_text(m.get("content")) for m in messages)
 
 
 @dataclass
@@ -129,8 +140,8 @@ class LlamaCppProvider:
         stop: Sequence[str] = (),
         defaults: Mapping[str, Any] | None = None,
     ) -> None:
-        if mode not in ("chat", "completion"):
-            raise ConfigError(f"mode must be 'chat' or 'completion', got {mode!r}", key=f"{name}.mode")
+        if mode not in MODES:
+            raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {mode!r}", key=f"{name}.mode")
         self.name = name
         self.model = model or name
         self.model_path = os.fspath(model_path)
@@ -205,7 +216,8 @@ class LlamaCppProvider:
             if formatted.stopping_criteria:
                 extra_stop.extend(formatted.stopping_criteria)
         else:
-            tokens = llm.tokenize(transcript_prompt(messages, self.preamble, self.examples).encode("utf-8"), add_bos=True, special=False)
+            text = raw_prompt(messages) if self.mode == "raw" else transcript_prompt(messages, self.preamble, self.examples)
+            tokens = llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)
             stops = list(self.stop)
         user_stop = param(request, "stop")
         if user_stop:
@@ -248,7 +260,7 @@ class LlamaCppProvider:
                 if cancel.is_set():
                     break
         text = "".join(parts)
-        if self.mode == "completion":
+        if self.mode != "chat":  # a continuation starts with the space after "Assistant:" / "Answer:"
             text = text.strip()
         # sampled tokens (an end-of-generation token included); the final bookkeeping call is not one
         usage = Usage(len(tokens), max(calls[0] - 1, 1 if text else 0))
@@ -268,7 +280,7 @@ class LlamaCppProvider:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         cancel = threading.Event()
-        lstrip = self.mode == "completion"  # a transcript answer starts after "Assistant:" — drop the leading space
+        lstrip = self.mode != "chat"  # a continuation starts after "Assistant:" / "Answer:" — drop the leading space
 
         def emit(text: str) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, text)
