@@ -10,6 +10,8 @@ What ``thrifty/default`` runs (:func:`default_profile`):
 
 - the profile named ``default``, if configured;
 - else the first configured profile;
+- else, when providers are configured but no profile, the first provider (in file order) as a
+  one-tier profile named ``default`` — a pure pass-through gateway never loads llama-cpp;
 - else (no configuration at all) the embedded local cascade (:func:`thrifty.local.embedded_default`).
 """
 
@@ -199,6 +201,9 @@ def default_profile(settings: Settings, *, max_tokens: int = 256) -> tuple[Profi
         return settings.profiles[DEFAULT_PROFILE], None, {}
     if settings.profiles:
         return next(iter(settings.profiles.values())), None, {}
+    if settings.providers:
+        first = next(iter(settings.providers))
+        return ProfileSettings(DEFAULT_PROFILE, (first,)), None, {}
     from thrifty.local import embedded_default
 
     policy, local = embedded_default(settings.server.resolved_data_dir(), max_tokens=max_tokens)

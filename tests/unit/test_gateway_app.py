@@ -52,6 +52,27 @@ def test_model_ids_default_alias_and_pass_through(tmp_path: Path) -> None:
     assert routes["thrifty/support"].baseline_price == (5.0, 15.0)  # the most expensive tier
 
 
+def test_providers_without_profiles_never_build_the_embedded_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import thrifty.local
+
+    def refuse(*a: Any, **k: Any) -> Any:
+        raise AssertionError("a pass-through config must not load the local models")
+
+    monkeypatch.setattr(thrifty.local, "embedded_default", refuse)
+    cfg = parse_settings({"server": {"data_dir": str(tmp_path)}, "providers": {
+        "first": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "prices": PRICE},
+        "second": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "prices": PRICE}}})
+    app = create_app(cfg)
+
+    async def fn(c: httpx.AsyncClient) -> Any:
+        return (await c.get("/v1/models")).json(), app.state.runtime.routes
+
+    body, routes = call(app, fn)
+    assert [m["id"] for m in body["data"]] == ["thrifty/default", "first", "second"]
+    default = routes["thrifty/default"]
+    assert default.engine.tiers == ("first",) and default.budget_name == "default" and default.profile is not None
+
+
 def test_cors_is_off_unless_configured(tmp_path: Path) -> None:
     pre = {"origin": "https://evil.example", "access-control-request-method": "POST"}
 
