@@ -109,3 +109,42 @@ def test_every_error_maps_to_openai_error_json(exc: BaseException, status: int, 
         assert "secret internals" not in body["error"]["message"]  # no internals leak
     if status == 401:
         assert headers.get("www-authenticate") == "Bearer"
+
+
+def test_openapi_message_schema_agrees_with_the_validator():
+    """The published JSON schema of a message accepts exactly what the server accepts: content is
+    required for system/developer/user/tool, optional for an assistant message with tool_calls."""
+    jsonschema = pytest.importorskip("jsonschema")
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from pydantic import ValidationError
+
+    from thrifty.gateway.schemas import ChatMessage
+
+    schema = jsonschema.Draft202012Validator(ChatMessage.model_json_schema())
+    part = st.one_of(st.fixed_dictionaries({"type": st.just("text"), "text": st.one_of(st.text(max_size=2), st.integers())}),
+                     st.fixed_dictionaries({"type": st.sampled_from(["image_url", "video", "file"])},
+                                           optional={"image_url": st.fixed_dictionaries({"url": st.sampled_from(["", "http://x/i.png"])})}))
+    content = st.one_of(st.none(), st.text(max_size=3), st.lists(part, max_size=2))
+    message = st.fixed_dictionaries(
+        {"role": st.sampled_from(["system", "developer", "user", "assistant", "tool", "function"])},
+        optional={"content": content, "tool_call_id": st.one_of(st.none(), st.sampled_from(["", "call_1"])),
+                  "tool_calls": st.one_of(st.none(), st.lists(st.just({"id": "call_1", "type": "function"}), max_size=1))})
+    seen: set[tuple[str, bool]] = set()
+
+    @settings(max_examples=1500, deadline=None, database=None)
+    @given(message)
+    def agree(m: dict) -> None:
+        try:
+            ChatMessage.model_validate(m)
+            accepted = True
+        except ValidationError:
+            accepted = False
+        assert schema.is_valid(m) == accepted, m
+        seen.add((m["role"], accepted))
+
+    agree()
+    for role in ("user", "tool", "assistant"):
+        assert (role, True) in seen and (role, False) in seen  # both outcomes were exercised
+    assert schema.is_valid({"role": "assistant", "tool_calls": [{"id": "c"}]})
+    assert not schema.is_valid({"role": "user"}) and not schema.is_valid({"role": "user", "content": None})

@@ -54,8 +54,37 @@ class Tool(_Strict):
     function: FunctionDef
 
 
+_TEXT_PART = {"type": "object", "required": ["type", "text"],
+              "properties": {"type": {"const": "text"}, "text": {"type": "string"}}}
+_IMAGE_PART = {"type": "object", "required": ["type", "image_url"],
+               "properties": {"type": {"const": "image_url"},
+                              "image_url": {"type": "object", "required": ["url"], "properties": {"url": {"type": "string", "minLength": 1}}}}}
+_OTHER_PART = {"type": "object", "required": ["type"], "properties": {"type": {"enum": [t for t in _PART_TYPES if t not in ("text", "image_url")]}}}
+_CONTENT = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"anyOf": [_TEXT_PART, _IMAGE_PART, _OTHER_PART]}}]}
+
+
+def _message_schema(schema: dict[str, Any]) -> None:
+    """What :meth:`ChatMessage._content_required` enforces, in the OpenAPI schema (OpenAI's rules):
+    ``content`` is required (not null) for system, developer, user and tool messages — a tool message
+    also needs ``tool_call_id`` — and for an assistant message unless it carries ``tool_calls`` (or
+    the legacy ``function_call``)."""
+    schema["properties"]["content"] = {"anyOf": [*_CONTENT["anyOf"], {"type": "null"}], "default": None, "title": "Content"}
+
+    def branch(roles: tuple[str, ...], **required: Any) -> dict[str, Any]:
+        return {"properties": {"role": {"enum": list(roles)}, **required}, "required": ["role", *required]}
+
+    schema["anyOf"] = [
+        branch(("system", "developer", "user"), content=_CONTENT),
+        branch(("tool",), content=_CONTENT, tool_call_id={"type": "string", "minLength": 1}),
+        branch(("assistant",), content=_CONTENT),
+        branch(("assistant",), tool_calls={"type": "array", "minItems": 1, "items": {"type": "object"}}),
+        branch(("assistant",), function_call={"type": "object"}),
+        branch(("function",)),
+    ]
+
+
 class ChatMessage(_Strict):
-    model_config = ConfigDict(strict=True, extra="allow")
+    model_config = ConfigDict(strict=True, extra="allow", json_schema_extra=_message_schema)
 
     role: Role
     content: Union[str, list[dict[str, Any]], None] = None
@@ -81,11 +110,13 @@ class ChatMessage(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _content_required(self) -> "ChatMessage":
+    def _content_required(self) -> "ChatMessage":  # mirrored in the OpenAPI schema by _message_schema
         if self.content is None and self.role in ("system", "developer", "user", "tool"):
             raise ValueError(f"a {self.role} message needs content")
         if self.role == "tool" and not self.tool_call_id:
             raise ValueError("a tool message needs tool_call_id")
+        if self.role == "assistant" and self.content is None and not self.tool_calls and not (self.model_extra or {}).get("function_call"):
+            raise ValueError("an assistant message needs content, unless it has tool_calls")
         return self
 
 
