@@ -80,6 +80,23 @@ def test_exact_then_semantic_then_near_miss(gw: dict) -> None:
     assert h5["x-thrifty-cache"] == "bypass" and calls() == 3
     h6, _ = ask(gw, "thrifty/cached", "How many moons does Jupiter have in 2023?", max_tokens=7)
     assert h6["x-thrifty-cache"] == "miss" and calls() == 4  # other parameters: never shared
+    # the request log records each answer's cache status (requests and steps), and `thrifty logs` shows it
+    import contextlib
+    import io
+    import sqlite3
+
+    from thrifty.cli.main import main
+
+    db = gw["data"] / "logs.sqlite3"
+    ids = [h["x-thrifty-request-id"] for h in (h1, h2, h3, h4, h5)]
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        got = [conn.execute("SELECT r.cache, s.cache FROM requests r JOIN steps s ON s.request_id = r.id WHERE r.id = ?", (i,)).fetchone()
+               for i in ids]
+    assert got == [("miss", "miss"), ("hit", "hit"), ("semantic", "semantic"), ("miss", "miss"), ("bypass", "bypass")]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["logs", "--db", str(db), "show", ids[2]]) == 0
+    assert "cache semantic" in out.getvalue()
 
 
 def test_profiles_do_not_share_and_uncached_profiles_send_no_header(gw: dict) -> None:

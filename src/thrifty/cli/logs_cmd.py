@@ -67,12 +67,12 @@ def run_list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     t = Table(title=f"last {len(rows)} requests")
-    for col in ("id", "time", "key", "model", "answered by", "tiers", "cost $", "latency s", "status", "prompt"):
+    for col in ("id", "time", "key", "model", "answered by", "tiers", "cost $", "latency s", "status", "cache", "prompt"):
         t.add_column(col, overflow="fold")
     for r in rows:
         t.add_row(r["id"], _when(r["created"]), r["key_name"] or "-", r["model_requested"], r["final_model"] or "-",
                   " → ".join(r["tiers_tried"]), f"{r['cost_usd']:.6f}", f"{(r['latency_s'] or 0):.2f}", str(r["status"]),
-                  (r["prompt"] or "")[:60])
+                  r.get("cache") or "-", (r["prompt"] or "")[:60])
     Console().print(t)
     return 0
 
@@ -87,14 +87,16 @@ def run_show(args: argparse.Namespace) -> int:
         print(json.dumps(row, ensure_ascii=False))
         return 0
     print(f"{row['id']}  {_when(row['created'])}  status {row['status']}  key {row['key_name'] or '-'}  model {row['model_requested']}")
-    print(f"answered by {row['final_model'] or '-'}  tiers {' → '.join(row['tiers_tried'])}  cost ${row['cost_usd']:.6f}  latency {(row['latency_s'] or 0):.2f}s")
+    cache = f"  cache {row['cache']}" if row.get("cache") else ""
+    print(f"answered by {row['final_model'] or '-'}  tiers {' → '.join(row['tiers_tried'])}  cost ${row['cost_usd']:.6f}  latency {(row['latency_s'] or 0):.2f}s{cache}")
     if row["error"]:
         print(f"error: {row['error']}")
     print(f"prompt: {row['prompt']}")
     for s in row["steps"]:
         score = "-" if s["score"] is None else f"{s['score']:.3f}"
         th = "" if s["threshold"] is None else f" (threshold {s['threshold']:.3f})"
-        print(f"  [{s['idx']}] {s['model']}: {s['decision']}  score {score}{th}  ${s['cost_usd']:.6f}  {(s['latency_s'] or 0):.2f}s")
+        step_cache = f"  cache {s['cache']}" if s.get("cache") else ""
+        print(f"  [{s['idx']}] {s['model']}: {s['decision']}  score {score}{th}  ${s['cost_usd']:.6f}  {(s['latency_s'] or 0):.2f}s{step_cache}")
         if s["error"]:
             print(f"      error: {s['error']}")
         if s["answer"]:

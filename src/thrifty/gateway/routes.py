@@ -92,6 +92,7 @@ def _steps(trace: Trace | None) -> tuple[StepRecord, ...]:
             tier=s.tier, model=s.model, decision=decision, answer=a.text if a else None, score=s.score,
             threshold=s.threshold, cost_usd=s.cost_usd, latency_s=s.latency_s,
             input_tokens=a.usage.input_tokens if a else None, output_tokens=a.usage.output_tokens if a else None, error=s.error,
+            cache=a.cache if a else None,
         ))
     return tuple(out)
 
@@ -123,6 +124,7 @@ class _Job:
             tiers_tried=tiers_override if tiers_override is not None else (trace.tiers_tried if trace else ()), answer=answer_override if answer_override is not None else (c.text if c else None),
             input_tokens=c.usage.input_tokens if c else None, output_tokens=c.usage.output_tokens if c else None,
             cost_usd=cost, latency_s=latency, error=error, stream=self.req.stream, steps=_steps(trace) or steps_override,
+            cache=c.cache if c is not None and status == 200 else None,
         )
         ledger = self.rt.ledger
         self.rt.store.record(rec, also=lambda conn: ledger.settle_in(conn, self.reservation, cost, key=self.key_name, profile=self.route.budget_name))

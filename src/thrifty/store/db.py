@@ -84,6 +84,13 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE reservations ADD COLUMN owner TEXT;   -- 'host|pid|start' of the process holding it
         """,
     ),
+    (
+        "0004_cache_status",
+        """
+        ALTER TABLE requests ADD COLUMN cache TEXT;       -- the served answer: hit | semantic | miss | bypass; NULL: no cache
+        ALTER TABLE steps ADD COLUMN cache TEXT;          -- that tier's answer: hit | semantic | miss | bypass; NULL: no cache
+        """,
+    ),
 ]
 
 

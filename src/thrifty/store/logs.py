@@ -35,6 +35,7 @@ class StepRecord:
     input_tokens: int | None = None
     output_tokens: int | None = None
     error: str | None = None
+    cache: str | None = None  # hit | semantic | miss | bypass; None: the tier has no cache
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class RequestRecord:
     error: str | None = None
     stream: bool = False
     steps: tuple[StepRecord, ...] = field(default_factory=tuple)
+    cache: str | None = None  # the served answer's cache status (the x-thrifty-cache header); None: no cache
 
 
 _DECISIONS = ("accepted", "escalated", "failed")
@@ -96,11 +98,11 @@ class LogStore:
             rec.id, rec.created, rec.key_name, rec.profile, rec.model_requested,
             json.dumps(rec.request, ensure_ascii=False, default=str), rec.prompt, rec.final_model,
             json.dumps(list(rec.tiers_tried)), rec.answer, rec.input_tokens, rec.output_tokens,
-            float(rec.cost_usd), rec.latency_s, int(rec.status), rec.error, int(rec.stream),
+            float(rec.cost_usd), rec.latency_s, int(rec.status), rec.error, int(rec.stream), rec.cache,
         )
         steps = [
             (rec.id, i, s.tier, s.model, s.answer, s.score, s.threshold, float(s.cost_usd), s.latency_s,
-             s.input_tokens, s.output_tokens, s.decision, s.error)
+             s.input_tokens, s.output_tokens, s.decision, s.error, s.cache)
             for i, s in enumerate(rec.steps)
         ]
         with self._lock:
@@ -110,12 +112,12 @@ class LogStore:
                 c.execute(
                     "INSERT INTO requests (id, created, key_name, profile, model_requested, request_json, prompt,"
                     " final_model, tiers_tried, answer, input_tokens, output_tokens, cost_usd, latency_s, status,"
-                    " error, stream) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " error, stream, cache) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     row,
                 )
                 c.executemany(
                     "INSERT INTO steps (request_id, idx, tier, model, answer, score, threshold, cost_usd, latency_s,"
-                    " input_tokens, output_tokens, decision, error) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " input_tokens, output_tokens, decision, error, cache) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     steps,
                 )
                 if also is not None:
@@ -142,11 +144,11 @@ class LogStore:
             return int(self._conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0])
 
     def list(self, limit: int = 20, offset: int = 0) -> list[dict[str, Any]]:
-        """Newest first: id, created, key_name, profile, model_requested, final_model, tiers, cost, latency, status."""
+        """Newest first: id, created, key_name, profile, model_requested, final_model, tiers, cost, latency, status, cache."""
         with self._lock:
             rows = self._conn.execute(
                 "SELECT id, created, key_name, profile, model_requested, final_model, tiers_tried, cost_usd,"
-                " latency_s, status, prompt FROM requests ORDER BY created DESC, rowid DESC LIMIT ? OFFSET ?",
+                " latency_s, status, prompt, cache FROM requests ORDER BY created DESC, rowid DESC LIMIT ? OFFSET ?",
                 (int(limit), int(offset)),
             ).fetchall()
         out = []
