@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hybrid-opts", default="embed=query",
                     help="comma-separated key=value options of the hybrid (default: embed=query — cached query embeddings, cheap answer features)")
     ap.add_argument("--no-pairs", action="store_true", help="skip the two-model (RouteLLM) pairs")
+    ap.add_argument("--no-pools", action="store_true", help="only the two-model pairs")
     ap.add_argument("--only", help="comma-separated row labels to run (e.g. hybrid)")
     args = ap.parse_args(argv)
 
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = [r for r in runs if r[0] in args.only.split(",")]
     rows: list[dict] = []
     reports: dict[str, list] = {p: [] for p in pools}
-    for pool, table in pools.items():
+    for pool, table in () if args.no_pools else pools.items():
         for label, name, opts in runs:
             t0 = time.perf_counter()
             rep = evaluate(table, get_policy(name, opts), n_boot=args.bootstrap)
@@ -65,10 +66,14 @@ def main(argv: list[str] | None = None) -> int:
             reports[pool].append(rep)
             print(f"{pool:12s} {label:22s} done in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     pair_table = pools["no-fusechat"]
+    pair_runs = [("router:mf share", "router:mf", {"calibrate": "share"}), ("router:mf budget", "router:mf", {}),
+                 ("router:knn share", "router:knn", {"calibrate": "share"}),
+                 ("hybrid (answer emb.)", "hybrid", {}),  # embed=full: embeds the pair's answers once (cached)
+                 ("random", "random", {}), ("oracle", "oracle", {})]
+    if args.only:
+        pair_runs = [r for r in pair_runs if r[0] in args.only.split(",")]
     for weak in () if args.no_pairs else WEAKS:
-        for label, name, opts in (("router:mf share", "router:mf", {"calibrate": "share"}), ("router:mf budget", "router:mf", {}),
-                                  ("router:knn share", "router:knn", {"calibrate": "share"}),
-                                  ("random", "random", {}), ("oracle", "oracle", {})):
+        for label, name, opts in pair_runs:
             t0 = time.perf_counter()
             doc = evaluate(pair_table, get_policy(name, opts), strong=STRONG, weak=weak, n_boot=args.bootstrap).to_json()
             rows.append({"pool": f"pair {weak}", "policy": label, "options": opts, **{k: doc.get(k) for k in KEYS},
@@ -81,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.plots)
         out.mkdir(parents=True, exist_ok=True)
         for pool, reps in reports.items():
-            plot_png(reps, out / f"routers_{pool}.png", title=f"Routers and hybrid, held-out, pool {pool}")
+            if reps:
+                plot_png(reps, out / f"routers_{pool}.png", title=f"Routers and hybrid, held-out, pool {pool}")
 
     from rich.console import Console
     from rich.table import Table

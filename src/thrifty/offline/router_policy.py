@@ -153,7 +153,8 @@ class RouterOffline:
         if calibrate not in ("budget", "share"):
             raise ConfigError(f"unknown calibration {calibrate!r}", key="calibrate", fix="use calibrate=budget or calibrate=share")
         self.variant, self.calibrate = variant, calibrate
-        self.name = "router" if variant == DEFAULT_VARIANT else f"router:{variant}"
+        self.name = ("router" if variant == DEFAULT_VARIANT else f"router:{variant}") + (
+            f" ({embedder} emb.)" if isinstance(embedder, str) and embedder != "minilm" else "")
         self.shares = np.linspace(0.0, 1.0, int(shares) + 1)
         self.inner_folds, self.seed = int(inner_folds), int(seed)
         self._embedder = embedder
