@@ -10,7 +10,8 @@ settings objects and the file loading; the section parsers live in :mod:`thrifty
 
 Layout (every table optional)::
 
-    [server]      host, port, max_body_bytes, cors_origins, data_dir, request_timeout_s
+    [server]      host, port, max_body_bytes, cors_origins, data_dir, request_timeout_s,
+                  admin_sha256 (hash of the admin key: enables POST /admin/reload)
     [providers.NAME]  kind = "openai" | "anthropic" | "llamacpp" | "student", model, base_url, api_key_env,
                   model_path (llamacpp), mode = "chat" | "completion" | "raw", prices = {input, output}
                   (USD per 1M tokens), vision, tools, max_tokens, timeout_s, options = {…}
@@ -64,6 +65,7 @@ class ServerSettings:
     cors_origins: tuple[str, ...] = ()
     data_dir: Path | None = None  # None: the user's data directory (platformdirs)
     request_timeout_s: float = 120.0
+    admin_sha256: str | None = None  # SHA-256 of the admin key; set: POST /admin/reload is served
 
     def resolved_data_dir(self) -> Path:
         if self.data_dir is not None:

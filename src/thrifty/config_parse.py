@@ -79,7 +79,7 @@ def _name(name: str, path: str) -> None:
 
 # ---- sections -----------------------------------------------------------------------------------
 def _server(tbl: Mapping[str, Any], base_dir: Path | None) -> ServerSettings:
-    _unknown(tbl, ("host", "port", "max_body_bytes", "cors_origins", "data_dir", "request_timeout_s"), "server")
+    _unknown(tbl, ("host", "port", "max_body_bytes", "cors_origins", "data_dir", "request_timeout_s", "admin_sha256"), "server")
     port = _num(tbl, "port", "server", 8080, integer=True)
     if not 0 < port < 65536:
         raise ConfigError(f"port {port} out of range", key="server.port", fix="use 1–65535")
@@ -90,7 +90,12 @@ def _server(tbl: Mapping[str, Any], base_dir: Path | None) -> ServerSettings:
     if data_dir is not None:
         d = Path(data_dir).expanduser()
         data_dir = d if d.is_absolute() or base_dir is None else base_dir / d
+    admin = _str(tbl, "admin_sha256", "server")
+    if admin is not None and not _HEX64.match(admin.lower()):
+        raise ConfigError("not a SHA-256 hex digest", key="server.admin_sha256",
+                          fix="run `thrifty keys hash` on the admin key and paste its output; never store the plaintext key")
     return ServerSettings(
+        admin_sha256=None if admin is None else admin.lower(),
         host=_str(tbl, "host", "server", "127.0.0.1"),
         port=port,
         max_body_bytes=_num(tbl, "max_body_bytes", "server", 1_000_000, lo=0, integer=True, strict=True),

@@ -20,6 +20,9 @@ different behaviour of the same server::
 ``nochoices``       200 with valid JSON that has no ``choices``
 ``echo401``         401 whose message repeats the ``Authorization`` header it got (as careless vendors do)
 ``flaky<N>-<mode>`` the first N calls of this path get ``<mode>``, later calls ``normal``
+``sleep<MS>-<mode>`` waits MS milliseconds, then behaves as ``<mode>`` (a slow but healthy upstream)
+``table``           200 whose answer is ``answers[<last user message>]`` (a recorded routing table
+                    replayed over HTTP); 404 for a prompt it has no answer for
 ==================  ===============================================================================
 
 A ``~tag`` suffix (``503~solo``) selects the same mode but is counted separately.
@@ -129,6 +132,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, f"no route {self.path}")
             return
         self.server.bodies.append(body)
+        if mode == "table":
+            messages = [m for m in body.get("messages") or () if isinstance(m, dict) and m.get("role") == "user"]
+            prompt = messages[-1].get("content") if messages else None
+            answer = self.server.answers.get(prompt) if isinstance(prompt, str) else None
+            if answer is None:
+                self._error(404, f"no recorded answer for {str(prompt)[:60]!r}")
+            else:
+                self._send(200, json.dumps(completion_body(model, answer)).encode())
+            return
         try:
             self._serve(mode, model, stream)
         except (BrokenPipeError, ConnectionResetError, OSError):
@@ -210,9 +222,11 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 256  # listen backlog: load tests open many connections at once
 
-    def __init__(self, addr: tuple[str, int], label: str, hang_s: float, drip_interval: float) -> None:
+    def __init__(self, addr: tuple[str, int], label: str, hang_s: float, drip_interval: float,
+                 answers: dict[str, str] | None = None) -> None:
         super().__init__(addr, _Handler)
         self.label = label
+        self.answers = dict(answers or {})
         self.hang_s = hang_s
         self.drip_interval = drip_interval
         self.stopping = threading.Event()
@@ -229,14 +243,19 @@ class _Server(ThreadingHTTPServer):
         if mode.startswith("flaky"):
             head, _, inner = mode.partition("-")
             return inner if n <= int(head[len("flaky"):] or 1) else "normal"
+        if mode.startswith("sleep"):
+            head, _, inner = mode.partition("-")
+            self.stopping.wait(int(head[len("sleep"):] or 0) / 1000)
+            return inner or "normal"
         return mode
 
 
 class FaultUpstream:
     """A fault-injecting OpenAI-compatible server on 127.0.0.1 (free port), run in a daemon thread."""
 
-    def __init__(self, *, label: str = "", hang_s: float = 30.0, drip_interval: float = 0.3) -> None:
-        self._server = _Server(("127.0.0.1", 0), label, hang_s, drip_interval)
+    def __init__(self, *, label: str = "", hang_s: float = 30.0, drip_interval: float = 0.3,
+                 answers: dict[str, str] | None = None) -> None:
+        self._server = _Server(("127.0.0.1", 0), label, hang_s, drip_interval, answers)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property

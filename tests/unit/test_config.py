@@ -116,6 +116,19 @@ def test_plaintext_key_is_refused_and_not_echoed(tmp_path: Path) -> None:
     assert "sk-alice-plaintext" not in str(info.value)
 
 
+def test_admin_key_is_a_hash_and_raw_mode_is_accepted() -> None:
+    s = parse_settings({"server": {"admin_sha256": hash_key("admin").upper()},
+                        "providers": {"g": {"kind": "llamacpp", "model_path": "/m.gguf", "mode": "raw"}}})
+    assert s.server.admin_sha256 == hash_key("admin") and s.providers["g"].mode == "raw"
+    assert parse_settings({}).server.admin_sha256 is None
+    with pytest.raises(ConfigError) as info:
+        parse_settings({"server": {"admin_sha256": "admin-plaintext"}})
+    assert info.value.key == "server.admin_sha256" and "admin-plaintext" not in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        parse_settings({"providers": {"g": {"kind": "llamacpp", "model_path": "/m.gguf", "mode": "template"}}})
+    assert info.value.key == "providers.g.mode" and "raw" in (info.value.fix or "")
+
+
 def test_duplicate_key_hashes_are_refused() -> None:
     h = hash_key("same")
     with pytest.raises(ConfigError) as info:

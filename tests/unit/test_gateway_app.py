@@ -127,3 +127,26 @@ def test_keys_required_when_configured(tmp_path: Path, header: str) -> None:
 
     r = call(create_app(s), fn)
     assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+
+
+def test_admin_reload_exists_only_with_an_admin_key(tmp_path: Path) -> None:
+    from thrifty.config import hash_key
+
+    async def fn(c: httpx.AsyncClient) -> Any:
+        return await c.post("/admin/reload", headers={"authorization": "Bearer admin"})
+
+    assert call(create_app(settings(tmp_path)), fn).status_code == 404
+    app = create_app(settings(tmp_path, admin_sha256=hash_key("admin")))
+
+    async def reload_twice(c: httpx.AsyncClient) -> Any:
+        old = app.state.runtime.routes["thrifty/support"]
+        wrong = await c.post("/admin/reload", headers={"authorization": "Bearer nope"})
+        ok = await c.post("/admin/reload", headers={"authorization": "Bearer admin"})
+        health = (await c.get("/healthz")).json()
+        return wrong, ok, health, old is app.state.runtime.routes["thrifty/support"]
+
+    wrong, ok, health, same = call(app, reload_twice)
+    assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
+    assert ok.status_code == 200 and ok.json()["generation"] == 2 == health["generation"]
+    assert ok.json()["profiles"]["thrifty/support"] == {"tiers": ["a", "b"], "thresholds": [0.5]}
+    assert not same  # a rebuilt route table

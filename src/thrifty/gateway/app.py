@@ -2,14 +2,16 @@
 
 The lifespan builds everything once — providers, one engine per profile, the SQLite log store and
 budget ledger, the metrics registry — and keeps it on ``app.state.runtime``; shutdown closes
-upstream connection pools and the database.
+upstream connection pools and the database. ``POST /admin/reload`` (with an admin key) or ``SIGHUP``
+rebuilds the routes from the config and its artefacts (:mod:`thrifty.gateway.reload`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -27,6 +29,17 @@ class Runtime:
     ledger: Any
     metrics: Any
     started_at: float
+    generation: int = 1  # bumped by every successful reload (thrifty.gateway.reload)
+    inflight: dict[int, int] = field(default_factory=dict)  # generation → requests admitted and not yet finished
+    retiring: set[Any] = field(default_factory=set)  # tasks closing the providers a reload replaced
+    _reload_lock: asyncio.Lock | None = None
+
+    @property
+    def reload_lock(self) -> asyncio.Lock:
+        """One reload at a time (created on first use, inside the server's event loop)."""
+        if self._reload_lock is None:
+            self._reload_lock = asyncio.Lock()
+        return self._reload_lock
 
 
 def build_runtime(settings: Settings, *, db_path: Path | None = None) -> Runtime:
@@ -59,6 +72,7 @@ def create_app(settings: Settings | None = None, *, db_path: Path | None = None,
         raise ConfigError("the gateway needs FastAPI", key="serve", fix="pip install 'thrifty[serve]'") from exc
     from thrifty import __version__
     from thrifty.gateway.errors import install_handlers
+    from thrifty.gateway.reload import register_admin
     from thrifty.gateway.routes import register_routes
 
     settings = settings or Settings()
@@ -71,9 +85,16 @@ def create_app(settings: Settings | None = None, *, db_path: Path | None = None,
             warm = getattr(provider, "warm", None)
             if warm is not None:
                 await warm()
+        hup = _install_sighup(rt)
         try:
             yield
         finally:
+            if hup:
+                import signal
+
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            for task in list(rt.retiring):  # replaced providers still waiting for their last request
+                task.cancel()
             for provider in rt.providers.values():
                 close = getattr(provider, "aclose", None)
                 if close is not None:
@@ -91,7 +112,37 @@ def create_app(settings: Settings | None = None, *, db_path: Path | None = None,
                            allow_headers=["authorization", "content-type"],
                            expose_headers=["x-thrifty-model", "x-thrifty-tiers", "x-thrifty-cost-usd", "x-thrifty-request-id"])
     register_routes(app)
+    register_admin(app, settings.server.admin_sha256)
     return app
+
+
+def _install_sighup(rt: Runtime) -> bool:
+    """``kill -HUP <pid>`` reloads (single-process server, main thread); False where not possible."""
+    import logging
+    import signal
+
+    loop = asyncio.get_running_loop()
+    if not hasattr(signal, "SIGHUP"):
+        return False
+
+    def on_hup() -> None:
+        from thrifty.gateway.reload import reload_runtime
+
+        async def go() -> None:
+            try:
+                await reload_runtime(rt)
+            except Exception as exc:  # noqa: BLE001 - keep serving the old routes; say why
+                logging.getLogger("thrifty.gateway").error("thrifty: reload on SIGHUP failed, still serving the previous config: %s", exc)
+
+        task = loop.create_task(go())
+        rt.retiring.add(task)
+        task.add_done_callback(rt.retiring.discard)
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals here
+        return False
+    return True
 
 
 def app_from_env() -> Any:

@@ -1,4 +1,5 @@
-"""HTTP endpoints: ``POST /v1/chat/completions`` (JSON and SSE), ``GET /v1/models``, ``/healthz``, ``/metrics``.
+"""HTTP endpoints: ``POST /v1/chat/completions`` (JSON and SSE), ``GET /v1/models``, ``/healthz``, ``/metrics``
+(``POST /admin/reload``: :mod:`thrifty.gateway.reload`).
 
 One request, in order: auth (401) → body size (413) → JSON (400) → schema (400) → model (404) →
 capabilities (422) → budget hold (429) → engine → log row + spend (one transaction) → answer.
@@ -105,6 +106,7 @@ class _Job:
         self.reservation: Any = None
         self.created = time.time()
         self.done = False
+        self.generation: int | None = None  # set once admitted: the route table it runs on (see reload)
 
     def finish(self, status: int, trace: Trace | None, *, error: str | None = None, answer_override: str | None = None,
                cost_override: float | None = None, tiers_override: tuple[str, ...] | None = None,
@@ -112,6 +114,9 @@ class _Job:
         if self.done:
             return
         self.done = True
+        if self.generation is not None:  # a reload closes this generation's providers when it reaches 0
+            inflight = self.rt.inflight
+            inflight[self.generation] = inflight.get(self.generation, 1) - 1
         c = trace.completion if trace else None
         cost = float(trace.cost_usd) if trace else 0.0
         if cost_override is not None:
@@ -173,6 +178,8 @@ async def _admit(rt: Any, request: Any) -> _Job:
     job = _Job(rt, route, req, body, key_name, new_request_id(), t0)
     amount = max_cost_usd(req, route.tier_prices)
     job.reservation = rt.ledger.reserve(key=key_name, profile=route.budget_name, amount_usd=amount)
+    job.generation = rt.generation
+    rt.inflight[job.generation] = rt.inflight.get(job.generation, 0) + 1
     request.state.request_id = job.rid
     return job
 
@@ -355,10 +362,10 @@ def register_routes(app: Any) -> None:
     @app.get("/healthz")
     async def healthz(request: Request) -> Any:
         rt = request.app.state.runtime
-        return JSONResponse({"status": "ok", "models": len(rt.routes), "uptime_s": round(time.time() - rt.started_at, 3)})
+        return JSONResponse({"status": "ok", "models": len(rt.routes), "generation": rt.generation,
+                             "uptime_s": round(time.time() - rt.started_at, 3)})
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Any:
         data, ctype = request.app.state.runtime.metrics.render()
         return Response(data, media_type=ctype)
-
