@@ -116,7 +116,7 @@ def run_one(table, policy: str, options: dict[str, Any], n_boot: int) -> dict[st
         "fit_5fold_wall_s": rep.timing["fit_replay_s"],
         "eval_wall_s": wall,
         "eval_cpu_s": cpu,
-        "ci": doc.get("ci"),
+        "ci95": doc.get("ci95", doc.get("ci")),
         "points": [{"cost": p.mean_cost, "quality": p.mean_quality, "target_budget": p.target_budget} for p in rep.points],
     }
 
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     from thrifty.table_io import benchmark_dir, load_table
 
     options = _opts(args.opt)
-    embed = embed_mode(options.get("embed", "full"))
+    embed = embed_mode(options.get("embed", "none"))  # the policies' default
     results: dict[str, Any] = {"data": str(benchmark_dir()), "pools": {}}
     for pool in [p.strip() for p in args.pools.split(",") if p.strip()]:
         table = load_table(benchmark_dir(), exclude=POOLS[pool])
