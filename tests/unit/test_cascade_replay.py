@@ -100,3 +100,27 @@ def test_binary_correctness_table_works_and_scores_are_probabilities():
     (pt,) = fitted.replay(table.take(np.arange(150, 200)))
     assert set(np.unique(pt.quality)) <= {0.0, 1.0}
     assert pt.mean_quality > 0.75
+
+
+def test_significance_gate_falls_back_to_the_single_model_when_the_gain_is_noise():
+    from thrifty.offline.cascade_policy import select_knobs
+    from thrifty.offline.optimise import Front
+
+    rng = np.random.default_rng(0)
+    P = 200
+    Q = np.stack([rng.random(P), rng.random(P)], 1)
+    C = np.tile([1.0, 2.0], (P, 1))
+    S = rng.random((P, 2))
+    cas = CascadeSpec((0, 1), (0.5,), 1.5, 0.0)
+    c, q = replay_arrays(S, Q, C, cas)
+    cas = CascadeSpec((0, 1), (0.5,), float(c.mean()), float(q.mean()))
+    single = CascadeSpec((1,), (), 2.0, float(Q[:, 1].mean()))
+    cheap = CascadeSpec((0,), (), 1.0, float(Q[:, 0].mean()))
+    front, singles = Front([cheap, cas]), Front([cheap, single])
+    # budget 1.9: the cascade fits, model 1 alone does not → compare with the cheap single model
+    d = q - Q[:, 0]
+    z_needed = d.mean() / (d.std(ddof=1) / np.sqrt(P - 1))
+    kept = select_knobs(front, [1.9], gate=(singles, S, Q, C, max(0.0, z_needed - 0.5)))
+    gated = select_knobs(front, [1.9], gate=(singles, S, Q, C, z_needed + 0.5))
+    assert kept[1.9] is cas and gated[1.9] is cheap
+    assert select_knobs(front, [1.9], gate=(singles, S, Q, C, 0.0))[1.9] is cas

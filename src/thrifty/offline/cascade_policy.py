@@ -6,12 +6,13 @@
 2. one answer-scoring head per candidate (:mod:`thrifty.scoring.heads`): head kind and strength are
    chosen by inner cross-validation *inside the training prompts*; the heads' calibrated
    out-of-fold scores are what the thresholds are fitted on;
-3. the optimiser's hyperparameters (max tiers L ≤ ``max_tiers``, threshold-grid size, smoothing) are
-   chosen by a second inner cross-validation over the training prompts: fronts fitted on inner-train
-   rows, their budgeted picks scored on inner-test rows (mean held-out quality over the knob grid,
-   minus a penalty for overspending the budget);
+3. the optimiser's hyperparameters (max tiers L ≤ ``max_tiers``, threshold-grid size, smoothing,
+   significance gate z) are chosen by a second inner cross-validation over the training prompts:
+   fronts fitted on inner-train rows, their budgeted picks scored on inner-test rows (mean held-out
+   quality over the knob grid, minus a penalty for overspending the budget);
 4. the final front on all training rows; each knob (target mean cost B) gets the front's best
-   cascade with training cost ≤ B·(1 − ``budget_margin``).
+   cascade with training cost ≤ B·(1 − ``budget_margin``) — unless its paired training gain over
+   the best single model within B is under z standard errors (:func:`select_knobs`).
 
 ``replay(table)`` scores every (prompt, candidate) once with the fitted heads, then drives the one
 :class:`thrifty.policy.cascade.CascadePolicy` per knob over the recorded answers with
@@ -103,8 +104,36 @@ def replay_cascades(
     return out
 
 
-def select_knobs(front: Front, knobs: Sequence[float], margin: float = 0.0) -> dict[float, CascadeSpec]:
-    return {float(b): front.for_budget(float(b) * (1.0 - margin)) for b in knobs}
+def select_knobs(
+    front: Front,
+    knobs: Sequence[float],
+    margin: float = 0.0,
+    gate: tuple[Front, np.ndarray, np.ndarray, np.ndarray, float] | None = None,
+) -> dict[float, CascadeSpec]:
+    """The front's pick per knob (mean cost ≤ knob·(1 − margin)).
+
+    ``gate = (singles, S, Q, C, z)``: keep a multi-tier pick only if its paired per-prompt quality
+    gain over the best *single model* within the same budget (``singles`` = the 1-tier front), on
+    the training rows (S, Q, C), is at least ``z`` standard errors — otherwise take that single
+    model. A threshold whose training gain is noise then costs nothing held-out.
+    """
+    out: dict[float, CascadeSpec] = {}
+    memo: dict[tuple, bool] = {}
+    for b in knobs:
+        spec = front.for_budget(float(b) * (1.0 - margin))
+        if gate is not None and len(spec.tiers) > 1 and gate[4] > 0:
+            singles, S, Q, C, z = gate
+            single = singles.for_budget(float(b) * (1.0 - margin))
+            key = (spec.tiers, spec.thresholds, single.tiers)
+            if key not in memo:
+                _, q1 = replay_arrays(S, Q, C, spec)
+                _, q0 = replay_arrays(S, Q, C, single)
+                d = q1 - q0
+                memo[key] = d.mean() >= z * d.std(ddof=1) / np.sqrt(max(1, len(d) - 1))
+            if not memo[key] and single.cost <= spec.cost:
+                spec = single
+        out[float(b)] = spec
+    return out
 
 
 def _knob_range(train: RoutingTable, knobs: Sequence[float]) -> list[float]:
@@ -148,7 +177,7 @@ class CascadeOffline:
     by inner CV), ``shared`` (also fit a head pooled over all models; default true), ``knn`` (k of the
     k-NN quality feature, needs query embeddings; 50), ``emb_heads`` (feed embeddings to the heads;
     true), ``grids`` / ``smooths`` (threshold-grid sizes and smoothing radii tried by nested CV),
-    ``inner_folds`` (4), ``budget_margin`` (0), ``overspend_penalty`` (0.5: nested-CV penalty per unit
+    ``inner_folds`` (4), ``budget_margin`` (0), ``gates`` (significance gates z tried by nested CV; 0,1), ``overspend_penalty`` (0.5: nested-CV penalty per unit
     of relative overspend), ``seed``, ``artefact`` (replay a ``thrifty fit`` artefact instead of fitting).
     """
 
@@ -164,6 +193,7 @@ class CascadeOffline:
         smooths: Sequence[int] | str = (0, 1),
         inner_folds: int | str = 4,
         budget_margin: float | str = 0.0,
+        gates: Sequence[float] | str = (0.0, 1.0),
         overspend_penalty: float | str = 0.5,
         heads: str = "ridge",
         shared: bool | str = True,
@@ -190,6 +220,7 @@ class CascadeOffline:
         self.smooths = _ints(smooths)
         self.inner_folds = int(inner_folds)
         self.budget_margin = float(budget_margin)
+        self.gates = tuple(float(x) for x in (gates.replace("/", ",").split(",") if isinstance(gates, str) else gates))
         self.overspend_penalty = float(overspend_penalty)
         self.seed = int(seed)
 
@@ -218,31 +249,34 @@ class CascadeOffline:
         knobs = [float(k) for k in knobs] if len(knobs) else sorted({s.cost for s in train.model_stats() if s.n})
         sel_knobs = _knob_range(train, knobs)
 
-        # nested CV over (L, grid, smooth) on the out-of-fold scores of the training prompts
+        # nested CV over (L, grid, smooth, gate z) on the out-of-fold scores of the training prompts
         scores = {}
-        configs = self._configs()
+        configs = [(L, G, r, z) for (L, G, r) in self._configs() for z in (self.gates if L > 1 else self.gates[:1])]
         if len(configs) > 1:
             folds = inner_folds(train.n_prompts, self.inner_folds, self.seed + 1)
             totals = np.zeros(len(configs))
             for test in folds:
                 tr = np.setdiff1d(np.arange(train.n_prompts), test)
-                for ci, (L, G, r) in enumerate(configs):
-                    front = optimise(S[tr], Q[tr], C[tr], max_tiers=L, grid=G, smooth=r)
+                singles = optimise(S[tr], Q[tr], C[tr], max_tiers=1)
+                fronts: dict[tuple, Front] = {}
+                for ci, (L, G, r, z) in enumerate(configs):
+                    if (L, G, r) not in fronts:
+                        fronts[(L, G, r)] = optimise(S[tr], Q[tr], C[tr], max_tiers=L, grid=G, smooth=r)
+                    picks = select_knobs(fronts[(L, G, r)], sel_knobs, self.budget_margin, (singles, S[tr], Q[tr], C[tr], z))
                     val = 0.0
-                    for b in sel_knobs:
-                        spec = front.for_budget(b * (1 - self.budget_margin))
+                    for b, spec in picks.items():
                         c, q = replay_arrays(S[test], Q[test], C[test], spec)
                         val += q.mean() - self.overspend_penalty * max(0.0, c.mean() / b - 1.0)
                     totals[ci] += val / len(sel_knobs)
-            scores = {f"L={L},grid={G},smooth={r}": float(t / len(folds)) for (L, G, r), t in zip(configs, totals)}
-            L, G, r = configs[int(np.argmax(totals))]
+            scores = {f"L={L},grid={G},smooth={r},gate={z:g}": float(t / len(folds)) for (L, G, r, z), t in zip(configs, totals)}
+            L, G, r, z = configs[int(np.argmax(totals))]
         else:
-            L, G, r = configs[0]
+            L, G, r, z = configs[0]
         front = optimise(S, Q, C, max_tiers=L, grid=G, smooth=r)
-        picks = select_knobs(front, knobs, self.budget_margin)
+        picks = select_knobs(front, knobs, self.budget_margin, (optimise(S, Q, C, max_tiers=1), S, Q, C, z))
         info = {
             "candidates": list(models),
-            "chosen": {"max_tiers": L, "grid": G, "smooth": r},
+            "chosen": {"max_tiers": L, "grid": G, "smooth": r, "gate_z": z},
             "inner_cv": scores,
             "heads": {m: {"config": getattr(h, "label", h.config.label), "cv_mse": h.cv_mse, "cv_spearman": h.cv_spearman} for m, h in scorer.heads.items()},
             "front_size": len(front.points),
