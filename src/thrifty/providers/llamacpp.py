@@ -93,6 +93,7 @@ def _import_llama() -> Any:
     return llama_cpp
 
 
+_LOAD_LOCK = threading.Lock()  # see _load_locked
 _NATIVE_LOG: list[Any] = []  # keeps the ctypes callback alive
 
 
@@ -171,10 +172,14 @@ class LlamaCppProvider:
         llama_cpp = _import_llama()
         _route_native_logs(llama_cpp)
         t0 = time.perf_counter()
-        llm = llama_cpp.Llama(
-            model_path=self.model_path, n_ctx=self.n_ctx, n_threads=self.n_threads,
-            n_threads_batch=self.n_threads_batch, verbose=False,
-        )
+        # llama-cpp-python silences loading by swapping the process's stdout/stderr file descriptors;
+        # two loads in parallel threads restore each other's swapped fds and leave the process
+        # writing to /dev/null. One load at a time per process.
+        with _LOAD_LOCK:
+            llm = llama_cpp.Llama(
+                model_path=self.model_path, n_ctx=self.n_ctx, n_threads=self.n_threads,
+                n_threads_batch=self.n_threads_batch, verbose=False,
+            )
         formatter = None
         if self.mode == "chat":
             template = llm.metadata.get("tokenizer.chat_template")
