@@ -120,11 +120,14 @@ def _scorer(profile: ProfileSettings) -> Any:
 
 
 def profile_policy(profile: ProfileSettings) -> Any:
-    """The live policy of ``profile``: its fitted artefact's selected cascade (with the artefact's
-    answer scorer), else a :class:`~thrifty.policy.cascade.CascadePolicy` over its hand-set thresholds.
+    """The live policy of ``profile``: its fitted artefact's policy for the selected point — a cascade
+    (with the artefact's answer scorer), a router or a hybrid, per the artefact's ``kind`` — else a
+    :class:`~thrifty.policy.cascade.CascadePolicy` over its hand-set thresholds.
 
     An artefact's cascade may use a subset of the profile's tiers (the fit can drop a model that never
-    pays off) but never a model the profile does not list.
+    pays off) but never a model the profile does not list; a router may call every model it was
+    fitted on, so the profile must list them all. A router or hybrid embeds each query with the
+    embedder it was fitted with (loaded on the first request; a missing extra fails here).
     """
     from thrifty.policy.cascade import CascadePolicy
 
@@ -141,10 +144,13 @@ def profile_policy(profile: ProfileSettings) -> Any:
             raise _rekey(exc, key) from exc
         missing = [t for t in artefact.tiers if t not in profile.tiers]
         if missing:
-            raise ConfigError(f"the artefact's cascade uses {missing}, which the profile does not list",
+            raise ConfigError(f"the artefact's {artefact.kind} uses {missing}, which the profile does not list",
                               key=f"profiles.{profile.name}.tiers",
                               fix=f"add them to tiers (and [providers.*]) or refit on models named {list(profile.tiers)}")
-        return artefact.policy()
+        try:
+            return artefact.policy()
+        except ConfigError as exc:  # e.g. the router's query embedder needs an extra that is missing
+            raise _rekey(exc, key) from exc
     scorer = _scorer(profile) if len(profile.tiers) > 1 else None
     return CascadePolicy(profile.tiers, profile.thresholds or (), scorer)
 

@@ -26,7 +26,7 @@ def test_fit_writes_a_loadable_artefact_whose_policy_drives_live(data_dir, tmp_p
     rc = main(["fit", "--data", str(data_dir), "--embed", "none", "--max-tiers", "2", "--budget", "0.0004", "--out", str(out), "--json"])
     assert rc == 0
     manifest = json.loads(capsys.readouterr().out)
-    assert manifest["format"] == "thrifty-cascade" and manifest["version"] == 1
+    assert manifest["format"] == "thrifty-artefact" and manifest["version"] == 2 and manifest["kind"] == "cascade"
     assert manifest["data"]["n_prompts"] == 160 and len(manifest["data"]["hash"]) > 8
     assert manifest["pool"] == ["small", "mid", "big"] and manifest["goal"] == {"budget": 0.0004}
     assert manifest["selected"]["train_cost"] <= 0.0004 and len(manifest["selected"]["tiers"]) <= 2

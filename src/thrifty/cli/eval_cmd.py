@@ -34,7 +34,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("--folds", type=int, default=5, help="folds when the data has no splits.json (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed for folds and bootstrap (default 0)")
     p.add_argument("--bootstrap", type=int, default=200, metavar="N", help="bootstrap resamples for 95%% intervals (0 = off; default 200)")
-    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="policy option, repeatable")
+    p.add_argument("--opt", action="append", default=[], metavar="[POLICY.]KEY=VALUE",
+                   help="policy option, repeatable; KEY=VALUE applies to every --policy, POLICY.KEY=VALUE only to that one "
+                        "(e.g. router.embedder=static, hybrid.embed=full, router:knn.inner_folds=5)")
     p.add_argument("--out", metavar="DIR", help="output folder (default ./runs/eval-<UTC time>)")
     p.add_argument("--no-plots", action="store_true", help="skip plot.png / plot.html")
     p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
@@ -50,6 +52,32 @@ def _options(pairs: list[str]) -> dict[str, Any]:
             raise ConfigError(f"bad option {item!r}", key="--opt", fix="use --opt key=value")
         out[key.strip()] = _value(value.strip())
     return out
+
+
+def policy_options(pairs: list[str], policies: list[str]) -> dict[str, dict[str, Any]]:
+    """Options per ``--policy`` name: the unscoped ``key=value`` pairs, overridden by ``base.key=value``
+    (``base``: the name before ``:``, e.g. ``router`` for ``router:knn``), overridden by
+    ``name.key=value`` (the full name). A scope naming a policy that is not evaluated is an error."""
+    from thrifty.offline.registry import policy_names
+
+    known = policy_names()
+    scopes = sorted({*policies, *(n.partition(":")[0] for n in policies)}, key=len, reverse=True)
+    plain: list[str] = []
+    scoped: dict[str, list[str]] = {}
+    for item in pairs:
+        key = item.partition("=")[0]
+        scope = next((s for s in scopes if key.startswith(s + ".")), None)
+        if scope is None:
+            head = key.partition(".")[0]
+            if "." in key and head.partition(":")[0] in known:
+                raise ConfigError(f"option {item!r} is scoped to {head!r}, which is not among the evaluated policies",
+                                  key="--opt", fix=f"add --policy {head}, or scope it to one of: {', '.join(policies)}")
+            plain.append(item)
+        else:
+            scoped.setdefault(scope, []).append(item[len(scope) + 1:])
+    base = _options(plain)
+    return {n: {**base, **_options(scoped.get(n.partition(":")[0], [])), **(_options(scoped.get(n, [])) if ":" in n else {})}
+            for n in policies}
 
 
 def _value(text: str) -> Any:
@@ -75,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
 
     data = Path(args.data) if args.data else benchmark_dir()
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
-    options = _options(args.opt)
+    per_policy = policy_options(args.opt, args.policy)
     t0 = time.perf_counter()
     table = load_table(data, models=models, exclude=args.exclude)
     load_s = time.perf_counter() - t0
@@ -84,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"model {missing!r} is not in the pool", key="--strong/--weak", fix="check --models/--exclude")
     reports = []
     for name in args.policy:
+        options = per_policy[name]
         reports.append(
             evaluate(table, _noisy(name, options, args), strong=args.strong, weak=args.weak, n_folds=args.folds, seed=args.seed, progress=True, n_boot=args.bootstrap, options=options)
         )

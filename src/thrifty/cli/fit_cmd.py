@@ -1,11 +1,13 @@
-"""``thrifty fit``: fit the cascade (scorers, models, order, thresholds) on a routing table.
+"""``thrifty fit``: fit a cascade, router or hybrid on a routing table and write a versioned artefact.
 
-Fits the ``cascade`` offline policy on *all* prompts of the table (hyperparameters by nested
-cross-validation inside them), selects the cascade for ``--budget`` (highest training quality at
-mean cost ≤ B) or ``--target-quality`` (cheapest at quality ≥ Q; default: the best single model's
-cost as budget) and writes a versioned artefact (:mod:`thrifty.offline.artefact`) with the whole
-training Pareto front, so the gateway can switch budgets without refitting. Held-out numbers come
-from ``thrifty eval --policy cascade``, not from here.
+``--policy cascade`` (default) fits the cascade (scorers, models, order, thresholds); ``router`` a
+query-only quality predictor and one λ per budget; ``hybrid`` both, jointly. The policy is fitted on
+*all* prompts of the table (hyperparameters by cross-validation inside them); the artefact
+(:mod:`thrifty.offline.artefact`) stores the selected point for ``--budget`` (highest training
+quality at mean cost ≤ B) or ``--target-quality`` (cheapest at quality ≥ Q; default: the best
+single model's cost as budget) and the whole training front, so the gateway can switch budgets
+without refitting. Router and hybrid training numbers are out-of-fold (router predictions) /
+exact replays of the live rule. Held-out numbers come from ``thrifty eval``, not from here.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ __all__ = ["register", "run"]
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser(
         "fit",
-        help="fit a cascade (scorers + models + thresholds) and write an artefact",
-        description="Fit answer scorers and the budget-optimal cascade on a routing table; write a versioned artefact.",
+        help="fit a cascade, router or hybrid and write an artefact",
+        description="Fit the budget-optimal cascade, router or hybrid on a routing table; write a versioned artefact.",
     )
+    p.add_argument("--policy", default="cascade", choices=("cascade", "router", "hybrid"), help="what to fit (default cascade)")
     p.add_argument("--data", help="routing-table folder (default: the shared AlpacaEval routing data)")
     p.add_argument("--models", help="comma-separated model pool (default: all)")
     p.add_argument("--exclude", metavar="REGEX", help="drop models whose name matches REGEX")
@@ -40,14 +43,17 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     )
     p.add_argument("--heads", default="ridge", help="head kinds to choose from by nested CV: ridge, gbm, ridge,gbm (default ridge)")
     p.add_argument("--max-candidates", type=int, default=8, help="models the optimiser searches over (0 = whole pool; default 8)")
+    p.add_argument("--variant", choices=("knn", "mf", "linear", "auto"), help="router / hybrid: the router's head (default mf)")
+    p.add_argument("--embedder", default="minilm", metavar="NAME",
+                   help="router / hybrid: query embedder — minilm (default), static (distilled lookup table, no torch at run time) or module:Factory")
+    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="further option of the policy (as in thrifty eval), repeatable")
     p.add_argument("--out", required=True, metavar="DIR", help="artefact directory to write")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON to stdout")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from thrifty.offline.artefact import json_number, write_artefact
-    from thrifty.offline.cascade_policy import CascadeOffline
+    from thrifty.cli.eval_cmd import _options
     from thrifty.offline.evaluate import default_knobs
     from thrifty.table_io import benchmark_dir, load_table
 
@@ -56,20 +62,38 @@ def run(args: argparse.Namespace) -> int:
     data = Path(args.data) if args.data else benchmark_dir()
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     table = load_table(data, models=models, exclude=args.exclude)
-    best = table.best_single()
     knobs = sorted(set(float(k) for k in default_knobs(table)) | ({args.budget} if args.budget else set()))
+    opts = _options(args.opt)
+    if args.policy == "cascade":
+        return _fit_cascade(args, table, knobs, opts)
+    from thrifty.cli.fit_kinds import fit_router_or_hybrid
+
+    return fit_router_or_hybrid(args, table, knobs, opts)
+
+
+def goal_of(args: argparse.Namespace, best_cost: float) -> dict[str, float]:
+    """``{"target_quality": Q}`` or ``{"budget": B}`` (default B: the best single model's cost)."""
+    if args.target_quality is not None:
+        return {"target_quality": args.target_quality}
+    return {"budget": args.budget if args.budget is not None else best_cost}
+
+
+def _fit_cascade(args: argparse.Namespace, table, knobs: list[float], opts: dict) -> int:
+    from thrifty.offline.artefact import json_number, write_artefact
+    from thrifty.offline.cascade_policy import CascadeOffline
+
+    best = table.best_single()
     t0 = time.perf_counter()
-    policy = CascadeOffline(
-        max_tiers=args.max_tiers, max_candidates=args.max_candidates or None, embed=args.embed, heads=args.heads
-    )
+    try:
+        policy = CascadeOffline(**{"max_tiers": args.max_tiers, "max_candidates": args.max_candidates or None,
+                                   "embed": args.embed, "heads": args.heads, **opts})
+    except TypeError as exc:
+        raise ConfigError(f"bad option for the cascade: {exc}", key="--opt") from None
     fitted = policy.fit(table, knobs)
     fit_s = time.perf_counter() - t0
     front = fitted.front
-    if args.target_quality is not None:
-        spec, goal = front.for_quality(args.target_quality), {"target_quality": args.target_quality}
-    else:
-        budget = args.budget if args.budget is not None else best.cost
-        spec, goal = front.for_budget(budget), {"budget": budget}
+    goal = goal_of(args, best.cost)
+    spec = front.for_quality(goal["target_quality"]) if "target_quality" in goal else front.for_budget(goal["budget"])
 
     def point(s) -> dict:
         return {
@@ -89,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         "front": [point(s) for s in front.points],
         "training": {**fitted.info, "fit_seconds": fit_s},
     }
-    out = write_artefact(args.out, manifest, fitted.scorer.heads)
+    out = write_artefact(args.out, manifest, fitted.scorer.heads, kind="cascade")
     if args.json:
         print(json.dumps(json.loads((out / "manifest.json").read_text()), indent=2))
     else:

@@ -1,15 +1,26 @@
-"""Versioned cascade artefact: what ``thrifty fit`` writes and the gateway / ``thrifty eval`` load.
+"""Versioned policy artefact: what ``thrifty fit`` writes and the gateway / ``thrifty eval`` load.
 
 An artefact is a directory::
 
-    manifest.json   format, version, created, thrifty version, data (source, hash, prompts), pool,
-                    scorer settings, the selected cascade, every budgeted cascade, the training
-                    Pareto front, training metrics (per-head inner-CV error, nested-CV choices)
-    heads.pkl       the fitted per-model scoring heads (pickle; its sha256 is in the manifest)
+    manifest.json   format, version, kind, created, thrifty version, data (source, hash, prompts),
+                    pool, the selected operating point, the training front of operating points
+                    (each with its training mean cost and quality), training metrics, and per kind:
+                    ``scorer`` (cascade, hybrid: answer-scorer settings), ``router`` (router, hybrid:
+                    models, expected costs, head variant, the query embedder's name)
+    heads.pkl       the fitted objects (pickle; its sha256 is in the manifest): cascade — the
+                    per-model scoring heads; router — ``{"predictor"}``; hybrid — ``{"predictor", "scorer"}``
 
-``load_artefact`` checks ``format`` and ``version`` first and refuses anything it does not know
-with a :class:`~thrifty.errors.ConfigError` that says which versions it reads; a heads file whose
-hash differs from the manifest is refused too (pickles are only loaded from artefacts you made).
+``kind`` is ``cascade`` | ``router`` | ``hybrid``. Version 1 (format ``thrifty-cascade``, no ``kind``)
+is read as a cascade artefact; version 2 adds ``kind``. :meth:`Artefact.policy` returns the live
+sans-I/O policy — :class:`~thrifty.policy.cascade.CascadePolicy`,
+:class:`~thrifty.policy.router.RouterPolicy` or :class:`~thrifty.policy.hybrid.HybridPolicy` — for
+the selected point or for a budget. A router needs query embeddings live: the embedder the fit used
+(``minilm``, ``static`` or ``module:Factory``) is rebuilt lazily on the first request; a missing extra
+is a :class:`~thrifty.errors.ConfigError` when the policy is built.
+
+``load_artefact`` checks ``format``, ``version`` and ``kind`` first and refuses anything it does not
+know with a :class:`~thrifty.errors.ConfigError` that says what it reads; a heads file whose hash
+differs from the manifest is refused too (pickles are only loaded from artefacts you made).
 """
 
 from __future__ import annotations
@@ -25,11 +36,13 @@ from typing import Any
 
 from thrifty.errors import ConfigError
 
-__all__ = ["FORMAT", "VERSION", "Artefact", "write_artefact", "load_artefact", "json_number"]
+__all__ = ["FORMAT", "VERSION", "KINDS", "Artefact", "write_artefact", "load_artefact", "json_number"]
 
-FORMAT = "thrifty-cascade"
-VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+FORMAT = "thrifty-artefact"
+FORMATS = (FORMAT, "thrifty-cascade")  # version 1 was written as "thrifty-cascade"
+VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
+KINDS = ("cascade", "router", "hybrid")
 
 
 def _num(x: float) -> float | str:
@@ -50,14 +63,33 @@ class Artefact:
     path: Path
 
     @property
+    def kind(self) -> str:
+        return str(self.manifest.get("kind", "cascade"))
+
+    @property
     def tiers(self) -> tuple[str, ...]:
+        """The models the selected policy may call (a router: every model it routes between)."""
         return tuple(self.manifest["selected"]["tiers"])
 
     @property
     def thresholds(self) -> tuple[float, ...]:
-        return tuple(_float(t) for t in self.manifest["selected"]["thresholds"])
+        return tuple(_float(t) for t in self.manifest["selected"].get("thresholds", ()))
+
+    def point(self, budget: float | None = None) -> dict[str, Any]:
+        """The selected operating point, or the front's best at training mean cost ≤ ``budget``
+        (the cheapest point when none fits)."""
+        if budget is None:
+            return self.manifest["selected"]
+        front = self.manifest["front"]
+        ok = [p for p in front if p["train_cost"] <= budget] or front[:1]
+        return ok[-1]
 
     def scorer(self, embedder=None):
+        if self.kind == "hybrid":
+            sc = self.heads["scorer"]
+            if sc.embed != "none":
+                sc._embedder = embedder if embedder is not None else self._lazy_embedder()
+            return sc
         from thrifty.scoring.answer_scorer import AnswerScorer
 
         sc = self.manifest["scorer"]
@@ -65,25 +97,56 @@ class Artefact:
 
     def cascade_for(self, budget: float | None = None) -> tuple[tuple[str, ...], tuple[float, ...]]:
         """Tiers and thresholds of the selected cascade, or of the front's best at mean cost ≤ budget."""
-        if budget is None:
-            return self.tiers, self.thresholds
-        front = self.manifest["front"]
-        ok = [p for p in front if p["train_cost"] <= budget] or front[:1]
-        p = ok[-1]
-        return tuple(p["tiers"]), tuple(_float(t) for t in p["thresholds"])
+        p = self.point(budget)
+        return tuple(p["tiers"]), tuple(_float(t) for t in p.get("thresholds", ()))
+
+    def _lazy_embedder(self):
+        from thrifty.offline.router_policy import LazyEmbedder
+
+        spec = self.manifest["router"]["embedder"]
+        if getattr(self, "_embedder", None) is None or self._embedder.spec != spec:
+            self._embedder = LazyEmbedder(spec)
+        return self._embedder
+
+    def predictor(self, embedder=None):
+        """The fitted query-quality predictor (router, hybrid) with its query embedder attached
+        (``embedder`` or, lazily, the one named in the manifest)."""
+        from dataclasses import replace
+
+        from thrifty.offline.routers import QueryEncoder
+
+        if self.kind not in ("router", "hybrid"):
+            raise ConfigError(f"a {self.kind} artefact has no router", key="artefact")
+        return replace(self.heads["predictor"], encoder=QueryEncoder(embedder if embedder is not None else self._lazy_embedder()))
 
     def policy(self, budget: float | None = None, embedder=None):
-        """A live :class:`~thrifty.policy.cascade.CascadePolicy` for this artefact."""
+        """The live sans-I/O policy of this artefact for the selected point (or ``budget``)."""
         from thrifty.policy.cascade import CascadePolicy
 
+        p = self.point(budget)
+        if self.kind == "router":
+            from thrifty.policy.router import RouterPolicy
+
+            r = self.manifest["router"]
+            return RouterPolicy(tuple(r["models"]), self.predictor(embedder), [float(c) for c in r["expected_cost"]], lam=_float(p["lam"]))
         tiers, thr = self.cascade_for(budget)
-        return CascadePolicy(tiers, thr, self.scorer(embedder) if len(tiers) > 1 else None)
+        cascade = CascadePolicy(tiers, thr, self.scorer(embedder) if len(tiers) > 1 else None)
+        if self.kind == "cascade":
+            return cascade
+        from thrifty.policy.hybrid import HybridPolicy
+
+        r = self.manifest["router"]
+        cost = {m: float(c) for m, c in zip(r["models"], r["expected_cost"])}
+        return HybridPolicy(cascade, self.predictor(embedder), tuple(r["models"]), cost, _float(p["lam"]))
 
 
-def write_artefact(path: str | Path, manifest: dict[str, Any], heads: dict[str, Any]) -> Path:
-    """Write ``manifest`` (format/version/created are added) and ``heads`` into directory ``path``."""
+def write_artefact(path: str | Path, manifest: dict[str, Any], heads: dict[str, Any], kind: str = "cascade") -> Path:
+    """Write ``manifest`` (format/version/kind/created are added) and ``heads`` (the kind's fitted
+    objects, see the module docstring) into directory ``path``."""
     from thrifty import __version__
 
+    if kind not in KINDS:
+        raise ValueError(f"unknown artefact kind {kind!r}")
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     blob = pickle.dumps(heads, protocol=pickle.HIGHEST_PROTOCOL)
@@ -91,6 +154,7 @@ def write_artefact(path: str | Path, manifest: dict[str, Any], heads: dict[str, 
     doc = {
         "format": FORMAT,
         "version": VERSION,
+        "kind": kind,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "thrifty_version": __version__,
         **manifest,
@@ -123,9 +187,9 @@ def load_artefact(path: str | Path) -> Artefact:
         manifest = json.loads(mf.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{mf} is not valid JSON: {exc}", key="artefact") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") not in FORMATS:
         raise ConfigError(
-            f"{mf} is not a thrifty cascade artefact (format {manifest.get('format') if isinstance(manifest, dict) else None!r})",
+            f"{mf} is not a thrifty artefact (format {manifest.get('format') if isinstance(manifest, dict) else None!r})",
             key="artefact", fix=f"expected format {FORMAT!r}",
         )
     version = manifest.get("version")
@@ -134,6 +198,10 @@ def load_artefact(path: str | Path) -> Artefact:
             f"artefact {root} has format version {version!r}; this thrifty reads version(s) {', '.join(map(str, SUPPORTED_VERSIONS))}",
             key="artefact", fix="re-create it with `thrifty fit`, or use the thrifty release that wrote it",
         )
+    kind = manifest.get("kind", "cascade")
+    if kind not in KINDS or (version == 1 and kind != "cascade"):
+        raise ConfigError(f"artefact {root} has kind {kind!r}; this thrifty reads {', '.join(KINDS)} (version 1: cascade only)",
+                          key="artefact", fix="re-create it with `thrifty fit --policy cascade|router|hybrid`")
     hf = manifest.get("heads_file") or {}
     blob_path = root / str(hf.get("name", "heads.pkl"))
     if not blob_path.is_file():

@@ -99,6 +99,8 @@ class FittedHybrid:
     inputs_kw: dict[str, Any]
     embedder: Any = None
     info: dict[str, Any] = field(default_factory=dict)
+    train: dict[float, tuple[float, float]] = field(default_factory=dict)  # knob -> exact training (mean cost, mean quality)
+    embedder_spec: str = "minilm"
 
     def expected_cost(self) -> dict[str, float]:
         return {m: float(c) for m, c in zip(self.models, self.predictor.exp_cost)}
@@ -177,9 +179,12 @@ class HybridOffline:
                  **cascade_opts: Any) -> None:
         from thrifty.offline.cascade_policy import CascadeOffline
 
+        from thrifty.offline.router_policy import embedder_spec
+
         self.router = router or variant
         self.grid, self.smooth, self.n_lams, self.seed = int(grid), int(smooth), int(n_lams), int(seed)
         self._embedder = embedder
+        self.embedder_spec = embedder_spec(embedder)
         self.margin = float(margin)
         self.cascade = CascadeOffline(seed=self.seed, **cascade_opts)  # validates and normalises the options
 
@@ -190,8 +195,11 @@ class HybridOffline:
             return self._fit(train, knobs)
 
     def _fit(self, train: RoutingTable, knobs: Sequence[float]) -> FittedHybrid:
+        from thrifty.offline.router_policy import resolve_embedder
         from thrifty.scoring.answer_scorer import fit_answer_scorer, table_inputs
 
+        if isinstance(self._embedder, str):  # a name (static, module:Factory …): one object for scorer and router
+            self._embedder = resolve_embedder(self._embedder)
         c = self.cascade
         cand = candidate_models(train.quality, train.cost, c.max_candidates)
         models = tuple(train.models[j] for j in cand)
@@ -216,12 +224,14 @@ class HybridOffline:
         # re-score every candidate exactly under the live start rule, then take the Pareto front
         exact = np.array([train_replay(S, Q, C, fp.oof_pred, fp.exp_cost, lam, sp) for lam, sp in specs])
         keep = pareto_front(exact[:, 0], exact[:, 1])
-        front_pts = [(specs[i][0], specs[i][1], float(exact[i, 0])) for i in keep]
+        front_pts = [(specs[i][0], specs[i][1], float(exact[i, 0]), float(exact[i, 1])) for i in keep]
         picks: dict[float, tuple[float, CascadeSpec]] = {}
+        train: dict[float, tuple[float, float]] = {}
         for b in knobs:
             ok = [p for p in front_pts if p[2] <= b * (1 - self.margin)]
-            lam, spec, _ = ok[-1] if ok else front_pts[0]
+            lam, spec, tc, tq = ok[-1] if ok else front_pts[0]
             picks[float(b)] = (lam, spec)
+            train[float(b)] = (tc, tq)
         info = {"candidates": list(models), "router": fp.variant, "router_params": fp.params,
                 "front_size": len(front_pts), "lams_on_front": sorted({p[0] for p in front_pts})}
-        return FittedHybrid(models, scorer, fp, picks, kw, self._embedder, info)
+        return FittedHybrid(models, scorer, fp, picks, kw, self._embedder, info, train, self.embedder_spec)

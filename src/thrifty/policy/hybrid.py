@@ -58,6 +58,11 @@ class HybridPolicy:
     def __repr__(self) -> str:
         return f"HybridPolicy({self.cascade!r}, lam={self.lam:.4g})"
 
+    @property
+    def thresholds(self) -> tuple[float, ...]:
+        """The cascade's acceptance thresholds (after the start tier)."""
+        return tuple(self.cascade.thresholds)
+
     def start(self, request: ChatRequest, predicted: np.ndarray | None = None) -> int:
         if math.isinf(self.lam) or len(self.tiers) == 1:
             return 0
