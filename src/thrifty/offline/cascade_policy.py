@@ -156,6 +156,8 @@ class FittedCascade:
         return {k: (tuple(self.models[t] for t in s.tiers), s.thresholds) for k, s in self.picks.items()}
 
     def score(self, table: RoutingTable) -> np.ndarray:
+        if hasattr(self.scorer, "score_rows"):  # scorers that read the table themselves (fine-tuned)
+            return self.scorer.score_rows(table, self.models)
         from thrifty.scoring.answer_scorer import table_inputs
 
         return self.scorer.score_table(table_inputs(table, self.models, **self.inputs_kw))
@@ -178,7 +180,10 @@ class CascadeOffline:
     k-NN quality feature, needs query embeddings; 50), ``emb_heads`` (feed embeddings to the heads;
     true), ``grids`` / ``smooths`` (threshold-grid sizes and smoothing radii tried by nested CV),
     ``inner_folds`` (4), ``budget_margin`` (0), ``gates`` (significance gates z tried by nested CV; 0,1), ``overspend_penalty`` (0.5: nested-CV penalty per unit
-    of relative overspend), ``seed``, ``artefact`` (replay a ``thrifty fit`` artefact instead of fitting).
+    of relative overspend), ``seed``, ``artefact`` (replay a ``thrifty fit`` artefact instead of fitting),
+    ``scorer`` (``features``: the heads above; ``finetuned``: :mod:`thrifty.scoring.finetuned`, MiniLM
+    fine-tuned on the CPU, with ``ft_epochs`` (1), ``ft_max_length`` (128), ``ft_features`` (false),
+    ``ft_inner_folds`` (2, for the out-of-fold threshold scores); slow: minutes per fit).
     """
 
     name = "cascade"
@@ -202,6 +207,11 @@ class CascadeOffline:
         seed: int | str = 0,
         artefact: str | None = None,
         variant: str | None = None,
+        scorer: str = "features",
+        ft_epochs: float | str = 1.0,
+        ft_max_length: int | str = 128,
+        ft_features: bool | str = False,
+        ft_inner_folds: int | str = 2,
     ) -> None:
         from thrifty.scoring.heads import configs_for
 
@@ -223,6 +233,11 @@ class CascadeOffline:
         self.gates = tuple(float(x) for x in (gates.replace("/", ",").split(",") if isinstance(gates, str) else gates))
         self.overspend_penalty = float(overspend_penalty)
         self.seed = int(seed)
+        if scorer not in ("features", "finetuned"):
+            raise ValueError(f"scorer must be features or finetuned, not {scorer!r}")
+        self.scorer = scorer
+        self.ft = {"epochs": float(ft_epochs), "max_length": int(ft_max_length), "features": ft_features if isinstance(ft_features, bool) else str(ft_features).lower() in ("1", "true", "yes"), "seed": self.seed}
+        self.ft_inner_folds = int(ft_inner_folds)
 
     def _configs(self) -> list[tuple[int, int, int]]:
         return list(itertools.product(range(1, self.max_tiers + 1), self.grids, self.smooths))
@@ -243,8 +258,13 @@ class CascadeOffline:
         models = tuple(train.models[j] for j in cand)
         mode = self.inputs if train.has_answers else "query"
         kw = {"inputs": mode, "embed": self.embed}
-        inputs = table_inputs(train, models, **kw)
-        scorer, S = fit_answer_scorer(train, inputs, self.head_configs, seed=self.seed, mode=mode, embed=self.embed, shared=self.shared, knn=self.knn, emb_in_heads=self.emb_heads)
+        if self.scorer == "finetuned":
+            from thrifty.scoring.finetuned import FineTuneConfig, fit_finetuned_scorer
+
+            scorer, S = fit_finetuned_scorer(train, models, FineTuneConfig(**self.ft), self.ft_inner_folds)
+        else:
+            inputs = table_inputs(train, models, **kw)
+            scorer, S = fit_answer_scorer(train, inputs, self.head_configs, seed=self.seed, mode=mode, embed=self.embed, shared=self.shared, knn=self.knn, emb_in_heads=self.emb_heads)
         Q, C = train.quality[:, cand], train.cost[:, cand]
         knobs = [float(k) for k in knobs] if len(knobs) else sorted({s.cost for s in train.model_stats() if s.n})
         sel_knobs = _knob_range(train, knobs)
@@ -278,7 +298,7 @@ class CascadeOffline:
             "candidates": list(models),
             "chosen": {"max_tiers": L, "grid": G, "smooth": r, "gate_z": z},
             "inner_cv": scores,
-            "heads": {m: {"config": getattr(h, "label", h.config.label), "cv_mse": h.cv_mse, "cv_spearman": h.cv_spearman} for m, h in scorer.heads.items()},
+            "heads": scorer.info if self.scorer == "finetuned" else {m: {"config": getattr(h, "label", h.config.label), "cv_mse": h.cv_mse, "cv_spearman": h.cv_spearman} for m, h in scorer.heads.items()},
             "front_size": len(front.points),
         }
         return FittedCascade(models, scorer, front, picks, kw, info)
