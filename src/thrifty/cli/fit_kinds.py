@@ -130,7 +130,11 @@ def fit_router_or_hybrid(args: argparse.Namespace, table: Any, knobs: list[float
         return 0
     sel = manifest["selected"]
     print(f"fitted a {args.policy} on {table.n_prompts} prompts × {table.n_models} models in {fit_s:.1f}s; front of {len(front)} points", file=sys.stderr)
-    what = " | ".join(sel["tiers"]) if args.policy == "router" else " → ".join(sel["tiers"]) + f"  thresholds {sel['thresholds']}"
+    if args.policy == "router":
+        top = sorted(sel["shares"].items(), key=lambda kv: -kv[1])[:5]
+        what = f"routes among {len(sel['tiers'])} models; training shares " + ", ".join(f"{m} {100 * v:.0f}%" for m, v in top if v > 0)
+    else:
+        what = " → ".join(sel["tiers"]) + f"  thresholds {sel['thresholds']}"
     print(f"selected ({', '.join(f'{k}={v:g}' for k, v in goal.items())}): {what}  λ={sel['lam']}")
     print(f"training estimate: quality {sel['train_quality']:.4f} at ${sel['train_cost']:.6g}/query (best single {best.model}: {best.quality:.4f} at ${best.cost:.6g})")
     print(f"artefact: {out}")

@@ -38,15 +38,16 @@ _FILE_ONLY_SERVER = ("max_body_bytes", "cors_origins", "request_timeout_s", "adm
 
 
 def summary(routes: dict[str, Any]) -> dict[str, Any]:
-    """Model id → the policy kind, tiers, thresholds (and a router's or hybrid's λ) it runs (what a reload changed)."""
+    """Model id → the tiers and thresholds its policy runs, plus a router's or hybrid's class and λ
+    (what a reload changed)."""
     out: dict[str, Any] = {}
     for model_id, route in routes.items():
         if route.profile is None:
             continue
         policy = route.engine.policy
-        out[model_id] = {"policy": type(policy).__name__, "tiers": list(policy.tiers),
-                         "thresholds": [float(t) for t in getattr(policy, "thresholds", ())]}
-        if hasattr(policy, "lam"):  # router / hybrid: the fitted λ (inf: a hybrid that always starts at tier 0)
+        out[model_id] = {"tiers": list(policy.tiers), "thresholds": [float(t) for t in getattr(policy, "thresholds", ())]}
+        if hasattr(policy, "lam"):  # router / hybrid: its class and fitted λ (inf: a hybrid that always starts at tier 0)
+            out[model_id]["policy"] = type(policy).__name__
             out[model_id]["lam"] = float(policy.lam) if policy.lam != float("inf") else "inf"
     return out
 
