@@ -101,16 +101,21 @@ class LazyEmbedder:
     start); whether it *can* be built is checked at construction, so a missing extra fails early."""
 
     def __init__(self, spec: str) -> None:
+        import threading
+
         _check_importable(spec)
         self.spec = spec
         self._inner: Any = None
+        self._lock = threading.Lock()  # concurrent first requests build it once
 
     def __repr__(self) -> str:
         return f"LazyEmbedder({self.spec!r})"
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if self._inner is None:
-            self._inner = resolve_embedder(self.spec)
+            with self._lock:
+                if self._inner is None:
+                    self._inner = resolve_embedder(self.spec)
         return self._inner.embed(texts)
 
 
