@@ -101,6 +101,16 @@ def test_router_artefact_live_decisions_equal_the_offline_replay(table, data_dir
     assert np.mean(chosen[topic == 0] == 0) > np.mean(chosen[topic == 2] == 0)
 
 
+def test_router_fit_by_target_quality_selects_the_cheapest_point_reaching_it(data_dir, tmp_path):
+    assert main(["fit", "--policy", "router", "--data", str(data_dir), "--embedder", EMB, "--target-quality", "0.7",
+                 "--out", str(tmp_path / "q")]) == 0
+    m = json.loads((tmp_path / "q" / "manifest.json").read_text())
+    ok = [p for p in m["front"] if p["train_quality"] >= 0.7]
+    assert m["goal"] == {"target_quality": 0.7} and ok and m["selected"] == ok[0]
+    assert main(["fit", "--policy", "router", "--data", str(data_dir), "--embedder", EMB, "--opt", "bogus=1",
+                 "--out", str(tmp_path / "bad")]) != 0  # an unknown option is a config error, not a crash
+
+
 def test_hybrid_artefact_live_decisions_equal_the_offline_replay(table, data_dir, tmp_path):
     from thrifty.offline.hybrid_policy import HybridOffline
 
