@@ -193,3 +193,20 @@ def test_eval_compares_router_cascade_hybrid_with_scoped_options(data_dir, tmp_p
     assert main(["eval", "--data", str(data_dir), "--policy", "cascade", "--folds", "3", "--bootstrap", "0",
                  "--opt", f"embedder={EMB}", "--no-plots", "--out", str(out)]) != 0
     assert "embedder" in capsys.readouterr().err
+
+
+def test_cascade_artefact_with_query_embeddings_keeps_its_knn_memory(table, data_dir, tmp_path, monkeypatch):
+    """A cascade fitted with ``--embed query`` has a k-NN quality feature; the artefact stores the whole
+    scorer, so the live policy scores with the same columns and decides as the offline replay."""
+    import thrifty.scoring.embedding as embedding
+    from thrifty.offline.cascade_policy import from_artefact
+
+    monkeypatch.setattr(embedding, "get_embedder", lambda name="minilm": HashEmbedder())
+    out = tmp_path / "cq"
+    assert main(["fit", "--data", str(data_dir), "--embed", "query", "--max-tiers", "2", "--budget", str(BUDGET), "--out", str(out)]) == 0
+    art = load_artefact(out)
+    pol = art.policy()
+    assert len(pol.tiers) == 2 and pol.scorer.memory is not None
+    offline = from_artefact(str(out), [BUDGET]).replay(table)[0]
+    chosen, _ = _live(pol, table)
+    np.testing.assert_array_equal(chosen, offline.chosen)

@@ -78,10 +78,27 @@ def goal_of(args: argparse.Namespace, best_cost: float) -> dict[str, float]:
     return {"budget": args.budget if args.budget is not None else best_cost}
 
 
+def _portable(scorer):
+    """A copy of the fitted answer scorer that pickles (its embedder is re-attached when loaded)."""
+    import copy
+
+    from thrifty.scoring.answer_scorer import AnswerScorer
+
+    if not isinstance(scorer, AnswerScorer):
+        raise ConfigError(f"thrifty fit cannot store a {type(scorer).__name__} in an artefact yet", key="--opt scorer",
+                          fix="fit with the default feature scorer, or evaluate that scorer with thrifty eval")
+    out = copy.copy(scorer)
+    out._embedder = None
+    return out
+
+
 def _fit_cascade(args: argparse.Namespace, table, knobs: list[float], opts: dict) -> int:
     from thrifty.offline.artefact import json_number, write_artefact
     from thrifty.offline.cascade_policy import CascadeOffline
 
+    if str(opts.get("scorer", "features")) != "features":  # fail before minutes of fitting, not after
+        raise ConfigError(f"thrifty fit cannot store a {opts['scorer']} scorer in an artefact yet", key="--opt scorer",
+                          fix="fit with the default feature scorer, or evaluate that scorer with thrifty eval")
     best = table.best_single()
     t0 = time.perf_counter()
     try:
@@ -113,7 +130,7 @@ def _fit_cascade(args: argparse.Namespace, table, knobs: list[float], opts: dict
         "front": [point(s) for s in front.points],
         "training": {**fitted.info, "fit_seconds": fit_s},
     }
-    out = write_artefact(args.out, manifest, fitted.scorer.heads, kind="cascade")
+    out = write_artefact(args.out, manifest, {"scorer": _portable(fitted.scorer)}, kind="cascade")
     if args.json:
         print(json.dumps(json.loads((out / "manifest.json").read_text()), indent=2))
     else:

@@ -10,7 +10,6 @@ cost more without gaining quality are dropped, so "best point at cost ≤ B" is 
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
 import sys
@@ -92,8 +91,9 @@ def _fit_hybrid(args: argparse.Namespace, table: Any, knobs: list[float], opts: 
         points.append({"tiers": [fitted.models[t] for t in spec.tiers], "thresholds": [json_number(t) for t in spec.thresholds],
                        "lam": json_number(lam), "knob": knob, "train_cost": cost, "train_quality": qual})
     front = pareto_points(points, key=lambda p: (str(p["lam"]), tuple(p["tiers"]), tuple(map(str, p["thresholds"]))))
-    scorer = copy.copy(fitted.scorer)
-    scorer._embedder = None  # rebuilt from the manifest's embedder name when loaded
+    from thrifty.cli.fit_cmd import _portable
+
+    scorer = _portable(fitted.scorer)  # its embedder is rebuilt from the manifest's name when loaded
     extra = {
         "router": _router_block(fitted.predictor, fitted.models, pol.embedder_spec),
         "scorer": {"inputs": fitted.inputs_kw["inputs"], "embed": fitted.inputs_kw["embed"], "models": list(fitted.models)},

@@ -7,8 +7,9 @@ An artefact is a directory::
                     (each with its training mean cost and quality), training metrics, and per kind:
                     ``scorer`` (cascade, hybrid: answer-scorer settings), ``router`` (router, hybrid:
                     models, expected costs, head variant, the query embedder's name)
-    heads.pkl       the fitted objects (pickle; its sha256 is in the manifest): cascade — the
-                    per-model scoring heads; router — ``{"predictor"}``; hybrid — ``{"predictor", "scorer"}``
+    heads.pkl       the fitted objects (pickle; its sha256 is in the manifest): cascade —
+                    ``{"scorer"}`` (version 1: the per-model scoring heads); router — ``{"predictor"}``;
+                    hybrid — ``{"predictor", "scorer"}``
 
 ``kind`` is ``cascade`` | ``router`` | ``hybrid``. Version 1 (format ``thrifty-cascade``, no ``kind``)
 is read as a cascade artefact; version 2 adds ``kind``. :meth:`Artefact.policy` returns the live
@@ -85,12 +86,14 @@ class Artefact:
         return ok[-1]
 
     def scorer(self, embedder=None):
-        if self.kind == "hybrid":
-            sc = self.heads["scorer"]
-            if sc.embed != "none":
-                sc._embedder = embedder if embedder is not None else self._lazy_embedder()
+        """The fitted answer scorer (query embeddings, if it uses them, from ``embedder``, else the
+        router's embedder for a hybrid and the default MiniLM for a cascade)."""
+        sc = self.heads.get("scorer") if isinstance(self.heads, dict) else None
+        if sc is not None and hasattr(sc, "score"):  # version 2: the whole scorer (k-NN memory included)
+            if getattr(sc, "embed", "none") != "none":
+                sc._embedder = embedder if embedder is not None else (self._lazy_embedder() if self.kind == "hybrid" else None)
             return sc
-        from thrifty.scoring.answer_scorer import AnswerScorer
+        from thrifty.scoring.answer_scorer import AnswerScorer  # version 1: per-model heads only
 
         sc = self.manifest["scorer"]
         return AnswerScorer(self.heads, inputs=sc["inputs"], embed=sc["embed"], embedder=embedder)
