@@ -175,6 +175,22 @@ class Engine:
         err.trace = trace  # type: ignore[attr-defined]
         return err
 
+    async def _step(self, plan: Any, value: Any, *, first: bool = False) -> Any:
+        """Advance the plan. Policies flagged ``blocking`` (a router embedding the query, say) run
+        their step in a worker thread so the event loop keeps serving other requests."""
+        advance = (lambda: next(plan)) if first else (lambda: plan.send(value))
+
+        def guarded() -> tuple[bool, Any]:  # StopIteration cannot leave a coroutine or cross a Future
+            try:
+                return False, advance()
+            except StopIteration as stop:
+                return True, stop.value
+
+        done, out = await asyncio.to_thread(guarded) if getattr(self.policy, "blocking", False) else guarded()
+        if done:
+            raise _PlanDone(out)
+        return out
+
     async def run(self, request: ChatRequest, *, request_id: str | None = None) -> Trace:
         """Drive the policy to a decision; raise ProviderError (502/504) if no tier answered."""
         rid = request_id or new_request_id()
@@ -183,13 +199,13 @@ class Engine:
         errors: list[ProviderError] = []
         plan = self.policy.plan(request)
         try:
-            call = next(plan)
+            call = await self._step(plan, None, first=True)
             while True:
                 result = await self._call(call.tier, request, deadline, att)
                 if isinstance(result, ProviderError):
                     errors.append(result)
-                call = plan.send(result)
-        except StopIteration as stop:
+                call = await self._step(plan, result)
+        except _PlanDone as stop:
             decision: Decision = stop.value
         trace = self._trace(request, rid, decision, att, started)
         if decision.completion is None:
@@ -232,7 +248,7 @@ class Engine:
         live: dict[str, Any] = {}  # the live-streamed tier: "tier", "completion", "emitted"
         plan = self.policy.plan(request)
         try:
-            call = next(plan)
+            call = await self._step(plan, None, first=True)
             while True:
                 k = call.tier
                 tried.append(self.tiers[k])
@@ -253,8 +269,8 @@ class Engine:
                         result.partial = True  # type: ignore[attr-defined]
                         result.trace = trace  # type: ignore[attr-defined]
                         raise result
-                call = plan.send(result)
-        except StopIteration as stop:
+                call = await self._step(plan, result)
+        except _PlanDone as stop:
             decision = stop.value
         if live.get("emitted"):
             trace = self._trace(request, rid, decision, att, started, completion=live["completion"], streamed=True)
@@ -329,6 +345,14 @@ class Engine:
                 return
         finally:
             att.seconds[k] = att.seconds.get(k, 0.0) + time.perf_counter() - t0
+
+
+class _PlanDone(Exception):
+    """The plan returned its Decision (``value``)."""
+
+    def __init__(self, value: Decision) -> None:
+        super().__init__("plan finished")
+        self.value = value
 
 
 def _final_steps(plan: Any, error: ProviderError) -> tuple[Step, ...]:

@@ -50,6 +50,8 @@ class HybridPolicy:
         self.cascade = cascade
         self.tiers = cascade.tiers
         self.predictor = predictor
+        # embedding the query is CPU work: the engine runs this policy's steps off the event loop
+        self.blocking = predictor is not None
         self.router_models = tuple(router_models)
         self.router_cost = np.array([expected_cost[m] for m in self.router_models], dtype=float)
         self.tier_cost = [float(expected_cost[t]) for t in cascade.tiers]

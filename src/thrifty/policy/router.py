@@ -65,6 +65,8 @@ class RouterPolicy:
             raise ValueError("lam must be finite")
         self.tiers = tuple(tiers)
         self.predictor = predictor
+        # embedding the query is CPU work: the engine runs this policy's steps off the event loop
+        self.blocking = predictor is not None
         self.expected_cost = np.asarray(expected_cost, dtype=float)
         self.lam = float(lam)
         self.target = None if target is None else float(target)
