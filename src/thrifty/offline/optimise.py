@@ -38,6 +38,7 @@ error); a missing last tier counts quality 0 here (the replay uses the real fall
 from __future__ import annotations
 
 import itertools
+import warnings
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -171,7 +172,9 @@ def optimise(
     M = Q.shape[1]
     cand = list(range(M)) if candidates is None else list(candidates)
     grids = {m: _grid(S[:, m], grid) for m in cand}
-    mean_cost = np.nanmean(C, 0)
+    with warnings.catch_warnings():  # a model with no training outcome has mean cost NaN: never ordered before others
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean_cost = np.nanmean(C, 0)
     costs, quals, specs = [], [], []
     n_eval = 0
     L = min(max_tiers, len(cand))
