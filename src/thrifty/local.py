@@ -7,8 +7,10 @@
 
 The :class:`~thrifty.scoring.heuristic.HeuristicScorer` judges tier 0's answer; below
 :data:`DEFAULT_THRESHOLD` the request escalates to tier 1. Both models are tiny: they show the
-mechanism (scoring, escalation, streaming, costs) with real models, not good answers. Prices default
-to 0 (local compute); pass ``prices`` to account for your own hardware.
+mechanism (scoring, escalation, streaming, costs) with real models, not good answers. Prices are
+notional — USD 0.10 per 1M tokens per billion parameters, the scale of hosted small-model price tiers
+— so costs, headers and savings metrics show the mechanism; pass ``prices`` to account for your own
+hardware (``(0, 0)`` for free).
 
 Weights are found without network: SmolLM2's file sits inside the installed package (located with
 ``importlib.util.find_spec`` without importing the ``llm`` plugin); Gemma's four chunks are joined
@@ -117,6 +119,10 @@ def builtin_model_path(spec: str, data_dir: str | os.PathLike[str] | None = None
     raise ConfigError(f"unknown built-in model {spec!r}", key="model_path", fix="use builtin:smollm2 or builtin:gemma3, or a file path")
 
 
+# USD per 1M tokens (input, output): 0.10 per billion parameters — notional, see the module docstring.
+NOTIONAL_PRICES: dict[str, tuple[float, float]] = {"smollm2-135m-instruct": (0.0135, 0.0135), "gemma-3-270m": (0.027, 0.027)}
+
+
 def embedded_default(
     data_dir: str | os.PathLike[str] | None = None,
     *,
@@ -126,7 +132,7 @@ def embedded_default(
 ):
     """``(CascadePolicy, {tier name: LlamaCppProvider})`` for the two local tiers.
 
-    ``prices`` maps a tier name to (input, output) USD per 1M tokens (default 0 for both).
+    ``prices`` maps a tier name to (input, output) USD per 1M tokens (default: :data:`NOTIONAL_PRICES`).
     Models load lazily on first use (``provider.warm()`` loads one ahead of time).
     """
     try:
@@ -138,7 +144,7 @@ def embedded_default(
     from thrifty.providers.llamacpp import LlamaCppProvider
     from thrifty.scoring.heuristic import HeuristicScorer
 
-    prices = dict(prices or {})
+    prices = {**NOTIONAL_PRICES, **dict(prices or {})}
     sampling = {"max_tokens": max_tokens, "temperature": 0.2, "repeat_penalty": 1.1, "seed": 0}
     small = LlamaCppProvider(SMOLLM2, smollm2_path(), mode="chat", defaults=sampling,
                              price_in=prices.get(SMOLLM2, (0.0, 0.0))[0], price_out=prices.get(SMOLLM2, (0.0, 0.0))[1])
