@@ -7,7 +7,8 @@ score the held-out prompts' answers:
 - ``features``: the cascade's default scorer (:func:`thrifty.scoring.answer_scorer.fit_answer_scorer`,
   cheap features, per-model + shared ridge heads, Platt-calibrated);
 - ``finetuned``: :func:`thrifty.scoring.finetuned.fit_finetuned` (MiniLM fine-tuned end to end
-  with one output per model; ``--with-features`` also feeds it the cheap features).
+  with one output per model; ``--with-features`` also feeds it the cheap features);
+- ``blend``: the mean of the two scores' within-fold ranks (no extra training).
 
 Reported per model: Spearman correlation of held-out score with quality, pooled over the folds'
 held-out prompts (out-of-fold), and the mean of the per-fold values; training seconds per fold.
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cfg = FineTuneConfig(epochs=args.epochs, max_length=args.max_length, batch_size=args.batch_size, threads=args.threads, features=args.with_features, seed=args.seed, max_steps=args.max_steps)
     P, K = table.n_prompts, len(models)
     cols = [table.model_index(m) for m in models]
-    S = {"features": np.full((P, K), np.nan), "finetuned": np.full((P, K), np.nan)}
+    S = {"features": np.full((P, K), np.nan), "finetuned": np.full((P, K), np.nan), "blend": np.full((P, K), np.nan)}
     folds_out = []
     out: dict[str, Any] = {"models": models, "config": cfg.__dict__, "folds_total": len(table.fold_indices()), "folds": folds_out}
     for k, train, test, rows in table.splits():
@@ -72,13 +73,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.perf_counter()
         S["finetuned"][rows] = ft.score_rows(test, models)
         t_pred = time.perf_counter() - t0
+        from scipy.stats import rankdata
+
+        for j in range(K):  # blend: mean of the two scores' within-fold ranks (no extra training)
+            S["blend"][rows, j] = (rankdata(S["features"][rows, j]) + rankdata(S["finetuned"][rows, j])) / (2 * len(rows))
         Qt = test.quality[:, [test.model_index(m) for m in models]]
         per = {
             name: {m: spearman(S[name][rows, j], Qt[:, j]) for j, m in enumerate(models)} for name in S
         }
         folds_out.append({"fold": k, "train_pairs": len(y), "features_fit_s": t_feat, "finetune_s": t_ft, "finetuned_score_s": t_pred, "final_loss": ft.info["final_loss"], "spearman": per})
         print(f"fold {k}: fine-tune {t_ft:.0f} s ({ft.info['steps']} steps, {len(y)} pairs), score {t_pred:.0f} s; features fit {t_feat:.1f} s; "
-              + "; ".join(f"{m[:24]} feat {per['features'][m]:+.3f} ft {per['finetuned'][m]:+.3f}" for m in models), flush=True)
+              + "; ".join(f"{m[:24]} feat {per['features'][m]:+.3f} ft {per['finetuned'][m]:+.3f} blend {per['blend'][m]:+.3f}" for m in models), flush=True)
         _summarise(out, S, table.quality[:, cols], models, folds_out)
         if args.json:
             with open(args.json, "w") as fh:
@@ -139,10 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     out = run(args)
     print(f"\nheld-out Spearman(score, quality), {out['folds_done']} of {out['folds_total']} folds"
           f" (fine-tuning {out['mean_finetune_s_per_fold']:.0f} s per fold, {args.threads} threads, max_length {args.max_length}, {args.epochs:g} epoch)")
-    print(f"{'model':34} {'features OOF':>12} {'fine-tuned OOF':>14} {'features fold-mean':>18} {'fine-tuned fold-mean':>20}")
+    print(f"{'model':34} {'features OOF':>12} {'fine-tuned OOF':>14} {'blend OOF':>9} {'features fold-mean':>18} {'fine-tuned fold-mean':>20} {'blend fold-mean':>15}")
     for m in out["models"]:
-        f, t = out["summary"]["features"][m], out["summary"]["finetuned"][m]
-        print(f"{m:34} {f['oof_spearman']:>12.3f} {t['oof_spearman']:>14.3f} {f['mean_fold_spearman']:>18.3f} {t['mean_fold_spearman']:>20.3f}")
+        f, t, b = (out["summary"][n][m] for n in ("features", "finetuned", "blend"))
+        print(f"{m:34} {f['oof_spearman']:>12.3f} {t['oof_spearman']:>14.3f} {b['oof_spearman']:>9.3f} {f['mean_fold_spearman']:>18.3f} {t['mean_fold_spearman']:>20.3f} {b['mean_fold_spearman']:>15.3f}")
     return 0
 
 
