@@ -13,14 +13,13 @@ against the gold column as they arrive (``quality`` is written inline); otherwis
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from thrifty.errors import ConfigError, ProviderError
+from thrifty.errors import ConfigError
 from thrifty.outcomes_log import OutcomeLog
 from thrifty.prompts_file import PromptItem, build_request
 from thrifty.types import ChatRequest, Completion, Provider
@@ -44,22 +43,18 @@ class CollectResult:
 
 
 async def complete_with_retries(
-    provider: Provider, request: ChatRequest, *, retries: int = 3, backoff_s: float = 0.5, max_backoff_s: float = 30.0
+    provider: Provider, request: ChatRequest, *, retries: int = 3, backoff_s: float = 0.5, deadline_s: float = 3600.0
 ) -> Completion:
-    """``provider.complete(request)``, retrying retryable :class:`ProviderError`s and timeouts."""
-    attempt = 0
-    while True:
-        try:
-            return await provider.complete(request)
-        except (ProviderError, asyncio.TimeoutError, ConnectionError) as exc:
-            retryable = exc.retryable if isinstance(exc, ProviderError) else True
-            if not retryable or attempt >= retries:
-                raise
-            delay = min(max_backoff_s, backoff_s * (2**attempt)) * (0.75 + 0.5 * random.random())
-            if isinstance(exc, ProviderError) and exc.retry_after:
-                delay = max(delay, float(exc.retry_after))
-            attempt += 1
-            await asyncio.sleep(delay)
+    """``provider.complete(request)`` with the engine's retry rules (exponential backoff honouring
+    ``retry_after``, foreign errors translated); raises :class:`ProviderError` when it gives up."""
+    from thrifty.engine import Engine
+    from thrifty.policy.cascade import CascadePolicy
+
+    name = getattr(provider, "name", "provider")
+    engine = Engine(CascadePolicy([name], [], None), {0: provider}, deadline_s=deadline_s, max_retries=retries, backoff_s=backoff_s)
+    trace = await engine.run(request)
+    assert trace.completion is not None
+    return trace.completion
 
 
 def prompt_rows(items: Sequence[PromptItem]) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ import contextlib
 import sys
 import time
 from email.utils import parsedate_to_datetime
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Iterable, Iterator, Mapping
 
 from thrifty.errors import ProviderError, ThriftyError
 
