@@ -227,7 +227,7 @@ def evaluate(
     ]
     fallbacks = sum(int(pt.params.get("fallbacks", 0)) for _, pts in per_fold for pt in pts)
     if fallbacks:
-        warnings.append(f"{fallbacks} prompt(s) had no outcome for the chosen model; the cheapest available model answered")
+        warnings.append(f"{fallbacks} prompt(s) had no outcome for the chosen model; another available model answered")
     t_metrics = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -185,7 +185,7 @@ def replay_router(table: RoutingTable, pred: np.ndarray, policy: RouterPolicy, k
         chosen[i], calls[i, k] = k, True
         cost[i], quality[i] = dec.cost_usd, table.quality[i, k]
     return OperatingPoint(knob=float(knob), cost=cost, quality=quality, calls=calls, chosen=chosen, label=label,
-                          params={**params, "unavailable_fallbacks": fallbacks})
+                          params={**params, "fallbacks": fallbacks})
 
 
 @dataclass(eq=False)
