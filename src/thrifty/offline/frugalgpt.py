@@ -22,6 +22,7 @@ import numpy as np
 
 from thrifty.offline.api import OperatingPoint
 from thrifty.offline.cascade_policy import replay_cascades
+from thrifty.offline.optimise import pareto_front
 from thrifty.table import RoutingTable
 
 __all__ = ["FrugalGPTOffline", "FittedFrugalGPT", "search_lists"]
@@ -60,7 +61,7 @@ def search_lists(S: np.ndarray, Q: np.ndarray, C: np.ndarray, grid: np.ndarray, 
         mask = np.broadcast_to(valid[:, None, None, :], gq.shape)
         idx = np.flatnonzero(mask)
         fq, fc = gq.ravel()[idx], gc.ravel()[idx]
-        keep = _front(fc, fq)
+        keep = pareto_front(fc, fq)
         best_cost.append(fc[keep])
         best_qual.append(fq[keep])
         a_i, t1_i, t2_i, c_i = np.unravel_index(idx[keep], gq.shape)
@@ -68,7 +69,7 @@ def search_lists(S: np.ndarray, Q: np.ndarray, C: np.ndarray, grid: np.ndarray, 
     cost = np.concatenate(best_cost)
     qual = np.concatenate(best_qual)
     keys = np.concatenate(best_key)
-    keep = _front(cost, qual)
+    keep = pareto_front(cost, qual)
     cost, qual, keys = cost[keep], qual[keep], keys[keep]
     out = {}
     for k in knobs:
@@ -77,14 +78,6 @@ def search_lists(S: np.ndarray, Q: np.ndarray, C: np.ndarray, grid: np.ndarray, 
         a, b, cc, t1, t2 = (int(x) for x in keys[i])
         out[float(k)] = ((a, b, cc), (float(grid[t1]), float(grid[t2])), float(cost[i]), float(qual[i]))
     return out
-
-
-def _front(cost: np.ndarray, qual: np.ndarray) -> np.ndarray:
-    order = np.lexsort((-qual, cost))
-    q = qual[order]
-    run = np.maximum.accumulate(q)
-    prev = np.concatenate([[-np.inf], run[:-1]])
-    return order[q > prev + 1e-9]
 
 
 @dataclass

@@ -115,9 +115,9 @@ class FittedHybrid:
         return HybridPolicy(cascade, self.predictor, self.models, self.expected_cost(), lam)
 
     def replay(self, table: RoutingTable) -> list[OperatingPoint]:
-        from thrifty.offline.routers import single_threaded_blas
+        from thrifty.scoring.heads import single_threaded
 
-        with single_threaded_blas():
+        with single_threaded():
             return self._replay(table)
 
     def _replay(self, table: RoutingTable) -> list[OperatingPoint]:
@@ -189,9 +189,9 @@ class HybridOffline:
         self.cascade = CascadeOffline(seed=self.seed, **cascade_opts)  # validates and normalises the options
 
     def fit(self, train: RoutingTable, knobs: Sequence[float]) -> FittedHybrid:
-        from thrifty.offline.routers import single_threaded_blas
+        from thrifty.scoring.heads import single_threaded
 
-        with single_threaded_blas():
+        with single_threaded():
             return self._fit(train, knobs)
 
     def _fit(self, train: RoutingTable, knobs: Sequence[float]) -> FittedHybrid:

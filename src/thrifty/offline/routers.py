@@ -23,12 +23,12 @@ setting's out-of-fold predictions are returned too, for honest calibration of λ
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from thrifty.scoring.heads import single_threaded
 from thrifty.scoring.query_features import query_feature_matrix
 
 __all__ = [
@@ -198,18 +198,6 @@ def LinearHead(alpha: float = 10.0, feat_weight: float = 0.3) -> MFHead:  # noqa
     return MFHead(rank=None, alpha=alpha, feat_weight=feat_weight)
 
 
-@contextlib.contextmanager
-def single_threaded_blas() -> Iterator[None]:
-    """Small dense algebra runs ~40× faster on one BLAS thread on a busy 2-core box (no spinning)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        yield
-        return
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
-
-
 # ---- hyperparameter search -------------------------------------------------------------------
 _GRIDS: dict[str, list[dict[str, Any]]] = {
     "knn": [{"k": k, "tau": t} for k in (10, 25, 50, 100) for t in (0.03, 0.1)],
@@ -302,7 +290,7 @@ def fit_predictor(
         def score(p: np.ndarray) -> float:
             return routing_area(p, quality, cost, exp_cost, lams)
 
-    with single_threaded_blas():
+    with single_threaded():
         return _fit_predictor(emb, feats, quality, cost, exp_cost, variant, encoder, models, inner_folds, seed, grid, score)
 
 
