@@ -68,14 +68,17 @@ class ServerSettings:
     admin_sha256: str | None = None  # SHA-256 of the admin key; set: POST /admin/reload is served
 
     def resolved_data_dir(self) -> Path:
-        if self.data_dir is not None:
-            return self.data_dir
-        env = os.environ.get("THRIFTY_DATA_DIR")
-        if env:
-            return Path(env)
-        from platformdirs import user_data_dir
+        return self.data_dir if self.data_dir is not None else default_data_dir()
 
-        return Path(user_data_dir("thrifty"))
+
+def default_data_dir() -> Path:
+    """``$THRIFTY_DATA_DIR``, else the user's data directory for thrifty (platformdirs)."""
+    env = os.environ.get("THRIFTY_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("thrifty"))
 
 
 @dataclass(frozen=True)

