@@ -279,7 +279,7 @@ class Engine:
         trace = self._trace(request, rid, decision, att, started)
         if trace.completion is None:
             raise self._failure(trace, att, errors)
-        yield Routed(rid, self.tiers[decision.tier], decision.tier, trace.tiers_tried)
+        yield Routed(rid, self.tiers[decision.tier], decision.tier, trace.tiers_tried, trace.cost_usd)
         text = trace.completion.text
         for i in range(0, len(text), _CHUNK_CHARS):
             yield TextDelta(text[i : i + _CHUNK_CHARS])
@@ -318,7 +318,7 @@ class Engine:
                         elif item:
                             if not live.get("emitted"):
                                 live.update(emitted=True, tier=k)
-                                yield Routed(rid, self.tiers[k], k, tried)
+                                yield Routed(rid, self.tiers[k], k, tried, sum(c.cost_usd for _, c in att.answers))
                             parts.append(item)
                             yield TextDelta(item)
                     if final is None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from thrifty.budget import TierPrice
 from thrifty.config import DEFAULT_PROFILE, ProfileSettings, ProviderSettings, Settings
@@ -96,13 +96,9 @@ def _rekey(exc: ConfigError, key: str) -> ConfigError:
     return ConfigError(text, key=key, fix=exc.fix)
 
 
-def build_providers(settings: Settings, wrap: Callable[[Any], Any] | None = None) -> dict[str, Any]:
-    """Every ``[providers.NAME]`` as a provider object (optionally wrapped, e.g. metered)."""
-    out: dict[str, Any] = {}
-    for name, p in settings.providers.items():
-        obj = build_provider(p)
-        out[name] = wrap(obj) if wrap is not None else obj
-    return out
+def build_providers(settings: Settings) -> dict[str, Any]:
+    """Every ``[providers.NAME]`` as a provider object."""
+    return {name: build_provider(p) for name, p in settings.providers.items()}
 
 
 def _scorer(profile: ProfileSettings) -> Any:

@@ -120,6 +120,7 @@ class Routed:
     model: str
     tier: int
     tiers_tried: tuple[str, ...]
+    cost_usd: float = 0.0  # spent on answers received so far (the live-streamed tier's own cost comes later)
 
 
 @dataclass(frozen=True)

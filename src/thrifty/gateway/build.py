@@ -1,8 +1,8 @@
-"""Gateway wiring: model ids → routes (engine, prices, budget scope), with metered providers.
+"""Gateway wiring: model ids → routes (engine, prices, budget scope).
 
 ``build_routes(settings)`` is called when the app starts (and on an admin reload). Providers,
 policies and engines are built by :mod:`thrifty.profiles`; this module only adds what the gateway
-needs on top: the per-request cost meter and the route table. Model ids served:
+needs on top: the route table. Model ids served:
 
 - ``thrifty/<profile>`` for every configured profile, and always ``thrifty/default``
   (what it runs: :func:`thrifty.profiles.default_profile`);
@@ -11,46 +11,13 @@ needs on top: the per-request cost meter and the route table. Model ids served:
 
 from __future__ import annotations
 
-import contextvars
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any
 
 from thrifty.budget import TierPrice
 from thrifty.config import DEFAULT_PROFILE, ProfileSettings, Settings
-from thrifty.types import ChatRequest, Completion
 
-__all__ = ["Route", "build_routes", "cost_meter", "Metered"]
-
-#: per-request list the metered providers append each answer's cost to (see :class:`Metered`)
-cost_meter: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar("thrifty_cost_meter", default=None)
-
-
-class Metered:
-    """A provider that reports every answer's cost to :data:`cost_meter` (the stream cost header)."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-        self.name = getattr(inner, "name", "?")
-
-    def __getattr__(self, attr: str) -> Any:  # capability flags, prices, model, aclose …
-        return getattr(self._inner, attr)
-
-    def _note(self, c: Completion) -> None:
-        meter = cost_meter.get()
-        if meter is not None:
-            meter.append(float(c.cost_usd))
-
-    async def complete(self, request: ChatRequest) -> Completion:
-        c = await self._inner.complete(request)
-        self._note(c)
-        return c
-
-    async def stream(self, request: ChatRequest) -> AsyncIterator[Any]:
-        async for item in self._inner.stream(request):
-            if isinstance(item, Completion):
-                self._note(item)
-            yield item
-
+__all__ = ["Route", "build_routes"]
 
 @dataclass
 class Route:
@@ -82,7 +49,7 @@ def build_routes(settings: Settings, *, deadline_s: float | None = None) -> tupl
     from thrifty.profiles import build_profile, build_providers, default_profile, tier_price
 
     deadline = deadline_s or settings.server.request_timeout_s
-    providers: dict[str, Any] = build_providers(settings, wrap=Metered)
+    providers: dict[str, Any] = build_providers(settings)
     caps: dict[str, int] = {n: p.max_tokens for n, p in settings.providers.items()}
     routes: dict[str, Route] = {}
 
@@ -100,7 +67,7 @@ def build_routes(settings: Settings, *, deadline_s: float | None = None) -> tupl
             routes[default_id] = routes[f"thrifty/{profile.name}"]
         else:
             for n, p in extra.items():
-                providers.setdefault(n, Metered(p))
+                providers.setdefault(n, p)
                 caps.setdefault(n, 256)
             add_profile(default_id, profile, providers, policy)
     for name, provider in providers.items():

@@ -14,7 +14,7 @@ from typing import Any, AsyncIterator
 
 from thrifty.config import hash_key
 from thrifty.errors import AuthError, ProviderError, RequestError
-from thrifty.gateway.build import Route, cost_meter
+from thrifty.gateway.build import Route
 from thrifty.gateway.errors import PayloadTooLarge, json_error, status_and_body
 from thrifty.store.logs import RequestRecord, StepRecord
 from thrifty.trace import Routed, TextDelta, Trace, new_request_id
@@ -214,8 +214,6 @@ async def _stream(job: _Job) -> Any:
 
     from thrifty.gateway.schemas import chunk_body, tool_call_deltas
 
-    meter: list[float] = []
-    token = cost_meter.set(meter)
     events = job.route.engine.stream(job.req, request_id=job.rid).__aiter__()
     try:
         first = await events.__anext__()
@@ -226,8 +224,6 @@ async def _stream(job: _Job) -> Any:
     except BaseException:
         job.finish(500, None, error="internal error", cost_override=job.reservation.amount_usd)
         raise
-    finally:
-        cost_meter.reset(token)
     pending: list[Any] = [first]
     routed = first if isinstance(first, Routed) else None
     if routed is not None and routed.tier != len(job.route.engine.tiers) - 1:
@@ -236,7 +232,7 @@ async def _stream(job: _Job) -> Any:
     trace_now = next((e for e in pending if isinstance(e, Trace)), None)
     model = routed.model if routed else (trace_now.model if trace_now else None)
     tiers = routed.tiers_tried if routed else (trace_now.tiers_tried if trace_now else ())
-    cost = trace_now.cost_usd if trace_now else sum(meter)
+    cost = trace_now.cost_usd if trace_now else (routed.cost_usd if routed else 0.0)
     include_usage = bool((job.body.get("stream_options") or {}).get("include_usage"))
     cid, created = job.rid.replace("req_", "chatcmpl-"), int(job.created)
 
@@ -274,7 +270,7 @@ async def _stream(job: _Job) -> Any:
             partial = "".join(parts)
             died = StepRecord(tier=routed.tier if routed else -1, model=model or "?", decision="failed", answer=partial, error=str(exc))
             job.finish(status, getattr(exc, "trace", None), error=str(exc), answer_override=partial,
-                       cost_override=sum(meter), tiers_override=tuple(tiers), steps_override=(died,))
+                       cost_override=routed.cost_usd if routed else 0.0, tiers_override=tuple(tiers), steps_override=(died,))
             err["error"]["message"] = f"the upstream failed mid-stream after {len(''.join(parts))} characters: {exc}"
             yield _sse(err)
         except BaseException as exc:  # client went away (cancelled) or a bug: log it, charge the hold
@@ -288,21 +284,9 @@ async def _stream(job: _Job) -> Any:
         finally:
             await _aclose(events)
 
-    return StreamingResponse(_metered(body(), meter), media_type="text/event-stream",
+    return StreamingResponse(body(), media_type="text/event-stream",
                              headers={**_headers(job.rid, model, tiers, cost, trace_now.completion.cache if trace_now and trace_now.completion else None),
                                       "cache-control": "no-cache", "x-accel-buffering": "no"})
-
-
-async def _metered(gen: AsyncIterator[bytes], meter: list[float]) -> AsyncIterator[bytes]:
-    token = cost_meter.set(meter)
-    try:
-        async for chunk in gen:
-            yield chunk
-    finally:
-        try:
-            cost_meter.reset(token)
-        except ValueError:  # reset from another context (generator finalised elsewhere)
-            pass
 
 
 async def _aclose(it: Any) -> None:
