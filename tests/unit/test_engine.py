@@ -212,6 +212,7 @@ def test_stream_buffers_rejected_tier_and_streams_the_last():
     trace = events[-1]
     assert isinstance(trace, Trace) and trace.streamed and trace.completion.text == "two plus two is four"
     assert "not sure" not in "".join(deltas)
+    assert events[0].cost_usd == small.cost  # spent before the live tier starts: the rejected answer
 
 
 def test_stream_of_an_accepted_buffered_tier_replays_its_text():
@@ -219,6 +220,7 @@ def test_stream_of_an_accepted_buffered_tier_replays_its_text():
     small, big = FakeProvider("small", text), FakeProvider("big")
     events = asyncio.run(_events(Engine(cascade(small=0.9), {0: small, 1: big})))
     assert isinstance(events[0], Routed) and events[0].model == "small" and events[0].tiers_tried == ("small",)
+    assert events[0].cost_usd == small.cost  # buffered and accepted: the exact total is known up front
     deltas = [e.text for e in events if isinstance(e, TextDelta)]
     assert "".join(deltas) == text and len(deltas) > 1
     assert big.calls == 0 and big.stream_calls == 0
