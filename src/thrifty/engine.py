@@ -72,6 +72,7 @@ class Engine:
                 raise ConfigError(f"no provider for tier {k} ({tier!r})", key=f"tiers[{k}]", fix="configure a provider for every tier")
             resolved.append(provider)
         self.providers: tuple[Provider, ...] = tuple(resolved)
+        self._info = tuple(info(p) for p in resolved)  # capability flags, read on every call
         if deadline_s <= 0 or max_retries < 0 or backoff_s < 0:
             raise ConfigError("deadline_s must be > 0, max_retries and backoff_s >= 0", key="deadline_s")
         self.deadline_s = float(deadline_s)
@@ -84,7 +85,7 @@ class Engine:
 
     # -- one tier ---------------------------------------------------------------------------------
     def _precheck(self, k: int, request: ChatRequest) -> ProviderError | None:
-        flags = info(self.providers[k])
+        flags = self._info[k]
         if request.has_images and not flags.vision:
             return ProviderError(f"tier {self.tiers[k]!r} cannot read images (not vision-capable)", provider=flags.name, status=400)
         forced = request.tool_choice == "required" or isinstance(request.tool_choice, Mapping)
@@ -96,7 +97,7 @@ class Engine:
     def _check_answer(self, k: int, request: ChatRequest, completion: Completion) -> ProviderError | None:
         problem = tool_call_problem(request, completion) if request.tools else None
         if problem:
-            return ProviderError(f"invalid tool call: {problem}", provider=info(self.providers[k]).name, status=502)
+            return ProviderError(f"invalid tool call: {problem}", provider=self._info[k].name, status=502)
         return None
 
     def _delay(self, err: ProviderError, attempt: int) -> float:
@@ -104,7 +105,7 @@ class Engine:
 
     def _deadline_error(self, k: int, att: _Attempts) -> ProviderError:
         att.deadline_hit = True
-        return ProviderError(f"deadline of {self.deadline_s:g}s exceeded", provider=info(self.providers[k]).name, status=504)
+        return ProviderError(f"deadline of {self.deadline_s:g}s exceeded", provider=self._info[k].name, status=504)
 
     async def _call(self, k: int, request: ChatRequest, deadline: float, att: _Attempts) -> Completion | ProviderError:
         """Tier k's answer, with retries inside the deadline, or the error that ended the attempts."""
@@ -124,11 +125,11 @@ class Engine:
                 except asyncio.TimeoutError as exc:
                     if time.monotonic() >= deadline - 1e-3:
                         return self._deadline_error(k, att)
-                    err = translate(exc, info(provider).name)
+                    err = translate(exc, self._info[k].name)
                 except ConfigError:
                     raise  # a misconfigured tier is the operator's problem, not a failed answer
                 except Exception as exc:  # noqa: BLE001 - a provider's failure is data for the policy
-                    err = translate(exc, info(provider).name)
+                    err = translate(exc, self._info[k].name)
                 else:
                     att.answers.append((k, completion))
                     return self._check_answer(k, request, completion) or completion
@@ -293,7 +294,7 @@ class Engine:
             live["result"] = pre
             return
         provider = self.providers[k]
-        name = info(provider).name
+        name = self._info[k].name
         t0 = time.perf_counter()
         parts: list[str] = []
         try:
@@ -337,7 +338,7 @@ class Engine:
                     await asyncio.sleep(self._delay(err, attempt))
                     continue
                 finally:
-                    await _aclose(items)
+                    await aclose_quietly(items)
                 att.answers.append((k, final))
                 problem = None if live.get("emitted") else self._check_answer(k, request, final)
                 live["completion"] = final
@@ -365,7 +366,8 @@ def _final_steps(plan: Any, error: ProviderError) -> tuple[Step, ...]:
     return ()
 
 
-async def _aclose(iterator: Any) -> None:
+async def aclose_quietly(iterator: Any) -> None:
+    """Close an async iterator if it can be closed, ignoring errors (an abandoned upstream stream)."""
     close = getattr(iterator, "aclose", None)
     if close is not None:
         try:

@@ -14,6 +14,7 @@ from typing import Any, AsyncIterator
 
 from thrifty.config import hash_key
 from thrifty.errors import AuthError, ProviderError, RequestError
+from thrifty.engine import aclose_quietly
 from thrifty.gateway.build import Route
 from thrifty.gateway.errors import PayloadTooLarge, json_error, status_and_body
 from thrifty.store.logs import RequestRecord, StepRecord
@@ -150,8 +151,6 @@ def _headers(rid: str, model: str | None, tiers: tuple[str, ...], cost: float, c
 
 async def _admit(rt: Any, request: Any) -> _Job:
     """Everything that can refuse a request before any model runs."""
-    from pydantic import ValidationError
-
     from thrifty.budget import max_cost_usd
     from thrifty.gateway.schemas import ChatCompletionRequest, to_chat_request
 
@@ -164,10 +163,7 @@ async def _admit(rt: Any, request: Any) -> _Job:
         raise RequestError(f"the body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(body, dict):
         raise RequestError("the body must be a JSON object", code="invalid_json")
-    try:
-        parsed = ChatCompletionRequest.model_validate(body)
-    except ValidationError:
-        raise
+    parsed = ChatCompletionRequest.model_validate(body)
     route = rt.routes.get(parsed.model)
     if route is None:
         raise RequestError(f"the model {parsed.model!r} does not exist; GET /v1/models lists what this gateway serves",
@@ -282,20 +278,11 @@ async def _stream(job: _Job) -> Any:
                 return
             raise
         finally:
-            await _aclose(events)
+            await aclose_quietly(events)
 
     return StreamingResponse(body(), media_type="text/event-stream",
                              headers={**_headers(job.rid, model, tiers, cost, trace_now.completion.cache if trace_now and trace_now.completion else None),
                                       "cache-control": "no-cache", "x-accel-buffering": "no"})
-
-
-async def _aclose(it: Any) -> None:
-    close = getattr(it, "aclose", None)
-    if close is not None:
-        try:
-            await close()
-        except Exception:  # noqa: BLE001
-            pass
 
 
 def register_routes(app: Any) -> None:
