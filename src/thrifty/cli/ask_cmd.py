@@ -41,16 +41,10 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
 
 def _engine(args: argparse.Namespace) -> tuple[Any, str | None]:
     """The engine to run and the profile's system prompt (None for the embedded default)."""
+    from thrifty.config import config_path
     from thrifty.errors import ConfigError
 
-    path = None
-    try:
-        from thrifty.config import config_path
-
-        path = config_path(args.config)
-    except ImportError:  # pragma: no cover - config arrives with the gateway
-        if args.config:
-            raise ConfigError("this install has no config support", key="--config") from None
+    path = config_path(args.config)
     if path is None:
         if args.profile != "default":
             raise ConfigError(f"no config file, so profile {args.profile!r} does not exist", key="--profile",
