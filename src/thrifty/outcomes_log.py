@@ -20,7 +20,6 @@ merges the pending answers in and :meth:`OutcomeLog.save_labelled` writes everyt
 
 from __future__ import annotations
 
-import csv
 import gzip
 import io
 import json
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from thrifty.errors import DataError
+from thrifty.table_io import read_models, write_models
 
 __all__ = ["OutcomeLog", "read_jsonl", "write_jsonl_atomic"]
 
@@ -131,14 +131,7 @@ class OutcomeLog:
         return read_jsonl(self.prompts_path)
 
     def models(self) -> dict[str, tuple[float | None, float | None]]:
-        if not self.models_path.exists():
-            return {}
-        out: dict[str, tuple[float | None, float | None]] = {}
-        with open(self.models_path, encoding="utf-8", newline="") as fh:
-            for row in csv.DictReader(fh):
-                f = lambda v: float(v) if v not in (None, "") else None  # noqa: E731
-                out[row["model"]] = (f(row.get("usd_per_1m_input")), f(row.get("usd_per_1m_output")))
-        return out
+        return read_models(self.models_path)
 
     # ---- writing -----------------------------------------------------------------------------
     def merge_prompts(self, rows: list[dict[str, Any]], *, strict: bool = True) -> None:
@@ -167,14 +160,7 @@ class OutcomeLog:
         for name, p in prices.items():
             if name not in merged or p != (None, None):
                 merged[name] = p
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(["model", "usd_per_1m_input", "usd_per_1m_output"])
-        for name, (pin, pout) in merged.items():
-            w.writerow([name, "" if pin is None else pin, "" if pout is None else pout])
-        tmp = self.models_path.with_name("models.csv.tmp")
-        tmp.write_text(buf.getvalue(), encoding="utf-8")
-        os.replace(tmp, self.models_path)
+        write_models(self.models_path, merged)
 
     def for_labelling(self) -> list[dict[str, Any]]:
         """All outcome rows plus the pending (unlabelled) answers of an exported log, in one list."""

@@ -31,7 +31,7 @@ import numpy as np
 from thrifty.errors import DataError
 from thrifty.table import RoutingTable
 
-__all__ = ["load_table", "write_table", "find_file", "benchmark_dir"]
+__all__ = ["load_table", "write_table", "read_models", "write_models", "find_file", "benchmark_dir"]
 
 _EXTS = (".jsonl", ".jsonl.gz", ".csv", ".csv.gz", ".parquet")
 PROMPT_TEXT_FIELDS = ("instruction", "prompt", "text", "query", "question")
@@ -343,6 +343,23 @@ def _hash_files(paths: list[Path]) -> str:
     return h.hexdigest()[:16]
 
 
+def read_models(path: Path) -> dict[str, tuple[float | None, float | None]]:
+    """Prices per model from a ``models.csv`` (validated: a bad value is a DataError naming its line)."""
+    return _load_models(path if path.exists() else None)[0]
+
+
+def write_models(path: Path, prices: dict[str, tuple[float | None, float | None]]) -> None:
+    """Write ``models.csv`` (model, USD per 1M input / output tokens) atomically."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["model", "usd_per_1m_input", "usd_per_1m_output"])
+    for name, (pin, pout) in prices.items():
+        w.writerow([name, "" if pin is None else pin, "" if pout is None else pout])
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(buf.getvalue(), encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def write_table(table: RoutingTable, folder: str | os.PathLike) -> Path:
     """Write ``table`` in the shared layout (gzip JSONL + models.csv + splits.json when folded)."""
     folder = Path(folder)
@@ -365,13 +382,7 @@ def write_table(table: RoutingTable, folder: str | os.PathLike) -> Path:
                 if table.answers is not None:
                     row["output"] = table.answers[p, m]
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["model", "usd_per_1m_input", "usd_per_1m_output"])
-    for name in table.models:
-        pin, pout = table.prices.get(name, (None, None))
-        w.writerow([name, "" if pin is None else pin, "" if pout is None else pout])
-    (folder / "models.csv").write_text(buf.getvalue(), encoding="utf-8")
+    write_models(folder / "models.csv", {name: table.prices.get(name, (None, None)) for name in table.models})
     if table.folds is not None:
         doc = {"folds": [[table.prompt_ids[i] for i in f] for f in table.folds]}
         (folder / "splits.json").write_text(json.dumps(doc), encoding="utf-8")
