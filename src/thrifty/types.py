@@ -115,6 +115,11 @@ class Step:
     latency_s: float = 0.0
     error: str | None = None
 
+    @property
+    def decision(self) -> str:
+        """``failed`` (the call raised), ``accepted`` or ``escalated``."""
+        return "failed" if self.error else ("accepted" if self.accepted else "escalated")
+
 
 @dataclass(frozen=True)
 class Decision:

@@ -49,8 +49,7 @@ class Metrics:
         if trace.escalated:
             self.escalations.labels(model).inc()
         for s in trace.steps:
-            decision = "failed" if s.error else ("accepted" if s.accepted else "escalated")
-            self.steps.labels(model, s.model, decision).inc()
+            self.steps.labels(model, s.model, s.decision).inc()
             if s.latency_s:
                 self.tier_latency.labels(s.model).observe(s.latency_s)
         c = trace.completion

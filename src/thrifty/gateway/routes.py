@@ -89,9 +89,8 @@ def _steps(trace: Trace | None) -> tuple[StepRecord, ...]:
     out = []
     for s in trace.steps:
         a = trace.answer_for(s.tier)
-        decision = "failed" if s.error else ("accepted" if s.accepted else "escalated")
         out.append(StepRecord(
-            tier=s.tier, model=s.model, decision=decision, answer=a.text if a else None, score=s.score,
+            tier=s.tier, model=s.model, decision=s.decision, answer=a.text if a else None, score=s.score,
             threshold=s.threshold, cost_usd=s.cost_usd, latency_s=s.latency_s,
             input_tokens=a.usage.input_tokens if a else None, output_tokens=a.usage.output_tokens if a else None, error=s.error,
             cache=a.cache if a else None,
