@@ -15,9 +15,11 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from thrifty.errors import ProviderError
 from thrifty.table import RoutingTable
+from thrifty.types import Completion, Usage
 
-__all__ = ["OperatingPoint", "FittedPolicy", "OfflinePolicy"]
+__all__ = ["OperatingPoint", "FittedPolicy", "OfflinePolicy", "recorded_completion"]
 
 
 @dataclass(eq=False)
@@ -62,3 +64,17 @@ class OfflinePolicy(Protocol):
     def fit(self, train: RoutingTable, knobs: Sequence[float]) -> FittedPolicy:
         """Fit on ``train``; ``knobs`` is the harness's grid of target mean costs (USD/query)."""
         ...
+
+
+def recorded_completion(table: RoutingTable, i: int, m: int) -> Completion:
+    """Model m's recorded answer to prompt i, as the live provider would have returned it.
+
+    A missing (prompt, model) pair raises :class:`ProviderError` — in replay, as live, the policy
+    sees a failed tier and moves on.
+    """
+    if np.isnan(table.quality[i, m]):
+        raise ProviderError(f"no recorded answer for prompt {table.prompt_ids[i]}", provider=table.models[m], status=404)
+    tin = table.input_tokens[i, m] if table.input_tokens is not None else np.nan
+    tout = table.output_tokens[i, m] if table.output_tokens is not None else np.nan
+    usage = Usage(int(0 if np.isnan(tin) else tin), int(0 if np.isnan(tout) else tout))
+    return Completion(text=table.answer(i, m) or "", model=table.models[m], usage=usage, cost_usd=float(table.cost[i, m]))

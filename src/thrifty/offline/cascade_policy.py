@@ -27,8 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from thrifty.errors import ProviderError
-from thrifty.offline.api import OperatingPoint
+from thrifty.offline.api import OperatingPoint, recorded_completion
 from thrifty.offline.optimise import CascadeSpec, Front, candidate_models, optimise, replay_arrays
 from thrifty.policy.cascade import CascadePolicy
 from thrifty.policy.drive import drive
@@ -84,9 +83,7 @@ def replay_cascades(
                 def call(k: int, i: int = i) -> Completion:
                     m = tindex[tiers[k]]
                     calls[i, m] = True
-                    if np.isnan(table.quality[i, m]):
-                        raise ProviderError(f"no recorded answer of {tiers[k]} for prompt {table.prompt_ids[i]}", provider=tiers[k])
-                    return Completion(text=table.answer(i, m) or "", model=tiers[k], cost_usd=float(table.cost[i, m]))
+                    return recorded_completion(table, i, m)
 
                 d = drive(policy.plan(req), call)
                 cost[i] = d.cost_usd

@@ -30,8 +30,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from thrifty.errors import ProviderError
-from thrifty.offline.api import OperatingPoint
+from thrifty.offline.api import OperatingPoint, recorded_completion
 from thrifty.offline.optimise import CascadeSpec, candidate_models, optimise, pareto_front
 from thrifty.offline.router_policy import RouterOffline
 from thrifty.offline.routers import FittedPredictor, lambda_grid, route
@@ -145,9 +144,7 @@ class FittedHybrid:
                     def call(k: int, i: int = i) -> Completion:
                         m = tindex[pol.tiers[k]]
                         calls[i, m] = True
-                        if np.isnan(table.quality[i, m]):
-                            raise ProviderError(f"no recorded answer for prompt {table.prompt_ids[i]}", provider=pol.tiers[k])
-                        return Completion(text=table.answer(i, m) or "", model=pol.tiers[k], cost_usd=float(table.cost[i, m]))
+                        return recorded_completion(table, i, m)
 
                     d = drive(pol.plan(req, predicted=R[i]), call)
                     starts[i] = d.steps[0].tier if d.steps else 0

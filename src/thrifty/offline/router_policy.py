@@ -26,13 +26,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from thrifty.errors import ConfigError, ProviderError
-from thrifty.offline.api import OperatingPoint
+from thrifty.errors import ConfigError
+from thrifty.offline.api import OperatingPoint, recorded_completion
 from thrifty.offline.routers import VARIANTS, FittedPredictor, QueryEncoder, fit_predictor, lambda_grid, route
 from thrifty.policy.drive import drive
 from thrifty.policy.router import RouterPolicy
 from thrifty.table import RoutingTable
-from thrifty.types import ChatRequest, Completion, Usage
+from thrifty.types import ChatRequest
 
 __all__ = ["RouterOffline", "FittedRouter", "replay_router", "calibrate_budget", "calibrate_share", "DEFAULT_VARIANT",
            "resolve_embedder", "embedder_spec", "LazyEmbedder"]
@@ -158,16 +158,6 @@ def calibrate_share(pred: np.ndarray, exp_cost: np.ndarray, shares: Sequence[flo
     return lams
 
 
-def _completion(table: RoutingTable, i: int, k: int) -> Completion:
-    if np.isnan(table.quality[i, k]):
-        raise ProviderError("no recorded outcome for this prompt", provider=table.models[k], status=404)
-    ans = table.answer(i, k)
-    tin = table.input_tokens[i, k] if table.input_tokens is not None else np.nan
-    tout = table.output_tokens[i, k] if table.output_tokens is not None else np.nan
-    usage = Usage(int(0 if np.isnan(tin) else tin), int(0 if np.isnan(tout) else tout))
-    return Completion(text=ans or "", model=table.models[k], usage=usage, cost_usd=float(table.cost[i, k]))
-
-
 def replay_router(table: RoutingTable, pred: np.ndarray, policy: RouterPolicy, knob: float, label: str, **params: Any) -> OperatingPoint:
     """Drive ``policy.plan`` on every prompt of ``table`` (predictions precomputed) → one point."""
     n = table.n_prompts
@@ -177,7 +167,7 @@ def replay_router(table: RoutingTable, pred: np.ndarray, policy: RouterPolicy, k
     fallbacks = 0
     for i in range(n):
         req = ChatRequest.from_prompt(table.prompts[i] or "")
-        dec = drive(policy.plan(req, predicted=pred[i]), lambda k, i=i: _completion(table, i, k))
+        dec = drive(policy.plan(req, predicted=pred[i]), lambda k, i=i: recorded_completion(table, i, k))
         if dec.completion is None:
             raise ValueError(f"prompt {table.prompt_ids[i]!r} has no outcome for any model")
         k = dec.tier
