@@ -140,12 +140,14 @@ def test_admin_reload_exists_only_with_an_admin_key(tmp_path: Path) -> None:
 
     async def reload_twice(c: httpx.AsyncClient) -> Any:
         old = app.state.runtime.routes["thrifty/support"]
+        missing = await c.post("/admin/reload", headers={"authorization": "Basic admin"})
         wrong = await c.post("/admin/reload", headers={"authorization": "Bearer nope"})
         ok = await c.post("/admin/reload", headers={"authorization": "Bearer admin"})
         health = (await c.get("/healthz")).json()
-        return wrong, ok, health, old is app.state.runtime.routes["thrifty/support"]
+        return missing, wrong, ok, health, old is app.state.runtime.routes["thrifty/support"]
 
-    wrong, ok, health, same = call(app, reload_twice)
+    missing, wrong, ok, health, same = call(app, reload_twice)
+    assert missing.status_code == 401 and "missing admin key" in missing.json()["error"]["message"]
     assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
     assert ok.status_code == 200 and ok.json()["generation"] == 2 == health["generation"]
     assert ok.json()["profiles"]["thrifty/support"] == {"tiers": ["a", "b"], "thresholds": [0.5]}

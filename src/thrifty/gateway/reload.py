@@ -122,11 +122,9 @@ def _authenticate_admin(digest: str, request: Any) -> None:
 
     from thrifty.config import hash_key
     from thrifty.errors import AuthError
+    from thrifty.gateway.routes import bearer_token
 
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise AuthError("missing admin key: send 'Authorization: Bearer <admin key>'")
-    if not hmac.compare_digest(hash_key(token.strip()), digest):
+    if not hmac.compare_digest(hash_key(bearer_token(request, "admin key")), digest):
         raise AuthError("not the admin key")
 
 

@@ -21,7 +21,7 @@ from thrifty.store.logs import RequestRecord, StepRecord
 from thrifty.trace import Routed, TextDelta, Trace, new_request_id
 from thrifty.types import ChatRequest
 
-__all__ = ["register_routes"]
+__all__ = ["register_routes", "bearer_token"]
 
 
 async def _read_body(request: Any, limit: int, timeout_s: float) -> bytes:
@@ -57,15 +57,20 @@ async def _read_body(request: Any, limit: int, timeout_s: float) -> bytes:
     return b"".join(chunks)
 
 
+def bearer_token(request: Any, what: str = "API key") -> str:
+    """The token of the request's ``Authorization: Bearer <token>`` header; AuthError (401) naming
+    ``what`` was expected when the header is missing, not Bearer, or empty."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError(f"missing {what}: send 'Authorization: Bearer <{what}>'")
+    return token.strip()
+
+
 def _authenticate(rt: Any, request: Any) -> str | None:
     """The configured key's name, None when no keys are configured; AuthError otherwise."""
     if not rt.settings.auth_required:
         return None
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise AuthError("missing API key: send 'Authorization: Bearer <key>'")
-    key = rt.settings.key_by_hash(hash_key(token.strip()))
+    key = rt.settings.key_by_hash(hash_key(bearer_token(request)))
     if key is None:
         raise AuthError("unknown API key")
     return key.name
