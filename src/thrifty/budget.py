@@ -132,16 +132,22 @@ class BudgetLedger:
     def limit(self, scope: str, name: str) -> float | None:
         return self._limits.get((scope, name))
 
+    def _usage(self, conn: sqlite3.Connection, scope: str, name: str, now: float) -> tuple[float, float]:
+        """(spent, held) of one scope: its settled spend and its holds younger than ``stale_after_s``."""
+        spent, held = conn.execute(
+            "SELECT (SELECT spent_usd FROM spend WHERE scope = ?1 AND name = ?2),"
+            " (SELECT COALESCE(SUM(amount_usd), 0) FROM reservations WHERE scope = ?1 AND name = ?2 AND created >= ?3)",
+            (scope, name, now - self.stale_after_s),
+        ).fetchone()
+        return float(spent or 0.0), float(held)
+
     def spent(self, scope: str, name: str) -> float:
-        rows = self._store.iter_rows("SELECT spent_usd FROM spend WHERE scope = ? AND name = ?", (scope, name))
-        return float(rows[0][0]) if rows else 0.0
+        with self._store.lock:
+            return self._usage(self._store.connection, scope, name, time.time())[0]
 
     def held(self, scope: str, name: str) -> float:
-        rows = self._store.iter_rows(
-            "SELECT COALESCE(SUM(amount_usd), 0) FROM reservations WHERE scope = ? AND name = ? AND created >= ?",
-            (scope, name, time.time() - self.stale_after_s),
-        )
-        return float(rows[0][0])
+        with self._store.lock:
+            return self._usage(self._store.connection, scope, name, time.time())[1]
 
     def reserve(self, *, key: str | None, profile: str | None, amount_usd: float) -> Reservation:
         """Hold ``amount_usd`` against the key's and the profile's limits, or raise BudgetExceeded."""
@@ -157,9 +163,7 @@ class BudgetLedger:
             try:
                 conn.execute("DELETE FROM reservations WHERE created < ?", (now - self.stale_after_s,))
                 for scope, name in limited:
-                    spent = conn.execute("SELECT spent_usd FROM spend WHERE scope = ? AND name = ?", (scope, name)).fetchone()
-                    held = conn.execute("SELECT COALESCE(SUM(amount_usd), 0) FROM reservations WHERE scope = ? AND name = ?", (scope, name)).fetchone()
-                    used = (float(spent[0]) if spent else 0.0) + float(held[0])
+                    used = sum(self._usage(conn, scope, name, now))
                     limit = self._limits[(scope, name)]
                     if used + amount_usd > limit + 1e-12:
                         raise BudgetExceeded(
