@@ -36,10 +36,17 @@ __all__ = ["Student", "StudentProvider", "ConfidenceScorer", "train_student", "s
 ARTEFACT_KIND = "thrifty.student/v1"
 
 
-def _embed(texts: Sequence[str]) -> np.ndarray:
+def _embedder(name: str | None = None) -> Any:
+    """The embedder every student trains and predicts with: the process-wide cached MiniLM
+    (:func:`thrifty.scoring.embedding.get_embedder`). ``name`` (a student's ``embedder``), when
+    given, must be that embedder's name: a student's weights only mean something on its own vectors."""
     from thrifty.scoring.embedding import get_embedder
 
-    return get_embedder().embed(list(texts))
+    emb = get_embedder()
+    if name is not None and name != emb.name:
+        raise ConfigError(f"the student was trained on {name!r} embeddings, but students embed with {emb.name!r}",
+                          key="student.embedder", fix="retrain it: thrifty student train DIR --out student.json")
+    return emb
 
 
 @dataclass
@@ -49,7 +56,7 @@ class Student:
     classes: tuple[str, ...]
     coef: np.ndarray  # (C, D)
     intercept: np.ndarray  # (C,)
-    embedder: str = "all-MiniLM-L6-v2"
+    embedder: str = "all-MiniLM-L6-v2"  # the name of the embedder ``coef`` was fitted on (see :func:`_embedder`)
     prefix: str | None = None  # stripped from a request's text before embedding
     template: str | None = None  # "{prompt}" placeholder: the query is extracted from it
     meta: dict[str, Any] = field(default_factory=dict)  # teacher / gold, n_train, train accuracy …
@@ -67,7 +74,7 @@ class Student:
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """(n, C) class probabilities for bare queries."""
-        z = _embed(texts) @ self.coef.T + self.intercept
+        z = _embedder(self.embedder).embed(list(texts)) @ self.coef.T + self.intercept
         z -= z.max(axis=1, keepdims=True)
         e = np.exp(z)
         return e / e.sum(axis=1, keepdims=True)
@@ -107,7 +114,11 @@ class Student:
         classes = tuple(str(c) for c in doc["classes"])
         if coef.ndim != 2 or coef.shape[0] != len(classes) or icpt.shape != (len(classes),):
             raise DataError("weights do not match the classes", file=str(path), field="coef", expected="(classes × dim) weights")
-        return cls(classes, coef, icpt, doc.get("embedder", "all-MiniLM-L6-v2"), doc.get("prefix"), doc.get("template"), doc.get("meta") or {})
+        name, emb = doc.get("embedder", cls.embedder), _embedder()
+        if name != emb.name or coef.shape[1] != emb.dim:
+            raise DataError(f"weights for {name!r} ({coef.shape[1]}-d) embeddings", file=str(path), field="embedder",
+                            expected=f"a student trained on {emb.name!r} ({emb.dim}-d): retrain it with thrifty student train")
+        return cls(classes, coef, icpt, name, doc.get("prefix"), doc.get("template"), doc.get("meta") or {})
 
 
 def train_student(
@@ -125,7 +136,8 @@ def train_student(
         from sklearn.linear_model import LogisticRegression
     except ImportError as exc:  # pragma: no cover - depends on extras
         raise ConfigError("training a student needs scikit-learn", key="student", fix="pip install 'thrifty[lab]'") from exc
-    x = _embed(texts)
+    emb = _embedder()
+    x = emb.embed(list(texts))
     y = np.asarray(labels)
     clf = LogisticRegression(C=c, max_iter=2000)
     clf.fit(x, y)
@@ -136,7 +148,7 @@ def train_student(
     info.update(n_train=len(texts), train_accuracy=round(float((clf.predict(x) == y).mean()), 4), c=c,
                 label_counts={k: int((y == k).sum()) for k in classes})
     return Student(tuple(classes), np.asarray(coef)[order].astype(np.float32), np.asarray(icpt)[order].astype(np.float32),
-                   prefix=prefix, template=template, meta=info)
+                   embedder=emb.name, prefix=prefix, template=template, meta=info)
 
 
 class StudentProvider:

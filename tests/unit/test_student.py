@@ -93,3 +93,25 @@ def test_export_finetune_chat_jsonl(tmp_path):
     assert msgs[1]["content"].startswith(PREFIX) and msgs[2]["content"] in ("up", "down")
     with pytest.raises(DataError):
         export_finetune(folder, out, teacher="nobody")
+
+
+def test_artefact_names_its_embedder_and_load_checks_it(tmp_path):
+    from thrifty.scoring.embedding import get_embedder
+
+    folder, _, _ = _folder(tmp_path)
+    xs, ys, _ = student_data(folder, gold="gold")
+    path = train_student(xs, ys).save(tmp_path / "s.json")
+    doc = json.loads(path.read_text())
+    assert doc["embedder"] == get_embedder().name == Student.load(path).embedder
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**doc, "embedder": "text-embedding-3-small"}))
+    with pytest.raises(DataError, match="field 'embedder'.*text-embedding-3-small"):
+        Student.load(other)
+    short = tmp_path / "short.json"  # right name, but weights of another width
+    short.write_text(json.dumps({**doc, "coef": [row[:10] for row in doc["coef"]]}))
+    with pytest.raises(DataError, match="10-d"):
+        Student.load(short)
+    student = Student.load(path)
+    student.embedder = "text-embedding-3-small"  # built in code with a foreign embedder: refused, not mis-scored
+    with pytest.raises(ConfigError, match="student.embedder"):
+        student.predict(["gold soars"])
