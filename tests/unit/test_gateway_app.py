@@ -23,9 +23,9 @@ def settings(tmp_path: Path, **server: Any):
         "server": {"data_dir": str(tmp_path), "max_body_bytes": 1000, **server},
         "providers": {
             "a": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "prices": PRICE},  # never called here
-            "b": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "prices": {"input": 5.0, "output": 15.0}},
+            "b": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "prices": {"input": 5.0, "output": 15.0}, "vision": True},
         },
-        "profiles": {"support": {"tiers": ["a", "b"], "thresholds": [0.5]}},
+        "profiles": {"support": {"tiers": ["a", "b"], "thresholds": [0.5], "system": "Be brief."}},
     })
 
 
@@ -50,6 +50,10 @@ def test_model_ids_default_alias_and_pass_through(tmp_path: Path) -> None:
     assert routes["thrifty/default"] is routes["thrifty/support"]  # no 'default' profile: the first one
     assert routes["a"].profile is None and routes["a"].engine.tiers == ("a",)
     assert routes["thrifty/support"].baseline_price == (5.0, 15.0)  # the most expensive tier
+    support, a = routes["thrifty/support"], routes["a"]  # what a route derives from its profile and engine
+    assert (support.budget_name, support.system, support.owner, support.vision) == ("support", "Be brief.", "thrifty", True)
+    assert (a.budget_name, a.system, a.owner, a.vision) == (None, None, "a", False)
+    assert {m["id"]: m["owned_by"] for m in body["data"]}["b"] == "b"
 
 
 def test_providers_without_profiles_never_build_the_embedded_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,7 +11,7 @@ needs on top: the route table. Model ids served:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from thrifty.budget import TierPrice
@@ -21,16 +21,35 @@ __all__ = ["Route", "build_routes"]
 
 @dataclass
 class Route:
-    """What a model id runs: its engine, the profile (None: pass-through) and its tiers' prices."""
+    """What a model id runs: its engine, the profile (None: pass-through) and its tiers' prices.
+
+    Everything else about a route follows from these (properties below), so it cannot disagree.
+    """
 
     model_id: str
     engine: Any
     profile: ProfileSettings | None
     tier_prices: tuple[TierPrice, ...]
-    system: str | None = None
-    budget_name: str | None = None  # profile name for budget/logs; None for pass-through
-    owner: str = "thrifty"
-    vision: tuple[bool, ...] = field(default_factory=tuple)
+
+    @property
+    def budget_name(self) -> str | None:
+        """The profile's name (its budget and log scope); None for pass-through."""
+        return self.profile.name if self.profile is not None else None
+
+    @property
+    def system(self) -> str | None:
+        """The profile's system prompt template, if any."""
+        return self.profile.system if self.profile is not None else None
+
+    @property
+    def owner(self) -> str:
+        """``owned_by`` in ``GET /v1/models``: thrifty for a profile, the provider for pass-through."""
+        return "thrifty" if self.profile is not None else self.model_id
+
+    @property
+    def vision(self) -> bool:
+        """True when some tier of the engine reads images."""
+        return any(getattr(p, "vision", False) for p in self.engine.providers)
 
     @property
     def baseline_price(self) -> tuple[float, float] | None:
@@ -55,8 +74,7 @@ def build_routes(settings: Settings, *, deadline_s: float | None = None) -> tupl
 
     def add_profile(model_id: str, profile: ProfileSettings, pool: dict[str, Any], policy: Any = None) -> None:
         built = build_profile(settings, profile, pool, policy=policy, caps=caps, deadline_s=deadline, engine_name=model_id)
-        routes[model_id] = Route(model_id, built.engine, profile, built.prices, system=profile.system, budget_name=profile.name,
-                                 vision=tuple(bool(getattr(pool[t], "vision", False)) for t in built.policy.tiers))
+        routes[model_id] = Route(model_id, built.engine, profile, built.prices)
 
     for name, profile in settings.profiles.items():
         add_profile(f"thrifty/{name}", profile, providers)
@@ -72,6 +90,5 @@ def build_routes(settings: Settings, *, deadline_s: float | None = None) -> tupl
             add_profile(default_id, profile, providers, policy)
     for name, provider in providers.items():
         engine = Engine(CascadePolicy([name], [], None), {name: provider}, deadline_s=deadline, name=name)
-        routes.setdefault(name, Route(name, engine, None, (tier_price(provider, caps.get(name, 512)),), owner=name,
-                                      vision=(bool(getattr(provider, "vision", False)),)))
+        routes.setdefault(name, Route(name, engine, None, (tier_price(provider, caps.get(name, 512)),)))
     return routes, providers

@@ -173,7 +173,7 @@ async def _admit(rt: Any, request: Any) -> _Job:
         raise RequestError(f"the model {parsed.model!r} does not exist; GET /v1/models lists what this gateway serves",
                            param="model", code="model_not_found")
     req = _with_profile(route, to_chat_request(parsed))
-    if req.has_images and not any(route.vision):
+    if req.has_images and not route.vision:
         raise RequestError(f"{route.model_id!r} has no vision-capable tier for image content", param="messages", code="unprocessable")
     job = _Job(rt, route, req, body, key_name, new_request_id(), t0)
     amount = max_cost_usd(req, route.tier_prices)
