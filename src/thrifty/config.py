@@ -20,6 +20,8 @@ Layout (every table optional)::
     [profiles.NAME.cache]  mode = "exact" | "semantic" | "off", ttl_s, max_entries, max_bytes, path
                   (SQLite file) | redis_url_env (env var holding a redis:// URL), semantic_threshold,
                   guard, cache_sampled, default_temperature
+    [profiles.NAME.prompt_adaptation]  examples (JSONL/CSV of input/output), k, budget_tokens,
+                  layout = "messages" | "text", strip_prefix (text file), embedder, tiers
     [keys.NAME]   sha256 = "<hex>", limit_usd
 """
 
@@ -38,6 +40,7 @@ __all__ = [
     "ProviderSettings",
     "ProfileSettings",
     "CacheSettings",
+    "PromptAdaptationSettings",
     "KeySettings",
     "Settings",
     "load_settings",
@@ -121,6 +124,20 @@ class CacheSettings:
 
 
 @dataclass(frozen=True)
+class PromptAdaptationSettings:
+    """``[profiles.NAME.prompt_adaptation]``: per-request few-shot selection in front of the profile's
+    tiers (see :mod:`thrifty.prompt_provider`). ``tiers`` None means every tier."""
+
+    examples: Path  # JSONL/CSV: input + output per row (or chat "messages")
+    k: int = 8  # at most this many shots
+    budget_tokens: int = 80  # approximate tokens of shot text per request
+    layout: str = "messages"  # "messages" (user/assistant turns) | "text" (Q:/A: blocks in the user turn)
+    strip_prefix: Path | None = None  # text file: a fixed few-shot prefix clients send, replaced by the selection
+    embedder: str = "minilm"  # "minilm" | "static" | "module:Factory"
+    tiers: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
 class ProfileSettings:
     name: str
     tiers: tuple[str, ...]
@@ -130,6 +147,7 @@ class ProfileSettings:
     system: str | None = None
     budget_usd: float | None = None
     cache: CacheSettings | None = None
+    prompt_adaptation: PromptAdaptationSettings | None = None
 
 
 @dataclass(frozen=True)

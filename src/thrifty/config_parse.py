@@ -16,6 +16,7 @@ from thrifty.config import (
     PROVIDER_KINDS,
     CacheSettings,
     KeySettings,
+    PromptAdaptationSettings,
     ProfileSettings,
     ProviderSettings,
     ServerSettings,
@@ -174,7 +175,7 @@ def _profile(name: str, tbl: Any, providers: Mapping[str, ProviderSettings], bas
     _name(name, path)
     if not isinstance(tbl, Mapping):
         raise ConfigError("expected a table", key=path, fix=f"write it as [{path}]")
-    _unknown(tbl, ("tiers", "thresholds", "artefact", "scorer", "system", "budget_usd", "cache"), path)
+    _unknown(tbl, ("tiers", "thresholds", "artefact", "scorer", "system", "budget_usd", "cache", "prompt_adaptation"), path)
     tiers = tbl.get("tiers")
     if not isinstance(tiers, list) or not tiers:
         raise ConfigError("a profile needs at least one tier", key=f"{path}.tiers", fix='write tiers = ["cheap", "strong"] (provider names, cheapest first)')
@@ -216,6 +217,7 @@ def _profile(name: str, tbl: Any, providers: Mapping[str, ProviderSettings], bas
         system=_str(tbl, "system", path),
         budget_usd=None if budget is None else float(budget),
         cache=_cache(tbl.get("cache"), f"{path}.cache", base_dir),
+        prompt_adaptation=_prompt_adaptation(tbl.get("prompt_adaptation"), f"{path}.prompt_adaptation", tuple(tiers), base_dir),
     )
 
 
@@ -258,6 +260,50 @@ def _cache(tbl: Any, path: str, base_dir: Path | None) -> CacheSettings | None:
         guard=_guard(tbl.get("guard", "strict"), f"{path}.guard"),
         cache_sampled=_bool(tbl, "cache_sampled", path, False),
         default_temperature=float(_num(tbl, "default_temperature", path, 1.0)),
+    )
+
+
+def _file(tbl: Mapping[str, Any], key: str, path: str, base_dir: Path | None, what: str, *, required: bool = False) -> Path | None:
+    """An existing file named by ``key`` (relative to ``base_dir``)."""
+    v = _str(tbl, key, path, required=required)
+    if v is None:
+        return None
+    p = Path(v).expanduser()
+    if not p.is_absolute() and base_dir is not None:
+        p = base_dir / p
+    if not p.is_file():
+        raise ConfigError(f"no such file: {p}", key=f"{path}.{key}", fix=f"point {key} at {what}")
+    return p
+
+
+def _prompt_adaptation(tbl: Any, path: str, tiers: tuple[str, ...], base_dir: Path | None) -> PromptAdaptationSettings | None:
+    """``[profiles.NAME.prompt_adaptation]`` (the examples file's rows are read when the profile is built)."""
+    if tbl is None:
+        return None
+    if not isinstance(tbl, Mapping):
+        raise ConfigError("expected a table", key=path, fix=f'write it as [{path}] with examples = "shots.jsonl"')
+    _unknown(tbl, ("examples", "k", "budget_tokens", "layout", "strip_prefix", "embedder", "tiers"), path)
+    examples = _file(tbl, "examples", path, base_dir, 'a JSONL/CSV file with "input" and "output" per row', required=True)
+    layout = _str(tbl, "layout", path, "messages")
+    if layout not in ("messages", "text"):
+        raise ConfigError(f"unknown layout {layout!r}", key=f"{path}.layout",
+                          fix='use "messages" (shots as user/assistant turns) or "text" (Q:/A: blocks in the user turn)')
+    only = tbl.get("tiers")
+    if only is not None:
+        if not isinstance(only, list) or not only:
+            raise ConfigError("expected a list of tier names", key=f"{path}.tiers", fix=f"write tiers = {list(tiers)!r} or remove it (every tier)")
+        for i, t in enumerate(only):
+            if t not in tiers:
+                raise ConfigError(f"{t!r} is not a tier of this profile", key=f"{path}.tiers[{i}]", fix=f"use some of: {', '.join(tiers)}")
+    assert examples is not None
+    return PromptAdaptationSettings(
+        examples=examples,
+        k=int(_num(tbl, "k", path, 8, integer=True, strict=True)),
+        budget_tokens=int(_num(tbl, "budget_tokens", path, 80, integer=True, strict=True)),
+        layout=layout,
+        strip_prefix=_file(tbl, "strip_prefix", path, base_dir, "a text file holding the exact prefix clients send"),
+        embedder=_str(tbl, "embedder", path, "minilm"),
+        tiers=None if only is None else tuple(dict.fromkeys(only)),
     )
 
 

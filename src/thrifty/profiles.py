@@ -35,6 +35,7 @@ __all__ = [
     "default_profile",
     "profile_policy",
     "cached_tiers",
+    "adapted_tiers",
     "tier_price",
 ]
 
@@ -184,6 +185,14 @@ def build_profile(
     policy = profile_policy(profile) if policy is None else policy
     caps = caps if caps is not None else {n: p.max_tokens for n, p in settings.providers.items()}
     tiers = {t: providers[t] for t in policy.tiers}
+    # Order: cache(adapt(tier)). The cache keys the request the client sent, not the adapted one: the
+    # adaptation is a deterministic function of that request and of the adapter's settings, whose
+    # fingerprint is part of the cache namespace (a changed examples file cannot serve stale
+    # answers); a hit then skips the embedding and selection; and the semantic cache compares the
+    # client's question in the client's context — the selected shots differ between near-identical
+    # questions, so keyed on the adapted request it would (almost) never match.
+    if profile.prompt_adaptation is not None:
+        tiers = adapted_tiers(profile, tiers)
     if profile.cache is not None:
         tiers = cached_tiers(profile, tiers, settings)
     engine = Engine(policy, tiers, deadline_s=deadline_s or settings.server.request_timeout_s,
@@ -236,8 +245,44 @@ def cached_tiers(profile: ProfileSettings, tiers: Mapping[str, Any], settings: S
     if cfg.mode == "semantic":
         threshold = DEFAULT_THRESHOLD if cfg.semantic_threshold is None else cfg.semantic_threshold
         semantic = SemanticMatcher(threshold=threshold, guard=cfg.guard)
+    def namespace(name: str, p: Any) -> str:
+        shots = getattr(p, "fingerprint", None)  # an AdaptedProvider: its adaptation settings are part of the key
+        return f"{profile.name}/{name}/{getattr(p, 'model', '')}" + (f"/shots:{shots}" if shots else "")
+
     return {
-        name: CachedProvider(p, store, namespace=f"{profile.name}/{name}/{getattr(p, 'model', '')}", semantic=semantic,
+        name: CachedProvider(p, store, namespace=namespace(name, p), semantic=semantic,
                              cache_sampled=cfg.cache_sampled, default_temperature=cfg.default_temperature)
         for name, p in tiers.items()
     }
+
+
+def adapted_tiers(profile: ProfileSettings, tiers: Mapping[str, Any]) -> dict[str, Any]:
+    """The tiers of ``profile`` named by ``[profiles.NAME.prompt_adaptation]`` (all by default) behind
+    one shared :class:`~thrifty.prompt_provider.FewShotAdapter` (so an escalated request reuses its
+    selection). The examples file is read here; a bad row is a ConfigError naming file, line and field."""
+    from thrifty.errors import DataError
+    from thrifty.offline.router_policy import LazyEmbedder
+    from thrifty.prompt_provider import AdaptedProvider, FewShotAdapter, read_examples
+
+    cfg = profile.prompt_adaptation
+    assert cfg is not None
+    key = f"profiles.{profile.name}.prompt_adaptation"
+    try:
+        pool = read_examples(cfg.examples)
+    except DataError as exc:
+        raise ConfigError(f"bad examples file: {exc}", key=f"{key}.examples",
+                          fix='give every row a non-empty "input" and "output" (JSONL or CSV with a header)') from exc
+    prefix = None
+    if cfg.strip_prefix is not None:
+        try:
+            prefix = cfg.strip_prefix.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read {cfg.strip_prefix}: {exc}", key=f"{key}.strip_prefix", fix="point it at a UTF-8 text file") from exc
+    try:
+        embedder = LazyEmbedder(cfg.embedder)  # checks the extra is installed; the model loads on first use
+    except ConfigError as exc:
+        raise _rekey(exc, f"{key}.embedder") from exc
+    adapter = FewShotAdapter(pool, embedder.embed, k=cfg.k, budget_tokens=cfg.budget_tokens, layout=cfg.layout,
+                             strip_prefix=prefix, embedder_name=cfg.embedder)
+    only = set(cfg.tiers) if cfg.tiers is not None else set(tiers)
+    return {name: AdaptedProvider(p, adapter) if name in only else p for name, p in tiers.items()}
