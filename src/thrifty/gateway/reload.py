@@ -11,8 +11,10 @@ What happens, in order:
    thread, so the event loop keeps serving meanwhile;
 3. if anything fails, nothing changes: the old routes keep serving and the error is returned;
 4. otherwise the route table, keys and budget limits are swapped in one step. A request admitted
-   before the swap finishes on the engine it started with; the replaced providers are closed once
-   the last such request has finished (at the latest after ``request_timeout_s``).
+   before the swap finishes on the engine it started with; the replaced providers — and the
+   wrappers the old profiles put around them (completion-cache stores: SQLite connections, Redis
+   pools) — are closed once the last such request has finished (at the latest after
+   ``request_timeout_s``; a store closed under a straggler reopens for it and is then dropped).
 
 ``[server]`` settings (host, port, data_dir, limits, the admin key) need a restart; a reload that
 finds the body limit, CORS origins, request timeout or admin key changed lists them in
@@ -28,7 +30,7 @@ from typing import Any
 
 # no ``from __future__ import annotations``: FastAPI reads the endpoint's ``Request`` annotation at runtime
 
-__all__ = ["reload_runtime", "retire", "summary", "register_admin"]
+__all__ = ["reload_runtime", "retire", "close_routes", "summary", "register_admin"]
 
 log = logging.getLogger("thrifty.gateway")
 
@@ -77,11 +79,13 @@ async def reload_runtime(rt: Any) -> dict[str, Any]:
                                   {p.name: p.budget_usd for p in settings.profiles.values()})
         except BaseException:
             await _close_all(providers)
+            await close_routes(routes)
             raise
-        old_generation, old_providers = rt.generation, rt.providers
+        old_generation, old_providers, old_routes = rt.generation, rt.providers, rt.routes
         rt.settings, rt.routes, rt.providers, rt.ledger = settings, routes, providers, ledger
         rt.generation += 1
-        task = asyncio.get_running_loop().create_task(retire(rt, old_generation, old_providers, current.server.request_timeout_s))
+        task = asyncio.get_running_loop().create_task(
+            retire(rt, old_generation, old_providers, current.server.request_timeout_s, routes=old_routes))
         rt.retiring.add(task)
         task.add_done_callback(rt.retiring.discard)
         took = time.perf_counter() - t0
@@ -97,8 +101,10 @@ async def reload_runtime(rt: Any) -> dict[str, Any]:
         }
 
 
-async def retire(rt: Any, generation: int, providers: dict[str, Any], max_wait_s: float) -> None:
-    """Close ``providers`` once no request admitted in ``generation`` is still running."""
+async def retire(rt: Any, generation: int, providers: dict[str, Any], max_wait_s: float,
+                 routes: dict[str, Any] | None = None) -> None:
+    """Close ``providers`` (and the tier wrappers of ``routes``) once no request admitted in
+    ``generation`` is still running."""
     deadline = time.monotonic() + max_wait_s + 5.0
     try:
         while rt.inflight.get(generation, 0) > 0 and time.monotonic() < deadline:
@@ -106,6 +112,29 @@ async def retire(rt: Any, generation: int, providers: dict[str, Any], max_wait_s
     finally:  # also on shutdown (cancelled): the connections are closed either way
         rt.inflight.pop(generation, None)
         await _close_all(providers)
+        if routes:
+            await close_routes(routes)
+
+
+def _wrappers(routes: dict[str, Any]) -> list[Any]:
+    """Every wrapper layer (an object with ``inner``: a cache, a prompt adapter) around the tiers of
+    ``routes``' engines, each once; the providers they wrap are closed separately."""
+    found: dict[int, Any] = {}
+    for route in routes.values():
+        for provider in getattr(route.engine, "providers", ()):
+            while hasattr(provider, "inner"):
+                found.setdefault(id(provider), provider)
+                provider = provider.inner
+    return list(found.values())
+
+
+async def close_routes(routes: dict[str, Any]) -> None:
+    """Release what the wrappers of ``routes`` hold (cache stores); the wrapped providers stay open."""
+    for wrapper in _wrappers(routes):
+        close = getattr(wrapper, "close", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                close()  # quick: a SQLite connection or a Redis pool
 
 
 async def _close_all(providers: dict[str, Any]) -> None:
