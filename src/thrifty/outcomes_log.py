@@ -95,6 +95,10 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _pair(row: dict[str, Any]) -> tuple[str, str]:
+    return str(row.get("prompt_id")), str(row.get("model"))
+
+
 class OutcomeLog:
     """Append-only writer of one collection folder (one writer at a time)."""
 
@@ -107,6 +111,7 @@ class OutcomeLog:
         self.errors_path = self.folder / "errors.jsonl"
         self._fh: Any = None
         self._err: Any = None
+        self._done: set[tuple[str, str]] | None = None  # the answered pairs, read once, then kept up to date
 
     def _existing(self, stem: str) -> Path:
         """``stem.jsonl``, or ``stem.jsonl.gz`` when only that exists (an exported log)."""
@@ -118,14 +123,20 @@ class OutcomeLog:
         return read_jsonl(self.outcomes_path, repair_tail=True)
 
     def done_pairs(self) -> set[tuple[str, str]]:
-        """(prompt_id, model) pairs already answered; raises on a duplicate (a corrupted folder)."""
-        done: set[tuple[str, str]] = set()
-        for i, row in enumerate(self.outcomes(), start=1):
-            key = (str(row.get("prompt_id")), str(row.get("model")))
-            if key in done:
-                raise DataError(f"duplicate pair {key}", file=str(self.outcomes_path), line=i, field="model")
-            done.add(key)
-        return done
+        """(prompt_id, model) pairs already answered; raises on a duplicate (a corrupted folder).
+
+        The file is read (and a torn tail repaired) once per log object; :meth:`append` keeps the set
+        current, so a long collection run never re-reads what it wrote."""
+        if self._done is None:
+            done: set[tuple[str, str]] = set()
+            for i, row in enumerate(self.outcomes(), start=1):
+                key = _pair(row)
+                if key in done:
+                    raise DataError(f"duplicate pair {key}", file=str(self.outcomes_path), line=i, field="model",
+                                    expected="each (prompt_id, model) pair once")
+                done.add(key)
+            self._done = done
+        return set(self._done)
 
     def prompts(self) -> list[dict[str, Any]]:
         return read_jsonl(self.prompts_path)
@@ -178,21 +189,31 @@ class OutcomeLog:
         if pending:
             self.merge_prompts([{"prompt_id": str(p["prompt_id"]), "instruction": p.get("prompt")} for p in pending], strict=False)
             self.merge_models({str(p["model"]): (None, None) for p in pending})
+        self.close()  # an open append handle would keep writing to the replaced file
+        self._done = None
         write_jsonl_atomic(self.outcomes_path, rows)
         if pending:
             self.pending_path.unlink()
 
     def append(self, row: dict[str, Any]) -> None:
-        """Append one outcome row and fsync it."""
+        """Append one outcome row and fsync it; a pair already in the file is refused (it would make
+        the folder unreadable as a table)."""
         if self.outcomes_path.name.endswith(".gz"):
             raise DataError("cannot append to a gzip outcomes file", file=str(self.outcomes_path),
                             expected="a folder written by thrifty collect (outcomes.jsonl)")
+        if self._done is None:
+            self.done_pairs()  # the one read: also repairs a torn tail before appending after it
+        assert self._done is not None
+        key = _pair(row)
+        if key in self._done:
+            raise DataError(f"pair {key} is already answered", file=str(self.outcomes_path), field="model",
+                            expected="each (prompt_id, model) pair once: rerun thrifty collect to resume")
         if self._fh is None:
-            self.outcomes()  # repair a torn tail before appending after it
             self._fh = open(self.outcomes_path, "a", encoding="utf-8")
         self._fh.write(json.dumps(row, ensure_ascii=False) + "\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())
+        self._done.add(key)
 
     def append_error(self, row: dict[str, Any]) -> None:
         if self._err is None:

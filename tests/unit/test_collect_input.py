@@ -150,3 +150,23 @@ def test_changed_prompt_text_on_resume_is_an_error(tmp_path):
     collect(read_prompts(p1), {"a": EchoProvider("a")}, out, progress=False)
     with pytest.raises(DataError, match="different prompt text"):
         collect(read_prompts(p2), {"a": EchoProvider("a")}, out, progress=False)
+
+
+def test_log_reads_once_keeps_done_pairs_current_and_refuses_a_duplicate(tmp_path, monkeypatch):
+    import thrifty.outcomes_log as ol
+
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "outcomes.jsonl").write_text(json.dumps({"prompt_id": "0", "model": "a", "output": "x"}) + "\n", encoding="utf-8")
+    reads: list[str] = []
+    real = ol.read_jsonl
+    monkeypatch.setattr(ol, "read_jsonl", lambda path, **kw: reads.append(path.name) or real(path, **kw))
+    with OutcomeLog(out) as log:
+        assert log.done_pairs() == {("0", "a")}
+        for i in range(1, 50):
+            log.append({"prompt_id": str(i), "model": "a", "output": "y"})
+        assert len(log.done_pairs()) == 50
+        with pytest.raises(DataError, match=r"outcomes.jsonl: field 'model': pair \('7', 'a'\) is already answered"):
+            log.append({"prompt_id": "7", "model": "a", "output": "again"})
+    assert reads == ["outcomes.jsonl"]  # one read for the whole run
+    assert len(OutcomeLog(out).done_pairs()) == 50  # the refused duplicate never reached the file
