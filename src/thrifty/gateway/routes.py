@@ -141,7 +141,8 @@ class _Job:
         self.rt.metrics.observe(model=self.route.model_id, status=status, latency_s=latency, trace=trace, baseline_price=self.route.baseline_price)
 
 
-def _headers(rid: str, model: str | None, tiers: tuple[str, ...], cost: float, cache: str | None = None) -> dict[str, str]:
+def _headers(rid: str, model: str | None, tiers: tuple[str, ...], cost: float, cache: str | None = None,
+             adaptation: Any = None) -> dict[str, str]:
     headers = {
         "x-thrifty-request-id": rid,
         "x-thrifty-model": model or "",
@@ -150,6 +151,9 @@ def _headers(rid: str, model: str | None, tiers: tuple[str, ...], cost: float, c
     }
     if cache is not None:  # the profile has a [cache]: hit | semantic | miss | bypass for the answer served
         headers["x-thrifty-cache"] = cache
+    if adaptation:  # the profile's [prompt_adaptation] rewrote the prompt the answering tier got
+        headers["x-thrifty-shots"] = str(adaptation["shots"])
+        headers["x-thrifty-prompt-tokens-saved"] = str(adaptation["tokens_saved"])
     return headers
 
 
@@ -202,7 +206,8 @@ async def _complete(job: _Job) -> Any:
     assert trace.completion is not None
     job.finish(200, trace)
     body = completion_body(job.rid.replace("req_", "chatcmpl-"), trace.model or job.route.model_id, trace.completion, int(job.created))
-    return JSONResponse(body, headers=_headers(job.rid, trace.model, trace.tiers_tried, trace.cost_usd, trace.completion.cache))
+    return JSONResponse(body, headers=_headers(job.rid, trace.model, trace.tiers_tried, trace.cost_usd, trace.completion.cache,
+                                                     trace.completion.adaptation))
 
 
 def _sse(obj: Any) -> bytes:
@@ -285,7 +290,8 @@ async def _stream(job: _Job) -> Any:
             await aclose_quietly(events)
 
     return StreamingResponse(body(), media_type="text/event-stream",
-                             headers={**_headers(job.rid, model, tiers, cost, trace_now.completion.cache if trace_now and trace_now.completion else None),
+                             headers={**_headers(job.rid, model, tiers, cost, *((trace_now.completion.cache, trace_now.completion.adaptation)
+                                                                           if trace_now and trace_now.completion else ())),
                                       "cache-control": "no-cache", "x-accel-buffering": "no"})
 
 
