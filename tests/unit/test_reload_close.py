@@ -62,3 +62,18 @@ def test_close_routes_closes_each_wrapper_not_the_upstream(tmp_path: Path) -> No
         p.aclose = lambda name=name: closed.append(name)  # type: ignore[method-assign]  # must not be called
     asyncio.run(close_routes(routes))
     assert all(s._db is None for s in stores) and closed == []
+
+
+def test_shutdown_closes_the_cache_stores(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from thrifty.gateway.app import build_runtime, create_app
+
+    rt = build_runtime(_settings(tmp_path), db_path=tmp_path / "logs.sqlite3")
+    stores = _stores(rt.routes)
+    with TestClient(create_app(_settings(tmp_path), runtime=rt)) as client:
+        assert client.get("/healthz").status_code == 200
+        for s in stores:
+            len(s)
+        assert all(s._db is not None for s in stores)
+    assert all(s._db is None for s in stores)

@@ -72,7 +72,7 @@ def create_app(settings: Settings | None = None, *, db_path: Path | None = None,
         raise ConfigError("the gateway needs FastAPI", key="serve", fix="pip install 'thrifty[serve]'") from exc
     from thrifty import __version__
     from thrifty.gateway.errors import install_handlers
-    from thrifty.gateway.reload import register_admin
+    from thrifty.gateway.reload import close_routes, register_admin
     from thrifty.gateway.routes import register_routes
 
     settings = settings or Settings()
@@ -100,6 +100,7 @@ def create_app(settings: Settings | None = None, *, db_path: Path | None = None,
                 if close is not None:
                     with contextlib.suppress(Exception):
                         await close()
+            await close_routes(rt.routes)  # the profiles' cache stores (the providers are closed above)
             rt.store.close()
 
     app = FastAPI(title="thrifty", version=__version__, lifespan=lifespan,
