@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from thrifty.errors import ConfigError, DataError
 from thrifty.label import LABEL_COLUMNS, LabelSummary, _summarise, needs_label
-from thrifty.outcomes_log import OutcomeLog, read_jsonl
+from thrifty.outcomes_log import OutcomeLog
 from thrifty.types import ChatRequest, Provider
 
 __all__ = ["Rubric", "RUBRICS", "parse_rating", "parse_preference", "judge_folder"]
@@ -89,9 +89,11 @@ def _request(text: str, model: str, max_tokens: int) -> ChatRequest:
 
 
 def _prompt_texts(log: OutcomeLog) -> dict[str, str]:
-    from thrifty.prompts_file import render_prompt
-
-    return {str(r["prompt_id"]): render_prompt(str(r.get("instruction") or ""), None, None) for r in log.prompts()}
+    """The bare prompt of every prompt id: the prompts file's, else an exported log's pending answer's."""
+    texts = {str(r["prompt_id"]): str(r.get("instruction") or "") for r in log.prompts()}
+    for p in log.pending():  # exported-log answers not yet in the prompts file
+        texts.setdefault(str(p["prompt_id"]), str(p.get("prompt") or ""))
+    return texts
 
 
 def judge_folder(
@@ -122,8 +124,6 @@ def judge_folder(
     if not rows:
         raise DataError("no outcomes to label", file=str(log.outcomes_path), expected="run thrifty collect first")
     prompts = _prompt_texts(log)
-    for p in read_jsonl(log.pending_path):  # exported-log answers not yet in the prompts file
-        prompts.setdefault(str(p["prompt_id"]), str(p.get("prompt") or ""))
     ref_answer: dict[str, str] = {}
     if reference:
         ref_answer = {str(r["prompt_id"]): str(r.get("output") or "") for r in rows if r.get("model") == reference}

@@ -112,6 +112,7 @@ class OutcomeLog:
         self._fh: Any = None
         self._err: Any = None
         self._done: set[tuple[str, str]] | None = None  # the answered pairs, read once, then kept up to date
+        self._pending: list[dict[str, Any]] | None = None  # pending.jsonl.gz, read once
 
     def _existing(self, stem: str) -> Path:
         """``stem.jsonl``, or ``stem.jsonl.gz`` when only that exists (an exported log)."""
@@ -173,10 +174,17 @@ class OutcomeLog:
                 merged[name] = p
         write_models(self.models_path, merged)
 
+    def pending(self) -> list[dict[str, Any]]:
+        """The pending (not yet labelled) answers of an exported log, with their ``prompt`` text;
+        read once per log object (``[]`` when there are none)."""
+        if self._pending is None:
+            self._pending = read_jsonl(self.pending_path)
+        return self._pending
+
     def for_labelling(self) -> list[dict[str, Any]]:
         """All outcome rows plus the pending (unlabelled) answers of an exported log, in one list."""
         rows = self.outcomes()
-        for p in read_jsonl(self.pending_path):
+        for p in self.pending():
             row = {k: v for k, v in p.items() if k != "prompt"}
             row["prompt_id"] = str(row["prompt_id"])
             row["quality_source"] = "pending"  # becomes "label" once labelled
@@ -185,7 +193,7 @@ class OutcomeLog:
 
     def save_labelled(self, rows: list[dict[str, Any]]) -> None:
         """Write labelled rows back in place; pending answers become outcomes (prompts/models added)."""
-        pending = read_jsonl(self.pending_path)
+        pending = self.pending()
         if pending:
             self.merge_prompts([{"prompt_id": str(p["prompt_id"]), "instruction": p.get("prompt")} for p in pending], strict=False)
             self.merge_models({str(p["model"]): (None, None) for p in pending})
@@ -194,6 +202,7 @@ class OutcomeLog:
         write_jsonl_atomic(self.outcomes_path, rows)
         if pending:
             self.pending_path.unlink()
+            self._pending = []
 
     def append(self, row: dict[str, Any]) -> None:
         """Append one outcome row and fsync it; a pair already in the file is refused (it would make

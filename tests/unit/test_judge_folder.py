@@ -91,8 +91,13 @@ def test_pairwise_asks_both_orders_and_cancels_position_bias(tmp_path):
         judge_folder(folder2, fair, judge_name="scripted", rubric="pairwise", reference="nobody", force=True)
 
 
-def test_exported_log_folder_pending_and_scored_rows_get_labelled(tmp_path):
+def test_exported_log_folder_pending_and_scored_rows_get_labelled(tmp_path, monkeypatch):
     """The layout of `thrifty logs export`: gzip files, live-score qualities, pending answers."""
+    import thrifty.outcomes_log as ol
+
+    reads: list[str] = []
+    real = ol.read_jsonl
+    monkeypatch.setattr(ol, "read_jsonl", lambda path, **kw: reads.append(path.name) or real(path, **kw))
     out = tmp_path / "export"
     q = np.array([[0.8, np.nan], [0.3, 1.0]])
     t = RoutingTable(("r1", "r2"), ("Capital of France?", "2+2?"), ("small", "big"), q, np.array([[1e-6, np.nan], [1e-6, 1e-5]]),
@@ -109,6 +114,7 @@ def test_exported_log_folder_pending_and_scored_rows_get_labelled(tmp_path):
     judge = ScriptedJudge(lambda p: "10]]" if any(a in p for a in ("Paris", "[Answer]\n4", "Blue")) else "1]]")
     s = judge_folder(out, judge, judge_name="scripted")
     assert s.labelled == 3  # two live-score estimates + one pending answer; the human label is kept
+    assert reads.count("pending.jsonl.gz") == 1  # the pending answers are read once
     assert not (out / "pending.jsonl.gz").exists() and not (out / "outcomes.jsonl").exists()
     table = load_table(out)
     assert table.n_prompts == 3 and set(table.models) == {"small", "big"}
