@@ -149,10 +149,16 @@ class BudgetLedger:
         with self._store.lock:
             return self._usage(self._store.connection, scope, name, time.time())[1]
 
+    def _limited(self, key: str | None, profile: str | None) -> list[tuple[str, str]]:
+        return [s for s in (("key", key), ("profile", profile)) if s[1] is not None and s in self._limits]
+
+    def holds(self, *, key: str | None, profile: str | None) -> bool:
+        """Whether :meth:`reserve` for these scopes touches the database (one of them has a limit)."""
+        return bool(self._limited(key, profile))
+
     def reserve(self, *, key: str | None, profile: str | None, amount_usd: float) -> Reservation:
         """Hold ``amount_usd`` against the key's and the profile's limits, or raise BudgetExceeded."""
-        scopes = tuple(s for s in (("key", key), ("profile", profile)) if s[1] is not None)
-        limited = [s for s in scopes if s in self._limits]
+        limited = self._limited(key, profile)
         rid = uuid.uuid4().hex
         if not limited:
             return Reservation(rid, (), float(amount_usd))
@@ -195,6 +201,10 @@ class BudgetLedger:
                 " ON CONFLICT(scope, name) DO UPDATE SET spent_usd = spent_usd + excluded.spent_usd",
                 (scope, name, float(actual_usd)),
             )
+
+    def release(self, reservation: Reservation) -> None:
+        """Drop a hold without spending anything (its request never ran)."""
+        self.settle(reservation, 0.0, key=None, profile=None)
 
     def settle(self, reservation: Reservation | None, actual_usd: float, *, key: str | None, profile: str | None) -> None:
         """Release the hold and add what the request really cost to every scope's spend."""

@@ -31,6 +31,14 @@ def test_reserve_refuses_what_would_exceed_the_limit(tmp_path: Path) -> None:
     b.reserve(key="alice", profile="support", amount_usd=0.5)  # fits now: 0.1 spent + 0.5
 
 
+def test_release_drops_a_hold_without_spending_and_holds_says_when_the_database_is_used(tmp_path: Path) -> None:
+    b = ledger(tmp_path, key_limit=1.0)
+    assert b.holds(key="alice", profile=None) and not b.holds(key="bob", profile="support")
+    b.release(b.reserve(key="alice", profile="support", amount_usd=0.9))
+    assert b.held("key", "alice") == 0.0 and b.spent("key", "alice") == 0.0 and b.spent("profile", "support") == 0.0
+    b.reserve(key="alice", profile=None, amount_usd=1.0)  # the whole budget is available again
+
+
 def test_unlimited_scopes_never_refuse(tmp_path: Path) -> None:
     b = ledger(tmp_path, key_limit=None)
     r = b.reserve(key="bob", profile=None, amount_usd=1e9)

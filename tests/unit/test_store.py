@@ -75,6 +75,29 @@ def test_a_failed_write_leaves_nothing_half_written(tmp_path: Path) -> None:
     assert store.count() == 1
 
 
+def test_submitted_writes_run_in_order_on_one_thread_and_close_finishes_them(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    store = LogStore(tmp_path / "l.db")
+    threads: set[int] = set()
+
+    def slow_record(r: RequestRecord) -> None:  # a slow disk
+        threads.add(threading.get_ident())
+        time.sleep(0.02)
+        store.record(r)
+
+    futures = [store.submit(slow_record, rec(f"r{i}", created=float(i))) for i in range(5)]
+    assert not all(f.done() for f in futures)  # submit returned before the writes ran
+    store.close()  # drains the queue first
+    assert all(f.done() and f.exception() is None for f in futures)
+    assert len(threads) == 1 and threading.get_ident() not in threads
+    reopened = LogStore(tmp_path / "l.db")
+    assert [r["id"] for r in reopened.list()] == ["r4", "r3", "r2", "r1", "r0"]
+    with pytest.raises(RuntimeError, match="closed"):
+        store.submit(slow_record, rec("late"))
+
+
 def test_labels_are_validated(tmp_path: Path) -> None:
     store = LogStore(tmp_path / "l.db")
     store.record(rec("r1"))

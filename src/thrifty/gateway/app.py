@@ -2,8 +2,8 @@
 
 The lifespan builds everything once — providers, one engine per profile, the SQLite log store and
 budget ledger, the metrics registry — and keeps it on ``app.state.runtime``; shutdown closes
-upstream connection pools and the database. ``POST /admin/reload`` (with an admin key) or ``SIGHUP``
-rebuilds the routes from the config and its artefacts (:mod:`thrifty.gateway.reload`).
+upstream connection pools, then the database once every queued log row is written.
+``POST /admin/reload`` (with an admin key) or ``SIGHUP`` rebuilds the routes from the config and its artefacts (:mod:`thrifty.gateway.reload`).
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def create_app(settings: Settings | None = None, *, db_path: Path | None = None,
                     with contextlib.suppress(Exception):
                         await close()
             await close_routes(rt.routes)  # the profiles' cache stores (the providers are closed above)
-            rt.store.close()
+            await asyncio.to_thread(rt.store.close)  # finishes the queued log rows first
 
     app = FastAPI(title="thrifty", version=__version__, lifespan=lifespan,
                   description="OpenAI-compatible gateway that answers each request with the cheapest good-enough model.")

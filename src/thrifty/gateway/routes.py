@@ -4,11 +4,18 @@
 One request, in order: auth (401) → body size (413) → JSON (400) → schema (400) → model (404) →
 capabilities (422) → budget hold (429) → engine → log row + spend (one transaction) → answer.
 Nothing is logged for a request refused before the engine ran.
+
+SQLite work (the hold, the log row with its settlement) runs on the log store's writer thread
+(:meth:`~thrifty.store.logs.LogStore.submit`), never on the event loop; an answer is sent only once
+its row is committed (a 200 always has its log row, even after ``kill -9``).
 """
 
 
+import asyncio
 import json
+import logging
 import time
+from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any, AsyncIterator
 
@@ -23,12 +30,12 @@ from thrifty.types import ChatRequest
 
 __all__ = ["register_routes", "bearer_token"]
 
+log = logging.getLogger("thrifty.gateway")
+
 
 async def _read_body(request: Any, limit: int, timeout_s: float) -> bytes:
     """The body, at most ``limit`` bytes (413), arriving within ``timeout_s`` (408: a stalled upload
     would otherwise hold its connection forever)."""
-    import asyncio
-
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -103,14 +110,43 @@ def _steps(trace: Trace | None) -> tuple[StepRecord, ...]:
     return tuple(out)
 
 
+async def _written(fut: Future) -> Any:
+    """The result of a write queued on the log store's writer thread, awaited without blocking the
+    loop; cancelling the waiter (the client left) does not cancel the write."""
+    return await asyncio.shield(asyncio.wrap_future(fut))
+
+
+async def _reserve(rt: Any, key: str | None, profile: str | None, amount_usd: float) -> Any:
+    """The budget hold (BudgetExceeded: 429), taken on the writer thread when a limit applies.
+
+    The check-and-hold stays one ``BEGIN IMMEDIATE`` transaction, atomic across workers; it runs
+    after every log row and settlement this process queued before it."""
+    ledger = rt.ledger
+    if not ledger.holds(key=key, profile=profile):  # no limit: nothing to read or write
+        return ledger.reserve(key=key, profile=profile, amount_usd=amount_usd)
+    fut = rt.store.submit(ledger.reserve, key=key, profile=profile, amount_usd=amount_usd)
+    try:
+        return await _written(fut)
+    except asyncio.CancelledError:  # never ran, so nothing will settle it: drop the hold once it is taken
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception() or ledger.release(f.result()))
+        raise
+
+
+def _report_failed_write(rid: str, fut: Future) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.error("thrifty: could not write the log row of %s: %s", rid, fut.exception())
+
+
 class _Job:
-    """Everything known about one admitted request; :meth:`finish` logs it, settles spend, counts it."""
+    """Everything known about one admitted request; :meth:`finish` queues its log row and spend
+    settlement and counts it; :meth:`committed` waits for that write."""
 
     def __init__(self, rt: Any, route: Route, req: ChatRequest, body: dict[str, Any], key_name: str | None, rid: str, t0: float) -> None:
         self.rt, self.route, self.req, self.body, self.key_name, self.rid, self.t0 = rt, route, req, body, key_name, rid, t0
         self.reservation: Any = None
         self.created = time.time()
         self.done = False
+        self.written: Future | None = None  # the queued log row + settlement (see finish)
         self.generation: int | None = None  # set once admitted: the route table it runs on (see reload)
 
     def finish(self, status: int, trace: Trace | None, *, error: str | None = None, answer_override: str | None = None,
@@ -136,9 +172,16 @@ class _Job:
             cost_usd=cost, latency_s=latency, error=error, stream=self.req.stream, steps=_steps(trace) or steps_override,
             cache=c.cache if c is not None and status == 200 else None,
         )
-        ledger = self.rt.ledger
-        self.rt.store.record(rec, also=lambda conn: ledger.settle_in(conn, self.reservation, cost, key=self.key_name, profile=self.route.budget_name))
+        ledger, store = self.rt.ledger, self.rt.store
+        self.written = store.submit(store.record, rec, also=lambda conn: ledger.settle_in(
+            conn, self.reservation, cost, key=self.key_name, profile=self.route.budget_name))
+        self.written.add_done_callback(lambda f: _report_failed_write(self.rid, f))
         self.rt.metrics.observe(model=self.route.model_id, status=status, latency_s=latency, trace=trace, baseline_price=self.route.baseline_price)
+
+    async def committed(self) -> None:
+        """Wait until the row queued by :meth:`finish` is committed (raises what the write raised)."""
+        if self.written is not None:
+            await _written(self.written)
 
 
 def _headers(rid: str, model: str | None, tiers: tuple[str, ...], cost: float, cache: str | None = None,
@@ -181,7 +224,7 @@ async def _admit(rt: Any, request: Any) -> _Job:
         raise RequestError(f"{route.model_id!r} has no vision-capable tier for image content", param="messages", code="unprocessable")
     job = _Job(rt, route, req, body, key_name, new_request_id(), t0)
     amount = max_cost_usd(req, route.tier_prices)
-    job.reservation = rt.ledger.reserve(key=key_name, profile=route.budget_name, amount_usd=amount)
+    job.reservation = await _reserve(rt, key_name, route.budget_name, amount)
     job.generation = rt.generation
     rt.inflight[job.generation] = rt.inflight.get(job.generation, 0) + 1
     request.state.request_id = job.rid
@@ -198,6 +241,7 @@ async def _complete(job: _Job) -> Any:
     except ProviderError as exc:
         status, _, _ = status_and_body(exc)
         job.finish(status, getattr(exc, "trace", None), error=str(exc))
+        await job.committed()
         return json_error(exc, job.rid)
     except BaseException as exc:  # cancelled (client gone: 499) or a bug (500): log it, charge the hold
         job.finish(500 if isinstance(exc, Exception) else 499, None, error=f"aborted: {type(exc).__name__}",
@@ -205,6 +249,7 @@ async def _complete(job: _Job) -> Any:
         raise
     assert trace.completion is not None
     job.finish(200, trace)
+    await job.committed()
     body = completion_body(job.rid.replace("req_", "chatcmpl-"), trace.model or job.route.model_id, trace.completion, int(job.created))
     return JSONResponse(body, headers=_headers(job.rid, trace.model, trace.tiers_tried, trace.cost_usd, trace.completion.cache,
                                                      trace.completion.adaptation))
@@ -225,6 +270,7 @@ async def _stream(job: _Job) -> Any:
     except ProviderError as exc:
         status, _, _ = status_and_body(exc)
         job.finish(status, getattr(exc, "trace", None), error=str(exc))
+        await job.committed()
         return json_error(exc, job.rid)
     except BaseException:
         job.finish(500, None, error="internal error", cost_override=job.reservation.amount_usd)
@@ -269,6 +315,7 @@ async def _stream(job: _Job) -> Any:
             if include_usage:
                 yield _sse(chunk_body(cid, answered, created, usage=c, usage_only=True))
             job.finish(200, trace)
+            await job.committed()
             yield b"data: [DONE]\n\n"
         except ProviderError as exc:  # the upstream died mid-stream: tell the client, no [DONE]
             status, err, _ = status_and_body(exc)
@@ -276,6 +323,7 @@ async def _stream(job: _Job) -> Any:
             died = StepRecord(tier=routed.tier if routed else -1, model=model or "?", decision="failed", answer=partial, error=str(exc))
             job.finish(status, getattr(exc, "trace", None), error=str(exc), answer_override=partial,
                        cost_override=routed.cost_usd if routed else 0.0, tiers_override=tuple(tiers), steps_override=(died,))
+            await job.committed()
             err["error"]["message"] = f"the upstream failed mid-stream after {len(''.join(parts))} characters: {exc}"
             yield _sse(err)
         except BaseException as exc:  # client went away (cancelled) or a bug: log it, charge the hold

@@ -3,6 +3,11 @@
 A row is written only once the answer is known (after the last tier, or after the stream ended),
 in one transaction: a crash or a bad input never leaves a request without its steps, and a request
 that never reached a model (invalid body, unknown key, over budget) is not logged at all.
+
+Async callers (the gateway) hand their writes to the store's one writer thread with
+:meth:`LogStore.submit` — a slow disk, a WAL checkpoint or another process holding the write lock
+then delays only the queue, never the event loop — and :meth:`LogStore.close` finishes every queued
+write before closing the database.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import json
 import os
 import sqlite3
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -71,6 +77,9 @@ class LogStore:
         self.path = Path(path)
         self._conn = connect(self.path)
         self._lock = threading.Lock()
+        self._writer: ThreadPoolExecutor | None = None  # started by the first submit()
+        self._writer_guard = threading.Lock()
+        self._closed = False
 
     @property
     def connection(self) -> sqlite3.Connection:
@@ -80,7 +89,23 @@ class LogStore:
     def lock(self) -> threading.Lock:
         return self._lock
 
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        """Run ``fn(*args, **kwargs)`` on the store's writer thread, after everything submitted
+        before it (one thread: writes keep their order, and a hold taken after a settlement sees
+        it). Returns the future of its result; RuntimeError once the store is closed."""
+        with self._writer_guard:
+            if self._closed:
+                raise RuntimeError(f"the log store {self.path} is closed")
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="thrifty-log-writer")
+            return self._writer.submit(fn, *args, **kwargs)
+
     def close(self) -> None:
+        """Finish every submitted write, then close the database."""
+        with self._writer_guard:
+            writer, self._writer, self._closed = self._writer, None, True
+        if writer is not None:
+            writer.shutdown(wait=True)
         with self._lock:
             self._conn.close()
 
