@@ -3,7 +3,8 @@
 The lifespan builds everything once — providers, one engine per profile, the SQLite log store and
 budget ledger, the metrics registry — and keeps it on ``app.state.runtime``; shutdown closes
 upstream connection pools, then the database once every queued log row is written.
-``POST /admin/reload`` (with an admin key) or ``SIGHUP`` rebuilds the routes from the config and its artefacts (:mod:`thrifty.gateway.reload`).
+``POST /admin/reload`` (with an admin key) or ``SIGHUP`` rebuilds the routes from the config and
+its artefacts (:mod:`thrifty.gateway.reload`).
 """
 
 from __future__ import annotations
