@@ -3,6 +3,11 @@
 Prints a table (policy vs best single model, hull, oracle, random), writes ``metrics.json``,
 ``plot.png`` and ``plot.html`` into ``--out``; with ``--json`` stdout is exactly one JSON object
 (the policy's report, or ``{"policies": [...]}`` for several) and everything else goes to stderr.
+
+``--contributions`` instead measures each strategy in one joint held-out replay
+(:mod:`thrifty.offline.contributions`): the policy over the base pool (``--models``), + the cache
+replayed over the held-out stream (``--cache``), + prompt-adapted model columns (``--adapted``),
++ student columns (``--student``) — one table, ``metrics.json`` and ``contributions.png``.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
         description="k-fold held-out evaluation of offline policies (oracle, random, single:<model>, …) with baselines, plots and JSON.",
     )
     p.add_argument("--data", help="routing-table folder (default: the shared AlpacaEval routing data)")
-    p.add_argument("--policy", action="append", required=True, metavar="NAME", help="policy name; repeat to compare several on one plot")
+    p.add_argument("--policy", action="append", metavar="NAME", help="policy name; repeat to compare several on one plot (with --contributions: one, default cascade)")
     p.add_argument("--models", help="comma-separated model pool (default: all)")
     p.add_argument("--exclude", metavar="REGEX", help="drop models whose name matches REGEX (e.g. FuseChat)")
     p.add_argument("--strong", metavar="MODEL", help="strong model of a pair (with --weak): APGR/CPT")
@@ -41,6 +46,17 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("--no-plots", action="store_true", help="skip plot.png / plot.html")
     p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
     p.add_argument("--label-noise", type=float, default=0.0, metavar="P", help="fit on training labels corrupted with probability P (binary: flipped; continuous: replaced by U(0,1)); held-out labels stay clean")
+    c = p.add_argument_group("strategy contributions (--contributions)")
+    c.add_argument("--contributions", action="store_true",
+                   help="one joint held-out replay of cumulative stages: the policy over --models, + cache, + --adapted columns, + --student columns")
+    c.add_argument("--adapted", metavar="MODELS", help="comma-separated prompt-adapted model columns (e.g. gemma3-270m@select-40)")
+    c.add_argument("--student", metavar="MODELS", help="comma-separated student model columns (e.g. student-distil)")
+    c.add_argument("--cache", choices=("semantic", "exact", "off"), default="semantic", help="cache replayed in front of the policy (default semantic: exact + the live semantic matcher)")
+    c.add_argument("--cache-guard", choices=("strict", "lexical", "off"), default="strict", help="lexical guard of the semantic cache (default strict, as live)")
+    c.add_argument("--cache-threshold", type=float, metavar="COS", help="semantic similarity threshold (default: the calibrated live default)")
+    c.add_argument("--gold", default="gold", metavar="COLUMN", help="prompt column with the gold answer, to grade answers served from the cache (default gold)")
+    c.add_argument("--match", choices=("choice", "exact", "numeric", "regex"), default="choice", help="how a served answer is graded against gold (default choice)")
+    c.add_argument("--choices", metavar="A,B,...", help="allowed answers for --match choice (default: the distinct gold values)")
     p.set_defaults(func=run)
 
 
@@ -101,6 +117,12 @@ def run(args: argparse.Namespace) -> int:
     from thrifty.offline.evaluate import evaluate
     from thrifty.table_io import benchmark_dir, load_table
 
+    if args.contributions:
+        from thrifty.cli.eval_contributions import run_contributions
+
+        return run_contributions(args)
+    if not args.policy:
+        raise ConfigError("no policy to evaluate", key="--policy", fix="give --policy NAME (repeatable), or --contributions")
     data = Path(args.data) if args.data else benchmark_dir()
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     per_policy = policy_options(args.opt, args.policy)

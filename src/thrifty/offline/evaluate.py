@@ -14,7 +14,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -40,6 +40,7 @@ class PooledPoint:
     cost: np.ndarray
     quality: np.ndarray
     calls: np.ndarray
+    chosen: np.ndarray | None = None  # index of the model whose answer was returned, per prompt
 
     @property
     def mean_cost(self) -> float:
@@ -144,12 +145,13 @@ def _pool(table: RoutingTable, per_fold: list[tuple[np.ndarray, list[OperatingPo
             continue
         cost, quality = np.full(n, np.nan), np.full(n, np.nan)
         calls = np.zeros((n, table.n_models), dtype=parts[0][1].calls.dtype)
+        chosen = np.full(n, -1, dtype=int)
         for rows, pt in parts:
-            cost[rows], quality[rows], calls[rows] = pt.cost, pt.quality, pt.calls
+            cost[rows], quality[rows], calls[rows], chosen[rows] = pt.cost, pt.quality, pt.calls, pt.chosen
         if np.isnan(cost).any() or np.isnan(quality).any():
             raise ValueError(f"policy left prompts without a cost or quality at knob {k!r}")
         first = parts[0][1]
-        out.append(PooledPoint(float(k), first.target_budget, first.label, cost, quality, calls))
+        out.append(PooledPoint(float(k), first.target_budget, first.label, cost, quality, calls, chosen))
     if dropped:
         warnings.append(f"{dropped} knob value(s) were not returned on every fold and were dropped")
     return out
@@ -167,12 +169,15 @@ def evaluate(
     progress: bool = False,
     n_boot: int = 200,
     options: dict[str, Any] | None = None,
+    post: Callable[[list[PooledPoint]], list[PooledPoint]] | None = None,
 ) -> EvalReport:
     """Evaluate ``policy`` (an object or a registry name) held-out on ``table``; see the module docstring.
 
     With ``strong`` and ``weak`` the pool becomes that pair and APGR / CPT(50%) / CPT(80%) are
     computed from the pooled share of calls to ``strong``. ``n_boot`` bootstrap resamples of the
-    prompts (seeded by ``seed``) give 95% intervals of the headline metrics.
+    prompts (seeded by ``seed``) give 95% intervals of the headline metrics. ``post`` rewrites the
+    pooled held-out points before any metric is computed (e.g. a completion cache replayed over the
+    whole held-out stream, :mod:`thrifty.offline.contributions`).
     """
     t_start = time.perf_counter()
     if isinstance(policy, str):
@@ -205,6 +210,8 @@ def evaluate(
 
     t0 = time.perf_counter()
     points = _pool(table, per_fold, warnings)
+    if post is not None:
+        points = post(points)
     if not points:
         raise ConfigError(f"policy {policy.name!r} returned no operating points", key="--policy")
     singles = table.model_stats()
