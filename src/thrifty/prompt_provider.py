@@ -45,6 +45,7 @@ import numpy as np
 
 from thrifty.errors import DataError
 from thrifty.prompt_adapt import Example, ShotSelector, approx_tokens, format_example
+from thrifty.providers.base import Wrapper, stream_of
 from thrifty.types import ChatRequest, Completion, message_text
 
 __all__ = ["LAYOUTS", "read_examples", "FewShotAdapter", "AdaptedProvider"]
@@ -188,21 +189,14 @@ class FewShotAdapter:
         return replace(request, messages=tuple(messages)), info
 
 
-class AdaptedProvider:
-    """``inner`` behind a :class:`FewShotAdapter`; flags (tools, vision, model, prices) are the inner's."""
+class AdaptedProvider(Wrapper):
+    """``inner`` behind a :class:`FewShotAdapter`; flags (tools, vision, model, prices) are the inner's.
+    It holds nothing to close: the pool's vectors live in memory, the embedder is process-wide."""
 
     def __init__(self, inner: Any, adapter: FewShotAdapter) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.adapter = adapter
-        self.name = str(getattr(inner, "name", "adapted"))
         self.fingerprint = adapter.fingerprint  # part of a cache namespace in front of this provider
-        for flag in ("tools", "vision", "model", "price_in", "price_out"):
-            if hasattr(inner, flag):
-                setattr(self, flag, getattr(inner, flag))
-
-    @property
-    def streams(self) -> bool:
-        return bool(getattr(self.inner, "streams", False)) and callable(getattr(self.inner, "stream", None))
 
     def __repr__(self) -> str:
         return f"AdaptedProvider({self.name!r}, {self.adapter!r})"
@@ -217,19 +211,8 @@ class AdaptedProvider:
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[str | Completion]:
         """Text deltas then the final Completion (carrying ``adaptation``)."""
-        from thrifty.providers.base import stream_of
-
         adapted, info = await self._adapt(request)
         async for item in stream_of(self.inner, adapted):
             if isinstance(item, Completion) and info is not None:
                 item = replace(item, adaptation=info)
             yield item
-
-    def close(self) -> None:
-        """Nothing to release: the pool's vectors live in memory, the embedder is shared."""
-
-    async def aclose(self) -> None:
-        """Release the inner provider's resources."""
-        close = getattr(self.inner, "aclose", None)
-        if close is not None:
-            await close()

@@ -26,6 +26,7 @@ import numpy as np
 from thrifty.cache.keys import RequestKeys, request_keys
 from thrifty.cache.semantic import SemanticMatcher
 from thrifty.cache.store import CacheEntry, CacheStore, SQLiteStore, completion_from_dict, completion_to_dict
+from thrifty.providers.base import Wrapper
 from thrifty.types import ChatRequest, Completion
 
 __all__ = ["CachedProvider", "CacheStats"]
@@ -51,7 +52,7 @@ class _Lookup:
     vector: np.ndarray | None
 
 
-class CachedProvider:
+class CachedProvider(Wrapper):
     """Wrap ``inner`` with an exact (and optionally semantic) completion cache.
 
     ``namespace`` isolates caches (normally the profile name; defaults to ``inner.name``).
@@ -69,9 +70,8 @@ class CachedProvider:
         default_temperature: float = 1.0,
         ignore_params: Iterable[str] = (),
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.store: CacheStore = store if store is not None else SQLiteStore()
-        self.name = str(getattr(inner, "name", "cached"))
         self.namespace = namespace if namespace is not None else self.name
         self.semantic: SemanticMatcher | None = (
             semantic if isinstance(semantic, SemanticMatcher) else SemanticMatcher() if semantic else None
@@ -80,13 +80,6 @@ class CachedProvider:
         self.default_temperature = float(default_temperature)
         self.ignore_params = tuple(ignore_params)
         self.stats = CacheStats()
-        for flag in ("tools", "vision", "model", "price_in", "price_out"):
-            if hasattr(inner, flag):
-                setattr(self, flag, getattr(inner, flag))
-
-    @property
-    def streams(self) -> bool:
-        return bool(getattr(self.inner, "streams", False)) and callable(getattr(self.inner, "stream", None))
 
     def __repr__(self) -> str:
         return f"CachedProvider({self.name!r}, namespace={self.namespace!r}, semantic={self.semantic is not None})"
@@ -195,12 +188,5 @@ class CachedProvider:
             yield item
 
     def close(self) -> None:
-        """Close the store (it reopens on next use)."""
-        self.store.close()
-
-    async def aclose(self) -> None:
-        """Release the inner provider's resources and the store's connection (both reopen lazily)."""
-        close = getattr(self.inner, "aclose", None)
-        if close is not None:
-            await close()
+        """Close the store (it reopens on next use); ``aclose()`` closes the inner provider, then this."""
         self.store.close()

@@ -24,6 +24,7 @@ __all__ = [
     "StreamingProvider",
     "StreamItem",
     "ProviderInfo",
+    "Wrapper",
     "info",
     "stream_of",
     "cost_usd",
@@ -66,6 +67,33 @@ def info(provider: Any) -> ProviderInfo:
         price_in=getattr(provider, "price_in", None),
         price_out=getattr(provider, "price_out", None),
     )
+
+
+class Wrapper:
+    """Base of a provider that wraps ``inner`` (a cache, a prompt adapter): the inner's capability
+    flags and prices are its own, and so is its ability to stream. ``close()`` releases what the
+    wrapper itself holds (the gateway calls it when a reload retires the wrapper); ``aclose()``
+    closes the inner provider, then the wrapper."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.name = str(getattr(inner, "name", type(inner).__name__))
+        for flag in ("tools", "vision", "model", "price_in", "price_out"):
+            if hasattr(inner, flag):
+                setattr(self, flag, getattr(inner, flag))
+
+    @property
+    def streams(self) -> bool:
+        return bool(getattr(self.inner, "streams", False)) and callable(getattr(self.inner, "stream", None))
+
+    def close(self) -> None:
+        """Nothing held by default."""
+
+    async def aclose(self) -> None:
+        close = getattr(self.inner, "aclose", None)
+        if close is not None:
+            await close()
+        self.close()
 
 
 async def stream_of(provider: Any, request: ChatRequest) -> AsyncIterator[StreamItem]:
