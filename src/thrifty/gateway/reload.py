@@ -117,12 +117,14 @@ async def retire(rt: Any, generation: int, providers: dict[str, Any], max_wait_s
 
 
 def _wrappers(routes: dict[str, Any]) -> list[Any]:
-    """Every wrapper layer (an object with ``inner``: a cache, a prompt adapter) around the tiers of
-    ``routes``' engines, each once; the providers they wrap are closed separately."""
+    """Every wrapper layer (:class:`~thrifty.providers.base.Wrapper`: a cache, a prompt adapter) around
+    the tiers of ``routes``' engines, each once; the providers they wrap are closed separately."""
+    from thrifty.providers.base import Wrapper
+
     found: dict[int, Any] = {}
     for route in routes.values():
         for provider in getattr(route.engine, "providers", ()):
-            while hasattr(provider, "inner"):
+            while isinstance(provider, Wrapper):
                 found.setdefault(id(provider), provider)
                 provider = provider.inner
     return list(found.values())
