@@ -75,8 +75,9 @@ async def reload_runtime(rt: Any) -> dict[str, Any]:
                 warm = getattr(provider, "warm", None)
                 if warm is not None:
                     await warm()
-            ledger = BudgetLedger(rt.store, {k.name: k.limit_usd for k in settings.keys.values()},
-                                  {p.name: p.budget_usd for p in settings.profiles.values()})
+            ledger = await asyncio.wrap_future(rt.store.submit(  # it releases orphaned holds: SQLite, off the loop
+                BudgetLedger, rt.store, {k.name: k.limit_usd for k in settings.keys.values()},
+                {p.name: p.budget_usd for p in settings.profiles.values()}))
         except BaseException:
             await _close_all(providers)
             await close_routes(routes)
