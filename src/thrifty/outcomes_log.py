@@ -28,43 +28,50 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from thrifty.errors import DataError
-from thrifty.table_io import read_models, write_models
+from thrifty.table_io import _rows, read_models, write_models  # _rows: the one line-numbered row reader
 
 __all__ = ["OutcomeLog", "read_jsonl", "write_jsonl_atomic"]
 
 
-def read_jsonl(path: Path, *, repair_tail: bool = False) -> list[dict[str, Any]]:
-    """Rows of a JSONL(.gz) file; with ``repair_tail`` a torn final line (no newline) is cut off the file."""
+def read_jsonl(path: Path, *, repair_tail: bool = False, require: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Rows of a JSONL(.gz) file (``[]`` when it does not exist), parsed by the one line-numbered row
+    reader (:func:`thrifty.table_io._rows`). With ``repair_tail`` a torn final line (no newline: the
+    writer died mid-row) is cut off a plain file first. A row without a value for a ``require`` column
+    is a :class:`DataError` naming the file, line and column."""
     if not path.exists():
         return []
-    if path.name.endswith(".gz"):
-        try:
-            with gzip.open(path, "rb") as fh:
-                data = fh.read()
-        except (OSError, EOFError) as exc:
-            raise DataError(f"unreadable gzip file: {exc}", file=str(path)) from None
-        repair_tail = False
-    else:
-        data = path.read_bytes()
-    if repair_tail and data and not data.endswith(b"\n"):
-        cut = data.rfind(b"\n") + 1
-        with open(path, "r+b") as fh:
-            fh.truncate(cut)
-            fh.flush()
-            os.fsync(fh.fileno())
-        data = data[:cut]
+    if repair_tail and not path.name.endswith(".gz"):
+        _cut_torn_tail(path)
     rows = []
-    for i, line in enumerate(data.decode("utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"invalid JSON: {exc.msg}", file=str(path), line=i, expected="one JSON object per line") from None
-        if not isinstance(row, dict):
-            raise DataError("row is not a JSON object", file=str(path), line=i)
+    for line, row in _rows(path):
+        for key in require:
+            if row.get(key) is None:
+                raise DataError("missing value", file=str(path), line=line, field=key, expected=f"a {key} on every row")
         rows.append(row)
     return rows
+
+
+def _cut_torn_tail(path: Path) -> None:
+    """Truncate ``path`` after its last newline and fsync, if it does not end in one (reads only the tail)."""
+    with open(path, "r+b") as fh:
+        end = fh.seek(0, os.SEEK_END)
+        if end == 0:
+            return
+        fh.seek(end - 1)
+        if fh.read(1) == b"\n":
+            return
+        pos = end  # scan back, a block at a time, for the last complete row's newline
+        while pos > 0:
+            step = min(pos, 1 << 16)
+            fh.seek(pos - step)
+            nl = fh.read(step).rfind(b"\n")
+            pos -= step
+            if nl >= 0:
+                pos += nl + 1
+                break
+        fh.truncate(pos)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def write_jsonl_atomic(path: Path, rows: Iterable[dict[str, Any]]) -> None:
@@ -121,7 +128,7 @@ class OutcomeLog:
 
     # ---- reading -----------------------------------------------------------------------------
     def outcomes(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.outcomes_path, repair_tail=True)
+        return read_jsonl(self.outcomes_path, repair_tail=True, require=("prompt_id", "model"))
 
     def done_pairs(self) -> set[tuple[str, str]]:
         """(prompt_id, model) pairs already answered; raises on a duplicate (a corrupted folder).
@@ -140,7 +147,7 @@ class OutcomeLog:
         return set(self._done)
 
     def prompts(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.prompts_path)
+        return read_jsonl(self.prompts_path, require=("prompt_id",))
 
     def models(self) -> dict[str, tuple[float | None, float | None]]:
         return read_models(self.models_path)
@@ -178,7 +185,7 @@ class OutcomeLog:
         """The pending (not yet labelled) answers of an exported log, with their ``prompt`` text;
         read once per log object (``[]`` when there are none)."""
         if self._pending is None:
-            self._pending = read_jsonl(self.pending_path)
+            self._pending = read_jsonl(self.pending_path, require=("prompt_id", "model"))
         return self._pending
 
     def for_labelling(self) -> list[dict[str, Any]]:
@@ -218,6 +225,7 @@ class OutcomeLog:
             raise DataError(f"pair {key} is already answered", file=str(self.outcomes_path), field="model",
                             expected="each (prompt_id, model) pair once: rerun thrifty collect to resume")
         if self._fh is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.outcomes_path, "a", encoding="utf-8")
         self._fh.write(json.dumps(row, ensure_ascii=False) + "\n")
         self._fh.flush()

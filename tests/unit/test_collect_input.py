@@ -192,3 +192,34 @@ def test_builtin_local_models_are_configured_llamacpp_providers(tmp_path, monkey
     assert base.examples == () and (base.price_in, base.price_out) == (0.0, 0.0)
     with pytest.raises(ConfigError, match="unknown built-in model"):
         builtin_local("llama-70b")
+
+
+def test_log_rows_survive_unicode_line_separators(tmp_path):
+    # json.dumps(ensure_ascii=False) writes U+2028 / U+0085 raw: a reader splitting on them broke the row
+    text = "first\u2028second\x85third\u2029"
+    with OutcomeLog(tmp_path / "o") as log:
+        log.append({"prompt_id": "1", "model": "a", "output": text})
+        log.append({"prompt_id": "2", "model": "a", "output": "plain"})
+    assert [r["output"] for r in OutcomeLog(tmp_path / "o").outcomes()] == [text, "plain"]
+
+
+def test_log_rows_without_ids_are_located_errors(tmp_path):
+    import gzip
+
+    out = tmp_path / "o"
+    out.mkdir()
+    rows = [{"prompt_id": "0", "model": "a"}, {"prompt_id": "1"}]
+    (out / "outcomes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    with pytest.raises(DataError, match=r"outcomes.jsonl:2: field 'model': missing value"):
+        OutcomeLog(out).done_pairs()
+    (out / "outcomes.jsonl").write_text(json.dumps(rows[0]) + "\n", encoding="utf-8")
+    (out / "prompts.jsonl").write_text('{"prompt_id": "0"}\n\n{"instruction": "no id"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"prompts.jsonl:3: field 'prompt_id'"):
+        OutcomeLog(out).prompts()
+    with gzip.open(out / "pending.jsonl.gz", "wt") as fh:
+        fh.write(json.dumps({"model": "a", "output": "x", "prompt": "q"}) + "\n")
+    with pytest.raises(DataError, match=r"pending.jsonl.gz:1: field 'prompt_id'"):
+        OutcomeLog(out).for_labelling()
+    (out / "pending.jsonl.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(DataError, match="pending.jsonl.gz"):
+        OutcomeLog(out).for_labelling()
