@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from thrifty.errors import ConfigError, DataError
-from thrifty.label import LABEL_COLUMNS, LabelSummary, _summarise, needs_label
+from thrifty.label import LABEL_COLUMNS, LabelSummary, _summarise, needs_label, rows_to_label
 from thrifty.outcomes_log import OutcomeLog
 from thrifty.types import ChatRequest, Provider
 
@@ -119,10 +119,7 @@ def judge_folder(
     if rubric == "pairwise" and not reference:
         raise ConfigError("the pairwise rubric needs a reference model", key="--reference", fix="pass --reference MODEL (a model in the folder)")
     rb = RUBRICS[rubric]
-    log = OutcomeLog(folder)
-    rows = log.for_labelling()
-    if not rows:
-        raise DataError("no outcomes to label", file=str(log.outcomes_path), expected="run thrifty collect first")
+    log, rows = rows_to_label(folder)
     prompts = _prompt_texts(log)
     ref_answer: dict[str, str] = {}
     if reference:

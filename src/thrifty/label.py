@@ -139,6 +139,16 @@ class LabelSummary:
         return [(m, n, q) for m, (n, q) in sorted((self.by_model or {}).items())]
 
 
+def rows_to_label(folder: str | Path) -> tuple[OutcomeLog, list[dict[str, Any]]]:
+    """The folder's log and every row a labeller sees (outcomes plus an exported log's pending
+    answers, :meth:`OutcomeLog.for_labelling`); a folder with none is a :class:`DataError`."""
+    log = OutcomeLog(folder)
+    rows = log.for_labelling()
+    if not rows:
+        raise DataError("no outcomes to label", file=str(log.outcomes_path), expected="run thrifty collect first")
+    return log, rows
+
+
 def _prompt_gold(log: OutcomeLog, gold: str) -> dict[str, Any]:
     rows = log.prompts()
     if not rows:
@@ -163,10 +173,7 @@ def label_folder(
     tol: float = 1e-6, force: bool = False,
 ) -> LabelSummary:
     """Grade every unlabelled outcome (all of them with ``force``) against the gold column, in place."""
-    log = OutcomeLog(folder)
-    rows = log.for_labelling()
-    if not rows:
-        raise DataError("no outcomes to label", file=str(log.outcomes_path), expected="run thrifty collect first")
+    log, rows = rows_to_label(folder)
     golds = _prompt_gold(log, gold)
     grader = make_grader(match, choices=choices, golds=list(golds.values()), tol=tol)
     summary = LabelSummary()

@@ -133,3 +133,11 @@ def test_exact_label_needs_gold_for_every_prompt(tmp_path):
     write_jsonl_atomic(log.prompts_path, rows)
     with pytest.raises(DataError, match="has no 'gold' value"):
         label_folder(folder, match="exact")
+
+
+def test_a_folder_with_nothing_to_label_is_a_data_error_for_both_labellers(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for label in (lambda: label_folder(empty, match="exact"), lambda: judge_folder(empty, ScriptedJudge(lambda p: "5]]"), judge_name="s")):
+        with pytest.raises(DataError, match=r"outcomes.jsonl: no outcomes to label \(expected run thrifty collect first\)"):
+            label()
