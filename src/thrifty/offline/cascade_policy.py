@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -34,7 +34,7 @@ from thrifty.policy.drive import drive
 from thrifty.table import RoutingTable
 from thrifty.types import ChatRequest, Completion
 
-__all__ = ["CascadeOffline", "FittedCascade", "replay_cascades", "LookupScorer", "select_knobs"]
+__all__ = ["CascadeOffline", "FittedCascade", "replay_cascades", "replay_policy", "lookup_requests", "Replayed", "LookupScorer", "select_knobs"]
 
 
 class LookupScorer:
@@ -47,50 +47,75 @@ class LookupScorer:
         return self.table[(id(request), model)]
 
 
+def lookup_requests(table: RoutingTable, scores: np.ndarray, models: Sequence[str]) -> tuple[list[ChatRequest], LookupScorer]:
+    """One request per prompt of ``table`` and a scorer that returns ``scores[p, j]`` for model
+    ``models[j]``'s recorded answer to request p."""
+    requests = [ChatRequest.from_prompt(t or "") for t in table.prompts]
+    scorer = LookupScorer()
+    for i, req in enumerate(requests):
+        for j, m in enumerate(models):
+            scorer.table[(id(req), m)] = float(scores[i, j])
+    return requests, scorer
+
+
+@dataclass
+class Replayed:
+    """Per-prompt outcome of driving one live policy over a table's recorded answers."""
+
+    cost: np.ndarray  # (P,) sum over every tier called that answered
+    quality: np.ndarray  # (P,) quality of the returned answer (0 if none)
+    calls: np.ndarray  # (P, M) bool: table models called
+    chosen: np.ndarray  # (P,) table column of the returned answer (-1 if none)
+    start: np.ndarray  # (P,) first tier called
+
+
+def replay_policy(table: RoutingTable, requests: Sequence[ChatRequest], policy: Any, plan_kw: Callable[[int], dict] | None = None) -> Replayed:
+    """Drive ``policy.plan(requests[i], **plan_kw(i))`` on every prompt with :func:`drive`, answering
+    each ``Call(k)`` with the recorded completion of ``policy.tiers[k]`` (a missing pair fails, as a
+    provider error would live). The one replay loop of the cascade, FrugalGPT and hybrid policies."""
+    P = table.n_prompts
+    tindex = [table.model_index(m) for m in policy.tiers]
+    out = Replayed(np.zeros(P), np.zeros(P), np.zeros((P, table.n_models), dtype=bool), np.full(P, -1), np.zeros(P, dtype=int))
+    for i, req in enumerate(requests):
+
+        def call(k: int, i: int = i) -> Completion:
+            m = tindex[k]
+            out.calls[i, m] = True
+            return recorded_completion(table, i, m)
+
+        d = drive(policy.plan(req, **(plan_kw(i) if plan_kw else {})), call)
+        out.start[i] = d.steps[0].tier if d.steps else 0
+        out.cost[i] = d.cost_usd
+        if d.completion is not None:
+            out.chosen[i] = tindex[d.tier]
+            out.quality[i] = table.quality[i, out.chosen[i]]
+    return out
+
+
 def replay_cascades(
     table: RoutingTable,
     scores: np.ndarray,
     models: Sequence[str],
-    cascades: dict[float, tuple[tuple[str, ...], tuple[float, ...]]],
+    cascades: dict[float, tuple],
     budgets: dict[float, float | None] | None = None,
     label: str = "cascade",
 ) -> list[OperatingPoint]:
     """Drive ``CascadePolicy`` on every prompt of ``table`` for each knob → OperatingPoints.
 
     ``scores[p, j]`` is the scorer's score of model ``models[j]``'s recorded answer on prompt p;
-    ``cascades[knob] = (tier model names, thresholds)``.
+    ``cascades[knob] = (tier model names, thresholds[, select])`` (select defaults to ``"last"``).
     """
-    P = table.n_prompts
-    col = {m: j for j, m in enumerate(models)}
-    tindex = {m: table.model_index(m) for m in models}
-    requests = [ChatRequest.from_prompt(t or "") for t in table.prompts]
-    scorer = LookupScorer()
-    for i, req in enumerate(requests):
-        for m, j in col.items():
-            scorer.table[(id(req), m)] = float(scores[i, j])
+    requests, scorer = lookup_requests(table, scores, models)
     done: dict[tuple, OperatingPoint] = {}
     out = []
-    for knob, (tiers, thresholds) in cascades.items():
-        key = (tuple(tiers), tuple(thresholds))
+    for knob, (tiers, thresholds, *rest) in cascades.items():
+        select = rest[0] if rest else "last"
+        key = (tuple(tiers), tuple(thresholds), select)
         if key not in done:
-            policy = CascadePolicy(tiers, thresholds, scorer if len(tiers) > 1 else None)
-            cost = np.zeros(P)
-            qual = np.zeros(P)
-            calls = np.zeros((P, table.n_models), dtype=bool)
-            chosen = np.full(P, -1)
-            for i, req in enumerate(requests):
-
-                def call(k: int, i: int = i) -> Completion:
-                    m = tindex[tiers[k]]
-                    calls[i, m] = True
-                    return recorded_completion(table, i, m)
-
-                d = drive(policy.plan(req), call)
-                cost[i] = d.cost_usd
-                if d.completion is not None:
-                    m = tindex[tiers[d.tier]]
-                    chosen[i], qual[i] = m, table.quality[i, m]
-            done[key] = OperatingPoint(0.0, cost, qual, calls, chosen, params={"tiers": list(tiers), "thresholds": list(thresholds)})
+            policy = CascadePolicy(tiers, thresholds, scorer if len(tiers) > 1 else None, select=select)
+            r = replay_policy(table, requests, policy)
+            params = {"tiers": list(tiers), "thresholds": list(thresholds)} | ({"select": select} if select != "last" else {})
+            done[key] = OperatingPoint(0.0, r.cost, r.quality, r.calls, r.chosen, params=params)
         base = done[key]
         out.append(
             OperatingPoint(
@@ -149,8 +174,9 @@ class FittedCascade:
     inputs_kw: dict[str, Any]
     info: dict[str, Any] = field(default_factory=dict)
 
-    def cascades(self) -> dict[float, tuple[tuple[str, ...], tuple[float, ...]]]:
-        return {k: (tuple(self.models[t] for t in s.tiers), s.thresholds) for k, s in self.picks.items()}
+    def cascades(self) -> dict[float, tuple[tuple[str, ...], tuple[float, ...], str]]:
+        """knob → (tier model names, thresholds, select)."""
+        return {k: (tuple(self.models[t] for t in s.tiers), s.thresholds, s.select) for k, s in self.picks.items()}
 
     def score(self, table: RoutingTable) -> np.ndarray:
         if hasattr(self.scorer, "score_rows"):  # scorers that read the table themselves (fine-tuned)
@@ -176,10 +202,12 @@ class CascadeOffline:
     by inner CV), ``shared`` (also fit a head pooled over all models; default true), ``knn`` (k of the
     k-NN quality feature, needs query embeddings; 50), ``emb_heads`` (feed embeddings to the heads;
     true), ``grids`` / ``smooths`` (threshold-grid sizes and smoothing radii tried by nested CV),
-    ``inner_folds`` (4), ``budget_margin`` (0), ``gates`` (significance gates z tried by nested CV; 0,1), ``overspend_penalty`` (0.5: nested-CV penalty per unit
+    ``inner_folds`` (4), ``select`` (``last``: the last tier called answers; ``best``: the best-scored
+    answer among the tiers called, see :class:`CascadePolicy`; ``last,best``: nested CV chooses),
+    ``budget_margin`` (0), ``gates`` (significance gates z tried by nested CV; 0,1), ``overspend_penalty`` (0.5: nested-CV penalty per unit
     of relative overspend), ``seed``, ``artefact`` (replay a ``thrifty fit`` artefact instead of fitting),
     ``scorer`` (``features``: the heads above; ``finetuned``: :mod:`thrifty.scoring.finetuned`, MiniLM
-    fine-tuned on the CPU, with ``ft_epochs`` (1), ``ft_max_length`` (128), ``ft_features`` (false),
+    fine-tuned on the CPU; ``blend``: :mod:`thrifty.scoring.blend`, the rank blend of the two; with ``ft_epochs`` (1), ``ft_max_length`` (128), ``ft_features`` (false),
     ``ft_inner_folds`` (2, for the out-of-fold threshold scores); slow: minutes per fit).
     """
 
@@ -205,6 +233,7 @@ class CascadeOffline:
         artefact: str | None = None,
         variant: str | None = None,
         scorer: str = "features",
+        select: Sequence[str] | str = "last",
         ft_epochs: float | str = 1.0,
         ft_max_length: int | str = 128,
         ft_features: bool | str = False,
@@ -230,14 +259,19 @@ class CascadeOffline:
         self.gates = tuple(float(x) for x in (gates.replace("/", ",").split(",") if isinstance(gates, str) else gates))
         self.overspend_penalty = float(overspend_penalty)
         self.seed = int(seed)
-        if scorer not in ("features", "finetuned"):
-            raise ValueError(f"scorer must be features or finetuned, not {scorer!r}")
+        if scorer not in ("features", "finetuned", "blend"):
+            raise ValueError(f"scorer must be features, finetuned or blend, not {scorer!r}")
         self.scorer = scorer
+        self.selects = tuple(x.strip() for x in (select.replace("/", ",").split(",") if isinstance(select, str) else select) if x.strip())
+        if not self.selects or any(x not in ("last", "best") for x in self.selects):
+            raise ValueError(f"select must be last, best or last,best (nested CV chooses), not {select!r}")
         self.ft = {"epochs": float(ft_epochs), "max_length": int(ft_max_length), "features": ft_features if isinstance(ft_features, bool) else str(ft_features).lower() in ("1", "true", "yes"), "seed": self.seed}
         self.ft_inner_folds = int(ft_inner_folds)
 
-    def _configs(self) -> list[tuple[int, int, int]]:
-        return list(itertools.product(range(1, self.max_tiers + 1), self.grids, self.smooths))
+    def _configs(self) -> list[tuple[int, int, int, str]]:
+        """(L, grid, smooth, select) combinations the nested CV compares (select only matters for L > 1)."""
+        return [(L, G, r, sel) for L, G, r in itertools.product(range(1, self.max_tiers + 1), self.grids, self.smooths)
+                for sel in (self.selects if L > 1 else self.selects[:1])]
 
     def fit(self, train: RoutingTable, knobs: Sequence[float]) -> FittedCascade:
         from thrifty.scoring.heads import single_threaded
@@ -262,13 +296,18 @@ class CascadeOffline:
         else:
             inputs = table_inputs(train, models, **kw)
             scorer, S = fit_answer_scorer(train, inputs, self.head_configs, seed=self.seed, mode=mode, embed=self.embed, shared=self.shared, knn=self.knn, emb_in_heads=self.emb_heads)
+            if self.scorer == "blend":
+                from thrifty.scoring.blend import fit_blend_scorer
+                from thrifty.scoring.finetuned import FineTuneConfig
+
+                scorer, S = fit_blend_scorer(train, models, (scorer, S), FineTuneConfig(**self.ft), self.ft_inner_folds)
         Q, C = train.quality[:, cand], train.cost[:, cand]
         knobs = [float(k) for k in knobs] if len(knobs) else sorted({s.cost for s in train.model_stats() if s.n})
         sel_knobs = _knob_range(train, knobs)
 
-        # nested CV over (L, grid, smooth, gate z) on the out-of-fold scores of the training prompts
+        # nested CV over (L, grid, smooth, select, gate z) on the out-of-fold scores of the training prompts
         scores = {}
-        configs = [(L, G, r, z) for (L, G, r) in self._configs() for z in (self.gates if L > 1 else self.gates[:1])]
+        configs = [(L, G, r, sel, z) for (L, G, r, sel) in self._configs() for z in (self.gates if L > 1 else self.gates[:1])]
         if len(configs) > 1:
             folds = inner_folds(train.n_prompts, self.inner_folds, self.seed + 1)
             totals = np.zeros(len(configs))
@@ -276,26 +315,26 @@ class CascadeOffline:
                 tr = np.setdiff1d(np.arange(train.n_prompts), test)
                 singles = optimise(S[tr], Q[tr], C[tr], max_tiers=1)
                 fronts: dict[tuple, Front] = {}
-                for ci, (L, G, r, z) in enumerate(configs):
-                    if (L, G, r) not in fronts:
-                        fronts[(L, G, r)] = optimise(S[tr], Q[tr], C[tr], max_tiers=L, grid=G, smooth=r)
-                    picks = select_knobs(fronts[(L, G, r)], sel_knobs, self.budget_margin, (singles, S[tr], Q[tr], C[tr], z))
+                for ci, (L, G, r, sel, z) in enumerate(configs):
+                    if (L, G, r, sel) not in fronts:
+                        fronts[(L, G, r, sel)] = optimise(S[tr], Q[tr], C[tr], max_tiers=L, grid=G, smooth=r, select=sel)
+                    picks = select_knobs(fronts[(L, G, r, sel)], sel_knobs, self.budget_margin, (singles, S[tr], Q[tr], C[tr], z))
                     val = 0.0
                     for b, spec in picks.items():
                         c, q = replay_arrays(S[test], Q[test], C[test], spec)
                         val += q.mean() - self.overspend_penalty * max(0.0, c.mean() / b - 1.0)
                     totals[ci] += val / len(sel_knobs)
-            scores = {f"L={L},grid={G},smooth={r},gate={z:g}": float(t / len(folds)) for (L, G, r, z), t in zip(configs, totals)}
-            L, G, r, z = configs[int(np.argmax(totals))]
+            scores = {f"L={L},grid={G},smooth={r},select={sel},gate={z:g}": float(t / len(folds)) for (L, G, r, sel, z), t in zip(configs, totals)}
+            L, G, r, sel, z = configs[int(np.argmax(totals))]
         else:
-            L, G, r, z = configs[0]
-        front = optimise(S, Q, C, max_tiers=L, grid=G, smooth=r)
+            L, G, r, sel, z = configs[0]
+        front = optimise(S, Q, C, max_tiers=L, grid=G, smooth=r, select=sel)
         picks = select_knobs(front, knobs, self.budget_margin, (optimise(S, Q, C, max_tiers=1), S, Q, C, z))
         info = {
             "candidates": list(models),
-            "chosen": {"max_tiers": L, "grid": G, "smooth": r, "gate_z": z},
+            "chosen": {"max_tiers": L, "grid": G, "smooth": r, "select": sel, "gate_z": z},
             "inner_cv": scores,
-            "heads": scorer.info if self.scorer == "finetuned" else {m: {"config": getattr(h, "label", h.config.label), "cv_mse": h.cv_mse, "cv_spearman": h.cv_spearman} for m, h in scorer.heads.items()},
+            "heads": scorer.info if self.scorer != "features" else {m: {"config": getattr(h, "label", h.config.label), "cv_mse": h.cv_mse, "cv_spearman": h.cv_spearman} for m, h in scorer.heads.items()},
             "front_size": len(front.points),
         }
         return FittedCascade(models, scorer, front, picks, kw, info)
@@ -310,7 +349,7 @@ def from_artefact(path: str, knobs: Sequence[float]) -> FittedCascade:
     sc = art.manifest["scorer"]
     models = tuple(sc["models"])
     pts = [
-        CascadeSpec(tuple(models.index(t) for t in p["tiers"]), tuple(float(t) for t in p["thresholds"]), p["train_cost"], p["train_quality"])
+        CascadeSpec(tuple(models.index(t) for t in p["tiers"]), tuple(float(t) for t in p["thresholds"]), p["train_cost"], p["train_quality"], p.get("select", "last"))
         for p in art.manifest["front"]
     ]
     front = Front(pts, meta={"artefact": str(path)})

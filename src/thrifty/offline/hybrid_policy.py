@@ -30,15 +30,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from thrifty.offline.api import OperatingPoint, recorded_completion
+from thrifty.offline.api import OperatingPoint
 from thrifty.offline.optimise import CascadeSpec, candidate_models, optimise, pareto_front
 from thrifty.offline.router_policy import RouterOffline
 from thrifty.offline.routers import FittedPredictor, lambda_grid, route
 from thrifty.policy.cascade import CascadePolicy
-from thrifty.policy.drive import drive
 from thrifty.policy.hybrid import HybridPolicy
 from thrifty.table import RoutingTable
-from thrifty.types import ChatRequest, Completion
 
 __all__ = ["HybridOffline", "FittedHybrid", "skip_mask"]
 
@@ -79,16 +77,6 @@ def train_replay(S: np.ndarray, Q: np.ndarray, C: np.ndarray, R: np.ndarray, exp
     return float(cost.mean()), float(qual.mean())
 
 
-class _Lookup:
-    """Scores precomputed per (request object, model) — the fitted scorer's output for this table."""
-
-    def __init__(self) -> None:
-        self.table: dict[tuple[int, str], float] = {}
-
-    def score(self, request: ChatRequest, completion: Completion | None, model: str) -> float:
-        return self.table[(id(request), model)]
-
-
 @dataclass(eq=False)
 class FittedHybrid:
     models: tuple[str, ...]  # candidate models: scorer columns and router outputs
@@ -120,43 +108,23 @@ class FittedHybrid:
             return self._replay(table)
 
     def _replay(self, table: RoutingTable) -> list[OperatingPoint]:
+        from thrifty.offline.cascade_policy import lookup_requests, replay_policy
         from thrifty.scoring.answer_scorer import table_inputs
 
         S = self.scorer.score_table(table_inputs(table, self.models, embedder=self.embedder, **self.inputs_kw))
         R = self.predictor.predict_texts(list(table.prompts))
-        requests = [ChatRequest.from_prompt(t or "") for t in table.prompts]
-        lookup = _Lookup()
-        for i, req in enumerate(requests):
-            for j, m in enumerate(self.models):
-                lookup.table[(id(req), m)] = float(S[i, j])
-        tindex = {m: table.model_index(m) for m in self.models}
-        P = table.n_prompts
+        requests, lookup = lookup_requests(table, S, self.models)
         out, done = [], {}
         for knob, (lam, spec) in self.picks.items():
             key = (lam, spec.tiers, spec.thresholds)
             if key not in done:
                 pol = self.policy(knob, scorer=lookup)
-                cost, qual = np.zeros(P), np.zeros(P)
-                calls = np.zeros((P, table.n_models), dtype=bool)
-                chosen, starts = np.full(P, -1), np.zeros(P, dtype=int)
-                for i, req in enumerate(requests):
-
-                    def call(k: int, i: int = i) -> Completion:
-                        m = tindex[pol.tiers[k]]
-                        calls[i, m] = True
-                        return recorded_completion(table, i, m)
-
-                    d = drive(pol.plan(req, predicted=R[i]), call)
-                    starts[i] = d.steps[0].tier if d.steps else 0
-                    cost[i] = d.cost_usd
-                    if d.completion is not None:
-                        chosen[i] = tindex[pol.tiers[d.tier]]
-                        qual[i] = table.quality[i, chosen[i]]
+                r = replay_policy(table, requests, pol, lambda i: {"predicted": R[i]})
                 params = {"lam": lam, "tiers": list(pol.tiers), "thresholds": list(spec.thresholds),
-                          "share_skipping_tier0": float(np.mean(starts > 0))}
-                done[key] = (cost, qual, calls, chosen, params)
-            cost, qual, calls, chosen, params = done[key]
-            out.append(OperatingPoint(float(knob), cost, qual, calls, chosen, target_budget=float(knob),
+                          "share_skipping_tier0": float(np.mean(r.start > 0))}
+                done[key] = (r, params)
+            r, params = done[key]
+            out.append(OperatingPoint(float(knob), r.cost, r.quality, r.calls, r.chosen, target_budget=float(knob),
                                       label=f"B=${knob:.3g}", params=dict(params)))
         return out
 

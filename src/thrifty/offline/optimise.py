@@ -31,6 +31,14 @@ Method (score once, sort, sweep).
    neighbouring threshold cells before the front is taken, so the chosen thresholds sit on plateaus
    rather than spikes of the training objective (held-out quality is a blurred version of it).
 
+6. ``select="best"`` (answer selection, :class:`thrifty.policy.cascade.CascadePolicy`): a prompt that
+   no tier accepts gets the best-scored answer among the tiers it called, so the last tier's quality
+   column ``q_L`` is replaced by ``q*[p] = Q[p, argmax_k S[p, m_k]]`` (ties to the later tier) — one
+   vector per order, independent of the thresholds, so the sweep is unchanged. Costs do not change.
+   The ``-inf`` prefix embedding now means "accept tier k" (its answer, not the best so far), so every
+   length 1..L is enumerated; a ``-inf`` cell simplifies to the shorter cascade with ``select="last"``.
+   The front mixes both kinds of cascade (each spec carries its own ``select``).
+
 Missing (prompt, model) pairs: the tier is skipped at cost 0 (the live cascade's behaviour on an
 error); a missing last tier counts quality 0 here (the replay uses the real fallback rule).
 """
@@ -55,6 +63,7 @@ class CascadeSpec:
     thresholds: tuple[float, ...]
     cost: float
     quality: float
+    select: str = "last"  # "best": no tier accepted → the best-scored answer among those called
 
 
 @dataclass
@@ -128,7 +137,20 @@ def _box(x: np.ndarray, r: int) -> np.ndarray:
     return out
 
 
-def _order_grid(S, Q, C, order, grids):
+def _best_of(S: np.ndarray, Q: np.ndarray, order: Sequence[int]) -> np.ndarray:
+    """Per prompt, the quality of the best-scored answer among ``order`` (ties to the later tier;
+    a missing pair scores ``-inf``) — what ``select="best"`` returns when no tier accepts."""
+    best_s = np.full(S.shape[0], -np.inf)
+    best_q = np.zeros(S.shape[0])
+    for m in order:
+        s = np.nan_to_num(S[:, m], nan=-np.inf)
+        take = s >= best_s
+        best_s = np.where(take, s, best_s)
+        best_q = np.where(take, np.nan_to_num(Q[:, m]), best_q)
+    return best_q
+
+
+def _order_grid(S, Q, C, order, grids, select="last"):
     """Mean quality and cost over the full threshold grid of one order (arrays of shape G1×…×G(L-1))."""
     P = S.shape[0]
     L = len(order)
@@ -136,6 +158,8 @@ def _order_grid(S, Q, C, order, grids):
     c = [np.nan_to_num(C[:, m]) for m in order]
     if L == 1:
         return np.array(q[0].mean()), np.array(c[0].mean())
+    if select == "best":
+        q[-1] = _best_of(S, Q, order)
     acc = [(np.nan_to_num(S[:, m], nan=-np.inf)[:, None] >= grids[m][None, :]).astype(np.float64) for m in order[:-1]]
     # tail value/cost of reaching tier L-1 (0-based L-2) onward, as (P, G_last) then fold backwards
     aL = acc[-1]
@@ -161,14 +185,18 @@ def optimise(
     grid: int | None = 32,
     smooth: int = 0,
     ordered: str = "any",
+    select: str = "last",
 ) -> Front:
     """Pareto front of all cascades over ``candidates`` with ≤ ``max_tiers`` tiers (module docstring).
 
     ``ordered="cheap-first"`` keeps only orders whose tiers get more expensive (mean training cost),
-    the usual FrugalGPT-style cascade; ``"any"`` searches every permutation.
+    the usual FrugalGPT-style cascade; ``"any"`` searches every permutation. ``select="best"`` also
+    searches cascades that return the best-scored answer when no tier accepts (step 6).
     """
     if max_tiers < 1 or max_tiers > 3:
         raise ValueError("max_tiers must be 1, 2 or 3")
+    if select not in ("last", "best"):
+        raise ValueError(f"select must be 'last' or 'best', not {select!r}")
     M = Q.shape[1]
     cand = list(range(M)) if candidates is None else list(candidates)
     grids = {m: _grid(S[:, m], grid) for m in cand}
@@ -178,10 +206,12 @@ def optimise(
     costs, quals, specs = [], [], []
     n_eval = 0
     L = min(max_tiers, len(cand))
-    for order in itertools.permutations(cand, L):
+    lengths = range(2, L + 1) if (select == "best" and L > 1) else (L,)
+    orders = itertools.chain.from_iterable(itertools.permutations(cand, n) for n in lengths)
+    for order in orders:
         if ordered == "cheap-first" and any(mean_cost[a] > mean_cost[b] for a, b in zip(order, order[1:])):
             continue
-        gq, gc = _order_grid(S, Q, C, order, grids)
+        gq, gc = _order_grid(S, Q, C, order, grids, select)
         gq, gc = _box(np.asarray(gq), smooth), _box(np.asarray(gc), smooth)
         n_eval += gq.size
         keep = pareto_front(gc.ravel(), gq.ravel())
@@ -194,16 +224,18 @@ def optimise(
         order, shape, flat = specs[i]
         idx = np.unravel_index(flat, shape) if shape else ()
         thr = tuple(float(grids[order[k]][idx[k]]) for k in range(len(order) - 1))
-        points.append(CascadeSpec(*_simplify(order, thr), cost=float(costs_a[i]), quality=float(quals_a[i])))
-    return Front(points, n_eval, {"candidates": cand, "grid": grid, "smooth": smooth, "max_tiers": max_tiers})
+        tiers, thr, sel = _simplify(order, thr, select)
+        points.append(CascadeSpec(tiers, thr, float(costs_a[i]), float(quals_a[i]), sel))
+    return Front(points, n_eval, {"candidates": cand, "grid": grid, "smooth": smooth, "max_tiers": max_tiers, "select": select})
 
 
-def _simplify(order: tuple[int, ...], thr: tuple[float, ...]) -> tuple[tuple[int, ...], tuple[float, ...]]:
-    """Drop tiers that are never reached: a ``-inf`` threshold accepts everything at that tier."""
+def _simplify(order: tuple[int, ...], thr: tuple[float, ...], select: str = "last") -> tuple[tuple[int, ...], tuple[float, ...], str]:
+    """Drop tiers that are never reached: a ``-inf`` threshold accepts everything at that tier (whose
+    answer is then returned, so the shorter cascade is a ``select="last"`` one)."""
     for k, t in enumerate(thr):
         if t == -np.inf:
-            return order[: k + 1], thr[:k]
-    return tuple(order), tuple(thr)
+            return order[: k + 1], thr[:k], "last"
+    return tuple(order), tuple(thr), select if len(order) > 1 else "last"
 
 
 def replay_arrays(S: np.ndarray, Q: np.ndarray, C: np.ndarray, spec: CascadeSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -216,7 +248,8 @@ def replay_arrays(S: np.ndarray, Q: np.ndarray, C: np.ndarray, spec: CascadeSpec
     for k, m in enumerate(spec.tiers):
         cost[open_] += np.nan_to_num(C[open_, m])
         if k == last:
-            qual[open_] = np.nan_to_num(Q[open_, m])
+            tail = _best_of(S, Q, spec.tiers) if spec.select == "best" else np.nan_to_num(Q[:, m])
+            qual[open_] = tail[open_]
             break
         acc = open_ & (np.nan_to_num(S[:, m], nan=-np.inf) >= spec.thresholds[k])
         qual[acc] = Q[acc, m]

@@ -12,15 +12,26 @@ Rules
 - If the last tier fails too, the best-scored answer already received is returned; if no tier
   produced an answer the decision has ``completion=None`` and the caller reports the failure.
 - ``start`` lets a router choose the first tier (the hybrid policy).
+
+Answer selection (``select``)
+-----------------------------
+- ``"last"`` (default, FrugalGPT): when no tier accepts, the last tier's answer is returned.
+- ``"best"``: when no tier accepts, the last tier's answer is scored too and the best-scored answer
+  among every tier called is returned (ties go to the later tier). Cost is unchanged — every tier
+  called is paid — and an accepted answer is still returned at once. A live driver must therefore
+  buffer the last tier as well (the engine streams it live only with ``select="last"``).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Sequence
 
 from thrifty.types import Call, ChatRequest, Completion, Decision, Plan, Scorer, Step
 
-__all__ = ["CascadePolicy"]
+__all__ = ["CascadePolicy", "SELECT_MODES"]
+
+SELECT_MODES = ("last", "best")
 
 
 class CascadePolicy:
@@ -31,6 +42,7 @@ class CascadePolicy:
         scorer: Scorer | None,
         *,
         score_last: bool = False,
+        select: str = "last",
     ) -> None:
         if not tiers:
             raise ValueError("a cascade needs at least one tier")
@@ -38,13 +50,17 @@ class CascadePolicy:
             raise ValueError(f"{len(tiers)} tiers need {len(tiers) - 1} thresholds, got {len(thresholds)}")
         if len(tiers) > 1 and scorer is None:
             raise ValueError("a cascade with more than one tier needs a scorer")
+        if select not in SELECT_MODES:
+            raise ValueError(f"select must be one of {SELECT_MODES}, not {select!r}")
         self.tiers = tuple(tiers)
         self.thresholds = tuple(float(t) for t in thresholds)
         self.scorer = scorer
-        self.score_last = score_last
+        self.select = select
+        self.score_last = score_last or (select == "best" and len(self.tiers) > 1)
 
     def __repr__(self) -> str:
-        return f"CascadePolicy(tiers={list(self.tiers)}, thresholds={[round(t, 4) for t in self.thresholds]})"
+        sel = "" if self.select == "last" else f", select={self.select!r}"
+        return f"CascadePolicy(tiers={list(self.tiers)}, thresholds={[round(t, 4) for t in self.thresholds]}{sel})"
 
     def plan(self, request: ChatRequest, start: int = 0) -> Plan:
         steps: list[Step] = []
@@ -58,7 +74,10 @@ class CascadePolicy:
                 continue
             cost, latency = result.cost_usd, result.latency_s
             if k == last:
-                score = self.scorer.score(request, result, model) if (self.score_last and self.scorer) else None
+                score = float(self.scorer.score(request, result, model)) if (self.score_last and self.scorer) else None
+                if self.select == "best" and best is not None and score is not None and best[0] > score:
+                    steps.append(Step(k, model, score=score, accepted=False, cost_usd=cost, latency_s=latency))
+                    return Decision(best[1], best[2], tuple(_accept(steps, best[1])))
                 steps.append(Step(k, model, score=score, accepted=True, cost_usd=cost, latency_s=latency))
                 return Decision(k, result, tuple(steps))
             assert self.scorer is not None
@@ -67,8 +86,13 @@ class CascadePolicy:
             steps.append(Step(k, model, score=score, threshold=self.thresholds[k], accepted=ok, cost_usd=cost, latency_s=latency))
             if ok:
                 return Decision(k, result, tuple(steps))
-            if best is None or score > best[0]:
+            if best is None or score >= best[0]:
                 best = (score, k, result)
         if best is not None:  # the last tier failed: fall back to the best answer we did get
             return Decision(best[1], best[2], tuple(steps))
         return Decision(-1, None, tuple(steps))
+
+
+def _accept(steps: list[Step], tier: int) -> list[Step]:
+    """The trace with tier ``tier``'s step marked accepted (the answer ``select="best"`` returned)."""
+    return [replace(s, accepted=True) if s.tier == tier else s for s in steps]
