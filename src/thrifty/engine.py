@@ -12,7 +12,8 @@ its declared JSON schema counts as a failed answer (so the cascade escalates).
 
 ``Engine.stream(request)`` yields :class:`Routed` (who answers, who was tried — before any text),
 then :class:`TextDelta` events, then the :class:`Trace`. Every tier except the last is buffered with
-``complete()`` and scored; the last tier is streamed live. If the accepted answer was buffered its
+``complete()`` and scored; the last tier is streamed live (buffered too when the cascade's
+``select="best"`` may return an earlier answer). If the accepted answer was buffered its
 text is replayed in chunks. A failure before the first token moves on like in ``run``; once text
 has been sent, an upstream failure ends the stream with a :class:`ProviderError` (``partial=True``).
 
@@ -255,7 +256,7 @@ class Engine:
                 tried.append(self.tiers[k])
                 if live.get("emitted"):  # text already went out: no further tier can be used
                     result: Completion | ProviderError = ProviderError("stream already committed to another tier", provider=self.name)
-                elif k == last:
+                elif k == last and getattr(getattr(self.policy, "cascade", self.policy), "select", "last") == "last":
                     async with contextlib.aclosing(self._stream_tier(k, request, deadline, att, rid, tuple(tried), live)) as events:
                         async for event in events:
                             yield event
