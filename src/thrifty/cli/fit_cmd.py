@@ -13,9 +13,6 @@ exact replays of the live rule. Held-out numbers come from ``thrifty eval``, not
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-import time
 from pathlib import Path
 
 from thrifty.errors import ConfigError
@@ -64,79 +61,6 @@ def run(args: argparse.Namespace) -> int:
     table = load_table(data, models=models, exclude=args.exclude)
     knobs = sorted(set(float(k) for k in default_knobs(table)) | ({args.budget} if args.budget else set()))
     opts = _options(args.opt)
-    if args.policy == "cascade":
-        return _fit_cascade(args, table, knobs, opts)
-    from thrifty.cli.fit_kinds import fit_router_or_hybrid
+    from thrifty.cli.fit_kinds import fit_and_write
 
-    return fit_router_or_hybrid(args, table, knobs, opts)
-
-
-def goal_of(args: argparse.Namespace, best_cost: float) -> dict[str, float]:
-    """``{"target_quality": Q}`` or ``{"budget": B}`` (default B: the best single model's cost)."""
-    if args.target_quality is not None:
-        return {"target_quality": args.target_quality}
-    return {"budget": args.budget if args.budget is not None else best_cost}
-
-
-def _portable(scorer):
-    """A copy of the fitted answer scorer that pickles (its embedder is re-attached when loaded)."""
-    import copy
-
-    from thrifty.scoring.answer_scorer import AnswerScorer
-
-    if not isinstance(scorer, AnswerScorer):
-        raise ConfigError(f"thrifty fit cannot store a {type(scorer).__name__} in an artefact yet", key="--opt scorer",
-                          fix="fit with the default feature scorer, or evaluate that scorer with thrifty eval")
-    out = copy.copy(scorer)
-    out._embedder = None
-    return out
-
-
-def _fit_cascade(args: argparse.Namespace, table, knobs: list[float], opts: dict) -> int:
-    from thrifty.offline.artefact import json_number, write_artefact
-    from thrifty.offline.cascade_policy import CascadeOffline
-
-    if str(opts.get("scorer", "features")) != "features":  # fail before minutes of fitting, not after
-        raise ConfigError(f"thrifty fit cannot store a {opts['scorer']} scorer in an artefact yet", key="--opt scorer",
-                          fix="fit with the default feature scorer, or evaluate that scorer with thrifty eval")
-    best = table.best_single()
-    t0 = time.perf_counter()
-    try:
-        policy = CascadeOffline(**{"max_tiers": args.max_tiers, "max_candidates": args.max_candidates or None,
-                                   "embed": args.embed, "heads": args.heads, **opts})
-    except TypeError as exc:
-        raise ConfigError(f"bad option for the cascade: {exc}", key="--opt") from None
-    fitted = policy.fit(table, knobs)
-    fit_s = time.perf_counter() - t0
-    front = fitted.front
-    goal = goal_of(args, best.cost)
-    spec = front.for_quality(goal["target_quality"]) if "target_quality" in goal else front.for_budget(goal["budget"])
-
-    def point(s) -> dict:
-        return {
-            "tiers": [fitted.models[t] for t in s.tiers],
-            "thresholds": [json_number(t) for t in s.thresholds],
-            "train_cost": s.cost,
-            "train_quality": s.quality,
-        }
-
-    manifest = {
-        "data": {"source": table.source, "hash": table.data_hash, "n_prompts": table.n_prompts},
-        "pool": list(table.models),
-        "best_single": {"model": best.model, "quality": best.quality, "cost": best.cost},
-        "goal": goal,
-        "selected": point(spec),
-        "scorer": {"inputs": fitted.inputs_kw["inputs"], "embed": fitted.inputs_kw["embed"], "embedder": "all-MiniLM-L6-v2", "models": list(fitted.models)},
-        "front": [point(s) for s in front.points],
-        "training": {**fitted.info, "fit_seconds": fit_s},
-    }
-    out = write_artefact(args.out, manifest, {"scorer": _portable(fitted.scorer)}, kind="cascade")
-    if args.json:
-        print(json.dumps(json.loads((out / "manifest.json").read_text()), indent=2))
-    else:
-        sel = manifest["selected"]
-        print(f"fitted on {table.n_prompts} prompts × {table.n_models} models in {fit_s:.1f}s; front of {len(front.points)} cascades", file=sys.stderr)
-        print(f"selected ({', '.join(f'{k}={v:g}' for k, v in goal.items())}): {' → '.join(sel['tiers'])}  thresholds {sel['thresholds']}")
-        print(f"training estimate: quality {sel['train_quality']:.4f} at ${sel['train_cost']:.6g}/query (best single {best.model}: {best.quality:.4f} at ${best.cost:.6g})")
-        print(f"artefact: {out}")
-    return 0
+    return fit_and_write(args, table, knobs, opts)

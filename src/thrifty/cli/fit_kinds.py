@@ -1,10 +1,14 @@
-"""``thrifty fit --policy router|hybrid``: fit, build the training front, write the artefact.
+"""``thrifty fit --policy cascade|router|hybrid``: fit, build the training front, write the artefact.
 
-The training front holds one operating point per distinct fitted setting (router: λ; hybrid:
-(λ, cascade)) with its training mean cost and quality — router: the out-of-fold predictions routed
-with that λ (the numbers λ was calibrated on); hybrid: the exact replay of the live start rule +
-cascade on the out-of-fold scores (:func:`thrifty.offline.hybrid_policy.train_replay`). Points that
-cost more without gaining quality are dropped, so "best point at cost ≤ B" is the last affordable one.
+One path for every kind (:func:`fit_and_write`): a per-kind fitter returns the training front, the
+kind's manifest blocks, the pickled payload and any weight files; the manifest is built here once.
+
+The training front holds one operating point per distinct fitted setting (cascade: the optimiser's
+training Pareto front, on out-of-fold scores; router: λ; hybrid: (λ, cascade)) with its training
+mean cost and quality — router: the out-of-fold predictions routed with that λ (the numbers λ was
+calibrated on); hybrid: the exact replay of the live start rule + cascade on the out-of-fold scores
+(:func:`thrifty.offline.hybrid_policy.train_replay`). Points that cost more without gaining quality
+are dropped, so "best point at cost ≤ B" is the last affordable one.
 """
 
 from __future__ import annotations
@@ -20,7 +24,34 @@ import numpy as np
 
 from thrifty.errors import ConfigError
 
-__all__ = ["fit_router_or_hybrid", "select_point", "pareto_points"]
+__all__ = ["fit_and_write", "select_point", "pareto_points", "goal_of", "portable_scorer"]
+
+
+def goal_of(args: argparse.Namespace, best_cost: float) -> dict[str, float]:
+    """``{"target_quality": Q}`` or ``{"budget": B}`` (default B: the best single model's cost)."""
+    if args.target_quality is not None:
+        return {"target_quality": args.target_quality}
+    return {"budget": args.budget if args.budget is not None else best_cost}
+
+
+def portable_scorer(scorer: Any) -> tuple[Any, dict[str, bytes]]:
+    """(a copy of the fitted answer scorer that pickles, weight files to write beside it).
+
+    The feature scorer pickles whole (its embedder is re-attached when loaded); a scorer with
+    ``to_files()`` (the fine-tuned MiniLM, the blend) returns a light copy plus its torch state dict
+    bytes, which the artefact stores as hash-checked files next to the manifest."""
+    import copy
+
+    from thrifty.scoring.answer_scorer import AnswerScorer
+
+    if hasattr(scorer, "to_files"):
+        return scorer.to_files()
+    if not isinstance(scorer, AnswerScorer):
+        raise ConfigError(f"thrifty fit cannot store a {type(scorer).__name__} in an artefact", key="--opt scorer",
+                          fix="fit with scorer=features, finetuned or blend")
+    out = copy.copy(scorer)
+    out._embedder = None
+    return out, {}
 
 
 def pareto_points(points: list[dict[str, Any]], key: Any) -> list[dict[str, Any]]:
@@ -55,6 +86,21 @@ def _router_block(fp: Any, models: Any, spec: str) -> dict[str, Any]:
             "params": dict(fp.params), "cv_area": float(fp.cv_area), "embedder": spec}
 
 
+def _fit_cascade(args: argparse.Namespace, table: Any, knobs: list[float], opts: dict[str, Any]):
+    from thrifty.offline.artefact import json_number
+    from thrifty.offline.cascade_policy import CascadeOffline
+
+    pol = CascadeOffline(**{"max_tiers": args.max_tiers, "max_candidates": args.max_candidates or None,
+                            "embed": args.embed, "heads": args.heads, **opts})
+    fitted = pol.fit(table, knobs)
+    front = [{"tiers": [fitted.models[t] for t in s.tiers], "thresholds": [json_number(t) for t in s.thresholds],
+              "select": s.select, "train_cost": s.cost, "train_quality": s.quality} for s in fitted.front.points]
+    scorer, files = portable_scorer(fitted.scorer)
+    extra = {"scorer": {"inputs": fitted.inputs_kw["inputs"], "embed": fitted.inputs_kw["embed"], "embedder": "all-MiniLM-L6-v2",
+                        "kind": pol.scorer, "models": list(fitted.models)}}
+    return front, extra, {"scorer": scorer}, dict(fitted.info), files
+
+
 def _fit_router(args: argparse.Namespace, table: Any, knobs: list[float], opts: dict[str, Any]):
     from thrifty.offline.artefact import json_number
     from thrifty.offline.router_policy import RouterOffline
@@ -74,7 +120,7 @@ def _fit_router(args: argparse.Namespace, table: Any, knobs: list[float], opts: 
     front = pareto_points(points, key=lambda p: p["lam"])
     extra = {"router": _router_block(fp, table.models, pol.embedder_spec)}
     info = {"router": fp.variant, "router_params": fp.params, "calibrate": fitted.calibrate}
-    return front, extra, {"predictor": _stripped(fp)}, info
+    return front, extra, {"predictor": _stripped(fp)}, info, {}
 
 
 def _fit_hybrid(args: argparse.Namespace, table: Any, knobs: list[float], opts: dict[str, Any]):
@@ -91,26 +137,26 @@ def _fit_hybrid(args: argparse.Namespace, table: Any, knobs: list[float], opts: 
         points.append({"tiers": [fitted.models[t] for t in spec.tiers], "thresholds": [json_number(t) for t in spec.thresholds],
                        "lam": json_number(lam), "knob": knob, "train_cost": cost, "train_quality": qual})
     front = pareto_points(points, key=lambda p: (str(p["lam"]), tuple(p["tiers"]), tuple(map(str, p["thresholds"]))))
-    from thrifty.cli.fit_cmd import _portable
-
-    scorer = _portable(fitted.scorer)  # its embedder is rebuilt from the manifest's name when loaded
+    scorer, files = portable_scorer(fitted.scorer)  # its embedder is rebuilt from the manifest's name when loaded
     extra = {
         "router": _router_block(fitted.predictor, fitted.models, pol.embedder_spec),
         "scorer": {"inputs": fitted.inputs_kw["inputs"], "embed": fitted.inputs_kw["embed"], "models": list(fitted.models)},
     }
-    return front, extra, {"predictor": _stripped(fitted.predictor), "scorer": scorer}, dict(fitted.info)
+    return front, extra, {"predictor": _stripped(fitted.predictor), "scorer": scorer}, dict(fitted.info), files
 
 
-def fit_router_or_hybrid(args: argparse.Namespace, table: Any, knobs: list[float], opts: dict[str, Any]) -> int:
-    """Fit ``args.policy`` (router | hybrid) on all of ``table`` and write its artefact to ``args.out``."""
-    from thrifty.cli.fit_cmd import goal_of
+FITTERS = {"cascade": _fit_cascade, "router": _fit_router, "hybrid": _fit_hybrid}
+
+
+def fit_and_write(args: argparse.Namespace, table: Any, knobs: list[float], opts: dict[str, Any]) -> int:
+    """Fit ``args.policy`` on all of ``table`` and write its artefact to ``args.out``."""
     from thrifty.offline.artefact import write_artefact
 
     best = table.best_single()
     t0 = time.perf_counter()
     try:
-        front, extra, payload, info = (_fit_router if args.policy == "router" else _fit_hybrid)(args, table, knobs, opts)
-    except TypeError as exc:
+        front, extra, payload, info, files = FITTERS[args.policy](args, table, knobs, opts)
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"bad option for the {args.policy}: {exc}", key="--opt") from None
     fit_s = time.perf_counter() - t0
     goal = goal_of(args, best.cost)
@@ -124,7 +170,7 @@ def fit_router_or_hybrid(args: argparse.Namespace, table: Any, knobs: list[float
         "front": front,
         "training": {**info, "fit_seconds": fit_s},
     }
-    out = write_artefact(args.out, manifest, payload, kind=args.policy)
+    out = write_artefact(args.out, manifest, payload, kind=args.policy, files=files)
     if args.json:
         print(json.dumps(json.loads((out / "manifest.json").read_text()), indent=2))
         return 0
@@ -134,8 +180,9 @@ def fit_router_or_hybrid(args: argparse.Namespace, table: Any, knobs: list[float
         top = sorted(sel["shares"].items(), key=lambda kv: -kv[1])[:5]
         what = f"routes among {len(sel['tiers'])} models; training shares " + ", ".join(f"{m} {100 * v:.0f}%" for m, v in top if v > 0)
     else:
-        what = " → ".join(sel["tiers"]) + f"  thresholds {sel['thresholds']}"
-    print(f"selected ({', '.join(f'{k}={v:g}' for k, v in goal.items())}): {what}  λ={sel['lam']}")
+        what = " → ".join(sel["tiers"]) + f"  thresholds {sel['thresholds']}" + (f"  select={sel['select']}" if sel.get("select", "last") != "last" else "")
+    lam = f"  λ={sel['lam']}" if "lam" in sel else ""
+    print(f"selected ({', '.join(f'{k}={v:g}' for k, v in goal.items())}): {what}{lam}")
     print(f"training estimate: quality {sel['train_quality']:.4f} at ${sel['train_cost']:.6g}/query (best single {best.model}: {best.quality:.4f} at ${best.cost:.6g})")
     print(f"artefact: {out}")
     return 0

@@ -10,6 +10,8 @@ An artefact is a directory::
     heads.pkl       the fitted objects (pickle; its sha256 is in the manifest): cascade —
                     ``{"scorer"}`` (version 1: the per-model scoring heads); router — ``{"predictor"}``;
                     hybrid — ``{"predictor", "scorer"}``
+    *.pt            optional weight files (torch state dicts of a fine-tuned scorer), listed with
+                    their sha256 under ``files`` in the manifest; the scorer loads them on first use
 
 ``kind`` is ``cascade`` | ``router`` | ``hybrid``. Version 1 (format ``thrifty-cascade``, no ``kind``)
 is read as a cascade artefact; version 2 adds ``kind``. :meth:`Artefact.policy` returns the live
@@ -21,7 +23,8 @@ is a :class:`~thrifty.errors.ConfigError` when the policy is built.
 
 ``load_artefact`` checks ``format``, ``version`` and ``kind`` first and refuses anything it does not
 know with a :class:`~thrifty.errors.ConfigError` that says what it reads; a heads file whose hash
-differs from the manifest is refused too (pickles are only loaded from artefacts you made).
+differs from the manifest is refused too (pickles are only loaded from artefacts you made), and so
+is a listed weight file that is missing or whose hash differs.
 """
 
 from __future__ import annotations
@@ -89,6 +92,9 @@ class Artefact:
         """The fitted answer scorer (query embeddings, if it uses them, from ``embedder``, else the
         router's embedder for a hybrid and the default MiniLM for a cascade)."""
         sc = self.heads.get("scorer") if isinstance(self.heads, dict) else None
+        if sc is not None and hasattr(sc, "load_files"):  # weights in hash-checked files beside the manifest
+            sc.load_files(self.path)
+            return sc
         if sc is not None and hasattr(sc, "score"):  # version 2: the whole scorer (k-NN memory included)
             if getattr(sc, "embed", "none") != "none":
                 sc._embedder = embedder if embedder is not None else (self._lazy_embedder() if self.kind == "hybrid" else None)
@@ -102,6 +108,10 @@ class Artefact:
         """Tiers and thresholds of the selected cascade, or of the front's best at mean cost ≤ budget."""
         p = self.point(budget)
         return tuple(p["tiers"]), tuple(_float(t) for t in p.get("thresholds", ()))
+
+    def select_for(self, budget: float | None = None) -> str:
+        """The answer-selection rule of that cascade (``last`` unless the point says ``best``)."""
+        return str(self.point(budget).get("select", "last"))
 
     def _lazy_embedder(self):
         from thrifty.offline.router_policy import LazyEmbedder
@@ -133,7 +143,7 @@ class Artefact:
             r = self.manifest["router"]
             return RouterPolicy(tuple(r["models"]), self.predictor(embedder), [float(c) for c in r["expected_cost"]], lam=_float(p["lam"]))
         tiers, thr = self.cascade_for(budget)
-        cascade = CascadePolicy(tiers, thr, self.scorer(embedder) if len(tiers) > 1 else None)
+        cascade = CascadePolicy(tiers, thr, self.scorer(embedder) if len(tiers) > 1 else None, select=self.select_for(budget))
         if self.kind == "cascade":
             return cascade
         from thrifty.policy.hybrid import HybridPolicy
@@ -143,9 +153,11 @@ class Artefact:
         return HybridPolicy(cascade, self.predictor(embedder), tuple(r["models"]), cost, _float(p["lam"]))
 
 
-def write_artefact(path: str | Path, manifest: dict[str, Any], heads: dict[str, Any], kind: str = "cascade") -> Path:
-    """Write ``manifest`` (format/version/kind/created are added) and ``heads`` (the kind's fitted
-    objects, see the module docstring) into directory ``path``."""
+def write_artefact(path: str | Path, manifest: dict[str, Any], heads: dict[str, Any], kind: str = "cascade",
+                   files: dict[str, bytes] | None = None) -> Path:
+    """Write ``manifest`` (format/version/kind/created are added), ``heads`` (the kind's fitted
+    objects, see the module docstring) and ``files`` (name → bytes, e.g. a scorer's state dict) into
+    directory ``path``."""
     from thrifty import __version__
 
     if kind not in KINDS:
@@ -154,6 +166,12 @@ def write_artefact(path: str | Path, manifest: dict[str, Any], heads: dict[str, 
     out.mkdir(parents=True, exist_ok=True)
     blob = pickle.dumps(heads, protocol=pickle.HIGHEST_PROTOCOL)
     (out / "heads.pkl").write_bytes(blob)
+    listed = {}
+    for name, data in (files or {}).items():
+        if Path(name).name != name or name in ("heads.pkl", "manifest.json"):
+            raise ValueError(f"bad artefact file name {name!r}")
+        (out / name).write_bytes(data)
+        listed[name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     doc = {
         "format": FORMAT,
         "version": VERSION,
@@ -163,6 +181,8 @@ def write_artefact(path: str | Path, manifest: dict[str, Any], heads: dict[str, 
         **manifest,
         "heads_file": {"name": "heads.pkl", "sha256": hashlib.sha256(blob).hexdigest()},
     }
+    if listed:
+        doc["files"] = listed
     (out / "manifest.json").write_text(json.dumps(doc, indent=2, default=_json_default) + "\n", encoding="utf-8")
     return out
 
@@ -212,5 +232,11 @@ def load_artefact(path: str | Path) -> Artefact:
     blob = blob_path.read_bytes()
     if hashlib.sha256(blob).hexdigest() != hf.get("sha256"):
         raise ConfigError(f"{blob_path} does not match the hash in its manifest", key="artefact", fix="re-create it with `thrifty fit`")
+    for name, meta in (manifest.get("files") or {}).items():
+        f = root / Path(name).name
+        if not f.is_file():
+            raise ConfigError(f"artefact {root} lacks {f.name}", key="artefact", fix="re-create it with `thrifty fit`")
+        if hashlib.sha256(f.read_bytes()).hexdigest() != meta.get("sha256"):
+            raise ConfigError(f"{f} does not match the hash in its manifest", key="artefact", fix="re-create it with `thrifty fit`")
     heads = pickle.loads(blob)  # noqa: S301 - hash-checked file of our own format
     return Artefact(manifest, heads, root)
