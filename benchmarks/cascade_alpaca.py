@@ -43,8 +43,8 @@ class PerfectScorerCascade:
 
     name = "perfect-scorer"
 
-    def __init__(self, max_candidates: int = 8, max_tiers: int = 3) -> None:
-        self.max_candidates, self.max_tiers = max_candidates, max_tiers
+    def __init__(self, max_candidates: int = 8, max_tiers: int = 3, select: str = "last") -> None:
+        self.max_candidates, self.max_tiers, self.select = max_candidates, max_tiers, select
 
     def fit(self, train, knobs):
         from thrifty.offline.cascade_policy import replay_cascades, select_knobs
@@ -52,10 +52,10 @@ class PerfectScorerCascade:
 
         cand = candidate_models(train.quality, train.cost, self.max_candidates)
         Q = train.quality[:, cand]
-        front = optimise(np.nan_to_num(Q, nan=-1.0), Q, train.cost[:, cand], max_tiers=self.max_tiers, grid=32)
+        front = optimise(np.nan_to_num(Q, nan=-1.0), Q, train.cost[:, cand], max_tiers=self.max_tiers, grid=32, select=self.select)
         picks = select_knobs(front, knobs)
         models = tuple(train.models[j] for j in cand)
-        cascades = {k: (tuple(models[t] for t in s.tiers), s.thresholds) for k, s in picks.items()}
+        cascades = {k: (tuple(models[t] for t in s.tiers), s.thresholds, s.select) for k, s in picks.items()}
 
         class Fitted:
             def replay(self, table):

@@ -76,12 +76,31 @@ class FineTunedScorer:
         self.feat_stats = feat_stats
         self.info = dict(info or {})
 
-    @property
-    def heads(self) -> dict[str, Any]:
-        """Per-model ridge heads are what ``thrifty fit`` artefacts store; this scorer has none."""
-        from thrifty.errors import ConfigError
+    weights_file = "scorer.pt"
 
-        raise ConfigError("the fine-tuned scorer cannot be written to a thrifty fit artefact", key="scorer", fix="fit the artefact with scorer=features (the default); use scorer=finetuned in thrifty eval")
+    def to_files(self) -> tuple["FineTunedScorer", dict[str, bytes]]:
+        """(a picklable copy without the network, {weights_file: the torch state dict}) — what a
+        ``thrifty fit`` artefact stores; :meth:`load_files` rebuilds the network from them."""
+        import io
+
+        torch = _torch()
+        buf = io.BytesIO()
+        torch.save(self.net.state_dict(), buf)
+        light = FineTunedScorer(None, None, self.models, self.config, self.feat_stats, self.info)
+        return light, {self.weights_file: buf.getvalue()}
+
+    def load_files(self, root) -> None:
+        """Rebuild the network from ``root/weights_file`` (the artefact checked its hash) unless loaded."""
+        from pathlib import Path
+
+        if self.net is not None:
+            return
+        torch = _torch()
+        st = load_minilm()
+        net = _build_net(torch, st[0].auto_model, len(self.models), 0 if self.feat_stats is None else len(self.feat_stats[0]))
+        net.load_state_dict(torch.load(Path(root) / self.weights_file, map_location="cpu", weights_only=True))
+        net.eval()
+        self.net, self.tokenizer = net, st.tokenizer
 
     def __repr__(self) -> str:
         return f"FineTunedScorer(models={list(self.models)}, features={self.config.features})"
@@ -233,13 +252,32 @@ def table_pairs(table, models: Sequence[str], only_available: bool = True):
     return qs, ans, names, np.array(rows, dtype=int), np.array(cols, dtype=int)
 
 
+_MEMO: dict[str, tuple[FineTunedScorer, np.ndarray]] = {}  # in-process: one fine-tuning per (data, models, config)
+
+
 def fit_finetuned_scorer(table, models: Sequence[str], config: FineTuneConfig = FineTuneConfig(), inner_folds: int = 2) -> tuple[FineTunedScorer, np.ndarray]:
     """The cascade hook: (scorer refitted on every available pair, (P, K) out-of-fold scores).
 
     Prompts are split into ``inner_folds`` groups (all of a prompt's answers in one group); each
     group's scores come from a model fine-tuned on the other groups. ``inner_folds=0`` skips this
-    and returns the (optimistic) in-sample scores.
+    and returns the (optimistic) in-sample scores. Fitting is deterministic (seeded), so a repeat
+    call with the same table, models and config in the same process returns the memoised result
+    (``scorer=finetuned`` and ``scorer=blend`` evaluated side by side fine-tune once).
     """
+    import hashlib
+
+    h = hashlib.sha256(repr((tuple(table.prompts), tuple(models), config, inner_folds)).encode())
+    for m in models:
+        j = table.model_index(m)
+        h.update(np.ascontiguousarray(table.quality[:, j]).tobytes())
+        h.update(repr(table.answers[:, j].tolist()).encode() if table.has_answers else b"")
+    key = h.hexdigest()
+    if key not in _MEMO:
+        _MEMO[key] = _fit_finetuned_scorer(table, models, config, inner_folds)
+    return _MEMO[key]
+
+
+def _fit_finetuned_scorer(table, models: Sequence[str], config: FineTuneConfig, inner_folds: int) -> tuple[FineTunedScorer, np.ndarray]:
     from thrifty.scoring.heads import inner_folds as make_folds
 
     if not table.has_answers:
