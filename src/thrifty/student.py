@@ -108,17 +108,42 @@ class Student:
                               fix="train one with: thrifty student train DIR --out student.json") from None
         except json.JSONDecodeError as exc:
             raise DataError(f"invalid JSON: {exc.msg}", file=str(path), line=exc.lineno) from None
+        except UnicodeDecodeError:
+            raise DataError("not UTF-8 text", file=str(path), expected="a student artefact (JSON)") from None
         if not isinstance(doc, dict) or doc.get("kind") != ARTEFACT_KIND:
             raise DataError("not a student artefact", file=str(path), field="kind", expected=ARTEFACT_KIND)
-        coef, icpt = np.asarray(doc["coef"], dtype=np.float32), np.asarray(doc["intercept"], dtype=np.float32)
-        classes = tuple(str(c) for c in doc["classes"])
-        if coef.ndim != 2 or coef.shape[0] != len(classes) or icpt.shape != (len(classes),):
+        raw = doc.get("classes")
+        if not isinstance(raw, list) or len(raw) < 2 or not all(isinstance(c, str) and c for c in raw) or len(set(raw)) != len(raw):
+            raise DataError(f"got {raw!r}", file=str(path), field="classes", expected="a list of two or more distinct labels")
+        classes = tuple(raw)
+        coef, icpt = _weights(doc, "coef", path, 2), _weights(doc, "intercept", path, 1)
+        if coef.shape[0] != len(classes) or icpt.shape != (len(classes),):
             raise DataError("weights do not match the classes", file=str(path), field="coef", expected="(classes × dim) weights")
+        for key in ("prefix", "template"):
+            if doc.get(key) is not None and not isinstance(doc[key], str):
+                raise DataError(f"got {type(doc[key]).__name__}", file=str(path), field=key, expected="text or null")
+        if doc.get("meta") is not None and not isinstance(doc["meta"], dict):
+            raise DataError(f"got {type(doc['meta']).__name__}", file=str(path), field="meta", expected="an object or null")
         name, emb = doc.get("embedder", cls.embedder), _embedder()
         if name != emb.name or coef.shape[1] != emb.dim:
             raise DataError(f"weights for {name!r} ({coef.shape[1]}-d) embeddings", file=str(path), field="embedder",
                             expected=f"a student trained on {emb.name!r} ({emb.dim}-d): retrain it with thrifty student train")
         return cls(classes, coef, icpt, name, doc.get("prefix"), doc.get("template"), doc.get("meta") or {})
+
+
+def _weights(doc: dict[str, Any], key: str, path: Path, ndim: int) -> np.ndarray:
+    """``doc[key]`` as a finite float32 array of ``ndim`` dimensions, else a DataError naming the field."""
+    what = "a list of numbers" if ndim == 1 else "a list of equal-length lists of numbers"
+    try:
+        arr = np.asarray(doc[key], dtype=np.float32)
+    except KeyError:
+        raise DataError("missing", file=str(path), field=key, expected=what) from None
+    except (TypeError, ValueError):
+        raise DataError("not numeric weights", file=str(path), field=key, expected=what) from None
+    if arr.ndim != ndim or arr.size == 0 or not np.isfinite(arr).all():
+        raise DataError(f"{arr.ndim}-d array of {arr.size} values, finite: {bool(np.isfinite(arr).all())}",
+                        file=str(path), field=key, expected=f"{what}, all finite")
+    return arr
 
 
 def train_student(
@@ -127,7 +152,10 @@ def train_student(
 ) -> Student:
     """Fit multinomial logistic regression (L2, strength ``1/c``, class-balanced off) on the embeddings."""
     if len(texts) != len(labels):
-        raise ValueError("texts and labels differ in length")
+        raise DataError(f"{len(texts)} texts but {len(labels)} labels", field="labels", expected="one label per text")
+    if not (isinstance(c, (int, float)) and np.isfinite(c) and c > 0):
+        raise ConfigError(f"the inverse regularisation strength must be a positive number, got {c!r}", key="--c",
+                          fix="pass --c 1 (smaller: stronger regularisation)")
     classes = sorted(set(labels))
     if len(classes) < 2:
         raise DataError(f"need at least 2 distinct labels to train a student, got {classes}", field="labels",
@@ -235,7 +263,10 @@ def student_data(
                 labels.append(str(r[gold]).strip())
         info["source"] = f"gold:{gold}"
     else:
-        allowed = list(choices or sorted({str(r[k]).strip() for r in prompts for k in ("gold",) if r.get(k) is not None}))
+        if choices is not None:
+            allowed = list(dict.fromkeys(c.strip() for c in choices if c.strip()))  # "" would match any answer
+        else:
+            allowed = sorted({str(r["gold"]).strip() for r in prompts if r.get("gold") is not None} - {""})
         if not allowed:
             raise ConfigError("the teacher's answers need a label set", key="--choices", fix="pass --choices a,b,c")
         answers = {str(r["prompt_id"]): r.get("output") for r in outcomes if r.get("model") == teacher}

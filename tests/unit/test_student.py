@@ -115,3 +115,41 @@ def test_artefact_names_its_embedder_and_load_checks_it(tmp_path):
     student.embedder = "text-embedding-3-small"  # built in code with a foreign embedder: refused, not mis-scored
     with pytest.raises(ConfigError, match="student.embedder"):
         student.predict(["gold soars"])
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"classes": ["up"]}, "classes"), ({"classes": ["up", "up"]}, "classes"), ({"classes": "up,down"}, "classes"),
+    ({"coef": None}, "coef"), ({"coef": [[1.0, "x"], [0.0, 1.0]]}, "coef"), ({"coef": [[1.0], [2.0, 3.0]]}, "coef"),
+    ({"intercept": [0.0, float("nan")]}, "intercept"), ({"intercept": [0.0]}, "coef"), ({"prefix": 3}, "prefix"),
+    ({"meta": [1]}, "meta"),
+])
+def test_a_damaged_artefact_is_a_data_error_naming_the_field(tmp_path, change, field):
+    good = {"kind": "thrifty.student/v1", "embedder": "all-MiniLM-L6-v2", "classes": ["down", "up"],
+            "coef": [[0.0] * 384, [0.0] * 384], "intercept": [0.0, 0.0]}
+    assert Student.load(_write_json(tmp_path / "ok.json", good)).classes == ("down", "up")
+    doc = {**good, **change}
+    if change.get("coef") is None and "coef" in change:
+        del doc["coef"]
+    with pytest.raises(DataError, match=rf"bad.json: field '{field}'"):
+        Student.load(_write_json(tmp_path / "bad.json", doc))
+
+
+def _write_json(path, doc):
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_training_inputs_are_checked(tmp_path):
+    with pytest.raises(DataError, match="2 texts but 1 labels"):
+        train_student(["a", "b"], ["up"])
+    for c in (0, -1.0, float("nan")):
+        with pytest.raises(ConfigError, match="--c"):
+            train_student(["a", "b"], ["up", "down"], c=c)
+    folder, _, _ = _folder(tmp_path)
+    _, ys, _ = student_data(folder, teacher="teacher", choices=["up", "", " down "])  # an empty choice would match anything
+    assert set(ys) == {"up", "down"}
+    with pytest.raises(ConfigError, match="--choices"):
+        student_data(folder, teacher="teacher", choices=["", " "])
+    (tmp_path / "latin1.json").write_bytes(b"\xff\xfe{}")
+    with pytest.raises(DataError, match="latin1.json: not UTF-8"):
+        Student.load(tmp_path / "latin1.json")
