@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from thrifty.errors import ConfigError
+from thrifty.errors import ConfigError, DataError
 from thrifty.outcomes_log import OutcomeLog
 from thrifty.prompts_file import PromptItem, build_request
 from thrifty.types import ChatRequest, Completion, Provider
@@ -125,6 +125,14 @@ def builtin_local(name: str) -> Provider:
     return build_provider(ProviderSettings(name, "llamacpp", name, max_tokens=256, **how[name]))
 
 
+def check_run_options(concurrency: int, retries: int) -> None:
+    """Raise a ConfigError for a run option no run can use (``concurrency`` < 1, ``retries`` < 0)."""
+    if not isinstance(concurrency, int) or concurrency < 1:
+        raise ConfigError(f"concurrency must be at least 1, got {concurrency!r}", key="--concurrency", fix="pass --concurrency 1 or more")
+    if not isinstance(retries, int) or retries < 0:
+        raise ConfigError(f"retries must be 0 or more, got {retries!r}", key="--retries", fix="pass --retries 0 or more")
+
+
 def _row(item: PromptItem, model: str, comp: Completion, prices: tuple[float | None, float | None] | None) -> dict[str, Any]:
     tin, tout = int(comp.usage.input_tokens), int(comp.usage.output_tokens)
     cost = float(comp.cost_usd or 0.0)
@@ -201,7 +209,7 @@ async def _run(
             stats["latency_s"] += row["latency_s"]
             on_done(model)
 
-    await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
 def collect(
@@ -224,15 +232,20 @@ def collect(
     answers inline against ``item.meta[gold]``.
     """
     t_start = time.perf_counter()
+    check_run_options(concurrency, retries)
     prices = dict(prices or {})
     params = dict(params or {})
-    if grader is not None:
-        missing = [it for it in items if it.meta.get(gold) is None]
-        if missing:
-            from thrifty.errors import DataError
-
-            raise DataError(f"no '{gold}' value to grade against", line=missing[0].line, field=gold,
-                            expected=f"a '{gold}' column on every row, or collect without --grade")
+    unknown = sorted(set(prices) - set(providers))
+    if unknown:
+        raise ConfigError(f"--price names {', '.join(map(repr, unknown))}, which is not collected", key="--price",
+                          fix=f"price only the collected models: {', '.join(providers)}")
+    if grader is not None:  # every gold value must be gradable before any model is paid for
+        for it in items:
+            where = f"prompt {it.prompt_id!r} (line {it.line})"
+            if it.meta.get(gold) is None:
+                raise DataError(f"no '{gold}' value to grade against", line=it.line, field=gold,
+                                expected=f"a '{gold}' column on every row, or collect without --grade")
+            grader.grade("", it.meta[gold], where=where)
     with OutcomeLog(out) as log:
         log.merge_prompts(prompt_rows(items))
         known = {m: prices.get(m, (getattr(p, "price_in", None), getattr(p, "price_out", None))) for m, p in providers.items()}

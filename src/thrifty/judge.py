@@ -112,14 +112,23 @@ def judge_folder(
     on_done: Callable[[], None] | None = None,
 ) -> LabelSummary:
     """Label the folder's unlabelled outcomes (all with ``force``) with an LLM judge, in place."""
-    from thrifty.collect import _drive, complete_with_retries
+    from thrifty.collect import _drive, check_run_options, complete_with_retries
 
+    check_run_options(concurrency, retries)
+    if unparseable is not None and not 0.0 <= unparseable <= 1.0:
+        raise ConfigError(f"a quality is in [0, 1], got {unparseable!r}", key="--unparseable", fix="pass --unparseable 0, 0.5 or 1")
     if rubric not in RUBRICS:
         raise ConfigError(f"unknown rubric {rubric!r}", key="--rubric", fix=f"use one of: {', '.join(RUBRICS)}")
     if rubric == "pairwise" and not reference:
         raise ConfigError("the pairwise rubric needs a reference model", key="--reference", fix="pass --reference MODEL (a model in the folder)")
     rb = RUBRICS[rubric]
     log, rows = rows_to_label(folder)
+    if models is not None:
+        have = {str(r.get("model")) for r in rows}
+        absent = [m for m in models if m not in have]
+        if absent:
+            raise ConfigError(f"no answers of {', '.join(map(repr, absent))} in the folder", key="--models",
+                              fix=f"use some of: {', '.join(sorted(have))}")
     prompts = _prompt_texts(log)
     ref_answer: dict[str, str] = {}
     if reference:
@@ -136,7 +145,7 @@ def judge_folder(
                             field="model", expected=f"collect {reference} on every prompt first")
     summary = LabelSummary()
     summary.skipped = len(rows) - len(todo)
-    sem = asyncio.Semaphore(max(1, concurrency))
+    sem = asyncio.Semaphore(concurrency)
 
     async def ask(text: str) -> str:
         async with sem:

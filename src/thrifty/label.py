@@ -112,6 +112,8 @@ def make_grader(match: str, *, choices: Sequence[str] | None = None, golds: Sequ
     """A grader for ``match``; ``choice`` without explicit ``choices`` uses the distinct ``golds``."""
     if match not in MATCHES:
         raise ConfigError(f"unknown match {match!r}", key="--match", fix=f"use one of: {', '.join(MATCHES)}")
+    if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0):
+        raise ConfigError(f"the numeric tolerance must be a finite number ≥ 0, got {tol!r}", key="--tol", fix="pass --tol 1e-6")
     ch: tuple[str, ...] = ()
     if match == "choice":
         ch = tuple(dict.fromkeys(str(c).strip() for c in (choices or [g for g in golds if g is not None]) if str(c).strip()))

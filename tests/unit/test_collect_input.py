@@ -223,3 +223,62 @@ def test_log_rows_without_ids_are_located_errors(tmp_path):
     (out / "pending.jsonl.gz").write_bytes(b"not gzip at all")
     with pytest.raises(DataError, match="pending.jsonl.gz"):
         OutcomeLog(out).for_labelling()
+
+
+# ---- run options and CLI inputs -----------------------------------------------------------------
+def _cli(argv):
+    from thrifty.cli.main import main
+
+    return main(argv)
+
+
+def test_run_options_a_run_cannot_use_are_config_errors_before_any_call(tmp_path):
+    from thrifty.label import make_grader
+
+    items = read_prompts(_write(tmp_path / "p.jsonl", '{"prompt_id": 1, "prompt": "q1", "gold": "([a-"}\n'))
+    prov = EchoProvider("a")
+    for kw, key in (({"concurrency": 0}, "--concurrency"), ({"retries": -1}, "--retries"),
+                    ({"prices": {"typo": (1.0, 2.0)}}, "--price")):
+        with pytest.raises(ConfigError, match=key):
+            collect(items, {"a": prov}, tmp_path / "o", progress=False, **kw)
+    # a gold value the grader cannot use is found before any model is paid for
+    with pytest.raises(DataError, match=r"field 'gold'.*invalid regular expression.*prompt '1' \(line 1\)"):
+        collect(items, {"a": prov}, tmp_path / "o", progress=False, grader=make_grader("regex"))
+    assert prov.calls == [] and not (tmp_path / "o" / "outcomes.jsonl").exists()
+
+
+def test_collect_cli_rejects_bad_prices_limits_and_prefix_files(tmp_path, capsys):
+    prompts = _write(tmp_path / "p.jsonl", '{"prompt_id": 1, "prompt": "q1"}\n')
+    base = ["collect", "--prompts", str(prompts), "--out", str(tmp_path / "o"), "--models", "student:x.json", "--no-progress"]
+    for extra, said in ((["--price", "student:x.json=nan,1"], "--price: bad price"),
+                        (["--price", "m=1,2", "--price", "m=3,4"], "priced twice"),
+                        (["--limit", "0"], "--limit must be at least 1"),
+                        (["--prefix-file", str(tmp_path / "absent.txt")], "absent.txt: cannot read the prefix file")):
+        assert _cli(base + extra) == (4 if "prefix" in said else 3)  # DataError 4, ConfigError 3
+        assert said in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_comma_lists_drop_empty_items():
+    from thrifty.cli.collect_cmd import comma_list
+
+    assert comma_list(None) is None and comma_list(" a, ,b,") == ["a", "b"] and comma_list("") == []
+
+
+def test_label_and_judge_options_are_checked(tmp_path):
+    from thrifty.judge import judge_folder
+    from thrifty.label import make_grader
+
+    for tol in (-1.0, float("nan")):
+        with pytest.raises(ConfigError, match="--tol"):
+            make_grader("numeric", tol=tol)
+    out = tmp_path / "o"
+    collect(read_prompts(_write(tmp_path / "p.jsonl", '{"prompt_id": 1, "prompt": "q1"}\n')), {"a": EchoProvider("a")}, out, progress=False)
+    judge = EchoProvider("judge")
+    with pytest.raises(ConfigError, match="--unparseable"):
+        judge_folder(out, judge, judge_name="judge", unparseable=2.0)
+    with pytest.raises(ConfigError, match=r"--models: no answers of 'b' in the folder"):
+        judge_folder(out, judge, judge_name="judge", models=["a", "b"])
+    with pytest.raises(ConfigError, match="--concurrency"):
+        judge_folder(out, judge, judge_name="judge", concurrency=0)
+    assert judge.calls == []

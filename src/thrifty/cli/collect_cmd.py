@@ -9,7 +9,14 @@ from typing import Any
 __all__ = ["register"]
 
 
+def comma_list(text: str | None) -> list[str] | None:
+    """The non-empty, stripped items of a comma-separated option (``None`` when the option is absent)."""
+    return None if text is None else [x.strip() for x in text.split(",") if x.strip()]
+
+
 def _prices(specs: list[str]) -> dict[str, tuple[float | None, float | None]]:
+    import math
+
     from thrifty.errors import ConfigError
 
     out: dict[str, tuple[float | None, float | None]] = {}
@@ -19,9 +26,11 @@ def _prices(specs: list[str]) -> dict[str, tuple[float | None, float | None]]:
             pin, pout = (float(x) for x in val.split(","))
         except ValueError:
             raise ConfigError(f"bad price {spec!r}", key="--price", fix="write MODEL=IN,OUT in USD per 1M tokens, e.g. smollm2=0.01,0.02") from None
-        if not name or pin < 0 or pout < 0:
-            raise ConfigError(f"bad price {spec!r}", key="--price", fix="write MODEL=IN,OUT with prices ≥ 0")
-        out[name] = (pin, pout)
+        if not name.strip() or not (math.isfinite(pin) and math.isfinite(pout)) or pin < 0 or pout < 0:
+            raise ConfigError(f"bad price {spec!r}", key="--price", fix="write MODEL=IN,OUT with finite prices ≥ 0")
+        if name.strip() in out:
+            raise ConfigError(f"model {name.strip()!r} is priced twice", key="--price", fix="give each model one --price")
+        out[name.strip()] = (pin, pout)
     return out
 
 
@@ -40,23 +49,31 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from thrifty.collect import collect, resolve_providers
-    from thrifty.errors import ConfigError
+    from thrifty.errors import ConfigError, DataError
     from thrifty.prompts_file import read_prompts
 
-    prefix = Path(args.prefix_file).read_text(encoding="utf-8") if args.prefix_file else None
-    items = read_prompts(args.prompts, prefix=prefix, template=args.template, limit=args.limit)
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be at least 1, got {args.limit}", key="--limit", fix="pass --limit N with N ≥ 1, or leave it out")
+    models = comma_list(args.models)
     if not models:
         raise ConfigError("no models given", key="--models", fix="pass --models a,b,c")
+    prices = _prices(args.price or [])
+    prefix = None
+    if args.prefix_file:
+        try:
+            prefix = Path(args.prefix_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"cannot read the prefix file: {getattr(exc, 'strerror', None) or exc}", file=args.prefix_file,
+                            expected="a UTF-8 text file (the few-shot block prepended to every prompt)") from None
+    items = read_prompts(args.prompts, prefix=prefix, template=args.template, limit=args.limit)
     grader = None
     if args.grade:
         from thrifty.label import make_grader
 
-        choices = [c.strip() for c in args.choices.split(",")] if args.choices else None
-        grader = make_grader(args.grade, choices=choices, golds=[it.meta.get(args.gold) for it in items])
+        grader = make_grader(args.grade, choices=comma_list(args.choices), golds=[it.meta.get(args.gold) for it in items])
     providers = resolve_providers(models, args.config)
     res = collect(items, providers, args.out, params=_params(args), concurrency=args.concurrency, retries=args.retries,
-                  prices=_prices(args.price or []), grader=grader, gold=args.gold, progress=not args.no_progress and sys.stderr.isatty())
+                  prices=prices, grader=grader, gold=args.gold, progress=not args.no_progress and sys.stderr.isatty())
     print(f"collected {res.answered} answers in {res.seconds:.1f}s ({res.skipped} pairs already done, {res.failed} failed) → {args.out}")
     for model, st in res.per_model.items():
         n = int(st["n"])

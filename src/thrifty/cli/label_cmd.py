@@ -16,6 +16,7 @@ def _print_summary(summary, folder: str) -> None:  # type: ignore[no-untyped-def
 
 
 def run(args: argparse.Namespace) -> int:
+    from thrifty.cli.collect_cmd import comma_list
     from thrifty.errors import ConfigError
 
     if (args.judge is None) == (args.match is None):
@@ -23,15 +24,14 @@ def run(args: argparse.Namespace) -> int:
     if args.match:
         from thrifty.label import label_folder
 
-        choices = [c.strip() for c in args.choices.split(",")] if args.choices else None
-        summary = label_folder(args.dir, gold=args.gold, match=args.match, choices=choices, tol=args.tol, force=args.force)
+        summary = label_folder(args.dir, gold=args.gold, match=args.match, choices=comma_list(args.choices), tol=args.tol, force=args.force)
         _print_summary(summary, args.dir)
         return 0
     from thrifty.collect import resolve_providers
     from thrifty.judge import judge_folder
 
     judge = resolve_providers([args.judge], args.config)[args.judge]
-    models = [m.strip() for m in args.models.split(",")] if args.models else None
+    models = comma_list(args.models)
     summary = judge_folder(args.dir, judge, judge_name=args.judge, rubric=args.rubric, reference=args.reference,
                            concurrency=args.concurrency, max_tokens=args.max_tokens, force=args.force,
                            unparseable=args.unparseable, models=models)

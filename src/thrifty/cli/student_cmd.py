@@ -9,10 +9,10 @@ __all__ = ["register"]
 
 
 def _train(args: argparse.Namespace) -> int:
+    from thrifty.cli.collect_cmd import comma_list
     from thrifty.student import student_data, train_student
 
-    choices = [c.strip() for c in args.choices.split(",")] if args.choices else None
-    texts, labels, info = student_data(args.dir, teacher=args.teacher, gold=args.gold_column, choices=choices)
+    texts, labels, info = student_data(args.dir, teacher=args.teacher, gold=args.gold_column, choices=comma_list(args.choices))
     student = train_student(texts, labels, c=args.c, prefix=info.get("prefix"), template=info.get("template"),
                             meta={"source": info["source"], "folder": str(args.dir)})
     student.save(args.out)
