@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from thrifty.errors import DataError
+from thrifty.errors import ConfigError, DataError
 from thrifty.table_io import _rows  # the one row reader (line-numbered, CSV/JSONL/gz/parquet)
 from thrifty.types import ChatRequest
 
@@ -94,6 +94,10 @@ def _messages(v: Any, path: Path, line: int) -> tuple[Mapping[str, Any], ...]:
         if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant", "developer", "tool"):
             raise DataError(f"message {i} has no valid role", file=str(path), line=line, field="messages",
                             expected="objects with role system|user|assistant and content")
+        content = m.get("content")
+        if not (isinstance(content, (str, list)) or (content is None and m["role"] == "assistant" and m.get("tool_calls"))):
+            raise DataError(f"message {i} has content {content!r}", file=str(path), line=line, field="messages",
+                            expected="each message's content as text (or a list of content parts)")
     return tuple(v)
 
 
@@ -102,6 +106,8 @@ def read_prompts(
 ) -> list[PromptItem]:
     """Parse and validate a prompts file; ``prefix``/``template`` apply to rows that set none."""
     path = Path(path)
+    if limit is not None and limit < 1:
+        raise ConfigError(f"the prompt limit must be at least 1, got {limit}", key="--limit", fix="pass --limit N with N ≥ 1, or leave it out")
     if not path.is_file():
         raise DataError("no such file", file=str(path), expected="a JSONL or CSV prompts file")
     if template is not None and "{prompt}" not in template:

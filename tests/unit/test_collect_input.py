@@ -32,6 +32,8 @@ def _write(path: Path, text: str) -> Path:
         ('{"prompt_id": 1, "prompt": "a"}\n{"prompt_id": 2, "prompt": "a"\n', 2, None),
         ('{"prompt_id": 1, "prompt": "a", "template": "no placeholder"}\n', 1, "template"),
         ('{"prompt_id": 1, "messages": [{"content": "x"}]}\n', 1, "messages"),
+        ('{"prompt_id": 1, "messages": [{"role": "user"}]}\n', 1, "messages"),
+        ('{"prompt_id": 1, "prompt": "a"}\n{"prompt_id": 2, "messages": [{"role": "user", "content": 7}]}\n', 2, "messages"),
         ('[1, 2]\n', 1, None),
     ],
 )
@@ -252,7 +254,7 @@ def test_collect_cli_rejects_bad_prices_limits_and_prefix_files(tmp_path, capsys
     base = ["collect", "--prompts", str(prompts), "--out", str(tmp_path / "o"), "--models", "student:x.json", "--no-progress"]
     for extra, said in ((["--price", "student:x.json=nan,1"], "--price: bad price"),
                         (["--price", "m=1,2", "--price", "m=3,4"], "priced twice"),
-                        (["--limit", "0"], "--limit must be at least 1"),
+                        (["--limit", "0"], "--limit: the prompt limit must be at least 1"),
                         (["--prefix-file", str(tmp_path / "absent.txt")], "absent.txt: cannot read the prefix file")):
         assert _cli(base + extra) == (4 if "prefix" in said else 3)  # DataError 4, ConfigError 3
         assert said in capsys.readouterr().err
@@ -282,3 +284,11 @@ def test_label_and_judge_options_are_checked(tmp_path):
     with pytest.raises(ConfigError, match="--concurrency"):
         judge_folder(out, judge, judge_name="judge", concurrency=0)
     assert judge.calls == []
+
+
+def test_messages_with_content_parts_or_tool_calls_are_accepted(tmp_path):
+    msgs = [{"role": "user", "content": [{"type": "text", "text": "weather?"}]},
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "w", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "sunny"}, {"role": "user", "content": "so?"}]
+    item, = read_prompts(_write(tmp_path / "p.jsonl", json.dumps({"prompt_id": "t", "messages": msgs}) + "\n"))
+    assert item.messages == tuple(msgs) and item.text == "so?"

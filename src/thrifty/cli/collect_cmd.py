@@ -52,8 +52,6 @@ def run(args: argparse.Namespace) -> int:
     from thrifty.errors import ConfigError, DataError
     from thrifty.prompts_file import read_prompts
 
-    if args.limit is not None and args.limit < 1:
-        raise ConfigError(f"--limit must be at least 1, got {args.limit}", key="--limit", fix="pass --limit N with N ≥ 1, or leave it out")
     models = comma_list(args.models)
     if not models:
         raise ConfigError("no models given", key="--models", fix="pass --models a,b,c")
