@@ -140,6 +140,9 @@ def judge_folder(
             if needs_label(r, force) and (models is None or r.get("model") in models)]
     for i in todo:
         pid = str(rows[i].get("prompt_id"))
+        if pid not in prompts:  # the judge would be asked about an answer without its question
+            raise DataError(f"prompt {pid!r} has an answer but no prompt text", file=str(log.prompts_path), field="prompt_id",
+                            expected="every answered prompt in the prompts file")
         if reference and rows[i].get("model") != reference and pid not in ref_answer:
             raise DataError(f"reference model {reference!r} has no answer for prompt {pid!r}", file=str(log.outcomes_path),
                             field="model", expected=f"collect {reference} on every prompt first")

@@ -294,6 +294,8 @@ def export_finetune(
     """Write the teacher's answers as chat-format JSONL (``{"messages": [...]}`` per line); returns rows."""
     from thrifty.prompts_file import render_prompt
 
+    if min_quality is not None and not (isinstance(min_quality, (int, float)) and 0.0 <= min_quality <= 1.0):
+        raise ConfigError(f"a quality is in [0, 1], got {min_quality!r}", key="--min-quality", fix="pass --min-quality 0.8")
     prompts, outcomes = _folder_rows(folder)
     by_id = {str(r["prompt_id"]): r for r in prompts}
     n = 0
@@ -303,7 +305,11 @@ def export_finetune(
         for row in outcomes:
             if row.get("model") != teacher or not (row.get("output") or "").strip():
                 continue
-            if min_quality is not None and (row.get("quality") is None or float(row["quality"]) < min_quality):
+            q = row.get("quality")
+            if q is not None and (isinstance(q, bool) or not isinstance(q, (int, float))):
+                raise DataError(f"got {q!r} for prompt {row['prompt_id']!r}", file=str(Path(folder) / "outcomes.jsonl"),
+                                field="quality", expected="a number in [0, 1] (written by thrifty label)")
+            if min_quality is not None and (q is None or q < min_quality):
                 continue
             p = by_id.get(str(row["prompt_id"]))
             if p is None:

@@ -141,3 +141,13 @@ def test_a_folder_with_nothing_to_label_is_a_data_error_for_both_labellers(tmp_p
     for label in (lambda: label_folder(empty, match="exact"), lambda: judge_folder(empty, ScriptedJudge(lambda p: "5]]"), judge_name="s")):
         with pytest.raises(DataError, match=r"outcomes.jsonl: no outcomes to label \(expected run thrifty collect first\)"):
             label()
+
+
+def test_an_answer_whose_prompt_is_missing_is_not_judged_blind(tmp_path):
+    folder = _folder(tmp_path)
+    with OutcomeLog(folder) as log:
+        log.append({"prompt_id": "p9", "model": "good", "output": "42", "cost_usd": 0.0})
+    judge = ScriptedJudge(lambda p: "5]]")
+    with pytest.raises(DataError, match=r"prompts.jsonl: field 'prompt_id': prompt 'p9' has an answer but no prompt text"):
+        judge_folder(folder, judge, judge_name="scripted")
+    assert judge.prompts == []

@@ -153,3 +153,16 @@ def test_training_inputs_are_checked(tmp_path):
     (tmp_path / "latin1.json").write_bytes(b"\xff\xfe{}")
     with pytest.raises(DataError, match="latin1.json: not UTF-8"):
         Student.load(tmp_path / "latin1.json")
+
+
+def test_export_finetune_checks_its_inputs(tmp_path):
+    folder, _, _ = _folder(tmp_path)
+    for bad in (1.5, -0.1, float("nan")):
+        with pytest.raises(ConfigError, match="--min-quality"):
+            export_finetune(folder, tmp_path / "ft.jsonl", teacher="teacher", min_quality=bad)
+    path = folder / "outcomes.jsonl"
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    rows[3]["quality"] = "good"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=r"outcomes.jsonl: field 'quality': got 'good' for prompt '3'"):
+        export_finetune(folder, tmp_path / "ft.jsonl", teacher="teacher", min_quality=0.5)
