@@ -135,3 +135,20 @@ def test_a_client_leaving_while_its_hold_waits_leaves_no_hold(tmp_path: Path) ->
     conn = sqlite3.connect(str(tmp_path / "logs.sqlite3"))
     assert conn.execute("SELECT COUNT(*) FROM reservations").fetchone()[0] == 0
     assert conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0] == 0  # it never ran: not logged
+
+
+def test_a_request_waiting_for_its_hold_already_counts_in_its_generation(tmp_path: Path) -> None:
+    """A reload meanwhile must not close the providers of the route the request looked up."""
+    rt = runtime(tmp_path, budget_usd=1e-9)  # the second request cannot fit: 429
+
+    async def fn(c: httpx.AsyncClient) -> tuple[int, int, int]:
+        lock_database(tmp_path / "logs.sqlite3", LOCK_S / 2)
+        chat = asyncio.create_task(c.post("/v1/chat/completions", json=CHAT))
+        await asyncio.sleep(0.1)  # admitted, waiting for the lock to take its hold
+        waiting = rt.inflight.get(rt.generation, 0)
+        status = (await chat).status_code
+        return waiting, status, rt.inflight.get(rt.generation, 0)
+
+    waiting, status, after = serve(rt, fn)
+    assert waiting == 1
+    assert status == 429 and after == 0  # refused: it left its generation again

@@ -147,7 +147,7 @@ class _Job:
         self.created = time.time()
         self.done = False
         self.written: Future | None = None  # the queued log row + settlement (see finish)
-        self.generation: int | None = None  # set once admitted: the route table it runs on (see reload)
+        self.generation: int | None = None  # the route table it runs on, while it runs (enter/leave; see reload)
 
     def finish(self, status: int, trace: Trace | None, *, error: str | None = None, answer_override: str | None = None,
                cost_override: float | None = None, tiers_override: tuple[str, ...] | None = None,
@@ -155,9 +155,7 @@ class _Job:
         if self.done:
             return
         self.done = True
-        if self.generation is not None:  # a reload closes this generation's providers when it reaches 0
-            inflight = self.rt.inflight
-            inflight[self.generation] = inflight.get(self.generation, 1) - 1
+        self.leave()
         c = trace.completion if trace else None
         cost = float(trace.cost_usd) if trace else 0.0
         if cost_override is not None:
@@ -177,6 +175,18 @@ class _Job:
             conn, self.reservation, cost, key=self.key_name, profile=self.route.budget_name))
         self.written.add_done_callback(lambda f: _report_failed_write(self.rid, f))
         self.rt.metrics.observe(model=self.route.model_id, status=status, latency_s=latency, trace=trace, baseline_price=self.route.baseline_price)
+
+    def enter(self) -> None:
+        """Count the job in the current route table's generation (no await since the route was
+        looked up): a reload closes that generation's providers only once its count is back to 0."""
+        self.generation = self.rt.generation
+        self.rt.inflight[self.generation] = self.rt.inflight.get(self.generation, 0) + 1
+
+    def leave(self) -> None:
+        if self.generation is not None:
+            inflight = self.rt.inflight
+            inflight[self.generation] = inflight.get(self.generation, 1) - 1
+            self.generation = None
 
     async def committed(self) -> None:
         """Wait until the row queued by :meth:`finish` is committed (raises what the write raised)."""
@@ -224,9 +234,12 @@ async def _admit(rt: Any, request: Any) -> _Job:
         raise RequestError(f"{route.model_id!r} has no vision-capable tier for image content", param="messages", code="unprocessable")
     job = _Job(rt, route, req, body, key_name, new_request_id(), t0)
     amount = max_cost_usd(req, route.tier_prices)
-    job.reservation = await _reserve(rt, key_name, route.budget_name, amount)
-    job.generation = rt.generation
-    rt.inflight[job.generation] = rt.inflight.get(job.generation, 0) + 1
+    job.enter()  # before the hold's await: a reload meanwhile must not close this route's providers
+    try:
+        job.reservation = await _reserve(rt, key_name, route.budget_name, amount)
+    except BaseException:  # refused (429) or the client left: the job never runs
+        job.leave()
+        raise
     request.state.request_id = job.rid
     return job
 
