@@ -1,4 +1,4 @@
-"""Offline policy ``router`` (and ``router:knn|mf|linear|auto``): fit a query-only quality predictor,
+"""Offline policy ``router`` (and ``router:knn|mf|linear|gbm|ensemble|auto``): fit a query-only quality predictor,
 calibrate λ per operating point on the training prompts, replay the live :class:`RouterPolicy`.
 
 Fitting (training folds only)
@@ -12,7 +12,11 @@ Fitting (training folds only)
        - ``calibrate='share'`` (two-model mode, RouteLLM's calibration): for each knob s (share of
          calls to the dearer model) the threshold τ = the (1 − s) quantile of the training scores
          ``q̂_strong − q̂_weak``; the router calls strong iff its score ≥ τ, i.e. λ = τ / (c_strong − c_weak)
-         (λ may be negative: "prefer the dearer model even when predicted a little worse").
+         (λ may be negative: "prefer the dearer model even when predicted a little worse");
+       - ``calibrate='target'``: the live target rule — call the cheapest model whose predicted quality
+         clears a target τ (the best predicted one if none does). For each knob B the τ of a grid
+         (quantiles of the predictions) with the highest training quality among those whose training
+         mean cost ≤ B, as for ``budget``.
 
 Replay drives :class:`thrifty.policy.router.RouterPolicy.plan` — the live object — over the recorded
 outcomes of the table: a (prompt, model) pair without an outcome raises ``ProviderError`` in the fake
@@ -34,7 +38,8 @@ from thrifty.policy.router import RouterPolicy
 from thrifty.table import RoutingTable
 from thrifty.types import ChatRequest
 
-__all__ = ["RouterOffline", "FittedRouter", "replay_router", "calibrate_budget", "calibrate_share", "DEFAULT_VARIANT",
+__all__ = ["RouterOffline", "FittedRouter", "replay_router", "calibrate_budget", "calibrate_share", "calibrate_target",
+           "target_choice", "DEFAULT_VARIANT",
            "resolve_embedder", "embedder_spec", "LazyEmbedder"]
 
 DEFAULT_VARIANT = "mf"
@@ -119,6 +124,20 @@ class LazyEmbedder:
         return self._inner.embed(texts)
 
 
+def _best_under_budget(knob_values: np.ndarray, mc: np.ndarray, mq: np.ndarray, budgets: Sequence[float]) -> list[float]:
+    """Per budget, the knob value of highest training quality among those with training cost ≤ budget
+    (the cheapest one when none fits; ties: the smaller knob value)."""
+    out = []
+    for b in budgets:
+        ok = np.flatnonzero(mc <= b)
+        if len(ok) == 0:
+            out.append(float(knob_values[np.argmin(mc)]))
+        else:
+            span = float(np.max(np.abs(knob_values))) or 1.0
+            out.append(float(knob_values[ok[np.argmax(mq[ok] - 1e-9 * knob_values[ok] / span)]]))
+    return out
+
+
 def calibrate_budget(pred: np.ndarray, quality: np.ndarray, cost: np.ndarray, exp_cost: np.ndarray, budgets: Sequence[float], n: int = 160) -> list[float]:
     """λ per budget: best training quality among λ whose training mean cost ≤ budget (see module doc)."""
     avail = ~np.isnan(quality)
@@ -128,15 +147,28 @@ def calibrate_budget(pred: np.ndarray, quality: np.ndarray, cost: np.ndarray, ex
     for i, lam in enumerate(lams):
         ch = route(pred, exp_cost, lam, avail)
         mc[i], mq[i] = cost[rows, ch].mean(), quality[rows, ch].mean()
-    out = []
-    for b in budgets:
-        ok = np.flatnonzero(mc <= b)
-        if len(ok) == 0:
-            out.append(float(lams[np.argmin(mc)]))
-        else:
-            best = ok[np.argmax(mq[ok] - 1e-9 * lams[ok] / (lams.max() or 1))]
-            out.append(float(lams[best]))
-    return out
+    return _best_under_budget(lams, mc, mq, budgets)
+
+
+def target_choice(pred: np.ndarray, exp_cost: np.ndarray, target: float, avail: np.ndarray | None = None) -> np.ndarray:
+    """Chosen column per row under the target rule of :func:`thrifty.policy.router.preference_order`:
+    the cheapest (by expected cost) available model with ``pred ≥ target``, else the best predicted."""
+    P = pred if avail is None else np.where(avail, pred, -np.inf)
+    order = np.argsort(exp_cost, kind="stable")
+    clear = P[:, order] >= target
+    return np.where(clear.any(axis=1), order[np.argmax(clear, axis=1)], np.argmax(P, axis=1))
+
+
+def calibrate_target(pred: np.ndarray, quality: np.ndarray, cost: np.ndarray, exp_cost: np.ndarray, budgets: Sequence[float], n: int = 160) -> list[float]:
+    """Quality target τ per budget for the target rule (see module doc); τ from the predictions' quantiles."""
+    avail = ~np.isnan(quality)
+    rows = np.arange(len(pred))
+    taus = np.unique(np.concatenate([np.quantile(pred[avail], np.linspace(0, 1, n)), [float(pred.max()) + 1.0]]))
+    mc, mq = np.empty(len(taus)), np.empty(len(taus))
+    for i, tau in enumerate(taus):
+        ch = target_choice(pred, exp_cost, tau, avail)
+        mc[i], mq[i] = cost[rows, ch].mean(), quality[rows, ch].mean()
+    return _best_under_budget(taus, mc, mq, budgets)
 
 
 def calibrate_share(pred: np.ndarray, exp_cost: np.ndarray, shares: Sequence[float]) -> list[float]:
@@ -188,10 +220,14 @@ class FittedRouter:
     lambdas: tuple[float, ...]
     calibrate: str
     targets: tuple[float | None, ...]
+    quality_targets: tuple[float | None, ...] | None = None  # calibrate='target': τ per knob (λ unused)
+
+    def _target(self, i: int) -> float | None:
+        return None if self.quality_targets is None else self.quality_targets[i]
 
     def policy(self, knob: float | None = None, index: int | None = None) -> RouterPolicy:
         i = index if index is not None else int(np.argmin(np.abs(np.asarray(self.knobs) - (knob or 0.0))))
-        return RouterPolicy(self.models, self.predictor, self.predictor.exp_cost, lam=self.lambdas[i])
+        return RouterPolicy(self.models, self.predictor, self.predictor.exp_cost, lam=self.lambdas[i], target=self._target(i))
 
     def replay(self, table: RoutingTable) -> list[OperatingPoint]:
         if tuple(table.models) != self.models:
@@ -199,9 +235,11 @@ class FittedRouter:
         pred = self.predictor.predict_texts(list(table.prompts))
         out = []
         for i, (knob, lam) in enumerate(zip(self.knobs, self.lambdas)):
-            pol = RouterPolicy(self.models, None, self.predictor.exp_cost, lam=lam)
+            tau = self._target(i)
+            pol = RouterPolicy(self.models, None, self.predictor.exp_cost, lam=lam, target=tau)
             label = f"share={knob:.2f}" if self.calibrate == "share" else f"B=${knob:.3g}"
-            pt = replay_router(table, pred, pol, knob, label, lam=lam, variant=self.predictor.variant)
+            extra = {} if tau is None else {"target": tau}
+            pt = replay_router(table, pred, pol, knob, label, lam=lam, variant=self.predictor.variant, **extra)
             pt.target_budget = self.targets[i]
             out.append(pt)
         return out
@@ -209,7 +247,7 @@ class FittedRouter:
 
 class RouterOffline:
     """Pre-generation router over the pool; see the module docstring. Options (``--opt k=v``):
-    ``variant`` (knn | mf | linear | auto), ``calibrate`` (budget | share), ``shares`` (grid size for
+    ``variant`` (knn | mf | linear | gbm | ensemble | auto), ``calibrate`` (budget | share | target), ``shares`` (grid size for
     share calibration), ``inner_folds``, ``embedder`` (``minilm`` (default, cached), ``static`` (distilled MiniLM lookup table,
     ~0.1–0.5 ms) or an object with ``embed(texts)``)."""
 
@@ -220,11 +258,12 @@ class RouterOffline:
         variant = variant or DEFAULT_VARIANT
         if variant not in (*VARIANTS, "auto"):
             raise ConfigError(f"unknown router variant {variant!r}", key="--policy", fix=f"use router:{'|'.join((*VARIANTS, 'auto'))}")
-        if calibrate not in ("budget", "share"):
-            raise ConfigError(f"unknown calibration {calibrate!r}", key="calibrate", fix="use calibrate=budget or calibrate=share")
+        if calibrate not in ("budget", "share", "target"):
+            raise ConfigError(f"unknown calibration {calibrate!r}", key="calibrate", fix="use calibrate=budget, share or target")
         self.variant, self.calibrate = variant, calibrate
         self.name = ("router" if variant == DEFAULT_VARIANT else f"router:{variant}") + (
-            f" ({embedder} emb.)" if isinstance(embedder, str) and embedder != "minilm" else "")
+            f" ({embedder} emb.)" if isinstance(embedder, str) and embedder != "minilm" else "") + (
+            " (target)" if calibrate == "target" else "")
         self.shares = np.linspace(0.0, 1.0, int(shares) + 1)
         self.inner_folds, self.seed = int(inner_folds), int(seed)
         self._embedder = embedder
@@ -248,6 +287,10 @@ class RouterOffline:
             ks = tuple(float(s) for s in self.shares)
             lams = calibrate_share(fp.oof_pred, fp.exp_cost, ks)
             targets: tuple[float | None, ...] = (None,) * len(ks)
+        elif self.calibrate == "target":
+            ks = tuple(float(b) for b in knobs)
+            taus = calibrate_target(fp.oof_pred, train.quality, train.cost, fp.exp_cost, ks)
+            return FittedRouter(fp, tuple(train.models), ks, (0.0,) * len(ks), self.calibrate, ks, tuple(taus))
         else:
             ks = tuple(float(b) for b in knobs)
             lams = calibrate_budget(fp.oof_pred, train.quality, train.cost, fp.exp_cost, ks)

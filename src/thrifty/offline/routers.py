@@ -13,6 +13,10 @@ sentence embedding of the query (MiniLM, L2-normalised) and the cheap :mod:`quer
             projection of the fitted values, ``B_r = B V_r V_rᵀ`` (V_r: top right singular vectors of XB),
             which is the least-squares optimum among rank-r coefficient matrices on the ridge fit.
 ``linear``  ridge regression per model (the full-rank case of ``mf``).
+``gbm``     boosted trees on PCA-reduced embeddings + query features, predicting the top principal
+            components of the quality matrix (:mod:`thrifty.offline.router_gbm`).
+``ensemble`` a weighted mean of the members' per-model linearly recalibrated predictions, members
+            and weights chosen by the same inner CV (:mod:`thrifty.offline.router_ensemble`).
 
 Hyperparameters (k, τ, rank, α) are chosen by :func:`fit_predictor` with K-fold cross-validation
 inside the training table only, scoring each setting by the *routing* it yields: the area under the
@@ -33,6 +37,7 @@ from thrifty.scoring.query_features import query_feature_matrix
 
 __all__ = [
     "VARIANTS",
+    "fill_missing",
     "KNNHead",
     "MFHead",
     "LinearHead",
@@ -44,7 +49,8 @@ __all__ = [
     "route",
 ]
 
-VARIANTS = ("knn", "mf", "linear")
+VARIANTS = ("knn", "mf", "linear", "gbm", "ensemble")
+SINGLE_HEADS = ("knn", "mf", "linear", "gbm")  # what ``auto`` and ``ensemble`` choose among
 
 
 # ---- the decision rule shared by every router (also used by policy.router) -------------------
@@ -104,7 +110,7 @@ def _design(emb: np.ndarray, feats: np.ndarray, mu: np.ndarray, sd: np.ndarray, 
     return np.hstack([emb, feat_weight * (feats - mu) / sd])
 
 
-def _fill(Q: np.ndarray) -> np.ndarray:
+def fill_missing(Q: np.ndarray) -> np.ndarray:
     """Missing cells → the model's mean (only for least-squares heads; kNN masks them instead)."""
     have = ~np.isnan(Q)
     means = np.where(have, Q, 0.0).sum(axis=0) / np.maximum(have.sum(axis=0), 1)
@@ -167,7 +173,7 @@ class MFHead:
         """One fitted head per (rank, alpha), sharing one eigendecomposition of XᵀX."""
         f_mu, f_sd = feats.mean(axis=0), feats.std(axis=0) + 1e-6
         X = _design(emb, feats, f_mu, f_sd, self.feat_weight)
-        Y = _fill(Q)
+        Y = fill_missing(Q)
         x_mean, bias = X.mean(axis=0), Y.mean(axis=0)
         Xc, Yc = X - x_mean, Y - bias
         s, V = np.linalg.eigh(Xc.T @ Xc)
@@ -206,6 +212,15 @@ _GRIDS: dict[str, list[dict[str, Any]]] = {
 }
 
 
+def grid_for(variant: str) -> list[dict[str, Any]]:
+    """The inner-CV hyperparameter grid of a single head."""
+    if variant == "gbm":
+        from thrifty.offline.router_gbm import GBM_GRID
+
+        return GBM_GRID
+    return _GRIDS[variant]
+
+
 def _make(variant: str, params: dict[str, Any]):
     if variant == "knn":
         return KNNHead(**params)
@@ -213,6 +228,10 @@ def _make(variant: str, params: dict[str, Any]):
         return MFHead(**params)
     if variant == "linear":
         return LinearHead(**params)
+    if variant == "gbm":
+        from thrifty.offline.router_gbm import GBMHead
+
+        return GBMHead(**params)
     raise ValueError(f"unknown router variant {variant!r}")
 
 
@@ -257,6 +276,10 @@ def _oof(variant: str, grid: list[dict[str, Any]], emb, feats, Q, folds) -> list
             for g, params in enumerate(grid):
                 head = KNNHead(**params).fit(emb[train], feats[train], Q[train])
                 outs[g][test] = head.predict_from_sims(sims)
+        elif variant == "gbm":
+            fitted = _make(variant, {}).fit_path(emb[train], feats[train], Q[train], grid)
+            for g, head in enumerate(fitted):
+                outs[g][test] = head.predict(emb[test], feats[test])
         else:
             heads = [_make(variant, p) for p in grid]
             fitted = heads[0].fit_path(emb[train], feats[train], Q[train], [(h.rank, h.alpha) for h in heads])
@@ -294,18 +317,35 @@ def fit_predictor(
         return _fit_predictor(emb, feats, quality, cost, exp_cost, variant, encoder, models, inner_folds, seed, grid, score)
 
 
+def search_head(variant: str, grid: list[dict[str, Any]], emb, feats, Q, folds, score) -> tuple[float, dict[str, Any], np.ndarray, list[dict[str, Any]]]:
+    """Inner-CV search of one head: (best score, its params, its out-of-fold predictions, every row)."""
+    rows: list[dict[str, Any]] = []
+    best: tuple[float, dict[str, Any], np.ndarray] | None = None
+    for params, oof in zip(grid, _oof(variant, grid, emb, feats, Q, folds)):
+        s = float(score(oof))
+        rows.append({"variant": variant, **params, "score": s})
+        if best is None or s > best[0] + 1e-12:
+            best = (s, params, oof)
+    assert best is not None, "empty hyperparameter grid"
+    return (*best, rows)
+
+
 def _fit_predictor(emb, feats, quality, cost, exp_cost, variant, encoder, models, inner_folds, seed, grid, score) -> FittedPredictor:
     folds = _inner_folds(len(quality), inner_folds, seed)
-    variants = VARIANTS if variant == "auto" else (variant,)
+    if variant == "ensemble":
+        from thrifty.offline.router_ensemble import fit_ensemble
+
+        head, params, s, oof, search = fit_ensemble(emb, feats, quality, folds, score)
+        return FittedPredictor(variant, params, head, encoder, tuple(models), exp_cost, s, oof, search)
+    variants = SINGLE_HEADS if variant == "auto" else (variant,)
     search: list[dict[str, Any]] = []
     best: tuple[float, str, dict[str, Any], np.ndarray] | None = None
     for v in variants:
-        g = grid if (grid is not None and variant != "auto") else _GRIDS[v]
-        for params, oof in zip(g, _oof(v, g, emb, feats, quality, folds)):
-            s = float(score(oof))
-            search.append({"variant": v, **params, "score": s})
-            if best is None or s > best[0] + 1e-12:
-                best = (s, v, params, oof)
+        g = grid if (grid is not None and variant != "auto") else grid_for(v)
+        s, params, oof, rows = search_head(v, g, emb, feats, quality, folds, score)
+        search += rows
+        if best is None or s > best[0] + 1e-12:
+            best = (s, v, params, oof)
     assert best is not None
     s, v, params, oof = best
     head = _make(v, params).fit(emb, feats, quality)
