@@ -13,8 +13,10 @@ score the held-out prompts' answers:
 Reported per model: Spearman correlation of held-out score with quality, pooled over the folds'
 held-out prompts (out-of-fold), and the mean of the per-fold values; training seconds per fold.
 ``--cascade`` also runs the harness (:func:`thrifty.offline.evaluate.evaluate`) on the same folds
-with ``--policy cascade`` restricted to the same candidate models, ``scorer=features`` vs
-``scorer=finetuned`` (its thresholds need inner out-of-fold scores: ≈ 2× the fine-tuning time).
+with ``--policy cascade`` restricted to the same candidate models, ``scorer=features``, ``blend``
+and ``finetuned`` (thresholds need inner out-of-fold scores: ≈ 2× the fine-tuning time per fold;
+blend and finetuned share one fine-tuning per fold), each with ``select=last`` and ``best``;
+``--cascade-only`` skips the Spearman part.
 
 Run::
 
@@ -57,7 +59,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     folds_out = []
     out: dict[str, Any] = {"models": models, "config": cfg.__dict__, "folds_total": len(table.fold_indices()), "folds": folds_out}
     for k, train, test, rows in table.splits():
-        if k >= args.folds:
+        if k >= args.folds or args.cascade_only:
             break
         t0 = time.perf_counter()
         with single_threaded():
@@ -108,7 +110,7 @@ def _summarise(out: dict[str, Any], S: dict[str, np.ndarray], Q: np.ndarray, mod
         }
     out["summary"] = summary
     out["folds_done"] = len(folds)
-    out["mean_finetune_s_per_fold"] = float(np.mean([f["finetune_s"] for f in folds]))
+    out["mean_finetune_s_per_fold"] = float(np.mean([f["finetune_s"] for f in folds])) if folds else float("nan")
 
 
 def _cascade(table, models: list[str], args: argparse.Namespace) -> dict[str, Any]:
@@ -117,13 +119,17 @@ def _cascade(table, models: list[str], args: argparse.Namespace) -> dict[str, An
 
     sub = table.select_models(models)
     res = {}
-    for scorer in ("features", "finetuned"):
-        opts = {"scorer": scorer, "max_candidates": "all", "ft_epochs": args.epochs, "ft_max_length": args.max_length}
-        t0 = time.perf_counter()
-        rep = evaluate(sub, CascadeOffline(**opts), n_boot=0)
-        m = rep.metrics
-        res[scorer] = {k: m.get(k) for k in ("quality_at_best_single_cost", "savings_at_parity", "oracle_gap_closed")} | {"wall_s": time.perf_counter() - t0}
-        print(f"cascade scorer={scorer}: {res[scorer]}", flush=True)
+    for scorer in ("features", "blend", "finetuned"):
+        for select in ("last", "best"):
+            opts = {"scorer": scorer, "select": select, "max_candidates": "all", "ft_epochs": args.epochs, "ft_max_length": args.max_length,
+                    "ft_features": args.with_features, "ft_max_steps": args.max_steps}
+            t0 = time.perf_counter()
+            rep = evaluate(sub, CascadeOffline(**opts), n_boot=0)
+            m = rep.metrics
+            key = f"{scorer},select={select}"
+            res[key] = {k: m.get(k) for k in ("quality_at_best_single_cost", "savings_at_parity", "oracle_gap_closed")} | {
+                "budget_violations": len(rep.budget_violations), "wall_s": time.perf_counter() - t0}
+            print(f"cascade scorer={key}: {res[key]}", flush=True)
     return res
 
 
@@ -138,10 +144,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-steps", type=int, default=None, help="cap optimiser steps (smoke runs)")
     ap.add_argument("--with-features", action="store_true", help="feed the cheap features to the fine-tuned output layer too")
-    ap.add_argument("--cascade", action="store_true", help="also run the cascade harness with both scorers (slow)")
+    ap.add_argument("--cascade", action="store_true", help="also run the cascade harness with each scorer (slow)")
+    ap.add_argument("--cascade-only", action="store_true", help="only the cascade harness (implies --cascade)")
     ap.add_argument("--json", help="write the results here (rewritten after every fold)")
     args = ap.parse_args(argv)
+    args.cascade = args.cascade or args.cascade_only
     out = run(args)
+    if args.cascade_only:
+        return 0
     print(f"\nheld-out Spearman(score, quality), {out['folds_done']} of {out['folds_total']} folds"
           f" (fine-tuning {out['mean_finetune_s_per_fold']:.0f} s per fold, {args.threads} threads, max_length {args.max_length}, {args.epochs:g} epoch)")
     print(f"{'model':34} {'features OOF':>12} {'fine-tuned OOF':>14} {'blend OOF':>9} {'features fold-mean':>18} {'fine-tuned fold-mean':>20} {'blend fold-mean':>15}")

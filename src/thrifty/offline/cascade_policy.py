@@ -208,7 +208,8 @@ class CascadeOffline:
     of relative overspend), ``seed``, ``artefact`` (replay a ``thrifty fit`` artefact instead of fitting),
     ``scorer`` (``features``: the heads above; ``finetuned``: :mod:`thrifty.scoring.finetuned`, MiniLM
     fine-tuned on the CPU; ``blend``: :mod:`thrifty.scoring.blend`, the rank blend of the two; with ``ft_epochs`` (1), ``ft_max_length`` (128), ``ft_features`` (false),
-    ``ft_inner_folds`` (2, for the out-of-fold threshold scores); slow: minutes per fit).
+    ``ft_inner_folds`` (2, for the out-of-fold threshold scores), ``ft_max_steps`` (cap, for smoke
+    tests); slow: minutes per fit).
     """
 
     name = "cascade"
@@ -238,6 +239,7 @@ class CascadeOffline:
         ft_max_length: int | str = 128,
         ft_features: bool | str = False,
         ft_inner_folds: int | str = 2,
+        ft_max_steps: int | str | None = None,
     ) -> None:
         from thrifty.scoring.heads import configs_for
 
@@ -265,7 +267,8 @@ class CascadeOffline:
         self.selects = tuple(x.strip() for x in (select.replace("/", ",").split(",") if isinstance(select, str) else select) if x.strip())
         if not self.selects or any(x not in ("last", "best") for x in self.selects):
             raise ValueError(f"select must be last, best or last,best (nested CV chooses), not {select!r}")
-        self.ft = {"epochs": float(ft_epochs), "max_length": int(ft_max_length), "features": ft_features if isinstance(ft_features, bool) else str(ft_features).lower() in ("1", "true", "yes"), "seed": self.seed}
+        self.ft = {"epochs": float(ft_epochs), "max_length": int(ft_max_length), "features": ft_features if isinstance(ft_features, bool) else str(ft_features).lower() in ("1", "true", "yes"), "seed": self.seed,
+                   "max_steps": None if ft_max_steps in (None, "none", "") else int(ft_max_steps)}
         self.ft_inner_folds = int(ft_inner_folds)
 
     def _configs(self) -> list[tuple[int, int, int, str]]:

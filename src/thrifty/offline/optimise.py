@@ -35,9 +35,11 @@ Method (score once, sort, sweep).
    no tier accepts gets the best-scored answer among the tiers it called, so the last tier's quality
    column ``q_L`` is replaced by ``q*[p] = Q[p, argmax_k S[p, m_k]]`` (ties to the later tier) — one
    vector per order, independent of the thresholds, so the sweep is unchanged. Costs do not change.
-   The ``-inf`` prefix embedding now means "accept tier k" (its answer, not the best so far), so every
-   length 1..L is enumerated; a ``-inf`` cell simplifies to the shorter cascade with ``select="last"``.
-   The front mixes both kinds of cascade (each spec carries its own ``select``).
+   The ``-inf`` prefix embedding then means "accept tier k" (its answer, not the best so far), so
+   every length 2..L is enumerated with this rule, beside the usual ordered L-lists with the
+   last-answer rule; a ``-inf`` cell simplifies to the shorter cascade with ``select="last"``. The
+   front mixes both kinds of cascade (each spec carries its own ``select``), so it dominates the
+   last-answer front.
 
 Missing (prompt, model) pairs: the tier is skipped at cost 0 (the live cascade's behaviour on an
 error); a missing last tier counts quality 0 here (the replay uses the real fallback rule).
@@ -206,25 +208,28 @@ def optimise(
     costs, quals, specs = [], [], []
     n_eval = 0
     L = min(max_tiers, len(cand))
-    lengths = range(2, L + 1) if (select == "best" and L > 1) else (L,)
-    orders = itertools.chain.from_iterable(itertools.permutations(cand, n) for n in lengths)
-    for order in orders:
+    # (order, rule) pairs: the ordered L-lists with the last-answer rule (shorter ones embedded), plus,
+    # with select="best", every ordered list of 2..L models with the best-answer rule
+    runs = [(o, "last") for o in itertools.permutations(cand, L)]
+    if select == "best":
+        runs += [(o, "best") for n in range(2, L + 1) for o in itertools.permutations(cand, n)]
+    for order, rule in runs:
         if ordered == "cheap-first" and any(mean_cost[a] > mean_cost[b] for a, b in zip(order, order[1:])):
             continue
-        gq, gc = _order_grid(S, Q, C, order, grids, select)
+        gq, gc = _order_grid(S, Q, C, order, grids, rule)
         gq, gc = _box(np.asarray(gq), smooth), _box(np.asarray(gc), smooth)
         n_eval += gq.size
         keep = pareto_front(gc.ravel(), gq.ravel())
         costs.append(gc.ravel()[keep])
         quals.append(gq.ravel()[keep])
-        specs.extend((order, gq.shape, int(i)) for i in keep)
+        specs.extend((order, rule, gq.shape, int(i)) for i in keep)
     costs_a, quals_a = np.concatenate(costs), np.concatenate(quals)
     points = []
     for i in pareto_front(costs_a, quals_a):
-        order, shape, flat = specs[i]
+        order, rule, shape, flat = specs[i]
         idx = np.unravel_index(flat, shape) if shape else ()
         thr = tuple(float(grids[order[k]][idx[k]]) for k in range(len(order) - 1))
-        tiers, thr, sel = _simplify(order, thr, select)
+        tiers, thr, sel = _simplify(order, thr, rule)
         points.append(CascadeSpec(tiers, thr, float(costs_a[i]), float(quals_a[i]), sel))
     return Front(points, n_eval, {"candidates": cand, "grid": grid, "smooth": smooth, "max_tiers": max_tiers, "select": select})
 
