@@ -233,8 +233,11 @@ class OutcomeLog:
         self._done.add(key)
 
     def append_error(self, row: dict[str, Any]) -> None:
+        """Append one failed pair to ``errors.jsonl`` (a record for people: never parsed back)."""
         if self._err is None:
-            read_jsonl(self.errors_path, repair_tail=True)
+            self.folder.mkdir(parents=True, exist_ok=True)
+            if self.errors_path.exists():
+                _cut_torn_tail(self.errors_path)  # start on a fresh line
             self._err = open(self.errors_path, "a", encoding="utf-8")
         self._err.write(json.dumps(row, ensure_ascii=False) + "\n")
         self._err.flush()

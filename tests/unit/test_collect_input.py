@@ -292,3 +292,12 @@ def test_messages_with_content_parts_or_tool_calls_are_accepted(tmp_path):
             {"role": "tool", "tool_call_id": "c1", "content": "sunny"}, {"role": "user", "content": "so?"}]
     item, = read_prompts(_write(tmp_path / "p.jsonl", json.dumps({"prompt_id": "t", "messages": msgs}) + "\n"))
     assert item.messages == tuple(msgs) and item.text == "so?"
+
+
+def test_error_rows_start_on_a_fresh_line_after_a_torn_one(tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "errors.jsonl").write_text('{"prompt_id": "0", "model": "a", "error": "x"}\n{"prompt_id": "1", "mo', encoding="utf-8")
+    with OutcomeLog(out) as log:
+        log.append_error({"prompt_id": "2", "model": "a", "error": "y"})
+    assert [json.loads(x)["prompt_id"] for x in (out / "errors.jsonl").read_text().splitlines()] == ["0", "2"]
