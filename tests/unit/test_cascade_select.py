@@ -1,4 +1,4 @@
-"""Answer selection (``select="best"``): the live policy, the offline replay and the optimiser agree."""
+"""Answer selection (``select="best"`` / ``"running"``): the live policy, the offline replay and the optimiser agree."""
 
 from __future__ import annotations
 
@@ -52,6 +52,19 @@ def test_best_returns_the_best_scored_answer_when_no_tier_accepts_and_pays_every
         CascadePolicy(("a", "b"), (0.5,), TextScorer(), select="max")
 
 
+def test_running_stops_on_the_best_answer_so_far():
+    pol = CascadePolicy(("a", "b", "c"), (0.9, 0.6), TextScorer(), select="running")
+    d, paid = _run(pol, ["0.7", "0.2", "0.5"])  # tier 1's answer is weak, but tier 0's 0.7 ≥ 0.6: stop
+    assert paid == [0, 1] and d.tier == 0 and d.cost_usd == pytest.approx(11.0)
+    assert [s.accepted for s in d.steps] == [True, False] and d.steps[1].score == pytest.approx(0.2)
+    d, paid = _run(pol, ["0.5", "0.2", "0.4"])  # nothing good enough: the best of all three
+    assert paid == [0, 1, 2] and d.tier == 0
+    d, paid = _run(pol, ["0.5", "0.65", "0"])  # tier 1's own answer is the best so far and good enough
+    assert paid == [0, 1] and d.tier == 1
+    # the same answers under "best" pay for tier 2
+    assert _run(CascadePolicy(("a", "b", "c"), (0.9, 0.6), TextScorer(), select="best"), ["0.7", "0.2", "0.5"])[1] == [0, 1, 2]
+
+
 def _tiny() -> RoutingTable:
     q = np.array([[0.9, 0.5, 1.0], [0.1, 0.6, 1.0], [0.8, 0.2, 0.3], [0.3, np.nan, 0.8]])
     c = np.array([[1.0, 10.0, 100.0]] * 4)
@@ -84,22 +97,23 @@ def test_live_policy_and_offline_arithmetic_agree_with_select_best(seed):
     rng = np.random.default_rng(seed)
     t = synthetic_table(60, seed=seed)
     S = rng.random((60, 3)).round(2)  # rounding makes ties happen
-    for tiers, thr in [((0, 2), (0.5,)), ((0, 1, 2), (0.6, 0.7)), ((2, 0, 1), (0.9, 0.3)), ((1, 2, 0), (np.inf, np.inf))]:
-        names = tuple(t.models[i] for i in tiers)
-        (pt,) = replay_cascades(t, S, t.models, {0.0: (names, thr, "best")})
-        c, q = replay_arrays(S, t.quality, t.cost, CascadeSpec(tiers, thr, 0, 0, "best"))
-        assert np.allclose(pt.cost, c) and np.allclose(pt.quality, q)
+    for sel in ("best", "running"):
+        for tiers, thr in [((0, 2), (0.5,)), ((0, 1, 2), (0.6, 0.7)), ((2, 0, 1), (0.9, 0.3)), ((1, 2, 0), (np.inf, np.inf)), ((0, 1, 2), (0.8, 0.4))]:
+            names = tuple(t.models[i] for i in tiers)
+            (pt,) = replay_cascades(t, S, t.models, {0.0: (names, thr, sel)})
+            c, q = replay_arrays(S, t.quality, t.cost, CascadeSpec(tiers, thr, 0, 0, sel))
+            assert np.allclose(pt.cost, c) and np.allclose(pt.quality, q)
 
 
 def _brute_force(S, Q, C, max_tiers):
-    """Every order of ≤ max_tiers models × every threshold × both selection rules."""
+    """Every order of ≤ max_tiers models × every threshold (distinct scores ± inf) × every selection rule."""
     M = Q.shape[1]
     pts = []
     for L in range(1, max_tiers + 1):
         for order in itertools.permutations(range(M), L):
             grids = [np.concatenate([[-np.inf], np.unique(S[:, m]), [np.inf]]) for m in order[:-1]]
             for thr in itertools.product(*grids):
-                for sel in ("last", "best"):
+                for sel in ("last", "best", "running"):
                     c, q = replay_arrays(S, Q, C, CascadeSpec(order, tuple(thr), 0, 0, sel))
                     pts.append((c.mean(), q.mean()))
     return np.array(pts)
@@ -112,7 +126,7 @@ def test_exact_optimiser_with_selection_finds_the_brute_force_optimum(seed):
     Q = rng.random((P, M)) * np.linspace(0.5, 1.0, M)
     S = np.clip(Q + rng.normal(0, 0.1, (P, M)), 0, 1).round(2)  # informative, noisy scores
     C = np.tile([1.0, 3.0, 10.0, 30.0], (P, 1)) * rng.uniform(0.5, 1.5, (P, M))
-    front = optimise(S, Q, C, max_tiers=3, grid=None, select="best")
+    front = optimise(S, Q, C, max_tiers=3, grid=None, select="running")
     brute = _brute_force(S, Q, C, 3)
     last = optimise(S, Q, C, max_tiers=3, grid=None)
     for budget in np.quantile(brute[:, 0], np.linspace(0.0, 1.0, 25)):
@@ -123,7 +137,7 @@ def test_exact_optimiser_with_selection_finds_the_brute_force_optimum(seed):
         assert c.mean() == pytest.approx(spec.cost) and q.mean() == pytest.approx(spec.quality)
     # selection reaches points the last-answer rule cannot: better quality at the same cost
     gained = [p for p in front.points if p.quality > last.for_budget(p.cost).quality + 1e-9]
-    assert gained and all(p.select == "best" for p in gained)
+    assert gained and all(p.select != "last" for p in gained)
 
 
 def test_nested_cv_can_choose_selection_and_the_fit_replays_consistently():
@@ -131,6 +145,7 @@ def test_nested_cv_can_choose_selection_and_the_fit_replays_consistently():
     train, test = table.take(np.arange(160)), table.take(np.arange(160, 240))
     fitted = CascadeOffline(select="last,best", grids="16", smooths="0").fit(train, [6e-5, 4e-4])
     assert fitted.info["chosen"]["select"] in ("last", "best")
+    assert all(p.select in ("last", "best") for p in fitted.front.points)
     assert any("select=best" in k for k in fitted.info["inner_cv"])
     for pt in fitted.replay(test):
         spec = fitted.picks[pt.knob]

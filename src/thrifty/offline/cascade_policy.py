@@ -202,8 +202,10 @@ class CascadeOffline:
     by inner CV), ``shared`` (also fit a head pooled over all models; default true), ``knn`` (k of the
     k-NN quality feature, needs query embeddings; 50), ``emb_heads`` (feed embeddings to the heads;
     true), ``grids`` / ``smooths`` (threshold-grid sizes and smoothing radii tried by nested CV),
-    ``inner_folds`` (4), ``select`` (``last``: the last tier called answers; ``best``: the best-scored
-    answer among the tiers called, see :class:`CascadePolicy`; ``last,best``: nested CV chooses),
+    ``inner_folds`` (4), ``select`` (``last``: the last tier called answers; ``best``: the optimiser
+    may also return the best-scored answer among the tiers called; ``running``: may also stop on the
+    best answer so far — see :class:`CascadePolicy` and :mod:`optimise`; a comma list: nested CV
+    chooses),
     ``budget_margin`` (0), ``gates`` (significance gates z tried by nested CV; 0,1), ``overspend_penalty`` (0.5: nested-CV penalty per unit
     of relative overspend), ``seed``, ``artefact`` (replay a ``thrifty fit`` artefact instead of fitting),
     ``scorer`` (``features``: the heads above; ``finetuned``: :mod:`thrifty.scoring.finetuned`, MiniLM
@@ -265,8 +267,8 @@ class CascadeOffline:
             raise ValueError(f"scorer must be features, finetuned or blend, not {scorer!r}")
         self.scorer = scorer
         self.selects = tuple(x.strip() for x in (select.replace("/", ",").split(",") if isinstance(select, str) else select) if x.strip())
-        if not self.selects or any(x not in ("last", "best") for x in self.selects):
-            raise ValueError(f"select must be last, best or last,best (nested CV chooses), not {select!r}")
+        if not self.selects or any(x not in ("last", "best", "running") for x in self.selects):
+            raise ValueError(f"select must be last, best, running or a comma list (nested CV chooses), not {select!r}")
         self.ft = {"epochs": float(ft_epochs), "max_length": int(ft_max_length), "features": ft_features if isinstance(ft_features, bool) else str(ft_features).lower() in ("1", "true", "yes"), "seed": self.seed,
                    "max_steps": None if ft_max_steps in (None, "none", "") else int(ft_max_steps)}
         self.ft_inner_folds = int(ft_inner_folds)

@@ -41,6 +41,12 @@ Method (score once, sort, sweep).
    front mixes both kinds of cascade (each spec carries its own ``select``), so it dominates the
    last-answer front.
 
+7. ``select="running"``: tier k tests the best score *so far* and returns that answer (earlier tiers'
+   evidence at every decision). Per order, tier k's score column becomes the prefix maximum
+   ``max(S[p, m_1..m_k])`` and its accepted quality the quality of that argmax — again one vector per
+   order and tier, so the sweep is unchanged; tier k's threshold grid is taken over the prefix
+   maxima (exact with ``grid=None``). ``select="running"`` searches all three rules.
+
 Missing (prompt, model) pairs: the tier is skipped at cost 0 (the live cascade's behaviour on an
 error); a missing last tier counts quality 0 here (the replay uses the real fallback rule).
 """
@@ -152,28 +158,37 @@ def _best_of(S: np.ndarray, Q: np.ndarray, order: Sequence[int]) -> np.ndarray:
     return best_q
 
 
-def _order_grid(S, Q, C, order, grids, select="last"):
-    """Mean quality and cost over the full threshold grid of one order (arrays of shape G1×…×G(L-1))."""
+def _order_grid(S, Q, C, order, grids, select="last", G=None):
+    """Mean quality and cost over the full threshold grid of one order (arrays of shape G1×…×G(L-1)),
+    and the threshold grid of each non-final tier."""
     P = S.shape[0]
     L = len(order)
     q = [np.nan_to_num(Q[:, m]) for m in order]
     c = [np.nan_to_num(C[:, m]) for m in order]
     if L == 1:
-        return np.array(q[0].mean()), np.array(c[0].mean())
-    if select == "best":
+        return np.array(q[0].mean()), np.array(c[0].mean()), []
+    s = [np.nan_to_num(S[:, m], nan=-np.inf) for m in order[:-1]]
+    tier_grids = [grids[m] for m in order[:-1]]
+    if select != "last":
         q[-1] = _best_of(S, Q, order)
-    acc = [(np.nan_to_num(S[:, m], nan=-np.inf)[:, None] >= grids[m][None, :]).astype(np.float64) for m in order[:-1]]
+    if select == "running":  # tier k tests the best score so far and returns that answer (step 7)
+        for k in range(1, L - 1):
+            take = s[k] >= s[k - 1]
+            s[k] = np.where(take, s[k], s[k - 1])
+            q[k] = np.where(take, q[k], q[k - 1])
+            tier_grids[k] = _grid(s[k], G)
+    acc = [(sk[:, None] >= g[None, :]).astype(np.float64) for sk, g in zip(s, tier_grids)]
     # tail value/cost of reaching tier L-1 (0-based L-2) onward, as (P, G_last) then fold backwards
     aL = acc[-1]
     tail_q = aL * q[-2][:, None] + (1 - aL) * q[-1][:, None]
     tail_c = c[-2][:, None] + (1 - aL) * c[-1][:, None]
     if L == 2:
-        return tail_q.mean(0), tail_c.mean(0)
+        return tail_q.mean(0), tail_c.mean(0), tier_grids
     if L == 3:
         a1 = acc[0]
         gq = (a1 * q[0][:, None]).sum(0)[:, None] + (1 - a1).T @ tail_q
         gc = c[0].sum() + (1 - a1).T @ tail_c
-        return gq / P, gc / P
+        return gq / P, gc / P, tier_grids
     raise ValueError("the grid optimiser handles up to 3 tiers; pass max_tiers ≤ 3")
 
 
@@ -197,8 +212,8 @@ def optimise(
     """
     if max_tiers < 1 or max_tiers > 3:
         raise ValueError("max_tiers must be 1, 2 or 3")
-    if select not in ("last", "best"):
-        raise ValueError(f"select must be 'last' or 'best', not {select!r}")
+    if select not in ("last", "best", "running"):
+        raise ValueError(f"select must be 'last', 'best' or 'running', not {select!r}")
     M = Q.shape[1]
     cand = list(range(M)) if candidates is None else list(candidates)
     grids = {m: _grid(S[:, m], grid) for m in cand}
@@ -211,24 +226,26 @@ def optimise(
     # (order, rule) pairs: the ordered L-lists with the last-answer rule (shorter ones embedded), plus,
     # with select="best", every ordered list of 2..L models with the best-answer rule
     runs = [(o, "last") for o in itertools.permutations(cand, L)]
-    if select == "best":
+    if select in ("best", "running"):
         runs += [(o, "best") for n in range(2, L + 1) for o in itertools.permutations(cand, n)]
+    if select == "running" and L >= 3:  # shorter running cascades are best-answer ones, or embedded by -inf
+        runs += [(o, "running") for o in itertools.permutations(cand, L)]
     for order, rule in runs:
         if ordered == "cheap-first" and any(mean_cost[a] > mean_cost[b] for a, b in zip(order, order[1:])):
             continue
-        gq, gc = _order_grid(S, Q, C, order, grids, rule)
+        gq, gc, tgrids = _order_grid(S, Q, C, order, grids, rule, grid)
         gq, gc = _box(np.asarray(gq), smooth), _box(np.asarray(gc), smooth)
         n_eval += gq.size
         keep = pareto_front(gc.ravel(), gq.ravel())
         costs.append(gc.ravel()[keep])
         quals.append(gq.ravel()[keep])
-        specs.extend((order, rule, gq.shape, int(i)) for i in keep)
+        specs.extend((order, rule, tgrids, gq.shape, int(i)) for i in keep)
     costs_a, quals_a = np.concatenate(costs), np.concatenate(quals)
     points = []
     for i in pareto_front(costs_a, quals_a):
-        order, rule, shape, flat = specs[i]
+        order, rule, tgrids, shape, flat = specs[i]
         idx = np.unravel_index(flat, shape) if shape else ()
-        thr = tuple(float(grids[order[k]][idx[k]]) for k in range(len(order) - 1))
+        thr = tuple(float(tgrids[k][idx[k]]) for k in range(len(order) - 1))
         tiers, thr, sel = _simplify(order, thr, rule)
         points.append(CascadeSpec(tiers, thr, float(costs_a[i]), float(quals_a[i]), sel))
     return Front(points, n_eval, {"candidates": cand, "grid": grid, "smooth": smooth, "max_tiers": max_tiers, "select": select})
@@ -236,10 +253,11 @@ def optimise(
 
 def _simplify(order: tuple[int, ...], thr: tuple[float, ...], select: str = "last") -> tuple[tuple[int, ...], tuple[float, ...], str]:
     """Drop tiers that are never reached: a ``-inf`` threshold accepts everything at that tier (whose
-    answer is then returned, so the shorter cascade is a ``select="last"`` one)."""
+    answer is then returned — so the shorter cascade is a ``select="last"`` one — or, with
+    ``"running"``, the best so far, which the shorter running cascade's last tier returns too)."""
     for k, t in enumerate(thr):
         if t == -np.inf:
-            return order[: k + 1], thr[:k], "last"
+            return order[: k + 1], thr[:k], ("running" if select == "running" and k > 0 else "last")
     return tuple(order), tuple(thr), select if len(order) > 1 else "last"
 
 
@@ -250,13 +268,20 @@ def replay_arrays(S: np.ndarray, Q: np.ndarray, C: np.ndarray, spec: CascadeSpec
     qual = np.zeros(P)
     open_ = np.ones(P, dtype=bool)
     last = len(spec.tiers) - 1
+    best_s, best_q = np.full(P, -np.inf), np.zeros(P)  # the best-scored answer so far (ties to the later tier)
     for k, m in enumerate(spec.tiers):
         cost[open_] += np.nan_to_num(C[open_, m])
+        s = np.nan_to_num(S[:, m], nan=-np.inf)
+        take = s >= best_s
+        best_s, best_q = np.where(take, s, best_s), np.where(take, np.nan_to_num(Q[:, m]), best_q)
         if k == last:
-            tail = _best_of(S, Q, spec.tiers) if spec.select == "best" else np.nan_to_num(Q[:, m])
-            qual[open_] = tail[open_]
+            qual[open_] = (best_q if spec.select != "last" else np.nan_to_num(Q[:, m]))[open_]
             break
-        acc = open_ & (np.nan_to_num(S[:, m], nan=-np.inf) >= spec.thresholds[k])
-        qual[acc] = Q[acc, m]
+        if spec.select == "running":
+            acc = open_ & (best_s >= spec.thresholds[k])
+            qual[acc] = best_q[acc]
+        else:
+            acc = open_ & (s >= spec.thresholds[k])
+            qual[acc] = Q[acc, m]
         open_ &= ~acc
     return cost, qual

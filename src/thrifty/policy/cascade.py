@@ -20,6 +20,11 @@ Answer selection (``select``)
   among every tier called is returned (ties go to the later tier). Cost is unchanged — every tier
   called is paid — and an accepted answer is still returned at once. A live driver must therefore
   buffer the last tier as well (the engine streams it live only with ``select="last"``).
+- ``"running"``: the cascade carries the best-scored answer so far; tier k stops the cascade when
+  *that* score (max over the tiers called, ties to the later tier) reaches ``thresholds[k]`` and
+  returns that answer — earlier tiers' evidence counts at every decision, not only at the end (a
+  weak tier-k answer after a nearly-good earlier one need not pay for tier k+1). The last tier is
+  as with ``"best"``. A step's ``score`` is its own answer's score.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from thrifty.types import Call, ChatRequest, Completion, Decision, Plan, Scorer,
 
 __all__ = ["CascadePolicy", "SELECT_MODES"]
 
-SELECT_MODES = ("last", "best")
+SELECT_MODES = ("last", "best", "running")
 
 
 class CascadePolicy:
@@ -56,7 +61,7 @@ class CascadePolicy:
         self.thresholds = tuple(float(t) for t in thresholds)
         self.scorer = scorer
         self.select = select
-        self.score_last = score_last or (select == "best" and len(self.tiers) > 1)
+        self.score_last = score_last or (select != "last" and len(self.tiers) > 1)
 
     def __repr__(self) -> str:
         sel = "" if self.select == "last" else f", select={self.select!r}"
@@ -75,19 +80,22 @@ class CascadePolicy:
             cost, latency = result.cost_usd, result.latency_s
             if k == last:
                 score = float(self.scorer.score(request, result, model)) if (self.score_last and self.scorer) else None
-                if self.select == "best" and best is not None and score is not None and best[0] > score:
+                if self.select != "last" and best is not None and score is not None and best[0] > score:
                     steps.append(Step(k, model, score=score, accepted=False, cost_usd=cost, latency_s=latency))
                     return Decision(best[1], best[2], tuple(_accept(steps, best[1])))
                 steps.append(Step(k, model, score=score, accepted=True, cost_usd=cost, latency_s=latency))
                 return Decision(k, result, tuple(steps))
             assert self.scorer is not None
             score = float(self.scorer.score(request, result, model))
-            ok = score >= self.thresholds[k]
+            if best is None or score >= best[0]:
+                best = (score, k, result)
+            ok = (best[0] if self.select == "running" else score) >= self.thresholds[k]
+            if ok and best[1] != k and self.select == "running":  # the best answer so far is good enough
+                steps.append(Step(k, model, score=score, threshold=self.thresholds[k], cost_usd=cost, latency_s=latency))
+                return Decision(best[1], best[2], tuple(_accept(steps, best[1])))
             steps.append(Step(k, model, score=score, threshold=self.thresholds[k], accepted=ok, cost_usd=cost, latency_s=latency))
             if ok:
                 return Decision(k, result, tuple(steps))
-            if best is None or score >= best[0]:
-                best = (score, k, result)
         if best is not None:  # the last tier failed: fall back to the best answer we did get
             return Decision(best[1], best[2], tuple(steps))
         return Decision(-1, None, tuple(steps))
