@@ -75,6 +75,7 @@ def test_semantic_hits_are_graded_against_the_new_requests_gold():
     kind = np.array(["", "semantic"] + [""] * 6, dtype=object)
     hits = grade_hits(t, src, kind, gold_grader(t))
     assert hits.served[1].tolist() == [0.0, 0.0, 0.0, 0.0]  # every model said "u" to row 0; row 1's gold is d
+    assert hits.agreement == 0.0  # row 1's gold differs from its source's
     assert np.isnan(hits.served[0]).all()
     with pytest.raises(ConfigError):  # a semantic hit cannot be graded without gold
         grade_hits(t, src, kind, None)
@@ -129,6 +130,8 @@ def test_joint_replay_with_the_oracle_gives_the_hand_computed_numbers():
     doc = rep.to_json()
     assert [s["stage"] for s in doc["stages"]] == ["cascade alone", "+ cache", "+ prompt adaptation", "+ student"]
     assert doc["cache"]["exact_hits"] == 4 and doc["reference"]["model"] == "strong"
+    assert doc["cache"]["gold_agreement_on_hits"] == 1.0
+    assert not any(s["savings_is_lower_bound"] for s in doc["stages"])  # every curve starts below quality 1
 
 
 def test_a_cache_that_serves_wrong_answers_lowers_quality():

@@ -84,8 +84,7 @@ def _cache_hits(table: Any, args: argparse.Namespace) -> Any:
         matcher = SemanticMatcher(threshold=thr, guard=args.cache_guard, embedder=get_embedder())
     source, kind, rejected = stream_hits(request_texts(table), args.cache, matcher)
     grade = gold_grader(table, args.gold, args.match, _names(args.choices) or None)
-    hits = grade_hits(table, source, kind, grade, args.cache, rejected)
-    return hits
+    return grade_hits(table, source, kind, grade, args.cache, rejected, args.gold)
 
 
 def _num(x: float | None, kind: str = "q") -> str:
@@ -103,20 +102,29 @@ def _with_ci(r: Any, key: str, value: float | None, kind: str = "q") -> str:
     return _num(value, kind) + ("" if not ci else f" [{_num(ci[0], kind)}, {_num(ci[1], kind)}]")
 
 
+def _adds(stages: list[Any], k: int) -> str:
+    """What stage k adds to the previous one: models, or the cache."""
+    st = stages[k].stage
+    if k == 0:
+        return "pool: " + ", ".join(st.pool)
+    new = [m for m in st.pool if m not in stages[k - 1].stage.pool]
+    return ", ".join(new) if new else ("the cache" if st.cache else "")
+
+
 def print_contributions(report: Any, files: dict[str, str], file: Any) -> None:
     """The one table: a row per cumulative stage, against the base pool's best single model."""
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(file=file, width=max(170, Console(file=file).width))
+    console = Console(file=file, width=max(200, Console(file=file).width))
     ref, t = report.reference, report.table
     console.print(f"[bold]{t.n_prompts} prompts[/] from {t.source} — reference: best single model of the base pool "
                   f"[bold]{ref.model}[/], quality {ref.quality:.3f} at ${ref.cost:.3g}/query")
     tab = Table(title=f"{report.policy}: each strategy's contribution, one joint held-out replay ({report.n_folds} folds; "
                       f"95% paired bootstrap intervals over prompts, {report.n_boot} resamples)")
     for col in ("stage (cumulative)", "best point: quality", "at USD/query", f"quality @ ${ref.cost:.3g}", "Δ vs previous",
-                f"savings @ quality {ref.quality:.3f}", "cache hits", "pool"):
-        tab.add_column(col, justify="left" if col in ("stage (cumulative)", "pool") else "right", no_wrap=col != "pool")
+                f"savings @ quality {ref.quality:.3f}", "cache hits", "adds"):
+        tab.add_column(col, justify="left" if col in ("stage (cumulative)", "adds") else "right", no_wrap=col != "adds")
     for k, r in enumerate(report.stages):
         prev = report.stages[k - 1].quality_at_ref_cost if k else None
         delta = None if k == 0 or r.quality_at_ref_cost is None or prev is None else r.quality_at_ref_cost - prev
@@ -124,14 +132,18 @@ def print_contributions(report: Any, files: dict[str, str], file: Any) -> None:
             r.stage.name, _with_ci(r, "best_quality", r.best[1]), _num(r.best[0], "usd"),
             _with_ci(r, "quality_at_ref_cost", r.quality_at_ref_cost),
             "" if k == 0 else _with_ci(r, "delta_quality_at_ref_cost", delta),
-            _with_ci(r, "savings_at_ref_quality", r.savings_at_ref_quality, "pct"),
-            f"{r.hit_rate:.1%}" if r.stage.cache else "—", ", ".join(r.stage.pool),
+            ("≥ " if r.savings_is_bound else "") + _with_ci(r, "savings_at_ref_quality", r.savings_at_ref_quality, "pct"),
+            f"{r.hit_rate:.1%}" if r.stage.cache else "—", _adds(report.stages, k),
         )
     console.print(tab)
     if report.cache:
         c = report.cache
+        agree = c.get("gold_agreement_on_hits")
         console.print(f"cache replay ({c['mode']}): {c['exact_hits']} exact + {c['semantic_hits']} semantic hits in "
-                      f"{c['n']} requests (stream = table order); {c['guard_rejections']} candidates refused by the lexical guard")
+                      f"{c['n']} requests (stream = table order); {c['guard_rejections']} candidates refused by the lexical guard"
+                      + ("" if agree is None else f"; gold answer of the hit = its source's on {agree:.1%} of hits"))
+    if any(r.savings_is_bound for r in report.stages):
+        console.print("≥: the stage's cheapest held-out point already beats the reference's quality, so the saving is at least this")
     for r in report.stages:
         for w in r.report.warnings:
             console.print(f"[yellow]{r.stage.name}: {w}[/]")

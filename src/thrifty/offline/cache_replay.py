@@ -30,7 +30,7 @@ import numpy as np
 from thrifty.errors import ConfigError
 from thrifty.table import RoutingTable
 
-__all__ = ["CacheHits", "request_texts", "stream_hits", "gold_grader", "grade_hits", "cached_points", "CACHE_MODES"]
+__all__ = ["CacheHits", "request_texts", "stream_hits", "gold_grader", "gold_agreement", "grade_hits", "cached_points", "CACHE_MODES"]
 
 CACHE_MODES = ("semantic", "exact", "off")
 
@@ -50,6 +50,7 @@ class CacheHits:
     served: np.ndarray
     models: tuple[str, ...]
     guard_rejections: int = 0
+    agreement: float | None = None  # share of hits whose gold answer equals their source's (None: no gold)
 
     @property
     def n(self) -> int:
@@ -62,7 +63,7 @@ class CacheHits:
     def summary(self) -> dict[str, Any]:
         return {"mode": self.mode, "n": self.n, "exact_hits": int(np.sum(self.kind == "exact")),
                 "semantic_hits": int(np.sum(self.kind == "semantic")), "hit_rate": self.hit_rate,
-                "guard_rejections": self.guard_rejections}
+                "guard_rejections": self.guard_rejections, "gold_agreement_on_hits": self.agreement}
 
 
 def request_texts(table: RoutingTable) -> list[str]:
@@ -137,8 +138,19 @@ def gold_grader(table: RoutingTable, gold: str = "gold", match: str = "choice", 
     return lambda answer, i: grader.grade(answer, golds[i], where=f"prompt {table.prompt_ids[i]!r}")[0]
 
 
+def gold_agreement(table: RoutingTable, source: np.ndarray, gold: str = "gold") -> float | None:
+    """Share of hits whose gold answer equals their source's gold answer (None without gold or hits)."""
+    golds = table.prompt_meta.get(gold)
+    rows = np.flatnonzero(source >= 0)
+    if golds is None or not len(rows):
+        return None
+    from thrifty.label import normalise
+
+    return float(np.mean([normalise(golds[i]) == normalise(golds[source[i]]) for i in rows]))
+
+
 def grade_hits(table: RoutingTable, source: np.ndarray, kind: np.ndarray, grade: Grade | None, mode: str = "semantic",
-               guard_rejections: int = 0) -> CacheHits:
+               guard_rejections: int = 0, gold: str = "gold") -> CacheHits:
     """The :class:`CacheHits` of ``table``: every model's answer to each hit's source, graded for the hit."""
     served = np.full((table.n_prompts, table.n_models), np.nan)
     for i in np.flatnonzero(source >= 0):
@@ -153,7 +165,7 @@ def grade_hits(table: RoutingTable, source: np.ndarray, kind: np.ndarray, grade:
             else:
                 raise ConfigError("a semantic cache hit serves another prompt's answer, which needs a gold answer to grade",
                                   key="--gold", fix="give the gold column (--gold NAME) of a table with answer texts, or use --cache exact")
-    return CacheHits(mode, source, kind, served, table.models, guard_rejections)
+    return CacheHits(mode, source, kind, served, table.models, guard_rejections, gold_agreement(table, source, gold))
 
 
 def cached_points(hits: CacheHits, models: Sequence[str]) -> Callable[[list[Any]], list[Any]]:

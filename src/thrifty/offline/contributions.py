@@ -19,7 +19,8 @@ Every stage is then compared with one fixed **reference**: the best single model
 (highest mean quality; ties: the cheaper), whose mean cost and quality are
 
 - ``quality_at_ref_cost`` — the stage's held-out curve at the reference's mean cost;
-- ``savings_at_ref_quality`` — 1 − (cheapest held-out cost reaching the reference's quality) / its cost;
+- ``savings_at_ref_quality`` — 1 − (cheapest held-out cost reaching the reference's quality) / its cost
+  (a lower bound, ``savings_is_lower_bound``, when even the stage's cheapest point beats the reference);
 - ``best`` — the stage's held-out point of highest mean quality (cheapest among ties), the last
   vertex of its curve.
 
@@ -60,6 +61,7 @@ class StageResult:
     savings_at_ref_quality: float | None
     best: tuple[float, float]  # (mean cost, mean quality)
     hit_rate: float
+    savings_is_bound: bool = False  # the curve's cheapest point already beats the reference: savings is a lower bound
     ci: dict[str, list[float] | None] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -67,6 +69,7 @@ class StageResult:
         return {
             "stage": self.stage.name, "pool": list(self.stage.pool), "cache": self.stage.cache,
             "quality_at_ref_cost": self.quality_at_ref_cost, "savings_at_ref_quality": self.savings_at_ref_quality,
+            "savings_is_lower_bound": self.savings_is_bound,
             "best": {"cost": self.best[0], "quality": self.best[1]}, "cache_hit_rate": self.hit_rate, "ci95": self.ci,
             "points": [{"cost": p.mean_cost, "quality": p.mean_quality, "knob": p.knob if np.isfinite(p.knob) else None,
                         "label": p.label} for p in r.points],
@@ -159,6 +162,7 @@ def contributions(
             st, rep, M.quality_at_best_single_cost(rep.curve, reference.cost),
             M.savings_at_parity(rep.curve, reference.quality, reference.cost),
             (_best(rep.points).mean_cost, _best(rep.points).mean_quality), hits.hit_rate if st.cache and hits is not None else 0.0,
+            bool(rep.curve.y[0] > reference.quality),
         ))
     if n_boot > 0:
         _bootstrap(table, results, reference, n_boot, seed)

@@ -1,8 +1,8 @@
 """One PNG of a :class:`~thrifty.offline.contributions.ContributionReport`.
 
 Log-scaled mean cost per query on x, mean quality on y: each stage's held-out curve (points and
-majorant), its best point labelled, every single model of the table (grey), and the reference (the
-base pool's best single model, a star). A log axis cannot show a cost of 0, so free points (an
+majorant; dashed when the cache is in front), its best point labelled, every single model of the
+table (grey), and the reference (the base pool's best single model, a star). A log axis cannot show a cost of 0, so free points (an
 all-student or all-cache answer) are drawn at a floor one decade below the cheapest positive cost
 and marked "(free)".
 """
@@ -57,11 +57,14 @@ def plot_contributions(report: "ContributionReport", path: str | Path, title: st
         cx = np.asarray(r.report.curve.x, dtype=float)
         grid = np.unique(np.concatenate([np.geomspace(x(cx[0]), hi, 200), [x(c) for c in cx]]))
         qy = np.asarray(r.report.curve.quality_at(grid), dtype=float)
-        ax.plot(grid, qy, color=col, lw=2, zorder=4, label=f"{r.stage.name} (held-out)")
+        # the cache stage often coincides with the previous one: draw it dashed over a wider line
+        ax.plot(grid, qy, color=col, lw=3.5 if i == 0 else 2, ls="--" if r.stage.cache else "-", zorder=4 + i / 10,
+                label=f"{r.stage.name} (held-out)")
         bc, bq = r.best
         ax.scatter([x(bc)], [bq], s=60, color=col, edgecolor="k", zorder=6)
-        ax.annotate(f"{bq:.3f}" + (" (free)" if bc <= 0 else ""), (x(bc), bq), xytext=(6, 4 + 8 * (i % 2)),
-                    textcoords="offset points", fontsize=8, color=col)
+        if i == 0 or (bc, bq) != report.stages[i - 1].best:
+            ax.annotate(f"{bq:.3f}" + (" (free)" if bc <= 0 else ""), (x(bc), bq), xytext=(6, 4),
+                        textcoords="offset points", fontsize=8, color=col)
     ax.set_xscale("log")
     ax.set_xlim(floor / 1.5, hi)
     ax.set_xlabel("mean cost per query (USD, log scale)")
@@ -70,7 +73,7 @@ def plot_contributions(report: "ContributionReport", path: str | Path, title: st
     ax.set_title(title or f"{report.policy}: each strategy's contribution — {t.n_prompts} prompts, {report.n_folds}-fold held-out",
                  fontsize=10)
     ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
