@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 
 import numpy as np
 
+from thrifty.offline.optimise import CascadeSpec, replay_arrays
 from thrifty.table import RoutingTable
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau".split()
@@ -63,3 +65,28 @@ def synthetic_table(n: int = 120, seed: int = 0, binary: bool = False, with_answ
         cost=cost,
         answers=answers if with_answers else None,
     )
+
+
+def tiny_table() -> RoutingTable:
+    """Four prompts × three models (cost 1, 10, 100); model "m" has no answer on prompt 3."""
+    q = np.array([[0.9, 0.5, 1.0], [0.1, 0.6, 1.0], [0.1, 0.2, 1.0], [0.3, np.nan, 0.8]])
+    c = np.array([[1.0, 10.0, 100.0]] * 4)
+    c[3, 1] = np.nan
+    answers = np.array([["a", "b", "c"]] * 4, dtype=object)
+    answers[3, 1] = None
+    return RoutingTable(("0", "1", "2", "3"), ("p0", "p1", "p2", "p3"), ("s", "m", "b"), q, c, answers)
+
+
+def brute_force(S, Q, C, max_tiers, selects=("last",)):
+    """(cost, quality) of every order of ≤ max_tiers models × every threshold (distinct scores ± inf)
+    × every answer-selection rule in ``selects``."""
+    M = Q.shape[1]
+    pts = []
+    for L in range(1, max_tiers + 1):
+        for order in itertools.permutations(range(M), L):
+            grids = [np.concatenate([[-np.inf], np.unique(S[:, m]), [np.inf]]) for m in order[:-1]]
+            for thr in itertools.product(*grids):
+                for sel in selects:
+                    c, q = replay_arrays(S, Q, C, CascadeSpec(order, tuple(thr), 0, 0, sel))
+                    pts.append((c.mean(), q.mean()))
+    return np.array(pts)

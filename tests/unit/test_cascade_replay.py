@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from cascade_fixtures import FakeEmbedder, synthetic_table
+from cascade_fixtures import FakeEmbedder, synthetic_table, tiny_table
 
 from thrifty.offline.cascade_policy import CascadeOffline, replay_cascades
 from thrifty.offline.optimise import CascadeSpec, replay_arrays
-from thrifty.table import RoutingTable
 
 
 @pytest.fixture(autouse=True)
@@ -20,17 +19,8 @@ def _fake_embedder(monkeypatch):
     return fake
 
 
-def _tiny() -> RoutingTable:
-    q = np.array([[0.9, 0.5, 1.0], [0.1, 0.6, 1.0], [0.1, 0.2, 1.0], [0.3, np.nan, 0.8]])
-    c = np.array([[1.0, 10.0, 100.0]] * 4)
-    c[3, 1] = np.nan
-    answers = np.array([["a", "b", "c"]] * 4, dtype=object)
-    answers[3, 1] = None
-    return RoutingTable(("0", "1", "2", "3"), ("p0", "p1", "p2", "p3"), ("s", "m", "b"), q, c, answers)
-
-
 def test_every_tier_called_is_paid_and_the_accepted_answer_is_returned():
-    t = _tiny()
+    t = tiny_table()
     scores = np.array([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0], [0.2, 0.3, 0.0], [0.1, 0.9, 0.0]])
     (pt,) = replay_cascades(t, scores, t.models, {1.0: (("s", "m", "b"), (0.5, 0.5))}, {1.0: 42.0})
     # p0: s accepted; p1: s rejected, m accepted; p2: all three; p3: m missing → skipped free, b answers
@@ -56,7 +46,7 @@ def test_replay_through_the_policy_matches_the_optimiser_arithmetic():
 
 
 def test_last_tier_failure_falls_back_to_the_best_scored_answer():
-    t = _tiny()
+    t = tiny_table()
     scores = np.array([[0.1, 0.3, 0.0]] * 4)
     (pt,) = replay_cascades(t, scores, t.models, {0.0: (("s", "b", "m"), (0.9, 0.9))})
     # prompt 3: s rejected (0.1), b rejected (0.0 < 0.9), m fails → best scored received is s (0.1 > 0.0)

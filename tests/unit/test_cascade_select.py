@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
-from cascade_fixtures import synthetic_table
+from cascade_fixtures import brute_force, synthetic_table, tiny_table
 
 from thrifty.offline.cascade_policy import CascadeOffline, replay_cascades
 from thrifty.offline.optimise import CascadeSpec, optimise, replay_arrays
 from thrifty.policy.cascade import CascadePolicy
 from thrifty.policy.drive import drive
-from thrifty.table import RoutingTable
 from thrifty.types import ChatRequest, Completion
 
 
@@ -65,13 +62,10 @@ def test_running_stops_on_the_best_answer_so_far():
     assert _run(CascadePolicy(("a", "b", "c"), (0.9, 0.6), TextScorer(), select="best"), ["0.7", "0.2", "0.5"])[1] == [0, 1, 2]
 
 
-def _tiny() -> RoutingTable:
-    q = np.array([[0.9, 0.5, 1.0], [0.1, 0.6, 1.0], [0.8, 0.2, 0.3], [0.3, np.nan, 0.8]])
-    c = np.array([[1.0, 10.0, 100.0]] * 4)
-    c[3, 1] = np.nan
-    answers = np.array([["a", "b", "c"]] * 4, dtype=object)
-    answers[3, 1] = None
-    return RoutingTable(("0", "1", "2", "3"), ("p0", "p1", "p2", "p3"), ("s", "m", "b"), q, c, answers)
+def _tiny():
+    t = tiny_table()
+    t.quality[2] = [0.8, 0.2, 0.3]  # prompt 2: the cheapest answer is the best one
+    return t
 
 
 def test_replay_pays_every_tier_called_and_scores_the_selected_answer():
@@ -105,20 +99,6 @@ def test_live_policy_and_offline_arithmetic_agree_with_select_best(seed):
             assert np.allclose(pt.cost, c) and np.allclose(pt.quality, q)
 
 
-def _brute_force(S, Q, C, max_tiers):
-    """Every order of ≤ max_tiers models × every threshold (distinct scores ± inf) × every selection rule."""
-    M = Q.shape[1]
-    pts = []
-    for L in range(1, max_tiers + 1):
-        for order in itertools.permutations(range(M), L):
-            grids = [np.concatenate([[-np.inf], np.unique(S[:, m]), [np.inf]]) for m in order[:-1]]
-            for thr in itertools.product(*grids):
-                for sel in ("last", "best", "running"):
-                    c, q = replay_arrays(S, Q, C, CascadeSpec(order, tuple(thr), 0, 0, sel))
-                    pts.append((c.mean(), q.mean()))
-    return np.array(pts)
-
-
 @pytest.mark.parametrize("seed", [0, 3])
 def test_exact_optimiser_with_selection_finds_the_brute_force_optimum(seed):
     rng = np.random.default_rng(seed)
@@ -127,7 +107,7 @@ def test_exact_optimiser_with_selection_finds_the_brute_force_optimum(seed):
     S = np.clip(Q + rng.normal(0, 0.1, (P, M)), 0, 1).round(2)  # informative, noisy scores
     C = np.tile([1.0, 3.0, 10.0, 30.0], (P, 1)) * rng.uniform(0.5, 1.5, (P, M))
     front = optimise(S, Q, C, max_tiers=3, grid=None, select="running")
-    brute = _brute_force(S, Q, C, 3)
+    brute = brute_force(S, Q, C, 3, ("last", "best", "running"))
     last = optimise(S, Q, C, max_tiers=3, grid=None)
     for budget in np.quantile(brute[:, 0], np.linspace(0.0, 1.0, 25)):
         best = brute[brute[:, 0] <= budget + 1e-12, 1].max()

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
+from cascade_fixtures import brute_force
 
 from thrifty.offline.optimise import CascadeSpec, candidate_models, optimise, pareto_front, replay_arrays
 
@@ -18,24 +17,11 @@ def _random_problem(P=14, M=4, seed=0):
     return S, Q, C
 
 
-def _brute_force(S, Q, C, max_tiers):
-    """Every order of ≤ max_tiers distinct models × every threshold (distinct scores ± inf)."""
-    M = Q.shape[1]
-    pts = []
-    for L in range(1, max_tiers + 1):
-        for order in itertools.permutations(range(M), L):
-            grids = [np.concatenate([[-np.inf], np.unique(S[:, m]), [np.inf]]) for m in order[:-1]]
-            for thr in itertools.product(*grids):
-                c, q = replay_arrays(S, Q, C, CascadeSpec(order, tuple(thr), 0, 0))
-                pts.append((c.mean(), q.mean()))
-    return np.array(pts)
-
-
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_exact_grid_finds_the_brute_force_optimum_at_every_budget(seed):
     S, Q, C = _random_problem(seed=seed)
     front = optimise(S, Q, C, max_tiers=3, grid=None)
-    brute = _brute_force(S, Q, C, 3)
+    brute = brute_force(S, Q, C, 3)
     for budget in np.quantile(brute[:, 0], np.linspace(0.0, 1.0, 25)):
         best = brute[brute[:, 0] <= budget + 1e-12, 1].max()
         spec = front.for_budget(budget + 1e-12)
