@@ -11,12 +11,13 @@ and replays on the fifth, five times; the pooled held-out points give
 - fit + 5-fold time (wall and CPU seconds; the one-time embedding of every text the scorers need is
   done and timed first, separately, so the fit time is the "embeddings cached" figure);
 - ``perfect-scorer``: the same optimiser and replay scoring every answer by its *true* quality —
-  the ceiling any ≤ 3-tier cascade over the same candidates could reach with a perfect scorer.
+  the ceiling any ≤ 3-tier cascade over the same candidates could reach with a perfect scorer
+  (``perfect-scorer[select=best]``: with answer selection).
 
 Run::
 
     PYTHONPATH=src .venv/bin/python benchmarks/cascade_alpaca.py [--pools all,no-fusechat]
-        [--policies cascade,frugalgpt] [--opt embed=full] [--json out.json]
+        [--policies 'cascade,cascade[select=best],frugalgpt'] [--opt embed=full] [--json out.json]
 
 Needs the shared data (``THRIFTY_BENCHMARK_DIR`` or ``../shared/data/alpaca_eval_routing``).
 """
@@ -32,6 +33,10 @@ from typing import Any
 import numpy as np
 
 POOLS = {"all": None, "no-fusechat": "FuseChat"}
+DEFAULT_POLICIES = ",".join([
+    "cascade", "cascade[select=best]", "cascade[select=running]", "frugalgpt",
+    "perfect-scorer", "perfect-scorer[select=best]", "perfect-scorer[select=running]",
+])
 
 
 class PerfectScorerCascade:
@@ -90,19 +95,30 @@ def _embed_all(table, embed: str) -> dict[str, float]:
     return {"texts": len(set(texts)), "seconds": time.perf_counter() - t0}
 
 
-def run_one(table, policy: str, options: dict[str, Any], n_boot: int) -> dict[str, Any]:
+def parse_policy(spec: str) -> tuple[str, dict[str, Any]]:
+    """``name`` or ``name[key=value;key=value]`` (row-specific options, e.g. ``cascade[select=best]``)."""
+    name, _, rest = spec.partition("[")
+    return name.strip(), _opts([x for x in rest.rstrip("]").split(";") if x.strip()])
+
+
+def run_one(table, spec: str, options: dict[str, Any], n_boot: int) -> dict[str, Any]:
     from thrifty.offline.evaluate import evaluate
 
+    policy, own = parse_policy(spec)
     c0, t0 = time.process_time(), time.perf_counter()
-    target = PerfectScorerCascade() if policy == "perfect-scorer" else policy
-    rep = evaluate(table, target, options=None if policy == "perfect-scorer" else options, n_boot=n_boot)
+    if policy == "perfect-scorer":
+        rep = evaluate(table, PerfectScorerCascade(**own), n_boot=n_boot)
+        options = own
+    else:
+        options = {**options, **own}
+        rep = evaluate(table, policy, options=options, n_boot=n_boot)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     doc = rep.to_json()
     m = rep.metrics
     over = [v["over"] for v in rep.budget_violations]
     budgeted = [p for p in rep.points if p.target_budget]
     return {
-        "policy": policy,
+        "policy": spec,
         "options": options,
         "quality_at_best_single_cost": m.get("quality_at_best_single_cost"),
         "savings_at_parity": m.get("savings_at_parity"),
@@ -124,7 +140,8 @@ def run_one(table, policy: str, options: dict[str, Any], n_boot: int) -> dict[st
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pools", default="all,no-fusechat")
-    ap.add_argument("--policies", default="cascade,frugalgpt,perfect-scorer", help="policies; perfect-scorer = the cascade ceiling diagnostic")
+    ap.add_argument("--policies", default=DEFAULT_POLICIES,
+                    help="policies, each optionally with its own options: name[key=value;key=value]; perfect-scorer = the cascade ceiling diagnostic")
     ap.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="options for every policy (e.g. embed=query)")
     ap.add_argument("--bootstrap", type=int, default=0, help="bootstrap resamples for 95%% intervals (default 0)")
     ap.add_argument("--json", metavar="PATH", help="write the results as JSON")
@@ -155,12 +172,12 @@ def main(argv: list[str] | None = None) -> int:
             return "—"
         return f"{100 * x:.1f}%" if pct else f"{x:.4f}"
 
-    print(f"{'pool':<12} {'policy':<14} {'q@best$':>8} {'hull':>7} {'oracle':>7} {'save@par':>9} {'gap':>7} {'viol':>7} {'worst':>7} {'fit5 s':>7} {'cpu s':>7}")
+    print(f"{'pool':<12} {'policy':<30} {'q@best$':>8} {'hull':>7} {'oracle':>7} {'save@par':>9} {'gap':>7} {'viol':>7} {'worst':>7} {'fit5 s':>7} {'cpu s':>7}")
     for pool, entry in results["pools"].items():
         b = entry["best_single"]
         for name, r in entry["policies"].items():
             print(
-                f"{pool:<12} {name:<14} {f(r['quality_at_best_single_cost']):>8} {f(r['hull_quality_at_best_single_cost']):>7} "
+                f"{pool:<12} {name:<30} {f(r['quality_at_best_single_cost']):>8} {f(r['hull_quality_at_best_single_cost']):>7} "
                 f"{f(r['oracle_quality_at_best_single_cost']):>7} {f(r['savings_at_parity'], True):>9} {f(r['oracle_gap_closed']):>7} "
                 f"{r['budget_violations']:>3}/{r['budgeted_points']:<3} {f(r['worst_overspend'], True):>7} {r['fit_5fold_wall_s']:>7.1f} {r['eval_cpu_s']:>7.1f}"
             )
