@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from thrifty.offline.evaluate import evaluate
-    from thrifty.offline.prediction_ceiling import heldout_correlation, share_oracle_apgr
+    from thrifty.offline.prediction_ceiling import heldout_correlation, share_oracle_metrics
     from thrifty.offline.router_policy import RouterOffline
     from thrifty.table_io import benchmark_dir, load_table
 
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         pair_table = table.select_models([weak, STRONG]) if weak else table
         if weak:
             q = pair_table.quality
-            entry["share_oracle_apgr"] = share_oracle_apgr(q[:, pair_table.model_index(weak)], q[:, pair_table.model_index(STRONG)])
+            entry["share_oracle"] = share_oracle_metrics(q[:, pair_table.model_index(weak)], q[:, pair_table.model_index(STRONG)])
         entry["real_correlation"] = {
             v: heldout_correlation(pair_table, RouterOffline(variant=v, embedder=args.embedder)) for v in filter(None, args.real.split(","))}
         entry["rho_needed"] = {k: _needed(rhos, [rows[str(r)][k] for r in rhos], t) for k, t in TARGETS.items()
@@ -122,8 +122,8 @@ def _print(doc: dict) -> None:
             t.add_row(name, r, *(fmt(row.get(k)) for k in (*POOL_KEYS, *PAIR_KEYS)))
         o = e["oracle"]
         t.add_row(name, "oracle", *(fmt(o.get(k)) for k in (*POOL_KEYS, *PAIR_KEYS)))
-        if "share_oracle_apgr" in e:
-            t.add_row(name, "share oracle", "", "", "", fmt(e["share_oracle_apgr"]), "", "")
+        if "share_oracle" in e:
+            t.add_row(name, "share oracle", "", "", "", *(fmt(e["share_oracle"][k]) for k in PAIR_KEYS))
         t.rows[-1].end_section = True
     con = Console(file=sys.stderr, width=170)
     con.print(t)

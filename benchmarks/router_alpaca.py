@@ -1,11 +1,12 @@
 """Held-out numbers of the routers and the hybrid on AlpacaEval (5 fixed folds of splits.json).
 
-Rows: ``router:knn``, ``router:mf``, ``router:linear`` (MiniLM), ``router:mf`` on the static distilled
-embeddings, ``hybrid`` (and optionally ``cascade``) on the pools ``all`` (56 models) and
+Rows: ``router:knn``, ``router:mf``, ``router:linear``, ``router:gbm``, ``router:ensemble`` (MiniLM), ``router:mf``
+and ``router:ensemble`` on the static distilled embeddings, ``router:mf`` with target calibration, ``hybrid``
+(and optionally ``cascade``) on the pools ``all`` (56 models) and
 ``no-fusechat`` (``--exclude FuseChat``, 51 models); then the RouteLLM pairs with ``--exclude
 FuseChat``: gpt4_1106_preview vs claude-instant-1.2 and vs gpt-3.5-turbo-1106, the router with
-share-of-strong calibration, beside the random router and the oracle (the ceiling of APGR on this
-data). Every number comes from :func:`thrifty.offline.evaluate.evaluate` — the harness of ``thrifty eval``.
+share-of-strong calibration, beside the random router, the harness's oracle (best per *cost*) and the
+share-optimal oracle (best per share of strong calls: the exact ceiling of APGR on this data). Every number comes from :func:`thrifty.offline.evaluate.evaluate` — the harness of ``thrifty eval``.
 
     PYTHONPATH=src python benchmarks/router_alpaca.py [--json out.json] [--plots DIR] [--quick] [--with-cascade]
 """
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from thrifty.offline.evaluate import evaluate
+    from thrifty.offline.prediction_ceiling import share_oracle_metrics
     from thrifty.offline.registry import get_policy
     from thrifty.table_io import benchmark_dir, load_table
 
@@ -46,7 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     hopts: dict = {k: json.loads(v) if v in ("true", "false") or v.isdigit() else v
                    for k, v in (kv.split("=", 1) for kv in args.hybrid_opts.split(",") if kv)}
     runs = [("router:knn", "router:knn", {}), ("router:mf", "router:mf", {}), ("router:linear", "router:linear", {}),
-            ("router:mf static-emb", "router:mf", {"embedder": "static"})]
+            ("router:gbm", "router:gbm", {}), ("router:ensemble", "router:ensemble", {}),
+            ("router:mf static-emb", "router:mf", {"embedder": "static"}),
+            ("router:ensemble static-emb", "router:ensemble", {"embedder": "static"}),
+            ("router:mf target", "router:mf", {"calibrate": "target"})]
     if not args.quick:
         runs.append(("hybrid", "hybrid", hopts))
     if args.with_cascade:  # same scorer settings as the hybrid row, for a like-for-like comparison
@@ -68,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     pair_table = pools["no-fusechat"]
     pair_runs = [("router:mf share", "router:mf", {"calibrate": "share"}), ("router:mf budget", "router:mf", {}),
                  ("router:knn share", "router:knn", {"calibrate": "share"}),
+                 ("router:gbm share", "router:gbm", {"calibrate": "share"}),
+                 ("router:ensemble share", "router:ensemble", {"calibrate": "share"}),
+                 ("router:mf target", "router:mf", {"calibrate": "target"}),
                  ("hybrid (answer emb.)", "hybrid", {}),  # embed=full: embeds the pair's answers once (cached)
                  ("random", "random", {}), ("oracle", "oracle", {})]
     if args.only:
@@ -79,6 +87,12 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"pool": f"pair {weak}", "policy": label, "options": opts, **{k: doc.get(k) for k in KEYS},
                          "budget_violations": len(doc["budget_violations"]), "ci95": doc.get("ci95"), "seconds": time.perf_counter() - t0})
             print(f"pair {weak:20s} {label:18s} done in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+        if not args.only or "share oracle" in args.only.split(","):
+            pair = pair_table.select_models([weak, STRONG])
+            q = pair.quality
+            best = share_oracle_metrics(q[:, pair.model_index(weak)], q[:, pair.model_index(STRONG)])
+            rows.append({"pool": f"pair {weak}", "policy": "share oracle", "options": {}, **{k: best.get(k) for k in KEYS},
+                         "budget_violations": 0, "ci95": None, "seconds": 0.0})
 
     if args.plots:
         from thrifty.offline.plots import plot_png

@@ -310,3 +310,15 @@ def test_target_calibration_replays_the_live_target_rule():
     mid = fitted.replay(test)[1]
     code = np.array(test.prompt_meta["code"])
     assert np.mean(mid.chosen == np.where(code, 0, 1)) > 0.9 and mid.mean_quality > 0.85
+
+
+def test_new_heads_and_target_mode_are_reachable_by_name():
+    from thrifty.errors import ConfigError
+    from thrifty.offline.registry import get_policy
+
+    assert get_policy("router:gbm").variant == "gbm" and get_policy("router:gbm").name == "router:gbm"
+    assert get_policy("router:ensemble").name == "router:ensemble"
+    pol = get_policy("router", {"calibrate": "target"})
+    assert pol.calibrate == "target" and pol.name == "router (target)"
+    with pytest.raises(ConfigError):
+        get_policy("router", {"calibrate": "quality"})

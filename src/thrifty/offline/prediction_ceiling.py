@@ -31,7 +31,7 @@ import numpy as np
 from thrifty.offline.api import OperatingPoint
 from thrifty.table import RoutingTable
 
-__all__ = ["noisy_truth", "NoisyTruthRouter", "share_oracle_apgr", "heldout_correlation", "mean_correlation"]
+__all__ = ["noisy_truth", "NoisyTruthRouter", "share_oracle_apgr", "share_oracle_metrics", "heldout_correlation", "mean_correlation"]
 
 
 def noisy_truth(quality: np.ndarray, rho: float, rng: np.random.Generator) -> np.ndarray:
@@ -114,18 +114,23 @@ class NoisyTruthRouter:
         return _FittedNoisy(self.rho, self.seed, self.calibrate, exp_cost, ks, tuple(lams))
 
 
-def share_oracle_apgr(q_weak: np.ndarray, q_strong: np.ndarray) -> float | None:
-    """Exact APGR of the best possible router of a pair: strong calls go to the prompts of largest
-    true gain ``q_strong − q_weak`` first (a share s of calls then gains the top-s gains; the curve
-    is concave, so it is its own majorant). None unless the strong model is better on average."""
+def share_oracle_metrics(q_weak: np.ndarray, q_strong: np.ndarray) -> dict[str, float | None]:
+    """APGR, CPT(50%), CPT(80%) of the best possible router of a pair: strong calls go to the prompts
+    of largest true gain ``q_strong − q_weak`` first (a share s of calls gains the top-s gains; the
+    curve is concave, so it is its own majorant). None unless the strong model is better on average."""
+    from thrifty.offline import metrics as M
+
     gain = np.sort(q_strong - q_weak)[::-1]
     n = len(gain)
-    gap = float(q_strong.mean() - q_weak.mean())
-    if not gap > 0:
-        return None
-    Q = q_weak.mean() + np.concatenate([[0.0], np.cumsum(np.maximum(gain, 0.0))]) / n
-    area = float(np.sum((Q[1:] + Q[:-1]) / 2) / n)
-    return (area - float(q_weak.mean())) / gap
+    qw, qs = float(q_weak.mean()), float(q_strong.mean())
+    Q = qw + np.concatenate([[0.0], np.cumsum(np.maximum(gain, 0.0))]) / n
+    curve = M.share_curve(np.arange(n + 1) / n, Q, qw, qs)
+    return {"apgr": M.apgr(curve, qw, qs), "cpt50": M.cpt(curve, qw, qs, 0.5), "cpt80": M.cpt(curve, qw, qs, 0.8)}
+
+
+def share_oracle_apgr(q_weak: np.ndarray, q_strong: np.ndarray) -> float | None:
+    """The exact APGR ceiling of a pair (see :func:`share_oracle_metrics`)."""
+    return share_oracle_metrics(q_weak, q_strong)["apgr"]
 
 
 def heldout_correlation(table: RoutingTable, policy, n_folds: int = 5, seed: int = 0) -> float:
