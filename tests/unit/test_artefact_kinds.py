@@ -101,6 +101,25 @@ def test_router_artefact_live_decisions_equal_the_offline_replay(table, data_dir
     assert np.mean(chosen[topic == 0] == 0) > np.mean(chosen[topic == 2] == 0)
 
 
+def test_target_mode_router_artefact_decides_live_as_the_offline_replay(table, data_dir, tmp_path):
+    """calibrate=target: the front records each point's quality target; the loaded live policy uses
+    the target rule and routes every prompt as the offline replay of the same fit."""
+    from thrifty.offline.router_policy import RouterOffline
+
+    manifest = _fit("router", data_dir, tmp_path / "t", "--opt", "calibrate=target")
+    assert all("target" in p for p in manifest["front"])
+    replay = {p.knob: p for p in RouterOffline(embedder=HashEmbedder(), calibrate="target").fit(table, _knobs(table)).replay(table)}
+    art = load_artefact(tmp_path / "t")
+    used = set()
+    for p in manifest["front"]:
+        pol = art.policy(budget=p["train_cost"])
+        assert pol.target == pytest.approx(p["target"])
+        chosen, _ = _live(pol, table)
+        np.testing.assert_array_equal(chosen, replay[p["knob"]].chosen)
+        used |= set(chosen.tolist())
+    assert len(used) >= 2
+
+
 def test_router_fit_by_target_quality_selects_the_cheapest_point_reaching_it(data_dir, tmp_path):
     assert main(["fit", "--policy", "router", "--data", str(data_dir), "--embedder", EMB, "--target-quality", "0.7",
                  "--out", str(tmp_path / "q")]) == 0

@@ -40,7 +40,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     )
     p.add_argument("--heads", default="ridge", help="head kinds to choose from by nested CV: ridge, gbm, ridge,gbm (default ridge)")
     p.add_argument("--max-candidates", type=int, default=8, help="models the optimiser searches over (0 = whole pool; default 8)")
-    p.add_argument("--variant", choices=("knn", "mf", "linear", "auto"), help="router / hybrid: the router's head (default mf)")
+    p.add_argument("--variant", choices=("knn", "mf", "linear", "gbm", "ensemble", "auto"), help="router / hybrid: the router's head (default mf)")
     p.add_argument("--embedder", default="minilm", metavar="NAME",
                    help="router / hybrid: query embedder — minilm (default), static (distilled lookup table, no torch at run time) or module:Factory")
     p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="further option of the policy (as in thrifty eval), repeatable")

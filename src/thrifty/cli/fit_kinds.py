@@ -103,7 +103,7 @@ def _fit_cascade(args: argparse.Namespace, table: Any, knobs: list[float], opts:
 
 def _fit_router(args: argparse.Namespace, table: Any, knobs: list[float], opts: dict[str, Any]):
     from thrifty.offline.artefact import json_number
-    from thrifty.offline.router_policy import RouterOffline
+    from thrifty.offline.router_policy import RouterOffline, target_choice
     from thrifty.offline.routers import route
 
     pol = RouterOffline(**{"variant": args.variant, "embedder": args.embedder, **opts})
@@ -112,12 +112,14 @@ def _fit_router(args: argparse.Namespace, table: Any, knobs: list[float], opts: 
     avail = ~np.isnan(table.quality)
     rows = np.arange(table.n_prompts)
     points = []
-    for knob, lam in zip(fitted.knobs, fitted.lambdas):
-        ch = route(fp.oof_pred, fp.exp_cost, lam, avail)
+    taus = fitted.quality_targets or (None,) * len(fitted.knobs)  # calibrate=target: the live target rule
+    for knob, lam, tau in zip(fitted.knobs, fitted.lambdas, taus):
+        ch = route(fp.oof_pred, fp.exp_cost, lam, avail) if tau is None else target_choice(fp.oof_pred, fp.exp_cost, tau, avail)
         points.append({"tiers": list(table.models), "lam": json_number(lam), "knob": knob,
                        "train_cost": float(table.cost[rows, ch].mean()), "train_quality": float(table.quality[rows, ch].mean()),
-                       "shares": {m: float(np.mean(ch == j)) for j, m in enumerate(table.models)}})
-    front = pareto_points(points, key=lambda p: p["lam"])
+                       "shares": {m: float(np.mean(ch == j)) for j, m in enumerate(table.models)},
+                       **({} if tau is None else {"target": float(tau)})})
+    front = pareto_points(points, key=lambda p: (p["lam"], p.get("target")))
     extra = {"router": _router_block(fp, table.models, pol.embedder_spec)}
     info = {"router": fp.variant, "router_params": fp.params, "calibrate": fitted.calibrate}
     return front, extra, {"predictor": _stripped(fp)}, info, {}

@@ -141,7 +141,8 @@ class Artefact:
             from thrifty.policy.router import RouterPolicy
 
             r = self.manifest["router"]
-            return RouterPolicy(tuple(r["models"]), self.predictor(embedder), [float(c) for c in r["expected_cost"]], lam=_float(p["lam"]))
+            return RouterPolicy(tuple(r["models"]), self.predictor(embedder), [float(c) for c in r["expected_cost"]], lam=_float(p["lam"]),
+                                target=p.get("target"))
         tiers, thr = self.cascade_for(budget)
         cascade = CascadePolicy(tiers, thr, self.scorer(embedder) if len(tiers) > 1 else None, select=self.select_for(budget))
         if self.kind == "cascade":
