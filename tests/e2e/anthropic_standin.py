@@ -71,8 +71,10 @@ class AnthropicStandIn:
                 if self.path != "/v1/messages":
                     return self._json(404, {"type": "error", "error": {"type": "not_found_error", "message": self.path}})
                 bearer = self.headers.get("authorization", "").removeprefix("Bearer ").strip()
+                sent = self.headers.get("x-api-key") or bearer
                 if standin.api_key not in (self.headers.get("x-api-key"), bearer):
-                    return self._json(401, {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}})
+                    # echoes the key it was sent, as some upstreams do: the adapter must redact it
+                    return self._json(401, {"type": "error", "error": {"type": "authentication_error", "message": f"invalid x-api-key {sent}"}})
                 if not self.headers.get("anthropic-version"):
                     return self._json(400, {"type": "error", "error": {"type": "invalid_request_error", "message": "anthropic-version header is required"}})
                 standin.requests.append(body)

@@ -134,10 +134,12 @@ def test_anthropic_errors_become_provider_errors_with_retry_after(standin):
         asyncio.run(provider.complete(ChatRequest.from_prompt("hi")))
     assert info.value.status == 529 and info.value.retryable and info.value.retry_after == 2.0
     bad = anthropic_provider(standin, price_in=1.0, price_out=2.0)
-    bad._api_key = "wrong"
+    bad._api_key = "sk-wrong-secret-123"
     with pytest.raises(ProviderError) as info:
         asyncio.run(bad.complete(ChatRequest.from_prompt("hi")))
     assert info.value.status == 401 and not info.value.retryable
+    # the stand-in echoes the key it was sent; it must not reach the error text (client, log)
+    assert "sk-wrong-secret-123" not in str(info.value) and "[redacted]" in str(info.value)
 
 
 def test_engine_retries_an_overloaded_anthropic_tier(standin):

@@ -202,13 +202,13 @@ class AnthropicProvider:
 
     async def complete(self, request: ChatRequest) -> Completion:
         started = time.perf_counter()
-        with provider_errors(self.name):
+        with provider_errors(self.name, (self._api_key,)):
             message = await self._sdk().messages.create(**to_messages_request(request, self.model, self.max_tokens))
             return self._completion(message, started)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamItem]:
         started = time.perf_counter()
-        with provider_errors(self.name):
+        with provider_errors(self.name, (self._api_key,)):
             async with self._sdk().messages.stream(**to_messages_request(request, self.model, self.max_tokens)) as events:
                 async for text in events.text_stream:
                     if text:
