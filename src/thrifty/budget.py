@@ -9,8 +9,11 @@ limit" and the hold are one atomic step, so concurrent requests can never oversp
 A hold left behind by a crashed process is released when a ledger opens the database on the same
 host and finds the holding process gone (each hold names its process: host, pid and start time);
 any other stale hold expires after ``stale_after_s`` (longer than any request).
-Spend is tracked for every key and profile (limited or not), so adding a limit later counts
-everything spent since the log was created.
+Spend is tracked for every key and profile (limited or not), in total and per UTC day and month,
+so adding a limit later counts everything spent since the log was created (or this day/month).
+A limit's *period* is ``"total"`` (lifetime, the default), ``"day"`` or ``"month"``: a periodic
+limit compares the spend of the current UTC period (plus every live hold) with the limit, so it
+resets at 00:00 UTC (on the 1st for months). Spend is attributed to the period it settles in.
 """
 
 from __future__ import annotations
@@ -22,13 +25,20 @@ import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from thrifty.errors import BudgetExceeded
 from thrifty.store.logs import LogStore
 from thrifty.types import ChatRequest
 
-__all__ = ["BudgetLedger", "Reservation", "TierPrice", "max_cost_usd", "max_input_tokens"]
+if TYPE_CHECKING:
+    from thrifty.config import Settings
+
+__all__ = ["BudgetLedger", "ledger_for", "PERIODS", "Reservation", "TierPrice", "max_cost_usd", "max_input_tokens", "period_key"]
+
+#: budget periods a limit may have; "total" never resets
+PERIODS = ("total", "day", "month")
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,19 @@ def max_cost_usd(request: ChatRequest, tiers: Sequence[TierPrice]) -> float:
         n_out = min(int(asked), t.max_tokens) if asked else t.max_tokens
         total += (n_in * (t.price_in or 0.0) + n_out * (t.price_out or 0.0)) / 1e6
     return total
+
+
+def period_key(period: str, now: float) -> str | None:
+    """The ``spend_period`` row of ``period`` at unix time ``now`` (UTC): ``day:2026-11-29``,
+    ``month:2026-11``; None for ``total`` (the lifetime ``spend`` table)."""
+    if period == "total":
+        return None
+    t = datetime.fromtimestamp(now, tz=timezone.utc)
+    if period == "day":
+        return f"day:{t:%Y-%m-%d}"
+    if period == "month":
+        return f"month:{t:%Y-%m}"
+    raise ValueError(f"unknown budget period {period!r}; expected one of {PERIODS}")
 
 
 def _start_time(pid: int) -> str:
@@ -103,12 +126,21 @@ class BudgetLedger:
         key_limits: Mapping[str, float | None],
         profile_limits: Mapping[str, float | None],
         *,
+        key_periods: Mapping[str, str] | None = None,
+        profile_periods: Mapping[str, str] | None = None,
         stale_after_s: float = 900.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """``*_periods`` give a limit's period by name (missing: ``"total"``); ``clock`` is unix time."""
         self._store = store
         self._limits = {("key", k): v for k, v in key_limits.items() if v is not None}
         self._limits.update({("profile", p): v for p, v in profile_limits.items() if v is not None})
+        self._periods = {("key", k): v for k, v in (key_periods or {}).items()}
+        self._periods.update({("profile", p): v for p, v in (profile_periods or {}).items()})
+        for period in self._periods.values():
+            period_key(period, 0.0)  # ValueError on an unknown period, at construction
         self.stale_after_s = stale_after_s
+        self._clock = clock
         self._owner = _process_token(os.getpid())
         self.release_orphans()
 
@@ -132,22 +164,30 @@ class BudgetLedger:
     def limit(self, scope: str, name: str) -> float | None:
         return self._limits.get((scope, name))
 
+    def period(self, scope: str, name: str) -> str:
+        return self._periods.get((scope, name), "total")
+
     def _usage(self, conn: sqlite3.Connection, scope: str, name: str, now: float) -> tuple[float, float]:
-        """(spent, held) of one scope: its settled spend and its holds younger than ``stale_after_s``."""
+        """(spent, held) of one scope: its settled spend in its limit's current period, and its holds
+        younger than ``stale_after_s`` (a hold counts whatever period it was taken in)."""
+        row = period_key(self.period(scope, name), now)
+        spent_sql = ("(SELECT spent_usd FROM spend WHERE scope = ?1 AND name = ?2)" if row is None else
+                     "(SELECT spent_usd FROM spend_period WHERE scope = ?1 AND name = ?2 AND period = ?4)")
         spent, held = conn.execute(
-            "SELECT (SELECT spent_usd FROM spend WHERE scope = ?1 AND name = ?2),"
+            f"SELECT {spent_sql},"
             " (SELECT COALESCE(SUM(amount_usd), 0) FROM reservations WHERE scope = ?1 AND name = ?2 AND created >= ?3)",
-            (scope, name, now - self.stale_after_s),
+            (scope, name, now - self.stale_after_s) + ((row,) if row is not None else ()),
         ).fetchone()
         return float(spent or 0.0), float(held)
 
     def spent(self, scope: str, name: str) -> float:
+        """What ``scope``/``name`` spent in its limit's current period (lifetime without a period)."""
         with self._store.lock:
-            return self._usage(self._store.connection, scope, name, time.time())[0]
+            return self._usage(self._store.connection, scope, name, self._clock())[0]
 
     def held(self, scope: str, name: str) -> float:
         with self._store.lock:
-            return self._usage(self._store.connection, scope, name, time.time())[1]
+            return self._usage(self._store.connection, scope, name, self._clock())[1]
 
     def _limited(self, key: str | None, profile: str | None) -> list[tuple[str, str]]:
         return [s for s in (("key", key), ("profile", profile)) if s[1] is not None and s in self._limits]
@@ -162,7 +202,7 @@ class BudgetLedger:
         rid = uuid.uuid4().hex
         if not limited:
             return Reservation(rid, (), float(amount_usd))
-        now = time.time()
+        now = self._clock()
         conn, lock = self._store.connection, self._store.lock
         with lock:
             conn.execute("BEGIN IMMEDIATE")
@@ -172,8 +212,11 @@ class BudgetLedger:
                     used = sum(self._usage(conn, scope, name, now))
                     limit = self._limits[(scope, name)]
                     if used + amount_usd > limit + 1e-12:
+                        period = self.period(scope, name)
+                        which = {"total": "", "day": " daily", "month": " monthly"}[period]
+                        resets = {"total": "", "day": " (resets at 00:00 UTC)", "month": " (resets on the 1st, 00:00 UTC)"}[period]
                         raise BudgetExceeded(
-                            f"the {scope} {name!r} has spent or reserved ${used:.6f} of its ${limit:.6f} budget;"
+                            f"the {scope} {name!r} has spent or reserved ${used:.6f} of its ${limit:.6f}{which} budget{resets};"
                             f" this request may cost up to ${amount_usd:.6f}",
                             limit_usd=limit,
                             spent_usd=used,
@@ -190,9 +233,11 @@ class BudgetLedger:
 
     def settle_in(self, conn: sqlite3.Connection, reservation: Reservation | None, actual_usd: float, *,
                   key: str | None, profile: str | None) -> None:
-        """Release the hold and add the real cost to each scope's spend, inside the caller's transaction."""
+        """Release the hold and add the real cost to each scope's spend (lifetime, this UTC day and
+        this UTC month), inside the caller's transaction."""
         if reservation is not None and reservation.scopes:
             conn.execute("DELETE FROM reservations WHERE id = ?", (reservation.id,))
+        now = self._clock()
         for scope, name in (("key", key), ("profile", profile)):
             if name is None:
                 continue
@@ -200,6 +245,11 @@ class BudgetLedger:
                 "INSERT INTO spend (scope, name, spent_usd) VALUES (?, ?, ?)"
                 " ON CONFLICT(scope, name) DO UPDATE SET spent_usd = spent_usd + excluded.spent_usd",
                 (scope, name, float(actual_usd)),
+            )
+            conn.executemany(
+                "INSERT INTO spend_period (scope, name, period, spent_usd) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT(scope, name, period) DO UPDATE SET spent_usd = spent_usd + excluded.spent_usd",
+                [(scope, name, period_key(p, now), float(actual_usd)) for p in ("day", "month")],
             )
 
     def release(self, reservation: Reservation) -> None:
@@ -217,3 +267,11 @@ class BudgetLedger:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+
+
+def ledger_for(store: LogStore, settings: "Settings") -> BudgetLedger:
+    """The ledger enforcing ``settings``' key limits and profile budgets (with their periods)."""
+    keys, profiles = settings.keys.values(), settings.profiles.values()
+    return BudgetLedger(store, {k.name: k.limit_usd for k in keys}, {p.name: p.budget_usd for p in profiles},
+                        key_periods={k.name: k.limit_period for k in keys},
+                        profile_periods={p.name: p.budget_period for p in profiles})

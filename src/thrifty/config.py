@@ -16,13 +16,13 @@ Layout (every table optional)::
                   model_path (llamacpp), mode = "chat" | "completion" | "raw", prices = {input, output}
                   (USD per 1M tokens), vision, tools, max_tokens, timeout_s, options = {…}
     [profiles.NAME]   tiers = [provider names], thresholds = [...] | artefact = "path",
-                  scorer, system, budget_usd
+                  scorer, system, budget_usd, budget_period = "total" | "day" | "month" (UTC)
     [profiles.NAME.cache]  mode = "exact" | "semantic" | "off", ttl_s, max_entries, max_bytes, path
                   (SQLite file) | redis_url_env (env var holding a redis:// URL), semantic_threshold,
                   guard, cache_sampled, default_temperature
     [profiles.NAME.prompt_adaptation]  examples (JSONL/CSV of input/output), k, budget_tokens,
                   layout = "messages" | "text", strip_prefix (text file), embedder, tiers
-    [keys.NAME]   sha256 = "<hex>", limit_usd
+    [keys.NAME]   sha256 = "<hex>", limit_usd, limit_period = "total" | "day" | "month" (UTC)
 """
 
 from __future__ import annotations
@@ -146,6 +146,7 @@ class ProfileSettings:
     scorer: str = "heuristic"
     system: str | None = None
     budget_usd: float | None = None
+    budget_period: str = "total"  # "total" | "day" | "month": when budget_usd resets (UTC)
     cache: CacheSettings | None = None
     prompt_adaptation: PromptAdaptationSettings | None = None
 
@@ -155,6 +156,7 @@ class KeySettings:
     name: str
     sha256: str
     limit_usd: float | None = None
+    limit_period: str = "total"  # "total" | "day" | "month": when limit_usd resets (UTC)
 
 
 @dataclass(frozen=True)

@@ -175,7 +175,7 @@ def _profile(name: str, tbl: Any, providers: Mapping[str, ProviderSettings], bas
     _name(name, path)
     if not isinstance(tbl, Mapping):
         raise ConfigError("expected a table", key=path, fix=f"write it as [{path}]")
-    _unknown(tbl, ("tiers", "thresholds", "artefact", "scorer", "system", "budget_usd", "cache", "prompt_adaptation"), path)
+    _unknown(tbl, ("tiers", "thresholds", "artefact", "scorer", "system", "budget_usd", "budget_period", "cache", "prompt_adaptation"), path)
     tiers = tbl.get("tiers")
     if not isinstance(tiers, list) or not tiers:
         raise ConfigError("a profile needs at least one tier", key=f"{path}.tiers", fix='write tiers = ["cheap", "strong"] (provider names, cheapest first)')
@@ -216,6 +216,7 @@ def _profile(name: str, tbl: Any, providers: Mapping[str, ProviderSettings], bas
         scorer=_str(tbl, "scorer", path, "heuristic"),
         system=_str(tbl, "system", path),
         budget_usd=None if budget is None else float(budget),
+        budget_period=_period(tbl, "budget_period", path),
         cache=_cache(tbl.get("cache"), f"{path}.cache", base_dir),
         prompt_adaptation=_prompt_adaptation(tbl.get("prompt_adaptation"), f"{path}.prompt_adaptation", tuple(tiers), base_dir),
     )
@@ -312,12 +313,24 @@ def _key(name: str, tbl: Any) -> KeySettings:
     _name(name, path)
     if not isinstance(tbl, Mapping):
         raise ConfigError("expected a table", key=path, fix=f"write it as [{path}]")
-    _unknown(tbl, ("sha256", "limit_usd"), path)
+    _unknown(tbl, ("sha256", "limit_usd", "limit_period"), path)
     digest = _str(tbl, "sha256", path, required=True).lower()
     if not _HEX64.match(digest):
         raise ConfigError("not a SHA-256 hex digest", key=f"{path}.sha256", fix="run `thrifty keys hash` and paste its output; never store the plaintext key")
     limit = _num(tbl, "limit_usd", path)
-    return KeySettings(name=name, sha256=digest, limit_usd=None if limit is None else float(limit))
+    return KeySettings(name=name, sha256=digest, limit_usd=None if limit is None else float(limit),
+                       limit_period=_period(tbl, "limit_period", path))
+
+
+def _period(tbl: Mapping[str, Any], field: str, path: str) -> str:
+    """A budget period: when a limit resets (UTC)."""
+    from thrifty.budget import PERIODS
+
+    value = _str(tbl, field, path, "total")
+    if value not in PERIODS:
+        raise ConfigError(f"unknown budget period {value!r}", key=f"{path}.{field}",
+                          fix=f'write {field} = "day" (resets 00:00 UTC), "month" or "total" (never resets)')
+    return value
 
 
 def parse_document(doc: Mapping[str, Any], *, source: str | None = None, base_dir: Path | None = None) -> Settings:

@@ -98,3 +98,67 @@ def test_max_cost_is_an_upper_bound_over_every_tier() -> None:
     assert max_cost_usd(req, tiers) == pytest.approx(expected)
     unbounded = ChatRequest.from_prompt("hi")
     assert max_cost_usd(unbounded, [TierPrice(0.0, 1.0, 300)]) == pytest.approx(300 / 1e6)
+
+
+class _Clock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_a_daily_limit_resets_at_midnight_utc_and_a_monthly_one_on_the_first(tmp_path: Path) -> None:
+    from datetime import datetime, timezone
+
+    clock = _Clock(datetime(2026, 11, 29, 23, 0, tzinfo=timezone.utc).timestamp())
+    store = LogStore(tmp_path / "l.db")
+    b = BudgetLedger(store, {"alice": 1.0}, {"support": 1.5}, key_periods={"alice": "day"},
+                     profile_periods={"support": "month"}, clock=clock)
+    b.settle(b.reserve(key="alice", profile="support", amount_usd=0.9), 0.9, key="alice", profile="support")
+    with pytest.raises(BudgetExceeded, match="daily budget .resets at 00:00 UTC"):
+        b.reserve(key="alice", profile="support", amount_usd=0.2)
+    clock.t += 2 * 3600  # 01:00 UTC on the 30th: alice's day is new, the profile's month is not
+    assert b.spent("key", "alice") == 0.0 and b.spent("profile", "support") == pytest.approx(0.9)
+    b.settle(b.reserve(key="alice", profile="support", amount_usd=0.5), 0.5, key="alice", profile="support")
+    with pytest.raises(BudgetExceeded, match="profile 'support'.*monthly budget"):
+        b.reserve(key="alice", profile="support", amount_usd=0.2)  # 1.4 + 0.2 > 1.5 this month
+    clock.t += 24 * 3600  # 1 December: both reset
+    b.reserve(key="alice", profile="support", amount_usd=0.9)
+    # the lifetime total is still there for reports, and a limit without a period keeps counting it
+    lifetime = BudgetLedger(store, {"alice": 1.5}, {}, clock=clock)
+    assert lifetime.spent("key", "alice") == pytest.approx(1.4)
+    with pytest.raises(BudgetExceeded):
+        lifetime.reserve(key="alice", profile=None, amount_usd=0.2)
+
+
+def test_unknown_period_is_refused() -> None:
+    with pytest.raises(ValueError, match="weekly"):
+        BudgetLedger(LogStore(":memory:"), {"a": 1.0}, {}, key_periods={"a": "weekly"})
+
+
+def test_the_period_migration_attributes_spend_logged_before_it(tmp_path: Path) -> None:
+    """A log written before migration 0005 keeps its spend per UTC day and month."""
+    from datetime import datetime, timezone
+
+    from thrifty.store.db import MIGRATIONS, connect, migrate
+
+    conn = connect(tmp_path / "old.db", migrate_now=False)
+    head = [m for m in MIGRATIONS if m[0] < "0005"]
+    import thrifty.store.db as db
+
+    saved = list(db.MIGRATIONS)
+    db.MIGRATIONS[:] = head
+    try:
+        migrate(conn)
+    finally:
+        db.MIGRATIONS[:] = saved
+    day = datetime(2026, 11, 28, 12, tzinfo=timezone.utc).timestamp()
+    for i, (t, cost) in enumerate([(day, 0.25), (day + 60, 0.5), (day + 86400, 1.0)]):
+        conn.execute("INSERT INTO requests (id, created, key_name, profile, model_requested, request_json, tiers_tried,"
+                     " cost_usd, status) VALUES (?, ?, 'alice', 'support', 'm', '{}', '[]', ?, 200)", (f"r{i}", t, cost))
+    assert "0005_spend_periods" in migrate(conn)
+    rows = {(r[0], r[1], r[2]): r[3] for r in conn.execute("SELECT scope, name, period, spent_usd FROM spend_period")}
+    assert rows[("key", "alice", "day:2026-11-28")] == pytest.approx(0.75)
+    assert rows[("profile", "support", "day:2026-11-29")] == pytest.approx(1.0)
+    assert rows[("key", "alice", "month:2026-11")] == pytest.approx(1.75)

@@ -95,6 +95,8 @@ def test_env_var_points_at_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         (('model_path = "builtin:gemma3"', ""), "providers.local.model_path", "GGUF"),
         (("budget_usd = 5.0", "budget_usd = -1"), "profiles.support.budget_usd", "≥ 0"),
         (("limit_usd = 1.5", "colour = 1"), "keys.alice.colour", "limit_usd"),
+        (("budget_usd = 5.0", 'budget_usd = 5.0\nbudget_period = "weekly"'), "profiles.support.budget_period", '"day"'),
+        (("limit_usd = 1.5", 'limit_usd = 1.5\nlimit_period = 7'), "keys.alice.limit_period", "string"),
         (("max_body_bytes = 2048", "max_body_bytes = 0"), "server.max_body_bytes", "> 0"),
         (('base_url = "http://127.0.0.1:8081/v1"', 'base_url = "127.0.0.1:8081"'), "providers.small.base_url", "http://"),
     ],
@@ -164,3 +166,17 @@ def test_cli_overrides_server_fields() -> None:
 
 def test_hash_key_is_sha256_hex() -> None:
     assert hash_key("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_budget_periods_reach_the_gateway_ledger(tmp_path: Path) -> None:
+    from thrifty.budget import ledger_for
+    from thrifty.store import LogStore
+
+    text = GOOD.replace("budget_usd = 5.0", 'budget_usd = 5.0\nbudget_period = "month"').replace(
+        "limit_usd = 1.5", 'limit_usd = 1.5\nlimit_period = "day"')
+    s = load_settings(write(tmp_path, text))
+    assert s.profiles["support"].budget_period == "month" and s.keys["alice"].limit_period == "day"
+    ledger = ledger_for(LogStore(tmp_path / "l.db"), s)
+    assert ledger.period("profile", "support") == "month" and ledger.period("key", "alice") == "day"
+    assert ledger.limit("key", "alice") == 1.5
+    assert load_settings(write(tmp_path, GOOD)).profiles["support"].budget_period == "total"

@@ -44,18 +44,14 @@ class Runtime:
 
 
 def build_runtime(settings: Settings, *, db_path: Path | None = None) -> Runtime:
-    from thrifty.budget import BudgetLedger
+    from thrifty.budget import ledger_for
     from thrifty.gateway.build import build_routes
     from thrifty.gateway.metrics import Metrics
     from thrifty.store.logs import LogStore
 
     routes, providers = build_routes(settings)
     store = LogStore(db_path or settings.server.resolved_data_dir() / "logs.sqlite3")
-    ledger = BudgetLedger(
-        store,
-        {k.name: k.limit_usd for k in settings.keys.values()},
-        {p.name: p.budget_usd for p in settings.profiles.values()},
-    )
+    ledger = ledger_for(store, settings)
     return Runtime(settings, routes, providers, store, ledger, Metrics(), time.time())
 
 

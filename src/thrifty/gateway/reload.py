@@ -59,7 +59,7 @@ async def reload_runtime(rt: Any) -> dict[str, Any]:
 
     Raises what loading or building raised (ConfigError, DataError …) with ``rt`` untouched.
     """
-    from thrifty.budget import BudgetLedger
+    from thrifty.budget import ledger_for
     from thrifty.config import load_settings
     from thrifty.gateway.build import build_routes
 
@@ -75,9 +75,8 @@ async def reload_runtime(rt: Any) -> dict[str, Any]:
                 warm = getattr(provider, "warm", None)
                 if warm is not None:
                     await warm()
-            ledger = await asyncio.wrap_future(rt.store.submit(  # it releases orphaned holds: SQLite, off the loop
-                BudgetLedger, rt.store, {k.name: k.limit_usd for k in settings.keys.values()},
-                {p.name: p.budget_usd for p in settings.profiles.values()}))
+            # it releases orphaned holds: SQLite, off the loop
+            ledger = await asyncio.wrap_future(rt.store.submit(ledger_for, rt.store, settings))
         except BaseException:
             await _close_all(providers)
             await close_routes(routes)

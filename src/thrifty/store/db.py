@@ -91,6 +91,31 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE steps ADD COLUMN cache TEXT;          -- that tier's answer: hit | semantic | miss | bypass; NULL: no cache
         """,
     ),
+    (
+        "0005_spend_periods",
+        """
+        CREATE TABLE spend_period (
+            scope     TEXT NOT NULL,                    -- 'key' | 'profile'
+            name      TEXT NOT NULL,
+            period    TEXT NOT NULL,                    -- 'day:YYYY-MM-DD' | 'month:YYYY-MM' (UTC)
+            spent_usd REAL NOT NULL DEFAULT 0,
+            PRIMARY KEY (scope, name, period)
+        );
+        -- spend logged before this migration, attributed to the UTC day and month of its request
+        INSERT INTO spend_period (scope, name, period, spent_usd)
+            SELECT 'key', key_name, 'day:' || date(created, 'unixepoch'), SUM(cost_usd) FROM requests
+            WHERE key_name IS NOT NULL GROUP BY key_name, date(created, 'unixepoch');
+        INSERT INTO spend_period (scope, name, period, spent_usd)
+            SELECT 'key', key_name, 'month:' || strftime('%Y-%m', created, 'unixepoch'), SUM(cost_usd) FROM requests
+            WHERE key_name IS NOT NULL GROUP BY key_name, strftime('%Y-%m', created, 'unixepoch');
+        INSERT INTO spend_period (scope, name, period, spent_usd)
+            SELECT 'profile', profile, 'day:' || date(created, 'unixepoch'), SUM(cost_usd) FROM requests
+            WHERE profile IS NOT NULL GROUP BY profile, date(created, 'unixepoch');
+        INSERT INTO spend_period (scope, name, period, spent_usd)
+            SELECT 'profile', profile, 'month:' || strftime('%Y-%m', created, 'unixepoch'), SUM(cost_usd) FROM requests
+            WHERE profile IS NOT NULL GROUP BY profile, strftime('%Y-%m', created, 'unixepoch');
+        """,
+    ),
 ]
 
 
