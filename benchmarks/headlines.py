@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     step(f"collecting teacher {args.teacher} on {len(train_s)} training headlines")
     tr_items = read_prompts(write_prompts(out / "train_prompts.jsonl", train_s, prefix, "tr"))
     teacher = resolve_providers([args.teacher])
-    res = collect(tr_items, teacher, out / "train", params=params, concurrency=1, prices=PRICES, progress=sys.stderr.isatty())
+    res = collect(tr_items, teacher, out / "train", params=params, concurrency=1,
+                  prices={m: PRICES[m] for m in teacher}, progress=sys.stderr.isatty())
     timings["teacher_collect_s"] = res.seconds
     xs, ys, info = student_data(out / "train", teacher=args.teacher, choices=LABELS)
     sd = train_student(xs, ys, c=4.0, prefix=prefix, meta={"source": f"teacher:{args.teacher}", "n": len(xs)})
