@@ -260,7 +260,7 @@ class CascadeOffline:
         self.smooths = _ints(smooths)
         self.inner_folds = int(inner_folds)
         self.budget_margin = float(budget_margin)
-        self.gates = tuple(float(x) for x in (gates.replace("/", ",").split(",") if isinstance(gates, str) else gates))
+        self.gates = _floats(gates)
         self.overspend_penalty = float(overspend_penalty)
         self.seed = int(seed)
         if scorer not in ("features", "finetuned", "blend"):
@@ -359,6 +359,15 @@ def from_artefact(path: str, knobs: Sequence[float]) -> FittedCascade:
     ]
     front = Front(pts, meta={"artefact": str(path)})
     return FittedCascade(models, art.scorer(), front, select_knobs(front, knobs), {"inputs": sc["inputs"], "embed": sc["embed"]}, {"artefact": str(path)})
+
+
+def _floats(v: Sequence[float] | str | float) -> tuple[float, ...]:
+    """A list option given as a sequence, a comma/slash list or one number (``--opt gates=0``)."""
+    if isinstance(v, str):
+        return tuple(float(x) for x in v.replace("/", ",").split(",") if x.strip())
+    if isinstance(v, (int, float)):
+        return (float(v),)
+    return tuple(float(x) for x in v)
 
 
 def _ints(v: Sequence[int] | str | int) -> tuple[int, ...]:
