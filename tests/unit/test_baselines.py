@@ -165,6 +165,17 @@ class _Cheapest:
         return [OperatingPoint(knob=0.5, cost=t.cost[:, 0].copy(), quality=t.quality[:, 0].copy(), calls=calls, chosen=np.zeros(n, int), target_budget=0.5)]
 
 
+class _Overspender(_Cheapest):
+    """Always C (cost 4) against a budget of 1.5, which A alone would meet: a real violation."""
+
+    def replay(self, t):
+        n = t.n_prompts
+        calls = np.zeros((n, t.n_models), bool)
+        calls[:, 2] = True
+        return [OperatingPoint(knob=1.5, cost=t.cost[:, 2].copy(), quality=t.quality[:, 2].copy(), calls=calls,
+                               chosen=np.full(n, 2), target_budget=1.5)]
+
+
 class _FoldDependentKnobs(_Cheapest):
     def replay(self, t):
         pt = super().replay(t)[0]
@@ -174,7 +185,12 @@ class _FoldDependentKnobs(_Cheapest):
 
 def test_budget_violations_and_dropped_knobs():
     rep = evaluate(table(), _Cheapest(), n_boot=0)
-    assert rep.budget_violations == [{"knob": 0.5, "target_budget": 0.5, "cost": 1.0, "over": pytest.approx(1.0)}]
+    # 0.5 is below A's cost, the cheapest any policy can be: flagged as the knob's fault
+    assert rep.budget_violations == [{"knob": 0.5, "target_budget": 0.5, "cost": 1.0, "over": pytest.approx(1.0),
+                                      "infeasible": True}]
+    feasible = evaluate(table(), _Overspender(), n_boot=0)
+    assert feasible.budget_violations == [{"knob": 1.5, "target_budget": 1.5, "cost": 4.0, "over": pytest.approx(4 / 1.5 - 1),
+                                           "infeasible": False}]
     rep2 = evaluate(table(), _FoldDependentKnobs(), n_boot=0)
     assert len(rep2.points) == 1
     assert any("dropped" in w for w in rep2.warnings)

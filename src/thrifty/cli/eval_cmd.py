@@ -226,7 +226,9 @@ def _print_table(reports: list, out: Path, file) -> None:
                 f"APGR {_fmt(p['apgr'])}{_ci(rep, 'apgr')}, CPT(50%) {_fmt(p['cpt50'], 'pct')}, CPT(80%) {_fmt(p['cpt80'], 'pct')} strong calls"
             )
         if rep.budget_violations:
-            console.print(f"[yellow]{rep.policy}: {len(rep.budget_violations)} point(s) more than 5% over their target budget[/]")
+            n_inf = sum(v["infeasible"] for v in rep.budget_violations)
+            why = f" ({n_inf} of them below the cheapest possible mean cost: no policy can meet those)" if n_inf else ""
+            console.print(f"[yellow]{rep.policy}: {len(rep.budget_violations)} point(s) more than 5% over their target budget{why}[/]")
         for w in rep.warnings:
             console.print(f"[yellow]{rep.policy}: {w}[/]")
         tm = rep.timing

@@ -227,8 +227,12 @@ def evaluate(
     pair = _pair_metrics(table, points, singles, strong, weak) if strong else None
     if pair and not pair["strong_quality"] > pair["weak_quality"]:
         warnings.append(f"{strong!r} is not better than {weak!r} on mean quality: APGR and CPT are undefined")
+    # the cheapest any policy can be: every prompt answered by its cheapest available model; a target
+    # below it cannot be met, so such a "violation" is the knob's fault, not the policy's
+    floor = float(np.nanmin(np.where(np.isnan(table.quality), np.nan, table.cost), axis=1).mean())
     violations = [
-        {"knob": p.knob, "target_budget": p.target_budget, "cost": p.mean_cost, "over": p.mean_cost / p.target_budget - 1}
+        {"knob": p.knob, "target_budget": p.target_budget, "cost": p.mean_cost, "over": p.mean_cost / p.target_budget - 1,
+         "infeasible": bool(p.target_budget < floor)}
         for p in points
         if p.target_budget and p.mean_cost > p.target_budget * (1 + BUDGET_TOLERANCE)
     ]
