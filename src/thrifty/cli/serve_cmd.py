@@ -7,12 +7,15 @@ GGUF models in-process, no key, no network). It binds 127.0.0.1 unless told othe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import ipaddress
 import os
+import shutil
 import sys
+import tempfile
 import time
-from typing import Any
+from typing import Any, Iterator
 
 __all__ = ["register", "run_serve", "run_keys_hash"]
 
@@ -76,6 +79,23 @@ def banner(url: str, settings: Any, seconds: float, models: list[str]) -> str:
     ])
 
 
+@contextlib.contextmanager
+def _shared_metrics_dir() -> Iterator[None]:
+    """A fresh folder for prometheus_client's multiprocess mode, set in the environment the workers
+    inherit, so /metrics sums every worker (see thrifty.gateway.metrics); removed afterwards. A
+    folder the operator already set is used as is and kept."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="thrifty-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    try:
+        yield
+    finally:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -102,8 +122,9 @@ def run_serve(args: argparse.Namespace) -> int:
         if args.data_dir:
             os.environ["THRIFTY_SERVER_DATA_DIR"] = str(Path(args.data_dir).resolve())
         print(f"thrifty: starting {args.workers} workers at {url} (each loads its own models)", file=sys.stderr, flush=True)
-        uvicorn.run("thrifty.gateway.app:app_from_env", factory=True, host=host, port=port, workers=args.workers,
-                    log_level=args.log_level, timeout_graceful_shutdown=5)
+        with _shared_metrics_dir():
+            uvicorn.run("thrifty.gateway.app:app_from_env", factory=True, host=host, port=port, workers=args.workers,
+                        log_level=args.log_level, timeout_graceful_shutdown=5)
         return 0
 
     from thrifty.gateway.app import build_runtime, create_app

@@ -10,13 +10,19 @@
 - ``thrifty_tier_answers_total{model,tier,decision}`` steps by outcome (accepted/escalated/failed)
 - ``thrifty_request_latency_seconds{model}``       request latency histogram
 - ``thrifty_tier_latency_seconds{tier}``           per-tier call latency histogram
+
+With several worker processes (``thrifty serve --workers N``) the supervisor sets
+``PROMETHEUS_MULTIPROC_DIR`` before the workers start; each worker then writes its values to files
+there (prometheus_client's multiprocess mode) and ``/metrics`` — whichever worker answers it —
+reports the sum over all workers, not one process's share.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-__all__ = ["Metrics"]
+__all__ = ["Metrics", "multiprocess_dir"]
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
@@ -31,7 +37,9 @@ class Metrics:
         self.tokens = Counter("thrifty_tokens", "Tokens of returned answers", ["model", "direction"], registry=r)
         self.cost = Counter("thrifty_cost_usd", "USD paid upstream, every tier called", ["model"], registry=r)
         self.baseline = Counter("thrifty_baseline_cost_usd", "USD the profile's most expensive tier would have cost", ["model"], registry=r)
-        self.saved = Gauge("thrifty_cost_saved_usd", "Baseline cost minus cost paid", ["model"], registry=r)
+        # "sum": across worker processes (multiprocess mode) the saving adds up, dead workers included
+        self.saved = Gauge("thrifty_cost_saved_usd", "Baseline cost minus cost paid", ["model"], registry=r,
+                           multiprocess_mode="sum")
         self.escalations = Counter("thrifty_escalations", "Requests that called more than one tier", ["model"], registry=r)
         self.steps = Counter("thrifty_tier_answers", "Tier calls by decision", ["model", "tier", "decision"], registry=r)
         self.latency = Histogram("thrifty_request_latency_seconds", "Request latency", ["model"], buckets=_BUCKETS, registry=r)
@@ -62,6 +70,18 @@ class Metrics:
                 self.saved.labels(model).inc(base - paid)
 
     def render(self) -> tuple[bytes, str]:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+        """The exposition text: this registry's, or every worker's summed in multiprocess mode."""
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+        if multiprocess_dir():
+            from prometheus_client import multiprocess
+
+            merged = CollectorRegistry()
+            multiprocess.MultiProcessCollector(merged)
+            return generate_latest(merged), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def multiprocess_dir() -> str | None:
+    """The folder of prometheus_client's multiprocess mode, when the supervisor set one."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir") or None
