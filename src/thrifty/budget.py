@@ -198,37 +198,45 @@ class BudgetLedger:
 
     def reserve(self, *, key: str | None, profile: str | None, amount_usd: float) -> Reservation:
         """Hold ``amount_usd`` against the key's and the profile's limits, or raise BudgetExceeded."""
+        if not self._limited(key, profile):
+            return Reservation(uuid.uuid4().hex, (), float(amount_usd))
+        conn, lock = self._store.connection, self._store.lock
+        with lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                held = self.reserve_in(conn, key=key, profile=profile, amount_usd=amount_usd)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return held
+
+    def reserve_in(self, conn: sqlite3.Connection, *, key: str | None, profile: str | None, amount_usd: float) -> Reservation:
+        """:meth:`reserve`'s check-and-hold inside the caller's write transaction (``BEGIN IMMEDIATE``
+        already taken: the check and the hold are one atomic step), e.g. a log-store group commit."""
         limited = self._limited(key, profile)
         rid = uuid.uuid4().hex
         if not limited:
             return Reservation(rid, (), float(amount_usd))
         now = self._clock()
-        conn, lock = self._store.connection, self._store.lock
-        with lock:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.execute("DELETE FROM reservations WHERE created < ?", (now - self.stale_after_s,))
-                for scope, name in limited:
-                    used = sum(self._usage(conn, scope, name, now))
-                    limit = self._limits[(scope, name)]
-                    if used + amount_usd > limit + 1e-12:
-                        period = self.period(scope, name)
-                        which = {"total": "", "day": " daily", "month": " monthly"}[period]
-                        resets = {"total": "", "day": " (resets at 00:00 UTC)", "month": " (resets on the 1st, 00:00 UTC)"}[period]
-                        raise BudgetExceeded(
-                            f"the {scope} {name!r} has spent or reserved ${used:.6f} of its ${limit:.6f}{which} budget{resets};"
-                            f" this request may cost up to ${amount_usd:.6f}",
-                            limit_usd=limit,
-                            spent_usd=used,
-                        )
-                conn.executemany(
-                    "INSERT INTO reservations (id, scope, name, amount_usd, created, owner) VALUES (?, ?, ?, ?, ?, ?)",
-                    [(rid, s, n, float(amount_usd), now, self._owner) for s, n in limited],
+        conn.execute("DELETE FROM reservations WHERE created < ?", (now - self.stale_after_s,))
+        for scope, name in limited:
+            used = sum(self._usage(conn, scope, name, now))
+            limit = self._limits[(scope, name)]
+            if used + amount_usd > limit + 1e-12:
+                period = self.period(scope, name)
+                which = {"total": "", "day": " daily", "month": " monthly"}[period]
+                resets = {"total": "", "day": " (resets at 00:00 UTC)", "month": " (resets on the 1st, 00:00 UTC)"}[period]
+                raise BudgetExceeded(
+                    f"the {scope} {name!r} has spent or reserved ${used:.6f} of its ${limit:.6f}{which} budget{resets};"
+                    f" this request may cost up to ${amount_usd:.6f}",
+                    limit_usd=limit,
+                    spent_usd=used,
                 )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        conn.executemany(
+            "INSERT INTO reservations (id, scope, name, amount_usd, created, owner) VALUES (?, ?, ?, ?, ?, ?)",
+            [(rid, s, n, float(amount_usd), now, self._owner) for s, n in limited],
+        )
         return Reservation(rid, tuple(limited), float(amount_usd))
 
     def settle_in(self, conn: sqlite3.Connection, reservation: Reservation | None, actual_usd: float, *,

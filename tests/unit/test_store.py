@@ -98,6 +98,50 @@ def test_submitted_writes_run_in_order_on_one_thread_and_close_finishes_them(tmp
         store.submit(slow_record, rec("late"))
 
 
+def test_group_commit_runs_queued_jobs_in_one_transaction_and_rolls_back_a_failing_one_alone(tmp_path: Path) -> None:
+    import threading
+
+    store = LogStore(tmp_path / "l.db")
+    gate = threading.Event()
+    blocker = store.submit(gate.wait, 5)  # holds the writer while the next jobs queue up
+    commits: list[int] = []
+    store.connection.set_trace_callback(lambda sql: sql.strip().upper() == "COMMIT" and commits.append(1))
+
+    def boom(conn, *_):
+        conn.execute("INSERT INTO spend (scope, name, spent_usd) VALUES ('key', 'x', 1)")
+        raise RuntimeError("this job fails")
+
+    futures = [store.submit_record(rec("a")), store.submit_in_transaction(boom), store.submit_record(rec("b")),
+               store.submit_in_transaction(lambda conn: conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0])]
+    assert not any(f.done() for f in futures)
+    gate.set()
+    assert blocker.result(5) is True
+    assert futures[0].result(5) is None and futures[2].result(5) is None
+    with pytest.raises(RuntimeError, match="this job fails"):
+        futures[1].result(5)
+    assert futures[3].result(5) == 2  # a job sees the writes of the jobs queued before it
+    assert len(commits) == 1  # the four jobs: one transaction
+    store.close()
+    reopened = LogStore(tmp_path / "l.db")
+    assert {r["id"] for r in reopened.list()} == {"a", "b"} and len(reopened.get("a")["steps"]) == 2
+    assert reopened.iter_rows("SELECT * FROM spend WHERE name = 'x'") == []  # the failed job left nothing
+
+
+def test_a_cancelled_queued_job_never_runs(tmp_path: Path) -> None:
+    import threading
+
+    store = LogStore(tmp_path / "l.db")
+    gate = threading.Event()
+    store.submit(gate.wait, 5)
+    doomed = store.submit_record(rec("never"))
+    assert doomed.cancel()
+    kept = store.submit_record(rec("kept"))
+    gate.set()
+    kept.result(5)
+    store.close()
+    assert [r["id"] for r in LogStore(tmp_path / "l.db").list()] == ["kept"]
+
+
 def test_labels_are_validated(tmp_path: Path) -> None:
     store = LogStore(tmp_path / "l.db")
     store.record(rec("r1"))

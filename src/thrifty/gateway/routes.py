@@ -124,7 +124,7 @@ async def _reserve(rt: Any, key: str | None, profile: str | None, amount_usd: fl
     ledger = rt.ledger
     if not ledger.holds(key=key, profile=profile):  # no limit: nothing to read or write
         return ledger.reserve(key=key, profile=profile, amount_usd=amount_usd)
-    fut = rt.store.submit(ledger.reserve, key=key, profile=profile, amount_usd=amount_usd)
+    fut = rt.store.submit_in_transaction(ledger.reserve_in, key=key, profile=profile, amount_usd=amount_usd)
     try:
         return await _written(fut)
     except asyncio.CancelledError:  # never ran, so nothing will settle it: drop the hold once it is taken
@@ -171,7 +171,7 @@ class _Job:
             cache=c.cache if c is not None and status == 200 else None,
         )
         ledger, store = self.rt.ledger, self.rt.store
-        self.written = store.submit(store.record, rec, also=lambda conn: ledger.settle_in(
+        self.written = store.submit_record(rec, also=lambda conn: ledger.settle_in(
             conn, self.reservation, cost, key=self.key_name, profile=self.route.budget_name))
         self.written.add_done_callback(lambda f: _report_failed_write(self.rid, f))
         self.rt.metrics.observe(model=self.route.model_id, status=status, latency_s=latency, trace=trace, baseline_price=self.route.baseline_price)

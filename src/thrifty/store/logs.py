@@ -4,19 +4,25 @@ A row is written only once the answer is known (after the last tier, or after th
 in one transaction: a crash or a bad input never leaves a request without its steps, and a request
 that never reached a model (invalid body, unknown key, over budget) is not logged at all.
 
-Async callers (the gateway) hand their writes to the store's one writer thread with
-:meth:`LogStore.submit` — a slow disk, a WAL checkpoint or another process holding the write lock
-then delays only the queue, never the event loop — and :meth:`LogStore.close` finishes every queued
-write before closing the database.
+Async callers (the gateway) hand their writes to the store's one writer thread — a slow disk, a WAL
+checkpoint or another process holding the write lock then delays only the queue, never the event
+loop — and :meth:`LogStore.close` finishes every queued write before closing the database.
+:meth:`LogStore.submit_in_transaction` is *group commit*: the writer runs every such job waiting in
+its queue inside one ``BEGIN IMMEDIATE`` transaction, each under its own savepoint (a job that
+raises is rolled back alone and gets its exception), and resolves their futures only after the
+``COMMIT``. Under load that is one commit and one pair of thread hand-offs for many requests
+instead of one per request, which is what keeps the gateway's throughput; jobs still run one at a
+time, in submission order, each seeing the writes of the jobs before it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import sqlite3
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -77,7 +83,8 @@ class LogStore:
         self.path = Path(path)
         self._conn = connect(self.path)
         self._lock = threading.Lock()
-        self._writer: ThreadPoolExecutor | None = None  # started by the first submit()
+        self._queue: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None  # started by the first submit
         self._writer_guard = threading.Lock()
         self._closed = False
 
@@ -93,19 +100,87 @@ class LogStore:
         """Run ``fn(*args, **kwargs)`` on the store's writer thread, after everything submitted
         before it (one thread: writes keep their order, and a hold taken after a settlement sees
         it). Returns the future of its result; RuntimeError once the store is closed."""
+        return self._put(_Task(fn, args, kwargs, in_transaction=False))
+
+    def submit_in_transaction(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        """Run ``fn(connection, *args, **kwargs)`` on the writer thread inside a write transaction
+        shared with the other such jobs queued with it (group commit, see the module docstring);
+        the future resolves once that transaction is committed."""
+        return self._put(_Task(fn, args, kwargs, in_transaction=True))
+
+    def _put(self, task: "_Task") -> Future:
         with self._writer_guard:
             if self._closed:
                 raise RuntimeError(f"the log store {self.path} is closed")
             if self._writer is None:
-                self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="thrifty-log-writer")
-            return self._writer.submit(fn, *args, **kwargs)
+                self._writer = threading.Thread(target=self._write_loop, name="thrifty-log-writer", daemon=True)
+                self._writer.start()
+            self._queue.put(task)
+        return task.future
+
+    def _write_loop(self) -> None:
+        stop = False
+        while not stop:
+            batch = [self._queue.get()]
+            while len(batch) < _MAX_BATCH:  # everything already waiting joins this round
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            group: list[_Task] = []
+            for task in batch:
+                if task is None:
+                    stop = True
+                elif task.in_transaction:
+                    group.append(task)
+                else:
+                    self._commit_group(group)
+                    group = []
+                    task.run_alone()
+            self._commit_group(group)
+
+    def _commit_group(self, group: "list[_Task]") -> None:
+        group = [t for t in group if t.future.set_running_or_notify_cancel()]
+        if not group:
+            return
+        done: list[tuple[_Task, Any]] = []
+        with self._lock:
+            c = self._conn
+            try:
+                c.execute("BEGIN IMMEDIATE")
+            except BaseException as exc:  # noqa: BLE001 - every waiter gets it
+                for t in group:
+                    t.future.set_exception(exc)
+                return
+            for t in group:
+                c.execute("SAVEPOINT job")
+                try:
+                    result = t.fn(c, *t.args, **t.kwargs)
+                except BaseException as exc:  # noqa: BLE001 - this job's own failure, rolled back alone
+                    c.execute("ROLLBACK TO job")
+                    c.execute("RELEASE job")
+                    t.future.set_exception(exc)
+                    continue
+                c.execute("RELEASE job")
+                done.append((t, result))
+            try:
+                c.execute("COMMIT")
+            except BaseException as exc:  # noqa: BLE001
+                c.execute("ROLLBACK")
+                for t, _ in done:
+                    t.future.set_exception(exc)
+                return
+        for t, result in done:  # only now: "committed" means on disk
+            t.future.set_result(result)
 
     def close(self) -> None:
         """Finish every submitted write, then close the database."""
         with self._writer_guard:
             writer, self._writer, self._closed = self._writer, None, True
+            if writer is not None:
+                self._queue.put(None)
         if writer is not None:
-            writer.shutdown(wait=True)
+            writer.join()
         with self._lock:
             self._conn.close()
 
@@ -116,41 +191,21 @@ class LogStore:
         ``also(conn)`` runs inside the same transaction (the budget ledger settles spend there), so
         a logged request and the spend it caused are committed together.
         """
-        for s in rec.steps:
-            if s.decision not in _DECISIONS:
-                raise ValueError(f"step decision must be one of {_DECISIONS}, got {s.decision!r}")
-        row = (
-            rec.id, rec.created, rec.key_name, rec.profile, rec.model_requested,
-            json.dumps(rec.request, ensure_ascii=False, default=str), rec.prompt, rec.final_model,
-            json.dumps(list(rec.tiers_tried)), rec.answer, rec.input_tokens, rec.output_tokens,
-            float(rec.cost_usd), rec.latency_s, int(rec.status), rec.error, int(rec.stream), rec.cache,
-        )
-        steps = [
-            (rec.id, i, s.tier, s.model, s.answer, s.score, s.threshold, float(s.cost_usd), s.latency_s,
-             s.input_tokens, s.output_tokens, s.decision, s.error, s.cache)
-            for i, s in enumerate(rec.steps)
-        ]
+        row, steps = _rows(rec)
         with self._lock:
             c = self._conn
             c.execute("BEGIN IMMEDIATE")
             try:
-                c.execute(
-                    "INSERT INTO requests (id, created, key_name, profile, model_requested, request_json, prompt,"
-                    " final_model, tiers_tried, answer, input_tokens, output_tokens, cost_usd, latency_s, status,"
-                    " error, stream, cache) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    row,
-                )
-                c.executemany(
-                    "INSERT INTO steps (request_id, idx, tier, model, answer, score, threshold, cost_usd, latency_s,"
-                    " input_tokens, output_tokens, decision, error, cache) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    steps,
-                )
-                if also is not None:
-                    also(c)
+                _insert(c, row, steps, also)
                 c.execute("COMMIT")
             except BaseException:
                 c.execute("ROLLBACK")
                 raise
+
+    def submit_record(self, rec: RequestRecord, also: Callable[[sqlite3.Connection], None] | None = None) -> Future:
+        """:meth:`record` on the writer thread, group-committed with the other queued writes."""
+        row, steps = _rows(rec)
+        return self.submit_in_transaction(_insert, row, steps, also)
 
     def set_label(self, request_id: str, label: float, *, idx: int | None = None) -> bool:
         """Store a quality label in [0, 1] for a request (or one of its steps). False if absent."""
@@ -200,3 +255,63 @@ class LogStore:
         with self._lock:
             return self._conn.execute(sql, tuple(params)).fetchall()
 
+
+
+_MAX_BATCH = 256  # jobs per group commit at most
+
+
+class _Task:
+    """One job for the writer thread and the future its submitter waits on."""
+
+    __slots__ = ("fn", "args", "kwargs", "in_transaction", "future")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], *, in_transaction: bool) -> None:
+        self.fn, self.args, self.kwargs, self.in_transaction = fn, args, kwargs, in_transaction
+        self.future: Future = Future()
+
+    def run_alone(self) -> None:
+        if not self.future.set_running_or_notify_cancel():
+            return
+        try:
+            result = self.fn(*self.args, **self.kwargs)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiter
+            self.future.set_exception(exc)
+        else:
+            self.future.set_result(result)
+
+
+def _rows(rec: RequestRecord) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
+    """The ``requests`` row and ``steps`` rows of ``rec`` (ValueError on an unknown decision)."""
+    for s in rec.steps:
+        if s.decision not in _DECISIONS:
+            raise ValueError(f"step decision must be one of {_DECISIONS}, got {s.decision!r}")
+    row = (
+        rec.id, rec.created, rec.key_name, rec.profile, rec.model_requested,
+        json.dumps(rec.request, ensure_ascii=False, default=str), rec.prompt, rec.final_model,
+        json.dumps(list(rec.tiers_tried)), rec.answer, rec.input_tokens, rec.output_tokens,
+        float(rec.cost_usd), rec.latency_s, int(rec.status), rec.error, int(rec.stream), rec.cache,
+    )
+    steps = [
+        (rec.id, i, s.tier, s.model, s.answer, s.score, s.threshold, float(s.cost_usd), s.latency_s,
+         s.input_tokens, s.output_tokens, s.decision, s.error, s.cache)
+        for i, s in enumerate(rec.steps)
+    ]
+    return row, steps
+
+
+def _insert(c: sqlite3.Connection, row: tuple[Any, ...], steps: list[tuple[Any, ...]],
+            also: Callable[[sqlite3.Connection], None] | None) -> None:
+    """Insert one request and its steps (and run ``also``) inside the caller's transaction."""
+    c.execute(
+        "INSERT INTO requests (id, created, key_name, profile, model_requested, request_json, prompt,"
+        " final_model, tiers_tried, answer, input_tokens, output_tokens, cost_usd, latency_s, status,"
+        " error, stream, cache) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        row,
+    )
+    c.executemany(
+        "INSERT INTO steps (request_id, idx, tier, model, answer, score, threshold, cost_usd, latency_s,"
+        " input_tokens, output_tokens, decision, error, cache) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        steps,
+    )
+    if also is not None:
+        also(c)
