@@ -114,15 +114,20 @@ def builtin_local(name: str) -> Provider:
     """A built-in local GGUF model on 1 thread, built like any ``[providers.NAME]`` of kind ``llamacpp``
     (:func:`thrifty.profiles.build_provider`): ``smollm2`` (SmolLM2-135M-Instruct through its chat
     template) or ``gemma3-270m`` (the Gemma-3-270M *base* model as raw text completion: the messages'
-    text is the prompt verbatim, so a few-shot prefix ending in ``A:`` is continued as written)."""
+    text is the prompt verbatim, so a few-shot prefix ending in ``A:`` is continued as written).
+    Both carry the embedded default's notional prices (:data:`thrifty.local.NOTIONAL_PRICES`), so a
+    collected table has the same costs the gateway reports; ``--price`` overrides them."""
     from thrifty.config import ProviderSettings
+    from thrifty.local import GEMMA3, NOTIONAL_PRICES, SMOLLM2
     from thrifty.profiles import build_provider
 
     how = {"smollm2": {"model_path": "builtin:smollm2", "mode": "chat"},
            "gemma3-270m": {"model_path": "builtin:gemma3", "mode": "raw", "options": {"stop": ("\n\n\n",)}}}
     if name not in how:
         raise ConfigError(f"unknown built-in model {name!r}", key="--models", fix=f"use one of: {', '.join(BUILTIN_LOCAL)}")
-    return build_provider(ProviderSettings(name, "llamacpp", name, max_tokens=256, **how[name]))
+    price_in, price_out = NOTIONAL_PRICES[{"smollm2": SMOLLM2, "gemma3-270m": GEMMA3}[name]]
+    return build_provider(ProviderSettings(name, "llamacpp", name, max_tokens=256, price_input=price_in,
+                                           price_output=price_out, **how[name]))
 
 
 def check_run_options(concurrency: int, retries: int) -> None:

@@ -191,7 +191,11 @@ def test_builtin_local_models_are_configured_llamacpp_providers(tmp_path, monkey
     assert (small.name, small.mode, small.n_threads) == ("smollm2", "chat", 1)
     assert small.model_path.endswith(".gguf") and small.defaults["max_tokens"] == 256
     assert (base.name, base.mode, base.model_path, base.stop) == ("gemma3-270m", "raw", str(fake_gemma), ("\n\n\n",))
-    assert base.examples == () and (base.price_in, base.price_out) == (0.0, 0.0)
+    assert base.examples == ()
+    # the embedded default's notional prices, so collected costs match the gateway's (not 0: a table
+    # of free models makes every cost-quality metric degenerate)
+    assert (small.price_in, small.price_out) == thrifty.local.NOTIONAL_PRICES[thrifty.local.SMOLLM2] == (0.0135, 0.0135)
+    assert (base.price_in, base.price_out) == thrifty.local.NOTIONAL_PRICES[thrifty.local.GEMMA3] == (0.027, 0.027)
     with pytest.raises(ConfigError, match="unknown built-in model"):
         builtin_local("llama-70b")
 
