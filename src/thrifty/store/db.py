@@ -103,17 +103,12 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         -- spend logged before this migration, attributed to the UTC day and month of its request
         INSERT INTO spend_period (scope, name, period, spent_usd)
-            SELECT 'key', key_name, 'day:' || date(created, 'unixepoch'), SUM(cost_usd) FROM requests
-            WHERE key_name IS NOT NULL GROUP BY key_name, date(created, 'unixepoch');
-        INSERT INTO spend_period (scope, name, period, spent_usd)
-            SELECT 'key', key_name, 'month:' || strftime('%Y-%m', created, 'unixepoch'), SUM(cost_usd) FROM requests
-            WHERE key_name IS NOT NULL GROUP BY key_name, strftime('%Y-%m', created, 'unixepoch');
-        INSERT INTO spend_period (scope, name, period, spent_usd)
-            SELECT 'profile', profile, 'day:' || date(created, 'unixepoch'), SUM(cost_usd) FROM requests
-            WHERE profile IS NOT NULL GROUP BY profile, date(created, 'unixepoch');
-        INSERT INTO spend_period (scope, name, period, spent_usd)
-            SELECT 'profile', profile, 'month:' || strftime('%Y-%m', created, 'unixepoch'), SUM(cost_usd) FROM requests
-            WHERE profile IS NOT NULL GROUP BY profile, strftime('%Y-%m', created, 'unixepoch');
+            SELECT scope, name, kind || strftime(fmt, created, 'unixepoch') AS period, SUM(cost_usd)
+            FROM (SELECT 'key' AS scope, key_name AS name, created, cost_usd FROM requests WHERE key_name IS NOT NULL
+                  UNION ALL
+                  SELECT 'profile', profile, created, cost_usd FROM requests WHERE profile IS NOT NULL),
+                 (SELECT 'day:' AS kind, '%Y-%m-%d' AS fmt UNION ALL SELECT 'month:', '%Y-%m')
+            GROUP BY scope, name, period;
         """,
     ),
 ]
