@@ -82,7 +82,8 @@ def build_provider(p: ProviderSettings) -> Any:
     except TypeError as exc:
         raise ConfigError(f"bad provider options: {exc}", key=f"{key}.options", fix="remove options the provider does not take") from exc
     except ConfigError as exc:
-        if exc.key == "model_path":  # an unknown builtin:…: name the config key
+        # an unknown builtin:…, an unreadable student artefact: name the config key
+        if exc.key == "model_path" or (p.kind == "student" and exc.key == "student"):
             raise _rekey(exc, f"{key}.model_path") from exc
         raise
 

@@ -166,3 +166,14 @@ def test_export_finetune_checks_its_inputs(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(DataError, match=r"outcomes.jsonl: field 'quality': got 'good' for prompt '3'"):
         export_finetune(folder, tmp_path / "ft.jsonl", teacher="teacher", min_quality=0.5)
+
+
+def test_a_missing_student_artefact_in_the_config_names_its_toml_key(tmp_path):
+    from thrifty.config import parse_settings
+    from thrifty.profiles import build_provider
+
+    settings = parse_settings({"providers": {"clf": {"kind": "student", "model_path": "missing.json"}}}, base_dir=tmp_path)
+    with pytest.raises(ConfigError) as info:
+        build_provider(settings.providers["clf"])
+    assert info.value.key == "providers.clf.model_path"
+    assert "missing.json" in str(info.value) and "thrifty student train" in str(info.value)
