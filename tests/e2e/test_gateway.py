@@ -289,7 +289,7 @@ def test_metrics_count_requests_and_escalations(gateway: dict) -> None:
     assert "thrifty_request_latency_seconds_bucket" in text and "thrifty_cost_saved_usd" in text
 
 
-def test_logs_cli_shows_and_exports(gateway: dict, tmp_path: Path) -> None:
+def test_logs_cli_shows_and_exports(gateway: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from thrifty.cli.main import main
     from thrifty.table_io import load_table
 
@@ -297,7 +297,9 @@ def test_logs_cli_shows_and_exports(gateway: dict, tmp_path: Path) -> None:
     assert main(["logs", "--db", db, "list", "--json"]) == 0
     (rid,), = rows(gateway, "SELECT id FROM requests WHERE model_requested = 'remote' AND status = 200 LIMIT 1")
     assert main(["logs", "--db", db, "show", rid]) == 0
+    capsys.readouterr()
     assert main(["logs", "--db", db, "label", rid, "0.25"]) == 0  # the pass-through answer: unscored, now labelled
+    assert f"labelled request {rid!r}: quality 0.25" in capsys.readouterr().err
     assert main(["logs", "--db", db, "label", "req_missing", "1"]) != 0
     out = tmp_path / "table"
     assert main(["logs", "--db", db, "export", "--out", str(out)]) == 0

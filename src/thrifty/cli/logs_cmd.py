@@ -109,9 +109,10 @@ def run_label(args: argparse.Namespace) -> int:
 
     if not 0.0 <= args.quality <= 1.0:
         raise RequestError(f"quality must be in [0, 1], got {args.quality}", param="quality")
+    what = f"step {args.step} of request {args.id!r}" if args.step is not None else f"request {args.id!r}"
     if not _store(args).set_label(args.id, args.quality, idx=args.step):
-        what = f"step {args.step} of request {args.id!r}" if args.step is not None else f"request {args.id!r}"
         raise RequestError(f"no {what} in the log", param="id")
+    print(f"labelled {what}: quality {args.quality:g}", file=sys.stderr)
     return 0
 
 
