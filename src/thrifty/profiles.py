@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -151,6 +152,12 @@ def profile_policy(profile: ProfileSettings) -> Any:
             raise _rekey(exc, key) from exc
     scorer = _scorer(profile) if len(profile.tiers) > 1 else None
     return CascadePolicy(profile.tiers, profile.thresholds or (), scorer)
+
+
+def system_prompt(template: str, profile: str) -> str:
+    """A profile's ``system`` text with ``{date}`` (today, UTC, YYYY-MM-DD) and ``{profile}`` filled in."""
+    today = time.strftime("%Y-%m-%d", time.gmtime(time.time()))
+    return template.replace("{date}", today).replace("{profile}", profile)
 
 
 def tier_price(provider: Any, max_tokens: int) -> TierPrice:

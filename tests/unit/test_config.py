@@ -180,3 +180,18 @@ def test_budget_periods_reach_the_gateway_ledger(tmp_path: Path) -> None:
     assert ledger.period("profile", "support") == "month" and ledger.period("key", "alice") == "day"
     assert ledger.limit("key", "alice") == 1.5
     assert load_settings(write(tmp_path, GOOD)).profiles["support"].budget_period == "total"
+
+
+def test_system_prompt_fills_in_the_utc_date_and_the_profile(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time as _time
+
+    from thrifty.profiles import system_prompt
+
+    monkeypatch.setattr(_time, "time", lambda: 1796083200.0 - 60)  # 2026-12-01 00:00 UTC minus a minute
+    monkeypatch.setenv("TZ", "Asia/Tokyo")  # local date there is already 1 December
+    _time.tzset()
+    try:
+        assert system_prompt("Today is {date}; you serve {profile}.", "support") == "Today is 2026-11-30; you serve support."
+    finally:
+        monkeypatch.delenv("TZ")
+        _time.tzset()

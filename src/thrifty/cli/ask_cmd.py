@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import json
 import sys
-import time
 from typing import Any
 
 __all__ = ["register", "run"]
@@ -72,6 +71,7 @@ def _engine(args: argparse.Namespace) -> tuple[Any, str | None]:
 
 def _request(args: argparse.Namespace, system: str | None) -> Any:
     from thrifty.errors import RequestError
+    from thrifty.profiles import system_prompt
     from thrifty.types import ChatRequest
 
     if not args.prompt.strip():
@@ -84,7 +84,7 @@ def _request(args: argparse.Namespace, system: str | None) -> Any:
     if args.temperature is not None:
         params["temperature"] = args.temperature
     messages: list[dict[str, Any]] = []
-    sys_text = args.system or (system.replace("{date}", time.strftime("%Y-%m-%d")).replace("{profile}", args.profile) if system else None)
+    sys_text = args.system or (system_prompt(system, args.profile) if system else None)
     if sys_text:
         messages.append({"role": "system", "content": sys_text})
     messages.append({"role": "user", "content": args.prompt})

@@ -24,6 +24,7 @@ from thrifty.errors import AuthError, ProviderError, RequestError
 from thrifty.engine import aclose_quietly
 from thrifty.gateway.build import Route
 from thrifty.gateway.errors import PayloadTooLarge, json_error, status_and_body
+from thrifty.profiles import system_prompt
 from thrifty.store.logs import RequestRecord, StepRecord
 from thrifty.trace import Routed, TextDelta, Trace, new_request_id
 from thrifty.types import ChatRequest
@@ -87,7 +88,7 @@ def _with_profile(route: Route, req: ChatRequest) -> ChatRequest:
     """Apply the profile's system prompt (when the client sent none) and the default max_tokens."""
     messages = req.messages
     if route.system and not any(m.get("role") in ("system", "developer") for m in messages):
-        text = route.system.replace("{date}", time.strftime("%Y-%m-%d")).replace("{profile}", route.budget_name or "")
+        text = system_prompt(route.system, route.budget_name or "")
         messages = ({"role": "system", "content": text}, *messages)
     params = dict(req.params)
     if params.get("max_tokens") is None and params.get("max_completion_tokens") is None:
