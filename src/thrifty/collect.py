@@ -261,6 +261,10 @@ def collect(
         if not todo:
             result.seconds = time.perf_counter() - t_start
             return result
+        for p in {m for _, m in todo}:  # load weights/embedders now, so no answer's latency includes it
+            warm = getattr(providers[p], "warm", None)
+            if warm is not None:
+                _drive(warm())
         args = (items, providers, log, todo, params, concurrency, retries, prices, grader, gold, result)
         if progress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn

@@ -198,6 +198,12 @@ class StudentProvider:
     def load(cls, path: str | os.PathLike, *, name: str | None = None, cost_per_call: float = 0.0) -> "StudentProvider":
         return cls(Student.load(path), name=name or f"student:{path}", cost_per_call=cost_per_call)
 
+    async def warm(self) -> float:
+        """Load the embedder (one throwaway prediction) ahead of the first request; seconds taken."""
+        t0 = time.perf_counter()
+        await asyncio.to_thread(self.answer, "warm-up")
+        return time.perf_counter() - t0
+
     def answer(self, text: str) -> tuple[str, float, dict[str, float]]:
         probs = self.student.predict_proba([self.student.query_of(text)])[0]
         k = int(probs.argmax())

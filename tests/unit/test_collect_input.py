@@ -305,3 +305,26 @@ def test_error_rows_start_on_a_fresh_line_after_a_torn_one(tmp_path):
     with OutcomeLog(out) as log:
         log.append_error({"prompt_id": "2", "model": "a", "error": "y"})
     assert [json.loads(x)["prompt_id"] for x in (out / "errors.jsonl").read_text().splitlines()] == ["0", "2"]
+
+
+def test_providers_are_warmed_before_any_answer_is_timed(tmp_path):
+    events: list[str] = []
+
+    class SlowToLoad(EchoProvider):
+        async def warm(self) -> float:
+            events.append("warm")
+            await asyncio.sleep(0.2)  # a model or embedder loading
+            return 0.2
+
+        async def complete(self, request: ChatRequest) -> Completion:
+            events.append("complete")
+            return await super().complete(request)
+
+    prompts = _write(tmp_path / "p.jsonl", "".join(json.dumps({"prompt_id": i, "prompt": f"q{i}"}) + "\n" for i in range(2)))
+    out = tmp_path / "out"
+    collect(read_prompts(prompts), {"s": SlowToLoad("s")}, out, progress=False)
+    assert events == ["warm", "complete", "complete"]
+    assert all(r["latency_s"] < 0.2 for r in OutcomeLog(out).outcomes())
+    events.clear()
+    collect(read_prompts(prompts), {"s": SlowToLoad("s")}, out, progress=False)  # nothing left to do: no load
+    assert events == []
