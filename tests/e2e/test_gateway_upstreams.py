@@ -11,9 +11,7 @@ with one ``get_weather`` tool call whose arguments are valid (``/good``) or brea
 
 from __future__ import annotations
 
-import socket
 import threading
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -22,17 +20,12 @@ import openai
 import pytest
 
 from fault_upstream import FaultUpstream
+from gateway_proc import serve_in_thread
 from thrifty.config import hash_key, parse_settings
 from thrifty.store import LogStore
 
 Q = [{"role": "user", "content": "hi"}]
 ALICE = "sk-upstreams-test-key"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class ToolUpstream:
@@ -100,10 +93,6 @@ WEATHER = [{"type": "function", "function": {"name": "get_weather", "parameters"
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    import uvicorn
-
-    from thrifty.gateway.app import create_app
-
     data = tmp_path_factory.mktemp("midstream")
     tools_up = ToolUpstream()
     with FaultUpstream() as up:
@@ -127,19 +116,10 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
             },
             "keys": {"alice": {"sha256": hash_key(ALICE)}},
         })
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 20
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert server.started
         try:
-            yield {"base": f"http://127.0.0.1:{port}", "db": Path(data) / "logs.sqlite3", "up": up, "tools_up": tools_up}
+            with serve_in_thread(settings, timeout_s=20) as base:
+                yield {"base": base, "db": Path(data) / "logs.sqlite3", "up": up, "tools_up": tools_up}
         finally:
-            server.should_exit = True
-            thread.join(10)
             tools_up.close()
 
 
