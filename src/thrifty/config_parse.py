@@ -73,6 +73,12 @@ def _bool(tbl: Mapping[str, Any], key: str, path: str, default: bool) -> bool:
     return v
 
 
+def _resolve(value: str, base_dir: Path | None) -> Path:
+    """``value`` as a path (``~`` expanded); a relative one is relative to ``base_dir`` (the config file's folder)."""
+    p = Path(value).expanduser()
+    return p if p.is_absolute() or base_dir is None else base_dir / p
+
+
 def _name(name: str, path: str) -> None:
     if not _NAME.match(name):
         raise ConfigError(f"invalid name {name!r}", key=path, fix="use letters, digits, '.', '_', ':' or '-' (max 64 chars)")
@@ -89,8 +95,7 @@ def _server(tbl: Mapping[str, Any], base_dir: Path | None) -> ServerSettings:
         raise ConfigError("expected a list of origins", key="server.cors_origins", fix='write cors_origins = ["https://app.example.com"] (empty: CORS off)')
     data_dir = _str(tbl, "data_dir", "server")
     if data_dir is not None:
-        d = Path(data_dir).expanduser()
-        data_dir = d if d.is_absolute() or base_dir is None else base_dir / d
+        data_dir = _resolve(data_dir, base_dir)
     admin = _str(tbl, "admin_sha256", "server")
     if admin is not None and not _HEX64.match(admin.lower()):
         raise ConfigError("not a SHA-256 hex digest", key="server.admin_sha256",
@@ -125,8 +130,7 @@ def _provider(name: str, tbl: Any, base_dir: Path | None) -> ProviderSettings:
         if model_path is None:
             raise ConfigError("a llamacpp provider needs the GGUF file", key=f"{path}.model_path", fix='add model_path = "/path/to/model.gguf" (or "builtin:smollm2" / "builtin:gemma3")')
         if not model_path.startswith("builtin:"):
-            mp = Path(model_path).expanduser()
-            model_path = str(mp if mp.is_absolute() or base_dir is None else base_dir / mp)
+            model_path = str(_resolve(model_path, base_dir))
     elif model_path is not None:
         raise ConfigError("model_path only applies to kind = \"llamacpp\" or \"student\"", key=f"{path}.model_path", fix="remove it")
     base_url = _str(tbl, "base_url", path)
@@ -200,9 +204,7 @@ def _profile(name: str, tbl: Any, providers: Mapping[str, ProviderSettings], bas
     if artefact is not None:
         if not isinstance(artefact, str) or not artefact:
             raise ConfigError("expected a path", key=f"{path}.artefact", fix='write artefact = "path/from/thrifty-fit.json"')
-        art = Path(artefact).expanduser()
-        if not art.is_absolute() and base_dir is not None:
-            art = base_dir / art
+        art = _resolve(artefact, base_dir)
         if not art.exists():
             raise ConfigError(f"no such file: {art}", key=f"{path}.artefact", fix="run `thrifty fit` to produce it, or give thresholds instead")
     if ths is None and art is None and len(tiers) > 1:
@@ -246,9 +248,7 @@ def _cache(tbl: Any, path: str, base_dir: Path | None) -> CacheSettings | None:
     if threshold is not None and threshold > 1:
         raise ConfigError(f"a cosine threshold is at most 1, got {threshold}", key=f"{path}.semantic_threshold", fix="leave it unset for the calibrated default")
     file = _str(tbl, "path", path)
-    p = Path(file).expanduser() if file else None
-    if p is not None and not p.is_absolute() and base_dir is not None:
-        p = base_dir / p
+    p = _resolve(file, base_dir) if file else None
     max_bytes = _num(tbl, "max_bytes", path, integer=True, strict=True)
     return CacheSettings(
         mode=mode,
@@ -269,9 +269,7 @@ def _file(tbl: Mapping[str, Any], key: str, path: str, base_dir: Path | None, wh
     v = _str(tbl, key, path, required=required)
     if v is None:
         return None
-    p = Path(v).expanduser()
-    if not p.is_absolute() and base_dir is not None:
-        p = base_dir / p
+    p = _resolve(v, base_dir)
     if not p.is_file():
         raise ConfigError(f"no such file: {p}", key=f"{path}.{key}", fix=f"point {key} at {what}")
     return p
