@@ -13,9 +13,7 @@ its row is committed (a 200 always has its log row, even after ``kill -9``).
 
 import asyncio
 import json
-import logging
 import time
-from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any, AsyncIterator
 
@@ -24,14 +22,13 @@ from thrifty.errors import AuthError, ProviderError, RequestError
 from thrifty.engine import aclose_quietly
 from thrifty.gateway.build import Route
 from thrifty.gateway.errors import PayloadTooLarge, json_error, status_and_body
+from thrifty.gateway.jobs import Job, reserve
 from thrifty.profiles import system_prompt
-from thrifty.store.logs import RequestRecord, StepRecord
+from thrifty.store.logs import StepRecord
 from thrifty.trace import Routed, TextDelta, Trace, new_request_id
 from thrifty.types import ChatRequest
 
 __all__ = ["register_routes", "bearer_token"]
-
-log = logging.getLogger("thrifty.gateway")
 
 
 async def _read_body(request: Any, limit: int, timeout_s: float) -> bytes:
@@ -96,105 +93,6 @@ def _with_profile(route: Route, req: ChatRequest) -> ChatRequest:
     return replace(req, messages=messages, params=params)
 
 
-def _steps(trace: Trace | None) -> tuple[StepRecord, ...]:
-    if trace is None:
-        return ()
-    out = []
-    for s in trace.steps:
-        a = trace.answer_for(s.tier)
-        out.append(StepRecord(
-            tier=s.tier, model=s.model, decision=s.decision, answer=a.text if a else None, score=s.score,
-            threshold=s.threshold, cost_usd=s.cost_usd, latency_s=s.latency_s,
-            input_tokens=a.usage.input_tokens if a else None, output_tokens=a.usage.output_tokens if a else None, error=s.error,
-            cache=a.cache if a else None,
-        ))
-    return tuple(out)
-
-
-async def _written(fut: Future) -> Any:
-    """The result of a write queued on the log store's writer thread, awaited without blocking the
-    loop; cancelling the waiter (the client left) does not cancel the write."""
-    return await asyncio.shield(asyncio.wrap_future(fut))
-
-
-async def _reserve(rt: Any, key: str | None, profile: str | None, amount_usd: float) -> Any:
-    """The budget hold (BudgetExceeded: 429), taken on the writer thread when a limit applies.
-
-    The check-and-hold stays one ``BEGIN IMMEDIATE`` transaction, atomic across workers; it runs
-    after every log row and settlement this process queued before it."""
-    ledger = rt.ledger
-    if not ledger.holds(key=key, profile=profile):  # no limit: nothing to read or write
-        return ledger.reserve(key=key, profile=profile, amount_usd=amount_usd)
-    fut = rt.store.submit_in_transaction(ledger.reserve_in, key=key, profile=profile, amount_usd=amount_usd)
-    try:
-        return await _written(fut)
-    except asyncio.CancelledError:  # never ran, so nothing will settle it: drop the hold once it is taken
-        fut.add_done_callback(lambda f: f.cancelled() or f.exception() or ledger.release(f.result()))
-        raise
-
-
-def _report_failed_write(rid: str, fut: Future) -> None:
-    if not fut.cancelled() and fut.exception() is not None:
-        log.error("thrifty: could not write the log row of %s: %s", rid, fut.exception())
-
-
-class _Job:
-    """Everything known about one admitted request; :meth:`finish` queues its log row and spend
-    settlement and counts it; :meth:`committed` waits for that write."""
-
-    def __init__(self, rt: Any, route: Route, req: ChatRequest, body: dict[str, Any], key_name: str | None, rid: str, t0: float) -> None:
-        self.rt, self.route, self.req, self.body, self.key_name, self.rid, self.t0 = rt, route, req, body, key_name, rid, t0
-        self.reservation: Any = None
-        self.created = time.time()
-        self.done = False
-        self.written: Future | None = None  # the queued log row + settlement (see finish)
-        self.generation: int | None = None  # the route table it runs on, while it runs (enter/leave; see reload)
-
-    def finish(self, status: int, trace: Trace | None, *, error: str | None = None, answer_override: str | None = None,
-               cost_override: float | None = None, tiers_override: tuple[str, ...] | None = None,
-               steps_override: tuple[StepRecord, ...] = ()) -> None:
-        if self.done:
-            return
-        self.done = True
-        self.leave()
-        c = trace.completion if trace else None
-        cost = float(trace.cost_usd) if trace else 0.0
-        if cost_override is not None:
-            cost = max(cost, cost_override)
-        latency = time.perf_counter() - self.t0
-        rec = RequestRecord(
-            id=self.rid, created=self.created, model_requested=self.route.model_id, request=self.body, status=status,
-            key_name=self.key_name, profile=self.route.budget_name, prompt=self.req.prompt_text,
-            final_model=(trace.model if trace and c is not None and status == 200 else None),
-            tiers_tried=tiers_override if tiers_override is not None else (trace.tiers_tried if trace else ()), answer=answer_override if answer_override is not None else (c.text if c else None),
-            input_tokens=c.usage.input_tokens if c else None, output_tokens=c.usage.output_tokens if c else None,
-            cost_usd=cost, latency_s=latency, error=error, stream=self.req.stream, steps=_steps(trace) or steps_override,
-            cache=c.cache if c is not None and status == 200 else None,
-        )
-        ledger, store = self.rt.ledger, self.rt.store
-        self.written = store.submit_record(rec, also=lambda conn: ledger.settle_in(
-            conn, self.reservation, cost, key=self.key_name, profile=self.route.budget_name))
-        self.written.add_done_callback(lambda f: _report_failed_write(self.rid, f))
-        self.rt.metrics.observe(model=self.route.model_id, status=status, latency_s=latency, trace=trace, baseline_price=self.route.baseline_price)
-
-    def enter(self) -> None:
-        """Count the job in the current route table's generation (no await since the route was
-        looked up): a reload closes that generation's providers only once its count is back to 0."""
-        self.generation = self.rt.generation
-        self.rt.inflight[self.generation] = self.rt.inflight.get(self.generation, 0) + 1
-
-    def leave(self) -> None:
-        if self.generation is not None:
-            inflight = self.rt.inflight
-            inflight[self.generation] = inflight.get(self.generation, 1) - 1
-            self.generation = None
-
-    async def committed(self) -> None:
-        """Wait until the row queued by :meth:`finish` is committed (raises what the write raised)."""
-        if self.written is not None:
-            await _written(self.written)
-
-
 def _headers(rid: str, model: str | None, tiers: tuple[str, ...], cost: float, cache: str | None = None,
              adaptation: Any = None) -> dict[str, str]:
     headers = {
@@ -211,7 +109,7 @@ def _headers(rid: str, model: str | None, tiers: tuple[str, ...], cost: float, c
     return headers
 
 
-async def _admit(rt: Any, request: Any) -> _Job:
+async def _admit(rt: Any, request: Any) -> Job:
     """Everything that can refuse a request before any model runs."""
     from thrifty.budget import max_cost_usd
     from thrifty.gateway.schemas import ChatCompletionRequest, to_chat_request
@@ -233,11 +131,11 @@ async def _admit(rt: Any, request: Any) -> _Job:
     req = _with_profile(route, to_chat_request(parsed))
     if req.has_images and not route.vision:
         raise RequestError(f"{route.model_id!r} has no vision-capable tier for image content", param="messages", code="unprocessable")
-    job = _Job(rt, route, req, body, key_name, new_request_id(), t0)
+    job = Job(rt, route, req, body, key_name, new_request_id(), t0)
     amount = max_cost_usd(req, route.tier_prices)
     job.enter()  # before the hold's await: a reload meanwhile must not close this route's providers
     try:
-        job.reservation = await _reserve(rt, key_name, route.budget_name, amount)
+        job.reservation = await reserve(rt, key_name, route.budget_name, amount)
     except BaseException:  # refused (429) or the client left: the job never runs
         job.leave()
         raise
@@ -245,7 +143,7 @@ async def _admit(rt: Any, request: Any) -> _Job:
     return job
 
 
-async def _complete(job: _Job) -> Any:
+async def _complete(job: Job) -> Any:
     from fastapi.responses import JSONResponse
 
     from thrifty.gateway.schemas import completion_body
@@ -273,7 +171,7 @@ def _sse(obj: Any) -> bytes:
     return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
 
 
-async def _stream(job: _Job) -> Any:
+async def _stream(job: Job) -> Any:
     from fastapi.responses import StreamingResponse
 
     from thrifty.gateway.schemas import chunk_body, tool_call_deltas
