@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from thrifty.cli.table_args import add_table_args, load_pool
 from thrifty.errors import ConfigError
 
 __all__ = ["register", "run"]
@@ -30,10 +31,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
         help="evaluate routing policies held-out on a routing table",
         description="k-fold held-out evaluation of offline policies (oracle, random, single:<model>, …) with baselines, plots and JSON.",
     )
-    p.add_argument("--data", help="routing-table folder (default: the shared AlpacaEval routing data)")
+    add_table_args(p)
     p.add_argument("--policy", action="append", metavar="NAME", help="policy name; repeat to compare several on one plot (with --contributions: one, default cascade)")
-    p.add_argument("--models", help="comma-separated model pool (default: all)")
-    p.add_argument("--exclude", metavar="REGEX", help="drop models whose name matches REGEX (e.g. FuseChat)")
     p.add_argument("--strong", metavar="MODEL", help="strong model of a pair (with --weak): APGR/CPT")
     p.add_argument("--weak", metavar="MODEL", help="weak model of a pair (with --strong)")
     p.add_argument("--folds", type=int, default=5, help="folds when the data has no splits.json (default 5)")
@@ -115,7 +114,6 @@ def _noisy(name: str, options: dict[str, Any], args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from thrifty.offline.evaluate import evaluate
-    from thrifty.table_io import benchmark_dir, load_table
 
     if args.contributions:
         from thrifty.cli.eval_contributions import run_contributions
@@ -123,11 +121,9 @@ def run(args: argparse.Namespace) -> int:
         return run_contributions(args)
     if not args.policy:
         raise ConfigError("no policy to evaluate", key="--policy", fix="give --policy NAME (repeatable), or --contributions")
-    data = Path(args.data) if args.data else benchmark_dir()
-    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     per_policy = policy_options(args.opt, args.policy)
     t0 = time.perf_counter()
-    table = load_table(data, models=models, exclude=args.exclude)
+    table = load_pool(args)
     load_s = time.perf_counter() - t0
     if args.strong and args.strong not in table.models or args.weak and args.weak not in table.models:
         missing = args.strong if args.strong not in table.models else args.weak

@@ -21,14 +21,12 @@ from thrifty.errors import ConfigError
 __all__ = ["run_contributions"]
 
 
-def _names(text: str | None) -> list[str]:
-    return [m.strip() for m in (text or "").split(",") if m.strip()]
-
-
 def run_contributions(args: argparse.Namespace) -> int:
+    from thrifty.cli.collect_cmd import comma_list
     from thrifty.cli.eval_cmd import _jsonable, policy_options
+    from thrifty.cli.table_args import table_folder
     from thrifty.offline.contributions import contributions, cumulative_stages
-    from thrifty.table_io import benchmark_dir, load_table
+    from thrifty.table_io import load_table
 
     if args.policy and len(args.policy) > 1:
         raise ConfigError("--contributions evaluates one policy", key="--policy", fix="give --policy once (default cascade)")
@@ -39,11 +37,10 @@ def run_contributions(args: argparse.Namespace) -> int:
         raise ConfigError("--label-noise does not apply to --contributions", key="--label-noise", fix="drop --label-noise")
     policy = args.policy[0] if args.policy else "cascade"
     options = policy_options(args.opt, [policy])[policy]
-    adapted, student = _names(args.adapted), _names(args.student)
-    data = Path(args.data) if args.data else benchmark_dir()
+    adapted, student = comma_list(args.adapted) or [], comma_list(args.student) or []
     t0 = time.perf_counter()
-    table = load_table(data, exclude=args.exclude)
-    base = _names(args.models) or [m for m in table.models if m not in adapted and m not in student]
+    table = load_table(table_folder(args), exclude=args.exclude)
+    base = comma_list(args.models) or [m for m in table.models if m not in adapted and m not in student]
     stages = cumulative_stages(base, adapted, student, cache=args.cache != "off")
     table = table.select_models(list(stages[-1].pool))
     load_s = time.perf_counter() - t0
@@ -74,6 +71,7 @@ def run_contributions(args: argparse.Namespace) -> int:
 
 def _cache_hits(table: Any, args: argparse.Namespace) -> Any:
     from thrifty.cache.semantic import DEFAULT_THRESHOLD, SemanticMatcher
+    from thrifty.cli.collect_cmd import comma_list
     from thrifty.offline.cache_replay import gold_grader, grade_hits, request_texts, stream_hits
 
     matcher = None
@@ -83,7 +81,7 @@ def _cache_hits(table: Any, args: argparse.Namespace) -> Any:
         thr = DEFAULT_THRESHOLD if args.cache_threshold is None else args.cache_threshold
         matcher = SemanticMatcher(threshold=thr, guard=args.cache_guard, embedder=get_embedder())
     source, kind, rejected = stream_hits(request_texts(table), args.cache, matcher)
-    grade = gold_grader(table, args.gold, args.match, _names(args.choices) or None)
+    grade = gold_grader(table, args.gold, args.match, comma_list(args.choices) or None)
     return grade_hits(table, source, kind, grade, args.cache, rejected, args.gold)
 
 

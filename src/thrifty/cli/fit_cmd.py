@@ -13,8 +13,8 @@ exact replays of the live rule. Held-out numbers come from ``thrifty eval``, not
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
+from thrifty.cli.table_args import add_table_args, load_pool
 from thrifty.errors import ConfigError
 
 __all__ = ["register", "run"]
@@ -27,9 +27,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
         description="Fit the budget-optimal cascade, router or hybrid on a routing table; write a versioned artefact.",
     )
     p.add_argument("--policy", default="cascade", choices=("cascade", "router", "hybrid"), help="what to fit (default cascade)")
-    p.add_argument("--data", help="routing-table folder (default: the shared AlpacaEval routing data)")
-    p.add_argument("--models", help="comma-separated model pool (default: all)")
-    p.add_argument("--exclude", metavar="REGEX", help="drop models whose name matches REGEX")
+    add_table_args(p)
     p.add_argument("--max-tiers", type=int, default=3, metavar="L", help="most tiers in a cascade, 1–3 (default 3)")
     goal = p.add_mutually_exclusive_group()
     goal.add_argument("--budget", type=float, metavar="USD", help="target mean cost per query")
@@ -52,13 +50,10 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
 def run(args: argparse.Namespace) -> int:
     from thrifty.cli.eval_cmd import _options
     from thrifty.offline.evaluate import default_knobs
-    from thrifty.table_io import benchmark_dir, load_table
 
     if not 1 <= args.max_tiers <= 3:
         raise ConfigError(f"--max-tiers {args.max_tiers} is out of range", key="--max-tiers", fix="use 1, 2 or 3")
-    data = Path(args.data) if args.data else benchmark_dir()
-    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
-    table = load_table(data, models=models, exclude=args.exclude)
+    table = load_pool(args)
     knobs = sorted(set(float(k) for k in default_knobs(table)) | ({args.budget} if args.budget else set()))
     opts = _options(args.opt)
     from thrifty.cli.fit_kinds import fit_and_write
