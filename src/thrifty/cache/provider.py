@@ -26,7 +26,7 @@ import numpy as np
 from thrifty.cache.keys import RequestKeys, request_keys
 from thrifty.cache.semantic import SemanticMatcher
 from thrifty.cache.store import CacheEntry, CacheStore, SQLiteStore, completion_from_dict, completion_to_dict
-from thrifty.providers.base import Wrapper
+from thrifty.providers.base import Wrapper, stream_of
 from thrifty.types import ChatRequest, Completion
 
 __all__ = ["CachedProvider", "CacheStats"]
@@ -161,8 +161,6 @@ class CachedProvider(Wrapper):
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[str | Completion]:
         """Text deltas then the final Completion; a hit is streamed as one delta."""
-        from thrifty.providers.base import stream_of
-
         if not self.cacheable(request):
             async for item in stream_of(self.inner, request):
                 if isinstance(item, Completion):
