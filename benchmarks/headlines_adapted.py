@@ -34,17 +34,9 @@ PRICE = 0.027  # notional USD per 1M tokens for Gemma-3-270M, as in benchmarks/h
 PARAMS = {"temperature": 0.0, "max_tokens": 6, "stop": ["\n\n", "\nQ:"]}
 
 
-def headline(text: str) -> str:
-    """``"Q: <headline>\\nA:"`` → ``<headline>``."""
-    t = text.strip()
-    t = t[2:] if t.startswith("Q:") else t
-    t = t.rstrip()
-    return (t[:-2] if t.endswith("A:") else t).strip()
-
-
 def adapted_items(test_dir: Path, data: Path, budget: int, count_tokens) -> list:  # type: ignore[no-untyped-def]
     """One :class:`PromptItem` per collected test headline: instruction + selected shots + query."""
-    from prompt_adaptation import parse_prefix, read_split
+    from prompt_adaptation import headline, parse_prefix, read_split
 
     from thrifty.prompt_adapt import ShotSelector, few_shot_prompt
     from thrifty.prompts_file import PromptItem

@@ -44,20 +44,18 @@ def headlines_dir() -> Path:
     return benchmark_dir().parent / "headlines"
 
 
+def headline(text: str) -> str:
+    """``"Q: <headline>\\nA:"`` → ``<headline>``."""
+    t = text.strip()
+    t = t[2:] if t.startswith("Q:") else t
+    t = t.rstrip()
+    return (t[:-2] if t.endswith("A:") else t).strip()
+
+
 def read_split(path: Path) -> list[Example]:
     """Rows ``"Q: <headline>\\nA:", label, id`` → Example(headline, label)."""
-    out = []
     with path.open(encoding="utf-8", newline="") as fh:
-        for row in csv.reader(fh):
-            if len(row) < 2:
-                continue
-            q = row[0].strip()
-            if q.startswith("Q:"):
-                q = q[2:]
-            if q.rstrip().endswith("A:"):
-                q = q.rstrip()[:-2]
-            out.append(Example(q.strip(), row[1].strip()))
-    return out
+        return [Example(headline(row[0]), row[1].strip()) for row in csv.reader(fh) if len(row) >= 2]
 
 
 def parse_prefix(text: str) -> tuple[str, list[Example]]:
