@@ -146,20 +146,12 @@ class BudgetLedger:
 
     def release_orphans(self) -> int:
         """Delete holds whose process (on this host) no longer runs, e.g. after ``kill -9``; return how many."""
-        conn, lock = self._store.connection, self._store.lock
-        with lock:
-            owners = [r[0] for r in conn.execute("SELECT DISTINCT owner FROM reservations WHERE owner IS NOT NULL")]
-            dead = [o for o in owners if not _owner_alive(o)]
-            if not dead:
-                return 0
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                n = sum(conn.execute("DELETE FROM reservations WHERE owner = ?", (o,)).rowcount for o in dead)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        return n
+        owners = self._store.iter_rows("SELECT DISTINCT owner FROM reservations WHERE owner IS NOT NULL")
+        dead = [o for (o,) in owners if not _owner_alive(o)]
+        if not dead:
+            return 0
+        return self._store.run_in_transaction(
+            lambda conn: sum(conn.execute("DELETE FROM reservations WHERE owner = ?", (o,)).rowcount for o in dead))
 
     def limit(self, scope: str, name: str) -> float | None:
         return self._limits.get((scope, name))
@@ -200,16 +192,7 @@ class BudgetLedger:
         """Hold ``amount_usd`` against the key's and the profile's limits, or raise BudgetExceeded."""
         if not self._limited(key, profile):
             return Reservation(uuid.uuid4().hex, (), float(amount_usd))
-        conn, lock = self._store.connection, self._store.lock
-        with lock:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                held = self.reserve_in(conn, key=key, profile=profile, amount_usd=amount_usd)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        return held
+        return self._store.run_in_transaction(self.reserve_in, key=key, profile=profile, amount_usd=amount_usd)
 
     def reserve_in(self, conn: sqlite3.Connection, *, key: str | None, profile: str | None, amount_usd: float) -> Reservation:
         """:meth:`reserve`'s check-and-hold inside the caller's write transaction (``BEGIN IMMEDIATE``
@@ -266,15 +249,7 @@ class BudgetLedger:
 
     def settle(self, reservation: Reservation | None, actual_usd: float, *, key: str | None, profile: str | None) -> None:
         """Release the hold and add what the request really cost to every scope's spend."""
-        conn, lock = self._store.connection, self._store.lock
-        with lock:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                self.settle_in(conn, reservation, actual_usd, key=key, profile=profile)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        self._store.run_in_transaction(self.settle_in, reservation, actual_usd, key=key, profile=profile)
 
 
 def ledger_for(store: LogStore, settings: "Settings") -> BudgetLedger:

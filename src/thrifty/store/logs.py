@@ -108,6 +108,20 @@ class LogStore:
         the future resolves once that transaction is committed."""
         return self._put(_Task(fn, args, kwargs, in_transaction=True))
 
+    def run_in_transaction(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """``fn(connection, *args, **kwargs)`` inside one ``BEGIN IMMEDIATE`` transaction on the
+        calling thread: committed when it returns, rolled back when it raises."""
+        with self._lock:
+            c = self._conn
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(c, *args, **kwargs)
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+        return result
+
     def _put(self, task: "_Task") -> Future:
         with self._writer_guard:
             if self._closed:
@@ -192,15 +206,7 @@ class LogStore:
         a logged request and the spend it caused are committed together.
         """
         row, steps = _rows(rec)
-        with self._lock:
-            c = self._conn
-            c.execute("BEGIN IMMEDIATE")
-            try:
-                _insert(c, row, steps, also)
-                c.execute("COMMIT")
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
+        self.run_in_transaction(_insert, row, steps, also)
 
     def submit_record(self, rec: RequestRecord, also: Callable[[sqlite3.Connection], None] | None = None) -> Future:
         """:meth:`record` on the writer thread, group-committed with the other queued writes."""
