@@ -239,13 +239,17 @@ class SharedHead:
         return "shared " + self.base.config.label
 
     def raw(self, X: np.ndarray) -> np.ndarray:
-        X = np.atleast_2d(X)
-        onehot = np.zeros((X.shape[0], self.n_models))
-        onehot[:, self.index] = 1.0
-        return self.base.raw.predict(np.hstack([X[:, : self.base.n_features - self.n_models], onehot, X[:, self.base.n_features - self.n_models :]]))
+        return self.base.raw.predict(_with_onehot(np.atleast_2d(X), self.base.n_features - self.n_models, self.index, self.n_models))
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return _sigmoid(self.a * self.raw(X) + self.b)
+
+
+def _with_onehot(X: np.ndarray, n_features: int, index: int, n_models: int) -> np.ndarray:
+    """``X`` with model ``index``'s one-hot (``n_models`` columns) inserted after its ``n_features`` cheap features."""
+    onehot = np.zeros((X.shape[0], n_models))
+    onehot[:, index] = 1.0
+    return np.hstack([X[:, :n_features], onehot, X[:, n_features:]])
 
 
 def fit_shared(
@@ -265,11 +269,7 @@ def fit_shared(
     effects common to all models (length, refusals, the prompt's difficulty) across K× more rows.
     """
     K = len(Xs)
-    rows = []
-    for j, X in enumerate(Xs):
-        onehot = np.zeros((len(X), K))
-        onehot[:, j] = 1.0
-        rows.append(np.hstack([X[:, :n_features], onehot, X[:, n_features:]]))
+    rows = [_with_onehot(X, n_features, j, K) for j, X in enumerate(Xs)]
     head, cal = fit_head(np.vstack(rows), np.concatenate(ys), n_features + K, emb_dims, configs, k, seed, np.concatenate(groups))
     raw_oof = (np.log(np.clip(cal, 1e-12, 1 - 1e-12) / np.clip(1 - cal, 1e-12, 1)) - head.b) / head.a
     out, oofs, start = [], [], 0
