@@ -79,9 +79,15 @@ def _resolve(value: str, base_dir: Path | None) -> Path:
     return p if p.is_absolute() or base_dir is None else base_dir / p
 
 
-def _name(name: str, path: str) -> None:
+def _entry(section: str, name: str, tbl: Any, allowed: tuple[str, ...]) -> str:
+    """The TOML path of ``[section.name]``, once its name, its being a table and its keys are checked."""
+    path = f"{section}.{name}"
     if not _NAME.match(name):
         raise ConfigError(f"invalid name {name!r}", key=path, fix="use letters, digits, '.', '_', ':' or '-' (max 64 chars)")
+    if not isinstance(tbl, Mapping):
+        raise ConfigError("expected a table", key=path, fix=f"write it as [{path}]")
+    _unknown(tbl, allowed, path)
+    return path
 
 
 # ---- sections -----------------------------------------------------------------------------------
@@ -115,11 +121,7 @@ _PROVIDER_KEYS = ("kind", "model", "base_url", "api_key_env", "model_path", "mod
 
 
 def _provider(name: str, tbl: Any, base_dir: Path | None) -> ProviderSettings:
-    path = f"providers.{name}"
-    _name(name, path)
-    if not isinstance(tbl, Mapping):
-        raise ConfigError("expected a table", key=path, fix=f"write it as [{path}]")
-    _unknown(tbl, _PROVIDER_KEYS, path)
+    path = _entry("providers", name, tbl, _PROVIDER_KEYS)
     kind = _str(tbl, "kind", path, required=True)
     if kind not in PROVIDER_KINDS:
         raise ConfigError(f"unknown kind {kind!r}", key=f"{path}.kind", fix=f"use one of: {', '.join(PROVIDER_KINDS)}")
@@ -175,11 +177,8 @@ def _provider(name: str, tbl: Any, base_dir: Path | None) -> ProviderSettings:
 
 
 def _profile(name: str, tbl: Any, providers: Mapping[str, ProviderSettings], base_dir: Path | None) -> ProfileSettings:
-    path = f"profiles.{name}"
-    _name(name, path)
-    if not isinstance(tbl, Mapping):
-        raise ConfigError("expected a table", key=path, fix=f"write it as [{path}]")
-    _unknown(tbl, ("tiers", "thresholds", "artefact", "scorer", "system", "budget_usd", "budget_period", "cache", "prompt_adaptation"), path)
+    path = _entry("profiles", name, tbl, ("tiers", "thresholds", "artefact", "scorer", "system", "budget_usd", "budget_period",
+                                          "cache", "prompt_adaptation"))
     tiers = tbl.get("tiers")
     if not isinstance(tiers, list) or not tiers:
         raise ConfigError("a profile needs at least one tier", key=f"{path}.tiers", fix='write tiers = ["cheap", "strong"] (provider names, cheapest first)')
@@ -307,11 +306,7 @@ def _prompt_adaptation(tbl: Any, path: str, tiers: tuple[str, ...], base_dir: Pa
 
 
 def _key(name: str, tbl: Any) -> KeySettings:
-    path = f"keys.{name}"
-    _name(name, path)
-    if not isinstance(tbl, Mapping):
-        raise ConfigError("expected a table", key=path, fix=f"write it as [{path}]")
-    _unknown(tbl, ("sha256", "limit_usd", "limit_period"), path)
+    path = _entry("keys", name, tbl, ("sha256", "limit_usd", "limit_period"))
     digest = _str(tbl, "sha256", path, required=True).lower()
     if not _HEX64.match(digest):
         raise ConfigError("not a SHA-256 hex digest", key=f"{path}.sha256", fix="run `thrifty keys hash` and paste its output; never store the plaintext key")
