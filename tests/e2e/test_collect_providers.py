@@ -14,11 +14,11 @@ from thrifty.outcomes_log import OutcomeLog
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fault_upstream import FaultUpstream  # noqa: E402
+from gateway_proc import toml_provider  # noqa: E402
 
 
 def _provider(name: str, url: str) -> str:
-    return (f'[providers.{name}]\nkind = "openai"\nmodel = "m-{name}"\nbase_url = "{url}"\n'
-            "prices = { input = 1.0, output = 2.0 }\ntimeout_s = 5\n\n")
+    return toml_provider(name, url, model=f"m-{name}", timeout_s=5)
 
 
 def test_collect_over_http_with_retries_failures_and_a_profile(tmp_path, capsys):
