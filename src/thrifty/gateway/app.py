@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None, *, db_path: Path | None = None,
         raise ConfigError("the gateway needs FastAPI", key="serve", fix="pip install 'thrifty[serve]'") from exc
     from thrifty import __version__
     from thrifty.gateway.errors import install_handlers
-    from thrifty.gateway.reload import close_routes, register_admin
+    from thrifty.gateway.reload import close_providers, close_routes, register_admin, warm_providers
     from thrifty.gateway.routes import register_routes
 
     settings = settings or Settings()
@@ -78,10 +78,7 @@ def create_app(settings: Settings | None = None, *, db_path: Path | None = None,
     async def lifespan(app: Any) -> AsyncIterator[None]:
         rt = runtime if runtime is not None else build_runtime(settings, db_path=db_path)
         app.state.runtime = rt
-        for provider in rt.providers.values():  # load local weights now, not on the first request
-            warm = getattr(provider, "warm", None)
-            if warm is not None:
-                await warm()
+        await warm_providers(rt.providers)  # load local weights now, not on the first request
         hup = _install_sighup(rt)
         try:
             yield
@@ -92,11 +89,7 @@ def create_app(settings: Settings | None = None, *, db_path: Path | None = None,
                 asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             for task in list(rt.retiring):  # replaced providers still waiting for their last request
                 task.cancel()
-            for provider in rt.providers.values():
-                close = getattr(provider, "aclose", None)
-                if close is not None:
-                    with contextlib.suppress(Exception):
-                        await close()
+            await close_providers(rt.providers)
             await close_routes(rt.routes)  # the profiles' cache stores (the providers are closed above)
             await asyncio.to_thread(rt.store.close)  # finishes the queued log rows first
 

@@ -30,7 +30,7 @@ from typing import Any
 
 # no ``from __future__ import annotations``: FastAPI reads the endpoint's ``Request`` annotation at runtime
 
-__all__ = ["reload_runtime", "retire", "close_routes", "summary", "register_admin"]
+__all__ = ["reload_runtime", "retire", "close_routes", "close_providers", "warm_providers", "summary", "register_admin"]
 
 log = logging.getLogger("thrifty.gateway")
 
@@ -71,14 +71,11 @@ async def reload_runtime(rt: Any) -> dict[str, Any]:
         settings = replace(fresh, server=current.server)  # host, port, data dir … stay as started
         routes, providers = await asyncio.to_thread(build_routes, settings)
         try:
-            for provider in providers.values():  # load local weights now (shared in-process: usually instant)
-                warm = getattr(provider, "warm", None)
-                if warm is not None:
-                    await warm()
+            await warm_providers(providers)  # load local weights now (shared in-process: usually instant)
             # it releases orphaned holds: SQLite, off the loop
             ledger = await asyncio.wrap_future(rt.store.submit(ledger_for, rt.store, settings))
         except BaseException:
-            await _close_all(providers)
+            await close_providers(providers)
             await close_routes(routes)
             raise
         old_generation, old_providers, old_routes = rt.generation, rt.providers, rt.routes
@@ -111,7 +108,7 @@ async def retire(rt: Any, generation: int, providers: dict[str, Any], max_wait_s
             await asyncio.sleep(0.05)
     finally:  # also on shutdown (cancelled): the connections are closed either way
         rt.inflight.pop(generation, None)
-        await _close_all(providers)
+        await close_providers(providers)
         if routes:
             await close_routes(routes)
 
@@ -139,7 +136,16 @@ async def close_routes(routes: dict[str, Any]) -> None:
                 close()  # quick: a SQLite connection or a Redis pool
 
 
-async def _close_all(providers: dict[str, Any]) -> None:
+async def warm_providers(providers: dict[str, Any]) -> None:
+    """Load what each provider loads lazily (local weights), so no request waits for it."""
+    for provider in providers.values():
+        warm = getattr(provider, "warm", None)
+        if warm is not None:
+            await warm()
+
+
+async def close_providers(providers: dict[str, Any]) -> None:
+    """Close each provider's upstream connections, ignoring errors."""
     for provider in providers.values():
         close = getattr(provider, "aclose", None)
         if close is not None:
