@@ -145,32 +145,38 @@ def _box(x: np.ndarray, r: int) -> np.ndarray:
     return out
 
 
-def _best_of(S: np.ndarray, Q: np.ndarray, order: Sequence[int]) -> np.ndarray:
+def _best_of(Sz: np.ndarray, Qz: np.ndarray, order: Sequence[int]) -> np.ndarray:
     """Per prompt, the quality of the best-scored answer among ``order`` (ties to the later tier;
-    a missing pair scores ``-inf``) — what ``select="best"`` returns when no tier accepts."""
-    best_s = np.full(S.shape[0], -np.inf)
-    best_q = np.zeros(S.shape[0])
+    a missing pair scores ``-inf``: ``Sz``, ``Qz`` as cleaned by :func:`_clean`) — what
+    ``select="best"`` returns when no tier accepts."""
+    best_s = np.full(Sz.shape[0], -np.inf)
+    best_q = np.zeros(Sz.shape[0])
     for m in order:
-        s = np.nan_to_num(S[:, m], nan=-np.inf)
+        s = Sz[:, m]
         take = s >= best_s
         best_s = np.where(take, s, best_s)
-        best_q = np.where(take, np.nan_to_num(Q[:, m]), best_q)
+        best_q = np.where(take, Qz[:, m], best_q)
     return best_q
 
 
-def _order_grid(S, Q, C, order, grids, select="last", G=None):
+def _clean(S: np.ndarray, Q: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Missing pairs as the sweep reads them: score ``-inf`` (never accepted), quality and cost 0."""
+    return np.nan_to_num(S, nan=-np.inf), np.nan_to_num(Q), np.nan_to_num(C)
+
+
+def _order_grid(Sz, Qz, Cz, order, grids, select="last", G=None):
     """Mean quality and cost over the full threshold grid of one order (arrays of shape G1×…×G(L-1)),
-    and the threshold grid of each non-final tier."""
-    P = S.shape[0]
+    and the threshold grid of each non-final tier (``Sz``, ``Qz``, ``Cz``: :func:`_clean`'s arrays)."""
+    P = Sz.shape[0]
     L = len(order)
-    q = [np.nan_to_num(Q[:, m]) for m in order]
-    c = [np.nan_to_num(C[:, m]) for m in order]
+    q = [Qz[:, m] for m in order]
+    c = [Cz[:, m] for m in order]
     if L == 1:
         return np.array(q[0].mean()), np.array(c[0].mean()), []
-    s = [np.nan_to_num(S[:, m], nan=-np.inf) for m in order[:-1]]
+    s = [Sz[:, m] for m in order[:-1]]
     tier_grids = [grids[m] for m in order[:-1]]
     if select != "last":
-        q[-1] = _best_of(S, Q, order)
+        q[-1] = _best_of(Sz, Qz, order)
     if select == "running":  # tier k tests the best score so far and returns that answer (step 7)
         for k in range(1, L - 1):
             take = s[k] >= s[k - 1]
@@ -230,10 +236,11 @@ def optimise(
         runs += [(o, "best") for n in range(2, L + 1) for o in itertools.permutations(cand, n)]
     if select == "running" and L >= 3:  # shorter running cascades are best-answer ones, or embedded by -inf
         runs += [(o, "running") for o in itertools.permutations(cand, L)]
+    Sz, Qz, Cz = _clean(S, Q, C)
     for order, rule in runs:
         if ordered == "cheap-first" and any(mean_cost[a] > mean_cost[b] for a, b in zip(order, order[1:])):
             continue
-        gq, gc, tgrids = _order_grid(S, Q, C, order, grids, rule, grid)
+        gq, gc, tgrids = _order_grid(Sz, Qz, Cz, order, grids, rule, grid)
         gq, gc = _box(np.asarray(gq), smooth), _box(np.asarray(gc), smooth)
         n_eval += gq.size
         keep = pareto_front(gc.ravel(), gq.ravel())
