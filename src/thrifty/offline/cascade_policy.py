@@ -318,16 +318,22 @@ class CascadeOffline:
             totals = np.zeros(len(configs))
             for test in folds:
                 tr = np.setdiff1d(np.arange(train.n_prompts), test)
-                singles = optimise(S[tr], Q[tr], C[tr], max_tiers=1)
+                Str, Qtr, Ctr = S[tr], Q[tr], C[tr]
+                Ste, Qte, Cte = S[test], Q[test], C[test]
+                singles = optimise(Str, Qtr, Ctr, max_tiers=1)
                 fronts: dict[tuple, Front] = {}
+                held: dict[CascadeSpec, tuple[float, float]] = {}  # a pick's inner-test (mean cost, mean quality), shared by configs
                 for ci, (L, G, r, sel, z) in enumerate(configs):
                     if (L, G, r, sel) not in fronts:
-                        fronts[(L, G, r, sel)] = optimise(S[tr], Q[tr], C[tr], max_tiers=L, grid=G, smooth=r, select=sel)
-                    picks = select_knobs(fronts[(L, G, r, sel)], sel_knobs, self.budget_margin, (singles, S[tr], Q[tr], C[tr], z))
+                        fronts[(L, G, r, sel)] = optimise(Str, Qtr, Ctr, max_tiers=L, grid=G, smooth=r, select=sel)
+                    picks = select_knobs(fronts[(L, G, r, sel)], sel_knobs, self.budget_margin, (singles, Str, Qtr, Ctr, z))
                     val = 0.0
                     for b, spec in picks.items():
-                        c, q = replay_arrays(S[test], Q[test], C[test], spec)
-                        val += q.mean() - self.overspend_penalty * max(0.0, c.mean() / b - 1.0)
+                        if spec not in held:
+                            c, q = replay_arrays(Ste, Qte, Cte, spec)
+                            held[spec] = (c.mean(), q.mean())
+                        mc, mq = held[spec]
+                        val += mq - self.overspend_penalty * max(0.0, mc / b - 1.0)
                     totals[ci] += val / len(sel_knobs)
             scores = {f"L={L},grid={G},smooth={r},select={sel},gate={z:g}": float(t / len(folds)) for (L, G, r, sel, z), t in zip(configs, totals)}
             L, G, r, sel, z = configs[int(np.argmax(totals))]
