@@ -41,26 +41,35 @@ from thrifty.table import RoutingTable
 __all__ = ["HybridOffline", "FittedHybrid", "skip_mask"]
 
 
-def skip_mask(pred: np.ndarray, exp_cost: np.ndarray, lam: float) -> np.ndarray:
-    """(P, K) bool: model k is skipped on prompt p because it is cheaper than the router's pick."""
+def _pick_cost(pred: np.ndarray, exp_cost: np.ndarray, lam: float) -> np.ndarray | None:
+    """(P,) expected cost of the router's pick per prompt, less a hair (a model as dear is not
+    skipped); None for λ = ∞ (the plain cascade: nothing is skipped)."""
     if math.isinf(lam):
+        return None
+    return exp_cost[route(pred, exp_cost, lam)] * (1 - 1e-9)
+
+
+def skip_mask(pred: np.ndarray, exp_cost: np.ndarray, lam: float, need: np.ndarray | None = None) -> np.ndarray:
+    """(P, K) bool: model k is skipped on prompt p because it is cheaper than the router's pick
+    (``need``: :func:`_pick_cost` of ``pred`` at ``lam`` when already computed)."""
+    need = _pick_cost(pred, exp_cost, lam) if need is None else need
+    if need is None:
         return np.zeros(pred.shape, dtype=bool)
-    pick = route(pred, exp_cost, lam)
-    need = exp_cost[pick] * (1 - 1e-9)
     return exp_cost[None, :] < need[:, None]
 
 
 def train_replay(S: np.ndarray, Q: np.ndarray, C: np.ndarray, R: np.ndarray, exp_cost: np.ndarray, lam: float,
-                 spec: CascadeSpec) -> tuple[float, float]:
+                 spec: CascadeSpec, need: np.ndarray | None = None) -> tuple[float, float]:
     """Exact training (mean cost, mean quality) of the live hybrid rule for (λ, cascade), vectorised:
     start tier from :func:`thrifty.policy.hybrid.start_tier` (the last tier when the router's pick is
-    dearer than every tier), then the cascade from there; a missing pair is skipped at cost 0."""
+    dearer than every tier), then the cascade from there; a missing pair is skipped at cost 0.
+    ``need``: :func:`_pick_cost` of ``R`` at ``lam`` when already computed (one route per λ)."""
     P, tiers = S.shape[0], list(spec.tiers)
     L = len(tiers)
-    if math.isinf(lam) or L == 1:
+    need = _pick_cost(R, exp_cost, lam) if need is None else need
+    if need is None or L == 1:
         start = np.zeros(P, dtype=int)
     else:
-        need = exp_cost[route(R, exp_cost, lam)] * (1 - 1e-9)
         ge = exp_cost[tiers][None, :] >= need[:, None]  # (P, L)
         start = np.where(ge.any(axis=1), np.argmax(ge, axis=1), L - 1)
     cost, qual = np.zeros(P), np.zeros(P)
@@ -179,15 +188,16 @@ class HybridOffline:
         fp = RouterOffline(variant=self.router, seed=self.seed, embedder=self._embedder).fit_predictor(sub)
         Q, C = sub.quality, sub.cost
         lams = [math.inf, *lambda_grid(fp.exp_cost, self.n_lams).tolist()]
+        needs = {lam: _pick_cost(fp.oof_pred, fp.exp_cost, lam) for lam in lams}  # one route per λ
         specs: list[tuple[float, CascadeSpec]] = []
         for lam in lams:
-            skip = skip_mask(fp.oof_pred, fp.exp_cost, lam)
+            skip = skip_mask(fp.oof_pred, fp.exp_cost, lam, needs[lam])
             Sm, Qm, Cm = (np.where(skip, np.nan, X) for X in (S, Q, C))
             front = optimise(Sm, Qm, Cm, max_tiers=min(c.max_tiers, len(models)), grid=self.grid,
                              smooth=self.smooth, ordered="cheap-first")
             specs += [(lam, p) for p in front.points]
         # re-score every candidate exactly under the live start rule, then take the Pareto front
-        exact = np.array([train_replay(S, Q, C, fp.oof_pred, fp.exp_cost, lam, sp) for lam, sp in specs])
+        exact = np.array([train_replay(S, Q, C, fp.oof_pred, fp.exp_cost, lam, sp, needs[lam]) for lam, sp in specs])
         keep = pareto_front(exact[:, 0], exact[:, 1])
         front_pts = [(specs[i][0], specs[i][1], float(exact[i, 0]), float(exact[i, 1])) for i in keep]
         picks: dict[float, tuple[float, CascadeSpec]] = {}
