@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from thrifty.errors import ConfigError
+from thrifty.offline.plots import pyplot
 
 if TYPE_CHECKING:  # pragma: no cover
     from thrifty.offline.contributions import ContributionReport
@@ -26,13 +26,7 @@ _COLORS = ["#7f7f7f", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"]
 
 def plot_contributions(report: "ContributionReport", path: str | Path, title: str | None = None) -> Path:
     """Write the PNG to ``path`` and return it."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:  # pragma: no cover - depends on extras
-        raise ConfigError("plots need matplotlib", fix="pip install 'thrifty[lab]'") from exc
+    plt = pyplot()
     singles = [s for s in report.table.model_stats() if s.n > 0]
     costs = [s.cost for s in singles] + [p.mean_cost for r in report.stages for p in r.report.points]
     positive = [c for c in costs if c > 0]

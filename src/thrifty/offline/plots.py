@@ -25,6 +25,18 @@ __all__ = ["plot_png", "plot_html"]
 _COLORS = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 
 
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend (files only), or a ConfigError naming the extra."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:  # pragma: no cover - depends on extras
+        raise ConfigError("plots need matplotlib", fix="pip install 'thrifty[lab]'") from exc
+    return plt
+
+
 def _x_range(reports: Sequence["EvalReport"]) -> tuple[float, float]:
     r = reports[0]
     xs = [s.cost for s in r.singles if s.n > 0 and s.cost > 0] + [float(r.oracle.curve.x[0])]
@@ -47,13 +59,7 @@ def _title(reports: Sequence["EvalReport"]) -> str:
 
 def plot_png(reports: Sequence["EvalReport"], path: str | Path, title: str | None = None) -> Path:
     """Write a PNG of ``reports`` (one or more policies on the same pool) to ``path``."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:  # pragma: no cover - depends on extras
-        raise ConfigError("plots need matplotlib", fix="pip install 'thrifty[lab]'") from exc
+    plt = pyplot()
     r = reports[0]
     lo, hi = _x_range(reports)
     fig, ax = plt.subplots(figsize=(10, 6.5), dpi=120)
