@@ -26,7 +26,7 @@ call, so the policy falls back to its next preference exactly as it would live.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -124,16 +124,23 @@ class LazyEmbedder:
         return self._inner.embed(texts)
 
 
-def _best_under_budget(knob_values: np.ndarray, mc: np.ndarray, mq: np.ndarray, budgets: Sequence[float]) -> list[float]:
-    """Per budget, the knob value of highest training quality among those with training cost ≤ budget
-    (the cheapest one when none fits; ties: the smaller knob value)."""
+def _best_under_budget(knob_values: np.ndarray, choose: Callable[[float], np.ndarray], quality: np.ndarray, cost: np.ndarray,
+                       budgets: Sequence[float]) -> list[float]:
+    """Per budget, the knob value whose training choices (``choose(v)``: a column per row) have the
+    highest mean quality among those with training mean cost ≤ budget (the cheapest one when none
+    fits; ties: the smaller knob value)."""
+    rows = np.arange(len(quality))
+    mc, mq = np.empty(len(knob_values)), np.empty(len(knob_values))
+    for i, v in enumerate(knob_values):
+        ch = choose(v)
+        mc[i], mq[i] = cost[rows, ch].mean(), quality[rows, ch].mean()
+    span = float(np.max(np.abs(knob_values))) or 1.0
     out = []
     for b in budgets:
         ok = np.flatnonzero(mc <= b)
         if len(ok) == 0:
             out.append(float(knob_values[np.argmin(mc)]))
         else:
-            span = float(np.max(np.abs(knob_values))) or 1.0
             out.append(float(knob_values[ok[np.argmax(mq[ok] - 1e-9 * knob_values[ok] / span)]]))
     return out
 
@@ -141,13 +148,7 @@ def _best_under_budget(knob_values: np.ndarray, mc: np.ndarray, mq: np.ndarray, 
 def calibrate_budget(pred: np.ndarray, quality: np.ndarray, cost: np.ndarray, exp_cost: np.ndarray, budgets: Sequence[float], n: int = 160) -> list[float]:
     """λ per budget: best training quality among λ whose training mean cost ≤ budget (see module doc)."""
     avail = ~np.isnan(quality)
-    rows = np.arange(len(pred))
-    lams = lambda_grid(exp_cost, n)
-    mc, mq = np.empty(len(lams)), np.empty(len(lams))
-    for i, lam in enumerate(lams):
-        ch = route(pred, exp_cost, lam, avail)
-        mc[i], mq[i] = cost[rows, ch].mean(), quality[rows, ch].mean()
-    return _best_under_budget(lams, mc, mq, budgets)
+    return _best_under_budget(lambda_grid(exp_cost, n), lambda lam: route(pred, exp_cost, lam, avail), quality, cost, budgets)
 
 
 def target_choice(pred: np.ndarray, exp_cost: np.ndarray, target: float, avail: np.ndarray | None = None) -> np.ndarray:
@@ -162,13 +163,8 @@ def target_choice(pred: np.ndarray, exp_cost: np.ndarray, target: float, avail: 
 def calibrate_target(pred: np.ndarray, quality: np.ndarray, cost: np.ndarray, exp_cost: np.ndarray, budgets: Sequence[float], n: int = 160) -> list[float]:
     """Quality target τ per budget for the target rule (see module doc); τ from the predictions' quantiles."""
     avail = ~np.isnan(quality)
-    rows = np.arange(len(pred))
     taus = np.unique(np.concatenate([np.quantile(pred[avail], np.linspace(0, 1, n)), [float(pred.max()) + 1.0]]))
-    mc, mq = np.empty(len(taus)), np.empty(len(taus))
-    for i, tau in enumerate(taus):
-        ch = target_choice(pred, exp_cost, tau, avail)
-        mc[i], mq[i] = cost[rows, ch].mean(), quality[rows, ch].mean()
-    return _best_under_budget(taus, mc, mq, budgets)
+    return _best_under_budget(taus, lambda tau: target_choice(pred, exp_cost, tau, avail), quality, cost, budgets)
 
 
 def calibrate_share(pred: np.ndarray, exp_cost: np.ndarray, shares: Sequence[float]) -> list[float]:
