@@ -286,21 +286,31 @@ class CascadeOffline:
         with single_threaded():
             return self._fit(train, knobs)
 
-    def _fit(self, train: RoutingTable, knobs: Sequence[float]) -> FittedCascade:
+    def candidates(self, train: RoutingTable) -> tuple[list[int], tuple[str, ...], dict[str, Any]]:
+        """The candidate columns of ``train``, their model names and the answer scorer's input
+        settings (query-only when the table has no answer text)."""
+        cand = candidate_models(train.quality, train.cost, self.max_candidates)
+        mode = self.inputs if train.has_answers else "query"
+        return cand, tuple(train.models[j] for j in cand), {"inputs": mode, "embed": self.embed}
+
+    def fit_feature_scorer(self, train: RoutingTable, models: Sequence[str], kw: dict[str, Any], embedder: Any = None) -> tuple[Any, np.ndarray]:
+        """The feature answer scorer over ``models`` (this policy's heads options) and its calibrated
+        out-of-fold scores of the training answers (:func:`~thrifty.scoring.answer_scorer.fit_answer_scorer`)."""
         from thrifty.scoring.answer_scorer import fit_answer_scorer, table_inputs
+
+        return fit_answer_scorer(train, table_inputs(train, models, embedder=embedder, **kw), self.head_configs, seed=self.seed,
+                                 mode=kw["inputs"], embed=self.embed, shared=self.shared, knn=self.knn, emb_in_heads=self.emb_heads)
+
+    def _fit(self, train: RoutingTable, knobs: Sequence[float]) -> FittedCascade:
         from thrifty.scoring.heads import inner_folds
 
-        cand = candidate_models(train.quality, train.cost, self.max_candidates)
-        models = tuple(train.models[j] for j in cand)
-        mode = self.inputs if train.has_answers else "query"
-        kw = {"inputs": mode, "embed": self.embed}
+        cand, models, kw = self.candidates(train)
         if self.scorer == "finetuned":
             from thrifty.scoring.finetuned import FineTuneConfig, fit_finetuned_scorer
 
             scorer, S = fit_finetuned_scorer(train, models, FineTuneConfig(**self.ft), self.ft_inner_folds)
         else:
-            inputs = table_inputs(train, models, **kw)
-            scorer, S = fit_answer_scorer(train, inputs, self.head_configs, seed=self.seed, mode=mode, embed=self.embed, shared=self.shared, knn=self.knn, emb_in_heads=self.emb_heads)
+            scorer, S = self.fit_feature_scorer(train, models, kw)
             if self.scorer == "blend":
                 from thrifty.scoring.blend import fit_blend_scorer
                 from thrifty.scoring.finetuned import FineTuneConfig

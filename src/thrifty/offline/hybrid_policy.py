@@ -31,7 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from thrifty.offline.api import OperatingPoint
-from thrifty.offline.optimise import CascadeSpec, candidate_models, optimise, pareto_front
+from thrifty.offline.optimise import CascadeSpec, optimise, pareto_front
 from thrifty.offline.router_policy import RouterOffline
 from thrifty.offline.routers import FittedPredictor, lambda_grid, route
 from thrifty.policy.cascade import CascadePolicy
@@ -170,18 +170,12 @@ class HybridOffline:
 
     def _fit(self, train: RoutingTable, knobs: Sequence[float]) -> FittedHybrid:
         from thrifty.offline.router_policy import resolve_embedder
-        from thrifty.scoring.answer_scorer import fit_answer_scorer, table_inputs
 
         if isinstance(self._embedder, str):  # a name (static, module:Factory …): one object for scorer and router
             self._embedder = resolve_embedder(self._embedder)
         c = self.cascade
-        cand = candidate_models(train.quality, train.cost, c.max_candidates)
-        models = tuple(train.models[j] for j in cand)
-        mode = c.inputs if train.has_answers else "query"
-        kw = {"inputs": mode, "embed": c.embed}
-        scorer, S = fit_answer_scorer(train, table_inputs(train, models, embedder=self._embedder, **kw), c.head_configs,
-                                      seed=self.seed, mode=mode, embed=c.embed, shared=c.shared, knn=c.knn,
-                                      emb_in_heads=c.emb_heads)
+        _, models, kw = c.candidates(train)
+        scorer, S = c.fit_feature_scorer(train, models, kw, self._embedder)
         if self._embedder is not None:
             scorer._embedder = self._embedder
         sub = train.select_models(models)
