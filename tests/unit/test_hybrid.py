@@ -151,3 +151,13 @@ def test_train_replay_equals_driving_the_live_policy(lam):
         quals.append(Q[p, names.index(pol.tiers[d.tier])])
     assert cost == pytest.approx(np.mean(costs))
     assert qual == pytest.approx(np.mean(quals))
+
+
+def test_cascade_options_the_hybrid_does_not_support_are_refused_not_ignored():
+    from thrifty.errors import ConfigError
+    from thrifty.offline.hybrid_policy import HybridOffline
+
+    for opts in ({"scorer": "blend"}, {"select": "best"}):
+        with pytest.raises(ConfigError, match="scorer=features and select=last"):
+            HybridOffline(**opts)
+    HybridOffline(scorer="features", select="last")  # the defaults, spelled out, are fine

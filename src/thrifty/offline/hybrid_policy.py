@@ -161,6 +161,12 @@ class HybridOffline:
         self.embedder_spec = embedder_spec(embedder)
         self.margin = float(margin)
         self.cascade = CascadeOffline(seed=self.seed, **cascade_opts)  # validates and normalises the options
+        # the hybrid fits the feature scorer and returns the last tier's answer: say so rather than ignore
+        if self.cascade.scorer != "features" or self.cascade.selects != ("last",):
+            from thrifty.errors import ConfigError
+
+            raise ConfigError("the hybrid supports scorer=features and select=last only", key="--opt",
+                              fix="drop scorer=/select= for hybrid, or use --policy cascade for those options")
 
     def fit(self, train: RoutingTable, knobs: Sequence[float]) -> FittedHybrid:
         from thrifty.scoring.heads import single_threaded
