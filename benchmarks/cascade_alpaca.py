@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from thrifty.scoring.answer_scorer import embed_mode
-    from thrifty.table_io import benchmark_dir, load_table
+    from thrifty.data.table_io import benchmark_dir, load_table
 
     options = _opts(args.opt)
     embed = embed_mode(options.get("embed", "none"))  # the policies' default

@@ -30,7 +30,7 @@ FALLBACK = [
 
 def prompts(n: int) -> tuple[list[str], str]:
     from thrifty.errors import ThriftyError
-    from thrifty.table_io import benchmark_dir, load_table
+    from thrifty.data.table_io import benchmark_dir, load_table
 
     try:
         table = load_table(benchmark_dir())
@@ -40,8 +40,8 @@ def prompts(n: int) -> tuple[list[str], str]:
 
 
 async def run(texts: list[str], max_tokens: int) -> list[dict]:
-    from thrifty.engine import Engine
-    from thrifty.local import embedded_default
+    from thrifty.serving.engine import Engine
+    from thrifty.serving.local import embedded_default
     from thrifty.types import ChatRequest
 
     policy, providers = embedded_default(max_tokens=max_tokens)

@@ -47,7 +47,7 @@ def main() -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from thrifty.table_io import benchmark_dir, load_table
+    from thrifty.data.table_io import benchmark_dir, load_table
 
     data = args.data or str(benchmark_dir())
     rows = []

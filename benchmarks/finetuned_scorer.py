@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from thrifty.scoring.answer_scorer import fit_answer_scorer, table_inputs
     from thrifty.scoring.finetuned import FineTuneConfig, fit_finetuned, table_pairs
     from thrifty.scoring.heads import single_threaded
-    from thrifty.table_io import benchmark_dir, load_table
+    from thrifty.data.table_io import benchmark_dir, load_table
 
     table = load_table(benchmark_dir())
     models = [m.strip() for m in args.models.split(",") if m.strip()]

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="FILE", help="write the results as one JSON object")
     args = ap.parse_args(argv)
 
-    from thrifty.local import GEMMA3, SMOLLM2, gemma3_path, smollm2_path
+    from thrifty.serving.local import GEMMA3, SMOLLM2, gemma3_path, smollm2_path
 
     gemma3_path()  # assemble once up front: cold start below measures serving, not unpacking
     tmp = Path(tempfile.mkdtemp(prefix="thrifty-bench-"))

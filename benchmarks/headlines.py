@@ -43,7 +43,7 @@ def data_dir() -> Path:
     env = os.environ.get("THRIFTY_HEADLINES_DIR")
     if env:
         return Path(env)
-    from thrifty.table_io import benchmark_dir
+    from thrifty.data.table_io import benchmark_dir
 
     return benchmark_dir().parent / "headlines"
 
@@ -81,11 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--noise", type=float, nargs="*", default=[0.0, 0.1, 0.2, 0.3], help="label-noise levels for the sensitivity study")
     args = ap.parse_args(argv)
 
-    from thrifty.collect import collect, resolve_providers
-    from thrifty.label import label_folder
-    from thrifty.prompts_file import read_prompts
-    from thrifty.student import student_data, train_student
-    from thrifty.table_io import load_table
+    from thrifty.calibration.collect import collect, resolve_providers
+    from thrifty.calibration.label import label_folder
+    from thrifty.data.prompts_file import read_prompts
+    from thrifty.calibration.student import student_data, train_student
+    from thrifty.data.table_io import load_table
 
     src = data_dir()
     if not (src / "test.csv").exists():
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     step(f"collecting {len(test_s)} test headlines × (smollm2, gemma3-270m, 2 students)")
     te_items = read_prompts(write_prompts(out / "test_prompts.jsonl", test_s, prefix, "te"))
     providers = resolve_providers(["smollm2", "gemma3-270m"])
-    from thrifty.student import Student, StudentProvider
+    from thrifty.calibration.student import Student, StudentProvider
 
     providers["student-gold"] = StudentProvider(Student.load(out / "student-gold.json"), name="student-gold")
     providers["student-distil"] = StudentProvider(Student.load(out / "student-distil.json"), name="student-distil")
@@ -190,7 +190,7 @@ def collection_wall_s(folder: Path) -> float:
     """Seconds from the first to the last collected answer in ``folder`` (row timestamps)."""
     from datetime import datetime
 
-    from thrifty.outcomes_log import OutcomeLog
+    from thrifty.data.outcomes_log import OutcomeLog
 
     stamps = sorted(datetime.fromisoformat(r["collected_at"]) for r in OutcomeLog(folder).outcomes())
     return (stamps[-1] - stamps[0]).total_seconds() if stamps else 0.0
@@ -200,7 +200,7 @@ class OutcomeRows:
     """Per-model latency and parse rate from the collected rows (not part of the routing table)."""
 
     def __init__(self, folder: Path) -> None:
-        from thrifty.outcomes_log import OutcomeLog
+        from thrifty.data.outcomes_log import OutcomeLog
 
         self.rows = OutcomeLog(folder).outcomes()
 
@@ -228,7 +228,7 @@ def summarise(table, rows: OutcomeRows, reports: dict, args, timings: dict, sd, 
     teacher = args.teacher
     fidelity = None
     if teacher in table.models and "student-distil" in table.models and table.answers is not None:
-        from thrifty.label import parse_choice
+        from thrifty.calibration.label import parse_choice
 
         j, k = table.models.index(teacher), table.models.index("student-distil")
         agree = [parse_choice(table.answers[p, j] or "", LABELS) == table.answers[p, k] for p in range(table.n_prompts)]

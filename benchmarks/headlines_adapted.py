@@ -4,7 +4,7 @@
 students on a seeded sample of HEADLINES test headlines into ``<run>/test``. This script adds, for
 the same headlines, Gemma-3-270M answering a *prompt-adapted* request — the instruction plus the
 training examples most similar to the headline that fit a budget of ``B`` prompt tokens
-(:class:`thrifty.prompt_adapt.ShotSelector`, MiniLM similarity, Gemma's tokenizer) — as one more
+(:class:`thrifty.serving.prompt_adapt.ShotSelector`, MiniLM similarity, Gemma's tokenizer) — as one more
 model column named ``gemma3-270m@select-B`` with its real token counts, notional cost and exact label.
 It then writes the joint table ``<run>/joint`` (every column of ``<run>/test`` plus the adapted
 ones, one row per headline), on which one held-out replay measures every strategy together.
@@ -38,8 +38,8 @@ def adapted_items(test_dir: Path, data: Path, budget: int, count_tokens) -> list
     """One :class:`PromptItem` per collected test headline: instruction + selected shots + query."""
     from prompt_adaptation import headline, parse_prefix, read_split
 
-    from thrifty.prompt_adapt import ShotSelector, few_shot_prompt
-    from thrifty.prompts_file import PromptItem
+    from thrifty.serving.prompt_adapt import ShotSelector, few_shot_prompt
+    from thrifty.data.prompts_file import PromptItem
     from thrifty.scoring.embedding import get_embedder
 
     instruction, _ = parse_prefix((data / "prefix_e8.txt").read_text(encoding="utf-8"))
@@ -81,10 +81,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from llama_cpp import Llama
 
-    from thrifty.collect import builtin_local, collect
-    from thrifty.label import make_grader
-    from thrifty.local import gemma3_path
-    from thrifty.table_io import load_table, write_table
+    from thrifty.calibration.collect import builtin_local, collect
+    from thrifty.calibration.label import make_grader
+    from thrifty.serving.local import gemma3_path
+    from thrifty.data.table_io import load_table, write_table
 
     from headlines import data_dir
 

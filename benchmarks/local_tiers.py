@@ -34,7 +34,7 @@ PROMPTS = {
 
 async def engine_overhead(n: int = 2000) -> float:
     """Median µs the Engine adds around an instant provider (plan, scoring, trace), two tiers, escalating."""
-    from thrifty.engine import Engine
+    from thrifty.serving.engine import Engine
     from thrifty.policy.cascade import CascadePolicy
     from thrifty.scoring.heuristic import HeuristicScorer
     from thrifty.types import ChatRequest, Completion
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from thrifty.engine import Engine
+    from thrifty.serving.engine import Engine
     from thrifty.policy.cascade import CascadePolicy
     from thrifty.types import ChatRequest
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     import llama_cpp  # noqa: F401
 
     result["import_llama_cpp_s"] = time.perf_counter() - t
-    from thrifty.local import embedded_default
+    from thrifty.serving.local import embedded_default
 
     data_dir = tempfile.mkdtemp(prefix="thrifty-bench-") if args.assemble else None
     t = time.perf_counter()
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     result["cold_start_s"] = time.perf_counter() - T0
     result["assembled_fresh"] = bool(args.assemble)
 
-    from thrifty.providers.llamacpp import LlamaCppProvider
+    from thrifty.serving.providers.llamacpp import LlamaCppProvider
 
     async def bench() -> dict:
         out = {}

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     from thrifty.offline.evaluate import evaluate
     from thrifty.offline.prediction_ceiling import heldout_correlation, share_oracle_metrics
     from thrifty.offline.router_policy import RouterOffline
-    from thrifty.table_io import benchmark_dir, load_table
+    from thrifty.data.table_io import benchmark_dir, load_table
 
     t_start = time.perf_counter()
     rhos = [float(r) for r in args.rhos.split(",")]

@@ -7,7 +7,7 @@ Conditions, all greedy completions through in-process llama.cpp (1 thread), N te
 - ``zero-shot``        the instruction line only;
 - ``select-B``         k <= 8 shots chosen from ``train.csv`` by MiniLM similarity to the query under a
                        budget of B prompt tokens for the shots (Gemma tokenizer), most similar last;
-- ``concat-n``         n headlines per prompt (``thrifty.prompt_adapt.batch_prompt``), the 8 prefix
+- ``concat-n``         n headlines per prompt (``thrifty.serving.prompt_adapt.batch_prompt``), the 8 prefix
                        examples as numbered demonstration batches; unparsed answers re-asked one by
                        one (those calls are counted).
 
@@ -32,14 +32,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from thrifty.prompt_adapt import Example, ShotSelector, batch_prompt, complete_batched, few_shot_prompt, match_label  # noqa: E402
+from thrifty.serving.prompt_adapt import Example, ShotSelector, batch_prompt, complete_batched, few_shot_prompt, match_label  # noqa: E402
 from thrifty.types import ChatRequest, Completion, Usage  # noqa: E402
 
 LABELS = ("up", "down", "neutral", "none")
 
 
 def headlines_dir() -> Path:
-    from thrifty.table_io import benchmark_dir
+    from thrifty.data.table_io import benchmark_dir
 
     return benchmark_dir().parent / "headlines"
 
@@ -76,7 +76,7 @@ class GemmaCompletion:
     def __init__(self, n_ctx: int = 2048) -> None:
         from llama_cpp import Llama
 
-        from thrifty.local import gemma3_path
+        from thrifty.serving.local import gemma3_path
 
         self.llm = Llama(str(gemma3_path()), n_ctx=n_ctx, n_threads=1, n_threads_batch=1, verbose=False, seed=0)
         self.calls = 0

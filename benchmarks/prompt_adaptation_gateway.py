@@ -1,7 +1,7 @@
 """HEADLINES through the gateway's own wiring: a profile without and with ``[prompt_adaptation]``.
 
 Where ``benchmarks/prompt_adaptation.py`` measures the pure functions (budgets in Gemma tokens), this
-runs what ``thrifty serve`` runs: settings parsed from a config document, :func:`thrifty.profiles.build_profile`
+runs what ``thrifty serve`` runs: settings parsed from a config document, :func:`thrifty.serving.profiles.build_profile`
 (``AdaptedProvider`` + ``FewShotAdapter``, budgets in approximate tokens), the Engine, and the
 real Gemma-3-270M base model in ``mode = "raw"`` (llama.cpp, 1 thread, greedy). Every request is what
 a FrugalGPT client sends — ``prefix_e8.txt`` + ``Q: <headline>`` / ``A:`` — and the adapted profiles
@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from prompt_adaptation import LABELS, headlines_dir, read_split  # noqa: E402
 
-from thrifty.config import parse_settings  # noqa: E402
-from thrifty.prompt_adapt import match_label  # noqa: E402
+from thrifty.config.settings import parse_settings  # noqa: E402
+from thrifty.serving.prompt_adapt import match_label  # noqa: E402
 from thrifty.types import ChatRequest  # noqa: E402
 
 
@@ -43,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
 
-    from thrifty.local import gemma3_path
-    from thrifty.profiles import build_profile, build_providers
+    from thrifty.serving.local import gemma3_path
+    from thrifty.serving.profiles import build_profile, build_providers
 
     folder = headlines_dir()
     prefix = (folder / "prefix_e8.txt").read_text(encoding="utf-8")

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from thrifty.offline.evaluate import evaluate
     from thrifty.offline.prediction_ceiling import share_oracle_metrics
     from thrifty.offline.registry import get_policy
-    from thrifty.table_io import benchmark_dir, load_table
+    from thrifty.data.table_io import benchmark_dir, load_table
 
     full = load_table(benchmark_dir())
     pools = {"all": full, "no-fusechat": full.select_models(exclude="FuseChat")}

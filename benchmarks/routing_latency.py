@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from thrifty.offline.router_policy import RouterOffline
-    from thrifty.table_io import benchmark_dir, load_table
+    from thrifty.data.table_io import benchmark_dir, load_table
 
     table = load_table(benchmark_dir())
     nonce = uuid.uuid4().hex[:8]

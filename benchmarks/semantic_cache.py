@@ -37,10 +37,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from thrifty.cache.guard import lexical_mismatch  # noqa: E402
-from thrifty.cache.semantic import DEFAULT_THRESHOLD, SemanticMatcher, similarities  # noqa: E402
-from thrifty.cache.store import Candidate  # noqa: E402
-from thrifty.table_io import benchmark_dir  # noqa: E402
+from thrifty.serving.cache.guard import lexical_mismatch  # noqa: E402
+from thrifty.serving.cache.semantic import DEFAULT_THRESHOLD, SemanticMatcher, similarities  # noqa: E402
+from thrifty.serving.cache.store import Candidate  # noqa: E402
+from thrifty.data.table_io import benchmark_dir  # noqa: E402
 
 # ---- rules ---------------------------------------------------------------------------------------
 PREFIXES = ["Hi! ", "Hello. ", "I have a question. ", "Quick question: ", "Please help me with this: ", "Hey there! "]

@@ -21,8 +21,8 @@ __all__ = [
 ]
 
 _LAZY = {
-    "RoutingTable": "thrifty.table",
-    "load_table": "thrifty.table",
+    "RoutingTable": "thrifty.data.table",
+    "load_table": "thrifty.data.table",
     "ThriftyError": "thrifty.errors",
     "ConfigError": "thrifty.errors",
     "DataError": "thrifty.errors",
@@ -32,7 +32,7 @@ _LAZY = {
 
 if TYPE_CHECKING:  # pragma: no cover
     from thrifty.errors import BudgetExceeded, ConfigError, DataError, ProviderError, ThriftyError
-    from thrifty.table import RoutingTable, load_table
+    from thrifty.data.table import RoutingTable, load_table
 
 
 def __getattr__(name: str) -> Any:

@@ -93,7 +93,7 @@ class Completion:
     tool_calls: tuple[Mapping[str, Any], ...] | None = None
     raw: Any = field(default=None, compare=False, repr=False)
     cache: str | None = None  # "hit" | "semantic" | "miss" | "bypass" when a cache answered/was asked; None: no cache
-    #: set by prompt adaptation (:mod:`thrifty.prompt_provider`): {"shots", "stripped", "tokens_saved", "layout"}; None: not adapted
+    #: set by prompt adaptation (:mod:`thrifty.serving.adapted_provider`): {"shots", "stripped", "tokens_saved", "layout"}; None: not adapted
     adaptation: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
 

@@ -19,8 +19,8 @@ import pytest
 
 from fault_upstream import FaultUpstream
 from gateway_proc import GatewayProcess, read_db, toml_provider
-from thrifty.budget import TierPrice, max_cost_usd
-from thrifty.config import hash_key
+from thrifty.serving.budget import TierPrice, max_cost_usd
+from thrifty.config.settings import hash_key
 from thrifty.types import ChatRequest
 
 pytestmark = pytest.mark.slow

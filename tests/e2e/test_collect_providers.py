@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from thrifty.cli.main import main
-from thrifty.outcomes_log import OutcomeLog
+from thrifty.data.outcomes_log import OutcomeLog
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fault_upstream import FaultUpstream  # noqa: E402

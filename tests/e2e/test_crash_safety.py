@@ -95,7 +95,7 @@ def test_kill_9_under_load_loses_no_acknowledged_row(tmp_path: Path) -> None:
 def test_budget_holds_of_a_killed_gateway_are_released_on_restart(tmp_path: Path) -> None:
     """Requests in flight hold their worst-case cost against the key's budget; after ``kill -9`` and a
     restart those holds belong to a dead process and must not keep refusing the key (429)."""
-    from thrifty.config import hash_key
+    from thrifty.config.settings import hash_key
 
     key = "sk-crash-budget-0123456789"
     with FaultUpstream(hang_s=60) as up:
@@ -136,7 +136,7 @@ def test_hold_owner_liveness() -> None:
     import subprocess
     import sys
 
-    from thrifty.budget import _owner_alive, _process_token
+    from thrifty.serving.budget import _owner_alive, _process_token
 
     assert _owner_alive(_process_token(os.getpid()))
     child = subprocess.Popen([sys.executable, "-c", "pass"])

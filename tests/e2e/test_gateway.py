@@ -27,7 +27,7 @@ pytest.importorskip("llama_cpp", reason="needs llama-cpp-python: pip install 'th
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
 
-from thrifty.config import hash_key  # noqa: E402
+from thrifty.config.settings import hash_key  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 ALICE, POOR = "sk-e2e-alice-0123456789", "sk-e2e-poor-9876543210"
@@ -37,7 +37,7 @@ Q = [{"role": "user", "content": "What is the capital of France?"}]
 
 def _weights_or_skip() -> Path:
     from thrifty.errors import ConfigError
-    from thrifty.local import gemma3_path, smollm2_path
+    from thrifty.serving.local import gemma3_path, smollm2_path
 
     try:
         gemma3_path()
@@ -291,7 +291,7 @@ def test_metrics_count_requests_and_escalations(gateway: dict) -> None:
 
 def test_logs_cli_shows_and_exports(gateway: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from thrifty.cli.main import main
-    from thrifty.table_io import load_table
+    from thrifty.data.table_io import load_table
 
     db = str(gateway["db"])
     assert main(["logs", "--db", db, "list", "--json"]) == 0

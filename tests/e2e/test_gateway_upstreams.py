@@ -21,7 +21,7 @@ import pytest
 
 from fault_upstream import FaultUpstream
 from gateway_proc import serve_in_thread
-from thrifty.config import hash_key, parse_settings
+from thrifty.config.settings import hash_key, parse_settings
 from thrifty.store import LogStore
 
 Q = [{"role": "user", "content": "hi"}]

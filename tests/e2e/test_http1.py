@@ -1,4 +1,4 @@
-"""The lean HTTP/1.1 client (``thrifty.providers.http1``) against a real loopback server that answers
+"""The lean HTTP/1.1 client (``thrifty.serving.providers.http1``) against a real loopback server that answers
 in every framing an upstream may use: Content-Length, chunked (with trailers), read-to-close, gzip;
 keep-alive reuse, a server that closes idle connections, and failures mid-response."""
 
@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from thrifty.providers.http1 import Http1Pool, UpstreamConnectionError, usable_for
+from thrifty.serving.providers.http1 import Http1Pool, UpstreamConnectionError, usable_for
 
 DOC = {"ok": True, "text": "héllo " * 50}
 RAW = json.dumps(DOC).encode()

@@ -34,8 +34,8 @@ TOML = (
 
 def test_serve_export_label_fit(tmp_path, capsys):
     from thrifty.cli.main import main
-    from thrifty.outcomes_log import OutcomeLog
-    from thrifty.table_io import load_table
+    from thrifty.data.outcomes_log import OutcomeLog
+    from thrifty.data.table_io import load_table
 
     with GatewayProcess(TOML, tmp_path / "gw") as gw:
         for q in QUESTIONS:

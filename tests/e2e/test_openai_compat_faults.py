@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from thrifty.engine import Engine
+from thrifty.serving.engine import Engine
 from thrifty.errors import ConfigError, ProviderError
 from thrifty.policy.cascade import CascadePolicy
-from thrifty.providers.openai_compat import OpenAICompatProvider
+from thrifty.serving.providers.openai_compat import OpenAICompatProvider
 from thrifty.types import ChatRequest, Completion
 
 sys.path.insert(0, str(Path(__file__).parent))

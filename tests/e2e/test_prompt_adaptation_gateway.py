@@ -69,7 +69,7 @@ LABELS = {"up", "down", "neutral", "none"}
 
 
 def test_adapted_profile_sends_fewer_tokens_and_answers(tmp_path: Path) -> None:
-    from thrifty.local import gemma3_path
+    from thrifty.serving.local import gemma3_path
 
     (tmp_path / "shots.jsonl").write_text("".join(json.dumps({"input": q, "output": a}) + "\n" for q, a in EXAMPLES))
     (tmp_path / "prefix.txt").write_text(PREFIX)

@@ -47,7 +47,7 @@ def standin():
 
 
 def anthropic_provider(standin, **kw):
-    from thrifty.providers.anthropic import AnthropicProvider
+    from thrifty.serving.providers.anthropic import AnthropicProvider
 
     return AnthropicProvider("claude", "claude-3-5-haiku-latest", api_key="sk-standin", base_url=standin.base_url,
                              timeout_s=10, **kw)
@@ -143,7 +143,7 @@ def test_anthropic_errors_become_provider_errors_with_retry_after(standin):
 
 
 def test_engine_retries_an_overloaded_anthropic_tier(standin):
-    from thrifty.engine import Engine
+    from thrifty.serving.engine import Engine
     from thrifty.policy.cascade import CascadePolicy
 
     standin.fail_next = [(529, {"retry-after-ms": "50"})]
@@ -167,7 +167,7 @@ def _free_port() -> int:
 def llama_server(tmp_path_factory):
     if not HAVE_LLAMA:
         pytest.skip("llama-cpp-python not installed")
-    from thrifty.local import smollm2_path
+    from thrifty.serving.local import smollm2_path
 
     port = _free_port()
     log = tmp_path_factory.mktemp("llama") / "server.log"
@@ -201,7 +201,7 @@ def llama_server(tmp_path_factory):
 
 
 def server_provider(base):
-    from thrifty.providers.openai_compat import OpenAICompatProvider
+    from thrifty.serving.providers.openai_compat import OpenAICompatProvider
 
     return OpenAICompatProvider("llama-server", "smollm2", base, price_in=0.5, price_out=1.5, timeout_s=60)
 
@@ -233,14 +233,14 @@ def test_openai_compat_stream_from_llama_server(llama_server):
 def local_tiers():
     if not HAVE_LLAMA:
         pytest.skip("llama-cpp-python not installed")
-    from thrifty.local import embedded_default
+    from thrifty.serving.local import embedded_default
 
     return embedded_default()
 
 
 @needs_llama
 def test_smollm2_chat_in_process_matches_the_server_prompt(local_tiers, llama_server):
-    from thrifty.local import SMOLLM2
+    from thrifty.serving.local import SMOLLM2
 
     c = asyncio.run(local_tiers[1][SMOLLM2].complete(CAPITAL))
     assert c.text and 1 <= c.usage.output_tokens <= 16
@@ -254,7 +254,7 @@ def test_smollm2_chat_in_process_matches_the_server_prompt(local_tiers, llama_se
 
 @needs_llama
 def test_gemma_base_model_answers_through_a_transcript(local_tiers):
-    from thrifty.local import GEMMA3
+    from thrifty.serving.local import GEMMA3
 
     gemma = local_tiers[1][GEMMA3]
     c = asyncio.run(gemma.complete(CAPITAL))
@@ -266,8 +266,8 @@ def test_gemma_base_model_answers_through_a_transcript(local_tiers):
 
 @needs_llama
 def test_deadline_cancels_local_generation_and_frees_the_model(local_tiers):
-    from thrifty.engine import Engine
-    from thrifty.local import SMOLLM2
+    from thrifty.serving.engine import Engine
+    from thrifty.serving.local import SMOLLM2
     from thrifty.policy.cascade import CascadePolicy
 
     small = local_tiers[1][SMOLLM2]
@@ -283,8 +283,8 @@ def test_deadline_cancels_local_generation_and_frees_the_model(local_tiers):
 
 @needs_llama
 def test_embedded_cascade_escalates_on_threshold(local_tiers):
-    from thrifty.engine import Engine
-    from thrifty.local import GEMMA3, SMOLLM2, embedded_default
+    from thrifty.serving.engine import Engine
+    from thrifty.serving.local import GEMMA3, SMOLLM2, embedded_default
 
     policy, providers = embedded_default(threshold=1.01)  # nothing reaches 1.01: always escalate
     trace = Engine(policy, providers).complete_sync(CAPITAL)
@@ -297,7 +297,7 @@ def test_embedded_cascade_escalates_on_threshold(local_tiers):
 
 @needs_llama
 def test_abandoned_local_stream_stops_generating(local_tiers):
-    from thrifty.local import SMOLLM2
+    from thrifty.serving.local import SMOLLM2
 
     small = local_tiers[1][SMOLLM2]
 

@@ -60,7 +60,7 @@ def _fit(table: Path, artefact: Path, budget: float) -> None:
 
 def _predicted_escalations(artefact: Path, prompts: list[str], cheap: dict[str, str]) -> tuple[set[str], tuple[float, ...]]:
     """The prompts the artefact's own policy sends past the cheap tier (scored offline) and its thresholds."""
-    from thrifty.offline.artefact import load_artefact
+    from thrifty.serving.artefact import load_artefact
     from thrifty.types import ChatRequest, Completion, Usage
 
     policy = load_artefact(artefact).policy()
@@ -93,7 +93,7 @@ def _answered_by_strong(gw: GatewayProcess, ids: list[str]) -> set[str]:
 
 
 def test_refit_and_reload_change_the_tier_shares(tmp_path: Path) -> None:
-    from thrifty.config import hash_key
+    from thrifty.config.settings import hash_key
 
     prompts, cheap, strong = _table(tmp_path / "table")
     artefact = tmp_path / "artefact"

@@ -44,7 +44,7 @@ def _fit(kind: str, data: Path, out: Path, budget: float) -> None:
 
 def _offline(artefact: Path, prompts: list[str], answers: dict[str, dict[str, str]]) -> list[tuple[str, list[str]]]:
     """Per prompt: (answering model, tiers called) of the artefact's live policy driven in-process."""
-    from thrifty.offline.artefact import load_artefact
+    from thrifty.serving.artefact import load_artefact
     from thrifty.policy.drive import drive
     from thrifty.types import ChatRequest, Completion, Usage
 
@@ -65,7 +65,7 @@ def _offline(artefact: Path, prompts: list[str], answers: dict[str, dict[str, st
 
 def test_gateway_routes_each_prompt_as_the_router_artefact_chose_offline(tmp_path: Path) -> None:
     table = topic_table(60, seed=5).select_models(["small", "big"])
-    from thrifty.table_io import write_table
+    from thrifty.data.table_io import write_table
 
     data = write_table(table, tmp_path / "table")
     _fit("router", data, tmp_path / "router", budget=0.005)

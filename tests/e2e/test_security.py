@@ -20,7 +20,7 @@ import pytest
 
 from fault_upstream import FaultUpstream
 from gateway_proc import GatewayProcess, read_db, toml_provider
-from thrifty.config import ServerSettings, hash_key
+from thrifty.config.settings import ServerSettings, hash_key
 
 pytestmark = pytest.mark.slow
 

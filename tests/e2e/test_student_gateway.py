@@ -25,7 +25,7 @@ DOWN = ["gold falls 2% as dollar strengthens", "gold slips to three-week low", "
 
 
 def test_student_tier_answers_confident_requests_and_escalates_the_rest(tmp_path):
-    from thrifty.student import StudentProvider, train_student
+    from thrifty.calibration.student import StudentProvider, train_student
 
     student = train_student(UP + DOWN, ["up"] * len(UP) + ["down"] * len(DOWN), c=10.0)
     path = student.save(tmp_path / "student.json")
@@ -39,7 +39,7 @@ def test_student_tier_answers_confident_requests_and_escalates_the_rest(tmp_path
         f'[providers.student]\nkind = "student"\nmodel_path = "{path}"\n\n'
         '[providers.small]\nkind = "llamacpp"\nmodel_path = "builtin:smollm2"\nmax_tokens = 8\n\n'
         f'[profiles.headlines]\ntiers = ["student", "small"]\nthresholds = [{threshold}]\n'
-        'scorer = "thrifty.student:ConfidenceScorer"\n'
+        'scorer = "thrifty.calibration.student:ConfidenceScorer"\n'
     )
     with GatewayProcess(toml, tmp_path / "gw") as gw:
         def ask(text: str) -> httpx.Response:

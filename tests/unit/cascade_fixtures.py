@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 
 from thrifty.offline.optimise import CascadeSpec, replay_arrays
-from thrifty.table import RoutingTable
+from thrifty.data.table import RoutingTable
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau".split()
 

@@ -7,7 +7,7 @@ import zlib
 
 import numpy as np
 
-from thrifty.table import RoutingTable
+from thrifty.data.table import RoutingTable
 
 TOPICS = {
     "chat": "hello friend weather weekend coffee movie",

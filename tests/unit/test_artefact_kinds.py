@@ -16,15 +16,15 @@ from router_fixtures import HashEmbedder, topic_table
 
 from thrifty.cli.eval_cmd import policy_options
 from thrifty.cli.main import main
-from thrifty.config import ProfileSettings
+from thrifty.config.settings import ProfileSettings
 from thrifty.errors import ConfigError, ProviderError
-from thrifty.offline.artefact import load_artefact
+from thrifty.serving.artefact import load_artefact
 from thrifty.offline.evaluate import default_knobs
 from thrifty.policy.drive import drive
 from thrifty.policy.hybrid import HybridPolicy
 from thrifty.policy.router import RouterPolicy
-from thrifty.profiles import profile_policy
-from thrifty.table_io import write_table
+from thrifty.serving.profiles import profile_policy
+from thrifty.data.table_io import write_table
 from thrifty.types import ChatRequest, Completion
 
 EMB = "router_fixtures:HashEmbedder"

@@ -32,7 +32,7 @@ from thrifty.offline.baselines import (
 )
 from thrifty.offline.evaluate import evaluate
 from thrifty.offline.registry import get_policy
-from thrifty.table import RoutingTable
+from thrifty.data.table import RoutingTable
 
 Q = np.array([[0.2, 0.6, 1.0], [0.8, 0.4, 0.9], [0.0, 0.9, 0.3]])
 C = np.tile([1.0, 2.0, 4.0], (3, 1))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from thrifty.budget import BudgetLedger, TierPrice, max_cost_usd, max_input_tokens
+from thrifty.serving.budget import BudgetLedger, TierPrice, max_cost_usd, max_input_tokens
 from thrifty.errors import BudgetExceeded
 from thrifty.store import LogStore
 from thrifty.types import ChatRequest

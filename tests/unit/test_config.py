@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from thrifty.config import Settings, hash_key, load_settings, parse_settings
+from thrifty.config.settings import Settings, hash_key, load_settings, parse_settings
 from thrifty.errors import ConfigError
 
 GOOD = """
@@ -169,7 +169,7 @@ def test_hash_key_is_sha256_hex() -> None:
 
 
 def test_budget_periods_reach_the_gateway_ledger(tmp_path: Path) -> None:
-    from thrifty.budget import ledger_for
+    from thrifty.serving.budget import ledger_for
     from thrifty.store import LogStore
 
     text = GOOD.replace("budget_usd = 5.0", 'budget_usd = 5.0\nbudget_period = "month"').replace(
@@ -185,7 +185,7 @@ def test_budget_periods_reach_the_gateway_ledger(tmp_path: Path) -> None:
 def test_system_prompt_fills_in_the_utc_date_and_the_profile(monkeypatch: pytest.MonkeyPatch) -> None:
     import time as _time
 
-    from thrifty.profiles import system_prompt
+    from thrifty.serving.profiles import system_prompt
 
     monkeypatch.setattr(_time, "time", lambda: 1796083200.0 - 60)  # 2026-12-01 00:00 UTC minus a minute
     monkeypatch.setenv("TZ", "Asia/Tokyo")  # local date there is already 1 December

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from thrifty.cache.semantic import SemanticMatcher
+from thrifty.serving.cache.semantic import SemanticMatcher
 from thrifty.errors import ConfigError
 from thrifty.offline.cache_replay import cached_points, gold_grader, grade_hits, request_texts, stream_hits
 from thrifty.offline.contributions import contributions, cumulative_stages
 from thrifty.offline.evaluate import PooledPoint
-from thrifty.table import RoutingTable
+from thrifty.data.table import RoutingTable
 
 MODELS = ("cheap", "strong", "cheap@adapted", "student")
 COST = np.array([1.0, 4.0, 2.0, 0.0])

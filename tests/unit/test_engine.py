@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from thrifty.engine import Engine, Routed, TextDelta, Trace
+from thrifty.serving.engine import Engine, Routed, TextDelta, Trace
 from thrifty.errors import ConfigError, ProviderError
 from thrifty.policy.cascade import CascadePolicy
 from thrifty.types import ChatRequest, Completion, Usage

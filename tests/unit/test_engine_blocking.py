@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from thrifty.engine import Engine
+from thrifty.serving.engine import Engine
 from thrifty.policy.cascade import CascadePolicy
 from thrifty.types import ChatRequest, Completion, Usage
 

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from test_engine import REQ, FakeProvider, FixedScorer
 
-from thrifty.engine import Engine, Routed, TextDelta, Trace
+from thrifty.serving.engine import Engine, Routed, TextDelta, Trace
 from thrifty.policy.cascade import CascadePolicy
 
 

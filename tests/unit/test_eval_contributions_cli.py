@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from thrifty.cli.main import main
-from thrifty.table import RoutingTable
-from thrifty.table_io import write_table
+from thrifty.data.table import RoutingTable
+from thrifty.data.table_io import write_table
 
 LABELS = ("up", "down")
 

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from thrifty.config import parse_settings
+from thrifty.config.settings import parse_settings
 from thrifty.gateway.app import create_app
 
 PRICE = {"input": 1.0, "output": 2.0}
@@ -57,12 +57,12 @@ def test_model_ids_default_alias_and_pass_through(tmp_path: Path) -> None:
 
 
 def test_providers_without_profiles_never_build_the_embedded_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import thrifty.local
+    import thrifty.serving.local
 
     def refuse(*a: Any, **k: Any) -> Any:
         raise AssertionError("a pass-through config must not load the local models")
 
-    monkeypatch.setattr(thrifty.local, "embedded_default", refuse)
+    monkeypatch.setattr(thrifty.serving.local, "embedded_default", refuse)
     cfg = parse_settings({"server": {"data_dir": str(tmp_path)}, "providers": {
         "first": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "prices": PRICE},
         "second": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "prices": PRICE}}})
@@ -134,7 +134,7 @@ def test_keys_required_when_configured(tmp_path: Path, header: str) -> None:
 
 
 def test_admin_reload_exists_only_with_an_admin_key(tmp_path: Path) -> None:
-    from thrifty.config import hash_key
+    from thrifty.config.settings import hash_key
 
     async def fn(c: httpx.AsyncClient) -> Any:
         return await c.post("/admin/reload", headers={"authorization": "Bearer admin"})

@@ -18,8 +18,8 @@ from typing import Any
 
 import httpx
 
-from thrifty.config import parse_settings
-from thrifty.engine import Engine
+from thrifty.config.settings import parse_settings
+from thrifty.serving.engine import Engine
 from thrifty.gateway.app import build_runtime, create_app
 from thrifty.policy.cascade import CascadePolicy
 from thrifty.store import LogStore

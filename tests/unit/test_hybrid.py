@@ -14,7 +14,7 @@ from thrifty.offline.hybrid_policy import HybridOffline, skip_mask
 from thrifty.policy.cascade import CascadePolicy
 from thrifty.policy.drive import drive
 from thrifty.policy.hybrid import HybridPolicy, start_tier
-from thrifty.table import RoutingTable
+from thrifty.data.table import RoutingTable
 from thrifty.types import ChatRequest, Completion
 
 

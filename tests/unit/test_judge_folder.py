@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from thrifty.errors import ConfigError, DataError
-from thrifty.judge import judge_folder
-from thrifty.label import label_folder
-from thrifty.outcomes_log import OutcomeLog
-from thrifty.table import RoutingTable
-from thrifty.table_io import load_table, write_table
+from thrifty.calibration.judge import judge_folder
+from thrifty.calibration.label import label_folder
+from thrifty.data.outcomes_log import OutcomeLog
+from thrifty.data.table import RoutingTable
+from thrifty.data.table_io import load_table, write_table
 from thrifty.types import ChatRequest, Completion
 
 
@@ -93,7 +93,7 @@ def test_pairwise_asks_both_orders_and_cancels_position_bias(tmp_path):
 
 def test_exported_log_folder_pending_and_scored_rows_get_labelled(tmp_path, monkeypatch):
     """The layout of `thrifty logs export`: gzip files, live-score qualities, pending answers."""
-    import thrifty.outcomes_log as ol
+    import thrifty.data.outcomes_log as ol
 
     reads: list[str] = []
     real = ol.read_jsonl
@@ -128,7 +128,7 @@ def test_exact_label_needs_gold_for_every_prompt(tmp_path):
     log = OutcomeLog(folder)
     rows = log.prompts()
     rows[0]["gold"] = "Paris"
-    from thrifty.outcomes_log import write_jsonl_atomic
+    from thrifty.data.outcomes_log import write_jsonl_atomic
 
     write_jsonl_atomic(log.prompts_path, rows)
     with pytest.raises(DataError, match="has no 'gold' value"):

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from thrifty.errors import ConfigError, DataError
-from thrifty.judge import parse_preference, parse_rating
-from thrifty.label import label_folder, make_grader, parse_choice, parse_number
+from thrifty.calibration.judge import parse_preference, parse_rating
+from thrifty.calibration.label import label_folder, make_grader, parse_choice, parse_number
 from thrifty.offline.noise import is_binary, perturb_labels
-from thrifty.outcomes_log import OutcomeLog
-from thrifty.table import RoutingTable
-from thrifty.table_io import load_table
+from thrifty.data.outcomes_log import OutcomeLog
+from thrifty.data.table import RoutingTable
+from thrifty.data.table_io import load_table
 
 
 @pytest.mark.parametrize("answer, gold, q", [

@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from thrifty.prompt_adapt import (
+from thrifty.serving.prompt_adapt import (
     Example,
     ShotSelector,
     approx_tokens,

@@ -10,10 +10,10 @@ from typing import Any, Sequence
 import numpy as np
 import pytest
 
-from thrifty.config import parse_settings
+from thrifty.config.settings import parse_settings
 from thrifty.errors import ConfigError, DataError
-from thrifty.prompt_adapt import Example, approx_tokens, format_example
-from thrifty.prompt_provider import AdaptedProvider, FewShotAdapter, read_examples
+from thrifty.serving.prompt_adapt import Example, approx_tokens, format_example
+from thrifty.serving.adapted_provider import AdaptedProvider, FewShotAdapter, read_examples
 from thrifty.types import ChatRequest, Completion, Usage
 
 VOCAB = ("gold", "silver", "oil", "up", "rises", "gains", "down", "falls", "drops", "steady", "flat", "record")
@@ -232,7 +232,7 @@ def test_config_errors_name_the_key_and_the_fix(tmp_path: Path, pa: Any, key: st
 
 
 def _built(tmp_path: Path, pa: dict[str, Any], **profile: Any):
-    from thrifty.profiles import build_profile
+    from thrifty.serving.profiles import build_profile
 
     s = parse_settings(_doc(tmp_path, {"embedder": "test_prompt_provider:BagEmbedder", **pa}, **profile), base_dir=tmp_path)
     tiers = {"a": FakeTier(), "b": FakeTier()}
@@ -240,7 +240,7 @@ def _built(tmp_path: Path, pa: dict[str, Any], **profile: Any):
 
 
 def test_bad_examples_row_fails_the_build_with_file_line_field(tmp_path: Path) -> None:
-    from thrifty.profiles import build_profile
+    from thrifty.serving.profiles import build_profile
 
     s = parse_settings(_doc(tmp_path, {"examples": "shots.jsonl"}), base_dir=tmp_path)
     (tmp_path / "shots.jsonl").write_text('{"input": "x", "output": "y"}\n{"input": "x", "label": "y"}\n')
@@ -264,7 +264,7 @@ def test_only_the_named_tiers_are_adapted_and_share_one_adapter(tmp_path: Path) 
 
 
 def test_cache_sits_in_front_and_keys_the_original_request(tmp_path: Path) -> None:
-    from thrifty.cache import CachedProvider
+    from thrifty.serving.cache import CachedProvider
 
     built, raw = _built(tmp_path, {"examples": "shots.jsonl", "k": 2},
                         cache={"mode": "exact", "path": str(tmp_path / "cache.sqlite")})

@@ -24,8 +24,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from thrifty.errors import DataError
-from thrifty.table import RoutingTable
-from thrifty.table_io import load_table
+from thrifty.data.table import RoutingTable
+from thrifty.data.table_io import load_table
 
 EPS = 1e-9
 FAST = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from thrifty.errors import ProviderError
-from thrifty.providers._errors import provider_errors, retry_after_from, translate
-from thrifty.providers.base import cost_usd, info, stream_of
-from thrifty.providers.llamacpp import LlamaCppProvider, _Loaded, raw_prompt, transcript_prompt
+from thrifty.serving.providers._errors import provider_errors, retry_after_from, translate
+from thrifty.serving.providers.base import cost_usd, info, stream_of
+from thrifty.serving.providers.llamacpp import LlamaCppProvider, _Loaded, raw_prompt, transcript_prompt
 from thrifty.types import ChatRequest, Completion, Usage
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from thrifty.config import parse_settings
+from thrifty.config.settings import parse_settings
 
 
 def _settings(tmp_path: Path):

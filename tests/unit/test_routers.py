@@ -13,8 +13,8 @@ from thrifty.offline.routers import fit_predictor, lambda_grid, route
 from thrifty.policy.drive import drive
 from thrifty.policy.router import RouterPolicy, preference_order
 from thrifty.scoring.query_features import QUERY_FEATURE_NAMES, query_features
-from thrifty.table import RoutingTable
-from thrifty.table_io import load_table, write_table
+from thrifty.data.table import RoutingTable
+from thrifty.data.table_io import load_table, write_table
 from thrifty.types import ChatRequest, Completion
 
 

@@ -11,8 +11,8 @@ from cascade_fixtures import synthetic_table
 
 from thrifty.cli.main import main
 from thrifty.errors import ConfigError
-from thrifty.offline.artefact import load_artefact
-from thrifty.table_io import write_table
+from thrifty.serving.artefact import load_artefact
+from thrifty.data.table_io import write_table
 from thrifty.types import ChatRequest, Completion
 
 

@@ -14,7 +14,7 @@ from thrifty.errors import DataError
 from thrifty.store import LogStore, RequestRecord, StepRecord, connect
 from thrifty.store.db import MIGRATIONS
 from thrifty.store.export import export_table
-from thrifty.table_io import load_table
+from thrifty.data.table_io import load_table
 
 
 def rec(rid: str, *, created: float = 1.0, steps: tuple[StepRecord, ...] | None = None, status: int = 200, prompt: str = "What is 2+2?") -> RequestRecord:

@@ -12,9 +12,9 @@ pytest.importorskip("sentence_transformers")
 pytest.importorskip("sklearn")
 
 from thrifty.errors import ConfigError, DataError  # noqa: E402
-from thrifty.outcomes_log import OutcomeLog  # noqa: E402
-from thrifty.prompts_file import render_prompt  # noqa: E402
-from thrifty.student import Student, StudentProvider, export_finetune, student_data, train_student  # noqa: E402
+from thrifty.data.outcomes_log import OutcomeLog  # noqa: E402
+from thrifty.data.prompts_file import render_prompt  # noqa: E402
+from thrifty.calibration.student import Student, StudentProvider, export_finetune, student_data, train_student  # noqa: E402
 from thrifty.types import ChatRequest  # noqa: E402
 
 UP = ["gold rises 2% on weak dollar", "gold climbs to record high", "gold prices surge as investors seek safety",
@@ -169,8 +169,8 @@ def test_export_finetune_checks_its_inputs(tmp_path):
 
 
 def test_a_missing_student_artefact_in_the_config_names_its_toml_key(tmp_path):
-    from thrifty.config import parse_settings
-    from thrifty.profiles import build_provider
+    from thrifty.config.settings import parse_settings
+    from thrifty.serving.profiles import build_provider
 
     settings = parse_settings({"providers": {"clf": {"kind": "student", "model_path": "missing.json"}}}, base_dir=tmp_path)
     with pytest.raises(ConfigError) as info:

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from thrifty.errors import ConfigError, DataError
-from thrifty.table import RoutingTable
-from thrifty.table_io import load_table, write_table
+from thrifty.data.table import RoutingTable
+from thrifty.data.table_io import load_table, write_table
 
 PROMPTS = [{"prompt_id": 0, "instruction": "Say hi", "dataset": "a"}, {"prompt_id": 1, "instruction": "Add 2+2", "dataset": "b"}]
 MODELS = [("small", 0.1, 0.2), ("big", 10, 30), ("FuseChat-x", 0.3, 0.3)]

@@ -1,7 +1,7 @@
 """``thrifty ask "…"``: answer one prompt through a cascade and show which tier answered and what it cost.
 
 With no configuration this runs the embedded local default (SmolLM2-135M → Gemma-3-270M, see
-:mod:`thrifty.local`). With ``--config`` / ``$THRIFTY_CONFIG`` it runs ``--profile`` from that file
+:mod:`thrifty.serving.local`). With ``--config`` / ``$THRIFTY_CONFIG`` it runs ``--profile`` from that file
 (or a provider name, straight through) — the same engines ``thrifty serve`` builds.
 
 The answer goes to stdout; the tier table goes to stderr (so ``thrifty ask … > answer.txt`` keeps
@@ -40,7 +40,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
 
 def _engine(args: argparse.Namespace) -> tuple[Any, str | None]:
     """The engine to run and the profile's system prompt (None for the embedded default)."""
-    from thrifty.config import config_path
+    from thrifty.config.settings import config_path
     from thrifty.errors import ConfigError
 
     path = config_path(args.config)
@@ -48,8 +48,8 @@ def _engine(args: argparse.Namespace) -> tuple[Any, str | None]:
         if args.profile != "default":
             raise ConfigError(f"no config file, so profile {args.profile!r} does not exist", key="--profile",
                               fix="pass --config PATH (or set THRIFTY_CONFIG), or omit --profile")
-        from thrifty.engine import Engine
-        from thrifty.local import DEFAULT_THRESHOLD, embedded_default
+        from thrifty.serving.engine import Engine
+        from thrifty.serving.local import DEFAULT_THRESHOLD, embedded_default
 
         threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
         policy, providers = embedded_default(threshold=threshold)
@@ -57,7 +57,7 @@ def _engine(args: argparse.Namespace) -> tuple[Any, str | None]:
     if args.threshold is not None:
         raise ConfigError("--threshold applies to the embedded default only", key="--threshold",
                           fix="set thresholds in the profile instead")
-    from thrifty.config import load_settings
+    from thrifty.config.settings import load_settings
     from thrifty.gateway.build import build_routes
 
     routes, _providers = build_routes(load_settings(path))
@@ -71,7 +71,7 @@ def _engine(args: argparse.Namespace) -> tuple[Any, str | None]:
 
 def _request(args: argparse.Namespace, system: str | None) -> Any:
     from thrifty.errors import RequestError
-    from thrifty.profiles import system_prompt
+    from thrifty.serving.profiles import system_prompt
     from thrifty.types import ChatRequest
 
     if not args.prompt.strip():
@@ -92,7 +92,7 @@ def _request(args: argparse.Namespace, system: str | None) -> Any:
 
 
 async def _run(engine: Any, request: Any, stream: bool) -> Any:
-    from thrifty.trace import TextDelta, Trace
+    from thrifty.serving.trace import TextDelta, Trace
 
     try:
         if not stream:

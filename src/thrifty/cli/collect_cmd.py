@@ -48,9 +48,9 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from thrifty.collect import collect, resolve_providers
+    from thrifty.calibration.collect import collect, resolve_providers
     from thrifty.errors import ConfigError, DataError
-    from thrifty.prompts_file import read_prompts
+    from thrifty.data.prompts_file import read_prompts
 
     models = comma_list(args.models)
     if not models:
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     items = read_prompts(args.prompts, prefix=prefix, template=args.template, limit=args.limit)
     grader = None
     if args.grade:
-        from thrifty.label import make_grader
+        from thrifty.calibration.label import make_grader
 
         grader = make_grader(args.grade, choices=comma_list(args.choices), golds=[it.meta.get(args.gold) for it in items])
     providers = resolve_providers(models, args.config)

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from thrifty.cli.eval_options import jsonable, policy_options
 from thrifty.cli.table_args import add_table_args, load_pool
 from thrifty.errors import ConfigError
 
@@ -57,49 +58,6 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     c.add_argument("--match", choices=("choice", "exact", "numeric", "regex"), default="choice", help="how a served answer is graded against gold (default choice)")
     c.add_argument("--choices", metavar="A,B,...", help="allowed answers for --match choice (default: the distinct gold values)")
     p.set_defaults(func=run)
-
-
-def _options(pairs: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in pairs:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"bad option {item!r}", key="--opt", fix="use --opt key=value")
-        out[key.strip()] = _value(value.strip())
-    return out
-
-
-def policy_options(pairs: list[str], policies: list[str]) -> dict[str, dict[str, Any]]:
-    """Options per ``--policy`` name: the unscoped ``key=value`` pairs, overridden by ``base.key=value``
-    (``base``: the name before ``:``, e.g. ``router`` for ``router:knn``), overridden by
-    ``name.key=value`` (the full name). A scope naming a policy that is not evaluated is an error."""
-    from thrifty.offline.registry import policy_names
-
-    known = policy_names()
-    scopes = sorted({*policies, *(n.partition(":")[0] for n in policies)}, key=len, reverse=True)
-    plain: list[str] = []
-    scoped: dict[str, list[str]] = {}
-    for item in pairs:
-        key = item.partition("=")[0]
-        scope = next((s for s in scopes if key.startswith(s + ".")), None)
-        if scope is None:
-            head = key.partition(".")[0]
-            if "." in key and head.partition(":")[0] in known:
-                raise ConfigError(f"option {item!r} is scoped to {head!r}, which is not among the evaluated policies",
-                                  key="--opt", fix=f"add --policy {head}, or scope it to one of: {', '.join(policies)}")
-            plain.append(item)
-        else:
-            scoped.setdefault(scope, []).append(item[len(scope) + 1:])
-    base = _options(plain)
-    return {n: {**base, **_options(scoped.get(n.partition(":")[0], [])), **(_options(scoped.get(n, [])) if ":" in n else {})}
-            for n in policies}
-
-
-def _value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
 
 
 def _noisy(name: str, options: dict[str, Any], args: argparse.Namespace) -> Any:
@@ -148,23 +106,13 @@ def run(args: argparse.Namespace) -> int:
         files["html"] = str(plot_html(reports, out / "plot.html"))
     for d in docs:
         d["files"] = files
-    (out / "metrics.json").write_text(json.dumps(doc, indent=1, allow_nan=False, default=_jsonable), encoding="utf-8")
+    (out / "metrics.json").write_text(json.dumps(doc, indent=1, allow_nan=False, default=jsonable), encoding="utf-8")
     if args.json:
-        sys.stdout.write(json.dumps(doc, allow_nan=False, default=_jsonable) + "\n")
+        sys.stdout.write(json.dumps(doc, allow_nan=False, default=jsonable) + "\n")
         _print_table(reports, out, file=sys.stderr)
     else:
         _print_table(reports, out, file=sys.stdout)
     return 0
-
-
-def _jsonable(o: Any) -> Any:
-    import numpy as np
-
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def _fmt(x: float | None, kind: str = "q") -> str:

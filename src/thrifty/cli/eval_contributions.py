@@ -23,10 +23,10 @@ __all__ = ["run_contributions"]
 
 def run_contributions(args: argparse.Namespace) -> int:
     from thrifty.cli.collect_cmd import comma_list
-    from thrifty.cli.eval_cmd import _jsonable, policy_options
+    from thrifty.cli.eval_options import jsonable, policy_options
     from thrifty.cli.table_args import table_folder
     from thrifty.offline.contributions import contributions, cumulative_stages
-    from thrifty.table_io import load_table
+    from thrifty.data.table_io import load_table
 
     if args.policy and len(args.policy) > 1:
         raise ConfigError("--contributions evaluates one policy", key="--policy", fix="give --policy once (default cascade)")
@@ -62,15 +62,15 @@ def run_contributions(args: argparse.Namespace) -> int:
 
         files["png"] = str(plot_contributions(report, out / "contributions.png"))
     doc["files"] = files
-    (out / "metrics.json").write_text(json.dumps(doc, indent=1, allow_nan=False, default=_jsonable), encoding="utf-8")
+    (out / "metrics.json").write_text(json.dumps(doc, indent=1, allow_nan=False, default=jsonable), encoding="utf-8")
     if args.json:
-        sys.stdout.write(json.dumps(doc, allow_nan=False, default=_jsonable) + "\n")
+        sys.stdout.write(json.dumps(doc, allow_nan=False, default=jsonable) + "\n")
     print_contributions(report, files, file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
 def _cache_hits(table: Any, args: argparse.Namespace) -> Any:
-    from thrifty.cache.semantic import DEFAULT_THRESHOLD, SemanticMatcher
+    from thrifty.serving.cache.semantic import DEFAULT_THRESHOLD, SemanticMatcher
     from thrifty.cli.collect_cmd import comma_list
     from thrifty.offline.cache_replay import gold_grader, grade_hits, request_texts, stream_hits
 

@@ -3,7 +3,7 @@
 ``--policy cascade`` (default) fits the cascade (scorers, models, order, thresholds); ``router`` a
 query-only quality predictor and one λ per budget; ``hybrid`` both, jointly. The policy is fitted on
 *all* prompts of the table (hyperparameters by cross-validation inside them); the artefact
-(:mod:`thrifty.offline.artefact`) stores the selected point for ``--budget`` (highest training
+(:mod:`thrifty.serving.artefact`) stores the selected point for ``--budget`` (highest training
 quality at mean cost ≤ B) or ``--target-quality`` (cheapest at quality ≥ Q; default: the best
 single model's cost as budget) and the whole training front, so the gateway can switch budgets
 without refitting. Router and hybrid training numbers are out-of-fold (router predictions) /
@@ -48,14 +48,14 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    from thrifty.cli.eval_cmd import _options
+    from thrifty.cli.eval_options import parse_options
     from thrifty.offline.evaluate import default_knobs
 
     if not 1 <= args.max_tiers <= 3:
         raise ConfigError(f"--max-tiers {args.max_tiers} is out of range", key="--max-tiers", fix="use 1, 2 or 3")
     table = load_pool(args)
     knobs = sorted(set(float(k) for k in default_knobs(table)) | ({args.budget} if args.budget else set()))
-    opts = _options(args.opt)
+    opts = parse_options(args.opt)
     from thrifty.cli.fit_kinds import fit_and_write
 
     return fit_and_write(args, table, knobs, opts)

@@ -87,7 +87,7 @@ def _router_block(fp: Any, models: Any, spec: str) -> dict[str, Any]:
 
 
 def _fit_cascade(args: argparse.Namespace, table: Any, knobs: list[float], opts: dict[str, Any]):
-    from thrifty.offline.artefact import json_number
+    from thrifty.serving.artefact import json_number
     from thrifty.offline.cascade_policy import CascadeOffline
 
     pol = CascadeOffline(**{"max_tiers": args.max_tiers, "max_candidates": args.max_candidates or None,
@@ -102,7 +102,7 @@ def _fit_cascade(args: argparse.Namespace, table: Any, knobs: list[float], opts:
 
 
 def _fit_router(args: argparse.Namespace, table: Any, knobs: list[float], opts: dict[str, Any]):
-    from thrifty.offline.artefact import json_number
+    from thrifty.serving.artefact import json_number
     from thrifty.offline.router_policy import RouterOffline, target_choice
     from thrifty.offline.routers import route
 
@@ -126,7 +126,7 @@ def _fit_router(args: argparse.Namespace, table: Any, knobs: list[float], opts: 
 
 
 def _fit_hybrid(args: argparse.Namespace, table: Any, knobs: list[float], opts: dict[str, Any]):
-    from thrifty.offline.artefact import json_number
+    from thrifty.serving.artefact import json_number
     from thrifty.offline.hybrid_policy import HybridOffline
 
     kw = {"router": args.variant, "embedder": args.embedder, "max_tiers": args.max_tiers,
@@ -152,7 +152,7 @@ FITTERS = {"cascade": _fit_cascade, "router": _fit_router, "hybrid": _fit_hybrid
 
 def fit_and_write(args: argparse.Namespace, table: Any, knobs: list[float], opts: dict[str, Any]) -> int:
     """Fit ``args.policy`` on all of ``table`` and write its artefact to ``args.out``."""
-    from thrifty.offline.artefact import write_artefact
+    from thrifty.serving.artefact import write_artefact
 
     best = table.best_single()
     t0 = time.perf_counter()

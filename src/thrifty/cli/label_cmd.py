@@ -22,13 +22,13 @@ def run(args: argparse.Namespace) -> int:
     if (args.judge is None) == (args.match is None):
         raise ConfigError("choose a grading method", key="--match/--judge", fix="pass --gold COLUMN --match exact|regex|numeric|choice, or --judge MODEL")
     if args.match:
-        from thrifty.label import label_folder
+        from thrifty.calibration.label import label_folder
 
         summary = label_folder(args.dir, gold=args.gold, match=args.match, choices=comma_list(args.choices), tol=args.tol, force=args.force)
         _print_summary(summary, args.dir)
         return 0
-    from thrifty.collect import resolve_providers
-    from thrifty.judge import judge_folder
+    from thrifty.calibration.collect import resolve_providers
+    from thrifty.calibration.judge import judge_folder
 
     judge = resolve_providers([args.judge], args.config)[args.judge]
     models = comma_list(args.models)

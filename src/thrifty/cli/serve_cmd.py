@@ -40,7 +40,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
 
 
 def run_keys_hash(args: argparse.Namespace) -> int:
-    from thrifty.config import hash_key
+    from thrifty.config.settings import hash_key
     from thrifty.errors import ConfigError
 
     key = getpass.getpass("API key: ") if sys.stdin.isatty() else sys.stdin.readline()
@@ -99,7 +99,7 @@ def _shared_metrics_dir() -> Iterator[None]:
 def run_serve(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from thrifty.config import config_path, load_settings
+    from thrifty.config.settings import config_path, load_settings
 
     t0 = time.perf_counter()
     try:

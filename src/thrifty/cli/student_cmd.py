@@ -10,7 +10,7 @@ __all__ = ["register"]
 
 def _train(args: argparse.Namespace) -> int:
     from thrifty.cli.collect_cmd import comma_list
-    from thrifty.student import student_data, train_student
+    from thrifty.calibration.student import student_data, train_student
 
     texts, labels, info = student_data(args.dir, teacher=args.teacher, gold=args.gold_column, choices=comma_list(args.choices))
     student = train_student(texts, labels, c=args.c, prefix=info.get("prefix"), template=info.get("template"),
@@ -25,7 +25,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from thrifty.student import StudentProvider
+    from thrifty.serving.providers.student import StudentProvider
 
     prov = StudentProvider.load(args.artefact)
     for text in args.text:
@@ -35,7 +35,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from thrifty.student import export_finetune
+    from thrifty.calibration.student import export_finetune
 
     n = export_finetune(args.dir, args.out, teacher=args.teacher, min_quality=args.min_quality, system=args.system)
     print(f"wrote {n} chat examples from {args.teacher} → {args.out} (see docs/student.md to train and plug in the student)")

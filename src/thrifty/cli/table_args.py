@@ -17,8 +17,8 @@ def add_table_args(p: argparse.ArgumentParser) -> None:
 
 
 def table_folder(args: argparse.Namespace) -> Path:
-    """``--data``, or the shared benchmark folder (:func:`thrifty.table_io.benchmark_dir`)."""
-    from thrifty.table_io import benchmark_dir
+    """``--data``, or the shared benchmark folder (:func:`thrifty.data.table_io.benchmark_dir`)."""
+    from thrifty.data.table_io import benchmark_dir
 
     return Path(args.data) if args.data else benchmark_dir()
 
@@ -26,6 +26,6 @@ def table_folder(args: argparse.Namespace) -> Path:
 def load_pool(args: argparse.Namespace) -> Any:
     """The routing table of ``--data`` restricted to ``--models`` (all when absent) minus ``--exclude``."""
     from thrifty.cli.collect_cmd import comma_list
-    from thrifty.table_io import load_table
+    from thrifty.data.table_io import load_table
 
     return load_table(table_folder(args), models=comma_list(args.models) if args.models else None, exclude=args.exclude)

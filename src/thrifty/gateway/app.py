@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-from thrifty.config import Settings
+from thrifty.config.settings import Settings
 
 __all__ = ["create_app", "Runtime", "app_from_env"]
 
@@ -44,7 +44,7 @@ class Runtime:
 
 
 def build_runtime(settings: Settings, *, db_path: Path | None = None) -> Runtime:
-    from thrifty.budget import ledger_for
+    from thrifty.serving.budget import ledger_for
     from thrifty.gateway.build import build_routes
     from thrifty.gateway.metrics import Metrics
     from thrifty.store.logs import LogStore
@@ -140,7 +140,7 @@ def app_from_env() -> Any:
     """Factory for ``uvicorn --factory`` / multiple workers: settings from ``$THRIFTY_CONFIG``."""
     import os
 
-    from thrifty.config import load_settings
+    from thrifty.config.settings import load_settings
 
     settings = load_settings()
     port = os.environ.get("THRIFTY_SERVER_PORT")

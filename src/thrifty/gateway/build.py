@@ -1,11 +1,11 @@
 """Gateway wiring: model ids → routes (engine, prices, budget scope).
 
 ``build_routes(settings)`` is called when the app starts (and on an admin reload). Providers,
-policies and engines are built by :mod:`thrifty.profiles`; this module only adds what the gateway
+policies and engines are built by :mod:`thrifty.serving.profiles`; this module only adds what the gateway
 needs on top: the route table. Model ids served:
 
 - ``thrifty/<profile>`` for every configured profile, and always ``thrifty/default``
-  (what it runs: :func:`thrifty.profiles.default_profile`);
+  (what it runs: :func:`thrifty.serving.profiles.default_profile`);
 - every provider name (pass-through: a one-tier route straight to that provider).
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from thrifty.budget import TierPrice
-from thrifty.config import DEFAULT_PROFILE, ProfileSettings, Settings
+from thrifty.serving.budget import TierPrice
+from thrifty.config.settings import DEFAULT_PROFILE, ProfileSettings, Settings
 
 __all__ = ["Route", "build_routes"]
 
@@ -63,9 +63,9 @@ class Route:
 
 def build_routes(settings: Settings, *, deadline_s: float | None = None) -> tuple[dict[str, Route], dict[str, Any]]:
     """Model id → Route for every profile and provider; plus the provider objects (to close)."""
-    from thrifty.engine import Engine
+    from thrifty.serving.engine import Engine
     from thrifty.policy.cascade import CascadePolicy
-    from thrifty.profiles import build_profile, build_providers, default_profile, tier_price
+    from thrifty.serving.profiles import build_profile, build_providers, default_profile, tier_price
 
     deadline = deadline_s or settings.server.request_timeout_s
     providers: dict[str, Any] = build_providers(settings)

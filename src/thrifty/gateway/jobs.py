@@ -14,7 +14,7 @@ from typing import Any
 
 from thrifty.gateway.build import Route
 from thrifty.store.logs import RequestRecord, StepRecord
-from thrifty.trace import Trace
+from thrifty.serving.trace import Trace
 from thrifty.types import ChatRequest
 
 __all__ = ["Job", "reserve"]

@@ -59,8 +59,8 @@ async def reload_runtime(rt: Any) -> dict[str, Any]:
 
     Raises what loading or building raised (ConfigError, DataError …) with ``rt`` untouched.
     """
-    from thrifty.budget import ledger_for
-    from thrifty.config import load_settings
+    from thrifty.serving.budget import ledger_for
+    from thrifty.config.settings import load_settings
     from thrifty.gateway.build import build_routes
 
     async with rt.reload_lock:
@@ -114,9 +114,9 @@ async def retire(rt: Any, generation: int, providers: dict[str, Any], max_wait_s
 
 
 def _wrappers(routes: dict[str, Any]) -> list[Any]:
-    """Every wrapper layer (:class:`~thrifty.providers.base.Wrapper`: a cache, a prompt adapter) around
+    """Every wrapper layer (:class:`~thrifty.serving.providers.base.Wrapper`: a cache, a prompt adapter) around
     the tiers of ``routes``' engines, each once; the providers they wrap are closed separately."""
-    from thrifty.providers.base import Wrapper
+    from thrifty.serving.providers.base import Wrapper
 
     found: dict[int, Any] = {}
     for route in routes.values():
@@ -157,7 +157,7 @@ def _authenticate_admin(digest: str, request: Any) -> None:
     """AuthError (401) unless the request carries the admin key whose SHA-256 is ``digest``."""
     import hmac
 
-    from thrifty.config import hash_key
+    from thrifty.config.settings import hash_key
     from thrifty.errors import AuthError
     from thrifty.gateway.routes import bearer_token
 

@@ -16,7 +16,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from thrifty.errors import ProviderError
-from thrifty.table import RoutingTable
+from thrifty.data.table import RoutingTable
 from thrifty.types import Completion, Usage
 
 __all__ = ["OperatingPoint", "FittedPolicy", "OfflinePolicy", "recorded_completion"]

@@ -25,7 +25,7 @@ import numpy as np
 from thrifty.errors import ConfigError
 from thrifty.offline.api import OperatingPoint
 from thrifty.offline.curves import Curve, majorant
-from thrifty.table import ModelStats, RoutingTable
+from thrifty.data.table import ModelStats, RoutingTable
 
 __all__ = [
     "Hull",

@@ -1,23 +1,23 @@
 """Replay of the completion cache over a held-out request stream (offline, no I/O but embeddings).
 
 The prompts of a routing table, in table row order, are the stream of requests a gateway receives.
-Each request first meets the cache, exactly as live (:mod:`thrifty.cache`):
+Each request first meets the cache, exactly as live (:mod:`thrifty.serving.cache`):
 
 - **exact**: the same request text as an earlier *cached* request (one that missed and was
   answered) is a hit;
-- **semantic**: otherwise the live :class:`~thrifty.cache.semantic.SemanticMatcher` (its threshold,
+- **semantic**: otherwise the live :class:`~thrifty.serving.cache.semantic.SemanticMatcher` (its threshold,
   length limit and lexical guard) looks for an admissible earlier cached request;
 - a miss is answered by the routing policy and its answer is cached.
 
 Which requests hit, and whose answer they get, depends only on the request texts, so
 :func:`stream_hits` computes it once per table. A hit costs 0 and returns the answer the policy
 gave the *source* request; :func:`grade_hits` grades that answer for the new request — against the
-new request's gold answer with an exact :class:`~thrifty.label.Grader` when the table has a gold
+new request's gold answer with an exact :class:`~thrifty.calibration.label.Grader` when the table has a gold
 column, else (exact hits only) with the source's recorded quality, since the two requests are
 identical. :func:`cached_points` applies the hits to a policy's pooled held-out operating points.
 
 The request text is what the gateway would receive: the table's prompt with its ``prefix`` and
-``template`` prompt columns applied (:func:`thrifty.prompts_file.render_prompt`).
+``template`` prompt columns applied (:func:`thrifty.data.prompts_file.render_prompt`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from thrifty.errors import ConfigError
-from thrifty.table import RoutingTable
+from thrifty.data.table import RoutingTable
 
 __all__ = ["CacheHits", "request_texts", "stream_hits", "gold_grader", "gold_agreement", "grade_hits", "cached_points", "CACHE_MODES"]
 
@@ -68,7 +68,7 @@ class CacheHits:
 
 def request_texts(table: RoutingTable) -> list[str]:
     """The request text of each prompt: ``prefix`` + prompt, inside ``template`` when those columns exist."""
-    from thrifty.prompts_file import render_prompt
+    from thrifty.data.prompts_file import render_prompt
 
     if not table.has_prompt_text:
         raise ConfigError("the cache replay needs the prompt texts", key="--cache",
@@ -80,7 +80,7 @@ def request_texts(table: RoutingTable) -> list[str]:
 def stream_hits(texts: Sequence[str], mode: str = "semantic", matcher: Any = None) -> tuple[np.ndarray, np.ndarray, int]:
     """``(source, kind, guard_rejections)`` of the request stream ``texts`` (see the module docstring).
 
-    ``matcher`` is a :class:`~thrifty.cache.semantic.SemanticMatcher` (the calibrated default when
+    ``matcher`` is a :class:`~thrifty.serving.cache.semantic.SemanticMatcher` (the calibrated default when
     None and ``mode == "semantic"``); guard rejections count candidates above the threshold that
     the lexical guard refused.
     """
@@ -90,8 +90,8 @@ def stream_hits(texts: Sequence[str], mode: str = "semantic", matcher: Any = Non
     source, kind = np.full(n, -1, dtype=int), np.full(n, "", dtype=object)
     if mode == "off":
         return source, kind, 0
-    from thrifty.cache.semantic import SemanticMatcher
-    from thrifty.cache.store import Candidate
+    from thrifty.serving.cache.semantic import SemanticMatcher
+    from thrifty.serving.cache.store import Candidate
 
     if mode == "semantic" and matcher is None:
         matcher = SemanticMatcher()
@@ -120,7 +120,7 @@ def stream_hits(texts: Sequence[str], mode: str = "semantic", matcher: Any = Non
 
 def _guard_rejections(matcher: Any, text: str, vector: np.ndarray, cands: list[Any], hit: Any) -> int:
     """Candidates more similar than the served one (or all above the threshold on a miss): refused by the guard."""
-    from thrifty.cache.semantic import similarities
+    from thrifty.serving.cache.semantic import similarities
 
     sims = similarities(vector, np.stack([c.vector for c in cands]))
     floor = hit.similarity if hit is not None else matcher.threshold
@@ -132,7 +132,7 @@ def gold_grader(table: RoutingTable, gold: str = "gold", match: str = "choice", 
     golds = table.prompt_meta.get(gold)
     if golds is None:
         return None
-    from thrifty.label import make_grader
+    from thrifty.scoring.graders import make_grader
 
     grader = make_grader(match, choices=choices, golds=golds)
     return lambda answer, i: grader.grade(answer, golds[i], where=f"prompt {table.prompt_ids[i]!r}")[0]
@@ -144,7 +144,7 @@ def gold_agreement(table: RoutingTable, source: np.ndarray, gold: str = "gold") 
     rows = np.flatnonzero(source >= 0)
     if golds is None or not len(rows):
         return None
-    from thrifty.label import normalise
+    from thrifty.scoring.graders import normalise
 
     return float(np.mean([normalise(golds[i]) == normalise(golds[source[i]]) for i in rows]))
 

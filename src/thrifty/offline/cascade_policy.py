@@ -31,7 +31,7 @@ from thrifty.offline.api import OperatingPoint, recorded_completion
 from thrifty.offline.optimise import CascadeSpec, Front, candidate_models, optimise, replay_arrays
 from thrifty.policy.cascade import CascadePolicy
 from thrifty.policy.drive import drive
-from thrifty.table import RoutingTable
+from thrifty.data.table import RoutingTable
 from thrifty.types import ChatRequest, Completion
 
 __all__ = ["CascadeOffline", "FittedCascade", "replay_cascades", "replay_policy", "lookup_requests", "Replayed", "LookupScorer", "select_knobs"]
@@ -364,7 +364,7 @@ class CascadeOffline:
 def from_artefact(path: str, knobs: Sequence[float]) -> FittedCascade:
     """A fitted cascade read from a ``thrifty fit`` artefact (no training: ``--opt artefact=DIR``
     evaluates that artefact as it is — held-out only if it was fitted on other prompts)."""
-    from thrifty.offline.artefact import load_artefact
+    from thrifty.serving.artefact import load_artefact
 
     art = load_artefact(path)
     sc = art.manifest["scorer"]

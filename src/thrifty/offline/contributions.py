@@ -39,7 +39,7 @@ from thrifty.errors import ConfigError
 from thrifty.offline import metrics as M
 from thrifty.offline.cache_replay import CacheHits, cached_points
 from thrifty.offline.curves import majorant
-from thrifty.table import ModelStats, RoutingTable
+from thrifty.data.table import ModelStats, RoutingTable
 
 __all__ = ["Stage", "StageResult", "ContributionReport", "cumulative_stages", "contributions"]
 

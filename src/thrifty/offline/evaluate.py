@@ -23,7 +23,7 @@ from thrifty.offline import metrics as M
 from thrifty.offline.api import OfflinePolicy, OperatingPoint
 from thrifty.offline.baselines import Hull, OracleCurve, oracle_curve, random_point, single_hull
 from thrifty.offline.curves import Curve, majorant
-from thrifty.table import ModelStats, RoutingTable
+from thrifty.data.table import ModelStats, RoutingTable
 
 __all__ = ["evaluate", "EvalReport", "PooledPoint", "default_knobs", "BUDGET_TOLERANCE"]
 

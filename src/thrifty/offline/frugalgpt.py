@@ -23,7 +23,7 @@ import numpy as np
 from thrifty.offline.api import OperatingPoint
 from thrifty.offline.cascade_policy import replay_cascades
 from thrifty.offline.optimise import pareto_front
-from thrifty.table import RoutingTable
+from thrifty.data.table import RoutingTable
 
 __all__ = ["FrugalGPTOffline", "FittedFrugalGPT", "search_lists"]
 

@@ -36,7 +36,7 @@ from thrifty.offline.router_policy import RouterOffline
 from thrifty.offline.routers import FittedPredictor, lambda_grid, route
 from thrifty.policy.cascade import CascadePolicy
 from thrifty.policy.hybrid import HybridPolicy
-from thrifty.table import RoutingTable
+from thrifty.data.table import RoutingTable
 
 __all__ = ["HybridOffline", "FittedHybrid", "skip_mask"]
 
@@ -153,7 +153,7 @@ class HybridOffline:
                  **cascade_opts: Any) -> None:
         from thrifty.offline.cascade_policy import CascadeOffline
 
-        from thrifty.offline.router_policy import embedder_spec
+        from thrifty.scoring.embedders import embedder_spec
 
         self.router = router or variant
         self.grid, self.smooth, self.n_lams, self.seed = int(grid), int(smooth), int(n_lams), int(seed)
@@ -175,7 +175,7 @@ class HybridOffline:
             return self._fit(train, knobs)
 
     def _fit(self, train: RoutingTable, knobs: Sequence[float]) -> FittedHybrid:
-        from thrifty.offline.router_policy import resolve_embedder
+        from thrifty.scoring.embedders import resolve_embedder
 
         if isinstance(self._embedder, str):  # a name (static, module:Factory …): one object for scorer and router
             self._embedder = resolve_embedder(self._embedder)

@@ -19,7 +19,7 @@ import numpy as np
 
 from thrifty.errors import ConfigError
 from thrifty.offline.api import FittedPolicy, OfflinePolicy
-from thrifty.table import RoutingTable
+from thrifty.data.table import RoutingTable
 
 __all__ = ["perturb_labels", "is_binary", "NoisyLabels"]
 

@@ -29,7 +29,7 @@ from typing import Sequence
 import numpy as np
 
 from thrifty.offline.api import OperatingPoint
-from thrifty.table import RoutingTable
+from thrifty.data.table import RoutingTable
 
 __all__ = ["noisy_truth", "NoisyTruthRouter", "share_oracle_apgr", "share_oracle_metrics", "heldout_correlation", "mean_correlation"]
 

@@ -3,7 +3,7 @@
 Fitting, on the training table only (nested inside the harness's outer folds):
 
 1. every member head (``knn``, ``mf``, ``linear``, ``gbm``) picks its hyperparameters by the inner
-   K-fold CV of :func:`thrifty.offline.routers.search_head` and returns its out-of-fold predictions P_j;
+   K-fold CV of :func:`thrifty.offline.router_search.search_head` and returns its out-of-fold predictions P_j;
 2. per member j and model m, a monotone recalibration of P_jm to the truth (:func:`recalibration`:
    a least-squares line, or isotonic regression on binned predictions) puts the members on one
    scale — kNN predictions are shrunk towards the mean, ridge ones less so — so that averaging them
@@ -24,10 +24,12 @@ parameters per model, a mild optimism that stays inside the training data.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
+
+from thrifty.offline.router_search import SINGLE_HEADS, grid_for, make_head, search_head
+from thrifty.scoring.router_heads import CrossFit, EnsembleHead, apply_calibration
 
 __all__ = ["EnsembleHead", "CrossFit", "fit_ensemble", "recalibration", "CALIBRATIONS"]
 
@@ -78,37 +80,9 @@ def recalibration(pred: np.ndarray, quality: np.ndarray, kind: str = "linear") -
     return out
 
 
-def apply_calibration(pred: np.ndarray, knots: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    return np.column_stack([np.interp(pred[:, m], x, y) for m, (x, y) in enumerate(knots)])
-
-
-@dataclass
-class CrossFit:
-    """The mean prediction of one head's K inner-fold fits."""
-
-    heads: list[Any] = field(repr=False)
-
-    def predict(self, emb: np.ndarray, feats: np.ndarray) -> np.ndarray:
-        return np.mean([np.clip(h.predict(emb, feats), 0.0, 1.0) for h in self.heads], axis=0)
-
-
-@dataclass
-class EnsembleHead:
-    """``q̂ = mean_j cal_j(head_j(x))`` over the chosen members (``cal_j``: per-model knots)."""
-
-    names: tuple[str, ...]
-    heads: list[Any] = field(repr=False)
-    knots: list[list[tuple[np.ndarray, np.ndarray]]] = field(repr=False)
-
-    def predict(self, emb: np.ndarray, feats: np.ndarray) -> np.ndarray:
-        return np.mean([apply_calibration(np.clip(h.predict(emb, feats), 0.0, 1.0), k) for h, k in zip(self.heads, self.knots)], axis=0)
-
-
 def fit_ensemble(emb: np.ndarray, feats: np.ndarray, quality: np.ndarray, folds: Sequence[np.ndarray],
                  score: Callable[[np.ndarray], float], members: Sequence[str] | None = None):
     """(head, params, inner-CV score, out-of-fold predictions, search rows) of the ensemble; see the module doc."""
-    from thrifty.offline.routers import SINGLE_HEADS, _make, grid_for, search_head
-
     names = tuple(members or SINGLE_HEADS)
     params: dict[str, dict[str, Any]] = {}
     cal: dict[tuple[str, str], tuple[list, np.ndarray]] = {}  # (member, kind) -> (knots, calibrated oof)
@@ -132,7 +106,7 @@ def fit_ensemble(emb: np.ndarray, feats: np.ndarray, quality: np.ndarray, folds:
     s, subset, kind, oof = best
     n = len(quality)
     trains = [np.setdiff1d(np.arange(n), test) for test in folds]
-    heads = [CrossFit([_make(v, params[v]).fit(emb[tr], feats[tr], quality[tr]) for tr in trains]) for v in subset]
+    heads = [CrossFit([make_head(v, params[v]).fit(emb[tr], feats[tr], quality[tr]) for tr in trains]) for v in subset]
     head = EnsembleHead(subset, heads, [cal[v, kind][0] for v in subset])
     params_out = {"members": "+".join(subset), "calibration": kind, **{f"{v}.{k}": p for v in subset for k, p in params[v].items()}}
     return head, params_out, s, oof, search

@@ -41,8 +41,8 @@ def export_table(db: LogStore | str | os.PathLike, out_dir: str | os.PathLike, *
     """Write the log at ``db`` as a routing-table folder ``out_dir``; return what was written."""
     import numpy as np
 
-    from thrifty.table import RoutingTable
-    from thrifty.table_io import write_table
+    from thrifty.data.table import RoutingTable
+    from thrifty.data.table_io import write_table
 
     if quality not in QUALITY_MODES:
         raise DataError(f"unknown quality mode {quality!r}", field="quality", expected=" or ".join(QUALITY_MODES))

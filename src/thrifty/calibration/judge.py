@@ -1,0 +1,202 @@
+"""LLM-as-judge labelling with versioned rubrics (any provider or profile can judge).
+
+- ``absolute`` (rubric ``absolute-v1``): the judge rates one answer 1–10; quality = (rating − 1) / 9.
+- ``pairwise`` (rubric ``pairwise-v1``): the judge compares the answer with a reference model's
+  answer to the same prompt, in both orders (to cancel position bias); a win scores 1, a tie 0.5,
+  a loss 0 and quality is the mean over the parsed orders. The reference model's own answers get 0.5.
+
+The rubric text is part of its version: changing a template means a new version string. Each label
+stores ``judge``, ``rubric_version``, ``label_verdict`` (the parsed verdicts) and ``judge_raw`` (the
+judge's raw reply; pairwise: both replies joined by `` ||| ``). A reply that cannot be parsed leaves
+the row unlabelled with ``label_error`` set, unless ``unparseable`` gives a fallback quality.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from thrifty.errors import ConfigError, DataError
+from thrifty.calibration.label import LABEL_COLUMNS, LabelSummary, _summarise, needs_label, rows_to_label
+from thrifty.data.outcomes_log import OutcomeLog
+from thrifty.types import ChatRequest, Provider
+
+__all__ = ["Rubric", "RUBRICS", "parse_rating", "parse_preference", "judge_folder"]
+
+
+@dataclass(frozen=True)
+class Rubric:
+    name: str
+    version: str
+    template: str
+
+
+RUBRICS: dict[str, Rubric] = {
+    "absolute": Rubric(
+        "absolute",
+        "absolute-v1",
+        "You are a strict grader. Rate how correct and helpful the answer is for the question, on a scale "
+        "from 1 (wrong or useless) to 10 (fully correct and helpful).\n\n"
+        "[Question]\n{prompt}\n\n[Answer]\n{answer}\n\n"
+        "Reply with the rating (a number from 1 to 10) between double brackets.\n\nRating: [[",
+    ),
+    "pairwise": Rubric(
+        "pairwise",
+        "pairwise-v1",
+        "You are a strict grader. Compare two answers to the same question and decide which one is more "
+        "correct and helpful.\n\n[Question]\n{prompt}\n\n[Answer A]\n{a}\n\n[Answer B]\n{b}\n\n"
+        "Reply with the verdict only: [[A]] if A is better, [[B]] if B is better, [[C]] for a tie.\n\nVerdict: [[",
+    ),
+}
+
+_NUMBER = r"(\d+(?:\.\d+)?)"
+
+
+def parse_rating(raw: str) -> float | None:
+    """A 1–10 rating from a judge reply, else None.
+
+    The rubric ends with ``Rating: [[`` so a reply may start with the bare number (``7]]``); also
+    accepted anywhere: ``[[N]]``, ``Rating: N``, ``N/10``. Other numbers (echoed content) never count.
+    """
+    text = raw or ""
+    for pattern in (r"^\s*" + _NUMBER + r"\s*(?:\]\]|/\s*10\b|[.!]?\s*$)", r"\[\[\s*" + _NUMBER + r"\s*\]\]",
+                    r"rating\W{0,3}" + _NUMBER, _NUMBER + r"\s*/\s*10\b"):
+        m = re.search(pattern, text, re.IGNORECASE)
+        if m:
+            v = float(m.group(1))
+            return v if 1.0 <= v <= 10.0 else None
+    return None
+
+
+def parse_preference(raw: str) -> str | None:
+    """'A', 'B' or 'C' (tie) from a pairwise reply (``A]]``, ``[[B]]``, "Answer A is better", "tie"), else None."""
+    text = raw or ""
+    for pattern, flags in ((r"^\s*([ABC])\s*(?:\]\]|[.!]?\s*$)", 0), (r"\[\[\s*([ABC])\s*\]\]", 0),
+                           (r"\b(?:answer|assistant)\s+([AB])\s+is\s+better", re.IGNORECASE)):
+        m = re.search(pattern, text, flags)
+        if m:
+            return m.group(1).upper()
+    if re.search(r"\b(tie|equally good)\b", text, re.IGNORECASE):
+        return "C"
+    return None
+
+
+def _request(text: str, model: str, max_tokens: int) -> ChatRequest:
+    return ChatRequest.from_prompt(text, model=model, temperature=0.0, max_tokens=max_tokens)
+
+
+def _prompt_texts(log: OutcomeLog) -> dict[str, str]:
+    """The bare prompt of every prompt id: the prompts file's, else an exported log's pending answer's."""
+    texts = {str(r["prompt_id"]): str(r.get("instruction") or "") for r in log.prompts()}
+    for p in log.pending():  # exported-log answers not yet in the prompts file
+        texts.setdefault(str(p["prompt_id"]), str(p.get("prompt") or ""))
+    return texts
+
+
+def judge_folder(
+    folder: str | Path,
+    judge: Provider,
+    *,
+    judge_name: str,
+    rubric: str = "absolute",
+    reference: str | None = None,
+    concurrency: int = 2,
+    retries: int = 3,
+    max_tokens: int = 16,
+    force: bool = False,
+    unparseable: float | None = None,
+    models: list[str] | None = None,
+    on_done: Callable[[], None] | None = None,
+) -> LabelSummary:
+    """Label the folder's unlabelled outcomes (all with ``force``) with an LLM judge, in place."""
+    from thrifty.calibration.collect import _drive, check_run_options, complete_with_retries
+
+    check_run_options(concurrency, retries)
+    if unparseable is not None and not 0.0 <= unparseable <= 1.0:
+        raise ConfigError(f"a quality is in [0, 1], got {unparseable!r}", key="--unparseable", fix="pass --unparseable 0, 0.5 or 1")
+    if rubric not in RUBRICS:
+        raise ConfigError(f"unknown rubric {rubric!r}", key="--rubric", fix=f"use one of: {', '.join(RUBRICS)}")
+    if rubric == "pairwise" and not reference:
+        raise ConfigError("the pairwise rubric needs a reference model", key="--reference", fix="pass --reference MODEL (a model in the folder)")
+    rb = RUBRICS[rubric]
+    log, rows = rows_to_label(folder)
+    if models is not None:
+        have = {str(r.get("model")) for r in rows}
+        absent = [m for m in models if m not in have]
+        if absent:
+            raise ConfigError(f"no answers of {', '.join(map(repr, absent))} in the folder", key="--models",
+                              fix=f"use some of: {', '.join(sorted(have))}")
+    prompts = _prompt_texts(log)
+    ref_answer: dict[str, str] = {}
+    if reference:
+        ref_answer = {str(r["prompt_id"]): str(r.get("output") or "") for r in rows if r.get("model") == reference}
+        if not ref_answer:
+            have = sorted({str(r.get("model")) for r in rows})
+            raise ConfigError(f"no answers of reference model {reference!r} in the folder", key="--reference", fix=f"use one of: {', '.join(have)}")
+    todo = [i for i, r in enumerate(rows)
+            if needs_label(r, force) and (models is None or r.get("model") in models)]
+    for i in todo:
+        pid = str(rows[i].get("prompt_id"))
+        if pid not in prompts:  # the judge would be asked about an answer without its question
+            raise DataError(f"prompt {pid!r} has an answer but no prompt text", file=str(log.prompts_path), field="prompt_id",
+                            expected="every answered prompt in the prompts file")
+        if reference and rows[i].get("model") != reference and pid not in ref_answer:
+            raise DataError(f"reference model {reference!r} has no answer for prompt {pid!r}", file=str(log.outcomes_path),
+                            field="model", expected=f"collect {reference} on every prompt first")
+    summary = LabelSummary()
+    summary.skipped = len(rows) - len(todo)
+    sem = asyncio.Semaphore(concurrency)
+
+    async def ask(text: str) -> str:
+        async with sem:
+            comp = await complete_with_retries(judge, _request(text, judge_name, max_tokens), retries=retries)
+        return comp.text or ""
+
+    async def one(i: int) -> None:
+        row = rows[i]
+        pid = str(row.get("prompt_id"))
+        prompt, answer = prompts.get(pid, ""), str(row.get("output") or "")
+        labels: dict[str, Any] = {"label_method": f"judge:{rubric}", "judge": judge_name, "rubric_version": rb.version}
+        if rubric == "absolute":
+            raw = await ask(rb.template.format(prompt=prompt, answer=answer))
+            rating = parse_rating(raw)
+            labels.update(judge_raw=raw, label_verdict="" if rating is None else f"{rating:g}")
+            quality = None if rating is None else (rating - 1.0) / 9.0
+        elif row.get("model") == reference:
+            labels.update(judge_raw="", label_verdict="reference")
+            quality = 0.5
+        else:
+            ref = ref_answer[pid]
+            raw1 = await ask(rb.template.format(prompt=prompt, a=answer, b=ref))
+            raw2 = await ask(rb.template.format(prompt=prompt, a=ref, b=answer))
+            p1, p2 = parse_preference(raw1), parse_preference(raw2)
+            scores = [s for s in ({"A": 1.0, "C": 0.5, "B": 0.0}.get(p1 or ""), {"B": 1.0, "C": 0.5, "A": 0.0}.get(p2 or "")) if s is not None]
+            labels.update(judge_raw=f"{raw1} ||| {raw2}", label_verdict=f"{p1 or '?'},{p2 or '?'}")
+            quality = sum(scores) / len(scores) if scores else None
+        if quality is None:
+            summary.unparseable += 1
+            labels["label_error"] = "unparseable verdict"
+            if unparseable is not None:
+                quality = float(unparseable)
+        if quality is not None:
+            labels["quality"] = float(quality)
+            summary.labelled += 1
+        for k in LABEL_COLUMNS:
+            row.pop(k, None)
+        row.update(labels)
+        if "quality_source" in row:
+            row["quality_source"] = "label" if quality is not None else "unlabelled"
+        if on_done:
+            on_done()
+
+    async def run_all() -> None:
+        await asyncio.gather(*(one(i) for i in todo))
+
+    try:
+        _drive(run_all())
+    finally:  # keep every verdict obtained, even when a judge call failed for good
+        log.save_labelled(rows)
+    return _summarise(rows, summary)

@@ -1,0 +1,82 @@
+"""Inner-CV hyperparameter search of one router head (shared by :mod:`thrifty.offline.routers` and
+the ensemble, :mod:`thrifty.offline.router_ensemble`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from thrifty.scoring.router_gbm import GBM_GRID, GBMHead
+from thrifty.scoring.router_heads import KNNHead, LinearHead, MFHead
+
+__all__ = ["SINGLE_HEADS", "grid_for", "make_head", "inner_folds", "search_head"]
+
+SINGLE_HEADS = ("knn", "mf", "linear", "gbm")  # what ``auto`` and ``ensemble`` choose among
+
+
+_GRIDS: dict[str, list[dict[str, Any]]] = {
+    "knn": [{"k": k, "tau": t} for k in (10, 25, 50, 100) for t in (0.03, 0.1)],
+    "mf": [{"rank": r, "alpha": a} for r in (2, 4, 8, 16) for a in (3.0, 10.0, 30.0)],
+    "linear": [{"alpha": a} for a in (1.0, 3.0, 10.0, 30.0, 100.0)],
+}
+
+
+def grid_for(variant: str) -> list[dict[str, Any]]:
+    """The inner-CV hyperparameter grid of a single head."""
+    if variant == "gbm":
+        return GBM_GRID
+    return _GRIDS[variant]
+
+
+def make_head(variant: str, params: dict[str, Any]):
+    if variant == "knn":
+        return KNNHead(**params)
+    if variant == "mf":
+        return MFHead(**params)
+    if variant == "linear":
+        return LinearHead(**params)
+    if variant == "gbm":
+        return GBMHead(**params)
+    raise ValueError(f"unknown router variant {variant!r}")
+
+
+def inner_folds(n: int, k: int, seed: int) -> list[np.ndarray]:
+    perm = np.random.default_rng(seed).permutation(n)
+    return [np.sort(perm[i::k]) for i in range(k)]
+
+
+def _oof(variant: str, grid: list[dict[str, Any]], emb, feats, Q, folds) -> list[np.ndarray]:
+    """Out-of-fold predictions (n, M) for every setting in ``grid``."""
+    n, M = Q.shape
+    outs = [np.zeros((n, M)) for _ in grid]
+    for test in folds:
+        train = np.setdiff1d(np.arange(n), test)
+        if variant == "knn":
+            sims = emb[test].astype(np.float32) @ emb[train].astype(np.float32).T
+            for g, params in enumerate(grid):
+                head = KNNHead(**params).fit(emb[train], feats[train], Q[train])
+                outs[g][test] = head.predict_from_sims(sims)
+        elif variant == "gbm":
+            fitted = make_head(variant, {}).fit_path(emb[train], feats[train], Q[train], grid)
+            for g, head in enumerate(fitted):
+                outs[g][test] = head.predict(emb[test], feats[test])
+        else:
+            heads = [make_head(variant, p) for p in grid]
+            fitted = heads[0].fit_path(emb[train], feats[train], Q[train], [(h.rank, h.alpha) for h in heads])
+            for g, head in enumerate(fitted):
+                outs[g][test] = head.predict(emb[test], feats[test])
+    return [np.clip(o, 0.0, 1.0) for o in outs]
+
+
+def search_head(variant: str, grid: list[dict[str, Any]], emb, feats, Q, folds, score) -> tuple[float, dict[str, Any], np.ndarray, list[dict[str, Any]]]:
+    """Inner-CV search of one head: (best score, its params, its out-of-fold predictions, every row)."""
+    rows: list[dict[str, Any]] = []
+    best: tuple[float, dict[str, Any], np.ndarray] | None = None
+    for params, oof in zip(grid, _oof(variant, grid, emb, feats, Q, folds)):
+        s = float(score(oof))
+        rows.append({"variant": variant, **params, "score": s})
+        if best is None or s > best[0] + 1e-12:
+            best = (s, params, oof)
+    assert best is not None, "empty hyperparameter grid"
+    return (*best, rows)
