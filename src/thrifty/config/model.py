@@ -184,7 +184,7 @@ class Settings:
         return replace(self, server=replace(self.server, **{k: v for k, v in changes.items() if v is not None}))
 
 
-def config_path(explicit: str | os.PathLike | None = None) -> Path | None:
+def config_path(explicit: str | os.PathLike[str] | None = None) -> Path | None:
     """``explicit`` or ``$THRIFTY_CONFIG``; None when neither is set (embedded default)."""
     if explicit:
         return Path(explicit)

@@ -325,7 +325,7 @@ def _period(tbl: Mapping[str, Any], field: str, path: str) -> str:
     if value not in PERIODS:
         raise ConfigError(f"unknown budget period {value!r}", key=f"{path}.{field}",
                           fix=f'write {field} = "day" (resets 00:00 UTC), "month" or "total" (never resets)')
-    return value
+    return str(value)
 
 
 def parse_document(doc: Mapping[str, Any], *, source: str | None = None, base_dir: Path | None = None) -> Settings:
@@ -343,7 +343,7 @@ def parse_document(doc: Mapping[str, Any], *, source: str | None = None, base_di
     return Settings(server=server, providers=providers, profiles=profiles, keys=keys, source=source)
 
 
-def load_settings(path: str | os.PathLike | None = None) -> Settings:
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     """Read and validate the TOML file at ``path`` (or ``$THRIFTY_CONFIG``); defaults when none."""
     p = config_path(path)
     if p is None:

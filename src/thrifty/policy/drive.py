@@ -23,4 +23,5 @@ def drive(plan: Plan, call: Callable[[int], Completion]) -> Decision:
                 result = exc
             step = plan.send(result)
     except StopIteration as stop:
-        return stop.value
+        decision: Decision = stop.value
+        return decision

@@ -65,7 +65,7 @@ def _text_field(row: Mapping[str, Any], key: str, path: Path, line: int) -> str:
     return v.strip()
 
 
-def read_examples(path: str | os.PathLike) -> list[Example]:
+def read_examples(path: str | os.PathLike[str]) -> list[Example]:
     """The labelled examples in ``path`` (JSONL or CSV, ``.gz`` allowed): ``input`` and ``output``
     per row, or ``messages`` (the chat fine-tuning format) whose last user and last assistant turns
     are the pair. Raises :class:`~thrifty.errors.DataError` naming the file, line and field."""
@@ -206,7 +206,7 @@ class AdaptedProvider(Wrapper):
 
     async def complete(self, request: ChatRequest) -> Completion:
         adapted, info = await self._adapt(request)
-        completion = await self.inner.complete(adapted)
+        completion: Completion = await self.inner.complete(adapted)
         return replace(completion, adaptation=info) if info is not None else completion
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[str | Completion]:

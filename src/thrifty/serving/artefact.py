@@ -34,11 +34,12 @@ import json
 import math
 import pickle
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from thrifty.errors import ConfigError
+from thrifty.scoring.embedders import LazyEmbedder
 
 __all__ = ["FORMAT", "VERSION", "KINDS", "Artefact", "write_artefact", "load_artefact", "json_number"]
 
@@ -65,6 +66,7 @@ class Artefact:
     manifest: dict[str, Any]
     heads: dict[str, Any]
     path: Path
+    _embedder: LazyEmbedder | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def kind(self) -> str:
@@ -83,12 +85,12 @@ class Artefact:
         """The selected operating point, or the front's best at training mean cost ≤ ``budget``
         (the cheapest point when none fits)."""
         if budget is None:
-            return self.manifest["selected"]
+            return dict(self.manifest["selected"])
         front = self.manifest["front"]
         ok = [p for p in front if p["train_cost"] <= budget] or front[:1]
-        return ok[-1]
+        return dict(ok[-1])
 
-    def scorer(self, embedder=None):
+    def scorer(self, embedder: Any = None) -> Any:
         """The fitted answer scorer (query embeddings, if it uses them, from ``embedder``, else the
         router's embedder for a hybrid and the default MiniLM for a cascade)."""
         sc = self.heads.get("scorer") if isinstance(self.heads, dict) else None
@@ -113,15 +115,13 @@ class Artefact:
         """The answer-selection rule of that cascade (``last`` unless the point says ``best``)."""
         return str(self.point(budget).get("select", "last"))
 
-    def _lazy_embedder(self):
-        from thrifty.scoring.embedders import LazyEmbedder
-
-        spec = self.manifest["router"]["embedder"]
-        if getattr(self, "_embedder", None) is None or self._embedder.spec != spec:
+    def _lazy_embedder(self) -> LazyEmbedder:
+        spec = str(self.manifest["router"]["embedder"])
+        if self._embedder is None or self._embedder.spec != spec:
             self._embedder = LazyEmbedder(spec)
         return self._embedder
 
-    def predictor(self, embedder=None):
+    def predictor(self, embedder: Any = None) -> Any:
         """The fitted query-quality predictor (router, hybrid) with its query embedder attached
         (``embedder`` or, lazily, the one named in the manifest)."""
         from dataclasses import replace
@@ -132,7 +132,7 @@ class Artefact:
             raise ConfigError(f"a {self.kind} artefact has no router", key="artefact")
         return replace(self.heads["predictor"], encoder=QueryEncoder(embedder if embedder is not None else self._lazy_embedder()))
 
-    def policy(self, budget: float | None = None, embedder=None):
+    def policy(self, budget: float | None = None, embedder: Any = None) -> Any:
         """The live sans-I/O policy of this artefact for the selected point (or ``budget``)."""
         from thrifty.policy.cascade import CascadePolicy
 

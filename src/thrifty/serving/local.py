@@ -22,10 +22,14 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from thrifty.config.settings import default_data_dir
 from thrifty.errors import ConfigError
+
+if TYPE_CHECKING:
+    from thrifty.policy.cascade import CascadePolicy
+    from thrifty.serving.providers.llamacpp import LlamaCppProvider
 
 __all__ = [
     "SMOLLM2",
@@ -121,7 +125,7 @@ def embedded_default(
     threshold: float = DEFAULT_THRESHOLD,
     max_tokens: int = 256,
     prices: Mapping[str, tuple[float, float]] | None = None,
-):
+) -> tuple[CascadePolicy, dict[str, LlamaCppProvider]]:
     """``(CascadePolicy, {tier name: LlamaCppProvider})`` for the two local tiers.
 
     ``prices`` maps a tier name to (input, output) USD per 1M tokens (default: :data:`NOTIONAL_PRICES`).

@@ -67,7 +67,8 @@ class Student:
         z = student_embedder(self.embedder).embed(list(texts)) @ self.coef.T + self.intercept
         z -= z.max(axis=1, keepdims=True)
         e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
+        probs: np.ndarray = e / e.sum(axis=1, keepdims=True)
+        return probs
 
     def predict(self, texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
         """Predicted labels and their confidences (max probability)."""
@@ -75,7 +76,7 @@ class Student:
         idx = p.argmax(axis=1)
         return [self.classes[i] for i in idx], p[np.arange(len(idx)), idx]
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike[str]) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         doc = {
@@ -89,7 +90,7 @@ class Student:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Student":
+    def load(cls, path: str | os.PathLike[str]) -> "Student":
         path = Path(path)
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
@@ -152,7 +153,7 @@ class StudentProvider:
         self.cost_per_call = float(cost_per_call)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, name: str | None = None, cost_per_call: float = 0.0) -> "StudentProvider":
+    def load(cls, path: str | os.PathLike[str], *, name: str | None = None, cost_per_call: float = 0.0) -> "StudentProvider":
         return cls(Student.load(path), name=name or f"student:{path}", cost_per_call=cost_per_call)
 
     async def warm(self) -> float:
