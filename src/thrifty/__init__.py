@@ -22,7 +22,7 @@ __all__ = [
 
 _LAZY = {
     "RoutingTable": "thrifty.data.table",
-    "load_table": "thrifty.data.table",
+    "load_table": "thrifty.data.table_io",
     "ThriftyError": "thrifty.errors",
     "ConfigError": "thrifty.errors",
     "DataError": "thrifty.errors",
@@ -32,7 +32,8 @@ _LAZY = {
 
 if TYPE_CHECKING:  # pragma: no cover
     from thrifty.errors import BudgetExceeded, ConfigError, DataError, ProviderError, ThriftyError
-    from thrifty.data.table import RoutingTable, load_table
+    from thrifty.data.table import RoutingTable
+    from thrifty.data.table_io import load_table
 
 
 def __getattr__(name: str) -> Any:

@@ -124,8 +124,8 @@ def fit_predictor(
 def _fit_predictor(emb, feats, quality, cost, exp_cost, variant, encoder, models, inner_folds, seed, grid, score) -> FittedPredictor:
     folds = fold_rows(len(quality), inner_folds, seed)
     if variant == "ensemble":
-        head, params, s, oof, search = fit_ensemble(emb, feats, quality, folds, score)
-        return FittedPredictor(variant, params, head, encoder, tuple(models), exp_cost, s, oof, search)
+        head, params, s, oof, rows = fit_ensemble(emb, feats, quality, folds, score)
+        return FittedPredictor(variant, params, head, encoder, tuple(models), exp_cost, s, oof, rows)
     variants = SINGLE_HEADS if variant == "auto" else (variant,)
     search: list[dict[str, Any]] = []
     best: tuple[float, str, dict[str, Any], np.ndarray] | None = None

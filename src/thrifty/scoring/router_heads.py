@@ -78,9 +78,9 @@ class KNNHead:
     k: int = 50
     tau: float = 0.05
     shrink: float = 1.0
-    emb: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
-    Q: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
-    mean: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
+    emb: np.ndarray = field(default=None, repr=False)  # type: ignore[arg-type]  # set by fit()
+    Q: np.ndarray = field(default=None, repr=False)  # type: ignore[arg-type]  # set by fit()
+    mean: np.ndarray = field(default=None, repr=False)  # type: ignore[arg-type]  # set by fit()
 
     def fit(self, emb: np.ndarray, feats: np.ndarray, Q: np.ndarray) -> "KNNHead":
         self.emb, self.Q = emb.astype(np.float32), Q
@@ -112,11 +112,11 @@ class MFHead:
     rank: int | None = 8
     alpha: float = 10.0
     feat_weight: float = 0.3
-    coef: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
-    bias: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
-    x_mean: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
-    f_mu: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
-    f_sd: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
+    coef: np.ndarray = field(default=None, repr=False)  # type: ignore[arg-type]  # set by fit()
+    bias: np.ndarray = field(default=None, repr=False)  # type: ignore[arg-type]  # set by fit()
+    x_mean: np.ndarray = field(default=None, repr=False)  # type: ignore[arg-type]  # set by fit()
+    f_mu: np.ndarray = field(default=None, repr=False)  # type: ignore[arg-type]  # set by fit()
+    f_sd: np.ndarray = field(default=None, repr=False)  # type: ignore[arg-type]  # set by fit()
 
     def _x(self, emb: np.ndarray, feats: np.ndarray) -> np.ndarray:
         return _design(emb, feats, self.f_mu, self.f_sd, self.feat_weight)
