@@ -35,6 +35,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from functools import lru_cache
+from typing import NamedTuple
 
 __all__ = ["features", "lexical_mismatch", "LexicalFeatures", "content_words", "FUNCTION_WORDS"]
 
@@ -74,28 +75,14 @@ FUNCTION_WORDS = frozenset(
 )
 
 
-class LexicalFeatures(tuple):
-    """(numbers Counter, negation count, unit set, entity set, token set) — see module docstring."""
+class LexicalFeatures(NamedTuple):
+    """Numbers (with multiplicity), negation count, units, entities and tokens — see module docstring."""
 
-    @property
-    def numbers(self) -> Counter:
-        return self[0]
-
-    @property
-    def negations(self) -> int:
-        return self[1]
-
-    @property
-    def units(self) -> frozenset[str]:
-        return self[2]
-
-    @property
-    def entities(self) -> frozenset[str]:
-        return self[3]
-
-    @property
-    def tokens(self) -> frozenset[str]:
-        return self[4]
+    numbers: Counter[str]
+    negations: int
+    units: frozenset[str]
+    entities: frozenset[str]
+    tokens: frozenset[str]
 
 
 def _singular(word: str) -> str:
@@ -110,7 +97,7 @@ def _singular(word: str) -> str:
 def features(text: str) -> LexicalFeatures:
     """Numbers, negations, units, entities and the case-folded token set of ``text``."""
     text = text.replace("’", "'")
-    numbers: Counter = Counter()
+    numbers: Counter[str] = Counter()
     negations = 0
     units: set[str] = set()
     entities: set[str] = set()
@@ -144,7 +131,7 @@ def features(text: str) -> LexicalFeatures:
         if is_cap and not sentence_start and low not in {"i", "i'm", "i've", "i'd", "i'll"}:
             entities.add(low)
         sentence_start = False
-    return LexicalFeatures((numbers, negations, frozenset(units), frozenset(entities), frozenset(tokens)))
+    return LexicalFeatures(numbers, negations, frozenset(units), frozenset(entities), frozenset(tokens))
 
 
 _SENTENCES = re.compile(r"[.!?:;\n]+(?:\s+|$)")
