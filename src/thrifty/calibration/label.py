@@ -1,15 +1,7 @@
 """Label a collection folder: grade each answer into ``quality`` in [0, 1].
 
-Exact graders compare the answer with a gold column of the prompts (quality 1 or 0):
-
-- ``exact``   — equal after case folding, whitespace collapsing and stripping surrounding
-  punctuation/quotes;
-- ``regex``   — the gold value is a regular expression that must match somewhere in the answer
-  (case-insensitive);
-- ``numeric`` — the answer's final number (after ``####`` or "answer is" when present, else the last
-  number; ``1,234.5``, ``$3``, ``-2``, ``50%`` understood) equals the gold number within ``tol``;
-- ``choice``  — the first of the allowed choices (``choices``, default: the distinct gold values)
-  that occurs as a word in the answer is the model's pick; quality is pick == gold.
+Exact graders (:mod:`thrifty.scoring.graders`: ``exact``, ``regex``, ``numeric``, ``choice``) compare
+the answer with a gold column of the prompts (quality 1 or 0).
 
 The LLM judge lives in :mod:`thrifty.calibration.judge`. Every label stores its provenance next to the quality:
 ``label_method``, ``label_verdict`` (what was parsed) and, for the judge, ``judge``,
