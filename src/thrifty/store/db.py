@@ -111,6 +111,18 @@ MIGRATIONS: list[tuple[str, str]] = [
             GROUP BY scope, name, period;
         """,
     ),
+    (
+        "0008_dashboard_indexes",
+        """
+        -- covering indexes for the dashboard's aggregations (thrifty.ui.queries): scans read these,
+        -- never the wide rows with prompts and answers
+        CREATE INDEX requests_dash_time ON requests(created, key_name, profile, status, cache, final_model,
+                                                    tiers_tried, cost_usd, input_tokens, output_tokens, latency_s);
+        CREATE INDEX requests_dash_profile ON requests(profile, created, key_name, status, cache, final_model,
+                                                       tiers_tried, cost_usd, input_tokens, output_tokens, latency_s);
+        CREATE INDEX requests_dash_key ON requests(key_name, created);
+        """,
+    ),
 ]
 
 
