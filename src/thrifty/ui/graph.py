@@ -63,7 +63,9 @@ def request_graph(detail: Mapping[str, Any], *, profile: Mapping[str, Any] | Non
     answered = None
     for s in steps:
         decision = s.get("decision")
-        label = f"tier {s.get('tier')}: {s.get('model')}"
+        label = f"tier {s.get('tier')}: {s.get('model')} · {decision}"
+        if s.get("score") is not None:
+            label += f"\nscore {_fmt(s.get('score'))}" + (f" / threshold {_fmt(s.get('threshold'))}" if s.get("threshold") is not None else "")
         text = s.get("answer") or s.get("error") or ""
         node = _node(nodes, f"tier{s['idx']}", "tier-" + str(decision), label, text, decision=decision, score=s.get("score"),
                      threshold=s.get("threshold"), cost_usd=s.get("cost_usd"), latency_s=s.get("latency_s"), cache=s.get("cache"),
@@ -88,7 +90,7 @@ def request_graph(detail: Mapping[str, Any], *, profile: Mapping[str, Any] | Non
         where = "stopped mid-stream" if detail.get("stream") and partial else "stopped"
         text = (detail.get("error") or "") + (f"\n\npartial answer sent before the failure:\n{partial}" if partial else "")
         end = _node(nodes, "error", "error", f"error {status} ({where})", text, error=detail.get("error"))
-        _edge(edges, last, end, prev_label if steps and prev_label != "accepted" else "stopped")
+        _edge(edges, last, end, "stopped here" if steps else "stopped before any tier")
     if audit:
         a = _node(nodes, "audit", "audit", f"audit vs {audit.get('reference', 'reference')}",
                   json.dumps({k: v for k, v in audit.items() if k not in ("request_id",)}, default=str, indent=1),

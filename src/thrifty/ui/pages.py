@@ -46,6 +46,23 @@ def utc(t: Any) -> str:
     return _dt.datetime.fromtimestamp(float(t), tz=_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def meta(d: dict[str, Any]) -> str:
+    """A node's facts, each in its unit: ``decision=escalated · score=0.41 · cost=$0.000002 · latency=12 ms``."""
+    out = []
+    for k, v in sorted(d.items()):
+        if k.endswith("_usd"):
+            out.append(f"{k[:-4]}={usd(v)}")
+        elif k.endswith("latency_s"):
+            out.append(f"latency={ms(float(v) * 1000)}")
+        elif isinstance(v, bool):
+            out.append(f"{k}={'yes' if v else 'no'}")
+        elif isinstance(v, float):
+            out.append(f"{k}={v:.3g}")
+        elif k != "error":  # the error's text is the node's text
+            out.append(f"{k}={v}")
+    return " · ".join(out)
+
+
 @lru_cache(maxsize=1)
 def _env() -> Any:
     try:
@@ -54,7 +71,7 @@ def _env() -> Any:
         raise ConfigError("the dashboard needs Jinja2", key="serve", fix="pip install 'thrifty[serve]'") from exc
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(_HERE / "templates")), autoescape=True,
                              trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
-    env.filters.update(usd=usd, pct=pct, ms=ms, utc=utc, tojson_compact=lambda v: json.dumps(v, separators=(",", ":"), default=str))
+    env.filters.update(usd=usd, pct=pct, ms=ms, utc=utc, meta=meta, tojson_compact=lambda v: json.dumps(v, separators=(",", ":"), default=str))
     return env
 
 

@@ -19,6 +19,7 @@
     var width = Math.max(280, el.clientWidth - 8);
     var cfg = {
       width: width, height: opts.height || 230,
+      tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"); },
       scales: { x: { time: true } },
       legend: { live: false },
       series: [{}].concat(series.map(function (s, i) {
@@ -27,7 +28,7 @@
                  points: { show: t.length < 60 } };
       })),
       axes: [{ stroke: "#535a6b", grid: { stroke: "#e4e7ef" } },
-             { stroke: "#535a6b", grid: { stroke: "#e4e7ef" }, size: 60, values: opts.yValues }]
+             { stroke: "#535a6b", grid: { stroke: "#e4e7ef" }, size: opts.ySize || 60, values: opts.yValues }]
         .concat(opts.y2 ? [{ scale: "y2", side: 1, stroke: "#535a6b", grid: { show: false }, size: 50, values: opts.y2Values }] : [])
     };
     if (opts.scales) Object.assign(cfg.scales, opts.scales);
@@ -51,7 +52,7 @@
              { label: "escalated", data: s.escalated, color: COLORS[3] }, { label: "cache hits", data: s.cache_hits, color: COLORS[5] }]),
       chart(document.getElementById("chart-spend"), "Spend", doc.t,
             [{ label: "spend $", data: s.spend_usd, color: COLORS[3], digits: 6 }, { label: "saved $", data: s.saved_usd, color: COLORS[2], digits: 6 }],
-            { yValues: function (u, vals) { return vals.map(function (v) { return "$" + v.toPrecision(2); }); } })
+            { ySize: 78, yValues: function (u, vals) { return vals.map(function (v) { return v === 0 ? "$0" : "$" + Number(v.toPrecision(2)); }); } })
     ];
   }
 
@@ -132,14 +133,15 @@
         style: [
           { selector: "node", style: { shape: "round-rectangle", "background-color": "#fff", "border-width": 3,
               "border-color": function (n) { return KIND_COLORS[n.data("kind")] || "#4a5568"; }, label: "data(label)",
-              "text-wrap": "wrap", "text-max-width": 170, "text-valign": "center", "font-size": 12, color: "#1b1d29",
-              width: 190, height: 46, padding: 6 } },
+              "text-wrap": "wrap", "text-max-width": 210, "text-valign": "center", "font-size": 13, color: "#1b1d29",
+              width: 230, height: 50, padding: 6 } },
           { selector: "node:selected", style: { "background-color": "#e8eeff", "border-color": "#2448a8", "border-width": 4 } },
           { selector: "edge", style: { width: 2, "line-color": "#8a91a3", "target-arrow-color": "#8a91a3", "target-arrow-shape": "triangle",
               "curve-style": "bezier", label: "data(label)", "font-size": 10, color: "#535a6b", "text-background-color": "#fbfcfe",
-              "text-background-opacity": 1, "text-wrap": "wrap", "text-max-width": 160 } }
+              "text-background-opacity": 1, "text-wrap": "wrap", "text-max-width": 180 } }
         ],
-        layout: { name: "breadthfirst", directed: true, roots: "#request", spacingFactor: 1.05, padding: 20 }
+        maxZoom: 1.25, minZoom: 0.3,
+        layout: { name: "breadthfirst", directed: true, roots: "#request", spacingFactor: 0.85, padding: 16 }
       });
       cy.on("tap", "node", function (evt) { show(evt.target.id()); });
       window.thriftyCy = cy;
