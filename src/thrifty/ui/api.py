@@ -21,6 +21,7 @@ from thrifty.errors import AuthError, RequestError
 from thrifty.ui import context, params, queries
 from thrifty.ui.graph import request_graph
 from thrifty.ui.optional_tables import audit_for_request, audit_summary, refit_history
+from thrifty.ui.rollup import Roller
 
 __all__ = ["register_api", "admin_scope", "run_query", "overview_doc", "profiles_doc", "profile_doc", "keys_doc",
            "requests_doc", "request_doc", "DashboardState"]
@@ -31,21 +32,35 @@ _REALM = 'Basic realm="thrifty dashboard", charset="UTF-8"'
 @dataclass
 class DashboardState:
     reader: queries.Reader
+    roller: Roller
     pool: ThreadPoolExecutor
+
+
+#: an hour is rolled up once it ended this long beyond the longest request (see thrifty.ui.rollup)
+SETTLE_MARGIN_S = 300.0
 
 
 def _state(app: Any) -> DashboardState:
     st = getattr(app.state, "dashboard", None)
-    if st is None or st.reader.path != app.state.runtime.store.path:
-        st = DashboardState(queries.Reader(app.state.runtime.store.path), ThreadPoolExecutor(2, thread_name_prefix="thrifty-ui"))
+    rt = app.state.runtime
+    if st is None or st.reader.path != rt.store.path:
+        st = DashboardState(queries.Reader(rt.store.path),
+                            Roller(rt.store.path, settle_s=rt.settings.server.request_timeout_s + SETTLE_MARGIN_S),
+                            ThreadPoolExecutor(2, thread_name_prefix="thrifty-ui"))
         app.state.dashboard = st
     return st
 
 
 async def run_query(request: Any, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """``fn(reader, *args, **kwargs)`` on the dashboard's threads (never on the event loop)."""
+    """``fn(reader, *args, **kwargs)`` on the dashboard's threads (never on the event loop), after
+    rolling up the hours that settled since the last look."""
     st = _state(request.app)
-    return await asyncio.get_running_loop().run_in_executor(st.pool, lambda: fn(st.reader, *args, **kwargs))
+
+    def go() -> Any:
+        st.roller.catch_up()
+        return fn(st.reader, *args, **kwargs)
+
+    return await asyncio.get_running_loop().run_in_executor(st.pool, go)
 
 
 def _presented_key(request: Any) -> str | None:

@@ -40,6 +40,11 @@ def ms(v: Any) -> str:
     return "–" if v is None else f"{float(v):.0f} ms"
 
 
+def le_ms(v: Any) -> str:
+    """A latency percentile, reported as the upper bound of its bucket (thrifty.ui.rollup)."""
+    return "–" if v is None else f"≤ {float(v):.0f} ms"
+
+
 def utc(t: Any) -> str:
     if t is None:
         return "–"
@@ -71,7 +76,7 @@ def _env() -> Any:
         raise ConfigError("the dashboard needs Jinja2", key="serve", fix="pip install 'thrifty[serve]'") from exc
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(_HERE / "templates")), autoescape=True,
                              trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
-    env.filters.update(usd=usd, pct=pct, ms=ms, utc=utc, meta=meta, tojson_compact=lambda v: json.dumps(v, separators=(",", ":"), default=str))
+    env.filters.update(usd=usd, pct=pct, ms=ms, le_ms=le_ms, utc=utc, meta=meta, tojson_compact=lambda v: json.dumps(v, separators=(",", ":"), default=str))
     return env
 
 

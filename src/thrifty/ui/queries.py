@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from thrifty.ui.rollup import CACHE_CLASS_SQL, ESCALATED_SQL, HOUR, latency_bucket_sql, rolled_until
+
 __all__ = ["Reader", "Window", "overview", "latency_percentiles", "profile_series", "key_spend", "period_spend",
            "list_requests", "request_detail", "has_rows", "table_columns"]
-
-#: the largest latency bucket (ms) kept apart; slower requests share the last one
-_LATENCY_CAP_MS = 600_000
 
 
 class Reader:
@@ -73,22 +72,28 @@ def has_rows(db: Reader, table: str) -> bool:
 
 @dataclass(frozen=True)
 class Window:
-    """``[start, end)`` in unix seconds, cut into buckets of ``bucket_s`` seconds from ``start``."""
+    """``[start, end)`` in unix seconds, in buckets of ``bucket_s`` seconds on UTC boundaries (the
+    first bucket starts at or before ``start``; only rows from ``start`` on are counted), so a
+    rolled-up hour always falls in exactly one bucket."""
 
     start: float
     end: float
     bucket_s: int
 
     @property
+    def origin(self) -> int:
+        return int(self.start // self.bucket_s) * self.bucket_s
+
+    @property
     def n_buckets(self) -> int:
-        return max(1, -(-int(self.end - self.start) // self.bucket_s))
+        return max(1, -(-int(self.end - self.origin) // self.bucket_s))
 
     def times(self) -> list[float]:
-        return [self.start + i * self.bucket_s for i in range(self.n_buckets)]
+        return [float(self.origin + i * self.bucket_s) for i in range(self.n_buckets)]
 
 
-def _where(window: Window, scope_key: str | None, profile: str | None = None) -> tuple[str, list[Any]]:
-    sql, params = "created >= ? AND created < ?", [window.start, window.end]
+def _scope_sql(scope_key: str | None, profile: str | None) -> tuple[str, list[Any]]:
+    sql, params = "", []
     if scope_key is not None:
         sql += " AND key_name = ?"
         params.append(scope_key)
@@ -98,10 +103,43 @@ def _where(window: Window, scope_key: str | None, profile: str | None = None) ->
     return sql, params
 
 
-#: created - start >= 0 here, so CAST truncation is floor (PostgreSQL: FLOOR(...))
+def _parts(db: Reader, window: Window) -> tuple[list[tuple[float, float]], tuple[int, int] | None]:
+    """The window as raw ``requests`` ranges and one range of rolled-up hours (None: nothing rolled)."""
+    done = rolled_until(db)
+    lo = -(-int(window.start) // HOUR) * HOUR  # first whole hour inside the window
+    hi = min(int(window.end) // HOUR * HOUR, done)
+    if hi <= lo:
+        return [(window.start, window.end)], None
+    raw = ([(window.start, float(lo))] if window.start < lo else []) + ([(float(hi), window.end)] if hi < window.end else [])
+    return raw, (lo, hi)
+
+
+#: created - origin >= 0 here, so CAST truncation is floor (PostgreSQL: FLOOR(...))
 _BUCKET = "CAST((created - ?) / ? AS INTEGER)"
-_ESCALATED = "CASE WHEN tiers_tried LIKE '%,%' THEN 1 ELSE 0 END"  # a JSON list with more than one model
-_CACHE_CLASS = "CASE WHEN cache IN ('hit', 'semantic') THEN 'hit' WHEN cache = 'miss' THEN 'miss' ELSE 'none' END"
+_HOUR_BUCKET = "CAST((hour - ?) / ? AS INTEGER)"
+
+
+def _grouped(db: Reader, window: Window, scope_key: str | None, profile: str | None, *, raw_cols: str, rolled_cols: str,
+             raw_aggs: str, rolled_aggs: str, n_keys: int, raw_where: str = "", rolled_where: str = "",
+             table: str = "dash_hourly", bucketed: bool = True) -> list[dict[str, Any]]:
+    """The same GROUP BY over the raw parts of the window and over its rolled-up hours, concatenated
+    (callers fold the groups; there are at most a few thousand)."""
+    # a key's own view reads its rows (the roll-ups, but for dash_hourly_keys, have no key column)
+    raw_parts, rolled = _parts(db, window) if scope_key is None or table == "dash_hourly_keys" else ([(window.start, window.end)], None)
+    extra, extra_params = _scope_sql(scope_key, profile)
+    by = ", ".join(str(i + 1) for i in range(n_keys))
+    out: list[dict[str, Any]] = []
+    for start, end in raw_parts:
+        head = f"{_BUCKET} AS b, " if bucketed else ""
+        out += db.rows(f"SELECT {head}{raw_cols}, {raw_aggs} FROM requests WHERE created >= ? AND created < ?{extra}{raw_where}"
+                       f" GROUP BY {by}",  # noqa: S608 - fixed fragments, values bound
+                       [*([window.origin, window.bucket_s] if bucketed else []), start, end, *extra_params])
+    if rolled is not None:
+        head = f"{_HOUR_BUCKET} AS b, " if bucketed else ""
+        out += db.rows(f"SELECT {head}{rolled_cols}, {rolled_aggs} FROM {table} WHERE hour >= ? AND hour < ?{extra}{rolled_where}"
+                       f" GROUP BY {by}",  # noqa: S608
+                       [*([window.origin, window.bucket_s] if bucketed else []), *rolled, *extra_params])
+    return out
 
 
 def overview(db: Reader, window: Window, *, scope_key: str | None, baseline: Mapping[str, tuple[float, float]],
@@ -110,34 +148,33 @@ def overview(db: Reader, window: Window, *, scope_key: str | None, baseline: Map
 
     ``baseline``: profile → (input, output) USD per 1M tokens of its dearest tier. The saving of a
     request is what that tier would have cost for the same tokens minus what was paid; requests of
-    pass-through models (no profile) save nothing.
+    pass-through models (no profile) and failed requests save nothing.
     """
-    where, params = _where(window, scope_key, profile)
-    groups = db.rows(
-        f"SELECT {_BUCKET} AS b, profile, status, {_CACHE_CLASS} AS cache_class, {_ESCALATED} AS escalated,"
-        " COUNT(*) AS n, SUM(cost_usd) AS cost, SUM(COALESCE(input_tokens, 0)) AS tin, SUM(COALESCE(output_tokens, 0)) AS tout"
-        f" FROM requests WHERE {where} GROUP BY 1, 2, 3, 4, 5",  # noqa: S608 - fixed fragments, values bound
-        [window.start, window.bucket_s, *params],
-    )
+    groups = _grouped(
+        db, window, scope_key, profile, n_keys=5,
+        raw_cols=f"COALESCE(profile, '') AS profile, status, {CACHE_CLASS_SQL} AS cache_class, {ESCALATED_SQL} AS escalated",
+        raw_aggs="COUNT(*) AS n, SUM(cost_usd) AS cost, SUM(COALESCE(input_tokens, 0)) AS tin, SUM(COALESCE(output_tokens, 0)) AS tout",
+        rolled_cols="profile, status, cache_class, escalated",
+        rolled_aggs="SUM(n) AS n, SUM(cost_usd) AS cost, SUM(input_tokens) AS tin, SUM(output_tokens) AS tout")
     nb = window.n_buckets
     series = {k: [0.0] * nb for k in ("requests", "spend_usd", "saved_usd", "errors", "escalated", "cache_hits")}
     total = dict.fromkeys(("requests", "spend_usd", "dearest_usd", "ok", "errors", "escalated", "cache_hits", "cache_lookups"), 0.0)
     by_status: dict[str, int] = {}
     for g in groups:
         b = min(max(int(g["b"]), 0), nb - 1)
-        n, cost = int(g["n"]), float(g["cost"] or 0.0)
-        price = baseline.get(g["profile"]) if g["profile"] is not None else None
-        dearest = (g["tin"] * price[0] + g["tout"] * price[1]) / 1e6 if price and int(g["status"]) < 400 else cost
+        n, cost, status = int(g["n"]), float(g["cost"] or 0.0), int(g["status"])
+        price = baseline.get(g["profile"]) if g["profile"] else None
+        dearest = (g["tin"] * price[0] + g["tout"] * price[1]) / 1e6 if price and status < 400 else cost
         series["requests"][b] += n
         series["spend_usd"][b] += cost
         series["saved_usd"][b] += dearest - cost
         total["requests"] += n
         total["spend_usd"] += cost
         total["dearest_usd"] += dearest
-        if int(g["status"]) >= 400:
+        if status >= 400:
             series["errors"][b] += n
             total["errors"] += n
-            by_status[str(g["status"])] = by_status.get(str(g["status"]), 0) + n
+            by_status[str(status)] = by_status.get(str(status), 0) + n
             continue
         total["ok"] += n
         series["escalated"][b] += n * int(g["escalated"])
@@ -170,61 +207,61 @@ def overview(db: Reader, window: Window, *, scope_key: str | None, baseline: Map
 
 def latency_percentiles(db: Reader, window: Window, *, scope_key: str | None, profile: str | None = None,
                         qs: Sequence[float] = (0.5, 0.99)) -> dict[str, float | None]:
-    """Nearest-rank percentiles of answered requests' latency, exact to the millisecond: the
-    database counts requests per millisecond, Python walks those counts."""
-    where, params = _where(window, scope_key, profile)
-    hist = db.rows(
-        f"SELECT CASE WHEN latency_s * 1000 > {_LATENCY_CAP_MS} THEN {_LATENCY_CAP_MS} ELSE CAST(latency_s * 1000 AS INTEGER) END AS ms,"
-        f" COUNT(*) AS n FROM requests WHERE {where} AND status < 400 AND latency_s IS NOT NULL GROUP BY 1 ORDER BY 1",  # noqa: S608
-        params,
-    )
-    n = sum(int(h["n"]) for h in hist)
+    """Nearest-rank percentiles of answered requests' latency, as the bound of the bucket
+    (:data:`~thrifty.ui.rollup.LATENCY_LE_MS`) they fall in: the database counts requests per
+    bucket, Python walks those few dozen counts."""
+    hist = _grouped(db, window, scope_key, profile, n_keys=1, bucketed=False, table="dash_hourly_latency",
+                    raw_cols=f"{latency_bucket_sql()} AS le", raw_aggs="COUNT(*) AS n",
+                    raw_where=" AND status < 400 AND latency_s IS NOT NULL", rolled_cols="le_ms AS le", rolled_aggs="SUM(n) AS n")
+    counts: dict[int, int] = {}
+    for h in hist:
+        counts[int(h["le"])] = counts.get(int(h["le"]), 0) + int(h["n"])
+    n = sum(counts.values())
     out: dict[str, float | None] = {}
     for q in qs:
         name = f"p{round(q * 100):d}_ms"
-        if not n:
-            out[name] = None
-            continue
-        rank, seen = max(1, -(-int(q * n * 1000) // 1000)), 0  # ceil(q·n), nearest-rank
-        for h in hist:
-            seen += int(h["n"])
+        out[name] = None
+        rank, seen = max(1, -(-int(round(q * n * 1000)) // 1000)), 0  # ceil(q·n), nearest-rank
+        for le in sorted(counts):
+            seen += counts[le]
             if seen >= rank:
-                out[name] = float(h["ms"])
+                out[name] = float(le)
                 break
     return out
 
 
 def profile_series(db: Reader, window: Window, profile: str, *, scope_key: str | None) -> dict[str, Any]:
     """Per bucket: requests answered by each model (tier shares) and escalated requests."""
-    where, params = _where(window, scope_key, profile)
-    groups = db.rows(
-        f"SELECT {_BUCKET} AS b, COALESCE(final_model, '(none)') AS model, {_ESCALATED} AS escalated, COUNT(*) AS n"
-        f" FROM requests WHERE {where} AND status < 400 GROUP BY 1, 2, 3",  # noqa: S608
-        [window.start, window.bucket_s, *params],
-    )
+    groups = _grouped(db, window, scope_key, profile, n_keys=3, raw_where=" AND status < 400", rolled_where=" AND status < 400",
+                      raw_cols=f"COALESCE(final_model, '') AS model, {ESCALATED_SQL} AS escalated", raw_aggs="COUNT(*) AS n",
+                      rolled_cols="final_model AS model, escalated", rolled_aggs="SUM(n) AS n")
     nb = window.n_buckets
     shares: dict[str, list[float]] = {}
     answered, escalated = [0.0] * nb, [0.0] * nb
     totals: dict[str, int] = {}
     for g in groups:
         b = min(max(int(g["b"]), 0), nb - 1)
-        n = int(g["n"])
-        shares.setdefault(g["model"], [0.0] * nb)[b] += n
-        totals[g["model"]] = totals.get(g["model"], 0) + n
+        n, model = int(g["n"]), g["model"] or "(none)"
+        shares.setdefault(model, [0.0] * nb)[b] += n
+        totals[model] = totals.get(model, 0) + n
         answered[b] += n
         escalated[b] += n * int(g["escalated"])
     return {"t": window.times(), "answered": answered, "escalated": escalated, "by_model": shares, "totals_by_model": totals}
 
 
 def key_spend(db: Reader, window: Window, *, scope_key: str | None) -> dict[str, dict[str, Any]]:
-    """Per key name: requests, errors and spend inside the window."""
-    where, params = _where(window, scope_key)
-    rows = db.rows(
-        "SELECT COALESCE(key_name, '') AS key_name, COUNT(*) AS n, SUM(cost_usd) AS cost,"
-        f" SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS errors FROM requests WHERE {where} GROUP BY 1",  # noqa: S608
-        params,
-    )
-    return {r["key_name"]: {"requests": int(r["n"]), "spend_usd": float(r["cost"] or 0.0), "errors": int(r["errors"])} for r in rows}
+    """Per key name ('' for none): requests, errors and spend inside the window."""
+    groups = _grouped(db, window, scope_key, None, n_keys=1, bucketed=False, table="dash_hourly_keys",
+                      raw_cols="COALESCE(key_name, '') AS key_name",
+                      raw_aggs="COUNT(*) AS n, SUM(cost_usd) AS cost, SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS errors",
+                      rolled_cols="key_name", rolled_aggs="SUM(n) AS n, SUM(cost_usd) AS cost, SUM(failed * n) AS errors")
+    out: dict[str, dict[str, Any]] = {}
+    for r in groups:
+        d = out.setdefault(r["key_name"], {"requests": 0, "spend_usd": 0.0, "errors": 0})
+        d["requests"] += int(r["n"])
+        d["spend_usd"] += float(r["cost"] or 0.0)
+        d["errors"] += int(r["errors"] or 0)
+    return out
 
 
 def period_spend(db: Reader, scope: str, names: Sequence[str], periods: Mapping[str, str | None]) -> dict[str, float]:

@@ -8,6 +8,7 @@
     usd: function (v) { if (v === null || v === undefined) return "–"; return Math.abs(v) >= 1 ? "$" + v.toFixed(2) : "$" + v.toFixed(6); },
     pct: function (v) { return v === null || v === undefined ? "–" : (v * 100).toFixed(1) + "%"; },
     ms: function (v) { return v === null || v === undefined ? "–" : v.toFixed(0) + " ms"; },
+    le_ms: function (v) { return v === null || v === undefined ? "–" : "≤ " + v.toFixed(0) + " ms"; },
     int: function (v) { return String(Math.round(v)); }
   };
   function readJSON(el) { return JSON.parse(el.textContent); }
@@ -71,7 +72,7 @@
           setFig("fig-cache-hits", t.cache_hits, fmt.int); setFig("fig-cache-lookups", t.cache_lookups, fmt.int);
           setFig("fig-escalated", t.escalated, fmt.int); setFig("fig-answered", t.answered, fmt.int);
           setFig("fig-errors", t.errors, fmt.int);
-          setFig("fig-p50", d.latency.p50_ms, fmt.ms); setFig("fig-p99", d.latency.p99_ms, fmt.ms);
+          setFig("fig-p50", d.latency.p50_ms, fmt.le_ms); setFig("fig-p99", d.latency.p99_ms, fmt.le_ms);
           var s = d.series;
           if (charts[0]) charts[0].setData([d.t, s.requests, s.errors, s.escalated, s.cache_hits]);
           if (charts[1]) charts[1].setData([d.t, s.spend_usd, s.saved_usd]);
