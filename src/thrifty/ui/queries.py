@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from thrifty.ui.rollup import CACHE_CLASS_SQL, ESCALATED_SQL, HOUR, latency_bucket_sql, rolled_until
+from thrifty.ui.rollup import CACHE_CLASS_SQL, DAY, ESCALATED_SQL, HOUR, latency_bucket_sql, rolled_until
 
 __all__ = ["Reader", "Window", "overview", "latency_percentiles", "profile_series", "key_spend", "period_spend",
            "list_requests", "request_detail", "has_rows", "table_columns"]
@@ -103,29 +103,48 @@ def _scope_sql(scope_key: str | None, profile: str | None) -> tuple[str, list[An
     return sql, params
 
 
-def _parts(db: Reader, window: Window) -> tuple[list[tuple[float, float]], tuple[int, int] | None]:
-    """The window as raw ``requests`` ranges and one range of rolled-up hours (None: nothing rolled)."""
-    done = rolled_until(db)
-    lo = -(-int(window.start) // HOUR) * HOUR  # first whole hour inside the window
-    hi = min(int(window.end) // HOUR * HOUR, done)
+def _split(a: float, b: float, span: int, done: int) -> tuple[list[tuple[float, float]], tuple[int, int] | None]:
+    """``[a, b)`` as its whole ``span``-long buckets before ``done`` and the pieces left on either side."""
+    lo = -(-int(a) // span) * span
+    hi = min(int(b) // span * span, done)
     if hi <= lo:
-        return [(window.start, window.end)], None
-    raw = ([(window.start, float(lo))] if window.start < lo else []) + ([(float(hi), window.end)] if hi < window.end else [])
-    return raw, (lo, hi)
+        return [(a, b)], None
+    return ([(a, float(lo))] if a < lo else []) + ([(float(hi), b)] if hi < b else []), (lo, hi)
+
+
+def _parts(db: Reader, window: Window, *, bucketed: bool) -> tuple[list[tuple[float, float]], list[tuple[int, int, int]]]:
+    """The window as raw ``requests`` ranges and roll-up ranges ``(span, lo, hi)``: whole settled
+    days from the daily rows (when the view's buckets are days, or it has none), whole settled
+    hours from the hourly rows, the rest (recent or partial hours) from the log."""
+    done_h, done_d = rolled_until(db)
+    rolled: list[tuple[int, int, int]] = []
+    pieces = [(window.start, window.end)]
+    if done_d and (not bucketed or window.bucket_s % DAY == 0):
+        pieces, days = _split(window.start, window.end, DAY, done_d)
+        if days:
+            rolled.append((DAY, *days))
+    raw: list[tuple[float, float]] = []
+    for a, b in pieces:
+        rest, hours = _split(a, b, HOUR, done_h)
+        raw += rest
+        if hours:
+            rolled.append((HOUR, *hours))
+    return raw, rolled
 
 
 #: created - origin >= 0 here, so CAST truncation is floor (PostgreSQL: FLOOR(...))
 _BUCKET = "CAST((created - ?) / ? AS INTEGER)"
-_HOUR_BUCKET = "CAST((hour - ?) / ? AS INTEGER)"
+_ROLLED_BUCKET = "CAST((bucket_start - ?) / ? AS INTEGER)"
 
 
 def _grouped(db: Reader, window: Window, scope_key: str | None, profile: str | None, *, raw_cols: str, rolled_cols: str,
              raw_aggs: str, rolled_aggs: str, n_keys: int, raw_where: str = "", rolled_where: str = "",
              table: str = "dash_hourly", bucketed: bool = True) -> list[dict[str, Any]]:
-    """The same GROUP BY over the raw parts of the window and over its rolled-up hours, concatenated
+    """The same GROUP BY over the raw parts of the window and over its rolled-up hours and days, concatenated
     (callers fold the groups; there are at most a few thousand)."""
     # a key's own view reads its rows (the roll-ups, but for dash_hourly_keys, have no key column)
-    raw_parts, rolled = _parts(db, window) if scope_key is None or table == "dash_hourly_keys" else ([(window.start, window.end)], None)
+    raw_parts, rolled = (_parts(db, window, bucketed=bucketed) if scope_key is None or table == "dash_hourly_keys"
+                         else ([(window.start, window.end)], []))
     extra, extra_params = _scope_sql(scope_key, profile)
     by = ", ".join(str(i + 1) for i in range(n_keys))
     out: list[dict[str, Any]] = []
@@ -134,11 +153,11 @@ def _grouped(db: Reader, window: Window, scope_key: str | None, profile: str | N
         out += db.rows(f"SELECT {head}{raw_cols}, {raw_aggs} FROM requests WHERE created >= ? AND created < ?{extra}{raw_where}"
                        f" GROUP BY {by}",  # noqa: S608 - fixed fragments, values bound
                        [*([window.origin, window.bucket_s] if bucketed else []), start, end, *extra_params])
-    if rolled is not None:
-        head = f"{_HOUR_BUCKET} AS b, " if bucketed else ""
-        out += db.rows(f"SELECT {head}{rolled_cols}, {rolled_aggs} FROM {table} WHERE hour >= ? AND hour < ?{extra}{rolled_where}"
-                       f" GROUP BY {by}",  # noqa: S608
-                       [*([window.origin, window.bucket_s] if bucketed else []), *rolled, *extra_params])
+    for span, lo, hi in rolled:
+        head = f"{_ROLLED_BUCKET} AS b, " if bucketed else ""
+        out += db.rows(f"SELECT {head}{rolled_cols}, {rolled_aggs} FROM {table} WHERE span = ? AND bucket_start >= ? AND bucket_start < ?"
+                       f"{extra}{rolled_where} GROUP BY {by}",  # noqa: S608
+                       [*([window.origin, window.bucket_s] if bucketed else []), span, lo, hi, *extra_params])
     return out
 
 
