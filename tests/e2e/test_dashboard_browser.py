@@ -57,7 +57,8 @@ def _rows(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]
 
 
 def _usd(v: float) -> str:
-    return f"${v:.2f}" if abs(v) >= 1 else f"${v:.6f}"
+    text = f"${abs(v):.2f}" if abs(v) >= 1 else f"${abs(v):.6f}"
+    return "-" + text if v < 0 and text.strip("$0.") else text
 
 
 def _send_traffic(gw: GatewayProcess) -> dict[str, str]:

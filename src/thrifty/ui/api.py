@@ -114,7 +114,7 @@ def _request_error(exc: RequestError) -> Any:
     return JSONResponse(error_body(str(exc), "invalid_request_error", param=exc.param, code=exc.code), status_code=status)
 
 
-def _known_profile(rt: Any, name: str) -> dict[str, Any]:
+def known_profile(rt: Any, name: str) -> dict[str, Any]:
     for p in context.profiles_in_service(rt):
         if p["name"] == name:
             return p
@@ -208,7 +208,7 @@ def register_api(app: Any) -> None:
             rt, window = request.app.state.runtime, params.window_from(q(request))
             prof = q(request).get("profile") or None
             if prof is not None:
-                _known_profile(rt, prof)
+                known_profile(rt, prof)
             return await run_query(request, overview_doc, rt, window, scope, prof)
         return await guarded(request, body)
 
@@ -222,7 +222,7 @@ def register_api(app: Any) -> None:
     async def api_profile(request: Request, name: str) -> Any:
         async def body(scope: Any) -> Any:
             rt = request.app.state.runtime
-            window, prof = params.window_from(q(request)), _known_profile(rt, name)
+            window, prof = params.window_from(q(request)), known_profile(rt, name)
             return await run_query(request, profile_doc, rt, window, scope, prof)
         return await guarded(request, body)
 

@@ -29,7 +29,8 @@ def usd(v: Any) -> str:
     if v is None:
         return "–"
     v = float(v)
-    return f"${v:.2f}" if abs(v) >= 1 else f"${v:.6f}"
+    text = f"${abs(v):.2f}" if abs(v) >= 1 else f"${abs(v):.6f}"
+    return "-" + text if v < 0 and text.strip("$0.") else text
 
 
 def pct(v: Any) -> str:
@@ -126,7 +127,7 @@ def register_dashboard(app: Any) -> None:
     async def profile(request: Request, name: str) -> Any:
         async def build(q: dict[str, str]) -> Any:
             rt, window = request.app.state.runtime, params.window_from(q)
-            prof = api._known_profile(rt, name)
+            prof = api.known_profile(rt, name)
             doc = await api.run_query(request, api.profile_doc, rt, window, None, prof)
             return "profile.html", {"doc": doc, "sel_range": q.get("range") or "24h"}
         return await page(request, "profiles", build)

@@ -5,7 +5,11 @@
   "use strict";
   var COLORS = ["#2448a8", "#a3211a", "#176b34", "#8a5a00", "#6b2fa3", "#00727a", "#b0306c", "#4a5568"];
   var fmt = {
-    usd: function (v) { if (v === null || v === undefined) return "–"; return Math.abs(v) >= 1 ? "$" + v.toFixed(2) : "$" + v.toFixed(6); },
+    usd: function (v) {
+      if (v === null || v === undefined) return "–";
+      var text = Math.abs(v) >= 1 ? "$" + Math.abs(v).toFixed(2) : "$" + Math.abs(v).toFixed(6);
+      return v < 0 && /[1-9]/.test(text) ? "-" + text : text;
+    },
     pct: function (v) { return v === null || v === undefined ? "–" : (v * 100).toFixed(1) + "%"; },
     ms: function (v) { return v === null || v === undefined ? "–" : v.toFixed(0) + " ms"; },
     le_ms: function (v) { return v === null || v === undefined ? "–" : "≤ " + v.toFixed(0) + " ms"; },
