@@ -9,6 +9,7 @@ page may log a console error. Screenshots go to the test's tmp folder (``screens
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -26,7 +27,7 @@ from thrifty.ui.rollup import latency_bucket_ms
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
 FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
-ADMIN, ALICE, BOB = "admin-secret-1", "sk-alice-1", "sk-bob-1"
+ADMIN, ALICE, BOB, CAROL = "admin-secret-1", "sk-alice-1", "sk-bob-1", "sk-carol-1"
 PRICES = {"cheap": (0.1, 0.2), "dear": (5.0, 15.0), "down": (1.0, 2.0), "trunc": (1.0, 2.0)}
 
 
@@ -44,6 +45,7 @@ def _config(up: FaultUpstream) -> str:
     cfg += '[profiles.careful]\ntiers = ["cheap", "dear"]\nthresholds = [1.5]\n\n'  # above any score: always escalates
     cfg += '[profiles.broken]\ntiers = ["down"]\n\n[profiles.dies]\ntiers = ["trunc"]\n\n'
     cfg += f'[keys.alice]\nsha256 = "{_sha(ALICE)}"\nlimit_usd = 2.0\nlimit_period = "month"\n\n[keys.bob]\nsha256 = "{_sha(BOB)}"\n\n'
+    cfg += f'[keys.carol]\nsha256 = "{_sha(CAROL)}"\nlimit_usd = 0.0000001\n\n'  # any request is over this budget
     return cfg
 
 
@@ -90,6 +92,9 @@ def _send_traffic(gw: GatewayProcess) -> dict[str, str]:
     except APIError:
         pass
     ids["failed"] = _rows(gw.db_path, "SELECT id FROM requests WHERE profile = 'broken'")[0]["id"]
+    refused = httpx.post(gw.base_url + "/v1/chat/completions", headers={"authorization": f"Bearer {CAROL}"},
+                         json={"model": "thrifty/fast", "messages": [{"role": "user", "content": "over budget"}]})
+    assert refused.status_code == 429  # refused before any model ran: not logged
     return ids
 
 
@@ -196,6 +201,7 @@ def test_profiles_and_keys_pages(served, browser) -> None:
         assert p.text(f'tr[data-key="{key}"] td[data-field="errors"]') == str(r["e"])
         assert p.text(f'tr[data-key="{key}"] td[data-field="spend"]') == _usd(r["c"] or 0.0)
     assert "$2.00 per month" in p.text('tr[data-key="alice"]')
+    assert p.text('tr[data-key="carol"] td[data-field="requests"]') == "0" and p.text("#refused") == "1"
     p.done()
 
 
@@ -288,3 +294,26 @@ def test_auth_and_bad_input(served) -> None:
             assert err["message"] and err["type"] == "invalid_request_error", (path, err)
         assert c.get("/ui/api/profiles/nope", headers=admin).status_code == 404
         assert c.get("/ui/profiles/nope", headers=admin).status_code == 404  # the page says so in HTML
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python not installed (pip install 'thrifty[local]')")
+def test_embedded_default_serves_the_dashboard(browser, tmp_path: Path) -> None:
+    """`thrifty serve` with no config (the embedded local models, no keys: the dashboard is open)."""
+    with GatewayProcess(f'[server]\ndata_dir = "{tmp_path}"\n', tmp_path, cli=True) as gw:
+        with httpx.Client(base_url=gw.base_url, timeout=120) as c:
+            r = c.post("/v1/chat/completions", json={"model": "thrifty/default", "max_tokens": 12,
+                                                     "messages": [{"role": "user", "content": "What is the capital of France?"}]})
+            assert r.status_code == 200
+            rid = r.headers["x-thrifty-request-id"]
+            with c.stream("POST", "/v1/chat/completions", json={"model": "thrifty/default", "max_tokens": 12, "stream": True,
+                                                                "messages": [{"role": "user", "content": "Name a colour."}]}) as s:
+                assert s.status_code == 200 and "[DONE]" in "".join(s.iter_text())
+        p = Page(browser, gw.base_url + "/ui", tmp_path / "screens", "embedded_overview")
+        assert p.text("#fig-requests") == str(_rows(gw.db_path, "SELECT COUNT(*) FROM requests")[0][0]) == "2"
+        p.done()
+        p = Page(browser, gw.base_url + f"/ui/requests/{rid}", tmp_path / "screens", "embedded_request")
+        steps = _rows(gw.db_path, "SELECT idx, decision FROM steps WHERE request_id = ? ORDER BY idx", (rid,))
+        chain = ["request", *(f"tier{s['idx']}" for s in steps), "answer"]
+        nodes, edges = _graph(p.page)
+        assert nodes == set(chain) and edges == set(zip(chain, chain[1:]))
+        p.done()
