@@ -67,14 +67,14 @@ def _roll_hour_sql(table: str) -> str:
     dims, sums = _DIMS[table]
     sel_dims, sel_sums, where = _FROM_REQUESTS[table]
     by = ", ".join(str(i + 3) for i in range(len(dims.split(","))))
-    return (f"INSERT INTO {table} (span, bucket_start, {dims}, {sums}) SELECT {HOUR}, ?, {sel_dims}, {sel_sums}"  # noqa: S608
+    return (f"INSERT INTO {table} (span, bucket_start, {dims}, {sums}) SELECT {HOUR}, CAST(? AS BIGINT), {sel_dims}, {sel_sums}"  # noqa: S608
             f" FROM requests WHERE created >= ? AND created < ?{where} GROUP BY {by}")
 
 
 def _roll_day_sql(table: str) -> str:
     dims, sums = _DIMS[table]
     sum_list = ", ".join(f"SUM({c})" for c in sums.split(", "))
-    return (f"INSERT INTO {table} (span, bucket_start, {dims}, {sums}) SELECT {DAY}, ?, {dims}, {sum_list}"  # noqa: S608
+    return (f"INSERT INTO {table} (span, bucket_start, {dims}, {sums}) SELECT {DAY}, CAST(? AS BIGINT), {dims}, {sum_list}"  # noqa: S608
             f" FROM {table} WHERE span = {HOUR} AND bucket_start >= ? AND bucket_start < ? GROUP BY {dims}")
 
 
