@@ -245,6 +245,16 @@ def test_request_graphs(served, browser) -> None:
     assert "escalated: score" in p.page.evaluate("window.thriftyCy.$id('tier0->tier1').data('label')")
     p.page.evaluate("window.thriftyCy.$id('request').emit('tap')")  # a click on the canvas node
     assert p.text("#node-text") == "Why is the sky blue?"
+    p.page.reload(wait_until="networkidle")
+    p.page.keyboard.press("Tab")  # keyboard: the skip link comes first, the node buttons answer Enter
+    assert p.page.evaluate("document.activeElement.className") == "skip"
+    p.page.focus('button[data-node="tier1"]')
+    p.page.keyboard.press("Enter")
+    assert p.text("#node-text") == steps[1]["answer"] and p.page.get_attribute('button[data-node="tier1"]', "aria-pressed") == "true"
+    p.page.emulate_media(media="print")  # print: no navigation, every node's text in full
+    assert not p.page.locator("header.top").is_visible() and p.page.locator(".printonly").is_visible()
+    assert steps[0]["answer"] in p.text(".printonly")
+    p.page.emulate_media(media="screen")
     p.done()
     p = Page(browser, gw.base_url + f"/ui/requests/{ids['cached']}", tmp / "screens", "request_cached")
     nodes, edges = _graph(p.page)
