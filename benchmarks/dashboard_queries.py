@@ -92,7 +92,7 @@ def fill(db_path: Path, n: int, *, now: float, seed: int = 0) -> float:
 
 
 def settings_for(data_dir: Path, upstream_port: int = 9) -> Any:
-    from thrifty.config import parse_settings
+    from thrifty.config.settings import parse_settings
 
     url = f"http://127.0.0.1:{upstream_port}/v1"
     doc: dict[str, Any] = {"server": {"data_dir": str(data_dir), "request_timeout_s": 30}, "providers": {}, "profiles": {}}

@@ -90,7 +90,7 @@ def _presented_key(request: Any) -> str | None:
 
 def admin_scope(request: Any) -> None:
     """Allow the request or raise AuthError (401). The admin sees every key's rows (scope None)."""
-    from thrifty.config import hash_key
+    from thrifty.config.settings import hash_key
 
     settings = request.app.state.runtime.settings
     if not settings.auth_required:

@@ -56,7 +56,7 @@ def artefact_summary(path: Path | None) -> dict[str, Any] | None:
 
 def profiles_in_service(rt: Any) -> list[dict[str, Any]]:
     """One entry per profile: what the live policy runs, the artefact it came from, its budget."""
-    from thrifty.budget import period_key
+    from thrifty.serving.budget import period_key
 
     now = time.time()
     out = []
@@ -83,7 +83,7 @@ def profiles_in_service(rt: Any) -> list[dict[str, Any]]:
 
 def keys_configured(rt: Any) -> list[dict[str, Any]]:
     """Configured keys by name with their limit (never the key or its hash)."""
-    from thrifty.budget import period_key
+    from thrifty.serving.budget import period_key
 
     now = time.time()
     return [{"name": k.name, "limit_usd": k.limit_usd, "limit_period": k.limit_period,
