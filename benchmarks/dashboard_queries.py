@@ -108,7 +108,6 @@ def settings_for(data_dir: Path, upstream_port: int = 9) -> Any:
 def time_queries(db_path: Path, reps: int) -> dict[str, dict[str, float]]:
     from thrifty.gateway.app import build_runtime
     from thrifty.ui import api, params, queries
-
     from thrifty.ui.rollup import Roller
 
     rt = build_runtime(settings_for(db_path.parent), db_path=db_path)

@@ -19,9 +19,9 @@ from typing import Any
 
 import httpx
 import pytest
-
 from fault_upstream import FaultUpstream
 from gateway_proc import GatewayProcess, toml_provider
+
 from thrifty.ui.rollup import latency_bucket_ms
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"

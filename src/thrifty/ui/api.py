@@ -13,10 +13,9 @@ import binascii
 import hmac
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 # no ``from __future__ import annotations``: FastAPI reads the endpoints' ``Request`` annotation at runtime
-
 from thrifty.errors import AuthError, RequestError
 from thrifty.ui import context, params, queries
 from thrifty.ui.graph import request_graph
@@ -88,8 +87,8 @@ def _presented_key(request: Any) -> str | None:
     return None
 
 
-def admin_scope(request: Any) -> None:
-    """Allow the request or raise AuthError (401). The admin sees every key's rows (scope None)."""
+def admin_scope(request: Any) -> str | None:
+    """The key scope of the request — None: the admin, who sees every key's rows — or AuthError (401)."""
     from thrifty.config.settings import hash_key
 
     settings = request.app.state.runtime.settings
@@ -205,7 +204,7 @@ def register_api(app: Any) -> None:
     def q(request: Request) -> dict[str, str]:
         return dict(request.query_params)
 
-    async def guarded(request: Request, body: Callable[[], Any]) -> Any:
+    async def guarded(request: Request, body: Callable[[str | None], Awaitable[Any]]) -> Any:
         try:
             scope = admin_scope(request)
             return JSONResponse(await body(scope))

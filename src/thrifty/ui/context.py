@@ -15,7 +15,7 @@ __all__ = ["baseline_prices", "profiles_in_service", "keys_configured", "budget_
 def _profile_routes(rt: Any) -> dict[str, Any]:
     """Profile name → its route (``thrifty/<name>``; an alias such as thrifty/default counts once)."""
     out: dict[str, Any] = {}
-    for model_id, route in rt.routes.items():
+    for route in rt.routes.values():
         if route.profile is not None:
             out.setdefault(route.profile.name, route)
     return out

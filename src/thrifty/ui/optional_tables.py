@@ -41,7 +41,8 @@ def audit_summary(db: Reader, window: Window, *, scope_key: str | None, profile:
     if missing:
         return {"enabled": False, "reason": f"audits table lacks {sorted(missing)}"}
     served = "served_model" if "served_model" in cols else None
-    where, params = ["a.created >= ?", "a.created < ?"], [window.start, window.end]
+    where: list[str] = ["a.created >= ?", "a.created < ?"]
+    params: list[Any] = [window.start, window.end]
     if profile is not None and "profile" in cols:
         where.append("a.profile = ?")
         params.append(profile)

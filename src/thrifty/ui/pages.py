@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 # no ``from __future__ import annotations``: FastAPI reads the endpoints' ``Request`` annotation at runtime
-
 from thrifty.errors import AuthError, ConfigError, RequestError
 from thrifty.ui import api, context, params
 

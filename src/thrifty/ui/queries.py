@@ -313,7 +313,8 @@ def list_requests(db: Reader, f: RequestFilter, *, scope_key: str | None, limit:
                   ) -> tuple[list[dict[str, Any]], bool]:
     """Newest first, at most ``limit`` rows older than the ``before`` cursor (created, id); and
     whether more follow. Keyset paging: a deep page costs what the first one does."""
-    sql, params = ["1 = 1"], []
+    sql: list[str] = ["1 = 1"]
+    params: list[Any] = []
     for col, val in (("profile", f.profile), ("key_name", f.key if scope_key is None else scope_key), ("final_model", f.model)):
         if val is not None:
             sql.append(f"{col} = ?")
