@@ -208,3 +208,16 @@ def test_audit_panel_reads_an_audits_table(tmp_path: Path) -> None:
     assert math.isclose(doc["audit_cost_usd"], 0.02) and doc["ci95"][0] < 0.7 < doc["ci95"][1]
     db.close()
     store.close()
+
+
+def test_reader_opens_a_path_with_uri_characters_read_only(tmp_path: Path) -> None:
+    import sqlite3
+
+    store = LogStore(tmp_path / "a b#c?d%e" / "logs.sqlite3")
+    _fill(store, 3)
+    db = queries.Reader(store.path)
+    assert db.rows("SELECT COUNT(*) AS n FROM requests")[0]["n"] == 3
+    with pytest.raises(sqlite3.OperationalError):  # the dashboard cannot write through its reader
+        db.rows("DELETE FROM requests")
+    db.close()
+    store.close()

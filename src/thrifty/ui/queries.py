@@ -37,7 +37,9 @@ class Reader:
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False, timeout=10.0)
+            from urllib.parse import quote
+
+            conn = sqlite3.connect(f"file:{quote(str(self.path.resolve()))}?mode=ro", uri=True, check_same_thread=False, timeout=10.0)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA query_only=ON")
             self._local.conn = conn
