@@ -75,7 +75,7 @@ def banner(url: str, settings: Any, seconds: float, models: list[str]) -> str:
         f"  curl -s {url}/v1/chat/completions -H 'content-type: application/json'"
         + (" -H 'authorization: Bearer <your key>'" if settings.auth_required else "")
         + " -d '{\"model\": \"thrifty/default\", \"messages\": [{\"role\": \"user\", \"content\": \"Hi!\"}], \"max_tokens\": 32}'",
-        f"logs: thrifty logs list   metrics: {url}/metrics",
+        f"logs: thrifty logs list   metrics: {url}/metrics   dashboard: {url}/ui",
     ])
 
 
@@ -123,13 +123,14 @@ def run_serve(args: argparse.Namespace) -> int:
             os.environ["THRIFTY_SERVER_DATA_DIR"] = str(Path(args.data_dir).resolve())
         print(f"thrifty: starting {args.workers} workers at {url} (each loads its own models)", file=sys.stderr, flush=True)
         with _shared_metrics_dir():
-            uvicorn.run("thrifty.gateway.app:app_from_env", factory=True, host=host, port=port, workers=args.workers,
+            uvicorn.run("thrifty.ui.serve:app_from_env", factory=True, host=host, port=port, workers=args.workers,
                         log_level=args.log_level, timeout_graceful_shutdown=5)
         return 0
 
     from thrifty.gateway.app import build_runtime, create_app
+    from thrifty.ui.serve import with_dashboard
 
-    app = create_app(settings, runtime=build_runtime(settings))  # config errors stop here, before binding
+    app = with_dashboard(create_app(settings, runtime=build_runtime(settings)))  # config errors stop here, before binding
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=args.log_level, timeout_graceful_shutdown=5))
 
     import asyncio

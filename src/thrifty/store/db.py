@@ -111,6 +111,52 @@ MIGRATIONS: list[tuple[str, str]] = [
             GROUP BY scope, name, period;
         """,
     ),
+    (
+        "0008_dashboard_indexes",
+        """
+        -- the dashboard (thrifty.ui): a covering index its scans of recent hours read instead of the
+        -- wide rows (prompts, answers), the request list's filters, and hourly roll-ups of settled hours
+        CREATE INDEX requests_dash_time ON requests(created, key_name, profile, status, cache, final_model,
+                                                    tiers_tried, cost_usd, input_tokens, output_tokens, latency_s);
+        CREATE INDEX requests_dash_profile ON requests(profile, created);
+        CREATE INDEX requests_dash_key ON requests(key_name, created);
+        CREATE TABLE dash_hourly (
+            span          INTEGER NOT NULL,             -- 3600: an hour; 86400: a day (summed from its hours)
+            bucket_start  BIGINT NOT NULL,              -- unix time of the UTC hour's / day's start
+            profile       TEXT NOT NULL,                -- '' for pass-through
+            final_model   TEXT NOT NULL,                -- '' when nobody answered
+            status        INTEGER NOT NULL,
+            cache_class   TEXT NOT NULL,                -- hit (hit, semantic) | miss | none
+            escalated     INTEGER NOT NULL,             -- 1: more than one tier called
+            n             BIGINT NOT NULL,
+            cost_usd      REAL NOT NULL,
+            input_tokens  BIGINT NOT NULL,
+            output_tokens BIGINT NOT NULL,
+            PRIMARY KEY (span, bucket_start, profile, final_model, status, cache_class, escalated)
+        );
+        CREATE TABLE dash_hourly_keys (
+            span          INTEGER NOT NULL,
+            bucket_start  BIGINT NOT NULL,
+            key_name      TEXT NOT NULL,                -- '' for none
+            failed        INTEGER NOT NULL,             -- 1: status >= 400
+            n             BIGINT NOT NULL,
+            cost_usd      REAL NOT NULL,
+            PRIMARY KEY (span, bucket_start, key_name, failed)
+        );
+        CREATE TABLE dash_hourly_latency (
+            span          INTEGER NOT NULL,
+            bucket_start  BIGINT NOT NULL,
+            profile       TEXT NOT NULL,
+            le_ms         INTEGER NOT NULL,             -- upper bound of the latency bucket (thrifty.ui.rollup)
+            n             BIGINT NOT NULL,
+            PRIMARY KEY (span, bucket_start, profile, le_ms)
+        );
+        CREATE TABLE dash_rollup_state (
+            name       TEXT PRIMARY KEY,
+            done_until BIGINT NOT NULL                  -- 'hourly' / 'daily': every hour / day before this is rolled up
+        );
+        """,
+    ),
 ]
 
 

@@ -1,0 +1,102 @@
+"""What the dashboard reads from the running gateway instead of the log: the profiles in service
+(tiers, thresholds or artefact, budget), the configured keys and their limits, the dearest tier's
+prices (the "always the best model" baseline), and the refusals counted since start."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["baseline_prices", "profiles_in_service", "keys_configured", "budget_refusals", "artefact_summary"]
+
+
+def _profile_routes(rt: Any) -> dict[str, Any]:
+    """Profile name → its route (``thrifty/<name>``; an alias such as thrifty/default counts once)."""
+    out: dict[str, Any] = {}
+    for route in rt.routes.values():
+        if route.profile is not None:
+            out.setdefault(route.profile.name, route)
+    return out
+
+
+def baseline_prices(rt: Any) -> dict[str, tuple[float, float]]:
+    """Profile → (input, output) USD per 1M tokens of its dearest tier (the gateway's own baseline)."""
+    out: dict[str, tuple[float, float]] = {}
+    for name, route in _profile_routes(rt).items():
+        price = route.baseline_price
+        if price is not None:
+            out[name] = (float(price[0]), float(price[1]))
+    return out
+
+
+def artefact_summary(path: Path | None) -> dict[str, Any] | None:
+    """Version, kind, fit time, data and held-out front of the artefact at ``path`` (its manifest)."""
+    if path is None:
+        return None
+    try:
+        manifest = json.loads((Path(path) / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return {"path": str(path), "error": f"cannot read manifest.json: {exc}"}
+    data = manifest.get("data") or {}
+    created = manifest.get("created")
+    return {
+        "path": str(path),
+        "kind": manifest.get("kind", "cascade"),
+        "version": manifest.get("version"),
+        "thrifty_version": manifest.get("thrifty_version") or manifest.get("thrifty"),
+        "created": created,
+        "data": {k: data.get(k) for k in ("source", "hash", "n_prompts", "prompts") if k in data},
+        "selected": manifest.get("selected"),
+        "front": [{"cost": p.get("train_cost", p.get("cost")), "quality": p.get("train_quality", p.get("quality"))}
+                  for p in manifest.get("front") or [] if isinstance(p, dict)],
+    }
+
+
+def profiles_in_service(rt: Any) -> list[dict[str, Any]]:
+    """One entry per profile: what the live policy runs, the artefact it came from, its budget."""
+    from thrifty.serving.budget import period_key
+
+    now = time.time()
+    out = []
+    for name, route in sorted(_profile_routes(rt).items()):
+        profile, policy = route.profile, route.engine.policy
+        out.append({
+            "name": name,
+            "model_id": f"thrifty/{name}",
+            "policy": type(policy).__name__,
+            "tiers": list(getattr(policy, "tiers", profile.tiers)),
+            "thresholds": [float(t) for t in getattr(policy, "thresholds", ()) or ()],
+            "scorer": profile.scorer,
+            "artefact": artefact_summary(profile.artefact),
+            "cache": profile.cache.mode if profile.cache is not None else None,
+            "prompt_adaptation": ({"k": profile.prompt_adaptation.k, "layout": profile.prompt_adaptation.layout}
+                                  if profile.prompt_adaptation is not None else None),
+            "budget_usd": profile.budget_usd,
+            "budget_period": profile.budget_period,
+            "budget_period_key": period_key(profile.budget_period, now),
+            "baseline_price": list(route.baseline_price) if route.baseline_price else None,
+        })
+    return out
+
+
+def keys_configured(rt: Any) -> list[dict[str, Any]]:
+    """Configured keys by name with their limit (never the key or its hash)."""
+    from thrifty.serving.budget import period_key
+
+    now = time.time()
+    return [{"name": k.name, "limit_usd": k.limit_usd, "limit_period": k.limit_period,
+             "period_key": period_key(k.limit_period, now)} for k in sorted(rt.settings.keys.values(), key=lambda k: k.name)]
+
+
+def budget_refusals(rt: Any) -> int | None:
+    """Requests refused with 429 before reaching a model (over a budget) since this process started.
+
+    Refusals are not logged (nothing ran), so this comes from the in-process metrics counter; with
+    several workers it is this worker's count."""
+    registry = getattr(rt.metrics, "registry", None)
+    if registry is None:
+        return None
+    value = registry.get_sample_value("thrifty_requests_total", {"model": "-", "status": "429"})
+    return int(value or 0)
