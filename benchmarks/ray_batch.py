@@ -30,6 +30,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY = Path(sys.executable).with_name("ray")
+# Ray rewrites 127.0.0.1 (and localhost) to the machine's outward IP; another loopback address keeps it on lo
+LOOPBACK = "127.0.0.2"
 
 
 def _free_port() -> int:
@@ -44,7 +46,7 @@ def _env() -> dict[str, str]:
 
 def _node(args: list[str], cpus: int) -> subprocess.Popen:
     return subprocess.Popen([str(RAY), "start", *args, "--num-cpus", str(cpus), "--object-store-memory", str(100 * 1024 * 1024),
-                             "--node-ip-address", "127.0.0.1", "--disable-usage-stats", "--block"], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             "--node-ip-address", LOOPBACK, "--disable-usage-stats", "--block"], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
 
 
@@ -82,7 +84,7 @@ def _wait_cpus(address: str, cpus: int) -> None:
             if time.monotonic() > deadline:
                 raise SystemExit(f"no Ray head at {address} after 120 s")
             time.sleep(0.2)
-    probe = ("import ray, sys, time\nray.init(address=sys.argv[1], logging_level='ERROR', _node_ip_address='127.0.0.1')\nend = time.time() + 60\n"
+    probe = ("import ray, sys, time\nray.init(address=sys.argv[1], logging_level='ERROR', _node_ip_address='127.0.0.2')\nend = time.time() + 60\n"
              "while ray.cluster_resources().get('CPU', 0) < int(sys.argv[2]) and time.time() < end: time.sleep(0.2)\n")
     subprocess.run([sys.executable, "-c", probe, address, str(cpus)], env=_env(), check=True, timeout=120, capture_output=True)
 
@@ -109,7 +111,7 @@ def main() -> int:
     try:
         results["local"] = _collect(prompts, cfg, work / "local", args.concurrency, None)
         port = _free_port()
-        address = f"127.0.0.1:{port}"
+        address = f"{LOOPBACK}:{port}"
         nodes.append(_node(["--head", "--port", str(port), "--include-dashboard=false", "--temp-dir", str(work / "ray")], args.cpus))
         _wait_cpus(address, args.cpus)
         results[f"ray 1 node × {args.cpus} CPU"] = _collect(prompts, cfg, work / "ray1", args.concurrency, address)

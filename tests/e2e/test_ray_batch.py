@@ -37,6 +37,8 @@ from thrifty.cli.main import main
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 RAY_BIN = Path(sys.executable).with_name("ray")
+# Ray rewrites 127.0.0.1 (and localhost) to the machine's outward IP; another loopback address keeps it on lo
+LOOPBACK = "127.0.0.2"
 N = 2000
 TIMINGS = ("latency_s", "collected_at")
 
@@ -57,7 +59,7 @@ def _env() -> dict[str, str]:
 
 def _node(args: list[str], temp_dir: str) -> subprocess.Popen:
     return subprocess.Popen([str(RAY_BIN), "start", *args, "--num-cpus", "1", "--object-store-memory", str(100 * 1024 * 1024),
-                             "--node-ip-address", "127.0.0.1", "--disable-usage-stats", "--block"], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             "--node-ip-address", LOOPBACK, "--disable-usage-stats", "--block"], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
 
 
@@ -79,7 +81,7 @@ class Cluster:
 
     def __init__(self, address: str, nodes: dict[str, subprocess.Popen]) -> None:
         self.address, self.nodes = address, nodes
-        probe = ("import ray, sys, time\nray.init(address=sys.argv[1], logging_level='ERROR', _node_ip_address='127.0.0.1')\n"
+        probe = ("import ray, sys, time\nray.init(address=sys.argv[1], logging_level='ERROR', _node_ip_address='127.0.0.2')\n"
                  "end = time.time() + 120\nwhile ray.cluster_resources().get('CPU', 0) < 2 and time.time() < end: time.sleep(0.2)\n"
                  "print(ray.cluster_resources().get('CPU', 0))")
         self._probe: subprocess.Popen | None = subprocess.Popen([sys.executable, "-c", probe, address], env=_env(),
@@ -99,14 +101,14 @@ def cluster():
         pytest.skip("Ray not installed (pip install 'thrifty[ray]')")
     temp_dir = tempfile.mkdtemp(prefix="thrifty-ray-", dir="/tmp")  # short: Ray's socket paths live under it
     port = _free_port()
-    address = f"127.0.0.1:{port}"
+    address = f"{LOOPBACK}:{port}"
     head = _node(["--head", "--port", str(port), "--include-dashboard=false", "--temp-dir", temp_dir], temp_dir)
     nodes = {"head": head}
     try:
         deadline = time.monotonic() + 60
         while True:
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                socket.create_connection((LOOPBACK, port), timeout=1).close()
                 break
             except OSError:
                 assert head.poll() is None and time.monotonic() < deadline, "the Ray head did not start"
@@ -246,4 +248,17 @@ def test_a_ray_address_that_does_not_answer_is_a_clear_error_before_any_work(tmp
         assert f"no Ray cluster answers at {dead}" in err and "ray start --head" in err, err
     else:
         assert "pip install 'thrifty[ray]'" in err, err
+    assert not out.exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray not installed (pip install 'thrifty[ray]')")
+def test_a_port_that_is_not_a_ray_cluster_is_refused_quickly(tmp_path, capsys):
+    with FaultUpstream() as up:  # an HTTP/1.1 server: ray.init would retry against it for minutes
+        t0 = time.monotonic()
+        out = tmp_path / "out"
+        assert main(["collect", "--prompts", str(tmp_path / "none.jsonl"), "--models", "smollm2", "--out", str(out),
+                     "--ray", f"127.0.0.1:{up.port}"]) != 0
+        assert time.monotonic() - t0 < 30
+    err = capsys.readouterr().err
+    assert "--ray" in err and "not a Ray cluster" in err and "fix:" in err, err
     assert not out.exists()

@@ -14,6 +14,7 @@ installed), ``job`` once per map through Ray's object store. Ray is optional (``
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 from collections.abc import Callable, Iterator, Sequence
@@ -83,7 +84,8 @@ class RayExecutor:
         try:
             if not ray.is_initialized():
                 # a cluster on this machine's loopback: the driver must present the same node address
-                local: dict[str, Any] = {"_node_ip_address": "127.0.0.1"} if _host(self.address) in ("127.0.0.1", "localhost") else {}
+                # (Ray rewrites 127.0.0.1 itself to the machine's outward IP; use 127.0.0.2 to stay on lo)
+                local: dict[str, Any] = {"_node_ip_address": _loopback(self.address)} if _loopback(self.address) else {}
                 ray.init(address=self.address, namespace="thrifty", log_to_driver=False, logging_level=logging.ERROR, **local)
         except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError …
             raise ConfigError(f"cannot join the Ray cluster at {self.address!r}: {exc}", key="--ray", fix=_RAY_FIX) from None
@@ -127,8 +129,14 @@ class RayExecutor:
             self._ray.shutdown()
 
 
-def _host(address: str) -> str:
-    return address.removeprefix("ray://").rpartition(":")[0].strip("[]")
+def _loopback(address: str) -> str | None:
+    """The address's host when it is a loopback address (``localhost`` → 127.0.0.1), else None."""
+    host = address.removeprefix("ray://").rpartition(":")[0].strip("[]")
+    host = "127.0.0.1" if host == "localhost" else host
+    try:
+        return host if ipaddress.ip_address(host).is_loopback else None
+    except ValueError:
+        return None
 
 
 def _check_reachable(address: str, timeout_s: float) -> None:
@@ -139,11 +147,22 @@ def _check_reachable(address: str, timeout_s: float) -> None:
     if not sep or not port.isdigit() or not host:
         raise ConfigError(f"bad Ray address {address!r}", key="--ray", fix="write HOST:PORT (the head's GCS port, 6379 by default), ray://HOST:PORT or auto")
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
-            pass
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s) as sock:
+            # Ray's GCS speaks gRPC: an HTTP/2 server answers the client preface with a SETTINGS frame.
+            # Anything else (another service on that port) would make ray.init retry for minutes.
+            sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            head = b""
+            while len(head) < 9:
+                chunk = sock.recv(9 - len(head))
+                if not chunk:
+                    break
+                head += chunk
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise ConfigError(f"no Ray cluster answers at {address} ({reason})", key="--ray", fix=_RAY_FIX) from None
+    if len(head) < 9 or head[3] != 0x04:
+        raise ConfigError(f"something answers at {address}, but not a Ray cluster (no gRPC)", key="--ray",
+                          fix="pass the head's GCS port (6379 unless `ray start --head --port` said otherwise); " + _RAY_FIX)
 
 
 def make_executor(ray_address: str | None) -> LocalExecutor | RayExecutor:
