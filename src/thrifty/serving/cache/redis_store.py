@@ -55,7 +55,7 @@ class RedisStore:
         self.clock = clock
         self._client = client
         self._lock = threading.Lock()
-        maxlen = max(1000, 2 * (max_entries or 100_000))
+        maxlen = max(10_000, 2 * (max_entries or 100_000))  # events are ~100 bytes each
         self.index = SharedSemanticIndex(prefix, max_entries=max_entries, stream_maxlen=maxlen, clock=clock, refresh_s=index_refresh_s)
 
     def _redis(self) -> Any:
@@ -121,7 +121,7 @@ class RedisStore:
             ck = self._k("ctx", entry.context)
             pipe.zremrangebyscore(ck, "-inf", now)
             pipe.zadd(ck, {entry.key: expires if expires is not None else float("inf")})
-            self.index.publish_put(pipe, entry.key, entry.context, entry.query, entry.vector, expires)
+            self.index.publish_put(pipe, entry.key)
         pipe.execute()
         self._enforce()
 

@@ -1,10 +1,11 @@
 """The semantic index of a shared Redis cache: a local, bounded mirror kept current from a Redis stream.
 
 Every :class:`~thrifty.serving.cache.redis_store.RedisStore` write of a semantic entry also appends an event
-to the stream ``<prefix>idx`` (``op=put``: key, context, query, vector, expiry; ``op=del``: key), in
-the same MULTI/EXEC as the entry itself. Each replica keeps a mirror of the entries — per context a
+to the stream ``<prefix>idx`` (``op=put`` or ``op=del`` and the key), in the same MULTI/EXEC as the
+entry itself. Each replica keeps a mirror of the entries — per context a
 float32 matrix of ``[whole ‖ last paragraph]`` vectors — and, before a lookup, reads the events it
-has not seen yet (one round trip: ``GET gen``, ``XRANGE - + COUNT 1``, ``XREAD``). The nearest
+has not seen yet (one round trip: ``GET gen``, ``XRANGE - + COUNT 1``, ``XREAD``; a second one,
+pipelined, reads the new entries' vectors from their hashes). The nearest
 neighbour is then an exact cosine over the local matrix (numpy), so a lookup costs no Redis traffic
 proportional to the cache size. Matching (threshold, last-paragraph cosine, lexical guard) is the
 unchanged :class:`~thrifty.serving.cache.semantic.SemanticMatcher`, which sees the same candidates a single
@@ -121,10 +122,10 @@ class SharedSemanticIndex:
         return self.prefix + "gen"
 
     # ---- writing (called by RedisStore inside its MULTI/EXEC pipeline) ----------------------------
-    def publish_put(self, pipe: Any, key: str, context: str, query: str, vector: np.ndarray, expires: float | None) -> None:
-        fields = {"op": "put", "k": key, "c": context, "q": query, "v": vector.astype(np.float32).tobytes(),
-                  "x": repr(expires) if expires is not None else ""}
-        pipe.xadd(self.stream, fields, maxlen=self.stream_maxlen, approximate=True)
+    def publish_put(self, pipe: Any, key: str) -> None:
+        """An event names the key only (~100 bytes): a replica reads the entry's vector from its hash,
+        so the stream can stay long (few reloads of lagging replicas) without doubling Redis' memory."""
+        pipe.xadd(self.stream, {"op": "put", "k": key}, maxlen=self.stream_maxlen, approximate=True)
 
     def publish_del(self, pipe: Any, key: str) -> None:
         pipe.xadd(self.stream, {"op": "del", "k": key}, maxlen=self.stream_maxlen, approximate=True)
@@ -157,11 +158,33 @@ class SharedSemanticIndex:
                 self._bootstrap(redis)  # cleared, or trimmed past our position: reload everything
                 continue
             batch = events[0][1] if events else []
+            puts = list(dict.fromkeys(f[b"k"].decode() for _, f in batch if f.get(b"op") == b"put"))
+            entries = self._load(redis, puts)
             for event_id, fields in batch:
-                self._apply(fields)
+                key = fields[b"k"].decode()
+                found = entries.get(key) if fields.get(b"op") == b"put" else None
+                if found is not None:
+                    self._put(key, *found)
+                else:  # deleted, or gone already (evicted, expired, replaced by a non-semantic entry)
+                    context = self._order.pop(key, None)
+                    if context is not None:
+                        self._drop(key, context)
                 self._last = event_id.decode()
             if len(batch) < _BATCH:
                 return
+
+    def _load(self, redis: Any, keys: list[str]) -> dict[str, tuple[str, str, bytes, bytes | None]]:
+        """(context, query, vector bytes, expires) of every key whose hash still holds a semantic entry."""
+        out: dict[str, tuple[str, str, bytes, bytes | None]] = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            pipe = redis.pipeline(transaction=False)
+            for key in chunk:
+                pipe.hmget(self.prefix + "e:" + key, "context", "query", "vec", "expires_at")
+            for key, (context, query, vec, expires) in zip(chunk, pipe.execute()):
+                if context and query and vec:
+                    out[key] = (context.decode(), query.decode(), vec, expires)
+        return out
 
     def _bootstrap(self, redis: Any) -> None:
         self._contexts.clear()
@@ -175,23 +198,8 @@ class SharedSemanticIndex:
         now = self.clock()
         for ctx_key in redis.scan_iter(match=self.prefix + "ctx:*", count=500):
             keys = [k.decode() for k in redis.zrangebyscore(ctx_key, now, "+inf")]
-            for i in range(0, len(keys), 500):
-                chunk = keys[i : i + 500]
-                pipe = redis.pipeline(transaction=False)
-                for key in chunk:
-                    pipe.hmget(self.prefix + "e:" + key, "context", "query", "vec", "expires_at")
-                for key, (context, query, vec, expires) in zip(chunk, pipe.execute()):
-                    if context and query and vec:
-                        self._put(key, context.decode(), query.decode(), vec, expires)
-
-    def _apply(self, fields: dict[bytes, bytes]) -> None:
-        key = fields[b"k"].decode()
-        if fields.get(b"op") == b"put":
-            self._put(key, fields[b"c"].decode(), fields[b"q"].decode(), fields[b"v"], fields.get(b"x"))
-        else:
-            context = self._order.pop(key, None)
-            if context is not None:
-                self._drop(key, context)
+            for key, found in self._load(redis, keys).items():
+                self._put(key, *found)
 
     def _put(self, key: str, context: str, query: str, vec: bytes, expires: bytes | None) -> None:
         vector = np.frombuffer(vec, dtype=np.float32)
