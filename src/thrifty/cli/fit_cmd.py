@@ -42,17 +42,34 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("--embedder", default="minilm", metavar="NAME",
                    help="router / hybrid: query embedder — minilm (default), static (distilled lookup table, no torch at run time) or module:Factory")
     p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="further option of the policy (as in thrifty eval), repeatable")
+    p.add_argument("--ray", metavar="ADDRESS", help="embed with MiniLM on a Ray cluster (HOST:PORT of its head, or auto; "
+                   "pip install 'thrifty[ray]'); vectors land in the local embedding cache, the fit runs here")
     p.add_argument("--out", required=True, metavar="DIR", help="artefact directory to write")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON to stdout")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if not 1 <= args.max_tiers <= 3:
+        raise ConfigError(f"--max-tiers {args.max_tiers} is out of range", key="--max-tiers", fix="use 1, 2 or 3")
+    if not args.ray:
+        return _fit(args)
+    from thrifty.calibration.executors import make_executor
+    from thrifty.scoring.embedding import get_embedder
+
+    embedder = get_embedder()
+    embedder.executor = make_executor(args.ray)  # joins the cluster now: a bad --ray fails before any work
+    try:
+        return _fit(args)
+    finally:
+        embedder.executor.close()
+        embedder.executor = None
+
+
+def _fit(args: argparse.Namespace) -> int:
     from thrifty.cli.eval_options import parse_options
     from thrifty.offline.evaluate import default_knobs
 
-    if not 1 <= args.max_tiers <= 3:
-        raise ConfigError(f"--max-tiers {args.max_tiers} is out of range", key="--max-tiers", fix="use 1, 2 or 3")
     table = load_pool(args)
     knobs = sorted(set(float(k) for k in default_knobs(table)) | ({args.budget} if args.budget else set()))
     opts = parse_options(args.opt)
