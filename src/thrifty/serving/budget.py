@@ -252,12 +252,12 @@ class BudgetLedger:
                 continue
             conn.execute(
                 "INSERT INTO spend (scope, name, spent_usd) VALUES (?, ?, ?)"
-                " ON CONFLICT(scope, name) DO UPDATE SET spent_usd = spent_usd + excluded.spent_usd",
+                " ON CONFLICT(scope, name) DO UPDATE SET spent_usd = spend.spent_usd + excluded.spent_usd",
                 (scope, name, float(actual_usd)),
             )
             conn.executemany(
                 "INSERT INTO spend_period (scope, name, period, spent_usd) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT(scope, name, period) DO UPDATE SET spent_usd = spent_usd + excluded.spent_usd",
+                " ON CONFLICT(scope, name, period) DO UPDATE SET spent_usd = spend_period.spent_usd + excluded.spent_usd",
                 [(scope, name, period_key(p, now), float(actual_usd)) for p in ("day", "month")],
             )
 
