@@ -106,6 +106,17 @@ def test_three_replicas_share_one_budget_and_every_200_has_its_row(tmp_path: Pat
         try:
             results = asyncio.run(_storm([g.base_url for g in gws], 300, "Say OK, request"))
             upstream_calls = up.calls["normal"]
+            # then one at a time, round the replicas, until refused: the storm's holds were all released
+            after = []
+            for i in range(60):
+                r = httpx.post(gws[i % 3].base_url + "/v1/chat/completions", headers={"authorization": f"Bearer {KEY}"}, timeout=30,
+                               json={"model": "thrifty/default", "messages": [{"role": "user", "content": f"Say OK, after {i}"}]})
+                if r.status_code == 429:
+                    break
+                assert r.status_code == 200, r.text
+                after.append(r.headers["x-thrifty-request-id"])
+            else:
+                pytest.fail("the budget never ran out")
             health = [httpx.get(g.base_url + "/healthz").json() for g in gws]
         finally:
             for g in gws:
@@ -117,6 +128,7 @@ def test_three_replicas_share_one_budget_and_every_200_has_its_row(tmp_path: Pat
     assert ok_ids and refused, f"{len(ok_ids)} ok, {len(refused)} refused: the limit should bind"
     assert all(b["error"]["type"] == "insufficient_quota" for b in refused)
     assert upstream_calls == len(ok_ids), "a refused request must not reach the upstream"
+    ok_ids += after
     assert all(h["store"] == "postgresql" for h in health)
     rows = _sql(pg.url(store.rsplit("/", 1)[1]), "SELECT id, cost_usd, status FROM requests WHERE key_name = 'racer'")
     logged = {r[0]: r for r in rows}
@@ -124,7 +136,7 @@ def test_three_replicas_share_one_budget_and_every_200_has_its_row(tmp_path: Pat
     spent = sum(r[1] for r in rows)
     worst = max_cost_usd(ChatRequest.from_prompt("Say OK, request 299"), [TierPrice(PRICE_IN, PRICE_OUT, MAX_TOKENS)])
     assert spent <= budget + worst + 1e-9, f"overspent: {spent} > {budget} + {worst}"
-    assert spent >= budget - 2 * worst, f"the limit refused too early: spent {spent} of {budget}"
+    assert spent >= budget - worst, f"the limit refused too early: spent {spent} of {budget}"
     ledger = _sql(pg.url(store.rsplit("/", 1)[1]), "SELECT spent_usd FROM spend WHERE scope = 'key' AND name = 'racer'")
     assert ledger[0][0] == pytest.approx(spent)
     assert _sql(pg.url(store.rsplit("/", 1)[1]), "SELECT COUNT(*) FROM reservations")[0][0] == 0
