@@ -58,7 +58,7 @@ def _sql(url: str, sql: str, params: tuple = ()) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in conn.execute(sql, params).fetchall()]
 
 
-def _config(store: str, upstream: str, *, limit: float, redis: bool, extra: str = "", lease_s: float = 2.0) -> str:
+def _config(store: str, upstream: str, *, limit: float, redis: bool, extra: str = "", lease_s: float = 2.0, period: str = "total") -> str:
     from thrifty.config import hash_key
 
     cache = '[profiles.default.cache]\nmode = "exact"\nredis_url_env = "THRIFTY_TEST_REDIS"\n\n' if redis else ""
@@ -66,7 +66,7 @@ def _config(store: str, upstream: str, *, limit: float, redis: bool, extra: str 
             f'admin_sha256 = "{hash_key(ADMIN_KEY)}"\n\n'
             + toml_provider("fast", upstream, price_in=PRICE_IN, price_out=PRICE_OUT, timeout_s=10, max_tokens=MAX_TOKENS)
             + '[profiles.default]\ntiers = ["fast"]\n\n' + cache + extra
-            + f'[keys.racer]\nsha256 = "{hash_key(KEY)}"\nlimit_usd = {limit}\n')
+            + f'[keys.racer]\nsha256 = "{hash_key(KEY)}"\nlimit_usd = {limit}\nlimit_period = "{period}"\n')
 
 
 def _replicas(tmp_path: Path, cfg: str, env: dict[str, str], n: int = 3) -> list[GatewayProcess]:
@@ -99,10 +99,11 @@ def test_three_replicas_share_one_budget_and_every_200_has_its_row(tmp_path: Pat
     from thrifty.types import ChatRequest
 
     store = pg.create_database()
-    budget = 0.5
+    budget, started = 0.5, time.time()
     env = {**pg.env(), "THRIFTY_TEST_REDIS": redis_url}
     with FaultUpstream() as up:
-        gws = _replicas(tmp_path, _config(store, up.base_url("normal"), limit=budget, redis=True), env)
+        # a daily limit: the replicas agree on the UTC day's spend row as well as on the holds
+        gws = _replicas(tmp_path, _config(store, up.base_url("normal"), limit=budget, redis=True, period="day"), env)
         try:
             results = asyncio.run(_storm([g.base_url for g in gws], 300, "Say OK, request"))
             upstream_calls = up.calls["normal"]
@@ -139,6 +140,9 @@ def test_three_replicas_share_one_budget_and_every_200_has_its_row(tmp_path: Pat
     assert spent >= budget - worst, f"the limit refused too early: spent {spent} of {budget}"
     ledger = _sql(pg.url(store.rsplit("/", 1)[1]), "SELECT spent_usd FROM spend WHERE scope = 'key' AND name = 'racer'")
     assert ledger[0][0] == pytest.approx(spent)
+    days = _sql(pg.url(store.rsplit("/", 1)[1]), "SELECT period, spent_usd FROM spend_period WHERE name = 'racer' AND period LIKE 'day:%%'")
+    assert {p for p, _ in days} <= {time.strftime("day:%Y-%m-%d", time.gmtime(t)) for t in (started, time.time())}
+    assert sum(v for _, v in days) == pytest.approx(spent)  # one UTC-day row shared by the replicas (two across midnight)
     assert _sql(pg.url(store.rsplit("/", 1)[1]), "SELECT COUNT(*) FROM reservations")[0][0] == 0
 
 
