@@ -159,11 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     from db_servers import PASSWORD, PostgresServer, RedisServer
 
     rows: list[dict[str, Any]] = []
+    load_before = os.getloadavg()[0]  # other work on the machine inflates every number: recorded with them
     tmp = Path(tempfile.mkdtemp(prefix="thrifty-scaleout-"))
     upstream, up_port = start_upstream()
     try:
         direct = _wrk([up_port], 1, args.duration, "direct")
-        rows.append({"name": "upstream direct", "replicas": 0, **direct, "gateway_cpu_ms_per_request": float("nan")})
+        rows.append({"name": "upstream direct", "replicas": 0, **direct, "gateway_cpu_ms_per_request": 0.0})
         proc, port = _start_replica(_config(up_port, tmp / "sqlite", None, False), tmp / "sqlite", {})
         try:
             rows.append(_measure("1 replica, SQLite", [port], [proc], {}, args))
@@ -198,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError:
         commit = ""
     doc = {"benchmark": "scaleout", "commit": commit, "cpus": os.cpu_count(), "duration_s": args.duration,
+           "load_average_before": load_before, "load_average_after": os.getloadavg()[0],
            "throughput_connections": args.tput_conns, "tool": "wrk",
            "rows": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
