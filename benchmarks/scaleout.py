@@ -38,7 +38,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tests" / "e2e")]
 
-from gateway_load import _ms, free_port, group_cpu_s, start_upstream, stop, wait_http  # noqa: E402
+from gateway_load import _ms, free_port, group_cpu_s, start_upstream, stop, wait_http
 
 KEY = "sk-bench-scaleout-0123456789abcdef"
 
@@ -95,8 +95,8 @@ def _wrk(ports: list[int], connections: int, duration: float, tag: str) -> dict[
         os.unlink(s)
     p50s, p99s, rps, n, errors = [], [], 0.0, 0, 0
     for out in outs:
-        p50s.append(_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)))
-        p99s.append(_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)))
+        p50s.append(_ms(re.search(r"^\s+50%\s+(\S+)", out, re.MULTILINE).group(1)))
+        p99s.append(_ms(re.search(r"^\s+99%\s+(\S+)", out, re.MULTILINE).group(1)))
         rps += float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
         n += int(re.search(r"(\d+) requests in", out).group(1))
         m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["PostgresServer", "RedisServer", "PASSWORD", "free_port", "pg_bin"]
+__all__ = ["PASSWORD", "PostgresServer", "RedisServer", "free_port", "pg_bin"]
 
 PASSWORD = "thrifty-test-pw"
 
@@ -62,7 +62,7 @@ class PostgresServer:
         if out.returncode != 0:
             raise RuntimeError(f"{cmd[0]} failed ({out.returncode}): {out.stdout[-2000:]}{out.stderr[-2000:]}")
 
-    def start(self) -> "PostgresServer":
+    def start(self) -> PostgresServer:
         if os.geteuid() == 0:
             shutil.chown(self.folder, "postgres", "postgres")
         os.chmod(self.folder, 0o755)
@@ -102,7 +102,7 @@ class PostgresServer:
                            capture_output=True, timeout=60)
         shutil.rmtree(self.folder, ignore_errors=True)
 
-    def __enter__(self) -> "PostgresServer":
+    def __enter__(self) -> PostgresServer:
         try:
             return self.start()
         except BaseException:
@@ -125,7 +125,7 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def __enter__(self) -> "RedisServer":
+    def __enter__(self) -> RedisServer:
         self.proc = subprocess.Popen([self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20

@@ -19,12 +19,12 @@ import asyncio
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
-
 from db_servers import PostgresServer, RedisServer
 from fault_upstream import FaultUpstream
 from gateway_proc import GatewayProcess, toml_provider
@@ -51,7 +51,6 @@ def redis_url() -> Iterator[str]:
 
 def _sql(url: str, sql: str, params: tuple = ()) -> list[tuple[Any, ...]]:
     import psycopg
-
     from db_servers import PASSWORD
 
     with psycopg.connect(url, password=PASSWORD, autocommit=True) as conn:

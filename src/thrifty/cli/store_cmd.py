@@ -15,7 +15,7 @@ import sys
 __all__ = ["register"]
 
 
-def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("store", help="copy the request log between SQLite and PostgreSQL; publish artefact versions",
                        description="Manage the log store shared by gateway replicas.")
     ssub = p.add_subparsers(dest="store_command", metavar="COMMAND")
@@ -82,11 +82,11 @@ def run_migrate(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from thrifty.store.transfer import SKIPPED_TABLES, _tables, table_summary
+    from thrifty.store.transfer import SKIPPED_TABLES, list_tables, table_summary
 
     store = _open(args.store, args.password_env, must_exist=True, flag="--store")
     try:
-        for table in store.read(lambda c: _tables(c, store.dialect)):
+        for table in store.read(list_tables, store.dialect):
             if table not in SKIPPED_TABLES:
                 n, checksum = table_summary(store, table)
                 print(f"{table:24s} {n:>10d} rows  checksum {checksum[:16]}")

@@ -25,7 +25,7 @@ import socket
 import time
 from typing import Any
 
-__all__ = ["start", "publish_served", "ReplicaSync"]
+__all__ = ["ReplicaSync", "publish_served", "start"]
 
 log = logging.getLogger("thrifty.gateway")
 

@@ -20,12 +20,13 @@ import contextlib
 import os
 import threading
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from thrifty.store.db import connect, migrate
 
-__all__ = ["open_backend", "SqliteBackend", "PgBackend", "store_label", "parse_target"]
+__all__ = ["PgBackend", "SqliteBackend", "open_backend", "parse_target", "store_label"]
 
 
 def parse_target(target: str | os.PathLike) -> tuple[str, str]:
@@ -131,7 +132,7 @@ def _lock_key(name: str) -> int:
     return (0x74687269 << 32) | zlib.crc32(name.encode("utf-8"))
 
 
-def open_backend(target: str | os.PathLike, *, password_env: str | None = None) -> "SqliteBackend | PgBackend":
+def open_backend(target: str | os.PathLike, *, password_env: str | None = None) -> SqliteBackend | PgBackend:
     kind, where = parse_target(target)
     if kind == "postgresql":
         return PgBackend(where, password_env=password_env)

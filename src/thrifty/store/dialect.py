@@ -15,10 +15,11 @@ The rewrite is cached per statement, so the hot path pays a dict lookup.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any, Sequence
+from typing import Any
 
-__all__ = ["to_postgres", "reorder", "Row", "SQLITE", "POSTGRES"]
+__all__ = ["POSTGRES", "SQLITE", "Row", "reorder", "to_postgres"]
 
 SQLITE = "sqlite"
 POSTGRES = "postgresql"
@@ -80,7 +81,7 @@ class Row(tuple):
 
     __slots__ = ()
     _names: tuple[str, ...] = ()
-    _index: dict[str, int] = {}
+    _index: dict[str, int] = {}  # noqa: RUF012 - replaced per subclass by row_class, never mutated
 
     def __getitem__(self, key: Any) -> Any:  # type: ignore[override]
         if isinstance(key, str):

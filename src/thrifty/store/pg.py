@@ -14,13 +14,14 @@ Connection errors become a :class:`~thrifty.errors.ConfigError` naming ``server.
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from thrifty.errors import ConfigError
 from thrifty.store.dialect import reorder, row_class, to_postgres
 
-__all__ = ["PgConnection", "open_pool", "redact", "is_postgres_url"]
+__all__ = ["PgConnection", "is_postgres_url", "open_pool", "redact"]
 
 _KEY = "server.store"
 
@@ -59,7 +60,7 @@ def _row_factory(cursor: Any) -> Any:
 class _Cursor:
     """What ``execute`` returns: the rows already fetched (statements are short) and the rowcount."""
 
-    __slots__ = ("_rows", "rowcount", "_at")
+    __slots__ = ("_at", "_rows", "rowcount")
 
     def __init__(self, rows: list[Any], rowcount: int) -> None:
         self._rows, self.rowcount, self._at = rows, rowcount, 0

@@ -16,13 +16,14 @@ order, so it compares engines that sort text differently.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from thrifty.errors import DataError
 from thrifty.store.logs import LogStore
 
-__all__ = ["copy_store", "table_summary", "TransferReport", "SKIPPED_TABLES"]
+__all__ = ["SKIPPED_TABLES", "TransferReport", "copy_store", "list_tables", "table_summary"]
 
 #: not copied: the schema log (the target has its own) and transient budget holds
 SKIPPED_TABLES = ("migrations", "reservations")
@@ -42,7 +43,8 @@ class TransferReport:
         return sum(t["copied"] for t in self.tables.values())
 
 
-def _tables(conn: Any, dialect: str) -> list[str]:
+def list_tables(conn: Any, dialect: str) -> list[str]:
+    """The tables to copy (parents first: ``steps`` and others reference ``requests``)."""
     if dialect == "sqlite":
         rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'").fetchall()
     else:
@@ -98,7 +100,7 @@ def _pages(store: LogStore, table: str, cols: list[str], pk: list[str], batch: i
 
 def table_summary(store: LogStore, table: str, *, batch: int = 5000) -> tuple[int, str]:
     """(row count, order-independent checksum) of one table."""
-    cols, pk = store.read(lambda c: _columns(c, store.dialect, table))
+    cols, pk = store.read(_columns, store.dialect, table)
     n, total = 0, 0
     for page in _pages(store, table, cols, pk, batch):
         n += len(page)
@@ -109,27 +111,27 @@ def table_summary(store: LogStore, table: str, *, batch: int = 5000) -> tuple[in
 def copy_store(src: LogStore, dst: LogStore, *, batch: int = 5000, progress: Callable[[str, int], None] | None = None) -> TransferReport:
     """Copy ``src`` into ``dst`` (see the module docstring); raises DataError when the copy does not verify."""
     report = TransferReport()
-    src_tables = src.read(lambda c: _tables(c, src.dialect))
-    dst_tables = set(dst.read(lambda c: _tables(c, dst.dialect)))
+    src_tables = src.read(list_tables, src.dialect)
+    dst_tables = set(dst.read(list_tables, dst.dialect))
     missing = [t for t in src_tables if t not in dst_tables]
     if missing:
         raise DataError(f"the target store has no table {', '.join(missing)}", file=str(dst.path),
                         expected="the same thrifty version on both sides (upgrade the one that is older)")
     for table in src_tables:
-        cols, pk = src.read(lambda c: _columns(c, src.dialect, table))
-        dst_cols, _ = dst.read(lambda c: _columns(c, dst.dialect, table))
+        cols, pk = src.read(_columns, src.dialect, table)
+        dst_cols, _ = dst.read(_columns, dst.dialect, table)
         if set(cols) - set(dst_cols):
             raise DataError(f"table {table} of the target lacks columns {sorted(set(cols) - set(dst_cols))}", file=str(dst.path),
                             expected="the same thrifty version on both sides")
         copied, n, total = 0, 0, 0
-        have = dst.read(lambda c: c.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0])
+        have = dst.read(_count, table)
         want = table_summary(src, table, batch=batch) if have else None  # an empty target: hash while copying
         done = want is not None and have == want[0] and table_summary(dst, table, batch=batch) == want
         if not done:
             insert = (f'INSERT INTO "{table}" (' + ", ".join(f'"{c}"' for c in cols) + ") VALUES ("
                       + ", ".join("?" for _ in cols) + ") ON CONFLICT DO NOTHING")
             for page in _pages(src, table, cols, pk, batch):
-                copied += dst.run_in_transaction(lambda c, rows=page: _insert_rows(c, insert, rows))
+                copied += dst.run_in_transaction(_insert_rows, insert, page)
                 n, total = n + len(page), (total + sum(_row_hash(r) for r in page)) % _MOD
                 if progress is not None:
                     progress(table, copied)
@@ -143,6 +145,10 @@ def copy_store(src: LogStore, dst: LogStore, *, batch: int = 5000, progress: Cal
                                      " changed since, are not overwritten)")
         report.tables[table] = {"rows": want[0], "copied": copied, "checksum": want[1]}
     return report
+
+
+def _count(conn: Any, table: str) -> int:
+    return int(conn.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0])
 
 
 def _insert_rows(conn: Any, sql: str, rows: list[tuple[Any, ...]]) -> int:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-__all__ = ["ArtefactVersion", "artefact_digest", "read_versions", "publish_in", "bump_in"]
+__all__ = ["ArtefactVersion", "artefact_digest", "bump_in", "publish_in", "read_versions"]
 
 
 class ArtefactVersion(NamedTuple):
