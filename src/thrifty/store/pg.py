@@ -103,6 +103,21 @@ class PgConnection:
             cur.executemany(text, batch)
             return _Cursor([], cur.rowcount)
 
+    def copy_insert(self, table: str, cols: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
+        """Insert ``rows`` skipping those whose key exists, via ``COPY`` into a session temp table (an
+        order of magnitude faster than row-by-row inserts); inside the caller's transaction."""
+        names = ", ".join(f'"{c}"' for c in cols)
+        stage = f'"_thrifty_copy_{table}"'
+        with self.raw.cursor() as cur:
+            cur.execute(f'CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE "{table}") ON COMMIT DELETE ROWS')
+            with cur.copy(f"COPY {stage} ({names}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cur.execute(f'INSERT INTO "{table}" ({names}) SELECT {names} FROM {stage} ON CONFLICT DO NOTHING')
+            n = cur.rowcount
+            cur.execute(f"DELETE FROM {stage}")  # a later batch in the same transaction starts empty
+            return n
+
     def close(self) -> None:
         self.raw.close()
 

@@ -8,7 +8,7 @@ again, and running it on a finished copy changes nothing. ``requests`` goes firs
 references it). A table whose count and checksum already match is skipped whole.
 
 Verification: per table, the row count and an order-independent checksum (the sum, modulo 2^256,
-of the SHA-256 of each row's values) of source and target must agree, else
+of the SHA-256 of each row's values as text) of source and target must agree, else
 :class:`~thrifty.errors.DataError` says which table differs. The checksum does not depend on row
 order, so it compares engines that sort text differently.
 """
@@ -73,8 +73,9 @@ def _columns(conn: Any, dialect: str, table: str) -> tuple[list[str], list[str]]
 
 
 def _row_hash(values: tuple[Any, ...]) -> int:
-    """SHA-256 of the row's ``repr`` (str, int, float, None and bytes print the same from both engines)."""
-    return int.from_bytes(hashlib.sha256(repr(values).encode("utf-8", "surrogatepass")).digest(), "big")
+    """SHA-256 of the row's values as text, unit-separated (str, int, float and None print the same
+    from both engines; ``str`` of a float is its shortest exact form)."""
+    return int.from_bytes(hashlib.sha256("\x1f".join(map(str, values)).encode("utf-8", "surrogatepass")).digest(), "big")
 
 
 def _pages(store: LogStore, table: str, cols: list[str], pk: list[str], batch: int) -> Any:
@@ -131,7 +132,7 @@ def copy_store(src: LogStore, dst: LogStore, *, batch: int = 5000, progress: Cal
             insert = (f'INSERT INTO "{table}" (' + ", ".join(f'"{c}"' for c in cols) + ") VALUES ("
                       + ", ".join("?" for _ in cols) + ") ON CONFLICT DO NOTHING")
             for page in _pages(src, table, cols, pk, batch):
-                copied += dst.run_in_transaction(_insert_rows, insert, page)
+                copied += dst.run_in_transaction(_insert_rows, table, cols, insert, page)
                 n, total = n + len(page), (total + sum(_row_hash(r) for r in page)) % _MOD
                 if progress is not None:
                     progress(table, copied)
@@ -151,6 +152,8 @@ def _count(conn: Any, table: str) -> int:
     return int(conn.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0])
 
 
-def _insert_rows(conn: Any, sql: str, rows: list[tuple[Any, ...]]) -> int:
+def _insert_rows(conn: Any, table: str, cols: list[str], sql: str, rows: list[tuple[Any, ...]]) -> int:
+    if hasattr(conn, "copy_insert"):  # PostgreSQL: COPY into a staging table, then one INSERT … ON CONFLICT
+        return int(conn.copy_insert(table, cols, rows))
     cur = conn.executemany(sql, rows)
     return max(0, cur.rowcount) if cur.rowcount is not None else len(rows)
