@@ -53,7 +53,7 @@ end
 
 
 def _config(upstream_port: int, data_dir: Path, store: str | None, redis: bool) -> str:
-    from thrifty.config import hash_key
+    from thrifty.config.settings import hash_key
 
     server = f'[server]\ndata_dir = "{data_dir}"\nrequest_timeout_s = 30\n' + (f'store = "{store}"\n' if store else "")
     cache = '[profiles.default.cache]\nmode = "exact"\nredis_url_env = "THRIFTY_BENCH_REDIS"\n\n' if redis else ""

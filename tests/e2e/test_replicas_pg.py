@@ -58,7 +58,7 @@ def _sql(url: str, sql: str, params: tuple = ()) -> list[tuple[Any, ...]]:
 
 
 def _config(store: str, upstream: str, *, limit: float, redis: bool, extra: str = "", lease_s: float = 2.0, period: str = "total") -> str:
-    from thrifty.config import hash_key
+    from thrifty.config.settings import hash_key
 
     cache = '[profiles.default.cache]\nmode = "exact"\nredis_url_env = "THRIFTY_TEST_REDIS"\n\n' if redis else ""
     return (f'[server]\nstore = "{store}"\nrequest_timeout_s = 30\nhold_lease_s = {lease_s}\nartefact_poll_s = 0.5\n'
@@ -94,7 +94,7 @@ async def _storm(urls: list[str], n: int, prompt: str) -> list[tuple[int, str | 
 
 
 def test_three_replicas_share_one_budget_and_every_200_has_its_row(tmp_path: Path, pg: PostgresServer, redis_url: str) -> None:
-    from thrifty.budget import TierPrice, max_cost_usd
+    from thrifty.serving.budget import TierPrice, max_cost_usd
     from thrifty.types import ChatRequest
 
     store = pg.create_database()

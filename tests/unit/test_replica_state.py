@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from thrifty.budget import BudgetLedger
+from thrifty.serving.budget import BudgetLedger
 from thrifty.errors import BudgetExceeded
 from thrifty.store import LogStore
 from thrifty.store.versions import artefact_digest, bump_in, publish_in, read_versions

@@ -2,7 +2,7 @@
 
 - **Budget leases.** Every ``hold_lease_s / 3`` the replica renews the leases of its own budget
   holds (and deletes lapsed ones): a replica that dies stops renewing, so its holds stop counting
-  within ``hold_lease_s`` (:mod:`thrifty.budget`).
+  within ``hold_lease_s`` (:mod:`thrifty.serving.budget`).
 - **Artefact versions.** Every ``artefact_poll_s`` the replica reads the store's artefact version
   rows (:mod:`thrifty.store.versions`); when a profile's version differs from the one in service,
   it reloads (:func:`thrifty.gateway.reload.reload_runtime`: config and artefacts from disk, no
