@@ -46,7 +46,7 @@ _LUA = """
 counter = 0
 request = function()
   counter = counter + 1
-  local body = '{"model":"thrifty/default","messages":[{"role":"user","content":"Reply with OK. %s-' .. counter .. '"}],"max_tokens":8}'
+  local body = '{"model":"thrifty/default","messages":[{"role":"user","content":"Reply with OK. %s-' .. counter .. '"}],"max_tokens":8,"temperature":0}'
   return wrk.format("POST", "/v1/chat/completions", {["Content-Type"]="application/json", ["Authorization"]="Bearer %s"}, body)
 end
 """

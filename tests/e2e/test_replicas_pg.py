@@ -86,7 +86,7 @@ def _replicas(tmp_path: Path, cfg: str, env: dict[str, str], n: int = 3) -> list
 async def _storm(urls: list[str], n: int, prompt: str) -> list[tuple[int, str | None, dict | None]]:
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=400)) as client:
         async def one(i: int) -> tuple[int, str | None, dict | None]:
-            body = {"model": "thrifty/default", "messages": [{"role": "user", "content": f"{prompt} {i}"}]}
+            body = {"model": "thrifty/default", "messages": [{"role": "user", "content": f"{prompt} {i}"}], "temperature": 0}
             r = await client.post(urls[i % len(urls)] + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {KEY}"})
             return r.status_code, r.headers.get("x-thrifty-request-id"), (r.json() if r.status_code != 200 else None)
 
@@ -121,6 +121,10 @@ def test_three_replicas_share_one_budget_and_every_200_has_its_row(tmp_path: Pat
         finally:
             for g in gws:
                 g.stop()
+    import redis
+
+    cached = redis.Redis.from_url(redis_url).dbsize()
+    assert cached > 0, "the replicas did not write their answers to the shared Redis cache"
     statuses = [s for s, _, _ in results]
     ok_ids = [rid for s, rid, _ in results if s == 200]
     refused = [b for s, _, b in results if s == 429]
