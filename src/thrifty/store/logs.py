@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from thrifty.store.backend import open_backend
+from thrifty.store.backend import SqliteBackend, open_backend
 
 __all__ = ["StepRecord", "RequestRecord", "LogStore"]
 
@@ -97,15 +97,17 @@ class LogStore:
     @property
     def connection(self) -> sqlite3.Connection:
         """The SQLite connection (use under :attr:`lock`); portable code uses :meth:`read` instead."""
-        if self.dialect != "sqlite":
+        backend = self._backend
+        if not isinstance(backend, SqliteBackend):
             raise RuntimeError("a PostgreSQL store has a pool, not one connection: use LogStore.read()")
-        return self._backend.conn
+        return backend.conn
 
     @property
     def lock(self) -> threading.Lock:
-        if self.dialect != "sqlite":
+        backend = self._backend
+        if not isinstance(backend, SqliteBackend):
             raise RuntimeError("a PostgreSQL store has a pool, not one lock: use LogStore.read()")
-        return self._backend.lock
+        return backend.lock
 
     def read(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """``fn(connection, *args, **kwargs)`` on a connection of the calling thread (no transaction)."""
