@@ -70,3 +70,24 @@ def test_a_schema_from_a_newer_thrifty_is_refused_with_the_fix(tmp_path: Path) -
     with pytest.raises(ConfigError) as info:
         migrate(connect(path, migrate_now=False))
     assert "newer thrifty" in str(info.value) and "server.store" in str(info.value) and "upgrade" in str(info.value)
+
+
+def _settings(tmp_path: Path, server: str):
+    from thrifty.config.settings import load_settings
+
+    path = tmp_path / "thrifty.toml"
+    path.write_text(f"[server]\n{server}\n")
+    return load_settings(path)
+
+
+def test_store_setting_paths_urls_and_refused_passwords(tmp_path: Path) -> None:
+    assert _settings(tmp_path, 'store = "logs/x.sqlite3"').server.resolved_store() == str(tmp_path / "logs/x.sqlite3")
+    assert _settings(tmp_path, 'store = "sqlite:////abs/x.sqlite3"').server.store == "/abs/x.sqlite3"
+    s = _settings(tmp_path, 'store = "postgresql://thrifty@db:5432/thrifty"\nstore_password_env = "DBPW"\nartefact_poll_s = 0')
+    assert (s.server.store, s.server.store_password_env, s.server.artefact_poll_s) == ("postgresql://thrifty@db:5432/thrifty", "DBPW", 0.0)
+    assert _settings(tmp_path, "").server.resolved_store().endswith("logs.sqlite3")
+    with pytest.raises(ConfigError) as info:
+        _settings(tmp_path, 'store = "postgresql://thrifty:hunter2@db/thrifty"')
+    assert info.value.key == "server.store" and "store_password_env" in info.value.fix and "hunter2" not in str(info.value)
+    with pytest.raises(ConfigError, match="server.hold_lease_s"):
+        _settings(tmp_path, "hold_lease_s = 0")

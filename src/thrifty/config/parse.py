@@ -121,7 +121,7 @@ def _server(tbl: Mapping[str, Any], base_dir: Path | None) -> ServerSettings:
         store=_store_url(_str(tbl, "store", "server"), base_dir),
         store_password_env=_str(tbl, "store_password_env", "server"),
         hold_lease_s=float(_num(tbl, "hold_lease_s", "server", 60.0, strict=True)),
-        artefact_poll_s=float(_num(tbl, "artefact_poll_s", "server", 5.0, strict=True)),
+        artefact_poll_s=float(_num(tbl, "artefact_poll_s", "server", 5.0)),  # 0: never poll
     )
 
 
