@@ -38,7 +38,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tests" / "e2e")]
 
-from gateway_load import _ms, free_port, group_cpu_s, start_upstream, stop, wait_http
+from gateway_load import _ms, free_port, group_cpu_s, start_upstream, stop, wait_http  # noqa: E402 - after the path setup
 
 KEY = "sk-bench-scaleout-0123456789abcdef"
 

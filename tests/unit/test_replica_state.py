@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from thrifty.serving.budget import BudgetLedger
 from thrifty.errors import BudgetExceeded
+from thrifty.serving.budget import BudgetLedger
 from thrifty.store import LogStore
 from thrifty.store.versions import artefact_digest, bump_in, publish_in, read_versions
 

@@ -158,13 +158,12 @@ class BudgetLedger:
 
     def release_orphans(self) -> int:
         """Delete holds whose process (on this host) no longer runs, e.g. after ``kill -9``; return how many."""
-        owners = self._store.iter_rows("SELECT DISTINCT owner FROM reservations WHERE owner IS NOT NULL")
-        owners = [(o,) for (o,) in owners if o != self._owner]
-        dead = [o for (o,) in owners if not _owner_alive(o)]
+        rows = self._store.iter_rows("SELECT DISTINCT owner FROM reservations WHERE owner IS NOT NULL")
+        dead = [str(r[0]) for r in rows if r[0] != self._owner and not _owner_alive(str(r[0]))]
         if not dead:
             return 0
-        return self._store.run_in_transaction(
-            lambda conn: sum(conn.execute("DELETE FROM reservations WHERE owner = ?", (o,)).rowcount for o in dead))
+        return int(self._store.run_in_transaction(
+            lambda conn: sum(conn.execute("DELETE FROM reservations WHERE owner = ?", (o,)).rowcount for o in dead)))
 
     def limit(self, scope: str, name: str) -> float | None:
         return self._limits.get((scope, name))
@@ -188,10 +187,10 @@ class BudgetLedger:
 
     def spent(self, scope: str, name: str) -> float:
         """What ``scope``/``name`` spent in its limit's current period (lifetime without a period)."""
-        return self._store.read(self._usage, scope, name, self._clock())[0]
+        return float(self._store.read(self._usage, scope, name, self._clock())[0])
 
     def held(self, scope: str, name: str) -> float:
-        return self._store.read(self._usage, scope, name, self._clock())[1]
+        return float(self._store.read(self._usage, scope, name, self._clock())[1])
 
     def _limited(self, key: str | None, profile: str | None) -> list[tuple[str, str]]:
         return [s for s in (("key", key), ("profile", profile)) if s[1] is not None and s in self._limits]
@@ -208,8 +207,9 @@ class BudgetLedger:
         """Hold ``amount_usd`` against the key's and the profile's limits, or raise BudgetExceeded."""
         if not self._limited(key, profile):
             return Reservation(uuid.uuid4().hex, (), float(amount_usd))
-        return self._store.run_serialized(self.lock_names(key=key, profile=profile), self.reserve_in,
-                                          key=key, profile=profile, amount_usd=amount_usd)
+        held: Reservation = self._store.run_serialized(self.lock_names(key=key, profile=profile), self.reserve_in,
+                                                       key=key, profile=profile, amount_usd=amount_usd)
+        return held
 
     def reserve_in(self, conn: sqlite3.Connection, *, key: str | None, profile: str | None, amount_usd: float) -> Reservation:
         """:meth:`reserve`'s check-and-hold inside the caller's write transaction (``BEGIN IMMEDIATE``

@@ -21,6 +21,7 @@ a future resolves only after its transaction is committed.
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import queue
@@ -293,7 +294,7 @@ class LogStore:
         d["steps"] = [dict(s) for s in steps]
         return d
 
-    def iter_rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    def iter_rows(self, sql: str, params: Sequence[Any] = ()) -> "builtins.list[Any]":  # sqlite3.Row or dialect.Row
         with self._backend.session() as c:
             return c.execute(sql, tuple(params)).fetchall()
 
