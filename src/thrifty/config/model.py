@@ -69,9 +69,17 @@ class ServerSettings:
     data_dir: Path | None = None  # None: the user's data directory (platformdirs)
     request_timeout_s: float = 120.0
     admin_sha256: str | None = None  # SHA-256 of the admin key; set: POST /admin/reload is served
+    store: str | None = None  # the log store: a SQLite path or postgresql://user@host/db; None: <data_dir>/logs.sqlite3
+    store_password_env: str | None = None  # env var holding the database password (else $PGPASSWORD)
+    hold_lease_s: float = 60.0  # a budget hold lapses this long after its replica last renewed it
+    artefact_poll_s: float = 5.0  # how often a replica checks the store's artefact versions (0: never)
 
     def resolved_data_dir(self) -> Path:
         return self.data_dir if self.data_dir is not None else default_data_dir()
+
+    def resolved_store(self) -> str:
+        """The log store: ``store`` when set, else ``<data dir>/logs.sqlite3``."""
+        return self.store if self.store else str(self.resolved_data_dir() / "logs.sqlite3")
 
 
 def default_data_dir() -> Path:

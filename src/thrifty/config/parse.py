@@ -95,7 +95,8 @@ def _entry(section: str, name: str, tbl: Any, allowed: tuple[str, ...]) -> str:
 
 # ---- sections -----------------------------------------------------------------------------------
 def _server(tbl: Mapping[str, Any], base_dir: Path | None) -> ServerSettings:
-    _unknown(tbl, ("host", "port", "max_body_bytes", "cors_origins", "data_dir", "request_timeout_s", "admin_sha256"), "server")
+    _unknown(tbl, ("host", "port", "max_body_bytes", "cors_origins", "data_dir", "request_timeout_s", "admin_sha256",
+                   "store", "store_password_env", "hold_lease_s", "artefact_poll_s"), "server")
     port = _num(tbl, "port", "server", 8080, integer=True)
     if not 0 < port < 65536:
         raise ConfigError(f"port {port} out of range", key="server.port", fix="use 1–65535")
@@ -117,7 +118,31 @@ def _server(tbl: Mapping[str, Any], base_dir: Path | None) -> ServerSettings:
         cors_origins=tuple(origins),
         data_dir=data_dir,
         request_timeout_s=float(_num(tbl, "request_timeout_s", "server", 120.0, strict=True)),
+        store=_store_url(_str(tbl, "store", "server"), base_dir),
+        store_password_env=_str(tbl, "store_password_env", "server"),
+        hold_lease_s=float(_num(tbl, "hold_lease_s", "server", 60.0, strict=True)),
+        artefact_poll_s=float(_num(tbl, "artefact_poll_s", "server", 5.0)),  # 0: never poll
     )
+
+
+def _store_url(value: str | None, base_dir: Path | None) -> str | None:
+    """``[server] store``: a SQLite path (relative to the config file) or a ``postgresql://`` URL without a password."""
+    if value is None:
+        return None
+    from urllib.parse import urlsplit
+
+    scheme = value.split("://", 1)[0] if "://" in value else ""
+    if scheme in ("postgresql", "postgres"):
+        if urlsplit(value).password is not None:
+            raise ConfigError("the store URL contains a password", key="server.store",
+                              fix='remove it from the URL and set store_password_env = "THRIFTY_DB_PASSWORD" (or export PGPASSWORD)')
+        return value
+    if scheme not in ("", "sqlite"):
+        raise ConfigError(f"unknown store URL scheme {scheme!r}", key="server.store",
+                          fix="use a file path, sqlite:///path/logs.sqlite3 or postgresql://user@host:5432/dbname")
+    # sqlite:///relative/path, sqlite:////absolute/path (SQLAlchemy's spelling), or a bare path
+    path = value if not scheme else value[len("sqlite:///"):] if value.startswith("sqlite:///") else value[len("sqlite://"):]
+    return str(_resolve(path, base_dir))
 
 
 _PROVIDER_KEYS = ("kind", "model", "base_url", "api_key_env", "model_path", "mode", "prices", "vision", "tools", "max_tokens", "timeout_s", "options")
