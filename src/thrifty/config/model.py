@@ -23,6 +23,8 @@ Layout (every table optional)::
                   guard, cache_sampled, default_temperature
     [profiles.NAME.prompt_adaptation]  examples (JSONL/CSV of input/output), k, budget_tokens,
                   layout = "messages" | "text", strip_prefix (text file), embedder, tiers
+    [profiles.NAME.refit]  every (new audits per refit, ≥ 1), target (share of answers at least as
+                  good as the reference, in (0, 1]), mean_cost_usd, step, folds, min_gain
     [keys.NAME]   sha256 = "<hex>", limit_usd, limit_period = "total" | "day" | "month" (UTC)
 """
 
@@ -43,6 +45,7 @@ __all__ = [
     "CacheSettings",
     "PromptAdaptationSettings",
     "KeySettings",
+    "RefitConfig",
     "Settings",
     "config_path",
     "hash_key",
@@ -145,6 +148,26 @@ class PromptAdaptationSettings:
     tiers: tuple[str, ...] | None = None
 
 
+# ---- [profiles.NAME.refit]: the learning loop (thrifty.calibration.loop) -----------------------
+@dataclass(frozen=True)
+class RefitConfig:
+    """``[profiles.NAME.refit]``: refit the profile's cascade on its audits every ``every`` new
+    audits; ``target`` is the share of answers at least as good as the reference that the refit
+    and the quality guardrail aim for; ``mean_cost_usd`` (optional) makes the refit pick by mean
+    cost per request instead; ``step`` is the guardrail's threshold step; ``folds`` the refit's
+    cross-validation folds; ``min_gain`` the relative gain a candidate must show to be swapped in."""
+
+    every: int = 200
+    target: float = 0.95
+    mean_cost_usd: float | None = None
+    step: float = 0.05
+    folds: int = 3
+    min_gain: float = 0.01
+
+
+# ---- end of [profiles.NAME.refit] ----------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class ProfileSettings:
     name: str
@@ -157,6 +180,7 @@ class ProfileSettings:
     budget_period: str = "total"  # "total" | "day" | "month": when budget_usd resets (UTC)
     cache: CacheSettings | None = None
     prompt_adaptation: PromptAdaptationSettings | None = None
+    refit: RefitConfig | None = None  # [profiles.NAME.refit]: the learning loop; None: off
 
 
 @dataclass(frozen=True)
