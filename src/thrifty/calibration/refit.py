@@ -149,14 +149,16 @@ def replay(serving: ServingPolicy, table: RoutingTable, good: np.ndarray, offset
     return {"cost": r.cost, "quality": r.quality, "good": g, "chosen": r.chosen}
 
 
-def _point(fitted: Any, table: RoutingTable, good: np.ndarray, settings: RefitSettings) -> Any:
-    """The front point for the profile's goal (see the module docstring)."""
+def _point(lab: Any, fitted: Any, table: RoutingTable, good: np.ndarray, settings: RefitSettings) -> Any:
+    """The front point for the profile's goal (see the module docstring). The target's share is
+    measured on the scorer's out-of-fold scores (what the lab fitted the thresholds on), not on
+    in-sample scores, which would overstate it."""
     from thrifty.offline.optimise import replay_arrays
 
     if settings.budget is not None or settings.target is None:
         return next(iter(fitted.picks.values()))
     cols = [table.model_index(m) for m in fitted.models]
-    S = fitted.score(table.select_models(fitted.models))
+    S = lab.fit_feature_scorer(table, fitted.models, fitted.inputs_kw)[1]
     G, C = np.nan_to_num(good[:, cols]), table.cost[:, cols]
     best, best_share = None, -1.0
     for spec in fitted.front.points:  # cheapest first
@@ -181,7 +183,7 @@ def fit_candidate(table: RoutingTable, good: np.ndarray, settings: RefitSettings
     lab = CascadeOffline(**{**dict(settings.fit_options), "seed": seed})
     with single_threaded():
         fitted = lab.fit(table, knobs)
-        spec = _point(fitted, table, good, settings)
+        spec = _point(lab, fitted, table, good, settings)
     fitted.picks = {knobs[0]: spec}
     tiers = tuple(fitted.models[t] for t in spec.tiers)
     return ServingPolicy(-1, tiers, tuple(float(t) for t in spec.thresholds), fitted.scorer, spec.select, "refit", fitted)
