@@ -57,7 +57,7 @@ def test_worse_candidate_is_refused(table) -> None:
     """Target 1.0: only answers as good as the reference's every time will do, which always asking
     the reference guarantees; no cheaper candidate can be better, so it is refused."""
     good = good_matrix(table, "large")
-    serving = _always("large", table.models)
+    serving = ServingPolicy(0, ("large",), (), None)  # always the reference, nothing else paid
     res = refit(table.take(np.arange(300)), good[:300], serving, 0.0, RefitSettings(target=1.0), seed=1)
     assert res.error is None and not res.swap and res.candidate is None
     assert res.evidence["serving_cv"]["good_share"] == 1.0

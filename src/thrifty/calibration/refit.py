@@ -157,11 +157,16 @@ def _point(lab: Any, fitted: Any, table: RoutingTable, good: np.ndarray, setting
 
     if settings.budget is not None or settings.target is None:
         return next(iter(fitted.picks.values()))
+    from thrifty.offline.optimise import CascadeSpec
+
     cols = [table.model_index(m) for m in fitted.models]
     S = lab.fit_feature_scorer(table, fitted.models, fitted.inputs_kw)[1]
     G, C = np.nan_to_num(good[:, cols]), table.cost[:, cols]
+    # every tier alone is a candidate too: the front may have dropped "always the reference" (a
+    # cascade into it looked better in training), yet that one meets any target by definition
+    singles = [CascadeSpec((j,), (), float(np.nanmean(C[:, j])), float(np.nanmean(table.quality[:, cols[j]]))) for j in range(len(cols))]
     best, best_share = None, -1.0
-    for spec in fitted.front.points:  # cheapest first
+    for spec in sorted([*fitted.front.points, *singles], key=lambda p: p.cost):  # cheapest first
         _, share = replay_arrays(S, G, C, spec)
         if share.mean() >= settings.target - 1e-12:
             return spec
