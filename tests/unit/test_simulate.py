@@ -73,3 +73,23 @@ def test_gateway_learner_makes_the_same_swaps(table, tmp_path) -> None:
         if r.status == "serving":
             assert (tmp_path / "artefacts" / "p" / f"v{r.version}" / "manifest.json").exists()
     store.close()
+
+
+def test_tables_without_answer_text_and_with_missing_pairs(table) -> None:
+    """Generality: query-only tables (no answer text) and missing (prompt, model) pairs run through."""
+    from dataclasses import replace
+
+    from thrifty.calibration.simulate_report import offline_heldout, summarise
+
+    rng = np.random.default_rng(0)
+    q, c = table.quality.copy(), table.cost.copy()
+    holes = rng.random(q.shape) < 0.1
+    holes[:, 2] = False  # the reference answers every prompt
+    q[holes], c[holes] = np.nan, np.nan
+    bare = replace(table, quality=q, cost=c, answers=None, input_tokens=None, output_tokens=None)
+    cfg = SimConfig(bare.models, "large", rate=0.5, loop=LoopConfig(every=60, target=0.9), seeds=(0,))
+    runs = simulate(bare, cfg)
+    assert np.isfinite(runs[0].cost).all() and runs[0].audited.sum() > 200
+    assert any(e.kind in ("swap", "refuse") for e in runs[0].events)
+    summary = summarise(bare, cfg, runs, offline_heldout(bare, cfg, n_folds=3, n_knobs=8))
+    assert summary["requests"] == 500 and np.isfinite(summary["gap_to_offline"])
