@@ -30,7 +30,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     add_table_args(p)
     p.add_argument("--from-logs", action="store_true",
                    help="fit on the gateway's audited requests (the audits tables of the log store) instead of --data")
-    p.add_argument("--profile", metavar="P", help="with --from-logs: that profile's audits (default: every profile)")
+    p.add_argument("--profile", metavar="P", help="with --from-logs: the profile whose audits to fit on (required there)")
     p.add_argument("--config", metavar="FILE", help="with --from-logs: thrifty.toml (locates the data dir)")
     p.add_argument("--db", metavar="FILE", help="with --from-logs: the log database (default <data dir>/logs.sqlite3)")
     p.add_argument("--max-tiers", type=int, default=3, metavar="L", help="most tiers in a cascade, 1–3 (default 3)")
@@ -87,6 +87,8 @@ def audited_pool(args: argparse.Namespace):
     """``--from-logs``: the audited rows of the log store as a routing table (``store.audits``)."""
     from thrifty.cli.logs_cmd import _store
 
+    if not args.profile:
+        raise ConfigError("--from-logs needs the profile whose audits to fit on", key="--profile", fix="add --profile NAME")
     try:
         from thrifty.store.audits import audited_table
     except ImportError:
@@ -97,6 +99,6 @@ def audited_pool(args: argparse.Namespace):
     finally:
         store.close()
     if table.n_prompts == 0:
-        raise ConfigError(f"no audited requests{' of profile ' + repr(args.profile) if args.profile else ''} in the log",
+        raise ConfigError(f"no audited requests of profile {args.profile!r} in the log",
                           key="--profile", fix="enable [profiles.NAME.audit] and serve some traffic first")
     return table
