@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     png_dir = Path(args.png_dir)
     png_dir.mkdir(parents=True, exist_ok=True)
     if args.only in (None, "alpaca"):
-        from thrifty.table_io import benchmark_dir, load_table
+        from thrifty.data.table_io import benchmark_dir, load_table
 
         try:
             table = load_table(benchmark_dir())

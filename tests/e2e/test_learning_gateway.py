@@ -42,7 +42,7 @@ def _norm(text: str | None) -> str:
 
 
 def _settings(data_dir: Path):
-    from thrifty.config import parse_settings
+    from thrifty.config.settings import parse_settings
 
     price = {"input": 0.0135, "output": 0.0135}
     return parse_settings({

@@ -13,7 +13,7 @@ pytest.importorskip("matplotlib")
 def test_simulate_writes_json_plot_and_is_reproducible(tmp_path, capsys) -> None:
     from thrifty.calibration.synthetic import binary_table
     from thrifty.cli.main import main
-    from thrifty.table_io import write_table
+    from thrifty.data.table_io import write_table
 
     data = write_table(binary_table(400, seed=2), tmp_path / "table")
     args = ["simulate", "--data", str(data), "--seeds", "2", "--every", "30", "--rate", "0.3", "--target", "0.9", "--no-progress"]
@@ -41,7 +41,7 @@ def test_simulate_writes_json_plot_and_is_reproducible(tmp_path, capsys) -> None
 def test_simulate_bad_input_names_the_flag(tmp_path, capsys, flag: str, value: str, key: str) -> None:
     from thrifty.calibration.synthetic import binary_table
     from thrifty.cli.main import main
-    from thrifty.table_io import write_table
+    from thrifty.data.table_io import write_table
 
     data = write_table(binary_table(50, seed=1), tmp_path / "table")
     assert main(["simulate", "--data", str(data), "--no-progress", flag, value]) != 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from thrifty.config import RefitConfig, parse_settings
+from thrifty.config.settings import RefitConfig, parse_settings
 from thrifty.errors import ConfigError
 
 

@@ -43,7 +43,7 @@ def test_gateway_learner_makes_the_same_swaps(table, tmp_path) -> None:
     the same swaps, refusals and guardrail moves, and the history rows match."""
     from thrifty.calibration.loop import LearningLoop
     from thrifty.calibration.simulate import cold_policy
-    from thrifty.config import RefitConfig
+    from thrifty.config.settings import RefitConfig
     from thrifty.gateway.learning import ProfileLearner
     from thrifty.store import LogStore, artefacts
     from thrifty.store.logs import RequestRecord

@@ -30,7 +30,7 @@ from thrifty.calibration.audit_types import AuditOutcome
 from thrifty.calibration.guardrail import Guardrail, GuardrailConfig
 from thrifty.calibration.refit import RefitResult, RefitSettings, ServingPolicy, audits_table, refit
 from thrifty.policy.cascade import CascadePolicy
-from thrifty.table import RoutingTable
+from thrifty.data.table import RoutingTable
 
 __all__ = ["LoopConfig", "LoopEvent", "RefitJob", "LearningLoop", "run_refit"]
 

@@ -43,7 +43,7 @@ import numpy as np
 from thrifty.calibration.audit_types import AuditOutcome
 from thrifty.calibration.guardrail import wilson
 from thrifty.policy.cascade import CascadePolicy
-from thrifty.table import RoutingTable
+from thrifty.data.table import RoutingTable
 from thrifty.types import ChatRequest
 
 __all__ = ["ServingPolicy", "RefitSettings", "RefitResult", "audits_table", "good_matrix", "fit_candidate", "replay",
@@ -269,7 +269,7 @@ def write_candidate_artefact(path: str | Path, candidate: ServingPolicy, table: 
     eval --opt artefact=`` read it)."""
     import copy
 
-    from thrifty.offline.artefact import json_number, write_artefact
+    from thrifty.serving.artefact import json_number, write_artefact
 
     fitted = candidate.fitted
     front = [{"tiers": [fitted.models[t] for t in s.tiers], "thresholds": [json_number(t) for t in s.thresholds],

@@ -27,7 +27,7 @@ from thrifty.calibration.audit_types import AuditOutcome, TierVerdict
 from thrifty.calibration.loop import LearningLoop, LoopConfig, LoopEvent, run_refit
 from thrifty.calibration.refit import ServingPolicy, good_matrix
 from thrifty.errors import ConfigError
-from thrifty.table import RoutingTable
+from thrifty.data.table import RoutingTable
 
 __all__ = ["SimConfig", "SeedRun", "simulate", "simulate_seed", "cold_policy", "profile_tiers", "audit_outcome"]
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from thrifty.calibration.refit import good_matrix
 from thrifty.calibration.simulate import SeedRun, SimConfig
-from thrifty.table import RoutingTable
+from thrifty.data.table import RoutingTable
 
 __all__ = ["offline_heldout", "summarise", "plot_png"]
 

@@ -26,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-from thrifty.table import RoutingTable
+from thrifty.data.table import RoutingTable
 
 __all__ = ["binary_table", "DEFAULT_MODELS"]
 

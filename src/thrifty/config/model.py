@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from thrifty.config.refit import RefitConfig
+
 
 __all__ = [
     "PERIODS",
@@ -146,26 +148,6 @@ class PromptAdaptationSettings:
     strip_prefix: Path | None = None  # text file: a fixed few-shot prefix clients send, replaced by the selection
     embedder: str = "minilm"  # "minilm" | "static" | "module:Factory"
     tiers: tuple[str, ...] | None = None
-
-
-# ---- [profiles.NAME.refit]: the learning loop (thrifty.calibration.loop) -----------------------
-@dataclass(frozen=True)
-class RefitConfig:
-    """``[profiles.NAME.refit]``: refit the profile's cascade on its audits every ``every`` new
-    audits; ``target`` is the share of answers at least as good as the reference that the refit
-    and the quality guardrail aim for; ``mean_cost_usd`` (optional) makes the refit pick by mean
-    cost per request instead; ``step`` is the guardrail's threshold step; ``folds`` the refit's
-    cross-validation folds; ``min_gain`` the relative gain a candidate must show to be swapped in."""
-
-    every: int = 200
-    target: float = 0.95
-    mean_cost_usd: float | None = None
-    step: float = 0.05
-    folds: int = 3
-    min_gain: float = 0.01
-
-
-# ---- end of [profiles.NAME.refit] ----------------------------------------------------------------
 
 
 @dataclass(frozen=True)

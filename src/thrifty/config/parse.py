@@ -20,12 +20,12 @@ from thrifty.config.model import (
     KeySettings,
     PromptAdaptationSettings,
     ProfileSettings,
-    RefitConfig,
     ProviderSettings,
     ServerSettings,
     Settings,
     config_path,
 )
+from thrifty.config.refit import parse_refit
 from thrifty.errors import ConfigError
 
 __all__ = ["load_settings", "parse_document", "parse_settings"]
@@ -250,38 +250,10 @@ def _profile(name: str, tbl: Any, providers: Mapping[str, ProviderSettings], bas
         budget_period=_period(tbl, "budget_period", path),
         cache=_cache(tbl.get("cache"), f"{path}.cache", base_dir),
         prompt_adaptation=_prompt_adaptation(tbl.get("prompt_adaptation"), f"{path}.prompt_adaptation", tuple(tiers), base_dir),
-        refit=_refit(tbl.get("refit"), f"{path}.refit"),
+        refit=parse_refit(tbl.get("refit"), f"{path}.refit"),
     )
 
 
-# ---- [profiles.NAME.refit]: the learning loop ----------------------------------------------------
-def _refit(tbl: Any, path: str) -> RefitConfig | None:
-    """``[profiles.NAME.refit]`` (see :class:`thrifty.config.RefitConfig`)."""
-    if tbl is None:
-        return None
-    if not isinstance(tbl, Mapping):
-        raise ConfigError("expected a table", key=path, fix=f"write it as [{path}] with every = 200")
-    _unknown(tbl, ("every", "target", "mean_cost_usd", "step", "folds", "min_gain"), path)
-    every = tbl.get("every", 200)
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise ConfigError(f"expected an integer ≥ 1, got {every!r}", key=f"{path}.every",
-                          fix="write every = 200 (refit after this many new audits)")
-    target = tbl.get("target", 0.95)
-    if isinstance(target, bool) or not isinstance(target, (int, float)) or math.isnan(target) or not 0 < target <= 1:
-        raise ConfigError(f"expected a share in (0, 1], got {target!r}", key=f"{path}.target",
-                          fix="write target = 0.95 (share of answers at least as good as the reference)")
-    folds = tbl.get("folds", 3)
-    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
-        raise ConfigError(f"expected an integer ≥ 2, got {folds!r}", key=f"{path}.folds", fix="write folds = 3")
-    step = _num(tbl, "step", path, 0.05, strict=True)
-    if step > 1:
-        raise ConfigError(f"a threshold step is at most 1, got {step!r}", key=f"{path}.step", fix="write step = 0.05")
-    cost = _num(tbl, "mean_cost_usd", path, strict=True)
-    return RefitConfig(every=every, target=float(target), mean_cost_usd=None if cost is None else float(cost), step=float(step),
-                       folds=folds, min_gain=float(_num(tbl, "min_gain", path, 0.01)))
-
-
-# ---- end of [profiles.NAME.refit] ----------------------------------------------------------------
 
 
 def _guard(v: Any, path: str) -> str:

@@ -46,7 +46,7 @@ log = logging.getLogger("thrifty.learning")
 
 
 def loop_config(refit: Any, seed: int = 0) -> LoopConfig:
-    """The loop settings of a profile's :class:`~thrifty.config.RefitConfig`."""
+    """The loop settings of a profile's :class:`~thrifty.config.settings.RefitConfig`."""
     return LoopConfig(every=refit.every, target=refit.target, budget=refit.mean_cost_usd, folds=refit.folds,
                       min_gain=refit.min_gain, seed=seed, guardrail=GuardrailConfig(step=refit.step))
 
@@ -63,8 +63,8 @@ def serving_from_policy(policy: Any, version: int = 0, source: str = "config") -
 def install_policy(rt: Any, model_id: str, policy: Any) -> None:
     """Replace the engine of ``model_id``'s route (and of every id aliasing that route) by one that
     runs ``policy`` over the same tier providers. Call on the event loop."""
-    from thrifty.engine import Engine
-    from thrifty.profiles import tier_price
+    from thrifty.serving.engine import Engine
+    from thrifty.serving.profiles import tier_price
 
     route = rt.routes[model_id]
     old = route.engine
@@ -178,7 +178,7 @@ def _metrics(rt: Any) -> dict[str, Any]:
 
 def _restore(rt: Any, profile: Any, loop: LearningLoop) -> None:
     """Put the newest ``serving`` artefact of the history in service (a restart keeps what was learned)."""
-    from thrifty.offline.artefact import load_artefact
+    from thrifty.serving.artefact import load_artefact
     from thrifty.store import artefacts
 
     row = rt.store.run_in_transaction(artefacts.current, profile.name)
