@@ -7,10 +7,11 @@ good as the reference's* (``AuditOutcome.answers[served_model].at_least_as_good`
 What it moves: one offset ``δ`` added to every threshold of the cascade in service (a higher
 threshold escalates more, towards the stronger tiers; a threshold above 1 always escalates).
 
-The rule, evaluated after each audit of the current setting (the *window*: audits since the last
-move, at most ``window`` of the newest):
+The rule, evaluated at checkpoints — every ``min_audits`` audits of the current setting (the
+*window*: audits since the last move, at most ``window`` of the newest); testing after every single
+audit would make chance escalations at a setting right at the target almost certain:
 
-1. wait until the window holds ``min_audits`` audits;
+1. wait until the window holds ``min_audits`` new audits since the last checkpoint;
 2. compute the Wilson 95% interval ``[lo, hi]`` of the window's share of good-enough answers;
 3. **escalate** when ``hi < target`` (the interval shows the target is missed):
    ``δ ← min(δ + step, max_up)``, and raise the *floor* to the new ``δ``;
@@ -87,11 +88,13 @@ class Guardrail:
     floor: float = float("-inf")
     moves: int = 0
     _window: deque = field(default_factory=deque)
+    _since_check: int = 0
 
     def reset(self) -> None:
         """Back to ``δ = 0``, no floor, empty window (a new artefact came into service)."""
         self.offset, self.floor = 0.0, float("-inf")
         self._window.clear()
+        self._since_check = 0
 
     @property
     def window(self) -> tuple[int, int]:
@@ -110,9 +113,11 @@ class Guardrail:
         self._window.append(1 if good else 0)
         while len(self._window) > cfg.window:
             self._window.popleft()
-        n, k = self.window
-        if n < cfg.min_audits:
+        self._since_check += 1
+        if self._since_check < cfg.min_audits:
             return None
+        self._since_check = 0
+        n, k = self.window
         lo, hi = wilson(k, n, cfg.z)
         before = self.offset
         if hi < cfg.target and self.offset < cfg.max_up - 1e-12:

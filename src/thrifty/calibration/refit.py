@@ -24,7 +24,9 @@ per-request cost, quality and good-enough flags are pooled over the folds, paire
 
 - with a budget: a policy *meets the goal* when its mean cost ≤ budget·1.05; the candidate is
   swapped in when it meets it and the one in service does not, or both do and its quality is
-  higher by more than ``min_gain``·(quality in service), or neither does and it is cheaper;
+  higher by more than both ``min_gain``·(quality in service) and one standard error of the paired
+  difference (a refit on a few dozen audits otherwise swaps on noise), or neither does and it is
+  cheaper;
 - with a target only: a policy meets the goal when its good-enough share ≥ target; the candidate is
   swapped in when it meets it and the one in service does not, or both do and it is cheaper by more
   than ``min_gain`` (relative), or neither does and its share is higher (by > 0.005);
@@ -200,8 +202,9 @@ def _summary(r: dict[str, np.ndarray]) -> dict[str, Any]:
             "good_interval": [round(x, 4) for x in wilson(k, n)]}
 
 
-def decide(cand: dict[str, Any], serv: dict[str, Any], settings: RefitSettings) -> tuple[bool, str]:
-    """Swap or refuse, and the rule that decided (see the module docstring)."""
+def decide(cand: dict[str, Any], serv: dict[str, Any], settings: RefitSettings, diff_se: float = 0.0) -> tuple[bool, str]:
+    """Swap or refuse, and the rule that decided (see the module docstring); ``diff_se`` is the
+    standard error of the paired per-request quality difference (a budget-mode gain must exceed it)."""
     if settings.budget is not None:
         limit = settings.budget * 1.05
         cm, sm = cand["cost_usd"] <= limit, serv["cost_usd"] <= limit
@@ -210,8 +213,8 @@ def decide(cand: dict[str, Any], serv: dict[str, Any], settings: RefitSettings) 
         if sm and not cm:
             return False, "the candidate overspends the budget"
         if cm:
-            ok = cand["quality"] > serv["quality"] * (1 + settings.min_gain)
-            return ok, "both keep the budget; " + ("candidate's quality is higher" if ok else "candidate's quality is not higher by min_gain")
+            ok = cand["quality"] - serv["quality"] > max(serv["quality"] * settings.min_gain, diff_se)
+            return ok, "both keep the budget; " + ("candidate's quality is higher" if ok else "candidate's quality is not higher by min_gain and one standard error")
         ok = cand["cost_usd"] < serv["cost_usd"]
         return ok, "both overspend; " + ("candidate is cheaper" if ok else "candidate is not cheaper")
     target = settings.target if settings.target is not None else 0.0
@@ -242,10 +245,11 @@ def validate(table: RoutingTable, good: np.ndarray, serving: ServingPolicy, offs
         for key in cand:
             cand[key][test] = r[key]
     cs, ss = _summary(cand), _summary(serv)
-    swap, rule = decide(cs, ss, settings)
     d = cand["quality"] - serv["quality"]
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+    swap, rule = decide(cs, ss, settings, se)
     return {"n": table.n_prompts, "folds": k, "candidate_cv": cs, "serving_cv": ss, "serving_offset": offset,
-            "quality_diff_se": float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else None,
+            "quality_diff_se": se,
             "goal": {"target": settings.target, "budget": settings.budget}, "swap": swap, "rule": rule}
 
 
