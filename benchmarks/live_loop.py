@@ -50,13 +50,18 @@ def run_case(name: str, table, cfg: SimConfig, png: Path | None) -> dict:
     summary = summarise(table, cfg, runs, offline)
     summary["seconds"] = {"stream": round(t1 - t0, 1), "offline": round(time.perf_counter() - t1, 1)}
     if png is not None:
-        summary["plot"] = plot_png(str(png), runs, summary, title=f"{name}: {cfg.rate:.0%} audits, refit every {cfg.loop.every}, target {cfg.loop.target}")
+        summary["plot"] = plot_png(
+            str(png), runs, summary, title=f"{name}: {cfg.rate:.0%} audits, refit every {cfg.loop.every}, target {cfg.loop.target}"
+        )
     fw = summary["final_window"]
-    print(f"{name:<34} n={summary['requests']:>5} audits={summary['audits']:>6.1f} audit$={summary['audit_cost_share']:.1%} "
-          f"final q={fw['quality']:.4f} ${fw['cost_usd']:.3g} share={fw['good_share']:.3f} offline@$={summary['offline_heldout_at_same_cost']:.4f} "
-          f"gap={summary['gap_to_offline']:+.4f} (pooled {summary['gap_to_offline_pooled']:+.4f}) offline refit ${summary['offline_refit']['cost_usd']:.3g} share={summary['offline_refit']['good_share']:.3f} met={summary['target_met_share_of_windows'] or 0:.0%} "
-          f"savings/offline={summary['savings_share_of_offline'] if summary['savings_share_of_offline'] is not None else float('nan'):.2f} "
-          f"({summary['seconds']['stream']}s+{summary['seconds']['offline']}s)", flush=True)
+    print(
+        f"{name:<34} n={summary['requests']:>5} audits={summary['audits']:>6.1f} audit$={summary['audit_cost_share']:.1%} "
+        f"final q={fw['quality']:.4f} ${fw['cost_usd']:.3g} share={fw['good_share']:.3f} offline@$={summary['offline_heldout_at_same_cost']:.4f} "
+        f"gap={summary['gap_to_offline']:+.4f} (pooled {summary['gap_to_offline_pooled']:+.4f}) offline refit ${summary['offline_refit']['cost_usd']:.3g} share={summary['offline_refit']['good_share']:.3f} met={summary['target_met_share_of_windows'] or 0:.0%} "
+        f"savings/offline={summary['savings_share_of_offline'] if summary['savings_share_of_offline'] is not None else float('nan'):.2f} "
+        f"({summary['seconds']['stream']}s+{summary['seconds']['offline']}s)",
+        flush=True,
+    )
     return summary
 
 
@@ -86,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
             cfg = SimConfig(tiers, ref, 0.1, LoopConfig(every=20, target=0.95), seeds=seeds)
             out["cases"]["alpaca_target"] = run_case("alpaca-56 target 0.95", table, cfg, png_dir / "live_loop_alpaca.png")
             cfg_b = SimConfig(tiers, ref, 0.1, LoopConfig(every=20, target=None, budget=best.cost), seeds=seeds)
-            out["cases"]["alpaca_budget"] = run_case("alpaca-56 mean cost = best single", table, cfg_b, png_dir / "live_loop_alpaca_budget.png")
+            out["cases"]["alpaca_budget"] = run_case(
+                "alpaca-56 mean cost = best single", table, cfg_b, png_dir / "live_loop_alpaca_budget.png"
+            )
     if args.only in (None, "synthetic"):
         from thrifty.calibration.synthetic import binary_table
 

@@ -22,15 +22,20 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("openai") is None
-                                or importlib.util.find_spec("sklearn") is None,
-                                reason="needs llama-cpp-python, openai and scikit-learn (pip install 'thrifty[local,lab,test]')")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None
+    or importlib.util.find_spec("openai") is None
+    or importlib.util.find_spec("sklearn") is None,
+    reason="needs llama-cpp-python, openai and scikit-learn (pip install 'thrifty[local,lab,test]')",
+)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from gateway_proc import free_port, read_db  # noqa: E402
 
-PREFIX = ("Say whether each headline reports the gold price going up or down.\n\n"
-          "Q: gold climbs 1% as the dollar weakens\nA: up\n\nQ: gold slides to a two-week low\nA: down\n\n")
+PREFIX = (
+    "Say whether each headline reports the gold price going up or down.\n\n"
+    "Q: gold climbs 1% as the dollar weakens\nA: up\n\nQ: gold slides to a two-week low\nA: down\n\n"
+)
 HEADS = ["jumps", "falls", "hits a record", "drops", "rallies", "sinks", "edges higher", "tumbles", "rises", "slips"]
 WHY = ["on safe-haven buying", "as yields rise", "after the fed decision", "on strong jobs data", "in asian trade"]
 HEADLINES = [f"gold {h} {w}" for w in WHY for h in HEADS][:36]
@@ -45,18 +50,28 @@ def _settings(data_dir: Path):
     from thrifty.config.settings import parse_settings
 
     price = {"input": 0.0135, "output": 0.0135}
-    return parse_settings({
-        "server": {"data_dir": str(data_dir)},
-        "providers": {"small": {"kind": "llamacpp", "model_path": "builtin:smollm2", "max_tokens": 3, "prices": price},
-                      "big": {"kind": "llamacpp", "model_path": "builtin:gemma3", "mode": "completion", "max_tokens": 3,
-                              "prices": {"input": 0.027, "output": 0.027}}},
-        "profiles": {"hl": {"tiers": ["small", "big"], "thresholds": [0.5], "refit": {"every": 30, "target": 0.95}}},
-    })
+    return parse_settings(
+        {
+            "server": {"data_dir": str(data_dir)},
+            "providers": {
+                "small": {"kind": "llamacpp", "model_path": "builtin:smollm2", "max_tokens": 3, "prices": price},
+                "big": {
+                    "kind": "llamacpp",
+                    "model_path": "builtin:gemma3",
+                    "mode": "completion",
+                    "max_tokens": 3,
+                    "prices": {"input": 0.027, "output": 0.027},
+                },
+            },
+            "profiles": {"hl": {"tiers": ["small", "big"], "thresholds": [0.5], "refit": {"every": 30, "target": 0.95}}},
+        }
+    )
 
 
 def _ask(client, model: str, headline: str):
     raw = client.chat.completions.with_raw_response.create(
-        model=model, messages=[{"role": "user", "content": f"{PREFIX}Q: {headline}\nA:"}], max_tokens=3, temperature=0)
+        model=model, messages=[{"role": "user", "content": f"{PREFIX}Q: {headline}\nA:"}], max_tokens=3, temperature=0
+    )
     return raw.headers, raw.parse()
 
 
@@ -91,10 +106,15 @@ def test_refit_swaps_the_artefact_live(tmp_path: Path) -> None:
                 if tier not in answers:
                     answers[tier] = _ask(client, tier, h)[1].choices[0].message.content
             ref = _norm(answers["big"])
-            verdicts = {t: TierVerdict(t, float(_norm(a) == ref), _norm(a) == ref, 0.0135e-6 * 40 if t == "small" else 0.027e-6 * 40, a,
-                                       reused=t == served) for t, a in answers.items()}
-            outcome = AuditOutcome(headers["x-thrifty-request-id"], "hl", time.time(), served, float(headers["x-thrifty-cost-usd"]),
-                                   "big", verdicts, 0.0)
+            verdicts = {
+                t: TierVerdict(
+                    t, float(_norm(a) == ref), _norm(a) == ref, 0.0135e-6 * 40 if t == "small" else 0.027e-6 * 40, a, reused=t == served
+                )
+                for t, a in answers.items()
+            }
+            outcome = AuditOutcome(
+                headers["x-thrifty-request-id"], "hl", time.time(), served, float(headers["x-thrifty-cost-usd"]), "big", verdicts, 0.0
+            )
             for listen in listeners:
                 listen(outcome)
         learner.executor.submit(lambda: None).result(timeout=300)  # the refit ran in the worker thread

@@ -72,8 +72,9 @@ def test_crashing_refit_leaves_the_policy_in_service(table) -> None:
     called = np.zeros(3, dtype=bool)
     for i in range(3):  # three audits whose every answer failed: nothing to fit on
         o = audit_outcome(table, good, i, f"r{i}", 0, called, 0.0, "large", 0.0)
-        o = type(o)(o.request_id, o.profile, o.created, o.served_model, 0.0, o.reference,
-                    {m: type(v)(m, None, None) for m, v in o.answers.items()})
+        o = type(o)(
+            o.request_id, o.profile, o.created, o.served_model, 0.0, o.reference, {m: type(v)(m, None, None) for m, v in o.answers.items()}
+        )
         loop.observe(o, table.prompts[i])
     assert loop.refit_due
     job = loop.begin_refit()

@@ -9,9 +9,13 @@ from thrifty.errors import ConfigError
 
 
 def _doc(refit: dict) -> dict:
-    return {"providers": {"a": {"kind": "openai", "model": "a", "base_url": "http://x/v1"},
-                          "b": {"kind": "openai", "model": "b", "base_url": "http://x/v1"}},
-            "profiles": {"p": {"tiers": ["a", "b"], "thresholds": [0.5], "refit": refit}}}
+    return {
+        "providers": {
+            "a": {"kind": "openai", "model": "a", "base_url": "http://x/v1"},
+            "b": {"kind": "openai", "model": "b", "base_url": "http://x/v1"},
+        },
+        "profiles": {"p": {"tiers": ["a", "b"], "thresholds": [0.5], "refit": refit}},
+    }
 
 
 def test_defaults_and_values() -> None:
@@ -23,16 +27,19 @@ def test_defaults_and_values() -> None:
     assert parse_settings(no_refit).profiles["p"].refit is None
 
 
-@pytest.mark.parametrize(("refit", "key", "fix"), [
-    ({"every": 0}, "profiles.p.refit.every", "every = 200"),
-    ({"every": 2.5}, "profiles.p.refit.every", "every = 200"),
-    ({"target": 0}, "profiles.p.refit.target", "target = 0.95"),
-    ({"target": 1.2}, "profiles.p.refit.target", "target = 0.95"),
-    ({"target": True}, "profiles.p.refit.target", "target = 0.95"),
-    ({"folds": 1}, "profiles.p.refit.folds", "folds = 3"),
-    ({"step": 0}, "profiles.p.refit.step", "step"),
-    ({"evry": 3}, "profiles.p.refit.evry", "every"),
-])
+@pytest.mark.parametrize(
+    ("refit", "key", "fix"),
+    [
+        ({"every": 0}, "profiles.p.refit.every", "every = 200"),
+        ({"every": 2.5}, "profiles.p.refit.every", "every = 200"),
+        ({"target": 0}, "profiles.p.refit.target", "target = 0.95"),
+        ({"target": 1.2}, "profiles.p.refit.target", "target = 0.95"),
+        ({"target": True}, "profiles.p.refit.target", "target = 0.95"),
+        ({"folds": 1}, "profiles.p.refit.folds", "folds = 3"),
+        ({"step": 0}, "profiles.p.refit.step", "step"),
+        ({"evry": 3}, "profiles.p.refit.evry", "every"),
+    ],
+)
 def test_bad_values_name_the_key_and_the_fix(refit: dict, key: str, fix: str) -> None:
     with pytest.raises(ConfigError) as err:
         parse_settings(_doc(refit))

@@ -75,8 +75,15 @@ class GuardrailMove:
     target: float
 
     def to_json(self) -> dict[str, object]:
-        return {"action": self.action, "offset_before": round(self.offset_before, 6), "offset_after": round(self.offset_after, 6),
-                "n": self.n, "good": self.good, "interval": [round(x, 4) for x in self.interval], "target": self.target}
+        return {
+            "action": self.action,
+            "offset_before": round(self.offset_before, 6),
+            "offset_after": round(self.offset_after, 6),
+            "n": self.n,
+            "good": self.good,
+            "interval": [round(x, 4) for x in self.interval],
+            "target": self.target,
+        }
 
 
 @dataclass

@@ -29,8 +29,8 @@ import numpy as np
 from thrifty.calibration.audit_types import AuditOutcome
 from thrifty.calibration.guardrail import Guardrail, GuardrailConfig
 from thrifty.calibration.refit import RefitResult, RefitSettings, ServingPolicy, audits_table, refit
-from thrifty.policy.cascade import CascadePolicy
 from thrifty.data.table import RoutingTable
+from thrifty.policy.cascade import CascadePolicy
 
 __all__ = ["LoopConfig", "LoopEvent", "RefitJob", "LearningLoop", "run_refit"]
 
@@ -135,8 +135,9 @@ class LearningLoop:
         table, good = audits_table(self.audits, self.tiers)
         self.since_refit = 0
         self.refits += 1
-        return RefitJob(self.refits, table, good, self.serving, self.guardrail.offset, self.config.refit_settings(),
-                        self.config.seed + self.refits)
+        return RefitJob(
+            self.refits, table, good, self.serving, self.guardrail.offset, self.config.refit_settings(), self.config.seed + self.refits
+        )
 
     def apply(self, job: RefitJob, result: RefitResult) -> LoopEvent:
         """Swap the candidate in, or record the refusal / the crash; returns the event."""

@@ -44,17 +44,35 @@ import numpy as np
 
 from thrifty.calibration.audit_types import AuditOutcome
 from thrifty.calibration.guardrail import wilson
-from thrifty.policy.cascade import CascadePolicy
 from thrifty.data.table import RoutingTable
+from thrifty.policy.cascade import CascadePolicy
 from thrifty.types import ChatRequest
 
-__all__ = ["ServingPolicy", "RefitSettings", "RefitResult", "audits_table", "good_matrix", "fit_candidate", "replay",
-           "validate", "decide", "refit", "write_candidate_artefact"]
+__all__ = [
+    "ServingPolicy",
+    "RefitSettings",
+    "RefitResult",
+    "audits_table",
+    "good_matrix",
+    "fit_candidate",
+    "replay",
+    "validate",
+    "decide",
+    "refit",
+    "write_candidate_artefact",
+]
 
 #: cheap settings of the lab's cascade for refits on a few hundred audits (the nested CV still
 #: chooses tiers, smoothing and the significance gate)
-FIT_OPTIONS: dict[str, Any] = {"max_tiers": 2, "max_candidates": None, "embed": "none", "grids": (16,), "smooths": (0, 1),
-                               "inner_folds": 3, "gates": (0.0, 1.0)}
+FIT_OPTIONS: dict[str, Any] = {
+    "max_tiers": 2,
+    "max_candidates": None,
+    "embed": "none",
+    "grids": (16,),
+    "smooths": (0, 1),
+    "inner_folds": 3,
+    "gates": (0.0, 1.0),
+}
 
 
 @dataclass(frozen=True)
@@ -74,8 +92,13 @@ class ServingPolicy:
         return CascadePolicy(self.tiers, thr, self.scorer if len(self.tiers) > 1 else None, select=self.select)
 
     def describe(self) -> dict[str, Any]:
-        return {"version": self.version, "tiers": list(self.tiers), "thresholds": [round(float(t), 6) for t in self.thresholds],
-                "select": self.select, "source": self.source}
+        return {
+            "version": self.version,
+            "tiers": list(self.tiers),
+            "thresholds": [round(float(t), 6) for t in self.thresholds],
+            "select": self.select,
+            "source": self.source,
+        }
 
 
 @dataclass(frozen=True)
@@ -112,8 +135,15 @@ def audits_table(rows: Sequence[tuple[AuditOutcome, str | None]], tiers: Sequenc
             q[i, j], c[i, j], answers[i, j] = v.quality, v.cost_usd, v.output
             g[i, j] = np.nan if v.at_least_as_good is None else float(v.at_least_as_good)
     has_text = any(a is not None for a in answers.ravel())
-    table = RoutingTable(tuple(o.request_id for o, _ in rows), tuple(p for _, p in rows), tuple(tiers), q, c,
-                         answers=answers if has_text else None, source="<audits>")
+    table = RoutingTable(
+        tuple(o.request_id for o, _ in rows),
+        tuple(p for _, p in rows),
+        tuple(tiers),
+        q,
+        c,
+        answers=answers if has_text else None,
+        source="<audits>",
+    )
     return table, g
 
 
@@ -198,8 +228,12 @@ def fit_candidate(table: RoutingTable, good: np.ndarray, settings: RefitSettings
 
 def _summary(r: dict[str, np.ndarray]) -> dict[str, Any]:
     n, k = len(r["good"]), int(r["good"].sum())
-    return {"cost_usd": float(r["cost"].mean()), "quality": float(r["quality"].mean()), "good_share": k / max(1, n),
-            "good_interval": [round(x, 4) for x in wilson(k, n)]}
+    return {
+        "cost_usd": float(r["cost"].mean()),
+        "quality": float(r["quality"].mean()),
+        "good_share": k / max(1, n),
+        "good_interval": [round(x, 4) for x in wilson(k, n)],
+    }
 
 
 def decide(cand: dict[str, Any], serv: dict[str, Any], settings: RefitSettings, diff_se: float = 0.0) -> tuple[bool, str]:
@@ -214,7 +248,9 @@ def decide(cand: dict[str, Any], serv: dict[str, Any], settings: RefitSettings, 
             return False, "the candidate overspends the budget"
         if cm:
             ok = cand["quality"] - serv["quality"] > max(serv["quality"] * settings.min_gain, diff_se)
-            return ok, "both keep the budget; " + ("candidate's quality is higher" if ok else "candidate's quality is not higher by min_gain and one standard error")
+            return ok, "both keep the budget; " + (
+                "candidate's quality is higher" if ok else "candidate's quality is not higher by min_gain and one standard error"
+            )
         ok = cand["cost_usd"] < serv["cost_usd"]
         return ok, "both overspend; " + ("candidate is cheaper" if ok else "candidate is not cheaper")
     target = settings.target if settings.target is not None else 0.0
@@ -230,8 +266,9 @@ def decide(cand: dict[str, Any], serv: dict[str, Any], settings: RefitSettings, 
     return ok, "both miss the target; " + ("candidate's share is higher" if ok else "candidate's share is not higher")
 
 
-def validate(table: RoutingTable, good: np.ndarray, serving: ServingPolicy, offset: float, settings: RefitSettings,
-             seed: int = 0) -> dict[str, Any]:
+def validate(
+    table: RoutingTable, good: np.ndarray, serving: ServingPolicy, offset: float, settings: RefitSettings, seed: int = 0
+) -> dict[str, Any]:
     """K-fold CV on the audits: candidate (fitted on the other folds) vs the policy in service."""
     from thrifty.scoring.heads import inner_folds
 
@@ -248,13 +285,22 @@ def validate(table: RoutingTable, good: np.ndarray, serving: ServingPolicy, offs
     d = cand["quality"] - serv["quality"]
     se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
     swap, rule = decide(cs, ss, settings, se)
-    return {"n": table.n_prompts, "folds": k, "candidate_cv": cs, "serving_cv": ss, "serving_offset": offset,
-            "quality_diff_se": se,
-            "goal": {"target": settings.target, "budget": settings.budget}, "swap": swap, "rule": rule}
+    return {
+        "n": table.n_prompts,
+        "folds": k,
+        "candidate_cv": cs,
+        "serving_cv": ss,
+        "serving_offset": offset,
+        "quality_diff_se": se,
+        "goal": {"target": settings.target, "budget": settings.budget},
+        "swap": swap,
+        "rule": rule,
+    }
 
 
-def refit(table: RoutingTable, good: np.ndarray, serving: ServingPolicy, offset: float, settings: RefitSettings,
-          seed: int = 0) -> RefitResult:
+def refit(
+    table: RoutingTable, good: np.ndarray, serving: ServingPolicy, offset: float, settings: RefitSettings, seed: int = 0
+) -> RefitResult:
     """Fit a candidate on every audit, validate it by CV against ``serving``; never raises — a crash
     is returned as ``RefitResult(error=...)`` and the policy in service stays."""
     try:
@@ -276,11 +322,23 @@ def write_candidate_artefact(path: str | Path, candidate: ServingPolicy, table: 
     from thrifty.serving.artefact import json_number, write_artefact
 
     fitted = candidate.fitted
-    front = [{"tiers": [fitted.models[t] for t in s.tiers], "thresholds": [json_number(t) for t in s.thresholds],
-              "select": s.select, "train_cost": s.cost, "train_quality": s.quality} for s in fitted.front.points]
-    selected = {"tiers": list(candidate.tiers), "thresholds": [json_number(t) for t in candidate.thresholds],
-                "select": candidate.select, "train_cost": float(np.nanmean(evidence.get("candidate_cv", {}).get("cost_usd", np.nan))),
-                "train_quality": float(evidence.get("candidate_cv", {}).get("quality", np.nan))}
+    front = [
+        {
+            "tiers": [fitted.models[t] for t in s.tiers],
+            "thresholds": [json_number(t) for t in s.thresholds],
+            "select": s.select,
+            "train_cost": s.cost,
+            "train_quality": s.quality,
+        }
+        for s in fitted.front.points
+    ]
+    selected = {
+        "tiers": list(candidate.tiers),
+        "thresholds": [json_number(t) for t in candidate.thresholds],
+        "select": candidate.select,
+        "train_cost": float(np.nanmean(evidence.get("candidate_cv", {}).get("cost_usd", np.nan))),
+        "train_quality": float(evidence.get("candidate_cv", {}).get("quality", np.nan)),
+    }
     scorer = copy.copy(fitted.scorer)
     if hasattr(scorer, "_embedder"):
         scorer._embedder = None
@@ -291,8 +349,13 @@ def write_candidate_artefact(path: str | Path, candidate: ServingPolicy, table: 
         "best_single": {"model": best.model, "quality": best.quality, "cost": best.cost},
         "goal": {k: v for k, v in evidence.get("goal", {}).items() if v is not None},
         "selected": selected,
-        "scorer": {"inputs": fitted.inputs_kw["inputs"], "embed": fitted.inputs_kw["embed"], "embedder": "all-MiniLM-L6-v2",
-                   "kind": "features", "models": list(fitted.models)},
+        "scorer": {
+            "inputs": fitted.inputs_kw["inputs"],
+            "embed": fitted.inputs_kw["embed"],
+            "embedder": "all-MiniLM-L6-v2",
+            "kind": "features",
+            "models": list(fitted.models),
+        },
         "front": front,
         "training": {**fitted.info, "refit_evidence": dict(evidence)},
     }

@@ -26,8 +26,8 @@ import numpy as np
 from thrifty.calibration.audit_types import AuditOutcome, TierVerdict
 from thrifty.calibration.loop import LearningLoop, LoopConfig, LoopEvent, run_refit
 from thrifty.calibration.refit import ServingPolicy, good_matrix
-from thrifty.errors import ConfigError
 from thrifty.data.table import RoutingTable
+from thrifty.errors import ConfigError
 
 __all__ = ["SimConfig", "SeedRun", "simulate", "simulate_seed", "cold_policy", "profile_tiers", "audit_outcome"]
 
@@ -90,8 +90,17 @@ def cold_policy(cfg: SimConfig) -> ServingPolicy:
     return ServingPolicy(0, cfg.tiers, tuple(thr), HeuristicScorer() if n else None, source="default")
 
 
-def audit_outcome(table: RoutingTable, good: np.ndarray, row: int, request_id: str, served: int, called: np.ndarray,
-                  serving_cost: float, reference: str, created: float) -> AuditOutcome:
+def audit_outcome(
+    table: RoutingTable,
+    good: np.ndarray,
+    row: int,
+    request_id: str,
+    served: int,
+    called: np.ndarray,
+    serving_cost: float,
+    reference: str,
+    created: float,
+) -> AuditOutcome:
     """What an ``explore = "all"`` audit of table row ``row`` finds (every tier judged vs the reference)."""
     answers: dict[str, TierVerdict] = {}
     audit_cost = 0.0
@@ -105,8 +114,9 @@ def audit_outcome(table: RoutingTable, good: np.ndarray, row: int, request_id: s
             audit_cost += c
         g = good[row, j]
         answers[m] = TierVerdict(m, float(q), None if np.isnan(g) else bool(g), c, table.answer(row, j), bool(called[j]))
-    return AuditOutcome(request_id, "simulate", created, table.models[served] if served >= 0 else None, serving_cost,
-                        reference, answers, audit_cost)
+    return AuditOutcome(
+        request_id, "simulate", created, table.models[served] if served >= 0 else None, serving_cost, reference, answers, audit_cost
+    )
 
 
 class _Server:
@@ -143,8 +153,9 @@ class _Server:
         return d.cost_usd, (tindex[d.tier] if d.completion is not None else -1), called
 
 
-def simulate_seed(table: RoutingTable, cfg: SimConfig, seed: int, tick: Callable[[int], None] | None = None,
-                  good: np.ndarray | None = None) -> SeedRun:
+def simulate_seed(
+    table: RoutingTable, cfg: SimConfig, seed: int, tick: Callable[[int], None] | None = None, good: np.ndarray | None = None
+) -> SeedRun:
     """Serve one shuffled stream through a fresh :class:`LearningLoop` (see the module docstring)."""
     table = table.select_models(cfg.tiers)
     good = good_matrix(table, cfg.reference) if good is None else good
@@ -156,8 +167,9 @@ def simulate_seed(table: RoutingTable, cfg: SimConfig, seed: int, tick: Callable
     loop = LearningLoop("simulate", cfg.tiers, replace(cfg.loop, seed=cfg.loop.seed + 1000 * seed), cold_policy(cfg))
     server = _Server(table)
     n = table.n_prompts
-    run = SeedRun(seed, order, np.zeros(n), np.zeros(n), np.zeros(n), audit_draw.copy(), np.zeros(n), np.zeros(n, dtype=int), loop.events,
-                  loop.audits)
+    run = SeedRun(
+        seed, order, np.zeros(n), np.zeros(n), np.zeros(n), audit_draw.copy(), np.zeros(n), np.zeros(n, dtype=int), loop.events, loop.audits
+    )
     for i, row in enumerate(order):
         cost, chosen, called = server.serve(loop, int(row))
         run.cost[i], run.version[i] = cost, loop.serving.version

@@ -33,8 +33,9 @@ from thrifty.data.table import RoutingTable
 __all__ = ["offline_heldout", "summarise", "plot_png"]
 
 
-def offline_heldout(table: RoutingTable, cfg: SimConfig, *, n_folds: int = 5, seed: int = 0,
-                    options: dict[str, Any] | None = None, n_knobs: int = 40) -> dict[str, Any]:
+def offline_heldout(
+    table: RoutingTable, cfg: SimConfig, *, n_folds: int = 5, seed: int = 0, options: dict[str, Any] | None = None, n_knobs: int = 40
+) -> dict[str, Any]:
     """Held-out per-prompt (cost, quality, good) of the lab's cascade over ``cfg.tiers`` — one row
     per budget knob, then one per single tier — and of the loop's own refit fitted on the training
     folds (``refit``: the ceiling of what audits of every request could teach it)."""
@@ -64,8 +65,14 @@ def offline_heldout(table: RoutingTable, cfg: SimConfig, *, n_folds: int = 5, se
     for j in range(M):
         cost[K + j], qual[K + j], gd[K + j] = np.nan_to_num(table.cost[:, j]), np.nan_to_num(table.quality[:, j]), good[:, j]
     labels = [f"cascade@{k:.3g}" for k in knobs] + [f"single:{m}" for m in table.models]
-    return {"labels": labels, "cost": cost, "quality": qual, "good": gd, "refit": ref,
-            "reference_cost": np.nan_to_num(table.cost[:, table.model_index(cfg.reference)])}
+    return {
+        "labels": labels,
+        "cost": cost,
+        "quality": qual,
+        "good": gd,
+        "refit": ref,
+        "reference_cost": np.nan_to_num(table.cost[:, table.model_index(cfg.reference)]),
+    }
 
 
 def _curve(off: dict[str, Any], rows: np.ndarray | slice):
@@ -79,8 +86,9 @@ def _window(run: SeedRun, lo: float, hi: float) -> slice:
     return slice(int(round(lo * n)), int(round(hi * n)))
 
 
-def summarise(table: RoutingTable, cfg: SimConfig, runs: Sequence[SeedRun], off: dict[str, Any],
-              *, final_share: float = 0.2, windows: int = 10) -> dict[str, Any]:
+def summarise(
+    table: RoutingTable, cfg: SimConfig, runs: Sequence[SeedRun], off: dict[str, Any], *, final_share: float = 0.2, windows: int = 10
+) -> dict[str, Any]:
     """The summary fields (see the module docstring); per-seed values under ``per_seed``."""
     target = cfg.loop.target
     pooled = _curve(off, slice(None))
@@ -98,21 +106,31 @@ def summarise(table: RoutingTable, cfg: SimConfig, runs: Sequence[SeedRun], off:
         ref_cost = float(off["reference_cost"][rows].mean())
         saving = 1.0 - fc / ref_cost if ref_cost > 0 else 0.0
         off_saving = 1.0 - float(rf["cost"][rows].mean()) / ref_cost if ref_cost > 0 else 0.0
-        per_seed.append({
-            "seed": run.seed, "audits": int(run.audited.sum()),
-            "audit_cost_share": float(run.audit_cost.sum() / max(run.cost.sum(), 1e-300)),
-            "final_window": {"quality": fq, "cost_usd": fc, "good_share": fg},
-            "offline_heldout_at_same_cost": same, "gap_to_offline": same - fq,
-            "offline_heldout_at_same_cost_pooled": float(pooled.quality_at(fc)), "gap_to_offline_pooled": float(pooled.quality_at(fc)) - fq,
-            "target_met_share_of_windows": float(np.mean(met)) if met else None,
-            "saving_vs_reference": saving,
-            "offline_refit_on_window": {"cost_usd": float(rf["cost"][rows].mean()), "quality": float(rf["quality"][rows].mean()),
-                                        "good_share": float(rf["good"][rows].mean()), "saving_vs_reference": off_saving},
-            "savings_share_of_offline": saving / off_saving if off_saving > 1e-9 else None,
-            "swaps": sum(e.kind == "swap" for e in run.events), "refusals": sum(e.kind == "refuse" for e in run.events),
-            "refit_failures": sum(e.kind == "refit_failed" for e in run.events),
-            "guardrail_moves": sum(e.kind == "guardrail" for e in run.events),
-        })
+        per_seed.append(
+            {
+                "seed": run.seed,
+                "audits": int(run.audited.sum()),
+                "audit_cost_share": float(run.audit_cost.sum() / max(run.cost.sum(), 1e-300)),
+                "final_window": {"quality": fq, "cost_usd": fc, "good_share": fg},
+                "offline_heldout_at_same_cost": same,
+                "gap_to_offline": same - fq,
+                "offline_heldout_at_same_cost_pooled": float(pooled.quality_at(fc)),
+                "gap_to_offline_pooled": float(pooled.quality_at(fc)) - fq,
+                "target_met_share_of_windows": float(np.mean(met)) if met else None,
+                "saving_vs_reference": saving,
+                "offline_refit_on_window": {
+                    "cost_usd": float(rf["cost"][rows].mean()),
+                    "quality": float(rf["quality"][rows].mean()),
+                    "good_share": float(rf["good"][rows].mean()),
+                    "saving_vs_reference": off_saving,
+                },
+                "savings_share_of_offline": saving / off_saving if off_saving > 1e-9 else None,
+                "swaps": sum(e.kind == "swap" for e in run.events),
+                "refusals": sum(e.kind == "refuse" for e in run.events),
+                "refit_failures": sum(e.kind == "refit_failed" for e in run.events),
+                "guardrail_moves": sum(e.kind == "guardrail" for e in run.events),
+            }
+        )
 
     def mean(key: str, inner: str | None = None) -> float | None:
         vals = [(s[key][inner] if inner else s[key]) for s in per_seed]
@@ -123,8 +141,11 @@ def summarise(table: RoutingTable, cfg: SimConfig, runs: Sequence[SeedRun], off:
         "requests": int(len(runs[0].cost)) if runs else 0,
         "audits": mean("audits"),
         "audit_cost_share": mean("audit_cost_share"),
-        "final_window": {"quality": mean("final_window", "quality"), "cost_usd": mean("final_window", "cost_usd"),
-                         "good_share": mean("final_window", "good_share")},
+        "final_window": {
+            "quality": mean("final_window", "quality"),
+            "cost_usd": mean("final_window", "cost_usd"),
+            "good_share": mean("final_window", "good_share"),
+        },
         "offline_heldout_at_same_cost": mean("offline_heldout_at_same_cost"),
         "gap_to_offline": mean("gap_to_offline"),
         "gap_to_offline_pooled": mean("gap_to_offline_pooled"),
@@ -132,13 +153,23 @@ def summarise(table: RoutingTable, cfg: SimConfig, runs: Sequence[SeedRun], off:
         "target": target,
         "target_met_share_of_windows": mean("target_met_share_of_windows"),
         "saving_vs_reference": mean("saving_vs_reference"),
-        "offline_refit": {"cost_usd": float(rf["cost"].mean()), "quality": float(rf["quality"].mean()), "good_share": float(rf["good"].mean()),
-                          "saving_vs_reference": 1.0 - float(rf["cost"].mean()) / ref.cost if ref.cost > 0 else 0.0},
+        "offline_refit": {
+            "cost_usd": float(rf["cost"].mean()),
+            "quality": float(rf["quality"].mean()),
+            "good_share": float(rf["good"].mean()),
+            "saving_vs_reference": 1.0 - float(rf["cost"].mean()) / ref.cost if ref.cost > 0 else 0.0,
+        },
         "savings_share_of_offline": mean("savings_share_of_offline"),
         "seeds": len(runs),
-        "tiers": list(cfg.tiers), "reference": cfg.reference, "rate": cfg.rate, "every": cfg.loop.every, "budget": cfg.loop.budget,
-        "baselines": {"always_reference": {"model": ref.model, "quality": ref.quality, "cost_usd": ref.cost},
-                      "best_single": {"model": best.model, "quality": best.quality, "cost_usd": best.cost}},
+        "tiers": list(cfg.tiers),
+        "reference": cfg.reference,
+        "rate": cfg.rate,
+        "every": cfg.loop.every,
+        "budget": cfg.loop.budget,
+        "baselines": {
+            "always_reference": {"model": ref.model, "quality": ref.quality, "cost_usd": ref.cost},
+            "best_single": {"model": best.model, "quality": best.quality, "cost_usd": best.cost},
+        },
         "offline_curve": [{"cost_usd": float(x), "quality": float(y)} for x, y in zip(pooled.x, pooled.y)],
         "per_seed": per_seed,
     }
@@ -160,15 +191,24 @@ def plot_png(path: str, runs: Sequence[SeedRun], summary: dict[str, Any], title:
     ax_q.plot(n, cq.mean(0), color="tab:blue", lw=2, label="thrifty loop (cumulative)")
     ax_c.plot(n, cc.mean(0), color="tab:blue", lw=2, label="thrifty loop (cumulative)")
     b = summary["baselines"]
-    lines = [("always " + b["always_reference"]["model"], b["always_reference"], "tab:red"),
-             ("best single " + b["best_single"]["model"], b["best_single"], "tab:orange")]
+    lines = [
+        ("always " + b["always_reference"]["model"], b["always_reference"], "tab:red"),
+        ("best single " + b["best_single"]["model"], b["best_single"], "tab:orange"),
+    ]
     for label, s, color in lines:
         ax_q.axhline(s["quality"], color=color, ls="--", lw=1, label=label)
         ax_c.axhline(s["cost_usd"], color=color, ls="--", lw=1, label=label)
     fw = summary["final_window"]
-    ax_q.axhline(summary["offline_heldout_at_same_cost"], color="tab:green", ls=":", lw=1.5,
-                 label="offline held-out curve at the final window's cost")
-    ax_c.axhline(summary["offline_refit"]["cost_usd"], color="tab:green", ls=":", lw=1.5, label="offline held-out refit (all training rows)")
+    ax_q.axhline(
+        summary["offline_heldout_at_same_cost"],
+        color="tab:green",
+        ls=":",
+        lw=1.5,
+        label="offline held-out curve at the final window's cost",
+    )
+    ax_c.axhline(
+        summary["offline_refit"]["cost_usd"], color="tab:green", ls=":", lw=1.5, label="offline held-out refit (all training rows)"
+    )
     ax_q.set_xlabel("requests served")
     ax_c.set_xlabel("requests served")
     ax_q.set_ylabel("mean quality so far")

@@ -33,13 +33,43 @@ __all__ = ["binary_table", "DEFAULT_MODELS"]
 #: (name, skill, USD per 1M tokens)
 DEFAULT_MODELS: tuple[tuple[str, float, float], ...] = (("small", -0.6, 0.2), ("medium", 0.4, 1.0), ("large", 1.6, 6.0))
 
-_WORDS = ("river", "market", "engine", "signal", "garden", "planet", "ledger", "theory", "winter", "number", "window",
-          "lemon", "circuit", "harbor", "silver", "protein", "canvas", "orbit", "valley", "thread", "credit", "pillow")
+_WORDS = (
+    "river",
+    "market",
+    "engine",
+    "signal",
+    "garden",
+    "planet",
+    "ledger",
+    "theory",
+    "winter",
+    "number",
+    "window",
+    "lemon",
+    "circuit",
+    "harbor",
+    "silver",
+    "protein",
+    "canvas",
+    "orbit",
+    "valley",
+    "thread",
+    "credit",
+    "pillow",
+)
 
 
-def binary_table(n_prompts: int = 5000, seed: int = 0, *, models: Sequence[tuple[str, float, float]] = DEFAULT_MODELS,
-                 slope: float = 1.7, query_signal: float = 0.5, hedge_wrong: float = 0.6, hedge_right: float = 0.05,
-                 n_folds: int = 5) -> RoutingTable:
+def binary_table(
+    n_prompts: int = 5000,
+    seed: int = 0,
+    *,
+    models: Sequence[tuple[str, float, float]] = DEFAULT_MODELS,
+    slope: float = 1.7,
+    query_signal: float = 0.5,
+    hedge_wrong: float = 0.6,
+    hedge_right: float = 0.05,
+    n_folds: int = 5,
+) -> RoutingTable:
     """The table described in the module docstring (deterministic in ``seed``)."""
     rng = np.random.default_rng(seed)
     d = rng.standard_normal(n_prompts)
@@ -63,6 +93,16 @@ def binary_table(n_prompts: int = 5000, seed: int = 0, *, models: Sequence[tuple
             answers[i, j] = ("I'm not sure, but " if rng.random() < 0.5 else "I cannot be certain. ") + body if hedge[i] else body
     perm = np.random.default_rng(seed + 1).permutation(n_prompts)
     folds = tuple(np.sort(perm[k::n_folds]) for k in range(n_folds))
-    return RoutingTable(tuple(str(i) for i in range(n_prompts)), prompts, tuple(m[0] for m in models), quality, cost,
-                        answers=answers, input_tokens=np.repeat(in_tok[:, None], M, 1), output_tokens=np.full((n_prompts, M), 40.0),
-                        prices={m[0]: (m[2], m[2]) for m in models}, folds=folds, source=f"synthetic-binary(n={n_prompts}, seed={seed})")
+    return RoutingTable(
+        tuple(str(i) for i in range(n_prompts)),
+        prompts,
+        tuple(m[0] for m in models),
+        quality,
+        cost,
+        answers=answers,
+        input_tokens=np.repeat(in_tok[:, None], M, 1),
+        output_tokens=np.full((n_prompts, M), 40.0),
+        prices={m[0]: (m[2], m[2]) for m in models},
+        folds=folds,
+        source=f"synthetic-binary(n={n_prompts}, seed={seed})",
+    )

@@ -16,8 +16,11 @@ __all__ = ["register"]
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    p = sub.add_parser("artefacts", help="the learning loop's artefact history: list, show, rollback",
-                       description="List, show and roll back the artefacts the gateway's learning loop swapped in or refused.")
+    p = sub.add_parser(
+        "artefacts",
+        help="the learning loop's artefact history: list, show, rollback",
+        description="List, show and roll back the artefacts the gateway's learning loop swapped in or refused.",
+    )
     p.add_argument("--config", metavar="FILE", help="thrifty.toml (locates the data dir)")
     p.add_argument("--db", metavar="FILE", help="the log database (default <data dir>/logs.sqlite3)")
     asub = p.add_subparsers(dest="artefacts_command", metavar="COMMAND")
@@ -33,7 +36,12 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     rb = asub.add_parser("rollback", help="stop serving the profile's current artefact (the previous one serves from the next start)")
     rb.add_argument("profile")
     rb.set_defaults(func=run_rollback)
-    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+    def usage(args: argparse.Namespace) -> int:
+        p.print_help()
+        return 2
+
+    p.set_defaults(func=usage)
 
 
 def _store(args: argparse.Namespace):
@@ -47,9 +55,12 @@ def _line(r) -> str:
     cand = cv.get("candidate_cv") or {}
     serv = cv.get("serving_cv") or {}
     what = cv.get("rule") or cv.get("error") or ""
-    nums = (f"cv cand q={cand.get('quality', float('nan')):.3f} ${cand.get('cost_usd', float('nan')):.3g} share={cand.get('good_share', float('nan')):.3f}"
-            f" | serving q={serv.get('quality', float('nan')):.3f} ${serv.get('cost_usd', float('nan')):.3g} share={serv.get('good_share', float('nan')):.3f}"
-            if cand and serv else "")
+    nums = (
+        f"cv cand q={cand.get('quality', float('nan')):.3f} ${cand.get('cost_usd', float('nan')):.3g} share={cand.get('good_share', float('nan')):.3f}"
+        f" | serving q={serv.get('quality', float('nan')):.3f} ${serv.get('cost_usd', float('nan')):.3g} share={serv.get('good_share', float('nan')):.3f}"
+        if cand and serv
+        else ""
+    )
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created))
     return f"{r.profile:<12} v{r.version:<4} {r.status:<11} {when}  {nums}  {what}"
 
@@ -97,8 +108,11 @@ def run_rollback(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if old is None:
-        raise ConfigError(f"profile {args.profile!r} has no learned artefact in service", key="profile",
-                          fix="see `thrifty artefacts list`; the config's policy is already serving")
+        raise ConfigError(
+            f"profile {args.profile!r} has no learned artefact in service",
+            key="profile",
+            fix="see `thrifty artefacts list`; the config's policy is already serving",
+        )
     after = f"v{now.version} ({now.path})" if now is not None else "the policy in the config file"
     print(f"rolled back {args.profile} v{old.version}; from the next start it serves {after}")
     return 0

@@ -28,8 +28,11 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     )
     p.add_argument("--policy", default="cascade", choices=("cascade", "router", "hybrid"), help="what to fit (default cascade)")
     add_table_args(p)
-    p.add_argument("--from-logs", action="store_true",
-                   help="fit on the gateway's audited requests (the audits tables of the log store) instead of --data")
+    p.add_argument(
+        "--from-logs",
+        action="store_true",
+        help="fit on the gateway's audited requests (the audits tables of the log store) instead of --data",
+    )
     p.add_argument("--profile", metavar="P", help="with --from-logs: the profile whose audits to fit on (required there)")
     p.add_argument("--config", metavar="FILE", help="with --from-logs: thrifty.toml (locates the data dir)")
     p.add_argument("--db", metavar="FILE", help="with --from-logs: the log database (default <data dir>/logs.sqlite3)")
@@ -38,7 +41,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     goal.add_argument("--budget", type=float, metavar="USD", help="target mean cost per query")
     goal.add_argument("--target-quality", type=float, metavar="Q", help="target mean quality (cheapest cascade reaching it)")
     p.add_argument(
-        "--embed", default="none", choices=("full", "query", "none"),
+        "--embed",
+        default="none",
+        choices=("full", "query", "none"),
         help="MiniLM embedding inputs of the scorers: full (query+answer), query, none (cheap features only; default — measured best held-out on AlpacaEval)",
     )
     p.add_argument("--heads", default="ridge", help="head kinds to choose from by nested CV: ridge, gbm, ridge,gbm (default ridge)")
@@ -92,13 +97,18 @@ def audited_pool(args: argparse.Namespace):
     try:
         from thrifty.store.audits import audited_table
     except ImportError:
-        raise ConfigError("this thrifty has no audit tables yet", key="--from-logs", fix="fit on an exported table: thrifty logs export") from None
+        raise ConfigError(
+            "this thrifty has no audit tables yet", key="--from-logs", fix="fit on an exported table: thrifty logs export"
+        ) from None
     store = _store(args)
     try:
         table = audited_table(store, args.profile)
     finally:
         store.close()
     if table.n_prompts == 0:
-        raise ConfigError(f"no audited requests of profile {args.profile!r} in the log",
-                          key="--profile", fix="enable [profiles.NAME.audit] and serve some traffic first")
+        raise ConfigError(
+            f"no audited requests of profile {args.profile!r} in the log",
+            key="--profile",
+            fix="enable [profiles.NAME.audit] and serve some traffic first",
+        )
     return table

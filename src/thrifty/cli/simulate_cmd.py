@@ -20,9 +20,12 @@ __all__ = ["register", "run"]
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    p = sub.add_parser("simulate", help="replay a routing table through the live learning loop (audits, refits, guardrail)",
-                       description="Serve a routing table as a shuffled request stream from a cold start, with sampled audits, "
-                                   "continuous refits and the quality guardrail; compare with the offline held-out optimum.")
+    p = sub.add_parser(
+        "simulate",
+        help="replay a routing table through the live learning loop (audits, refits, guardrail)",
+        description="Serve a routing table as a shuffled request stream from a cold start, with sampled audits, "
+        "continuous refits and the quality guardrail; compare with the offline held-out optimum.",
+    )
     add_table_args(p)
     p.add_argument("--tiers", help="the profile's tiers, comma list (default: the table's single-model Pareto front, cheapest first)")
     p.add_argument("--reference", help="the tier answers are judged against (default: the dearest tier)")
@@ -73,8 +76,13 @@ def run(args: argparse.Namespace) -> int:
     summary = summarise(table, cfg, runs, offline)
     summary["data"] = table.source
     if args.png:
-        summary["plot"] = plot_png(args.png, runs, summary, title=f"thrifty simulate: {Path(table.source).name}, {cfg.rate:.0%} audits, "
-                                                              f"refit every {cfg.loop.every}, target {cfg.loop.target}")
+        summary["plot"] = plot_png(
+            args.png,
+            runs,
+            summary,
+            title=f"thrifty simulate: {Path(table.source).name}, {cfg.rate:.0%} audits, "
+            f"refit every {cfg.loop.every}, target {cfg.loop.target}",
+        )
     if args.out:
         Path(args.out).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     if args.json:
@@ -89,23 +97,56 @@ def print_table(summary: dict) -> None:
     from rich.table import Table
 
     t = Table(title=f"thrifty simulate — {summary['requests']} requests × {summary['seeds']} seeds, tiers {', '.join(summary['tiers'])}")
-    for col in ("seed", "audits", "audit $ share", "final quality", "final $/req", "offline @ same $", "gap", "target met", "swaps/refused", "guardrail"):
+    for col in (
+        "seed",
+        "audits",
+        "audit $ share",
+        "final quality",
+        "final $/req",
+        "offline @ same $",
+        "gap",
+        "target met",
+        "swaps/refused",
+        "guardrail",
+    ):
         t.add_column(col, justify="right")
     for s in summary["per_seed"]:
         fw = s["final_window"]
         met = s["target_met_share_of_windows"]
-        t.add_row(str(s["seed"]), str(s["audits"]), f"{s['audit_cost_share']:.1%}", f"{fw['quality']:.4f}", f"{fw['cost_usd']:.3g}",
-                  f"{s['offline_heldout_at_same_cost']:.4f}", f"{s['gap_to_offline']:+.4f}", "—" if met is None else f"{met:.0%}",
-                  f"{s['swaps']}/{s['refusals'] + s['refit_failures']}", str(s["guardrail_moves"]))
+        t.add_row(
+            str(s["seed"]),
+            str(s["audits"]),
+            f"{s['audit_cost_share']:.1%}",
+            f"{fw['quality']:.4f}",
+            f"{fw['cost_usd']:.3g}",
+            f"{s['offline_heldout_at_same_cost']:.4f}",
+            f"{s['gap_to_offline']:+.4f}",
+            "—" if met is None else f"{met:.0%}",
+            f"{s['swaps']}/{s['refusals'] + s['refit_failures']}",
+            str(s["guardrail_moves"]),
+        )
     fw = summary["final_window"]
-    t.add_row("mean", f"{summary['audits']:.0f}", f"{summary['audit_cost_share']:.1%}", f"{fw['quality']:.4f}", f"{fw['cost_usd']:.3g}",
-              f"{summary['offline_heldout_at_same_cost']:.4f}", f"{summary['gap_to_offline']:+.4f}",
-              "—" if summary["target_met_share_of_windows"] is None else f"{summary['target_met_share_of_windows']:.0%}", "", "")
+    t.add_row(
+        "mean",
+        f"{summary['audits']:.0f}",
+        f"{summary['audit_cost_share']:.1%}",
+        f"{fw['quality']:.4f}",
+        f"{fw['cost_usd']:.3g}",
+        f"{summary['offline_heldout_at_same_cost']:.4f}",
+        f"{summary['gap_to_offline']:+.4f}",
+        "—" if summary["target_met_share_of_windows"] is None else f"{summary['target_met_share_of_windows']:.0%}",
+        "",
+        "",
+    )
     Console().print(t)
     b = summary["baselines"]
-    print(f"always {b['always_reference']['model']}: quality {b['always_reference']['quality']:.4f} at ${b['always_reference']['cost_usd']:.3g}; "
-          f"best single {b['best_single']['model']}: {b['best_single']['quality']:.4f} at ${b['best_single']['cost_usd']:.3g}")
+    print(
+        f"always {b['always_reference']['model']}: quality {b['always_reference']['quality']:.4f} at ${b['always_reference']['cost_usd']:.3g}; "
+        f"best single {b['best_single']['model']}: {b['best_single']['quality']:.4f} at ${b['best_single']['cost_usd']:.3g}"
+    )
     o = summary["offline_refit"]
-    print(f"offline held-out refit (every training row audited): quality {o['quality']:.4f}, share {o['good_share']:.3f} at ${o['cost_usd']:.3g} "
-          f"(saving {o['saving_vs_reference']:.1%}); the stream's final window saves {summary['saving_vs_reference']:.1%}"
-          + (f" = {summary['savings_share_of_offline']:.0%} of it" if summary.get("savings_share_of_offline") is not None else ""))
+    print(
+        f"offline held-out refit (every training row audited): quality {o['quality']:.4f}, share {o['good_share']:.3f} at ${o['cost_usd']:.3g} "
+        f"(saving {o['saving_vs_reference']:.1%}); the stream's final window saves {summary['saving_vs_reference']:.1%}"
+        + (f" = {summary['savings_share_of_offline']:.0%} of it" if summary.get("savings_share_of_offline") is not None else "")
+    )

@@ -37,8 +37,18 @@ class RefitConfig:
     min_gain: float = 0.01
 
 
-def _number(tbl: Mapping[str, Any], key: str, path: str, default: Any, lo: float, hi: float, *, integer: bool = False,
-            lo_open: bool = False, fix: str) -> Any:
+def _number(
+    tbl: Mapping[str, Any],
+    key: str,
+    path: str,
+    default: Any,
+    lo: float,
+    hi: float,
+    *,
+    integer: bool = False,
+    lo_open: bool = False,
+    fix: str,
+) -> Any:
     v = tbl.get(key, default)
     if v is None:
         return None
@@ -60,11 +70,20 @@ def parse_refit(tbl: Any, path: str) -> RefitConfig | None:
         if k not in _KEYS:
             raise ConfigError(f"unknown setting {k!r}", key=f"{path}.{k}", fix=f"remove it or use one of: {', '.join(_KEYS)}")
     every = _number(tbl, "every", path, 200, 1, math.inf, integer=True, fix="write every = 200 (refit after this many new audits)")
-    target = _number(tbl, "target", path, 0.95, 0, 1, lo_open=True,
-                     fix="write target = 0.95 (share of answers at least as good as the reference)")
-    cost = _number(tbl, "mean_cost_usd", path, None, 0, math.inf, lo_open=True, fix="write mean_cost_usd = 0.0002 (USD per request) or remove it")
+    target = _number(
+        tbl, "target", path, 0.95, 0, 1, lo_open=True, fix="write target = 0.95 (share of answers at least as good as the reference)"
+    )
+    cost = _number(
+        tbl, "mean_cost_usd", path, None, 0, math.inf, lo_open=True, fix="write mean_cost_usd = 0.0002 (USD per request) or remove it"
+    )
     step = _number(tbl, "step", path, 0.05, 0, 1, lo_open=True, fix="write step = 0.05")
     folds = _number(tbl, "folds", path, 3, 2, math.inf, integer=True, fix="write folds = 3")
     gain = _number(tbl, "min_gain", path, 0.01, 0, math.inf, fix="write min_gain = 0.01")
-    return RefitConfig(every=int(every), target=float(target), mean_cost_usd=None if cost is None else float(cost), step=float(step),
-                       folds=int(folds), min_gain=float(gain))
+    return RefitConfig(
+        every=int(every),
+        target=float(target),
+        mean_cost_usd=None if cost is None else float(cost),
+        step=float(step),
+        folds=int(folds),
+        min_gain=float(gain),
+    )

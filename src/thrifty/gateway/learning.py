@@ -47,8 +47,15 @@ log = logging.getLogger("thrifty.learning")
 
 def loop_config(refit: Any, seed: int = 0) -> LoopConfig:
     """The loop settings of a profile's :class:`~thrifty.config.settings.RefitConfig`."""
-    return LoopConfig(every=refit.every, target=refit.target, budget=refit.mean_cost_usd, folds=refit.folds,
-                      min_gain=refit.min_gain, seed=seed, guardrail=GuardrailConfig(step=refit.step))
+    return LoopConfig(
+        every=refit.every,
+        target=refit.target,
+        budget=refit.mean_cost_usd,
+        folds=refit.folds,
+        min_gain=refit.min_gain,
+        seed=seed,
+        guardrail=GuardrailConfig(step=refit.step),
+    )
 
 
 def serving_from_policy(policy: Any, version: int = 0, source: str = "config") -> ServingPolicy | None:
@@ -85,8 +92,15 @@ def install_policy(rt: Any, model_id: str, policy: Any) -> None:
 class ProfileLearner:
     """One profile's loop in the gateway (see the module docstring). Callable with an AuditOutcome."""
 
-    def __init__(self, rt: Any, profile: Any, model_id: str, loop: LearningLoop, event_loop: asyncio.AbstractEventLoop,
-                 metrics: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        rt: Any,
+        profile: Any,
+        model_id: str,
+        loop: LearningLoop,
+        event_loop: asyncio.AbstractEventLoop,
+        metrics: dict[str, Any] | None = None,
+    ) -> None:
         self.rt, self.profile, self.model_id, self.loop = rt, profile, model_id, loop
         self.event_loop = event_loop
         self.metrics = metrics or {}
@@ -147,8 +161,14 @@ class ProfileLearner:
     def _report(self, event: LoopEvent) -> None:
         name = self.profile.name
         level = logging.WARNING if event.kind in ("swap", "refuse", "refit_failed") else logging.INFO
-        log.log(level, "thrifty.learning: profile %s: %s (version %d): %s", name, event.kind, event.version,
-                json.dumps(_jsonable(event.evidence), sort_keys=True)[:4000])
+        log.log(
+            level,
+            "thrifty.learning: profile %s: %s (version %d): %s",
+            name,
+            event.kind,
+            event.version,
+            json.dumps(_jsonable(event.evidence), sort_keys=True)[:4000],
+        )
         if self.metrics:
             self.metrics["events"].labels(name, event.kind).inc()
             self.metrics["offset"].labels(name).set(self.loop.offset)
@@ -168,12 +188,17 @@ def _metrics(rt: Any) -> dict[str, Any]:
     except ImportError:  # pragma: no cover - comes with the serve extra
         return {}
     reg = rt.metrics.registry
-    return {"events": Counter("thrifty_learning_events", "Learning-loop events (swap, refuse, refit_failed, guardrail)",
-                              ["profile", "kind"], registry=reg),
-            "offset": Gauge("thrifty_guardrail_offset", "Guardrail offset on the thresholds in service", ["profile"], registry=reg,
-                            multiprocess_mode="max"),
-            "version": Gauge("thrifty_artefact_version", "Loop version in service (0: configured policy)", ["profile"], registry=reg,
-                             multiprocess_mode="max")}
+    return {
+        "events": Counter(
+            "thrifty_learning_events", "Learning-loop events (swap, refuse, refit_failed, guardrail)", ["profile", "kind"], registry=reg
+        ),
+        "offset": Gauge(
+            "thrifty_guardrail_offset", "Guardrail offset on the thresholds in service", ["profile"], registry=reg, multiprocess_mode="max"
+        ),
+        "version": Gauge(
+            "thrifty_artefact_version", "Loop version in service (0: configured policy)", ["profile"], registry=reg, multiprocess_mode="max"
+        ),
+    }
 
 
 def _restore(rt: Any, profile: Any, loop: LearningLoop) -> None:

@@ -30,8 +30,14 @@ class HistoryRow:
     evidence: dict[str, Any]
 
     def to_json(self) -> dict[str, Any]:
-        return {"profile": self.profile, "version": self.version, "path": self.path, "created": self.created,
-                "status": self.status, "evidence": self.evidence}
+        return {
+            "profile": self.profile,
+            "version": self.version,
+            "path": self.path,
+            "created": self.created,
+            "status": self.status,
+            "evidence": self.evidence,
+        }
 
 
 def _row(r: Any) -> HistoryRow:
@@ -41,15 +47,18 @@ def _row(r: Any) -> HistoryRow:
 _COLS = "profile, version, path, created, status, evidence"
 
 
-def record(conn: sqlite3.Connection, profile: str, status: str, evidence: dict[str, Any], path: str | None = None,
-           created: float | None = None) -> HistoryRow:
+def record(
+    conn: sqlite3.Connection, profile: str, status: str, evidence: dict[str, Any], path: str | None = None, created: float | None = None
+) -> HistoryRow:
     """Append the next version of ``profile`` (call inside a write transaction)."""
     if status not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}")
     top = conn.execute("SELECT MAX(version) FROM artefact_history WHERE profile = ?", (profile,)).fetchone()[0]
     row = HistoryRow(profile, int(top or 0) + 1, path, time.time() if created is None else created, status, evidence)
-    conn.execute(f"INSERT INTO artefact_history ({_COLS}) VALUES (?, ?, ?, ?, ?, ?)",
-                 (row.profile, row.version, row.path, row.created, row.status, json.dumps(evidence, default=str)))
+    conn.execute(
+        f"INSERT INTO artefact_history ({_COLS}) VALUES (?, ?, ?, ?, ?, ?)",
+        (row.profile, row.version, row.path, row.created, row.status, json.dumps(evidence, default=str)),
+    )
     return row
 
 
@@ -69,8 +78,9 @@ def get(conn: sqlite3.Connection, profile: str, version: int) -> HistoryRow | No
 
 def current(conn: sqlite3.Connection, profile: str) -> HistoryRow | None:
     """The artefact in service: the newest ``serving`` row (None: the configured policy serves)."""
-    r = conn.execute(f"SELECT {_COLS} FROM artefact_history WHERE profile = ? AND status = ? ORDER BY version DESC LIMIT 1",
-                     (profile, "serving")).fetchone()
+    r = conn.execute(
+        f"SELECT {_COLS} FROM artefact_history WHERE profile = ? AND status = ? ORDER BY version DESC LIMIT 1", (profile, "serving")
+    ).fetchone()
     return None if r is None else _row(r)
 
 
