@@ -49,6 +49,7 @@ def run_case(name: str, table, cfg: SimConfig, png: Path | None) -> dict:
     offline = offline_heldout(table, cfg)
     summary = summarise(table, cfg, runs, offline)
     summary["seconds"] = {"stream": round(t1 - t0, 1), "offline": round(time.perf_counter() - t1, 1)}
+    summary["commit"] = _commit()
     if png is not None:
         summary["plot"] = plot_png(
             str(png), runs, summary, title=f"{name}: {cfg.rate:.0%} audits, refit every {cfg.loop.every}, target {cfg.loop.target}"
@@ -70,13 +71,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="2 seeds, 2,000 synthetic prompts (smoke run)")
     ap.add_argument("--json", default="results/live_loop.json")
     ap.add_argument("--png-dir", default="results")
-    ap.add_argument("--only", choices=("alpaca", "synthetic"), help="run one case only")
+    ap.add_argument("--only", choices=("alpaca", "alpaca_budget", "synthetic"), help="run one case only (merged into --json)")
     args = ap.parse_args(argv)
     seeds = (0, 1) if args.quick else (0, 1, 2, 3, 4)
     out = {"commit": _commit(), "seeds": len(seeds), "cases": {}}
+    if args.only and Path(args.json).exists():  # one case rerun: keep the others
+        out["cases"] = json.loads(Path(args.json).read_text())["cases"]
+        out["commit_per_case"] = {k: v.get("commit") for k, v in out["cases"].items()}
     png_dir = Path(args.png_dir)
     png_dir.mkdir(parents=True, exist_ok=True)
-    if args.only in (None, "alpaca"):
+    if args.only in (None, "alpaca", "alpaca_budget"):
         from thrifty.data.table_io import benchmark_dir, load_table
 
         try:
@@ -89,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             ref = tiers[-1]
             best = table.select_models([ref]).model_stats()[0]
             cfg = SimConfig(tiers, ref, 0.1, LoopConfig(every=20, target=0.95), seeds=seeds)
-            out["cases"]["alpaca_target"] = run_case("alpaca-56 target 0.95", table, cfg, png_dir / "live_loop_alpaca.png")
+            if args.only != "alpaca_budget":
+                out["cases"]["alpaca_target"] = run_case("alpaca-56 target 0.95", table, cfg, png_dir / "live_loop_alpaca.png")
             cfg_b = SimConfig(tiers, ref, 0.1, LoopConfig(every=20, target=None, budget=best.cost), seeds=seeds)
             out["cases"]["alpaca_budget"] = run_case(
                 "alpaca-56 mean cost = best single", table, cfg_b, png_dir / "live_loop_alpaca_budget.png"

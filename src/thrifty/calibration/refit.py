@@ -63,7 +63,8 @@ __all__ = [
 ]
 
 #: cheap settings of the lab's cascade for refits on a few hundred audits (the nested CV still
-#: chooses tiers, smoothing and the significance gate)
+#: chooses tiers and smoothing); the significance gate is fixed at one standard error: on a few
+#: dozen audits a multi-tier pick must beat the best single tier within the budget clearly
 FIT_OPTIONS: dict[str, Any] = {
     "max_tiers": 2,
     "max_candidates": None,
@@ -71,7 +72,7 @@ FIT_OPTIONS: dict[str, Any] = {
     "grids": (16,),
     "smooths": (0, 1),
     "inner_folds": 3,
-    "gates": (0.0, 1.0),
+    "gates": (1.0,),
 }
 
 
@@ -216,7 +217,8 @@ def fit_candidate(table: RoutingTable, good: np.ndarray, settings: RefitSettings
     if not stats:
         raise ValueError("no audited answers to fit on")
     best = max(stats, key=lambda s: (s.quality, -s.cost))
-    knobs = [settings.budget if settings.budget is not None else best.cost]
+    # the same 5% tolerance :func:`decide` allows: a budget equal to a tier's mean cost keeps that tier
+    knobs = [settings.budget * 1.05 if settings.budget is not None else best.cost]
     lab = CascadeOffline(**{**dict(settings.fit_options), "seed": seed})
     with single_threaded():
         fitted = lab.fit(table, knobs)
