@@ -58,7 +58,7 @@ def run_case(name: str, table, cfg: SimConfig, png: Path | None) -> dict:
     print(
         f"{name:<34} n={summary['requests']:>5} audits={summary['audits']:>6.1f} audit$={summary['audit_cost_share']:.1%} "
         f"final q={fw['quality']:.4f} ${fw['cost_usd']:.3g} share={fw['good_share']:.3f} offline@$={summary['offline_heldout_at_same_cost']:.4f} "
-        f"gap={summary['gap_to_offline']:+.4f} (pooled {summary['gap_to_offline_pooled']:+.4f}) offline refit ${summary['offline_refit']['cost_usd']:.3g} share={summary['offline_refit']['good_share']:.3f} met={summary['target_met_share_of_windows'] or 0:.0%} "
+        f"gap={summary['gap_to_offline']:+.4f} (paired {summary['gap_to_offline_paired']:+.4f}) offline refit ${summary['offline_refit']['cost_usd']:.3g} share={summary['offline_refit']['good_share']:.3f} met={summary['target_met_share_of_windows'] or 0:.0%} "
         f"savings/offline={summary['savings_share_of_offline'] if summary['savings_share_of_offline'] is not None else float('nan'):.2f} "
         f"({summary['seconds']['stream']}s+{summary['seconds']['offline']}s)",
         flush=True,
