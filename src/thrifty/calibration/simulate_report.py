@@ -97,7 +97,7 @@ def summarise(
     stats = {s.model: s for s in sub.model_stats()}
     ref, best = stats[cfg.reference], max(stats.values(), key=lambda s: (s.quality, -s.cost))
     rf = off["refit"]
-    per_seed = []
+    per_seed: list[dict[str, Any]] = []
     for run in runs:
         w = _window(run, 1 - final_share, 1.0)
         rows = run.rows[w]

@@ -13,8 +13,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from thrifty.cli.table_args import add_table_args, load_pool
+
+if TYPE_CHECKING:
+    from thrifty.calibration.simulate import SimConfig
 
 __all__ = ["register", "run"]
 
@@ -43,7 +47,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.set_defaults(func=run)
 
 
-def config_from_args(args: argparse.Namespace, table) -> "object":
+def config_from_args(args: argparse.Namespace, table: Any) -> SimConfig:
     from thrifty.calibration.loop import LoopConfig
     from thrifty.calibration.simulate import SimConfig, profile_tiers
     from thrifty.cli.collect_cmd import comma_list
@@ -60,7 +64,7 @@ def config_from_args(args: argparse.Namespace, table) -> "object":
         raise ConfigError(f"a cascade needs at least two tiers, got {list(tiers)}", key="--tiers", fix="list two or more models")
     costs = {s.model: s.cost for s in table.model_stats()}
     reference = args.reference or max(tiers, key=lambda m: costs[m])
-    thr = tuple(float(x) for x in comma_list(args.thresholds)) if args.thresholds else None
+    thr = tuple(float(x) for x in comma_list(args.thresholds) or ()) if args.thresholds else None
     loop = LoopConfig(every=args.every, target=args.target, budget=args.mean_cost_usd)
     return SimConfig(tiers, reference, args.rate, loop, thr, seeds=tuple(range(args.seeds)))
 
