@@ -23,6 +23,8 @@ Layout (every table optional)::
                   guard, cache_sampled, default_temperature
     [profiles.NAME.prompt_adaptation]  examples (JSONL/CSV of input/output), k, budget_tokens,
                   layout = "messages" | "text", strip_prefix (text file), embedder, tiers
+    [profiles.NAME.refit]  every (new audits per refit, ≥ 1), target (share of answers at least as
+                  good as the reference, in (0, 1]), mean_cost_usd, step, folds, min_gain
     [keys.NAME]   sha256 = "<hex>", limit_usd, limit_period = "total" | "day" | "month" (UTC)
 """
 
@@ -34,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from thrifty.config.refit import RefitConfig
+
 
 __all__ = [
     "PERIODS",
@@ -43,6 +47,7 @@ __all__ = [
     "CacheSettings",
     "PromptAdaptationSettings",
     "KeySettings",
+    "RefitConfig",
     "Settings",
     "config_path",
     "hash_key",
@@ -157,6 +162,7 @@ class ProfileSettings:
     budget_period: str = "total"  # "total" | "day" | "month": when budget_usd resets (UTC)
     cache: CacheSettings | None = None
     prompt_adaptation: PromptAdaptationSettings | None = None
+    refit: RefitConfig | None = None  # [profiles.NAME.refit]: the learning loop; None: off
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from thrifty.config.model import (
     Settings,
     config_path,
 )
+from thrifty.config.refit import parse_refit
 from thrifty.errors import ConfigError
 
 __all__ = ["load_settings", "parse_document", "parse_settings"]
@@ -206,7 +207,8 @@ def _provider(name: str, tbl: Any, base_dir: Path | None) -> ProviderSettings:
 
 def _profile(name: str, tbl: Any, providers: Mapping[str, ProviderSettings], base_dir: Path | None) -> ProfileSettings:
     path = _entry("profiles", name, tbl, ("tiers", "thresholds", "artefact", "scorer", "system", "budget_usd", "budget_period",
-                                          "cache", "prompt_adaptation"))
+                                          "cache", "prompt_adaptation",
+                                          "refit"))
     tiers = tbl.get("tiers")
     if not isinstance(tiers, list) or not tiers:
         raise ConfigError("a profile needs at least one tier", key=f"{path}.tiers", fix='write tiers = ["cheap", "strong"] (provider names, cheapest first)')
@@ -248,7 +250,10 @@ def _profile(name: str, tbl: Any, providers: Mapping[str, ProviderSettings], bas
         budget_period=_period(tbl, "budget_period", path),
         cache=_cache(tbl.get("cache"), f"{path}.cache", base_dir),
         prompt_adaptation=_prompt_adaptation(tbl.get("prompt_adaptation"), f"{path}.prompt_adaptation", tuple(tiers), base_dir),
+        refit=parse_refit(tbl.get("refit"), f"{path}.refit"),
     )
+
+
 
 
 def _guard(v: Any, path: str) -> str:

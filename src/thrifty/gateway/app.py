@@ -84,9 +84,13 @@ def create_app(settings: Settings | None = None, *, db_path: Path | None = None,
         await warm_providers(rt.providers)  # load local weights now, not on the first request
         hup = _install_sighup(rt)
         sync = await start_replica_sync(rt)  # budget leases + artefact versions shared with other replicas
+        from thrifty.gateway.learning import start_learning, stop_learning
+
+        learners = start_learning(app, rt)  # [profiles.NAME.refit]: audits → refits (thrifty.gateway.learning)
         try:
             yield
         finally:
+            stop_learning(learners)
             sync.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await sync
