@@ -35,12 +35,12 @@ from thrifty.offline.api import OperatingPoint, recorded_completion
 from thrifty.offline.routers import VARIANTS, FittedPredictor, QueryEncoder, fit_predictor, lambda_grid, route
 from thrifty.policy.drive import drive
 from thrifty.scoring.embedders import LazyEmbedder, embedder_spec, resolve_embedder
-from thrifty.policy.router import RouterPolicy
+from thrifty.policy.router import RouterPolicy, preference_orders
 from thrifty.data.table import RoutingTable
 from thrifty.types import ChatRequest
 
 __all__ = ["RouterOffline", "FittedRouter", "replay_router", "calibrate_budget", "calibrate_share", "calibrate_target",
-           "target_choice", "DEFAULT_VARIANT",
+           "replay_router_live", "target_choice", "DEFAULT_VARIANT",
            "resolve_embedder", "embedder_spec", "LazyEmbedder"]  # the embedder names live in scoring.embedders
 
 DEFAULT_VARIANT = "mf"
@@ -109,7 +109,29 @@ def calibrate_share(pred: np.ndarray, exp_cost: np.ndarray, shares: Sequence[flo
 
 
 def replay_router(table: RoutingTable, pred: np.ndarray, policy: RouterPolicy, knob: float, label: str, **params: Any) -> OperatingPoint:
-    """Drive ``policy.plan`` on every prompt of ``table`` (predictions precomputed) → one point."""
+    """Replay ``policy`` on every prompt of ``table`` (predictions precomputed) → one point.
+
+    The batch form of driving ``policy.plan`` over the recorded outcomes (:func:`replay_router_live`,
+    which the tests hold it equal to): each prompt's tiers in :func:`preference_orders` order, the
+    first with a recorded outcome answers (a missing pair is a failed call, as live), up to
+    ``policy.max_attempts`` tries."""
+    n = table.n_prompts
+    order = preference_orders(pred, policy.expected_cost, policy.lam, policy.target)[:, : policy.max_attempts]
+    ok = np.take_along_axis(table.available, order, axis=1)
+    if not ok.any(axis=1).all():
+        i = int(np.flatnonzero(~ok.any(axis=1))[0])
+        raise ValueError(f"prompt {table.prompt_ids[i]!r} has no outcome for any model")
+    first = np.argmax(ok, axis=1)
+    rows = np.arange(n)
+    chosen = order[rows, first]
+    calls = np.zeros((n, table.n_models), dtype=bool)
+    calls[rows, chosen] = True
+    return OperatingPoint(knob=float(knob), cost=table.cost[rows, chosen].astype(float), quality=table.quality[rows, chosen].astype(float),
+                          calls=calls, chosen=chosen, label=label, params={**params, "fallbacks": int(np.count_nonzero(first))})
+
+
+def replay_router_live(table: RoutingTable, pred: np.ndarray, policy: RouterPolicy, knob: float, label: str, **params: Any) -> OperatingPoint:
+    """Drive ``policy.plan`` (the live object) prompt by prompt: the reference :func:`replay_router` must equal."""
     n = table.n_prompts
     cost, quality = np.zeros(n), np.zeros(n)
     calls = np.zeros((n, table.n_models), dtype=bool)
@@ -152,14 +174,17 @@ class FittedRouter:
             raise ConfigError("the table's models differ from the fitted pool", key="--models", fix=f"use the pool {list(self.models)}")
         pred = self.predictor.predict_texts(list(table.prompts))
         out = []
+        done: dict[tuple[float, float | None], OperatingPoint] = {}  # many knobs share one λ: replay it once
         for i, (knob, lam) in enumerate(zip(self.knobs, self.lambdas)):
             tau = self._target(i)
-            pol = RouterPolicy(self.models, None, self.predictor.exp_cost, lam=lam, target=tau)
             label = f"share={knob:.2f}" if self.calibrate == "share" else f"B=${knob:.3g}"
             extra = {} if tau is None else {"target": tau}
-            pt = replay_router(table, pred, pol, knob, label, lam=lam, variant=self.predictor.variant, **extra)
-            pt.target_budget = self.targets[i]
-            out.append(pt)
+            if (lam, tau) not in done:
+                pol = RouterPolicy(self.models, None, self.predictor.exp_cost, lam=lam, target=tau)
+                done[(lam, tau)] = replay_router(table, pred, pol, knob, label, lam=lam, variant=self.predictor.variant, **extra)
+            base = done[(lam, tau)]
+            out.append(OperatingPoint(float(knob), base.cost, base.quality, base.calls, base.chosen, target_budget=self.targets[i],
+                                      label=label, params=dict(base.params)))
         return out
 
 
