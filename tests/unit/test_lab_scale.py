@@ -58,3 +58,34 @@ def test_memoised_query_feature_matrix_equals_the_per_text_features():
         np.testing.assert_array_equal(row, query_features(t))
     assert mat[5][list(range(14))].shape == (14,)
     assert mat[1][11] > 0 and mat[0][12] > 0  # non-ASCII share, digit share
+
+
+@pytest.mark.parametrize("tiers,thresholds", [(("m0", "m1", "m2"), (0.5, 0.4)), (("m1", "m2"), (0.7,)), (("m2",), ()), (("m0", "m2"), (2.0,))])
+def test_batch_cascade_replay_equals_driving_the_live_cascade(tiers, thresholds):
+    from thrifty.offline.batch_replay import cascade_batch
+    from thrifty.offline.cascade_policy import lookup_requests, replay_policy
+    from thrifty.policy.cascade import CascadePolicy
+
+    table = _gappy_table(seed=4)
+    S = np.round(np.random.default_rng(5).random((table.n_prompts, 3)), 1)  # ties in the "best so far" rule
+    requests, lookup = lookup_requests(table, S, table.models)
+    live = replay_policy(table, requests, CascadePolicy(tiers, thresholds, lookup if len(tiers) > 1 else None))
+    start = np.random.default_rng(6).integers(0, len(tiers), table.n_prompts)
+    for st in (None, start):
+        fast = cascade_batch(table, S, table.models, tiers, thresholds, st)
+        ref = live if st is None else replay_policy(table, requests, CascadePolicy(tiers, thresholds, lookup if len(tiers) > 1 else None),
+                                                    lambda i: {"start": int(start[i])})
+        for name in ("cost", "quality", "calls", "chosen", "start"):
+            np.testing.assert_array_equal(getattr(fast, name), getattr(ref, name), err_msg=name)
+    assert (live.chosen == -1).any() or len(tiers) > 1  # gaps reach the no-answer and fallback paths
+
+
+def test_batch_start_tiers_equal_the_live_start_rule():
+    from thrifty.policy.hybrid import start_tier, start_tiers
+
+    rng = np.random.default_rng(7)
+    pred = np.round(rng.random((400, 4)), 1)
+    router_cost = np.array([0.01, 0.02, 0.04, 0.08])
+    for lam, tier_cost in ((0.0, [0.01, 0.04]), (5.0, [0.02, 0.04, 0.08]), (20.0, [0.005, 0.01]), (float("inf"), [0.01, 0.08])):
+        batch = start_tiers(pred, router_cost, lam, tier_cost)
+        assert [int(x) for x in batch] == [start_tier(p, router_cost, lam, tier_cost) for p in pred]

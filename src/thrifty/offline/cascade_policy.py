@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from thrifty.offline.api import OperatingPoint, recorded_completion
+from thrifty.offline.batch_replay import Replayed, cascade_batch
 from thrifty.offline.optimise import CascadeSpec, Front, candidate_models, optimise, replay_arrays
 from thrifty.policy.cascade import CascadePolicy
 from thrifty.policy.drive import drive
@@ -56,17 +57,6 @@ def lookup_requests(table: RoutingTable, scores: np.ndarray, models: Sequence[st
         for j, m in enumerate(models):
             scorer.table[(id(req), m)] = float(scores[i, j])
     return requests, scorer
-
-
-@dataclass
-class Replayed:
-    """Per-prompt outcome of driving one live policy over a table's recorded answers."""
-
-    cost: np.ndarray  # (P,) sum over every tier called that answered
-    quality: np.ndarray  # (P,) quality of the returned answer (0 if none)
-    calls: np.ndarray  # (P, M) bool: table models called
-    chosen: np.ndarray  # (P,) table column of the returned answer (-1 if none)
-    start: np.ndarray  # (P,) first tier called
 
 
 def replay_policy(table: RoutingTable, requests: Sequence[ChatRequest], policy: Any, plan_kw: Callable[[int], dict] | None = None) -> Replayed:
@@ -105,15 +95,19 @@ def replay_cascades(
     ``scores[p, j]`` is the scorer's score of model ``models[j]``'s recorded answer on prompt p;
     ``cascades[knob] = (tier model names, thresholds[, select])`` (select defaults to ``"last"``).
     """
-    requests, scorer = lookup_requests(table, scores, models)
+    lookup: tuple[list[ChatRequest], LookupScorer] | None = None  # built only for the live loop
     done: dict[tuple, OperatingPoint] = {}
     out = []
     for knob, (tiers, thresholds, *rest) in cascades.items():
         select = rest[0] if rest else "last"
         key = (tuple(tiers), tuple(thresholds), select)
         if key not in done:
-            policy = CascadePolicy(tiers, thresholds, scorer if len(tiers) > 1 else None, select=select)
-            r = replay_policy(table, requests, policy)
+            if select == "last" or len(tiers) == 1:  # the batch form of the live loop (held equal by the tests)
+                r = cascade_batch(table, scores, models, tiers, thresholds)
+            else:
+                lookup = lookup or lookup_requests(table, scores, models)
+                policy = CascadePolicy(tiers, thresholds, lookup[1] if len(tiers) > 1 else None, select=select)
+                r = replay_policy(table, lookup[0], policy)
             params = {"tiers": list(tiers), "thresholds": list(thresholds)} | ({"select": select} if select != "last" else {})
             done[key] = OperatingPoint(0.0, r.cost, r.quality, r.calls, r.chosen, params=params)
         base = done[key]

@@ -117,18 +117,20 @@ class FittedHybrid:
             return self._replay(table)
 
     def _replay(self, table: RoutingTable) -> list[OperatingPoint]:
-        from thrifty.offline.cascade_policy import lookup_requests, replay_policy
+        from thrifty.offline.batch_replay import cascade_batch
+        from thrifty.policy.hybrid import start_tiers
         from thrifty.scoring.answer_scorer import table_inputs
 
         S = self.scorer.score_table(table_inputs(table, self.models, embedder=self.embedder, **self.inputs_kw))
         R = self.predictor.predict_texts(list(table.prompts))
-        requests, lookup = lookup_requests(table, S, self.models)
         out, done = [], {}
         for knob, (lam, spec) in self.picks.items():
             key = (lam, spec.tiers, spec.thresholds)
             if key not in done:
-                pol = self.policy(knob, scorer=lookup)
-                r = replay_policy(table, requests, pol, lambda i: {"predicted": R[i]})
+                # the batch form of driving HybridPolicy.plan per prompt (held equal by the tests)
+                pol = self.policy(knob, scorer=None)
+                start = start_tiers(R, pol.router_cost, pol.lam, pol.tier_cost)
+                r = cascade_batch(table, S, self.models, pol.tiers, spec.thresholds, start)
                 params = {"lam": lam, "tiers": list(pol.tiers), "thresholds": list(spec.thresholds),
                           "share_skipping_tier0": float(np.mean(r.start > 0))}
                 done[key] = (r, params)
