@@ -157,6 +157,9 @@ class ProfileSettings:
     budget_period: str = "total"  # "total" | "day" | "month": when budget_usd resets (UTC)
     cache: CacheSettings | None = None
     prompt_adaptation: PromptAdaptationSettings | None = None
+    # ---- answer checks (issue #16): names ("json", "arithmetic", "python") or ("regex", pattern) pairs;
+    # a failed check scores the answer 0 (thrifty.scoring.verifiers), so the cascade escalates
+    checks: tuple[str | tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

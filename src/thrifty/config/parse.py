@@ -206,7 +206,7 @@ def _provider(name: str, tbl: Any, base_dir: Path | None) -> ProviderSettings:
 
 def _profile(name: str, tbl: Any, providers: Mapping[str, ProviderSettings], base_dir: Path | None) -> ProfileSettings:
     path = _entry("profiles", name, tbl, ("tiers", "thresholds", "artefact", "scorer", "system", "budget_usd", "budget_period",
-                                          "cache", "prompt_adaptation"))
+                                          "cache", "prompt_adaptation", "checks"))
     tiers = tbl.get("tiers")
     if not isinstance(tiers, list) or not tiers:
         raise ConfigError("a profile needs at least one tier", key=f"{path}.tiers", fix='write tiers = ["cheap", "strong"] (provider names, cheapest first)')
@@ -248,7 +248,35 @@ def _profile(name: str, tbl: Any, providers: Mapping[str, ProviderSettings], bas
         budget_period=_period(tbl, "budget_period", path),
         cache=_cache(tbl.get("cache"), f"{path}.cache", base_dir),
         prompt_adaptation=_prompt_adaptation(tbl.get("prompt_adaptation"), f"{path}.prompt_adaptation", tuple(tiers), base_dir),
+        checks=_checks(tbl.get("checks"), f"{path}.checks"),
     )
+
+
+# ---- answer checks (issue #16) ------------------------------------------------------------------
+CHECK_NAMES = ("json", "arithmetic", "python")  # thrifty.scoring.verifiers.CHECKS (config sits below scoring)
+
+
+def _checks(v: Any, path: str) -> tuple[str | tuple[str, str], ...]:
+    """``checks = ["json", "arithmetic", "python", {regex = "..."}]`` → names and ("regex", pattern)."""
+    if v is None:
+        return ()
+    fix = 'write checks = ["json", "arithmetic", "python", {regex = "^ANSWER: "}] (any subset)'
+    if not isinstance(v, list):
+        raise ConfigError("expected a list of checks", key=path, fix=fix)
+    out: list[str | tuple[str, str]] = []
+    for i, c in enumerate(v):
+        if isinstance(c, str) and c in CHECK_NAMES:
+            out.append(c)
+        elif isinstance(c, Mapping) and set(c) == {"regex"} and isinstance(c["regex"], str):
+            try:
+                re.compile(c["regex"])
+            except re.error as exc:
+                raise ConfigError(f"invalid regular expression {c['regex']!r}: {exc}", key=f"{path}[{i}].regex",
+                                  fix="write a Python regular expression (TOML literal strings '...' keep backslashes)") from None
+            out.append(("regex", c["regex"]))
+        else:
+            raise ConfigError(f"unknown check {c!r}", key=f"{path}[{i}]", fix=fix)
+    return tuple(out)
 
 
 def _guard(v: Any, path: str) -> str:

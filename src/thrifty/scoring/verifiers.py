@@ -96,6 +96,7 @@ _EXPR = re.compile(r"((?:[(\[]\s*)*" + _NUM + r"(?:\s*[)\]])*(?:\s*[" + re.escap
 _QUESTION = re.compile(r"^\s*(?:what\s+is|what's|calculate|compute|evaluate|solve|how\s+much\s+is)?\s*:?\s*([\d\s()\[\]" + re.escape(_OPS)
                        + r".,]+?)\s*(?:=\s*)?\??\s*$", re.IGNORECASE)
 _NUMBER = re.compile(_NUM)
+_DATE = re.compile(r"\b\d{4}-\d{1,2}-\d{1,2}\b|\b\d{1,2}/\d{1,2}/\d{2,4}\b")  # dates look like sums, are not
 
 
 def _evaluate(expr: str) -> float | None:
@@ -151,7 +152,7 @@ def _agrees(value: float, claimed: str) -> bool:
 def arithmetic_problem(request: ChatRequest, text: str) -> str | None:
     for m in _EXPR.finditer(text):
         expr, claimed = m.group(1), m.group(2)
-        if not any(op in expr.strip().lstrip("-") for op in _OPS):
+        if not any(op in expr.strip().lstrip("-") for op in _OPS) or _DATE.search(expr):
             continue
         value = _evaluate(expr)
         if value is not None and not _agrees(value, claimed):
