@@ -146,13 +146,15 @@ def run_cold(n: int, progress: bool) -> dict:
     if reused:  # the distilled token table is per machine, not per table: reuse it (stated in the JSON)
         (tmp / "cache").mkdir()
         os.symlink(static, tmp / "cache" / "static_minilm_v1.npy")
-    cmd = [sys.executable, "-m", "thrifty", "eval", str(path), "--policy", "router", "--opt", "embedder=static", "--json", str(tmp / "out.json")]
+    cmd = [sys.executable, "-m", "thrifty", "eval", "--data", str(path), "--policy", "router", "--opt", "embedder=static",
+           "--no-plots", "--out", str(tmp / "out"), "--json"]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=not progress, text=True)
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=None if progress else subprocess.PIPE, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
-        raise SystemExit(f"cold run failed: {proc.stderr if not progress else ''}")
-    doc = json.loads((tmp / "out.json").read_text())
+        raise SystemExit(f"cold run failed: {proc.stderr or ''}")
+    doc = json.loads(proc.stdout)
+    doc = doc[0] if isinstance(doc, list) else doc.get("policies", [doc])[0] if "policies" in doc else doc
     return {"run": f"{n // 1000}k x 2 cold", "command": " ".join(cmd[1:]), "seconds": round(wall, 2), "static_table_reused": reused,
             "quality_at_best_single_cost": doc.get("quality_at_best_single_cost")}
 

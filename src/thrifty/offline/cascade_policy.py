@@ -184,6 +184,7 @@ class FittedCascade:
 
         with single_threaded():
             S = self.score(table)
+        self.heldout_pred = (S, self.models)  # answer scores: the harness correlates them with the labels
         return replay_cascades(table, S, self.models, self.cascades(), {k: k for k in self.picks}, label="cascade")
 
 

@@ -123,6 +123,7 @@ class FittedHybrid:
 
         S = self.scorer.score_table(table_inputs(table, self.models, embedder=self.embedder, **self.inputs_kw))
         R = self.predictor.predict_texts(list(table.prompts))
+        self.heldout_pred = (S, self.models)  # the answer scores (the router's R is a second signal)
         out, done = [], {}
         for knob, (lam, spec) in self.picks.items():
             key = (lam, spec.tiers, spec.thresholds)

@@ -173,6 +173,7 @@ class FittedRouter:
         if tuple(table.models) != self.models:
             raise ConfigError("the table's models differ from the fitted pool", key="--models", fix=f"use the pool {list(self.models)}")
         pred = self.predictor.predict_texts(list(table.prompts))
+        self.heldout_pred = (pred, self.models)  # for the harness's out-of-fold prediction–label correlation
         out = []
         done: dict[tuple[float, float | None], OperatingPoint] = {}  # many knobs share one λ: replay it once
         for i, (knob, lam) in enumerate(zip(self.knobs, self.lambdas)):
@@ -191,13 +192,13 @@ class FittedRouter:
 class RouterOffline:
     """Pre-generation router over the pool; see the module docstring. Options (``--opt k=v``):
     ``variant`` (knn | mf | linear | gbm | ensemble | auto), ``calibrate`` (budget | share | target), ``shares`` (grid size for
-    share calibration), ``inner_folds``, ``embedder`` (``minilm`` (default, cached), ``static`` (distilled MiniLM lookup table,
+    share calibration), ``inner_folds``, ``k`` (knn only: fix the neighbour count), ``embedder`` (``minilm`` (default, cached), ``static`` (distilled MiniLM lookup table,
     ~0.1–0.5 ms) or an object with ``embed(texts)``)."""
 
     name = "router"
 
     def __init__(self, variant: str | None = None, calibrate: str = "budget", shares: int | str = 40,
-                 inner_folds: int | str = 3, seed: int | str = 0, embedder: Any = None) -> None:
+                 inner_folds: int | str = 3, seed: int | str = 0, embedder: Any = None, k: int | str | None = None) -> None:
         variant = variant or DEFAULT_VARIANT
         if variant not in (*VARIANTS, "auto"):
             raise ConfigError(f"unknown router variant {variant!r}", key="--policy", fix=f"use router:{'|'.join((*VARIANTS, 'auto'))}")
@@ -211,6 +212,10 @@ class RouterOffline:
         self.inner_folds, self.seed = int(inner_folds), int(seed)
         self._embedder = embedder
         self.embedder_spec = embedder_spec(embedder)  # what an artefact records to rebuild the embedder live
+        # k=N fixes the kNN head's neighbour count (the plain "kNN-50" peer); τ is still chosen by inner CV
+        self.grid = None if k is None or variant != "knn" else [{"k": int(k), "tau": t} for t in (0.03, 0.1)]
+        if k is not None and variant == "knn":
+            self.name += f" (k={int(k)})"
 
     def encoder(self) -> QueryEncoder:
         if self._embedder is None or isinstance(self._embedder, str):
@@ -222,7 +227,7 @@ class RouterOffline:
         enc = self.encoder()
         emb, feats = enc.encode(list(train.prompts))
         return fit_predictor(emb, feats, train.quality, train.cost, variant=self.variant, encoder=enc,
-                             models=train.models, inner_folds=self.inner_folds, seed=self.seed)
+                             models=train.models, inner_folds=self.inner_folds, seed=self.seed, grid=self.grid)
 
     def fit(self, train: RoutingTable, knobs: Sequence[float]) -> FittedRouter:
         fp = self.fit_predictor(train)
