@@ -201,7 +201,8 @@ class CascadeOffline:
     may also return the best-scored answer among the tiers called; ``running``: may also stop on the
     best answer so far — see :class:`CascadePolicy` and :mod:`optimise`; a comma list: nested CV
     chooses),
-    ``budget_margin`` (0), ``gates`` (significance gates z tried by nested CV; 0,1), ``overspend_penalty`` (0.5: nested-CV penalty per unit
+    ``good_length`` (false: add the answer's log length against the predicted good-answer length,
+    :mod:`thrifty.scoring.good_length`), ``budget_margin`` (0), ``gates`` (significance gates z tried by nested CV; 0,1), ``overspend_penalty`` (0.5: nested-CV penalty per unit
     of relative overspend), ``seed``, ``artefact`` (replay a ``thrifty fit`` artefact instead of fitting),
     ``scorer`` (``features``: the heads above; ``finetuned``: :mod:`thrifty.scoring.finetuned`, MiniLM
     fine-tuned on the CPU; ``blend``: :mod:`thrifty.scoring.blend`, the rank blend of the two; with ``ft_epochs`` (1), ``ft_max_length`` (128), ``ft_features`` (false),
@@ -237,6 +238,7 @@ class CascadeOffline:
         ft_features: bool | str = False,
         ft_inner_folds: int | str = 2,
         ft_max_steps: int | str | None = None,
+        good_length: bool | str = False,
     ) -> None:
         from thrifty.scoring.heads import configs_for
 
@@ -244,6 +246,7 @@ class CascadeOffline:
         self.head_configs = configs_for(str(heads).replace("+", ","))
         self.shared = shared if isinstance(shared, bool) else str(shared).lower() not in ("0", "false", "no")
         self.knn = int(knn)
+        self.good_length = good_length if isinstance(good_length, bool) else str(good_length).lower() in ("1", "true", "yes")
         self.emb_heads = emb_heads if isinstance(emb_heads, bool) else str(emb_heads).lower() not in ("0", "false", "no")
         self.max_tiers = int(max_tiers)
         self.max_candidates = None if max_candidates in (None, "none", "all", 0, "0") else int(max_candidates)
@@ -294,7 +297,8 @@ class CascadeOffline:
         from thrifty.scoring.answer_scorer import fit_answer_scorer, table_inputs
 
         return fit_answer_scorer(train, table_inputs(train, models, embedder=embedder, **kw), self.head_configs, seed=self.seed,
-                                 mode=kw["inputs"], embed=self.embed, shared=self.shared, knn=self.knn, emb_in_heads=self.emb_heads)
+                                 mode=kw["inputs"], embed=self.embed, shared=self.shared, knn=self.knn, emb_in_heads=self.emb_heads,
+                                 good_length=self.good_length)
 
     def _fit(self, train: RoutingTable, knobs: Sequence[float]) -> FittedCascade:
         from thrifty.scoring.heads import inner_folds
