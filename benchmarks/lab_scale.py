@@ -222,12 +222,13 @@ def main() -> None:
                 r = run_policy(table, emb, pol, args.progress)
                 if prof:
                     prof.disable()
-                r.update(run=f"{n} x {m}", table_build_s=round(built, 1))
+                r.update(run=f"{n} x {m}", table_build_s=round(built, 1), load_average=os.getloadavg())
                 rows.append(r)
                 print(f"{r['run']:>12} {pol:>7}: {r['seconds']:7.1f} s  (fit+replay {r['timing']['fit_replay_s']:.1f} s)  "
                       f"q@best={r['quality_at_best_single_cost']:.3f}  rss={r['max_rss_mb']:.0f} MB", flush=True)
         elif run == "14k2cold":
             r = run_cold(int(14_000 * args.scale), args.progress)
+            r["load_average"] = os.getloadavg()
             rows.append(r)
             print(f"{r['run']:>12}  router: {r['seconds']:7.1f} s end to end", flush=True)
         elif run == "embed":
@@ -240,7 +241,8 @@ def main() -> None:
         prof.dump_stats(args.profile)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"commit": commit, "cpus": os.cpu_count(), "rows": rows}, indent=2))
+    doc = {"commit": commit, "cpus": os.cpu_count(), "load_average_at_end": os.getloadavg(), "rows": rows}
+    Path(args.json).write_text(json.dumps(doc, indent=2))
     print(f"wrote {args.json}")
 
 
