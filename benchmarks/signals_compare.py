@@ -22,6 +22,7 @@ import numpy as np
 STUDIES = {
     "good_length": [("cascade", "cascade", {}), ("cascade + good_length", "cascade", {"good_length": True})],
     "router_knn50": [("router (mf)", "router", {}), ("kNN-50", "router:knn", {"k": 50})],
+    "embedder": [("router (MiniLM, torch)", "router", {}), ("router (static MiniLM table)", "router", {"embedder": "static"})],
 }
 
 
