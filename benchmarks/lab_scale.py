@@ -54,7 +54,7 @@ def _words(rng: np.random.Generator) -> list[list[str]]:
 def synthetic_table(n: int, m: int, *, graded: bool, seed: int = 0, answers: bool = True):
     """A RoutingTable of ``n`` prompts × ``m`` models with the structure of the module docstring,
     and the (n, 384) float32 embedding of each prompt."""
-    from thrifty.table import RoutingTable
+    from thrifty.data.table import RoutingTable
 
     rng = np.random.default_rng(seed)
     vocab = _words(rng)
@@ -134,7 +134,7 @@ def run_cold(n: int, progress: bool) -> dict:
     """14k × 2 router evaluation end to end through the CLI, static embedder, empty embedding cache."""
     import tempfile
 
-    from thrifty.table_io import write_table
+    from thrifty.data.table_io import write_table
 
     table, _ = synthetic_table(n, 2, graded=False, seed=3, answers=False)
     tmp = Path(tempfile.mkdtemp(prefix="lab_scale_"))

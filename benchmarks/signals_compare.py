@@ -29,7 +29,7 @@ STUDIES = {
 def main() -> None:
     from thrifty.offline.evaluate import evaluate
     from thrifty.offline.peers import headline_samples, paired_difference
-    from thrifty.table_io import benchmark_dir, load_table
+    from thrifty.data.table_io import benchmark_dir, load_table
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--study", choices=sorted(STUDIES), default="good_length")

@@ -25,7 +25,7 @@ def no_config(monkeypatch):
 
 
 def test_wrong_arithmetic_from_the_small_tier_escalates():
-    from thrifty.local import GEMMA3, SMOLLM2, embedded_default
+    from thrifty.serving.local import GEMMA3, SMOLLM2, embedded_default
 
     policy, providers = embedded_default(max_tokens=48)
     caught = 0

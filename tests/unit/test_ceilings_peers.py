@@ -12,7 +12,7 @@ from thrifty.offline import metrics as M
 from thrifty.offline.baselines import oracle_curve, single_hull
 from thrifty.offline.ceilings import cascade_ceiling, ceilings, denoised_oracle, find_replicate
 from thrifty.offline.peers import paired_difference
-from thrifty.table import RoutingTable
+from thrifty.data.table import RoutingTable
 
 
 def _table(n: int = 300, seed: int = 0, names=("small", "mid", "big")) -> RoutingTable:
@@ -78,7 +78,7 @@ def test_eval_cli_reports_ceilings_peers_and_correlation(tmp_path, capsys):
     from router_fixtures import topic_table
 
     from thrifty.cli.main import main
-    from thrifty.table_io import write_table
+    from thrifty.data.table_io import write_table
 
     data = write_table(topic_table(120), tmp_path / "data")
     rc = main(["eval", "--data", str(data), "--policy", "router:mf", "--opt", "embedder=router_fixtures:HashEmbedder", "--peers",

@@ -8,7 +8,7 @@ import pytest
 from thrifty.offline.router_policy import replay_router, replay_router_live
 from thrifty.policy.router import RouterPolicy, preference_order, preference_orders
 from thrifty.scoring.query_features import query_feature_matrix, query_features
-from thrifty.table import RoutingTable
+from thrifty.data.table import RoutingTable
 
 
 @pytest.mark.parametrize("target", [None, 0.5])

@@ -85,8 +85,8 @@ def _doc(checks) -> dict:
 
 
 def test_profile_checks_parse_and_wrap_the_scorer():
-    from thrifty.config import parse_settings
-    from thrifty.profiles import profile_policy
+    from thrifty.config.settings import parse_settings
+    from thrifty.serving.profiles import profile_policy
 
     s = parse_settings(_doc(["arithmetic", {"regex": "^ANSWER: "}]))
     prof = s.profiles["p"]
@@ -103,7 +103,7 @@ def test_profile_checks_parse_and_wrap_the_scorer():
 @pytest.mark.parametrize("checks,key", [("json", "profiles.p.checks"), (["spelling"], "profiles.p.checks[0]"),
                                         (["json", {"regex": "("}], "profiles.p.checks[1].regex"), ([{"regexp": "x"}], "profiles.p.checks[0]")])
 def test_bad_checks_name_the_key(checks, key):
-    from thrifty.config import parse_settings
+    from thrifty.config.settings import parse_settings
     from thrifty.errors import ConfigError
 
     with pytest.raises(ConfigError) as exc:

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from thrifty.table import RoutingTable
+from thrifty.data.table import RoutingTable
 
 __all__ = ["Replayed", "cascade_batch"]
 

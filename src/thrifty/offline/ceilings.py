@@ -29,7 +29,7 @@ from thrifty.offline import metrics as M
 from thrifty.offline.baselines import oracle_curve
 from thrifty.offline.curves import Curve, majorant
 from thrifty.offline.optimise import candidate_models, optimise
-from thrifty.table import RoutingTable
+from thrifty.data.table import RoutingTable
 
 __all__ = ["Ceilings", "cascade_ceiling", "denoised_oracle", "find_replicate", "ceilings"]
 
