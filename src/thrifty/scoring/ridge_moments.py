@@ -1,7 +1,7 @@
 """Ridge / reduced-rank ridge fitted from sufficient statistics, so inner cross-validation does one
 pass over the rows instead of one per fold and setting.
 
-The router's linear heads (:class:`~thrifty.offline.routers.MFHead`) regress the quality matrix Y on
+The router's linear heads (:class:`~thrifty.scoring.router_heads.MFHead`) regress the quality matrix Y on
 ``X = [embedding, w·(features − μ)/σ]``. Everything the closed-form fit needs is a function of the
 moments of ``Z = [embedding, features]`` and Y over the training rows — n, ΣZ, ZᵀZ, ΣY, ZᵀY — and
 moments are additive, so the moments of "all rows but inner fold k" are total − fold k. With
@@ -39,7 +39,7 @@ def moments(Z: np.ndarray, Y: np.ndarray) -> Moments:
 
 def fit_from_moments(mom: Moments, n_emb: int, settings: Sequence[tuple[int | None, float]], feat_weight: float) -> list[dict[str, np.ndarray | float | int | None]]:
     """Per (rank, alpha): the fitted head's state ``{coef, bias, x_mean, f_mu, f_sd, rank, alpha}``
-    (the fields of :class:`~thrifty.offline.routers.MFHead`), sharing one eigendecomposition."""
+    (the fields of :class:`~thrifty.scoring.router_heads.MFHead`), sharing one eigendecomposition."""
     n = max(mom.n, 1)
     z_bar, y_bar = mom.z_sum / n, mom.y_sum / n
     f_mu = z_bar[n_emb:]
