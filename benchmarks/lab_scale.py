@@ -39,8 +39,10 @@ from pathlib import Path
 import numpy as np
 
 N_TOPICS, VOCAB_PER_TOPIC, DIM = 32, 40, 384
-_FILLER = ("the a of to and in for on with as by is be it this that please can you how what why which about "
-           "explain write describe give list make tell me my your our an or not from at").split()
+_FILLER = (
+    "the a of to and in for on with as by is be it this that please can you how what why which about "
+    "explain write describe give list make tell me my your our an or not from at"
+).split()
 
 
 def _words(rng: np.random.Generator) -> list[list[str]]:
@@ -92,8 +94,15 @@ def synthetic_table(n: int, m: int, *, graded: bool, seed: int = 0, answers: boo
         for i in range(n):
             for j in range(m):
                 ans[i, j] = " ".join(filler[(i + j + np.arange(n_ans[i, j])) % len(filler)])
-    table = RoutingTable(tuple(f"p{i}" for i in range(n)), tuple(prompts), tuple(f"model-{j}" for j in range(m)),
-                         quality, cost, answers=ans, source=f"synthetic:{n}x{m}:{'graded' if graded else 'binary'}")
+    table = RoutingTable(
+        tuple(f"p{i}" for i in range(n)),
+        tuple(prompts),
+        tuple(f"model-{j}" for j in range(m)),
+        quality,
+        cost,
+        answers=ans,
+        source=f"synthetic:{n}x{m}:{'graded' if graded else 'binary'}",
+    )
     return table, emb
 
 
@@ -125,9 +134,15 @@ def run_policy(table, emb, policy: str, progress: bool) -> dict:
     rep = evaluate(table, policy, options=opts, progress=progress, n_boot=50)
     wall = time.perf_counter() - t0
     m = rep.metrics
-    return {"policy": policy, "seconds": round(wall, 2), "timing": {k: round(v, 2) for k, v in rep.timing.items()},
-            "quality_at_best_single_cost": m["quality_at_best_single_cost"], "oracle_gap_closed": m["oracle_gap_closed"],
-            "best_single_quality": rep.best_single.quality, "max_rss_mb": round(_rss_mb())}
+    return {
+        "policy": policy,
+        "seconds": round(wall, 2),
+        "timing": {k: round(v, 2) for k, v in rep.timing.items()},
+        "quality_at_best_single_cost": m["quality_at_best_single_cost"],
+        "oracle_gap_closed": m["oracle_gap_closed"],
+        "best_single_quality": rep.best_single.quality,
+        "max_rss_mb": round(_rss_mb()),
+    }
 
 
 def run_cold(n: int, progress: bool) -> dict:
@@ -146,8 +161,22 @@ def run_cold(n: int, progress: bool) -> dict:
     if reused:  # the distilled token table is per machine, not per table: reuse it (stated in the JSON)
         (tmp / "cache").mkdir()
         os.symlink(static, tmp / "cache" / "static_minilm_v1.npy")
-    cmd = [sys.executable, "-m", "thrifty", "eval", "--data", str(path), "--policy", "router", "--opt", "embedder=static",
-           "--no-plots", "--out", str(tmp / "out"), "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "thrifty",
+        "eval",
+        "--data",
+        str(path),
+        "--policy",
+        "router",
+        "--opt",
+        "embedder=static",
+        "--no-plots",
+        "--out",
+        str(tmp / "out"),
+        "--json",
+    ]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=None if progress else subprocess.PIPE, text=True)
     wall = time.perf_counter() - t0
@@ -155,8 +184,13 @@ def run_cold(n: int, progress: bool) -> dict:
         raise SystemExit(f"cold run failed: {proc.stderr or ''}")
     doc = json.loads(proc.stdout)
     doc = doc[0] if isinstance(doc, list) else doc.get("policies", [doc])[0] if "policies" in doc else doc
-    return {"run": f"{n // 1000}k x 2 cold", "command": " ".join(cmd[1:]), "seconds": round(wall, 2), "static_table_reused": reused,
-            "quality_at_best_single_cost": doc.get("quality_at_best_single_cost")}
+    return {
+        "run": f"{n // 1000}k x 2 cold",
+        "command": " ".join(cmd[1:]),
+        "seconds": round(wall, 2),
+        "static_table_reused": reused,
+        "quality_at_best_single_cost": doc.get("quality_at_best_single_cost"),
+    }
 
 
 def _default_cache() -> str:
@@ -224,8 +258,11 @@ def main() -> None:
                     prof.disable()
                 r.update(run=f"{n} x {m}", table_build_s=round(built, 1), load_average=os.getloadavg())
                 rows.append(r)
-                print(f"{r['run']:>12} {pol:>7}: {r['seconds']:7.1f} s  (fit+replay {r['timing']['fit_replay_s']:.1f} s)  "
-                      f"q@best={r['quality_at_best_single_cost']:.3f}  rss={r['max_rss_mb']:.0f} MB", flush=True)
+                print(
+                    f"{r['run']:>12} {pol:>7}: {r['seconds']:7.1f} s  (fit+replay {r['timing']['fit_replay_s']:.1f} s)  "
+                    f"q@best={r['quality_at_best_single_cost']:.3f}  rss={r['max_rss_mb']:.0f} MB",
+                    flush=True,
+                )
         elif run == "14k2cold":
             r = run_cold(int(14_000 * args.scale), args.progress)
             r["load_average"] = os.getloadavg()

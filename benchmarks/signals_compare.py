@@ -27,9 +27,9 @@ STUDIES = {
 
 
 def main() -> None:
+    from thrifty.data.table_io import benchmark_dir, load_table
     from thrifty.offline.evaluate import evaluate
     from thrifty.offline.peers import headline_samples, paired_difference
-    from thrifty.data.table_io import benchmark_dir, load_table
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--study", choices=sorted(STUDIES), default="good_length")
@@ -47,9 +47,12 @@ def main() -> None:
         t0 = time.perf_counter()
         rep = evaluate(table, name, options=dict(opts), n_boot=args.bootstrap, progress=True)
         m = rep.metrics
-        print(f"{label:>24}: q@best {m['quality_at_best_single_cost']:.4f}  savings {100 * (m['savings_at_parity'] or 0):.1f}%  "
-              f"gap closed {100 * (m['oracle_gap_closed'] or 0):.1f}%  oof corr {m.get('oof_pred_corr') or float('nan'):.3f}  "
-              f"({time.perf_counter() - t0:.0f} s)", flush=True)
+        print(
+            f"{label:>24}: q@best {m['quality_at_best_single_cost']:.4f}  savings {100 * (m['savings_at_parity'] or 0):.1f}%  "
+            f"gap closed {100 * (m['oracle_gap_closed'] or 0):.1f}%  oof corr {m.get('oof_pred_corr') or float('nan'):.3f}  "
+            f"({time.perf_counter() - t0:.0f} s)",
+            flush=True,
+        )
         reports.append((label, rep))
     base = headline_samples(reports[0][1], args.bootstrap)
     rows = []
@@ -59,10 +62,20 @@ def main() -> None:
             ci = "—" if v["ci95"] is None else f"[{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}]"
             print(f"{label} − {reports[0][0]}: {k} {v['diff'] if v['diff'] is None else round(v['diff'], 4)} {ci} {v['verdict']}")
         rows.append({"variant": label, "vs": reports[0][0], "paired": diff})
-    doc = {"commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
-           "study": args.study, "table": table.source, "binary": args.binary,
-           "policies": [{"label": lb, **{k: r.metrics[k] for k in ("quality_at_best_single_cost", "savings_at_parity", "oracle_gap_closed", "oof_pred_corr")}}
-                        for lb, r in reports], "differences": rows}
+    doc = {
+        "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
+        "study": args.study,
+        "table": table.source,
+        "binary": args.binary,
+        "policies": [
+            {
+                "label": lb,
+                **{k: r.metrics[k] for k in ("quality_at_best_single_cost", "savings_at_parity", "oracle_gap_closed", "oof_pred_corr")},
+            }
+            for lb, r in reports
+        ],
+        "differences": rows,
+    }
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(doc, indent=1))

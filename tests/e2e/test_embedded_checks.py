@@ -34,7 +34,7 @@ def test_wrong_arithmetic_from_the_small_tier_escalates():
         small = asyncio.run(providers[SMOLLM2].complete(req))
         problem = arithmetic_problem(req, small.text)
         score = policy.scorer.score(req, small, SMOLLM2)
-        decision = drive(policy.plan(req), lambda k: asyncio.run(providers[policy.tiers[k]].complete(req)))
+        decision = drive(policy.plan(req), lambda k, req=req: asyncio.run(providers[policy.tiers[k]].complete(req)))
         if problem:  # the check fired: the answer is worth nothing and tier 1 is asked
             caught += 1
             assert score == 0.0, (q, small.text)

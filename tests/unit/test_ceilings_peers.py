@@ -8,11 +8,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from thrifty.data.table import RoutingTable
 from thrifty.offline import metrics as M
 from thrifty.offline.baselines import oracle_curve, single_hull
 from thrifty.offline.ceilings import cascade_ceiling, ceilings, denoised_oracle, find_replicate
 from thrifty.offline.peers import paired_difference
-from thrifty.data.table import RoutingTable
 
 
 def _table(n: int = 300, seed: int = 0, names=("small", "mid", "big")) -> RoutingTable:
@@ -81,15 +81,33 @@ def test_eval_cli_reports_ceilings_peers_and_correlation(tmp_path, capsys):
     from thrifty.data.table_io import write_table
 
     data = write_table(topic_table(120), tmp_path / "data")
-    rc = main(["eval", "--data", str(data), "--policy", "router:mf", "--opt", "embedder=router_fixtures:HashEmbedder", "--peers",
-               "--label-reliability", "0.6", "--bootstrap", "50", "--no-plots", "--out", str(tmp_path / "out"), "--json"])
+    rc = main(
+        [
+            "eval",
+            "--data",
+            str(data),
+            "--policy",
+            "router:mf",
+            "--opt",
+            "embedder=router_fixtures:HashEmbedder",
+            "--peers",
+            "--label-reliability",
+            "0.6",
+            "--bootstrap",
+            "50",
+            "--no-plots",
+            "--out",
+            str(tmp_path / "out"),
+            "--json",
+        ]
+    )
     assert rc == 0
     doc = json.loads(capsys.readouterr().out)
     cl = doc["ceilings"]
     assert cl["perfect_scorer_cascade"]["max_tiers"] == 3 and cl["denoised_oracle"]["reliability"] == 0.6
     assert -1 <= doc["oof_pred_corr"] <= 1
     assert set(doc["peers"]) == {"router:knn (router_fixtures:HashEmbedder emb.) (k=50)", "frugalgpt"}
-    for peer, diff in doc["paired"].items():
+    for _peer, diff in doc["paired"].items():
         v = diff["quality_at_best_single_cost"]
         assert v["verdict"] in ("better", "worse", "not better", "not worse", "undefined")
         if v["ci95"]:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-
 from router_fixtures import topic_table
+
 from thrifty.scoring.answer_scorer import fit_answer_scorer, table_inputs
 from thrifty.scoring.features import answer_features
 from thrifty.scoring.good_length import A_WORDS, fit_good_length

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from thrifty.data.table import RoutingTable
 from thrifty.offline.router_policy import replay_router, replay_router_live
 from thrifty.policy.router import RouterPolicy, preference_order, preference_orders
 from thrifty.scoring.query_features import query_feature_matrix, query_features
-from thrifty.data.table import RoutingTable
 
 
 @pytest.mark.parametrize("target", [None, 0.5])
@@ -28,8 +28,9 @@ def _gappy_table(n: int = 200, m: int = 3, seed: int = 0) -> RoutingTable:
     quality[rng.random((n, m)) < 0.25] = np.nan  # missing pairs force fallbacks
     quality[np.isnan(quality).all(axis=1), 0] = 0.5
     cost = np.where(np.isnan(quality), np.nan, np.array([0.01, 0.02, 0.05])[None, :m] * (1 + rng.random((n, m))))
-    return RoutingTable(tuple(f"p{i}" for i in range(n)), tuple(f"prompt {i}" for i in range(n)), tuple(f"m{j}" for j in range(m)),
-                        quality, cost)
+    return RoutingTable(
+        tuple(f"p{i}" for i in range(n)), tuple(f"prompt {i}" for i in range(n)), tuple(f"m{j}" for j in range(m)), quality, cost
+    )
 
 
 @pytest.mark.parametrize("lam,target,attempts", [(0.0, None, None), (5.0, None, None), (1.0, 0.6, None), (0.0, None, 1)])
@@ -37,7 +38,9 @@ def test_batch_router_replay_equals_driving_the_live_policy(lam, target, attempt
     table = _gappy_table()
     pred = np.random.default_rng(2).random((table.n_prompts, table.n_models))
     pol = RouterPolicy(table.models, None, [0.01, 0.02, 0.05], lam=lam, target=target, max_attempts=attempts)
-    if attempts == 1 and not all(table.available[i, preference_order(pred[i], pol.expected_cost, lam, target)[0]] for i in range(table.n_prompts)):
+    if attempts == 1 and not all(
+        table.available[i, preference_order(pred[i], pol.expected_cost, lam, target)[0]] for i in range(table.n_prompts)
+    ):
         with pytest.raises(ValueError, match="no outcome"):
             replay_router(table, pred, pol, 1.0, "x")
         with pytest.raises(ValueError, match="no outcome"):
@@ -60,7 +63,9 @@ def test_memoised_query_feature_matrix_equals_the_per_text_features():
     assert mat[1][11] > 0 and mat[0][12] > 0  # non-ASCII share, digit share
 
 
-@pytest.mark.parametrize("tiers,thresholds", [(("m0", "m1", "m2"), (0.5, 0.4)), (("m1", "m2"), (0.7,)), (("m2",), ()), (("m0", "m2"), (2.0,))])
+@pytest.mark.parametrize(
+    "tiers,thresholds", [(("m0", "m1", "m2"), (0.5, 0.4)), (("m1", "m2"), (0.7,)), (("m2",), ()), (("m0", "m2"), (2.0,))]
+)
 def test_batch_cascade_replay_equals_driving_the_live_cascade(tiers, thresholds):
     from thrifty.offline.batch_replay import cascade_batch
     from thrifty.offline.cascade_policy import lookup_requests, replay_policy
@@ -73,8 +78,13 @@ def test_batch_cascade_replay_equals_driving_the_live_cascade(tiers, thresholds)
     start = np.random.default_rng(6).integers(0, len(tiers), table.n_prompts)
     for st in (None, start):
         fast = cascade_batch(table, S, table.models, tiers, thresholds, st)
-        ref = live if st is None else replay_policy(table, requests, CascadePolicy(tiers, thresholds, lookup if len(tiers) > 1 else None),
-                                                    lambda i: {"start": int(start[i])})
+        ref = (
+            live
+            if st is None
+            else replay_policy(
+                table, requests, CascadePolicy(tiers, thresholds, lookup if len(tiers) > 1 else None), lambda i: {"start": int(start[i])}
+            )
+        )
         for name in ("cost", "quality", "calls", "chosen", "start"):
             np.testing.assert_array_equal(getattr(fast, name), getattr(ref, name), err_msg=name)
     assert (live.chosen == -1).any() or len(tiers) > 1  # gaps reach the no-answer and fallback paths

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from thrifty.scoring.heuristic import HeuristicScorer
-from thrifty.scoring.verifiers import (VerifiedScorer, arithmetic_problem, build_checks, json_problem, python_problem,
-                                       regex_check)
+from thrifty.scoring.verifiers import VerifiedScorer, arithmetic_problem, build_checks, json_problem, python_problem, regex_check
 from thrifty.types import ChatRequest, Completion
 
 
@@ -14,24 +13,40 @@ def req(text: str, **params) -> ChatRequest:
     return ChatRequest.from_prompt(text, **params)
 
 
-@pytest.mark.parametrize("answer", ["17*23 = 4056", "17 × 23 = 4056.", "The answer is 4056.", "First 17 x 20 = 340, then 17 x 3 = 51, so 17*23 = 392"])
+@pytest.mark.parametrize(
+    "answer", ["17*23 = 4056", "17 × 23 = 4056.", "The answer is 4056.", "First 17 x 20 = 340, then 17 x 3 = 51, so 17*23 = 392"]
+)
 def test_arithmetic_catches_wrong_results(answer):
     assert arithmetic_problem(req("What is 17*23?"), answer)
 
 
-@pytest.mark.parametrize("answer", ["17*23 = 391", "17 × 23 = 391.", "The answer is 391.", "17 x 20 = 340 and 17 x 3 = 51, so 340 + 51 = 391",
-                                    "1,000 + 234 = 1,234", "10 / 3 = 3.33", "2^10 = 1024", "(3 + 4) * 2 = 14"])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "17*23 = 391",
+        "17 × 23 = 391.",
+        "The answer is 391.",
+        "17 x 20 = 340 and 17 x 3 = 51, so 340 + 51 = 391",
+        "1,000 + 234 = 1,234",
+        "10 / 3 = 3.33",
+        "2^10 = 1024",
+        "(3 + 4) * 2 = 14",
+    ],
+)
 def test_arithmetic_accepts_right_results(answer):
     assert arithmetic_problem(req("What is 17*23?" if "391" in answer else "Add these up."), answer) is None
 
 
-@pytest.mark.parametrize("prompt,answer", [
-    ("Tell me about the year 1990.", "In 1990 - 1991 = a lot happened."),  # not a worked step: '=' then no number
-    ("Write a poem.", "Roses are red, violets are blue."),
-    ("What is 17*23?", "I think you should use a calculator."),  # states no number: the heuristic judges it
-    ("Phone?", "Call 555-1234 = my number"),  # no number after '=': not a worked step
-    ("When?", "The date 1990-05-12 = 34 years ago"),  # a date, not a subtraction
-])
+@pytest.mark.parametrize(
+    "prompt,answer",
+    [
+        ("Tell me about the year 1990.", "In 1990 - 1991 = a lot happened."),  # not a worked step: '=' then no number
+        ("Write a poem.", "Roses are red, violets are blue."),
+        ("What is 17*23?", "I think you should use a calculator."),  # states no number: the heuristic judges it
+        ("Phone?", "Call 555-1234 = my number"),  # no number after '=': not a worked step
+        ("When?", "The date 1990-05-12 = 34 years ago"),  # a date, not a subtraction
+    ],
+)
 def test_arithmetic_stays_quiet_where_it_does_not_apply(prompt, answer):
     assert arithmetic_problem(req(prompt), answer) is None
 
@@ -79,9 +94,13 @@ def test_verified_scorer_turns_a_failed_check_into_a_low_score():
 
 
 def _doc(checks) -> dict:
-    return {"providers": {"a": {"kind": "openai", "model": "x", "base_url": "http://127.0.0.1:9"},
-                          "b": {"kind": "openai", "model": "y", "base_url": "http://127.0.0.1:9"}},
-            "profiles": {"p": {"tiers": ["a", "b"], "thresholds": [0.5], "checks": checks}}}
+    return {
+        "providers": {
+            "a": {"kind": "openai", "model": "x", "base_url": "http://127.0.0.1:9"},
+            "b": {"kind": "openai", "model": "y", "base_url": "http://127.0.0.1:9"},
+        },
+        "profiles": {"p": {"tiers": ["a", "b"], "thresholds": [0.5], "checks": checks}},
+    }
 
 
 def test_profile_checks_parse_and_wrap_the_scorer():
@@ -100,8 +119,15 @@ def test_profile_checks_parse_and_wrap_the_scorer():
     assert parse_settings(_doc(None)).profiles["p"].checks == ()
 
 
-@pytest.mark.parametrize("checks,key", [("json", "profiles.p.checks"), (["spelling"], "profiles.p.checks[0]"),
-                                        (["json", {"regex": "("}], "profiles.p.checks[1].regex"), ([{"regexp": "x"}], "profiles.p.checks[0]")])
+@pytest.mark.parametrize(
+    "checks,key",
+    [
+        ("json", "profiles.p.checks"),
+        (["spelling"], "profiles.p.checks[0]"),
+        (["json", {"regex": "("}], "profiles.p.checks[1].regex"),
+        ([{"regexp": "x"}], "profiles.p.checks[0]"),
+    ],
+)
 def test_bad_checks_name_the_key(checks, key):
     from thrifty.config.settings import parse_settings
     from thrifty.errors import ConfigError

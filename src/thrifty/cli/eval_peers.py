@@ -11,10 +11,17 @@ __all__ = ["add_arguments", "extras", "print_extras"]
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("ceilings and peers")
-    g.add_argument("--peers", action="store_true",
-                   help="also evaluate kNN-50 (router:knn k=50) and FrugalGPT, and print each policy's paired bootstrap difference from them and the best single model")
-    g.add_argument("--label-reliability", type=float, metavar="R",
-                   help="share of label variance that is signal (e.g. a replicate correlation), for the de-noised oracle (default: from a replicate pair in the table, if any)")
+    g.add_argument(
+        "--peers",
+        action="store_true",
+        help="also evaluate kNN-50 (router:knn k=50) and FrugalGPT, and print each policy's paired bootstrap difference from them and the best single model",
+    )
+    g.add_argument(
+        "--label-reliability",
+        type=float,
+        metavar="R",
+        help="share of label variance that is signal (e.g. a replicate correlation), for the de-noised oracle (default: from a replicate pair in the table, if any)",
+    )
     g.add_argument("--ceiling-tiers", type=int, default=3, metavar="L", help="tiers of the perfect-scorer cascade ceiling (1-3, default 3)")
 
 
@@ -24,8 +31,11 @@ def extras(args: argparse.Namespace, table: Any, reports: list, evaluate_peer) -
     from thrifty.offline.ceilings import ceilings
 
     if args.label_reliability is not None and not 0 < args.label_reliability <= 1:
-        raise ConfigError(f"label reliability must be in (0, 1], got {args.label_reliability}", key="--label-reliability",
-                          fix="pass e.g. 0.65 (the per-prompt correlation of two runs of one model)")
+        raise ConfigError(
+            f"label reliability must be in (0, 1], got {args.label_reliability}",
+            key="--label-reliability",
+            fix="pass e.g. 0.65 (the per-prompt correlation of two runs of one model)",
+        )
     if not 1 <= args.ceiling_tiers <= 3:
         raise ConfigError("the ceiling cascade has 1 to 3 tiers", key="--ceiling-tiers", fix="pass 1, 2 or 3")
     r0 = reports[0]
@@ -35,8 +45,9 @@ def extras(args: argparse.Namespace, table: Any, reports: list, evaluate_peer) -
         from thrifty.offline.peers import PEERS, compare
 
         peers = [evaluate_peer(name, opts) for name, opts in PEERS]
-        out["peers"] = {p.policy: {k: p.metrics[k] for k in ("quality_at_best_single_cost", "savings_at_parity", "oracle_gap_closed")}
-                        for p in peers}
+        out["peers"] = {
+            p.policy: {k: p.metrics[k] for k in ("quality_at_best_single_cost", "savings_at_parity", "oracle_gap_closed")} for p in peers
+        }
         out["paired"] = compare(reports, peers, max(args.bootstrap, 50), args.seed)
     return out
 
@@ -52,11 +63,15 @@ def print_extras(console: Any, reports: list, extra: dict[str, Any]) -> None:
 
     c = extra["ceilings"]
     pc, dn = c["perfect_scorer_cascade"], c["denoised_oracle"]
-    line = (f"ceilings: perfect-scorer cascade (≤{pc['max_tiers']} tiers) {pc['quality_at_best_single_cost']:.4f} at the best single cost, "
-            f"{100 * (pc['savings_at_parity'] or 0):.1f}% savings at parity")
+    line = (
+        f"ceilings: perfect-scorer cascade (≤{pc['max_tiers']} tiers) {pc['quality_at_best_single_cost']:.4f} at the best single cost, "
+        f"{100 * (pc['savings_at_parity'] or 0):.1f}% savings at parity"
+    )
     if dn:
-        line += (f"; de-noised oracle (reliability {dn['reliability']:.2f}, {dn['source']}) {dn['quality_at_best_single_cost']:.4f}, "
-                 f"{100 * (dn['savings_at_parity'] or 0):.1f}% savings")
+        line += (
+            f"; de-noised oracle (reliability {dn['reliability']:.2f}, {dn['source']}) {dn['quality_at_best_single_cost']:.4f}, "
+            f"{100 * (dn['savings_at_parity'] or 0):.1f}% savings"
+        )
     console.print(line)
     for r in reports:
         corr = r.metrics.get("oof_pred_corr")
@@ -72,6 +87,8 @@ def print_extras(console: Any, reports: list, extra: dict[str, Any]) -> None:
             cells = []
             for k, pct in (("quality_at_best_single_cost", False), ("savings_at_parity", True), ("oracle_gap_closed", True)):
                 v = d[k]
-                cells.append("—" if v["diff"] is None else f"{_f(v['diff'], pct)} [{_f(v['ci95'][0], pct)}, {_f(v['ci95'][1], pct)}] {v['verdict']}")
+                cells.append(
+                    "—" if v["diff"] is None else f"{_f(v['diff'], pct)} [{_f(v['ci95'][0], pct)}, {_f(v['ci95'][1], pct)}] {v['verdict']}"
+                )
             t.add_row(pol, peer, *cells)
     console.print(t)

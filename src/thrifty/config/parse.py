@@ -8,8 +8,8 @@ write instead. The result is the frozen settings objects of :mod:`thrifty.config
 from __future__ import annotations
 
 import math
-import re
 import os
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -18,8 +18,8 @@ from thrifty.config.model import (
     PROVIDER_KINDS,
     CacheSettings,
     KeySettings,
-    PromptAdaptationSettings,
     ProfileSettings,
+    PromptAdaptationSettings,
     ProviderSettings,
     ServerSettings,
     Settings,

@@ -33,8 +33,14 @@ class Replayed:
     start: np.ndarray  # (P,) first tier called
 
 
-def cascade_batch(table: RoutingTable, scores: np.ndarray, score_models: Sequence[str], tiers: Sequence[str],
-                  thresholds: Sequence[float], start: np.ndarray | None = None) -> Replayed:
+def cascade_batch(
+    table: RoutingTable,
+    scores: np.ndarray,
+    score_models: Sequence[str],
+    tiers: Sequence[str],
+    thresholds: Sequence[float],
+    start: np.ndarray | None = None,
+) -> Replayed:
     """Replay the ``select="last"`` cascade ``tiers``/``thresholds`` on every prompt of ``table``;
     ``scores[p, j]`` scores model ``score_models[j]``'s answer to prompt p; ``start[p]``: first tier."""
     P, L = table.n_prompts, len(tiers)

@@ -27,12 +27,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from thrifty.data.table import RoutingTable
 from thrifty.offline.api import OperatingPoint, recorded_completion
 from thrifty.offline.batch_replay import Replayed, cascade_batch
 from thrifty.offline.optimise import CascadeSpec, Front, candidate_models, optimise, replay_arrays
 from thrifty.policy.cascade import CascadePolicy
 from thrifty.policy.drive import drive
-from thrifty.data.table import RoutingTable
 from thrifty.types import ChatRequest, Completion
 
 __all__ = ["CascadeOffline", "FittedCascade", "replay_cascades", "replay_policy", "lookup_requests", "Replayed", "LookupScorer", "select_knobs"]

@@ -25,11 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from thrifty.data.table import RoutingTable
 from thrifty.offline import metrics as M
 from thrifty.offline.baselines import oracle_curve
 from thrifty.offline.curves import Curve, majorant
 from thrifty.offline.optimise import candidate_models, optimise
-from thrifty.data.table import RoutingTable
 
 __all__ = ["Ceilings", "cascade_ceiling", "denoised_oracle", "find_replicate", "ceilings"]
 
@@ -48,12 +48,17 @@ class Ceilings:
         def at(curve: Curve | None) -> dict[str, float | None] | None:
             if curve is None:
                 return None
-            return {"quality_at_best_single_cost": M.quality_at_best_single_cost(curve, best_cost),
-                    "savings_at_parity": M.savings_at_parity(curve, best_quality, best_cost)}
+            return {
+                "quality_at_best_single_cost": M.quality_at_best_single_cost(curve, best_cost),
+                "savings_at_parity": M.savings_at_parity(curve, best_quality, best_cost),
+            }
 
-        return {"perfect_scorer_cascade": {"max_tiers": self.cascade_tiers, **(at(self.cascade) or {})},
-                "denoised_oracle": None if self.denoised is None else {"reliability": self.reliability, "source": self.reliability_source,
-                                                                       **(at(self.denoised) or {})}}
+        return {
+            "perfect_scorer_cascade": {"max_tiers": self.cascade_tiers, **(at(self.cascade) or {})},
+            "denoised_oracle": None
+            if self.denoised is None
+            else {"reliability": self.reliability, "source": self.reliability_source, **(at(self.denoised) or {})},
+        }
 
 
 def cascade_ceiling(table: RoutingTable, max_tiers: int = 3, max_candidates: int | None = 8, grid: int = 32) -> Curve:
@@ -70,7 +75,7 @@ def find_replicate(table: RoutingTable, min_common: int = 30) -> tuple[str, str,
     most = 0
     for a in table.models:
         for b in table.models:
-            suffix = b[len(a) + 1:]
+            suffix = b[len(a) + 1 :]
             # a run of the same model elsewhere ("-togetherai"), not another version ("-v1.5"): no digits
             if b.startswith(a) and len(b) > len(a) + 1 and b[len(a)] in "-_@." and suffix.replace("-", "").replace("_", "").isalpha():
                 qa, qb = table.quality[:, table.model_index(a)], table.quality[:, table.model_index(b)]

@@ -18,12 +18,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from thrifty.data.table import ModelStats, RoutingTable
 from thrifty.errors import ConfigError
 from thrifty.offline import metrics as M
 from thrifty.offline.api import OfflinePolicy, OperatingPoint
 from thrifty.offline.baselines import Hull, OracleCurve, oracle_curve, random_point, single_hull
 from thrifty.offline.curves import Curve, majorant
-from thrifty.data.table import ModelStats, RoutingTable
 
 __all__ = ["evaluate", "EvalReport", "PooledPoint", "default_knobs", "BUDGET_TOLERANCE"]
 
@@ -199,11 +199,12 @@ def evaluate(
     bar = _progress(progress, len(folds), policy.name)
     try:
         heldout: list[tuple[np.ndarray, Any]] = []  # (rows, (predictions, model names)) where the policy exposes them
-        for k, train, test, rows in folds:
+        for _k, train, test, rows in folds:
             fitted = policy.fit(train, knob_grid)
             per_fold.append((rows, list(fitted.replay(test))))
-            if getattr(fitted, "heldout_pred", None) is not None:
-                heldout.append((rows, fitted.heldout_pred))
+            pred = getattr(fitted, "heldout_pred", None)  # optional: (predictions, model names) of the last replay
+            if pred is not None:
+                heldout.append((rows, pred))
             if bar:
                 bar[0].advance(bar[1])
     finally:

@@ -30,13 +30,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from thrifty.data.table import RoutingTable
 from thrifty.offline.api import OperatingPoint
 from thrifty.offline.optimise import CascadeSpec, optimise, pareto_front
 from thrifty.offline.router_policy import RouterOffline
 from thrifty.offline.routers import FittedPredictor, lambda_grid, route
 from thrifty.policy.cascade import CascadePolicy
 from thrifty.policy.hybrid import HybridPolicy
-from thrifty.data.table import RoutingTable
 
 __all__ = ["HybridOffline", "FittedHybrid", "skip_mask"]
 
@@ -155,7 +155,6 @@ class HybridOffline:
                  margin: float | str = 0.1, seed: int | str = 0, embedder: Any = None, variant: str | None = None,
                  **cascade_opts: Any) -> None:
         from thrifty.offline.cascade_policy import CascadeOffline
-
         from thrifty.scoring.embedders import embedder_spec
 
         self.router = router or variant

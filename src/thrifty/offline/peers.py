@@ -63,8 +63,11 @@ def best_single_samples(report: Any, n_boot: int = 200, seed: int = 0) -> dict[s
     j = table.model_index(best.model)
     have = table.available[:, j]
     q = np.where(have, table.quality[:, j], 0.0)
-    return {"quality_at_best_single_cost": (W @ q) / (W @ have.astype(float)), "savings_at_parity": np.zeros(n_boot),
-            "oracle_gap_closed": np.zeros(n_boot)}
+    return {
+        "quality_at_best_single_cost": (W @ q) / (W @ have.astype(float)),
+        "savings_at_parity": np.zeros(n_boot),
+        "oracle_gap_closed": np.zeros(n_boot),
+    }
 
 
 def paired_difference(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:

@@ -30,13 +30,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from thrifty.data.table import RoutingTable
 from thrifty.errors import ConfigError
 from thrifty.offline.api import OperatingPoint, recorded_completion
 from thrifty.offline.routers import VARIANTS, FittedPredictor, QueryEncoder, fit_predictor, lambda_grid, route
 from thrifty.policy.drive import drive
-from thrifty.scoring.embedders import LazyEmbedder, embedder_spec, resolve_embedder
 from thrifty.policy.router import RouterPolicy, preference_orders
-from thrifty.data.table import RoutingTable
+from thrifty.scoring.embedders import LazyEmbedder, embedder_spec, resolve_embedder
 from thrifty.types import ChatRequest
 
 __all__ = ["RouterOffline", "FittedRouter", "replay_router", "calibrate_budget", "calibrate_share", "calibrate_target",

@@ -3,12 +3,12 @@ the ensemble, :mod:`thrifty.offline.router_ensemble`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
-from thrifty.scoring.router_gbm import GBM_GRID, GBMHead
 from thrifty.scoring.ridge_moments import Moments, fit_from_moments, moments, predict_rows
+from thrifty.scoring.router_gbm import GBM_GRID, GBMHead
 from thrifty.scoring.router_heads import KNN_CHUNK, KNNHead, LinearHead, MFHead, fill_missing
 
 __all__ = ["SINGLE_HEADS", "grid_for", "make_head", "inner_folds", "search_head"]
@@ -71,9 +71,9 @@ def _oof(variant: str, grid: list[dict[str, Any]], emb, feats, Q, folds) -> list
                 Z = np.hstack([emb, feats]).astype(np.float64, copy=False)
                 Y = fill_missing(Q)
                 total = moments(Z, Y)
-            heads = [make_head(variant, p) for p in grid]
+            mf_heads = [cast(MFHead, make_head(variant, p)) for p in grid]
             Zt = Z[test]
-            states = fit_from_moments(total - moments(Zt, Y[test]), emb.shape[1], [(h.rank, h.alpha) for h in heads], heads[0].feat_weight)
+            states = fit_from_moments(total - moments(Zt, Y[test]), emb.shape[1], [(h.rank, h.alpha) for h in mf_heads], mf_heads[0].feat_weight)
             for g, st in enumerate(states):
                 outs[g][test] = predict_rows(Zt, st)
     return [np.clip(o, 0.0, 1.0) for o in outs]

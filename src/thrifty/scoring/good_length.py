@@ -51,7 +51,9 @@ def _ridge(Z: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, floa
     return coef, float(y.mean() - Z.mean(axis=0) @ coef)
 
 
-def fit_good_length(X: Sequence[np.ndarray], quality: np.ndarray, *, alpha: float = 10.0, k: int = 4, seed: int = 0) -> tuple[GoodLength, np.ndarray]:
+def fit_good_length(
+    X: Sequence[np.ndarray], quality: np.ndarray, *, alpha: float = 10.0, k: int = 4, seed: int = 0
+) -> tuple[GoodLength, np.ndarray]:
     """``X[j]`` (P, D) design rows of model j's answers, ``quality`` (P, K) → the fitted model and the
     out-of-fold predicted good log word count of every training prompt (P,)."""
     words = np.column_stack([x[:, A_WORDS] for x in X])

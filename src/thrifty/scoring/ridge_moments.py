@@ -13,7 +13,7 @@ moments), exactly as a fit on those rows computes them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -37,7 +37,9 @@ def moments(Z: np.ndarray, Y: np.ndarray) -> Moments:
     return Moments(len(Z), Z.sum(axis=0), Z.T @ Z, Y.sum(axis=0), Z.T @ Y)
 
 
-def fit_from_moments(mom: Moments, n_emb: int, settings: Sequence[tuple[int | None, float]], feat_weight: float) -> list[dict[str, np.ndarray | float | int | None]]:
+def fit_from_moments(
+    mom: Moments, n_emb: int, settings: Sequence[tuple[int | None, float]], feat_weight: float
+) -> list[dict[str, Any]]:
     """Per (rank, alpha): the fitted head's state ``{coef, bias, x_mean, f_mu, f_sd, rank, alpha}``
     (the fields of :class:`~thrifty.scoring.router_heads.MFHead`), sharing one eigendecomposition."""
     n = max(mom.n, 1)
@@ -63,7 +65,7 @@ def fit_from_moments(mom: Moments, n_emb: int, settings: Sequence[tuple[int | No
     return out
 
 
-def predict_rows(Z: np.ndarray, state: dict) -> np.ndarray:
+def predict_rows(Z: np.ndarray, state: dict[str, Any]) -> np.ndarray:
     """Predictions of a head fitted by :func:`fit_from_moments` on raw rows ``Z = [emb, feats]``:
     ``ȳ + ((Z − z̄)·D) B``, computed as ``Z (D B) − z̄ D B`` without forming the design matrix."""
     DB = state["scale"][:, None] * state["coef"]

@@ -32,8 +32,18 @@ from typing import Any, Callable, Mapping, Sequence
 
 from thrifty.types import ChatRequest, Completion
 
-__all__ = ["CHECKS", "EMBEDDED_CHECKS", "Check", "VerifiedScorer", "build_checks", "check_problems",
-           "arithmetic_problem", "json_problem", "python_problem", "regex_check"]
+__all__ = [
+    "CHECKS",
+    "EMBEDDED_CHECKS",
+    "Check",
+    "VerifiedScorer",
+    "build_checks",
+    "check_problems",
+    "arithmetic_problem",
+    "json_problem",
+    "python_problem",
+    "regex_check",
+]
 
 _FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)```", re.DOTALL)
 
@@ -91,10 +101,25 @@ def json_problem(request: ChatRequest, text: str) -> str | None:
 _NUM = r"-?\d[\d,]*(?:\.\d+)?"
 _OPS = "+-*/^×x÷−·"
 # an expression: number (op number)+ possibly with brackets, then '=' and a claimed number
-_EXPR = re.compile(r"((?:[(\[]\s*)*" + _NUM + r"(?:\s*[)\]])*(?:\s*[" + re.escape(_OPS) + r"]\s*(?:[(\[]\s*)*" + _NUM
-                   + r"(?:\s*[)\]])*)+)\s*=\s*\$?\s*(" + _NUM + r")(?![\d.]*\s*[" + re.escape(_OPS) + r"]\s*\d)")
-_QUESTION = re.compile(r"^\s*(?:what\s+is|what's|calculate|compute|evaluate|solve|how\s+much\s+is)?\s*:?\s*([\d\s()\[\]" + re.escape(_OPS)
-                       + r".,]+?)\s*(?:=\s*)?\??\s*$", re.IGNORECASE)
+_EXPR = re.compile(
+    r"((?:[(\[]\s*)*"
+    + _NUM
+    + r"(?:\s*[)\]])*(?:\s*["
+    + re.escape(_OPS)
+    + r"]\s*(?:[(\[]\s*)*"
+    + _NUM
+    + r"(?:\s*[)\]])*)+)\s*=\s*\$?\s*("
+    + _NUM
+    + r")(?![\d.]*\s*["
+    + re.escape(_OPS)
+    + r"]\s*\d)"
+)
+_QUESTION = re.compile(
+    r"^\s*(?:what\s+is|what's|calculate|compute|evaluate|solve|how\s+much\s+is)?\s*:?\s*([\d\s()\[\]"
+    + re.escape(_OPS)
+    + r".,]+?)\s*(?:=\s*)?\??\s*$",
+    re.IGNORECASE,
+)
 _NUMBER = re.compile(_NUM)
 _DATE = re.compile(r"\b\d{4}-\d{1,2}-\d{1,2}\b|\b\d{1,2}/\d{1,2}/\d{2,4}\b")  # dates look like sums, are not
 
@@ -205,7 +230,7 @@ def build_checks(specs: Sequence[str | Mapping[str, Any]]) -> tuple[Check, ...]:
         elif isinstance(spec, Mapping) and set(spec) == {"regex"} and isinstance(spec["regex"], str):
             out.append(regex_check(spec["regex"]))
         else:
-            raise ValueError(f"unknown check {spec!r}: use one of {', '.join(CHECKS)} or {{regex = \"...\"}}")
+            raise ValueError(f'unknown check {spec!r}: use one of {", ".join(CHECKS)} or {{regex = "..."}}')
     return tuple(out)
 
 

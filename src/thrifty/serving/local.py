@@ -138,9 +138,9 @@ def embedded_default(
         raise ConfigError("llama-cpp-python is not installed, so the embedded local models cannot run",
                           key="embedded", fix=_INSTALL) from exc
     from thrifty.policy.cascade import CascadePolicy
-    from thrifty.serving.providers.llamacpp import LlamaCppProvider
     from thrifty.scoring.heuristic import HeuristicScorer
     from thrifty.scoring.verifiers import EMBEDDED_CHECKS, VerifiedScorer, build_checks
+    from thrifty.serving.providers.llamacpp import LlamaCppProvider
 
     prices = {**NOTIONAL_PRICES, **dict(prices or {})}
     sampling = {"max_tokens": max_tokens, "temperature": 0.2, "repeat_penalty": 1.1, "seed": 0}

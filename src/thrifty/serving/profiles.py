@@ -23,9 +23,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from thrifty.serving.budget import TierPrice
 from thrifty.config.settings import DEFAULT_PROFILE, ProfileSettings, ProviderSettings, Settings
 from thrifty.errors import ConfigError
+from thrifty.serving.budget import TierPrice
 
 __all__ = [
     "SCORERS",
