@@ -163,6 +163,9 @@ class ProfileSettings:
     cache: CacheSettings | None = None
     prompt_adaptation: PromptAdaptationSettings | None = None
     refit: RefitConfig | None = None  # [profiles.NAME.refit]: the learning loop; None: off
+    # ---- answer checks (issue #16): names ("json", "arithmetic", "python") or ("regex", pattern) pairs;
+    # a failed check scores the answer 0 (thrifty.scoring.verifiers), so the cascade escalates
+    checks: tuple[str | tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

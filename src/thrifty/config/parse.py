@@ -8,8 +8,8 @@ write instead. The result is the frozen settings objects of :mod:`thrifty.config
 from __future__ import annotations
 
 import math
-import re
 import os
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -18,8 +18,8 @@ from thrifty.config.model import (
     PROVIDER_KINDS,
     CacheSettings,
     KeySettings,
-    PromptAdaptationSettings,
     ProfileSettings,
+    PromptAdaptationSettings,
     ProviderSettings,
     ServerSettings,
     Settings,
@@ -207,7 +207,7 @@ def _provider(name: str, tbl: Any, base_dir: Path | None) -> ProviderSettings:
 
 def _profile(name: str, tbl: Any, providers: Mapping[str, ProviderSettings], base_dir: Path | None) -> ProfileSettings:
     path = _entry("profiles", name, tbl, ("tiers", "thresholds", "artefact", "scorer", "system", "budget_usd", "budget_period",
-                                          "cache", "prompt_adaptation",
+                                          "cache", "prompt_adaptation", "checks",
                                           "refit"))
     tiers = tbl.get("tiers")
     if not isinstance(tiers, list) or not tiers:
@@ -251,9 +251,35 @@ def _profile(name: str, tbl: Any, providers: Mapping[str, ProviderSettings], bas
         cache=_cache(tbl.get("cache"), f"{path}.cache", base_dir),
         prompt_adaptation=_prompt_adaptation(tbl.get("prompt_adaptation"), f"{path}.prompt_adaptation", tuple(tiers), base_dir),
         refit=parse_refit(tbl.get("refit"), f"{path}.refit"),
+        checks=_checks(tbl.get("checks"), f"{path}.checks"),
     )
 
 
+# ---- answer checks (issue #16) ------------------------------------------------------------------
+CHECK_NAMES = ("json", "arithmetic", "python")  # thrifty.scoring.verifiers.CHECKS (config sits below scoring)
+
+
+def _checks(v: Any, path: str) -> tuple[str | tuple[str, str], ...]:
+    """``checks = ["json", "arithmetic", "python", {regex = "..."}]`` → names and ("regex", pattern)."""
+    if v is None:
+        return ()
+    fix = 'write checks = ["json", "arithmetic", "python", {regex = "^ANSWER: "}] (any subset)'
+    if not isinstance(v, list):
+        raise ConfigError("expected a list of checks", key=path, fix=fix)
+    out: list[str | tuple[str, str]] = []
+    for i, c in enumerate(v):
+        if isinstance(c, str) and c in CHECK_NAMES:
+            out.append(c)
+        elif isinstance(c, Mapping) and set(c) == {"regex"} and isinstance(c["regex"], str):
+            try:
+                re.compile(c["regex"])
+            except re.error as exc:
+                raise ConfigError(f"invalid regular expression {c['regex']!r}: {exc}", key=f"{path}[{i}].regex",
+                                  fix="write a Python regular expression (TOML literal strings '...' keep backslashes)") from None
+            out.append(("regex", c["regex"]))
+        else:
+            raise ConfigError(f"unknown check {c!r}", key=f"{path}[{i}]", fix=fix)
+    return tuple(out)
 
 
 def _guard(v: Any, path: str) -> str:
