@@ -26,6 +26,7 @@ from thrifty.config.model import (
     config_path,
 )
 from thrifty.config.refit import parse_refit
+from thrifty.config.checks import parse_checks
 from thrifty.errors import ConfigError
 
 __all__ = ["load_settings", "parse_document", "parse_settings"]
@@ -251,35 +252,8 @@ def _profile(name: str, tbl: Any, providers: Mapping[str, ProviderSettings], bas
         cache=_cache(tbl.get("cache"), f"{path}.cache", base_dir),
         prompt_adaptation=_prompt_adaptation(tbl.get("prompt_adaptation"), f"{path}.prompt_adaptation", tuple(tiers), base_dir),
         refit=parse_refit(tbl.get("refit"), f"{path}.refit"),
-        checks=_checks(tbl.get("checks"), f"{path}.checks"),
+        checks=parse_checks(tbl.get("checks"), f"{path}.checks"),
     )
-
-
-# ---- answer checks (issue #16) ------------------------------------------------------------------
-CHECK_NAMES = ("json", "arithmetic", "python")  # thrifty.scoring.verifiers.CHECKS (config sits below scoring)
-
-
-def _checks(v: Any, path: str) -> tuple[str | tuple[str, str], ...]:
-    """``checks = ["json", "arithmetic", "python", {regex = "..."}]`` → names and ("regex", pattern)."""
-    if v is None:
-        return ()
-    fix = 'write checks = ["json", "arithmetic", "python", {regex = "^ANSWER: "}] (any subset)'
-    if not isinstance(v, list):
-        raise ConfigError("expected a list of checks", key=path, fix=fix)
-    out: list[str | tuple[str, str]] = []
-    for i, c in enumerate(v):
-        if isinstance(c, str) and c in CHECK_NAMES:
-            out.append(c)
-        elif isinstance(c, Mapping) and set(c) == {"regex"} and isinstance(c["regex"], str):
-            try:
-                re.compile(c["regex"])
-            except re.error as exc:
-                raise ConfigError(f"invalid regular expression {c['regex']!r}: {exc}", key=f"{path}[{i}].regex",
-                                  fix="write a Python regular expression (TOML literal strings '...' keep backslashes)") from None
-            out.append(("regex", c["regex"]))
-        else:
-            raise ConfigError(f"unknown check {c!r}", key=f"{path}[{i}]", fix=fix)
-    return tuple(out)
 
 
 def _guard(v: Any, path: str) -> str:
