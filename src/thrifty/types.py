@@ -143,6 +143,9 @@ Plan = Generator[Call, Union[Completion, BaseException], Decision]
 @runtime_checkable
 class Policy(Protocol):
     tiers: Sequence[str]
+    #: True when ``plan()`` steps do CPU work (a router embedding the query): the engine then advances
+    #: the plan in a worker thread so the event loop keeps serving other requests
+    blocking: bool
 
     def plan(self, request: ChatRequest) -> Plan: ...
 

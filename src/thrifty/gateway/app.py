@@ -49,8 +49,10 @@ def build_runtime(settings: Settings, *, db_path: Path | None = None) -> Runtime
     from thrifty.serving.budget import ledger_for
     from thrifty.gateway.build import build_routes
     from thrifty.gateway.metrics import Metrics
+    from thrifty.scoring.memo import set_memo_entries
     from thrifty.store.logs import LogStore
 
+    set_memo_entries(settings.server.memo_entries)
     routes, providers = build_routes(settings)
     store = LogStore(db_path or settings.server.resolved_store(), password_env=settings.server.store_password_env)
     ledger = ledger_for(store, settings)
