@@ -76,8 +76,12 @@ class ChatRequest:
 
 @dataclass(frozen=True)
 class Usage:
-    input_tokens: int = 0
+    input_tokens: int = 0  # every prompt token, cache reads and writes included
     output_tokens: int = 0
+    #: the upstream reported no usage: the counts are estimates (≈ 4 characters per token)
+    estimated: bool = False
+    cache_read_tokens: int = 0  # of input_tokens: read from the upstream's prompt cache (cheaper)
+    cache_write_tokens: int = 0  # of input_tokens: written to the upstream's prompt cache (dearer)
 
 
 @dataclass(frozen=True)

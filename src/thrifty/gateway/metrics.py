@@ -35,6 +35,8 @@ class Metrics:
         r = self.registry
         self.requests = Counter("thrifty_requests", "Requests answered", ["model", "status"], registry=r)
         self.tokens = Counter("thrifty_tokens", "Tokens of returned answers", ["model", "direction"], registry=r)
+        self.tokens_estimated = Counter("thrifty_tokens_estimated", "Of thrifty_tokens: estimated, the upstream reported no usage",
+                                        ["model", "direction"], registry=r)
         self.cost = Counter("thrifty_cost_usd", "USD paid upstream, every tier called", ["model"], registry=r)
         self.baseline = Counter("thrifty_baseline_cost_usd", "USD the profile's most expensive tier would have cost", ["model"], registry=r)
         # "sum": across worker processes (multiprocess mode) the saving adds up, dead workers included
@@ -64,6 +66,9 @@ class Metrics:
         if c is not None:
             self.tokens.labels(model, "input").inc(c.usage.input_tokens)
             self.tokens.labels(model, "output").inc(c.usage.output_tokens)
+            if c.usage.estimated:
+                self.tokens_estimated.labels(model, "input").inc(c.usage.input_tokens)
+                self.tokens_estimated.labels(model, "output").inc(c.usage.output_tokens)
             if baseline_price is not None:
                 base = (c.usage.input_tokens * baseline_price[0] + c.usage.output_tokens * baseline_price[1]) / 1e6
                 self.baseline.labels(model).inc(base)

@@ -305,7 +305,7 @@ def register_routes(app: Any) -> None:
         rt = request.app.state.runtime
         return JSONResponse({"status": "ok", "models": len(rt.routes), "generation": rt.generation,
                              "uptime_s": round(time.time() - rt.started_at, 3), "artefacts": rt.artefact_versions,
-                             "store": rt.store.dialect})
+                             "store": rt.store.dialect, "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0]})
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Any:

@@ -11,7 +11,11 @@ from functools import lru_cache
 
 from thrifty.errors import ConfigError
 
-__all__ = ["resolve_prices", "lookup_prices"]
+__all__ = ["resolve_prices", "lookup_prices", "cache_prices"]
+
+#: Anthropic's published prompt-cache multipliers of the input price (5-minute writes), used for a
+#: model genai-prices does not price for caching or whose input price is configured
+CACHE_READ_FACTOR, CACHE_WRITE_FACTOR = 0.1, 1.25
 
 _PROBE_TOKENS = 1000  # price a small call, then scale: avoids long-context price tiers
 
@@ -65,3 +69,29 @@ def resolve_prices(
         float(price_in) if price_in is not None else found[0],
         float(price_out) if price_out is not None else found[1],
     )
+
+
+@lru_cache(maxsize=256)
+def _lookup_cache_prices(model: str, provider_id: str | None) -> tuple[float, float] | None:
+    try:
+        import genai_prices
+    except ImportError:  # pragma: no cover - depends on the install
+        return None
+    kwargs = {"provider_id": provider_id} if provider_id else {}
+    out = []
+    for usage in (genai_prices.Usage(cache_read_tokens=_PROBE_TOKENS), genai_prices.Usage(cache_write_tokens=_PROBE_TOKENS)):
+        try:
+            out.append(float(genai_prices.calc_price(usage, model, **kwargs).total_price) * 1_000_000 / _PROBE_TOKENS)
+        except LookupError:
+            return None
+    return out[0], out[1]
+
+
+def cache_prices(model: str, price_in: float, *, provider_id: str | None = None, configured: bool = False) -> tuple[float, float]:
+    """``(cache read, cache write)`` USD per 1M tokens: genai-prices' when it prices the model's
+    cache (and the input price is not configured), else the input price × Anthropic's multipliers."""
+    if not configured:
+        found = _lookup_cache_prices(model, provider_id)
+        if found is not None and any(found):
+            return found
+    return price_in * CACHE_READ_FACTOR, price_in * CACHE_WRITE_FACTOR
