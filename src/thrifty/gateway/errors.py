@@ -11,7 +11,10 @@
     ProviderError                             → 502 upstream_error, 504 when it timed out,
                                                 400 when every tier refused the request (4xx),
                                                 429 rate_limit_error when the upstream kept limiting
-    ConfigError at request time / anything else → 500 server_error with a generic message (logged)
+    ConfigError at request time / anything else → 500 server_error with a generic message naming the
+                                                request id (logged with its traceback) — a bug in a
+                                                provider adapter too: only known upstream failures
+                                                become 502/504/429
 
 Body: ``{"error": {"message", "type", "param", "code"}}`` — what the ``openai`` client parses.
 """
@@ -57,8 +60,8 @@ def _validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
     return (f"{param}: {msg}" if param else msg) + extra, param or None
 
 
-def status_and_body(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]:
-    """HTTP status, OpenAI error body and extra headers for any exception."""
+def status_and_body(exc: BaseException, request_id: str | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """HTTP status, OpenAI error body and extra headers for any exception (``request_id``: named in a 500)."""
     from pydantic import ValidationError
 
     if isinstance(exc, PayloadTooLarge):
@@ -90,14 +93,16 @@ def status_and_body(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, 
     if isinstance(exc, ConfigError):
         log.error("configuration error while serving: %s", exc)
         return 500, error_body(f"server misconfigured: {exc}", "server_error", code="config_error"), {}
-    log.exception("unexpected error while serving a request", exc_info=exc)
-    return 500, error_body("internal error (details are in the server log)", "server_error", code="internal_error"), {}
+    rid = request_id or "-"
+    log.error("unexpected error while serving request %s: %s: %s", rid, type(exc).__name__, exc, exc_info=exc)
+    where = f"request {request_id}: " if request_id else ""
+    return 500, error_body(f"internal error ({where}details are in the server log)", "server_error", code="internal_error"), {}
 
 
 def json_error(exc: BaseException, request_id: str | None = None) -> Any:
     from fastapi.responses import JSONResponse
 
-    status, body, headers = status_and_body(exc)
+    status, body, headers = status_and_body(exc, request_id)
     if request_id:
         headers = {**headers, "x-thrifty-request-id": request_id}
     return JSONResponse(body, status_code=status, headers=headers)

@@ -242,7 +242,7 @@ async def _stream(job: Job) -> Any:
             job.finish(499 if not isinstance(exc, Exception) else 500, None, error=f"stream aborted: {type(exc).__name__}",
                        answer_override="".join(parts), cost_override=job.reservation.amount_usd)
             if isinstance(exc, Exception):
-                _, err, _ = status_and_body(exc)
+                _, err, _ = status_and_body(exc, job.rid)
                 yield _sse(err)
                 return
             raise
