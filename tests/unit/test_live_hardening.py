@@ -25,7 +25,6 @@ import pytest
 from thrifty.engine import Engine
 from thrifty.errors import ConfigError, ProviderError
 from thrifty.policy.cascade import CascadePolicy
-from thrifty.providers._errors import known_failure, provider_errors
 from thrifty.types import ChatRequest, Completion, Policy, Usage
 
 REQ = ChatRequest.from_prompt("What is 2+2?")
@@ -93,6 +92,8 @@ def test_known_upstream_failures_still_fail_over() -> None:
 
 
 def test_the_error_boundary_lets_bugs_through_and_translates_the_known() -> None:
+    from thrifty.providers._errors import known_failure, provider_errors
+
     with pytest.raises(KeyError):
         with provider_errors("p"):
             raise KeyError("usage")

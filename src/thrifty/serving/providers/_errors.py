@@ -1,4 +1,5 @@
-"""The one boundary where foreign exceptions (httpx, SDKs, llama.cpp) become :class:`ProviderError`.
+"""The one boundary where known upstream failures (httpx, SDKs, llama.cpp) become :class:`ProviderError`
+(anything else is a bug and propagates: the gateway answers 500 and logs the traceback).
 
 Status codes for failures without an HTTP status: 504 for timeouts, 502 for connection errors and
 malformed upstream answers, 400 for requests the model cannot take (e.g. prompt beyond context).
@@ -127,19 +128,24 @@ def redact(err: ProviderError, secrets: Iterable[str | None]) -> ProviderError:
 
 
 @contextlib.contextmanager
-def provider_errors(provider: str, secrets: Iterable[str | None] = ()) -> Iterator[None]:
+def provider_errors(provider: str, secrets: Iterable[str | None] = (), *,
+                    known: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
     """Re-raise a known upstream failure from the block as ``ProviderError(...) from exc``.
 
     Cancellation, thrifty's own errors (ProviderError, ConfigError, …) and unknown exceptions (bugs,
     see :func:`known_failure`) pass through untouched. Works around ``await`` too.
     ``secrets`` (the provider's API key) are redacted from the message (see :func:`redact`).
+    ``known``: further exception types that mean "this call failed" for this adapter (llama.cpp
+    reports a failed decode as RuntimeError) — a 502, not retried.
     """
     try:
         yield
     except (asyncio.CancelledError, KeyboardInterrupt, GeneratorExit, ThriftyError):
         raise
     except Exception as exc:  # noqa: BLE001 - this IS the translation boundary
-        known = known_failure(exc, provider)
-        if known is None:
+        err = known_failure(exc, provider)
+        if err is None and isinstance(exc, known):
+            err = ProviderError(f"{type(exc).__name__}: {exc}", provider=provider, status=502)
+        if err is None:
             raise
-        raise redact(known, secrets) from exc
+        raise redact(err, secrets) from exc

@@ -79,10 +79,12 @@ def _lookup_cache_prices(model: str, provider_id: str | None) -> tuple[float, fl
         return None
     kwargs = {"provider_id": provider_id} if provider_id else {}
     out = []
-    for usage in (genai_prices.Usage(cache_read_tokens=_PROBE_TOKENS), genai_prices.Usage(cache_write_tokens=_PROBE_TOKENS)):
+    # input_tokens counts every prompt token, the cached ones included (genai-prices' convention too)
+    for usage in (genai_prices.Usage(input_tokens=_PROBE_TOKENS, cache_read_tokens=_PROBE_TOKENS),
+                  genai_prices.Usage(input_tokens=_PROBE_TOKENS, cache_write_tokens=_PROBE_TOKENS)):
         try:
             out.append(float(genai_prices.calc_price(usage, model, **kwargs).total_price) * 1_000_000 / _PROBE_TOKENS)
-        except LookupError:
+        except (LookupError, ValueError):
             return None
     return out[0], out[1]
 
