@@ -255,7 +255,9 @@ async def _stream(job: Job) -> Any:
                                       "cache-control": "no-cache", "x-accel-buffering": "no"})
 
 
-def register_routes(app: Any) -> None:
+def register_routes(app: Any) -> Any:
+    """Add the endpoints to ``app``; returns the chat-completions handler (``handler(request)``) for
+    :func:`thrifty.gateway.errors.fast_route`."""
     from fastapi import Request
     from fastapi.responses import JSONResponse, Response
 
@@ -311,3 +313,5 @@ def register_routes(app: Any) -> None:
     async def metrics(request: Request) -> Any:
         data, ctype = request.app.state.runtime.metrics.render()
         return Response(data, media_type=ctype)
+
+    return chat_completions

@@ -15,6 +15,7 @@ import time
 from typing import Any, AsyncIterator, Mapping
 
 from thrifty.errors import ConfigError, ProviderError
+from thrifty.serving.aio import within
 from thrifty.serving.providers._errors import provider_errors, redact, status_error
 from thrifty.serving.providers.base import StreamItem, cost_usd
 from thrifty.serving.providers.prices import resolve_prices
@@ -169,7 +170,7 @@ class OpenAICompatProvider:
         started = time.perf_counter()
         with provider_errors(self.name, self._secrets):
             try:
-                return await asyncio.wait_for(self._complete(request, started), timeout=self.timeout_s)
+                return await within(self._complete(request, started), self.timeout_s)  # no extra Task per call
             except asyncio.TimeoutError:
                 raise ProviderError(f"timed out: no complete answer within {self.timeout_s:g}s", provider=self.name,
                                     status=504, retryable=True) from None
