@@ -12,10 +12,11 @@ answer, no model) and are loaded by the same generator (``wrk``, one thread):
   ``--litellm-venv`` to put it elsewhere), no database, its own master key (``LITELLM_MASTER_KEY``),
   the local model-cost map (no network at start-up); health at ``/health/liveliness``.
 
-Per server: one warm-up second, then latency at 1 connection (p50/p99; "added" = minus the direct
+Per server: two warm-up seconds, then latency at 1 connection (p50/p99; "added" = minus the direct
 upstream's percentile in the same run), throughput at 32 connections (req/s), and the server's CPU
 milliseconds per request during the throughput run (utime + stime from ``/proc/<pid>/stat`` of the
-server's process tree — the number that holds on a busy machine, unlike req/s).
+server's process tree — the number that holds on a busy machine, unlike req/s). Between phases the
+script waits until the server is idle again, so a backlog of one phase is not timed in the next.
 
     python benchmarks/gateway_vs_litellm.py [--duration 5] [--json results/gateway_vs_litellm.json]
 """
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gateway_load import ROOT, Result, free_port, measure, start_upstream, stop, wait_http  # noqa: E402
+from gateway_load import ROOT, Result, free_port, run_wrk, start_upstream, stop, wait_http  # noqa: E402
 
 KEY = "sk-bench-0123456789"
 MODEL = "bench-cheap"
@@ -127,10 +128,34 @@ def start_litellm(exe: Path, upstream_port: int, data_dir: Path) -> tuple[subpro
     return proc, port
 
 
-def run_measure(url: str, *, pid: int, auth: bool, **kw: Any) -> Result:
-    """:func:`gateway_load.measure` with the bearer key and the server's process-tree CPU."""
+def settle(pid: int, *, idle_share: float = 0.05, timeout_s: float = 60.0) -> None:
+    """Wait until the server's process tree is idle (< ``idle_share`` of a core over 0.5 s): a slow
+    server is still working off the requests queued by the previous load when wrk stops, and that
+    backlog would otherwise show up as the next measurement's latency."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        c0 = tree_cpu_s(pid)
+        time.sleep(0.5)
+        if tree_cpu_s(pid) - c0 < idle_share * 0.5:
+            return
+
+
+def run_measure(url: str, *, pid: int, auth: bool, duration: float, lat_conns: int, tput_conns: int) -> Result:
+    """Warm-up, latency at ``lat_conns``, throughput at ``tput_conns`` with the server's CPU per
+    completed request (CPU read when wrk stops), the server left idle between the phases."""
     headers = {"Authorization": f"Bearer {KEY}"} if auth else None
-    return measure(url, MODEL, pgid=pid, headers=headers, cpu_s=tree_cpu_s, **kw)
+    run_wrk(url, MODEL, tput_conns, 2, headers=headers)  # warm-up: connections, lazy imports, first log rows
+    settle(pid)
+    lat = run_wrk(url, MODEL, lat_conns, duration, headers=headers)
+    settle(pid)
+    cpu0 = tree_cpu_s(pid)
+    tput = run_wrk(url, MODEL, tput_conns, duration, headers=headers)
+    cpu_ms = (tree_cpu_s(pid) - cpu0) * 1e3 / max(1, tput.requests)
+    settle(pid)
+    return Result("", url, p50_ms=lat.p50_ms, p90_ms=lat.p90_ms, p99_ms=lat.p99_ms, rps=tput.rps,
+                  errors=lat.errors + tput.errors, requests=lat.requests + tput.requests,
+                  extra={"rps_at_latency_conns": round(lat.rps, 1), "p50_ms_at_throughput_conns": round(tput.p50_ms, 3),
+                         "server_cpu_ms_per_request": round(cpu_ms, 3)})
 
 
 def git_commit() -> str:
@@ -151,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         print("gateway_vs_litellm: needs wrk (apt-get install -y wrk); an in-process Python load generator would measure itself",
               file=sys.stderr)
         return 2
-    kw = dict(duration=args.duration, lat_conns=args.lat_conns, tput_conns=args.tput_conns, tool="wrk")
+    kw = dict(duration=args.duration, lat_conns=args.lat_conns, tput_conns=args.tput_conns)
     exe = None if args.skip_litellm else litellm_venv(args.litellm_venv)
 
     rows: list[Result] = []
