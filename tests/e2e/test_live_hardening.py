@@ -62,7 +62,7 @@ def test_estimated_token_counts_are_flagged_in_the_log_and_metrics(tmp_path: Pat
 
 
 def test_anthropic_cache_reads_and_writes_are_priced_as_such() -> None:
-    from thrifty.providers.anthropic import AnthropicProvider
+    from thrifty.serving.providers.anthropic import AnthropicProvider
 
     with AnthropicStandIn(api_key="sk-standin") as standin:
         standin.cache_usage = (1000, 200)  # read from the prompt cache, written to it
@@ -117,7 +117,7 @@ async def _oversize_server() -> tuple[asyncio.AbstractServer, int]:
 
 
 def test_http1_response_over_the_cap_is_a_clear_non_retryable_error() -> None:
-    from thrifty.providers.http1 import Http1Pool, ResponseTooLarge
+    from thrifty.serving.providers.http1 import Http1Pool, ResponseTooLarge
 
     async def go() -> list[object]:
         server, port = await _oversize_server()

@@ -22,7 +22,7 @@ import httpx
 import numpy as np
 import pytest
 
-from thrifty.engine import Engine
+from thrifty.serving.engine import Engine
 from thrifty.errors import ConfigError, ProviderError
 from thrifty.policy.cascade import CascadePolicy
 from thrifty.types import ChatRequest, Completion, Policy, Usage
@@ -92,7 +92,7 @@ def test_known_upstream_failures_still_fail_over() -> None:
 
 
 def test_the_error_boundary_lets_bugs_through_and_translates_the_known() -> None:
-    from thrifty.providers._errors import known_failure, provider_errors
+    from thrifty.serving.providers._errors import known_failure, provider_errors
 
     with pytest.raises(KeyError):
         with provider_errors("p"):
@@ -106,7 +106,7 @@ def test_the_error_boundary_lets_bugs_through_and_translates_the_known() -> None
 
 def test_gateway_answers_a_bug_with_500_naming_the_request_id_and_logs_the_traceback(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from thrifty.config import parse_settings
+    from thrifty.config.settings import parse_settings
     from thrifty.gateway.app import create_app
 
     price = {"input": 1.0, "output": 2.0}
@@ -210,7 +210,7 @@ def test_embedding_memo_is_bounded_and_the_disk_cache_is_written_in_batches(tmp_
 
 
 def test_memo_entries_setting_bounds_every_per_text_memo(tmp_path: Path) -> None:
-    from thrifty.config import parse_settings
+    from thrifty.config.settings import parse_settings
     from thrifty.scoring import answer_scorer, finetuned
     from thrifty.scoring.memo import DEFAULT_ENTRIES, LRUMemo, memo_entries, set_memo_entries
 
@@ -231,7 +231,7 @@ def test_memo_entries_setting_bounds_every_per_text_memo(tmp_path: Path) -> None
 
 
 def test_few_shot_selection_memo_is_an_lru_memo() -> None:
-    from thrifty.prompt_provider import FewShotAdapter
+    from thrifty.serving.adapted_provider import FewShotAdapter
     from thrifty.scoring.memo import LRUMemo
 
     src = inspect.getsource(FewShotAdapter.__init__)
@@ -240,7 +240,7 @@ def test_few_shot_selection_memo_is_an_lru_memo() -> None:
 
 # ---- estimated tokens, cache prices ---------------------------------------------------------------
 def test_usage_without_upstream_counts_is_flagged_estimated() -> None:
-    from thrifty.providers.openai_compat import _usage
+    from thrifty.serving.providers.openai_compat import _usage
 
     assert _usage({"prompt_tokens": 7, "completion_tokens": 2}, REQ, "four") == Usage(7, 2)
     for missing in (None, {}, {"prompt_tokens": "lots"}):
@@ -249,7 +249,7 @@ def test_usage_without_upstream_counts_is_flagged_estimated() -> None:
 
 
 def test_cost_prices_cache_reads_and_writes_at_their_own_prices() -> None:
-    from thrifty.providers.base import cost_usd
+    from thrifty.serving.providers.base import cost_usd
 
     u = Usage(1200, 10, cache_read_tokens=1000, cache_write_tokens=100)
     assert cost_usd(u, 1.0, 5.0) == pytest.approx((1200 * 1.0 + 10 * 5.0) / 1e6)  # no cache prices: all input at price_in
@@ -258,7 +258,7 @@ def test_cost_prices_cache_reads_and_writes_at_their_own_prices() -> None:
 
 # ---- http1 ----------------------------------------------------------------------------------------
 def test_http1_client_uses_no_private_attribute_of_foreign_objects() -> None:
-    import thrifty.providers.http1 as http1
+    import thrifty.serving.providers.http1 as http1
 
     tree = ast.parse(Path(http1.__file__).read_text())
     private = []

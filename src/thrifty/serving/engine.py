@@ -18,7 +18,7 @@ text is replayed in chunks. A failure before the first token moves on like in ``
 has been sent, an upstream failure ends the stream with a :class:`ProviderError` (``partial=True``).
 
 Only known upstream failures (timeouts, connection errors, HTTP errors, malformed answers: see
-:func:`thrifty.providers._errors.known_failure`) count as a failed tier; any other exception raised
+:func:`thrifty.serving.providers._errors.known_failure`) count as a failed tier; any other exception raised
 by a provider is a bug and propagates (the gateway answers 500 with the request id and logs it).
 
 If no tier produced an answer, ``ProviderError`` is raised: status 504 if the deadline ran out,

@@ -11,7 +11,7 @@ Translation from the OpenAI chat shape thrifty speaks:
   are sent in the JSON body;
 - the answer: text blocks → text, ``tool_use`` → OpenAI ``tool_calls``, ``stop_reason`` →
   ``finish_reason``, ``usage`` → tokens × price; prompt-cache reads and writes count as input
-  tokens, priced at the model's cache read / write prices (:func:`thrifty.providers.prices.cache_prices`).
+  tokens, priced at the model's cache read / write prices (:func:`thrifty.serving.providers.prices.cache_prices`).
 
 The SDK's own retries are off (``max_retries=0``): the engine retries, inside its deadline.
 """
