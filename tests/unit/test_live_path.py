@@ -1,4 +1,4 @@
-"""The live path, hardened (pure logic, fake providers; the real-server side is tests/e2e/test_live_hardening.py):
+"""The live path, hardened (pure logic, fake providers; the real-server side is tests/e2e/test_live_path_servers.py):
 
 - a bug in a provider adapter is a bug (500 with the request id, traceback logged), not a quiet "next tier";
 - one retry/deadline loop: a provider call runs in the request's own task, buffered or streamed;
