@@ -22,9 +22,9 @@ import httpx
 import numpy as np
 import pytest
 
-from thrifty.serving.engine import Engine
 from thrifty.errors import ConfigError, ProviderError
 from thrifty.policy.cascade import CascadePolicy
+from thrifty.serving.engine import Engine
 from thrifty.types import ChatRequest, Completion, Policy, Usage
 
 REQ = ChatRequest.from_prompt("What is 2+2?")
@@ -231,8 +231,8 @@ def test_memo_entries_setting_bounds_every_per_text_memo(tmp_path: Path) -> None
 
 
 def test_few_shot_selection_memo_is_an_lru_memo() -> None:
-    from thrifty.serving.adapted_provider import FewShotAdapter
     from thrifty.scoring.memo import LRUMemo
+    from thrifty.serving.adapted_provider import FewShotAdapter
 
     src = inspect.getsource(FewShotAdapter.__init__)
     assert "LRUMemo(" in src and isinstance(LRUMemo(), LRUMemo)

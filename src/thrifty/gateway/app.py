@@ -46,10 +46,10 @@ class Runtime:
 
 
 def build_runtime(settings: Settings, *, db_path: Path | None = None) -> Runtime:
-    from thrifty.serving.budget import ledger_for
     from thrifty.gateway.build import build_routes
     from thrifty.gateway.metrics import Metrics
     from thrifty.scoring.memo import set_memo_entries
+    from thrifty.serving.budget import ledger_for
     from thrifty.store.logs import LogStore
 
     set_memo_entries(settings.server.memo_entries)

@@ -13,8 +13,8 @@ from concurrent.futures import Future
 from typing import Any
 
 from thrifty.gateway.build import Route
-from thrifty.store.logs import RequestRecord, StepRecord
 from thrifty.serving.trace import Trace
+from thrifty.store.logs import RequestRecord, StepRecord
 from thrifty.types import ChatRequest
 
 __all__ = ["Job", "reserve"]

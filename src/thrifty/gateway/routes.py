@@ -19,13 +19,13 @@ from typing import Any, AsyncIterator
 
 from thrifty.config.settings import hash_key
 from thrifty.errors import AuthError, ProviderError, RequestError
-from thrifty.serving.engine import aclose_quietly
 from thrifty.gateway.build import Route
 from thrifty.gateway.errors import PayloadTooLarge, json_error, status_and_body
 from thrifty.gateway.jobs import Job, reserve
+from thrifty.serving.engine import aclose_quietly
 from thrifty.serving.profiles import system_prompt
-from thrifty.store.logs import StepRecord
 from thrifty.serving.trace import Routed, TextDelta, Trace, new_request_id
+from thrifty.store.logs import StepRecord
 from thrifty.types import ChatRequest
 
 __all__ = ["register_routes", "bearer_token"]
@@ -111,8 +111,8 @@ def _headers(rid: str, model: str | None, tiers: tuple[str, ...], cost: float, c
 
 async def _admit(rt: Any, request: Any) -> Job:
     """Everything that can refuse a request before any model runs."""
-    from thrifty.serving.budget import max_cost_usd
     from thrifty.gateway.schemas import ChatCompletionRequest, to_chat_request
+    from thrifty.serving.budget import max_cost_usd
 
     t0 = time.perf_counter()
     key_name = _authenticate(rt, request)
