@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from typing import Any, AsyncIterator, Mapping
+from typing import Any, AsyncGenerator, AsyncIterator, Mapping
 
 from thrifty.errors import ConfigError, ProviderError
 from thrifty.serving.aio import aclose_quietly, within
@@ -137,7 +137,7 @@ class Engine:
         return out["result"]
 
     async def _attempt_tier(self, k: int, request: ChatRequest, deadline: float, att: _Attempts, live: dict[str, Any],
-                            stream: tuple[str, tuple[str, ...]] | None) -> AsyncIterator[StreamEvent]:
+                            stream: tuple[str, tuple[str, ...]] | None) -> AsyncGenerator[StreamEvent, None]:
         """THE retry/deadline loop: call tier k until it answers, fails for good or time runs out;
         the outcome (Completion or ProviderError) is left in ``live["result"]``.
 
@@ -194,7 +194,7 @@ class Engine:
             att.seconds[k] = att.seconds.get(k, 0.0) + time.perf_counter() - t0
 
     async def _stream_once(self, k: int, request: ChatRequest, deadline: float, att: _Attempts, stream: tuple[str, tuple[str, ...]],
-                           live: dict[str, Any], parts: list[str]) -> AsyncIterator[StreamEvent | Completion]:
+                           live: dict[str, Any], parts: list[str]) -> AsyncGenerator[StreamEvent | Completion, None]:
         """One streamed attempt: Routed before the first text, TextDelta per chunk, the final Completion."""
         rid, tried = stream
         items = stream_of(self.providers[k], request).__aiter__()

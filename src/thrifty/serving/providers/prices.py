@@ -31,10 +31,9 @@ def lookup_prices(model: str, provider_id: str | None = None) -> tuple[float, fl
             key="price_in",
             fix="pip install 'thrifty[serve]' or set price_in / price_out for every tier",
         ) from exc
-    kwargs = {"provider_id": provider_id} if provider_id else {}
     try:
-        calc_in = genai_prices.calc_price(genai_prices.Usage(input_tokens=_PROBE_TOKENS), model, **kwargs)
-        calc_out = genai_prices.calc_price(genai_prices.Usage(output_tokens=_PROBE_TOKENS), model, **kwargs)
+        calc_in = genai_prices.calc_price(genai_prices.Usage(input_tokens=_PROBE_TOKENS), model, provider_id=provider_id)
+        calc_out = genai_prices.calc_price(genai_prices.Usage(output_tokens=_PROBE_TOKENS), model, provider_id=provider_id)
     except LookupError:
         return None
     scale = 1_000_000 / _PROBE_TOKENS
@@ -77,13 +76,12 @@ def _lookup_cache_prices(model: str, provider_id: str | None) -> tuple[float, fl
         import genai_prices
     except ImportError:  # pragma: no cover - depends on the install
         return None
-    kwargs = {"provider_id": provider_id} if provider_id else {}
     out = []
     # input_tokens counts every prompt token, the cached ones included (genai-prices' convention too)
     for usage in (genai_prices.Usage(input_tokens=_PROBE_TOKENS, cache_read_tokens=_PROBE_TOKENS),
                   genai_prices.Usage(input_tokens=_PROBE_TOKENS, cache_write_tokens=_PROBE_TOKENS)):
         try:
-            out.append(float(genai_prices.calc_price(usage, model, **kwargs).total_price) * 1_000_000 / _PROBE_TOKENS)
+            out.append(float(genai_prices.calc_price(usage, model, provider_id=provider_id).total_price) * 1_000_000 / _PROBE_TOKENS)
         except (LookupError, ValueError):
             return None
     return out[0], out[1]
