@@ -16,8 +16,8 @@ import hashlib
 import os
 import sqlite3
 import threading
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
