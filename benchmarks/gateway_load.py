@@ -4,11 +4,12 @@ In ONE run, on loopback:
 
 1. start the benchmark upstream (``benchmarks/bench_upstream.py``: a fixed answer, no model);
 2. load it directly (the floor);
-3. start ``thrifty`` (uvicorn, the gateway app) in front of it and load it through a pass-through
-   model, a 2-tier cascade whose first tier is accepted (one upstream call + scoring), and a 2-tier
-   cascade that always escalates (two upstream calls);
-4. try server variants on the pass-through route: stock asyncio loop + h11 parser instead of
-   uvloop + httptools, 2 uvicorn workers, and no upstream connection pooling (``Connection: close``).
+3. start the real ``thrifty serve`` command (``python -m thrifty serve --config … --port …``, as a
+   user runs it) in front of it and load it through a pass-through model, a 2-tier cascade whose
+   first tier is accepted (one upstream call + scoring), and a 2-tier cascade that always escalates
+   (two upstream calls);
+4. try server variants on the pass-through route: bare uvicorn with the stock asyncio loop + h11
+   parser, ``thrifty serve --workers 2``, and no upstream connection pooling (``Connection: close``).
 
 Each configuration is measured twice with ``wrk`` (Debian package; an async httpx generator when
 ``wrk`` is missing): at low concurrency for latency (p50/p99) and at high concurrency for
@@ -129,17 +130,23 @@ def gateway_config(upstream_port: int, data_dir: Path, *, pooled: bool = True) -
             + '[profiles.escalate]\ntiers = ["cheap", "strong"]\nthresholds = [1.5]\n')
 
 
-def start_gateway(cfg: str, data_dir: Path, *, loop: str = "uvloop", http: str = "httptools", workers: int = 1) -> tuple[subprocess.Popen, int]:
+def start_gateway(cfg: str, data_dir: Path, *, uvicorn: bool = False, loop: str = "uvloop", http: str = "httptools",
+                  workers: int = 1) -> tuple[subprocess.Popen, int]:
+    """The real ``thrifty serve`` command (``python -m thrifty`` is the ``thrifty`` script), or with
+    ``uvicorn=True`` bare uvicorn on the app factory with the given ``loop`` and ``http``."""
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / "thrifty.toml"
     path.write_text(cfg)
     port = free_port()
     env = {**os.environ, "THRIFTY_CONFIG": str(path), "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     log = open(data_dir / "server.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "thrifty.gateway.app:app_from_env", "--factory",
-                             "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--loop", loop,
-                             "--http", http, "--no-access-log", "--log-level", "warning"],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=str(data_dir))
+    if uvicorn:
+        cmd = [sys.executable, "-m", "uvicorn", "thrifty.gateway.app:app_from_env", "--factory", "--host", "127.0.0.1",
+               "--port", str(port), "--workers", str(workers), "--loop", loop, "--http", http, "--no-access-log",
+               "--log-level", "warning"]
+    else:
+        cmd = [sys.executable, "-m", "thrifty", "serve", "--config", str(path), "--port", str(port), "--workers", str(workers)]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=str(data_dir))
     log.close()
     wait_http(f"http://127.0.0.1:{port}/healthz", proc)
     return proc, port
@@ -157,10 +164,13 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNIT[m.group(2)]
 
 
-def run_wrk(url: str, model: str, connections: int, duration: float, threads: int = 1) -> Result:
+def run_wrk(url: str, model: str, connections: int, duration: float, threads: int = 1,
+            headers: dict[str, str] | None = None) -> Result:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
         body = BODY.replace("MODEL", model).replace("\\", "\\\\").replace("'", "\\'")
         fh.write(f"wrk.method = 'POST'\nwrk.body = '{body}'\nwrk.headers['Content-Type'] = 'application/json'\n")
+        for name, value in (headers or {}).items():
+            fh.write(f"wrk.headers['{name}'] = '{value}'\n")
         script = fh.name
     try:
         out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency",
@@ -213,18 +223,22 @@ async def _httpx_load(url: str, model: str, connections: int, duration: float) -
     return Result("", url, p50_ms=q[49], p90_ms=q[89], p99_ms=q[98], rps=len(lat) / elapsed, errors=errors, requests=len(lat))
 
 
-def measure(url: str, model: str, *, duration: float, lat_conns: int, tput_conns: int, tool: str, pgid: int | None = None) -> Result:
+def measure(url: str, model: str, *, duration: float, lat_conns: int, tput_conns: int, tool: str, pgid: int | None = None,
+            headers: dict[str, str] | None = None, cpu_s: Any = None) -> Result:
     """Latency at ``lat_conns`` connections, throughput at ``tput_conns`` (one warm-up second first).
 
-    With ``pgid`` (the server's process group) it also reports the server's CPU milliseconds per
-    request during the throughput run: a number that holds on a busy machine, unlike req/s.
+    With ``pgid`` (the server's process group; ``cpu_s(pgid)`` reads CPU seconds, default
+    :func:`group_cpu_s`) it also reports the server's CPU milliseconds per request during the
+    throughput run: a number that holds on a busy machine, unlike req/s. ``headers``: sent by wrk.
     """
-    load = (lambda c, d: run_wrk(url, model, c, d)) if tool == "wrk" else (lambda c, d: asyncio.run(_httpx_load(url, model, c, d)))
+    cpu_s = cpu_s or group_cpu_s
+    load = ((lambda c, d: run_wrk(url, model, c, d, headers=headers)) if tool == "wrk"
+            else (lambda c, d: asyncio.run(_httpx_load(url, model, c, d))))
     load(tput_conns, 1)  # warm-up: connections, caches, first log rows
     lat = load(lat_conns, duration)
-    cpu0 = group_cpu_s(pgid) if pgid else 0.0
+    cpu0 = cpu_s(pgid) if pgid else 0.0
     tput = load(tput_conns, duration)
-    cpu_ms = (group_cpu_s(pgid) - cpu0) * 1e3 / max(1, tput.requests) if pgid else float("nan")
+    cpu_ms = (cpu_s(pgid) - cpu0) * 1e3 / max(1, tput.requests) if pgid else float("nan")
     return Result("", url, p50_ms=lat.p50_ms, p90_ms=lat.p90_ms, p99_ms=lat.p99_ms, rps=tput.rps,
                   errors=lat.errors + tput.errors, requests=lat.requests + tput.requests,
                   extra={"rps_at_latency_conns": round(lat.rps, 1), "p50_ms_at_throughput_conns": round(tput.p50_ms, 3),
@@ -256,15 +270,16 @@ def main(argv: list[str] | None = None) -> int:
         results.append(direct)
 
         variants: list[tuple[str, dict[str, Any], bool, list[tuple[str, str]]]] = [
-            ("uvloop+httptools, 1 worker", {}, True,
+            ("thrifty serve (uvloop+httptools)", {}, True,
              [("thrifty pass-through", "cheap"), ("thrifty cascade, tier 0 accepted", "thrifty/cascade"),
               ("thrifty cascade, escalates", "thrifty/escalate")]),
         ]
         if not args.quick:
             variants += [
-                ("asyncio+h11, 1 worker", {"loop": "asyncio", "http": "h11"}, True, [("thrifty pass-through", "cheap")]),
-                ("uvloop+httptools, 2 workers", {"workers": 2}, True, [("thrifty pass-through", "cheap")]),
-                ("uvloop+httptools, no upstream pooling", {}, False, [("thrifty pass-through", "cheap")]),
+                ("uvicorn, asyncio+h11, 1 worker", {"uvicorn": True, "loop": "asyncio", "http": "h11"}, True,
+                 [("thrifty pass-through", "cheap")]),
+                ("thrifty serve --workers 2", {"workers": 2}, True, [("thrifty pass-through", "cheap")]),
+                ("thrifty serve, no upstream pooling", {}, False, [("thrifty pass-through", "cheap")]),
             ]
         for i, (server, opts, pooled, routes) in enumerate(variants):
             data = tmp / f"gw{i}"

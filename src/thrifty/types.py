@@ -76,8 +76,12 @@ class ChatRequest:
 
 @dataclass(frozen=True)
 class Usage:
-    input_tokens: int = 0
+    input_tokens: int = 0  # every prompt token, cache reads and writes included
     output_tokens: int = 0
+    #: the upstream reported no usage: the counts are estimates (≈ 4 characters per token)
+    estimated: bool = False
+    cache_read_tokens: int = 0  # of input_tokens: read from the upstream's prompt cache (cheaper)
+    cache_write_tokens: int = 0  # of input_tokens: written to the upstream's prompt cache (dearer)
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,9 @@ Plan = Generator[Call, Union[Completion, BaseException], Decision]
 @runtime_checkable
 class Policy(Protocol):
     tiers: Sequence[str]
+    #: True when ``plan()`` steps do CPU work (a router embedding the query): the engine then advances
+    #: the plan in a worker thread so the event loop keeps serving other requests
+    blocking: bool
 
     def plan(self, request: ChatRequest) -> Plan: ...
 

@@ -11,7 +11,9 @@ every request body so tests can assert what the adapter sent (system prompt, too
 - with ``tools`` and ``tool_choice`` of type ``any`` / ``tool`` it answers with a ``tool_use`` block
   (input: ``tool_input``) and ``stop_reason = "tool_use"``;
 - ``"stream": true`` → the SSE event sequence message_start … message_stop;
-- ``fail_next = [(status, headers), …]`` makes the next requests fail with those statuses.
+- ``fail_next = [(status, headers), …]`` makes the next requests fail with those statuses;
+- ``cache_usage = (read, written)`` adds ``cache_read_input_tokens`` / ``cache_creation_input_tokens``
+  to every answer's usage (prompt caching, as Anthropic reports it: not part of ``input_tokens``).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class AnthropicStandIn:
         self.requests: list[dict[str, Any]] = []
         self.fail_next: list[tuple[int, dict[str, str]]] = []
         self.tool_input: dict[str, Any] = {"city": "Paris"}
+        self.cache_usage: tuple[int, int] | None = None
         self._server: ThreadingHTTPServer | None = None
 
     @property
@@ -99,7 +102,7 @@ class AnthropicStandIn:
                     self.wfile.write(f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n".encode())
                     self.wfile.flush()
 
-                start = {**message, "content": [], "stop_reason": None, "usage": {"input_tokens": message["usage"]["input_tokens"], "output_tokens": 1}}
+                start = {**message, "content": [], "stop_reason": None, "usage": {**message["usage"], "output_tokens": 1}}
                 event("message_start", {"message": start})
                 for i, block in enumerate(message["content"]):
                     if block["type"] == "text":
@@ -139,9 +142,14 @@ class AnthropicStandIn:
         if body.get("tools") and choice.get("type") in ("any", "tool"):
             name = choice.get("name") or body["tools"][0]["name"]
             content = [{"type": "tool_use", "id": "toolu_standin_1", "name": name, "input": self.tool_input}]
-            return self._message(body, content, "tool_use", in_tokens, 3)
+            return self._with_cache(self._message(body, content, "tool_use", in_tokens, 3))
         text = f"stand-in reply: {last_user}"
-        return self._message(body, [{"type": "text", "text": text}], "end_turn", in_tokens, len(text.split()))
+        return self._with_cache(self._message(body, [{"type": "text", "text": text}], "end_turn", in_tokens, len(text.split())))
+
+    def _with_cache(self, message: dict[str, Any]) -> dict[str, Any]:
+        if self.cache_usage is not None:
+            message["usage"].update(cache_read_input_tokens=self.cache_usage[0], cache_creation_input_tokens=self.cache_usage[1])
+        return message
 
     @staticmethod
     def _message(body: dict[str, Any], content: list[dict[str, Any]], stop: str, n_in: int, n_out: int) -> dict[str, Any]:

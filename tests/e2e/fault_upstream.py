@@ -18,6 +18,7 @@ different behaviour of the same server::
 ``reset``           reads the request, then closes with a TCP RST (SO_LINGER 0)
 ``drip``            200, then the body one byte every ``drip_interval`` seconds
 ``nochoices``       200 with valid JSON that has no ``choices``
+``nousage``         200 with a valid chat completion that reports no ``usage`` (as some servers do)
 ``echo401``         401 whose message repeats the ``Authorization`` header it got (as careless vendors do)
 ``flaky<N>-<mode>`` the first N calls of this path get ``<mode>``, later calls ``normal``
 ``sleep<MS>-<mode>`` waits MS milliseconds, then behaves as ``<mode>`` (a slow but healthy upstream)
@@ -153,6 +154,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._stream(model, text)
             else:
                 self._send(200, json.dumps(completion_body(model, text)).encode())
+        elif mode == "nousage":
+            doc = completion_body(model, text)
+            del doc["usage"]
+            self._send(200, json.dumps(doc).encode())
         elif mode == "hang":
             self.server.stopping.wait(self.server.hang_s)
             self.close_connection = True

@@ -2,6 +2,10 @@
 
 With no ``--config`` and no ``$THRIFTY_CONFIG`` the gateway serves the embedded local default (two
 GGUF models in-process, no key, no network). It binds 127.0.0.1 unless told otherwise.
+
+The server runs on uvloop with the httptools HTTP parser when they are installed (the ``serve``
+extra installs both), with one worker or many; otherwise on stock asyncio and h11. The banner and
+``/healthz`` (``event_loop``) say which.
 """
 
 from __future__ import annotations
@@ -117,6 +121,15 @@ def _store_arg(value: str | None) -> str | None:
     return str(Path(value).resolve())
 
 
+def fast_server() -> tuple[str, str]:
+    """(uvicorn ``loop``, uvicorn ``http``): uvloop and httptools when importable, else asyncio and h11."""
+    import importlib.util
+
+    loop = "uvloop" if sys.platform != "win32" and importlib.util.find_spec("uvloop") else "asyncio"
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    return loop, http
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -146,16 +159,19 @@ def run_serve(args: argparse.Namespace) -> int:
         if args.store:
             os.environ["THRIFTY_SERVER_STORE"] = _store_arg(args.store) or ""
         print(f"thrifty: starting {args.workers} workers at {url} (each loads its own models)", file=sys.stderr, flush=True)
+        loop_kind, http_kind = fast_server()
         with _shared_metrics_dir():
             uvicorn.run("thrifty.ui.serve:app_from_env", factory=True, host=host, port=port, workers=args.workers,
-                        log_level=args.log_level, timeout_graceful_shutdown=5)
+                        log_level=args.log_level, timeout_graceful_shutdown=5, loop=loop_kind, http=http_kind)
         return 0
 
     from thrifty.gateway.app import build_runtime, create_app
     from thrifty.ui.serve import with_dashboard
 
     app = with_dashboard(create_app(settings, runtime=build_runtime(settings)))  # config errors stop here, before binding
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=args.log_level, timeout_graceful_shutdown=5))
+    loop_kind, http_kind = fast_server()
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=args.log_level, timeout_graceful_shutdown=5,
+                                           loop=loop_kind, http=http_kind))
 
     import asyncio
 
@@ -166,6 +182,7 @@ def run_serve(args: argparse.Namespace) -> int:
             await asyncio.sleep(0.02)
         models = list(app.state.runtime.routes)
         print(banner(url, settings, time.perf_counter() - t0, models), flush=True)
+        print(f"server: {type(asyncio.get_running_loop()).__module__.split('.')[0]} event loop, {http_kind} HTTP parser", flush=True)
 
     async def main() -> None:
         task = asyncio.create_task(announce())
@@ -174,5 +191,15 @@ def run_serve(args: argparse.Namespace) -> int:
         finally:
             task.cancel()
 
-    asyncio.run(main())
+    if loop_kind == "uvloop":  # the loop uvicorn.run would pick; asyncio.run alone would give stock asyncio
+        import uvloop
+
+        if hasattr(asyncio, "Runner"):  # Python ≥ 3.11
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                runner.run(main())
+        else:  # pragma: no cover - Python 3.10
+            uvloop.install()
+            asyncio.run(main())
+    else:
+        asyncio.run(main())
     return 0 if server.started else 1

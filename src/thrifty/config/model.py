@@ -12,7 +12,8 @@ settings objects; the section parsers and file loading live in :mod:`thrifty.con
 Layout (every table optional)::
 
     [server]      host, port, max_body_bytes, cors_origins, data_dir, request_timeout_s,
-                  admin_sha256 (hash of the admin key: enables POST /admin/reload)
+                  admin_sha256 (hash of the admin key: enables POST /admin/reload),
+                  memo_entries (size of each in-process memo: embeddings, answer features, shots)
     [providers.NAME]  kind = "openai" | "anthropic" | "llamacpp" | "student", model, base_url, api_key_env,
                   model_path (llamacpp), mode = "chat" | "completion" | "raw", prices = {input, output}
                   (USD per 1M tokens), vision, tools, max_tokens, timeout_s, options = {…}
@@ -78,6 +79,7 @@ class ServerSettings:
     store_password_env: str | None = None  # env var holding the database password (else $PGPASSWORD)
     hold_lease_s: float = 60.0  # a budget hold lapses this long after its replica last renewed it
     artefact_poll_s: float = 5.0  # how often a replica checks the store's artefact versions (0: never)
+    memo_entries: int = 10_000  # entries per in-process LRU memo (thrifty.scoring.memo)
 
     def resolved_data_dir(self) -> Path:
         return self.data_dir if self.data_dir is not None else default_data_dir()

@@ -98,7 +98,7 @@ def _entry(section: str, name: str, tbl: Any, allowed: tuple[str, ...]) -> str:
 # ---- sections -----------------------------------------------------------------------------------
 def _server(tbl: Mapping[str, Any], base_dir: Path | None) -> ServerSettings:
     _unknown(tbl, ("host", "port", "max_body_bytes", "cors_origins", "data_dir", "request_timeout_s", "admin_sha256",
-                   "store", "store_password_env", "hold_lease_s", "artefact_poll_s"), "server")
+                   "store", "store_password_env", "hold_lease_s", "artefact_poll_s", "memo_entries"), "server")
     port = _num(tbl, "port", "server", 8080, integer=True)
     if not 0 < port < 65536:
         raise ConfigError(f"port {port} out of range", key="server.port", fix="use 1–65535")
@@ -124,6 +124,7 @@ def _server(tbl: Mapping[str, Any], base_dir: Path | None) -> ServerSettings:
         store_password_env=_str(tbl, "store_password_env", "server"),
         hold_lease_s=float(_num(tbl, "hold_lease_s", "server", 60.0, strict=True)),
         artefact_poll_s=float(_num(tbl, "artefact_poll_s", "server", 5.0)),  # 0: never poll
+        memo_entries=_num(tbl, "memo_entries", "server", 10_000, lo=0, integer=True, strict=True),
     )
 
 

@@ -46,11 +46,13 @@ class Runtime:
 
 
 def build_runtime(settings: Settings, *, db_path: Path | None = None) -> Runtime:
-    from thrifty.serving.budget import ledger_for
     from thrifty.gateway.build import build_routes
     from thrifty.gateway.metrics import Metrics
+    from thrifty.scoring.memo import set_memo_entries
+    from thrifty.serving.budget import ledger_for
     from thrifty.store.logs import LogStore
 
+    set_memo_entries(settings.server.memo_entries)
     routes, providers = build_routes(settings)
     store = LogStore(db_path or settings.server.resolved_store(), password_env=settings.server.store_password_env)
     ledger = ledger_for(store, settings)
@@ -104,8 +106,8 @@ def create_app(settings: Settings | None = None, *, db_path: Path | None = None,
             await close_routes(rt.routes)  # the profiles' cache stores (the providers are closed above)
             await asyncio.to_thread(rt.store.close)  # finishes the queued log rows first
 
-    app = FastAPI(title="thrifty", version=__version__, lifespan=lifespan,
-                  description="OpenAI-compatible gateway that answers each request with the cheapest good-enough model.")
+    app = _gateway_class(FastAPI)(title="thrifty", version=__version__, lifespan=lifespan,
+                                  description="OpenAI-compatible gateway that answers each request with the cheapest good-enough model.")
     install_handlers(app)
     if settings.server.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
@@ -113,9 +115,35 @@ def create_app(settings: Settings | None = None, *, db_path: Path | None = None,
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.server.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["authorization", "content-type"],
                            expose_headers=["x-thrifty-model", "x-thrifty-tiers", "x-thrifty-cost-usd", "x-thrifty-request-id"])
-    register_routes(app)
+    chat = register_routes(app)
     register_admin(app, settings.server.admin_sha256)
+    if not settings.server.cors_origins:  # with middleware configured, every request goes through the stack
+        from thrifty.gateway.errors import fast_route
+
+        app.fast_chat = fast_route(chat)
     return app
+
+
+_GATEWAY_CLASS: list[Any] = []
+
+
+def _gateway_class(fastapi_cls: Any) -> Any:
+    """FastAPI, with ``POST /v1/chat/completions`` dispatched straight to its handler (the hot path;
+    the route stays registered for the OpenAPI schema and for apps with middleware)."""
+    if not _GATEWAY_CLASS:
+        class Gateway(fastapi_cls):  # type: ignore[misc, valid-type]
+            fast_chat: Any = None
+
+            async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+                if (self.fast_chat is not None and scope["type"] == "http" and scope["path"] == "/v1/chat/completions"
+                        and scope["method"] == "POST" and not self.root_path):
+                    scope["app"] = self
+                    await self.fast_chat(scope, receive, send)
+                    return
+                await super().__call__(scope, receive, send)
+
+        _GATEWAY_CLASS.append(Gateway)
+    return _GATEWAY_CLASS[0]
 
 
 def _install_sighup(rt: Runtime) -> bool:

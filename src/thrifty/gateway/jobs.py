@@ -13,8 +13,8 @@ from concurrent.futures import Future
 from typing import Any
 
 from thrifty.gateway.build import Route
-from thrifty.store.logs import RequestRecord, StepRecord
 from thrifty.serving.trace import Trace
+from thrifty.store.logs import RequestRecord, StepRecord
 from thrifty.types import ChatRequest
 
 __all__ = ["Job", "reserve"]
@@ -32,7 +32,7 @@ def _steps(trace: Trace | None) -> tuple[StepRecord, ...]:
             tier=s.tier, model=s.model, decision=s.decision, answer=a.text if a else None, score=s.score,
             threshold=s.threshold, cost_usd=s.cost_usd, latency_s=s.latency_s,
             input_tokens=a.usage.input_tokens if a else None, output_tokens=a.usage.output_tokens if a else None, error=s.error,
-            cache=a.cache if a else None,
+            cache=a.cache if a else None, tokens_estimated=a.usage.estimated if a else None,
         ))
     return tuple(out)
 
@@ -97,6 +97,7 @@ class Job:
             input_tokens=c.usage.input_tokens if c else None, output_tokens=c.usage.output_tokens if c else None,
             cost_usd=cost, latency_s=latency, error=error, stream=self.req.stream, steps=_steps(trace) or steps_override,
             cache=c.cache if c is not None and status == 200 else None,
+            tokens_estimated=c.usage.estimated if c is not None else None,
         )
         ledger, store = self.rt.ledger, self.rt.store
         self.written = store.submit_record(rec, also=lambda conn: ledger.settle_in(

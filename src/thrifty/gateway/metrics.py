@@ -35,6 +35,8 @@ class Metrics:
         r = self.registry
         self.requests = Counter("thrifty_requests", "Requests answered", ["model", "status"], registry=r)
         self.tokens = Counter("thrifty_tokens", "Tokens of returned answers", ["model", "direction"], registry=r)
+        self.tokens_estimated = Counter("thrifty_tokens_estimated", "Of thrifty_tokens: estimated, the upstream reported no usage",
+                                        ["model", "direction"], registry=r)
         self.cost = Counter("thrifty_cost_usd", "USD paid upstream, every tier called", ["model"], registry=r)
         self.baseline = Counter("thrifty_baseline_cost_usd", "USD the profile's most expensive tier would have cost", ["model"], registry=r)
         # "sum": across worker processes (multiprocess mode) the saving adds up, dead workers included
@@ -44,30 +46,45 @@ class Metrics:
         self.steps = Counter("thrifty_tier_answers", "Tier calls by decision", ["model", "tier", "decision"], registry=r)
         self.latency = Histogram("thrifty_request_latency_seconds", "Request latency", ["model"], buckets=_BUCKETS, registry=r)
         self.tier_latency = Histogram("thrifty_tier_latency_seconds", "Tier call latency", ["tier"], buckets=_BUCKETS, registry=r)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, remembered: prometheus_client validates and locks on every
+        ``labels()`` call (a visible share of the gateway's CPU per request). The children are the
+        registry's own; their number is bounded by the configured models, tiers and statuses."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def observe(self, *, model: str, status: int, latency_s: float, trace: Any = None,
                 baseline_price: tuple[float, float] | None = None) -> None:
         """Record one finished request (``trace``: the engine's Trace, if any tier was called)."""
-        self.requests.labels(model, str(status)).inc()
-        self.latency.labels(model).observe(max(0.0, latency_s))
+        child = self._child
+        child(self.requests, model, str(status)).inc()
+        child(self.latency, model).observe(max(0.0, latency_s))
         if trace is None:
             return
         paid = float(trace.cost_usd)
-        self.cost.labels(model).inc(paid)
+        child(self.cost, model).inc(paid)
         if trace.escalated:
-            self.escalations.labels(model).inc()
+            child(self.escalations, model).inc()
         for s in trace.steps:
-            self.steps.labels(model, s.model, s.decision).inc()
+            child(self.steps, model, s.model, s.decision).inc()
             if s.latency_s:
-                self.tier_latency.labels(s.model).observe(s.latency_s)
+                child(self.tier_latency, s.model).observe(s.latency_s)
         c = trace.completion
         if c is not None:
-            self.tokens.labels(model, "input").inc(c.usage.input_tokens)
-            self.tokens.labels(model, "output").inc(c.usage.output_tokens)
+            child(self.tokens, model, "input").inc(c.usage.input_tokens)
+            child(self.tokens, model, "output").inc(c.usage.output_tokens)
+            if c.usage.estimated:
+                child(self.tokens_estimated, model, "input").inc(c.usage.input_tokens)
+                child(self.tokens_estimated, model, "output").inc(c.usage.output_tokens)
             if baseline_price is not None:
                 base = (c.usage.input_tokens * baseline_price[0] + c.usage.output_tokens * baseline_price[1]) / 1e6
-                self.baseline.labels(model).inc(base)
-                self.saved.labels(model).inc(base - paid)
+                child(self.baseline, model).inc(base)
+                child(self.saved, model).inc(base - paid)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text: this registry's, or every worker's summed in multiprocess mode."""

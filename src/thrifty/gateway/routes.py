@@ -19,13 +19,13 @@ from typing import Any, AsyncIterator
 
 from thrifty.config.settings import hash_key
 from thrifty.errors import AuthError, ProviderError, RequestError
-from thrifty.serving.engine import aclose_quietly
 from thrifty.gateway.build import Route
 from thrifty.gateway.errors import PayloadTooLarge, json_error, status_and_body
 from thrifty.gateway.jobs import Job, reserve
+from thrifty.serving.engine import aclose_quietly
 from thrifty.serving.profiles import system_prompt
-from thrifty.store.logs import StepRecord
 from thrifty.serving.trace import Routed, TextDelta, Trace, new_request_id
+from thrifty.store.logs import StepRecord
 from thrifty.types import ChatRequest
 
 __all__ = ["register_routes", "bearer_token"]
@@ -111,8 +111,8 @@ def _headers(rid: str, model: str | None, tiers: tuple[str, ...], cost: float, c
 
 async def _admit(rt: Any, request: Any) -> Job:
     """Everything that can refuse a request before any model runs."""
-    from thrifty.serving.budget import max_cost_usd
     from thrifty.gateway.schemas import ChatCompletionRequest, to_chat_request
+    from thrifty.serving.budget import max_cost_usd
 
     t0 = time.perf_counter()
     key_name = _authenticate(rt, request)
@@ -242,7 +242,7 @@ async def _stream(job: Job) -> Any:
             job.finish(499 if not isinstance(exc, Exception) else 500, None, error=f"stream aborted: {type(exc).__name__}",
                        answer_override="".join(parts), cost_override=job.reservation.amount_usd)
             if isinstance(exc, Exception):
-                _, err, _ = status_and_body(exc)
+                _, err, _ = status_and_body(exc, job.rid)
                 yield _sse(err)
                 return
             raise
@@ -255,7 +255,9 @@ async def _stream(job: Job) -> Any:
                                       "cache-control": "no-cache", "x-accel-buffering": "no"})
 
 
-def register_routes(app: Any) -> None:
+def register_routes(app: Any) -> Any:
+    """Add the endpoints to ``app``; returns the chat-completions handler (``handler(request)``) for
+    :func:`thrifty.gateway.errors.fast_route`."""
     from fastapi import Request
     from fastapi.responses import JSONResponse, Response
 
@@ -305,9 +307,11 @@ def register_routes(app: Any) -> None:
         rt = request.app.state.runtime
         return JSONResponse({"status": "ok", "models": len(rt.routes), "generation": rt.generation,
                              "uptime_s": round(time.time() - rt.started_at, 3), "artefacts": rt.artefact_versions,
-                             "store": rt.store.dialect})
+                             "store": rt.store.dialect, "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0]})
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Any:
         data, ctype = request.app.state.runtime.metrics.render()
         return Response(data, media_type=ctype)
+
+    return chat_completions

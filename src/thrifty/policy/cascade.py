@@ -40,6 +40,8 @@ SELECT_MODES = ("last", "best", "running")
 
 
 class CascadePolicy:
+    blocking = False  # scoring an answer is cheap; the engine advances the plan on the event loop
+
     def __init__(
         self,
         tiers: Sequence[str],

@@ -22,12 +22,13 @@ import numpy as np
 
 from thrifty.scoring.features import FEATURE_NAMES, answer_features, feature_matrix, with_cosine
 from thrifty.scoring.heads import DEFAULT_CONFIGS, Head, HeadConfig, design_matrix, fit_head, fit_shared
+from thrifty.scoring.memo import LRUMemo
 from thrifty.types import ChatRequest, Completion
 
 __all__ = ["AnswerScorer", "QueryMemory", "TableInputs", "table_inputs", "fit_answer_scorer", "embed_mode"]
 
 EMB_DIM = 384
-_FEATURES: dict[tuple[str, str | None], np.ndarray] = {}  # (query, answer) → feature row; pure, so safe to memoise
+_FEATURES: LRUMemo[tuple[str, str | None], np.ndarray] = LRUMemo(name="answer-features")  # (query, answer) → feature row; pure
 
 
 def _features(queries: Sequence[str], answers: Sequence[str | None]) -> np.ndarray:
@@ -37,7 +38,7 @@ def _features(queries: Sequence[str], answers: Sequence[str | None]) -> np.ndarr
         key = (q, a)
         row = _FEATURES.get(key)
         if row is None:
-            row = _FEATURES[key] = answer_features(q, a)
+            row = _FEATURES.put(key, answer_features(q, a))
         rows.append(row)
     return np.stack(rows) if rows else feature_matrix([], [])
 

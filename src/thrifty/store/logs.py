@@ -53,6 +53,7 @@ class StepRecord:
     output_tokens: int | None = None
     error: str | None = None
     cache: str | None = None  # hit | semantic | miss | bypass; None: the tier has no cache
+    tokens_estimated: bool | None = None  # True: the upstream reported no usage (counts estimated); None: no answer
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class RequestRecord:
     stream: bool = False
     steps: tuple[StepRecord, ...] = field(default_factory=tuple)
     cache: str | None = None  # the served answer's cache status (the x-thrifty-cache header); None: no cache
+    tokens_estimated: bool | None = None  # True: the answer's token counts are estimates (no upstream usage)
 
 
 _DECISIONS = ("accepted", "escalated", "failed")
@@ -342,13 +344,18 @@ def _rows(rec: RequestRecord) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
         json.dumps(rec.request, ensure_ascii=False, default=str), rec.prompt, rec.final_model,
         json.dumps(list(rec.tiers_tried)), rec.answer, rec.input_tokens, rec.output_tokens,
         float(rec.cost_usd), rec.latency_s, int(rec.status), rec.error, int(rec.stream), rec.cache,
+        _flag(rec.tokens_estimated),
     )
     steps = [
         (rec.id, i, s.tier, s.model, s.answer, s.score, s.threshold, float(s.cost_usd), s.latency_s,
-         s.input_tokens, s.output_tokens, s.decision, s.error, s.cache)
+         s.input_tokens, s.output_tokens, s.decision, s.error, s.cache, _flag(s.tokens_estimated))
         for i, s in enumerate(rec.steps)
     ]
     return row, steps
+
+
+def _flag(value: bool | None) -> int | None:
+    return None if value is None else int(value)
 
 
 def _insert(c: sqlite3.Connection, row: tuple[Any, ...], steps: list[tuple[Any, ...]],
@@ -357,12 +364,12 @@ def _insert(c: sqlite3.Connection, row: tuple[Any, ...], steps: list[tuple[Any, 
     c.execute(
         "INSERT INTO requests (id, created, key_name, profile, model_requested, request_json, prompt,"
         " final_model, tiers_tried, answer, input_tokens, output_tokens, cost_usd, latency_s, status,"
-        " error, stream, cache) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        " error, stream, cache, tokens_estimated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         row,
     )
     c.executemany(
         "INSERT INTO steps (request_id, idx, tier, model, answer, score, threshold, cost_usd, latency_s,"
-        " input_tokens, output_tokens, decision, error, cache) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        " input_tokens, output_tokens, decision, error, cache, tokens_estimated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         steps,
     )
     if also is not None:

@@ -35,7 +35,7 @@ def completion_to_dict(c: Completion) -> dict[str, Any]:
     return {
         "text": c.text,
         "model": c.model,
-        "usage": [c.usage.input_tokens, c.usage.output_tokens],
+        "usage": [c.usage.input_tokens, c.usage.output_tokens, c.usage.estimated],
         "cost_usd": c.cost_usd,
         "latency_s": c.latency_s,
         "finish_reason": c.finish_reason,

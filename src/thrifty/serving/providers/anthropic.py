@@ -10,7 +10,8 @@ Translation from the OpenAI chat shape thrifty speaks:
 - ``max_tokens`` (required by Anthropic; default 1024), ``stop``; ``temperature`` / ``top_p`` / ``top_k``
   are sent in the JSON body;
 - the answer: text blocks → text, ``tool_use`` → OpenAI ``tool_calls``, ``stop_reason`` →
-  ``finish_reason``, ``usage`` → tokens (cache reads/writes count as input) × price.
+  ``finish_reason``, ``usage`` → tokens × price; prompt-cache reads and writes count as input
+  tokens, priced at the model's cache read / write prices (:func:`thrifty.serving.providers.prices.cache_prices`).
 
 The SDK's own retries are off (``max_retries=0``): the engine retries, inside its deadline.
 """
@@ -26,7 +27,7 @@ from typing import Any, AsyncIterator, Mapping
 from thrifty.errors import ConfigError
 from thrifty.serving.providers._errors import provider_errors
 from thrifty.serving.providers.base import StreamItem, cost_usd, param
-from thrifty.serving.providers.prices import resolve_prices
+from thrifty.serving.providers.prices import cache_prices, resolve_prices
 from thrifty.types import ChatRequest, Completion, Usage, message_text
 
 __all__ = ["AnthropicProvider", "to_messages_request"]
@@ -154,6 +155,7 @@ class AnthropicProvider:
         self._api_key = api_key
         self.price_in, self.price_out = resolve_prices(model, price_in=price_in, price_out=price_out, provider_id="anthropic",
                                                        key=config_key or f"{name}.price_in")
+        self.cache_prices = cache_prices(model, self.price_in, provider_id="anthropic", configured=price_in is not None)
         self._client: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -190,12 +192,13 @@ class AnthropicProvider:
                 calls.append({"id": block.id, "type": "function",
                               "function": {"name": block.name, "arguments": json.dumps(block.input)}})
         u = message.usage
-        usage = Usage(
-            int(u.input_tokens or 0) + int(getattr(u, "cache_creation_input_tokens", 0) or 0) + int(getattr(u, "cache_read_input_tokens", 0) or 0),
-            int(u.output_tokens or 0),
-        )
+        written = int(getattr(u, "cache_creation_input_tokens", 0) or 0)
+        read = int(getattr(u, "cache_read_input_tokens", 0) or 0)
+        usage = Usage(int(u.input_tokens or 0) + written + read, int(u.output_tokens or 0),
+                      cache_read_tokens=read, cache_write_tokens=written)
         return Completion(
-            text="".join(texts), model=self.model, usage=usage, cost_usd=cost_usd(usage, self.price_in, self.price_out),
+            text="".join(texts), model=self.model, usage=usage,
+            cost_usd=cost_usd(usage, self.price_in, self.price_out, self.cache_prices),
             latency_s=time.perf_counter() - started, finish_reason=_FINISH.get(message.stop_reason or "", "stop"),
             tool_calls=tuple(calls) or None, raw=message,
         )

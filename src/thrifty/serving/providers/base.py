@@ -108,9 +108,17 @@ async def stream_of(provider: Any, request: ChatRequest) -> AsyncIterator[Stream
     yield completion
 
 
-def cost_usd(usage: Usage, price_in: float | None, price_out: float | None) -> float:
-    """USD cost of ``usage`` at per-1M-token prices (an unknown price counts as 0)."""
-    return (usage.input_tokens * (price_in or 0.0) + usage.output_tokens * (price_out or 0.0)) / 1e6
+def cost_usd(usage: Usage, price_in: float | None, price_out: float | None,
+             cache_prices: tuple[float, float] | None = None) -> float:
+    """USD cost of ``usage`` at per-1M-token prices (an unknown price counts as 0).
+
+    ``cache_prices`` = (cache read, cache write) per 1M tokens: those parts of ``input_tokens`` are
+    priced at them; without it every input token costs ``price_in``."""
+    pin = price_in or 0.0
+    total = usage.input_tokens * pin + usage.output_tokens * (price_out or 0.0)
+    if cache_prices is not None:
+        total += usage.cache_read_tokens * (cache_prices[0] - pin) + usage.cache_write_tokens * (cache_prices[1] - pin)
+    return total / 1e6
 
 
 def param(request: ChatRequest, *names: str, default: Any = None) -> Any:

@@ -242,7 +242,7 @@ class LlamaCppProvider:
         llama_cpp = _import_llama()
         started = time.perf_counter()
         slot = self._slot()
-        with slot.lock, provider_errors(self.name):
+        with slot.lock, provider_errors(self.name, known=(RuntimeError,)):  # the binding's decode failures
             self._load_locked(slot)
             tokens, kwargs, extra_stop = self._prepare(slot, request)
             calls = [0]

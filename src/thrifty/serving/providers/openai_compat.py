@@ -15,6 +15,7 @@ import time
 from typing import Any, AsyncIterator, Mapping
 
 from thrifty.errors import ConfigError, ProviderError
+from thrifty.serving.aio import within
 from thrifty.serving.providers._errors import provider_errors, redact, status_error
 from thrifty.serving.providers.base import StreamItem, cost_usd
 from thrifty.serving.providers.prices import resolve_prices
@@ -52,6 +53,7 @@ class OpenAICompatProvider:
         provider_id: str | None = None,
         headers: Mapping[str, str] | None = None,
         stream_usage: bool = True,
+        max_response_bytes: int | None = None,
         config_key: str | None = None,
     ) -> None:
         if not base_url:
@@ -62,6 +64,11 @@ class OpenAICompatProvider:
         self.vision = bool(vision)
         self.timeout_s = float(timeout_s)
         self.stream_usage = stream_usage
+        if max_response_bytes is not None and (isinstance(max_response_bytes, bool) or not isinstance(max_response_bytes, int)
+                                               or max_response_bytes < 1):
+            raise ConfigError(f"max_response_bytes must be a positive integer, got {max_response_bytes!r}",
+                              key=f"{config_key or name}.options.max_response_bytes", fix="write max_response_bytes = 16777216")
+        self.max_response_bytes = max_response_bytes
         if api_key is None and api_key_env:
             api_key = os.environ.get(api_key_env)
             if not api_key:
@@ -111,7 +118,8 @@ class OpenAICompatProvider:
             if not http1.usable_for(self.base_url):  # decided once per event loop (reads proxy variables)
                 self._pool, self._pool_loop = False, loop
                 return None
-            self._pool = http1.Http1Pool(self.base_url, self._headers, connect_timeout=min(10.0, self.timeout_s))
+            cap = {"max_response_bytes": self.max_response_bytes} if self.max_response_bytes else {}
+            self._pool = http1.Http1Pool(self.base_url, self._headers, connect_timeout=min(10.0, self.timeout_s), name=self.name, **cap)
             self._pool_loop = loop
         return self._pool or None
 
@@ -162,7 +170,7 @@ class OpenAICompatProvider:
         started = time.perf_counter()
         with provider_errors(self.name, self._secrets):
             try:
-                return await asyncio.wait_for(self._complete(request, started), timeout=self.timeout_s)
+                return await within(self._complete(request, started), self.timeout_s)  # no extra Task per call
             except asyncio.TimeoutError:
                 raise ProviderError(f"timed out: no complete answer within {self.timeout_s:g}s", provider=self.name,
                                     status=504, retryable=True) from None
@@ -180,11 +188,18 @@ class OpenAICompatProvider:
                 response = await self._http().post("/chat/completions", json=self._body(request, stream=False))
                 response.raise_for_status()
                 data = response.json()
-            choice = (data.get("choices") or [None])[0]
+            if not isinstance(data, Mapping):
+                raise ProviderError(f"answer is not a JSON object: {str(data)[:200]}", provider=self.name, status=502)
+            choices = data.get("choices")
+            choice = choices[0] if isinstance(choices, list) and choices else None
             if not isinstance(choice, Mapping):
                 raise ProviderError(f"answer has no choices: {str(data)[:200]}", provider=self.name, status=502)
             message = choice.get("message") or {}
+            if not isinstance(message, Mapping):
+                raise ProviderError(f"answer's message is not an object: {str(message)[:200]}", provider=self.name, status=502)
             text = message.get("content") or ""
+            if not isinstance(text, str):
+                raise ProviderError(f"answer's content is not text: {str(text)[:200]}", provider=self.name, status=502)
             usage = _usage(data.get("usage"), request, text)
             return self._completion(text, usage, choice.get("finish_reason"), message.get("tool_calls"), started, data)
 
@@ -241,10 +256,17 @@ def _merge_tool_call(calls: dict[int, dict[str, Any]], delta: Mapping[str, Any])
         slot["function"]["arguments"] += fn["arguments"]
 
 
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
 def _usage(data: Any, request: ChatRequest, text: str, chunks: int | None = None) -> Usage:
-    """Reported usage; if the upstream reports none, estimate (≈4 characters per token)."""
-    if isinstance(data, Mapping) and (data.get("prompt_tokens") is not None or data.get("completion_tokens") is not None):
-        return Usage(int(data.get("prompt_tokens") or 0), int(data.get("completion_tokens") or 0))
+    """Reported usage; if the upstream reports none (or nonsense), estimate (≈4 characters per
+    token) and flag the counts ``estimated`` (the log and /metrics say so)."""
+    if isinstance(data, Mapping):
+        pin, pout = _count(data.get("prompt_tokens")), _count(data.get("completion_tokens"))
+        if pin is not None or pout is not None:
+            return Usage(pin or 0, pout or 0)
     prompt_chars = sum(len(message_text(m.get("content"))) for m in request.messages)
     out = chunks if chunks is not None else max(1, len(text) // 4) if text else 0
-    return Usage(max(1, prompt_chars // 4), out)
+    return Usage(max(1, prompt_chars // 4), out, estimated=True)

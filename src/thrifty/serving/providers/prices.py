@@ -11,7 +11,11 @@ from functools import lru_cache
 
 from thrifty.errors import ConfigError
 
-__all__ = ["resolve_prices", "lookup_prices"]
+__all__ = ["resolve_prices", "lookup_prices", "cache_prices"]
+
+#: Anthropic's published prompt-cache multipliers of the input price (5-minute writes), used for a
+#: model genai-prices does not price for caching or whose input price is configured
+CACHE_READ_FACTOR, CACHE_WRITE_FACTOR = 0.1, 1.25
 
 _PROBE_TOKENS = 1000  # price a small call, then scale: avoids long-context price tiers
 
@@ -27,10 +31,9 @@ def lookup_prices(model: str, provider_id: str | None = None) -> tuple[float, fl
             key="price_in",
             fix="pip install 'thrifty[serve]' or set price_in / price_out for every tier",
         ) from exc
-    kwargs = {"provider_id": provider_id} if provider_id else {}
     try:
-        calc_in = genai_prices.calc_price(genai_prices.Usage(input_tokens=_PROBE_TOKENS), model, **kwargs)
-        calc_out = genai_prices.calc_price(genai_prices.Usage(output_tokens=_PROBE_TOKENS), model, **kwargs)
+        calc_in = genai_prices.calc_price(genai_prices.Usage(input_tokens=_PROBE_TOKENS), model, provider_id=provider_id)
+        calc_out = genai_prices.calc_price(genai_prices.Usage(output_tokens=_PROBE_TOKENS), model, provider_id=provider_id)
     except LookupError:
         return None
     scale = 1_000_000 / _PROBE_TOKENS
@@ -65,3 +68,30 @@ def resolve_prices(
         float(price_in) if price_in is not None else found[0],
         float(price_out) if price_out is not None else found[1],
     )
+
+
+@lru_cache(maxsize=256)
+def _lookup_cache_prices(model: str, provider_id: str | None) -> tuple[float, float] | None:
+    try:
+        import genai_prices
+    except ImportError:  # pragma: no cover - depends on the install
+        return None
+    out = []
+    # input_tokens counts every prompt token, the cached ones included (genai-prices' convention too)
+    for usage in (genai_prices.Usage(input_tokens=_PROBE_TOKENS, cache_read_tokens=_PROBE_TOKENS),
+                  genai_prices.Usage(input_tokens=_PROBE_TOKENS, cache_write_tokens=_PROBE_TOKENS)):
+        try:
+            out.append(float(genai_prices.calc_price(usage, model, provider_id=provider_id).total_price) * 1_000_000 / _PROBE_TOKENS)
+        except (LookupError, ValueError):
+            return None
+    return out[0], out[1]
+
+
+def cache_prices(model: str, price_in: float, *, provider_id: str | None = None, configured: bool = False) -> tuple[float, float]:
+    """``(cache read, cache write)`` USD per 1M tokens: genai-prices' when it prices the model's
+    cache (and the input price is not configured), else the input price × Anthropic's multipliers."""
+    if not configured:
+        found = _lookup_cache_prices(model, provider_id)
+        if found is not None and any(found):
+            return found
+    return price_in * CACHE_READ_FACTOR, price_in * CACHE_WRITE_FACTOR
