@@ -79,6 +79,8 @@ def refit_history(db: Reader, profile: str, *, limit: int = 50) -> dict[str, Any
     where, params = ("WHERE profile = ?", [profile]) if "profile" in cols else ("", [])
     sql = f"SELECT * FROM artefact_history {where}" + (f" ORDER BY {order} DESC" if order else "") + " LIMIT ?"  # noqa: S608
     rows = db.rows(sql, [*params, limit])
+    if not rows:  # the table exists once any profile refits; this one may never have
+        return {"enabled": False, "reason": "no refits for this profile yet ([profiles.NAME.refit] off, or none due)", "rows": []}
     return {"enabled": True, "columns": list(cols), "rows": rows}
 
 
