@@ -23,6 +23,8 @@ Layout (every table optional)::
                   guard, cache_sampled, default_temperature
     [profiles.NAME.prompt_adaptation]  examples (JSONL/CSV of input/output), k, budget_tokens,
                   layout = "messages" | "text", strip_prefix (text file), embedder, tiers
+    [profiles.NAME.audit]  rate, judge, rubric, reference, explore, budget_usd, budget_period, seed, …
+                  (sampled audits: :mod:`thrifty.config.audit`, docs/audits.md)
     [keys.NAME]   sha256 = "<hex>", limit_usd, limit_period = "total" | "day" | "month" (UTC)
 """
 
@@ -34,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from thrifty.config.audit import AuditSettings
 
 __all__ = [
     "PERIODS",
@@ -42,6 +45,7 @@ __all__ = [
     "ProfileSettings",
     "CacheSettings",
     "PromptAdaptationSettings",
+    "AuditSettings",
     "KeySettings",
     "Settings",
     "config_path",
@@ -149,6 +153,7 @@ class ProfileSettings:
     budget_period: str = "total"  # "total" | "day" | "month": when budget_usd resets (UTC)
     cache: CacheSettings | None = None
     prompt_adaptation: PromptAdaptationSettings | None = None
+    audit: AuditSettings | None = None  # [profiles.NAME.audit] (issue #12: sampled audits)
 
 
 @dataclass(frozen=True)

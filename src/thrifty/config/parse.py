@@ -25,6 +25,7 @@ from thrifty.config.model import (
     Settings,
     config_path,
 )
+from thrifty.config.audit import check_audit_judges, parse_audit
 from thrifty.errors import ConfigError
 
 __all__ = ["load_settings", "parse_document", "parse_settings"]
@@ -181,7 +182,7 @@ def _provider(name: str, tbl: Any, base_dir: Path | None) -> ProviderSettings:
 
 def _profile(name: str, tbl: Any, providers: Mapping[str, ProviderSettings], base_dir: Path | None) -> ProfileSettings:
     path = _entry("profiles", name, tbl, ("tiers", "thresholds", "artefact", "scorer", "system", "budget_usd", "budget_period",
-                                          "cache", "prompt_adaptation"))
+                                          "cache", "prompt_adaptation", "audit"))
     tiers = tbl.get("tiers")
     if not isinstance(tiers, list) or not tiers:
         raise ConfigError("a profile needs at least one tier", key=f"{path}.tiers", fix='write tiers = ["cheap", "strong"] (provider names, cheapest first)')
@@ -223,6 +224,7 @@ def _profile(name: str, tbl: Any, providers: Mapping[str, ProviderSettings], bas
         budget_period=_period(tbl, "budget_period", path),
         cache=_cache(tbl.get("cache"), f"{path}.cache", base_dir),
         prompt_adaptation=_prompt_adaptation(tbl.get("prompt_adaptation"), f"{path}.prompt_adaptation", tuple(tiers), base_dir),
+        audit=parse_audit(tbl.get("audit"), f"{path}.audit", tuple(tiers), providers),  # issue #12
     )
 
 
@@ -334,6 +336,7 @@ def parse_document(doc: Mapping[str, Any], *, source: str | None = None, base_di
     server = _server(_table(doc, "server", "server"), base_dir)
     providers = {n: _provider(n, t, base_dir) for n, t in _table(doc, "providers", "providers").items()}
     profiles = {n: _profile(n, t, providers, base_dir) for n, t in _table(doc, "profiles", "profiles").items()}
+    check_audit_judges(profiles, providers)  # issue #12: an LLM judge may name any profile
     keys = {n: _key(n, t) for n, t in _table(doc, "keys", "keys").items()}
     seen: dict[str, str] = {}
     for k in keys.values():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from thrifty.config.model import (
     DEFAULT_PROFILE,
+    AuditSettings,
     PERIODS,
     PROVIDER_KINDS,
     CacheSettings,
@@ -22,6 +23,7 @@ from thrifty.config.parse import load_settings, parse_settings
 
 __all__ = [
     "DEFAULT_PROFILE",
+    "AuditSettings",
     "PERIODS",
     "PROVIDER_KINDS",
     "CacheSettings",
