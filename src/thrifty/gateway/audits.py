@@ -298,6 +298,8 @@ class Auditor:
             return
         await self._write(db.finish_in, rid, result.rows, judge_cost_usd=result.judge_cost_usd, now=time.time())
         self.metrics.count(name, "done")
+        if a.budget_usd is not None and await self._spent(name, a, now) >= a.budget_usd:
+            self._exhausted[name] = _period_key(a.budget_period, now)  # stop queueing new ones now
         self.metrics.cost.labels(name).inc(paid + result.judge_cost_usd)
         answers = {x["model"]: TierVerdict(x["model"], x["quality"], x["at_least_as_good"], float(x["cost_usd"] or 0.0),
                                            x["answer"], bool(x["reused"])) for x in result.rows}
