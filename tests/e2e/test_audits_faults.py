@@ -86,12 +86,13 @@ def test_judge_timeouts_leave_retryable_errors_until_max_attempts(tmp_path: Path
             for status, attempts, error, cost in done.values():
                 assert "judge failed" in error and ("deadline" in error or "timed out" in error.lower() or "504" in error), error
                 assert cost > 0  # the reference was called and paid for by the audit, before the judge failed
-            assert _metric(gw, "thrifty_audits_total", profile="support", outcome="error") == 6
+            _wait(lambda: _metric(gw, "thrifty_audits_total", profile="support", outcome="error") == 6, 5, "6 errors counted")
             time.sleep(2.5)  # a final error is not retried again
             assert {v[1] for v in _audits(gw).values()} == {2}
+            # the reference answers obtained before the judge failed are kept (for the retry)
+            kept = read_db(gw.db_path, "SELECT COUNT(*) FROM audit_answers WHERE model = 'strong' AND answer IS NOT NULL AND quality IS NULL")
+            assert kept == [(3,)]
             _ask(gw, 1)  # serving goes on
-    steps = read_db(gw.db_path, "SELECT COUNT(*) FROM audit_answers WHERE model = 'strong' AND answer IS NOT NULL AND quality IS NULL")
-    assert steps == [(3,)]  # the reference answers obtained before the judge failed are kept for the retry
 
 
 def test_judge_5xx_is_retried_and_then_succeeds(tmp_path: Path) -> None:
@@ -104,6 +105,7 @@ def test_judge_5xx_is_retried_and_then_succeeds(tmp_path: Path) -> None:
             first = read_db(gw.db_path, "SELECT request_id FROM audits ORDER BY created LIMIT 1")[0][0]
             assert audits[first][1] == 2 and audits[first][2] is None  # failed once (two 503s), done on attempt 2
             assert all(audits[r][1] == 1 for r in ids if r != first)
+            _wait(lambda: _metric(gw, "thrifty_audits_total", profile="support", outcome="done") == 2, 5, "2 done counted")
             assert _metric(gw, "thrifty_audits_total", profile="support", outcome="error") == 1
             assert judge.calls["flaky2-503"] == 2 + 2 * 2  # 2 failed calls, then 2 ratings per audit
         rows = read_db(gw.db_path, "SELECT model, quality, at_least_as_good, verdict, judge_raw FROM audit_answers")
@@ -129,7 +131,7 @@ def test_kill_9_mid_audit_loses_nothing_and_requeues(tmp_path: Path) -> None:
         fast = _config(tmp_path, up, judge.base_url("normal"), 'rate = 1.0\njudge = "judge"\nrubric = "absolute"\n')
         with GatewayProcess(fast, tmp_path, cli=True) as gw2:
             after = _wait(lambda: (a := _audits(gw2)) and all(v[0] == "done" for v in a.values()) and a, 60, "the re-queued audits")
-            assert _metric(gw2, "thrifty_audits_total", profile="support", outcome="requeued") == 4
+            assert _metric(gw2, "thrifty_audits_total", profile="support", outcome="requeued") == 4  # counted before they ran
         interrupted = [r for r, v in before.items() if v[1] == 1]
         assert len(interrupted) == 1 and after[interrupted[0]][1] == 2  # it ran again, on its second attempt
         assert read_db(gw2.db_path, "PRAGMA integrity_check") == [("ok",)]
@@ -149,7 +151,7 @@ def test_audit_budget_exhausted_stops_audits_and_serving_goes_on(tmp_path: Path)
             assert sum(v[3] for v in audits.values()) > 0.000001
             assert all("audit budget exhausted" in v[2] for v in audits.values() if v[0] == "skipped")
             # every other request was skipped: with a row (queued before the budget ran out) or at once, counted
-            assert _metric(gw, "thrifty_audits_total", profile="support", outcome="skipped_budget") == 6
+            _wait(lambda: _metric(gw, "thrifty_audits_total", profile="support", outcome="skipped_budget") == 6, 5, "6 skipped counted")
             assert read_db(gw.db_path, "SELECT COUNT(*) FROM requests WHERE status = 200") == [(7,)]
 
 

@@ -66,7 +66,7 @@ def test_bad_values_name_the_key_and_the_fix(audit: dict, key: str, fix: str) ->
     with pytest.raises(ConfigError) as err:
         parse_settings(_doc(audit))
     assert err.value.key == key, str(err.value)
-    assert fix in (err.value.fix or ""), str(err.value)
+    assert fix in str(err.value) and err.value.fix, str(err.value)
 
 
 def test_audit_must_be_a_table() -> None:

@@ -37,7 +37,8 @@ def wilson(k: int, n: int, z: float = Z95) -> dict[str, Any]:
     denom = 1.0 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return {"n": n, "k": k, "share": p, "low": max(0.0, centre - half), "high": min(1.0, centre + half)}
+    low, high = (0.0 if k == 0 else max(0.0, centre - half)), (1.0 if k == n else min(1.0, centre + half))  # exact at the ends
+    return {"n": n, "k": k, "share": p, "low": low, "high": high}
 
 
 def newcombe_difference(k1: int, n1: int, k2: int, n2: int, z: float = Z95) -> dict[str, Any]:
