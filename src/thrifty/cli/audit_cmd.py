@@ -45,10 +45,10 @@ def parse_since(text: str, now: float | None = None) -> float:
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser("audit", help="the gateway's sampled audits: quality and savings with error bars",
                        description="Report what the sampled audits ([profiles.NAME.audit]) found in the gateway's log.")
-    p.add_argument("--config", metavar="FILE", help="thrifty.toml (locates the data dir)")
-    p.add_argument("--db", metavar="FILE", help="the log database (default <data dir>/logs.sqlite3)")
     asub = p.add_subparsers(dest="audit_command", metavar="COMMAND")
     r = asub.add_parser("report", help="per profile and tier: audited n, share at least as good as the reference, saving, spend, drift")
+    r.add_argument("--config", metavar="FILE", help="thrifty.toml (locates the data dir)")
+    r.add_argument("--db", metavar="FILE", help="the log database (default <data dir>/logs.sqlite3)")
     r.add_argument("--profile", help="only this profile")
     r.add_argument("--since", help="only requests since: unix seconds, an ISO date (UTC) or an age such as 24h / 7d")
     r.add_argument("--windows", type=int, default=5, help="drift: compare the first and last of this many equal-count windows (default 5)")
