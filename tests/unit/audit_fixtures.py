@@ -31,7 +31,7 @@ def fill_audits(store: LogStore, n: int, seed: int = 0) -> None:
         state = "done" if i % 17 else rnd.choice(["pending", "error", "skipped"])
         if state == "pending":
             continue
-        store.run_in_transaction(db.start_in, rid, rec.created + 1)
+        store.run_in_transaction(db.start_in, rid, rec.created + 1, owner="test", attempts=0)
         if state == "error":
             store.run_in_transaction(db.fail_in, rid, "judge down", judge_cost_usd=0.0005, now=rec.created + 2)
             continue

@@ -90,9 +90,12 @@ def test_due_audits_and_attempts(store: LogStore) -> None:
     assert states <= {"pending", "error"} and states
     assert db.due_audits(store, max_attempts=1) == [r for r in due if r["status"] == "pending"]
     rid = next(r["request_id"] for r in due if r["status"] == "error")
-    assert store.run_in_transaction(db.start_in, rid, 5000.0) == 2
-    done = store.connection.execute("SELECT request_id FROM audits WHERE status = 'done' LIMIT 1").fetchone()[0]
-    assert store.run_in_transaction(db.start_in, done, 5000.0) == 0  # a done audit never runs again
+    assert store.run_in_transaction(db.start_in, rid, 5000.0, owner="me", attempts=0) == 0  # stale view: someone else ran it
+    assert store.run_in_transaction(db.start_in, rid, 5000.0, owner="me", attempts=1) == 2
+    assert store.run_in_transaction(db.start_in, rid, 5000.0, owner="other", attempts=1) == 0  # one process wins
+    assert db.load_audit(store, rid)["owner"] == "me"
+    done = store.connection.execute("SELECT request_id, attempts FROM audits WHERE status = 'done' LIMIT 1").fetchone()
+    assert store.run_in_transaction(db.start_in, done[0], 5000.0, owner="me", attempts=done[1]) == 0  # a done audit never runs again
     row = db.load_audit(store, rid)
     assert row["request"]["messages"][0]["content"] == "x" and row["tiers"] == list(TIERS) and row["prompt"].startswith("headline")
 

@@ -23,10 +23,12 @@ import asyncio
 import collections
 import inspect
 import logging
+import os
 import time
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from thrifty.budget import _owner_alive, _process_token  # the ledger's process liveness, shared
 from thrifty.calibration.audit import JUDGE_MAX_TOKENS, AuditFailed, TierAnswer, audit_sampled, rubric_version, run_audit
 from thrifty.calibration.audit_types import AuditOutcome, TierVerdict
 from thrifty.errors import ProviderError
@@ -76,6 +78,7 @@ class Auditor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
         self._last_refresh = 0.0
+        self._owner = _process_token(os.getpid())  # recorded on each run: a restart knows whose runs died
 
     # ---- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -216,6 +219,8 @@ class Auditor:
             if a is None:
                 await self._write(db.skip_in, rid, "the profile is no longer audited", now=now)
                 continue
+            if row["status"] == "pending" and row["attempts"] and row["owner"] != self._owner and _owner_alive(row["owner"] or ""):
+                continue  # another live worker process is running it
             if row["attempts"] >= a.max_attempts:
                 if row["status"] == "pending":
                     await self._write(db.fail_in, rid, f"interrupted {row['attempts']} times", judge_cost_usd=0.0, now=now)
@@ -261,8 +266,8 @@ class Auditor:
                 self._exhausted[name] = _period_key(a.budget_period, now)
                 self.metrics.count(name, "skipped_budget")
                 return
-        if await self._write(db.start_in, rid, now) == 0:
-            return
+        if await self._write(db.start_in, rid, now, owner=self._owner, attempts=row["attempts"]) == 0:
+            return  # another worker process took it
         tiers, reference = tuple(row["tiers"]), row["reference"]
         have: dict[str, TierAnswer] = {}
         for s in row["steps"]:  # the cascade's own answers: reused, not paid again

@@ -76,9 +76,9 @@ def insert_pending_in(conn: sqlite3.Connection, p: PendingAudit) -> None:
 def due_audits(store: Any, *, max_attempts: int, limit: int = 1000) -> list[dict[str, Any]]:
     """Audits that may run, oldest first: every ``pending`` one and the ``error`` ones tried fewer
     than ``max_attempts`` times (the caller applies its backoff); request_id, profile, status,
-    attempts, updated."""
+    attempts, updated, owner."""
     rows = store.iter_rows(
-        "SELECT request_id, profile, status, attempts, updated FROM audits"
+        "SELECT request_id, profile, status, attempts, updated, owner FROM audits"
         " WHERE status = 'pending' OR (status = 'error' AND attempts < ?) ORDER BY created, request_id LIMIT ?",
         (int(max_attempts), int(limit)))
     return [dict(r) for r in rows]
@@ -102,13 +102,12 @@ def load_audit(store: Any, request_id: str) -> dict[str, Any] | None:
     return out
 
 
-def start_in(conn: sqlite3.Connection, request_id: str, now: float) -> int:
-    """Count one more run of a pending/error audit; returns its attempt number (0: not runnable)."""
-    cur = conn.execute("UPDATE audits SET attempts = attempts + 1, updated = ? WHERE request_id = ? AND status IN ('pending', 'error')",
-                       (float(now), request_id))
-    if cur.rowcount == 0:
-        return 0
-    return int(conn.execute("SELECT attempts FROM audits WHERE request_id = ?", (request_id,)).fetchone()[0])
+def start_in(conn: sqlite3.Connection, request_id: str, now: float, *, owner: str, attempts: int) -> int:
+    """Claim one more run of a pending/error audit that has run ``attempts`` times so far (an
+    optimistic lock: of several processes, one wins); returns its attempt number, 0 if not claimed."""
+    cur = conn.execute("UPDATE audits SET attempts = attempts + 1, updated = ?, owner = ? WHERE request_id = ?"
+                       " AND status IN ('pending', 'error') AND attempts = ?", (float(now), owner, request_id, int(attempts)))
+    return int(attempts) + 1 if cur.rowcount else 0
 
 
 _ANSWER_COLS = ("model", "tier", "answer", "input_tokens", "output_tokens", "cost_usd", "reused", "quality", "at_least_as_good",

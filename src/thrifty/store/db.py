@@ -177,6 +177,7 @@ MIGRATIONS: list[tuple[str, str]] = [
             served_model    TEXT,                       -- who answered the client
             served_cost_usd REAL NOT NULL DEFAULT 0,    -- what serving the request cost
             audit_cost_usd  REAL NOT NULL DEFAULT 0,    -- what the audit paid (tier calls + judge), apart from serving
+            owner           TEXT,                       -- 'host|pid|start' of the process running it (last run)
             error           TEXT                        -- why the last run failed (status error | skipped)
         );
         CREATE INDEX audits_status ON audits(status, updated);
