@@ -38,7 +38,7 @@ def _port() -> int:
 
 
 def _config(data_dir: Path, rate: float, threshold: float) -> str:
-    from thrifty.local import gemma3_path, smollm2_path
+    from thrifty.serving.local import gemma3_path, smollm2_path
 
     return (f'[server]\ndata_dir = "{data_dir}"\nrequest_timeout_s = 120\n\n'
             f'[providers.smollm2]\nkind = "llamacpp"\nmodel_path = "{smollm2_path()}"\nmode = "chat"\nmax_tokens = 3\n'
@@ -119,7 +119,7 @@ def main() -> int:
                          " them all and the audits must call Gemma; 0.75, the embedded default, escalates every one)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
-    from thrifty.table_io import benchmark_dir
+    from thrifty.data.table_io import benchmark_dir
 
     data = Path(args.data or os.environ.get("THRIFTY_HEADLINES_DIR") or benchmark_dir().parent / "headlines")
     with open(data / "test.csv", newline="") as fh:

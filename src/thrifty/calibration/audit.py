@@ -5,7 +5,7 @@ obtained and judged against the reference, and what the audit cost.
   always gets the same answer (reproducible, and the same in every worker process).
 - :func:`match_verdict` grades an answer against the reference's answer with no model
   (``match:exact|choice|numeric|agree``); :func:`llm_verdicts` asks an LLM judge with the versioned
-  rubrics of :mod:`thrifty.judge` (``absolute-v1``: both rated 1–10; ``pairwise-v1``: both orders).
+  rubrics of :mod:`thrifty.calibration.judge` (``absolute-v1``: both rated 1–10; ``pairwise-v1``: both orders).
 - :func:`run_audit` drives one audit: answers the cascade already produced are reused, the other
   tiers are called (``call``), then every answer is judged (``ask`` for an LLM judge). A reference or
   judge failure raises :class:`AuditFailed` (the caller records a retryable error).
@@ -17,9 +17,9 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping, Sequence
 
+from thrifty.calibration.judge import RUBRICS, parse_preference, parse_rating
+from thrifty.calibration.label import make_grader, normalise, parse_choice, parse_number
 from thrifty.errors import ProviderError
-from thrifty.judge import RUBRICS, parse_preference, parse_rating
-from thrifty.label import make_grader, normalise, parse_choice, parse_number
 from thrifty.types import Completion
 
 __all__ = ["audit_sampled", "agree_key", "match_verdict", "rubric_version", "Verdict", "TierAnswer", "AuditFailed",

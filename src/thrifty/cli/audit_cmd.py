@@ -58,7 +58,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
 
 
 def _store(args: argparse.Namespace) -> Any:
-    from thrifty.config import load_settings
+    from thrifty.config.settings import load_settings
     from thrifty.errors import ConfigError
     from thrifty.store import LogStore
 

@@ -18,9 +18,9 @@ __all__ = ["AuditSettings", "AUDIT_MATCHES", "AUDIT_RUBRICS", "parse_audit", "ch
 
 #: the judges that need no model: each answer is compared with the reference's answer
 AUDIT_MATCHES = ("exact", "choice", "numeric", "agree")
-#: the versioned rubrics of :mod:`thrifty.judge` an LLM judge can use
+#: the versioned rubrics of :mod:`thrifty.calibration.judge` an LLM judge can use
 AUDIT_RUBRICS = ("absolute", "pairwise")
-_PERIODS = ("total", "day", "month")  # thrifty.budget.PERIODS (a unit test keeps them equal)
+_PERIODS = ("total", "day", "month")  # thrifty.serving.budget.PERIODS (a unit test keeps them equal)
 _KEYS = ("rate", "judge", "rubric", "reference", "explore", "budget_usd", "budget_period", "seed", "choices",
          "queue_size", "max_attempts")
 

@@ -28,11 +28,11 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from thrifty.budget import _owner_alive, _process_token  # the ledger's process liveness, shared
 from thrifty.calibration.audit import JUDGE_MAX_TOKENS, AuditFailed, TierAnswer, audit_sampled, rubric_version, run_audit
 from thrifty.calibration.audit_types import AuditOutcome, TierVerdict
 from thrifty.errors import ProviderError
 from thrifty.gateway.audit_metrics import AuditMetrics
+from thrifty.serving.budget import _owner_alive, _process_token  # the ledger's process liveness, shared
 from thrifty.store import audits as db
 from thrifty.types import ChatRequest
 
@@ -334,14 +334,14 @@ class Auditor:
         return provider
 
     async def _call(self, profile: str, model: str, request: ChatRequest) -> Any:
-        from thrifty.collect import complete_with_retries
+        from thrifty.calibration.collect import complete_with_retries
 
         return await complete_with_retries(self._provider(profile, model), request, retries=1,
                                            deadline_s=self.rt.settings.server.request_timeout_s)
 
     def _asker(self, judge: str) -> Callable[[str], Any]:
         async def ask(text: str) -> Any:
-            from thrifty.collect import complete_with_retries
+            from thrifty.calibration.collect import complete_with_retries
 
             provider = self.rt.providers.get(judge)
             if provider is None:

@@ -216,13 +216,13 @@ def serving_spend(store: Any, profile: str | None = None, since: float | None = 
 
 
 def audited_table(store: Any, profile: str, since: float | None = None) -> Any:
-    """The done audits of ``profile`` as a :class:`~thrifty.table.RoutingTable` (what the offline lab
+    """The done audits of ``profile`` as a :class:`~thrifty.data.table.RoutingTable` (what the offline lab
     fits on): prompt_id = request id, the prompt text, one model per tier (the profile's order; a
     reference outside the tiers last), quality, cost, answer and tokens per cell; NaN where a tier's
     call failed. Prompt metadata: ``created``, ``served_model``."""
     import numpy as np
 
-    from thrifty.table import RoutingTable
+    from thrifty.data.table import RoutingTable
 
     audits = audit_rows(store, profile, since)
     prompts = {r["request_id"]: r["prompt"] for r in store.iter_rows(
