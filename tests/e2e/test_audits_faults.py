@@ -18,7 +18,6 @@ from typing import Any, Callable
 
 import openai
 import pytest
-
 from fault_upstream import FaultUpstream
 from gateway_proc import GatewayProcess, read_db, toml_provider
 
@@ -83,7 +82,7 @@ def test_judge_timeouts_leave_retryable_errors_until_max_attempts(tmp_path: Path
             assert set(_audits(gw)) == set(ids)  # each answered request has its audit row already
             done = _wait(lambda: (a := _audits(gw)) and all(v[0] == "error" and v[1] == 2 for v in a.values()) and a,
                          90, "every audit to fail twice")
-            for status, attempts, error, cost in done.values():
+            for _status, _attempts, error, cost in done.values():
                 assert "judge failed" in error and ("deadline" in error or "timed out" in error.lower() or "504" in error), error
                 assert cost > 0  # the reference was called and paid for by the audit, before the judge failed
             _wait(lambda: _metric(gw, "thrifty_audits_total", profile="support", outcome="error") == 6, 5, "6 errors counted")

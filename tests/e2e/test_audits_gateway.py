@@ -25,7 +25,6 @@ from typing import Any
 import httpx
 import openai
 import pytest
-
 from fault_upstream import FaultUpstream
 from gateway_proc import GatewayProcess, free_port, read_db, toml_provider
 
@@ -130,7 +129,7 @@ def test_match_agree_audits_land_in_sqlite_and_the_report_equals_a_recount(gatew
         ans = {r[0]: r[1:] for r in read_db(gw.db_path, "SELECT model, answer, cost_usd, reused, quality, at_least_as_good, verdict"
                                                         " FROM audit_answers WHERE request_id = ?", (rid,))}
         assert set(ans) == {"smollm2", "gemma"}
-        for model, (answer, cost, reused, quality, good, verdict) in ans.items():
+        for model, (answer, cost, reused, quality, good, _verdict) in ans.items():
             assert bool(reused) == (model in steps)  # the cascade's answers are reused, the others called
             if reused:
                 assert (answer, cost) == (steps[model][0], pytest.approx(steps[model][1]))
@@ -181,7 +180,7 @@ def test_a_local_llm_judge_records_its_verdicts(gateway: GatewayProcess) -> None
         ans = read_db(gw.db_path, "SELECT model, cost_usd, reused, quality, at_least_as_good, verdict, judge_raw FROM audit_answers"
                                   " WHERE request_id = ?", (rid,))
         ratings = {m: float(v) for m, _, _, _, _, v, _ in ans}
-        for model, cost, reused, quality, good, verdict, raw in ans:
+        for model, _cost, _reused, quality, good, _verdict, raw in ans:
             assert raw and raw.strip() and 1 <= ratings[model] <= 10
             assert quality == pytest.approx((ratings[model] - 1) / 9)
             assert good == int(ratings[model] >= ratings["gemma"])
@@ -191,7 +190,6 @@ def test_a_local_llm_judge_records_its_verdicts(gateway: GatewayProcess) -> None
 
 def test_audit_listeners_get_each_committed_outcome(tmp_path: Path) -> None:
     import tomllib
-
     import uvicorn
 
     from thrifty.calibration.audit_types import AuditOutcome

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from audit_fixtures import fill_audits
+
 from thrifty.cli.audit_cmd import parse_since
 from thrifty.cli.main import main
 from thrifty.errors import ConfigError

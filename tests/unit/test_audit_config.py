@@ -76,7 +76,7 @@ def test_audit_must_be_a_table() -> None:
 
 
 def test_budget_periods_match_the_ledger() -> None:
-    from thrifty.serving.budget import PERIODS
     from thrifty.config.audit import _PERIODS
+    from thrifty.serving.budget import PERIODS
 
     assert _PERIODS == PERIODS

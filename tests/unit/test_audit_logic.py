@@ -9,8 +9,16 @@ import uuid
 
 import pytest
 
-from thrifty.calibration.audit import (AuditFailed, TierAnswer, agree_key, audit_sampled, llm_verdicts, match_verdict,
-                                       rubric_version, run_audit)
+from thrifty.calibration.audit import (
+    AuditFailed,
+    TierAnswer,
+    agree_key,
+    audit_sampled,
+    llm_verdicts,
+    match_verdict,
+    rubric_version,
+    run_audit,
+)
 from thrifty.errors import ProviderError
 from thrifty.types import Completion, Usage
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from audit_fixtures import TIERS
+from audit_fixtures import fill_audits as _fill
 
-from audit_fixtures import TIERS, fill_audits as _fill
 from thrifty.calibration.audit_report import audit_report, bootstrap_saving, newcombe_difference, wilson
 from thrifty.store import audits as db
 from thrifty.store.logs import LogStore, RequestRecord
@@ -17,6 +18,7 @@ def test_wilson_and_newcombe_match_published_values() -> None:
     # Newcombe (1998), Statistics in Medicine 17:857-872, Table II / example (a): 56/70 vs 48/80
     a, b = wilson(56, 70), wilson(48, 80)
     assert (round(a["low"], 4), round(a["high"], 4)) == (0.6918, 0.8770)
+    assert (round(b["low"], 4), round(b["high"], 4)) == (0.4905, 0.7004)
     d = newcombe_difference(48, 80, 56, 70)  # p2 − p1 = 0.8 − 0.6
     assert d["difference"] == pytest.approx(0.2)
     assert (round(d["low"], 4), round(d["high"], 4)) == (0.0524, 0.3339)
@@ -32,6 +34,8 @@ def test_bootstrap_saving_is_seeded_and_brackets_the_estimate() -> None:
     assert s1["saving"] == pytest.approx(1 - paid.sum() / ref.sum())
     assert s1["low"] < s1["saving"] < s1["high"] and s1["high"] - s1["low"] < 0.1
     assert bootstrap_saving([], [])["saving"] is None and bootstrap_saving([1.0], [0.0])["saving"] is None
+    big = bootstrap_saving(np.tile(paid, 30), np.tile(ref, 30), resamples=300)  # 6,000 requests: resampled in chunks
+    assert big["saving"] == pytest.approx(s1["saving"]) and big["high"] - big["low"] < s1["high"] - s1["low"]
 
 
 @pytest.fixture
@@ -70,6 +74,9 @@ def test_report_numbers_equal_a_recount(store: LogStore) -> None:
         assert p["tiers"]["small"]["saving_if_always"]["saving"] == pytest.approx(1 - sum(x[3] for x in small) / sum(ref_cost))
         assert p["tiers"]["big"]["at_least_as_good"]["share"] == 1.0
         assert p["tiers"]["small"]["served"] + p["tiers"]["big"]["served"] == len(done)
+        by_small = [bool(ans[(r[0], "small")][2]) for r in done if r[1] == "small"]
+        assert p["tiers"]["small"]["served_at_least_as_good"]["k"] == sum(by_small)
+        assert p["tiers"]["small"]["served_at_least_as_good"]["n"] == len(by_small)
         # drift: equal-count windows in time order, last minus first
         chunks = np.array_split(np.array(served_ok), 4)
         assert p["drift"]["first"]["k"] == int(chunks[0].sum()) and p["drift"]["last"]["n"] == len(chunks[-1])

@@ -5,8 +5,8 @@ the CLI (``thrifty audit report``), ``/metrics`` and a dashboard all show the sa
 
 - ``served``: the share of *served* answers judged at least as good as the reference's answer, with a
   Wilson score interval (exact enough at small n and at shares near 0 or 1, unlike the normal one);
-- per tier: the share of that tier's answers at least as good as the reference (Wilson), its mean
-  judged quality and cost, how often it served;
+- per tier: the share of that tier's answers at least as good as the reference (Wilson), the same
+  over the requests it served, its mean judged quality and cost, how often it served;
 - ``saving``: 1 − Σ served cost / Σ reference cost over the audited requests — the estimated saving
   against always calling the reference — with a percentile bootstrap interval over requests (the
   ratio of two sums has no simple closed form); per tier the same for "always this tier";
@@ -61,10 +61,13 @@ def bootstrap_saving(paid: Sequence[float], reference: Sequence[float], *, resam
     if len(x) == 0 or y.sum() <= 0:
         return {"n": int(len(x)), "saving": None, "low": None, "high": None}
     est = 1.0 - x.sum() / y.sum()
-    idx = np.random.default_rng(seed).integers(0, len(x), size=(resamples, len(x)))
-    xs, ys = x[idx].sum(axis=1), y[idx].sum(axis=1)
-    ok = ys > 0
-    draws = 1.0 - xs[ok] / ys[ok]
+    rng, parts = np.random.default_rng(seed), []
+    per_chunk = max(1, 1_000_000 // len(x))  # bounded memory however many audits there are
+    for start in range(0, resamples, per_chunk):
+        idx = rng.integers(0, len(x), size=(min(per_chunk, resamples - start), len(x)))
+        xs, ys = x[idx].sum(axis=1), y[idx].sum(axis=1)
+        parts.append(1.0 - xs[ys > 0] / ys[ys > 0])
+    draws = np.concatenate(parts)
     low, high = (float(np.quantile(draws, 0.025)), float(np.quantile(draws, 0.975))) if len(draws) else (None, None)
     return {"n": int(len(x)), "saving": float(est), "low": low, "high": high}
 
@@ -120,6 +123,8 @@ def profile_report(audits: Sequence[Mapping[str, Any]], *, serving_cost_usd: flo
             "mean_quality": (sum(float(x["quality"]) for x in judged) / len(judged)) if judged else None,
             "mean_cost_usd": (sum(float(x["cost_usd"] or 0.0) for x in judged) / len(judged)) if judged else None,
             "served": sum(1 for a, _ in rows if a.get("served_model") == m),
+            "served_at_least_as_good": wilson(sum(1 for a, x in rows if a.get("served_model") == m and x["at_least_as_good"]),
+                                              sum(1 for a, x in rows if a.get("served_model") == m and x["at_least_as_good"] is not None)),
             "reused": sum(1 for _, x in rows if x["reused"]),
             "saving_if_always": bootstrap_saving([p for p, _ in pairs], [r for _, r in pairs], seed=seed),
         }
@@ -156,6 +161,6 @@ def audit_report(store: Any, profile: str | None = None, since: float | None = N
     for name in sorted(set(by_profile) | set(status)):
         s = status.get(name, {"counts": {}, "audit_cost_usd": 0.0})
         sp = spend.get(name, {"requests": 0, "cost_usd": 0.0})
-        out[name] = profile_report(by_profile.get(name, []), serving_cost_usd=sp["cost_usd"], requests=sp["requests"],
+        out[name] = profile_report(by_profile.get(name, []), serving_cost_usd=sp["cost_usd"], requests=int(sp["requests"]),
                                    status_counts=s["counts"], audit_cost_usd=s["audit_cost_usd"], windows=windows, seed=seed)
     return {"since": since, "profiles": out}

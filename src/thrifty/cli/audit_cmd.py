@@ -54,7 +54,12 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     r.add_argument("--windows", type=int, default=5, help="drift: compare the first and last of this many equal-count windows (default 5)")
     r.add_argument("--json", action="store_true", help="the report as one JSON object on stdout")
     r.set_defaults(func=run_report)
-    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+    def usage(args: argparse.Namespace) -> int:
+        p.print_help()
+        return 2
+
+    p.set_defaults(func=usage)
 
 
 def _store(args: argparse.Namespace) -> Any:

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from thrifty.config.audit import check_audit_judges, parse_audit
 from thrifty.config.model import (
     PERIODS,
     PROVIDER_KINDS,
@@ -25,7 +26,6 @@ from thrifty.config.model import (
     Settings,
     config_path,
 )
-from thrifty.config.audit import check_audit_judges, parse_audit
 from thrifty.errors import ConfigError
 
 __all__ = ["load_settings", "parse_document", "parse_settings"]

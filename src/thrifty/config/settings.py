@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from thrifty.config.model import (
     DEFAULT_PROFILE,
-    AuditSettings,
     PERIODS,
     PROVIDER_KINDS,
+    AuditSettings,
     CacheSettings,
     KeySettings,
     ProfileSettings,
