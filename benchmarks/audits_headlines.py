@@ -40,13 +40,15 @@ def _port() -> int:
 def _config(data_dir: Path, rate: float, threshold: float) -> str:
     from thrifty.serving.local import gemma3_path, smollm2_path
 
-    return (f'[server]\ndata_dir = "{data_dir}"\nrequest_timeout_s = 120\n\n'
-            f'[providers.smollm2]\nkind = "llamacpp"\nmodel_path = "{smollm2_path()}"\nmode = "chat"\nmax_tokens = 3\n'
-            'prices = { input = 0.0135, output = 0.0135 }\noptions = { n_ctx = 1024 }\n\n'
-            f'[providers.gemma]\nkind = "llamacpp"\nmodel_path = "{gemma3_path()}"\nmode = "raw"\nmax_tokens = 3\n'
-            'prices = { input = 0.027, output = 0.027 }\noptions = { n_ctx = 1024 }\n\n'
-            f'[profiles.headlines]\ntiers = ["smollm2", "gemma"]\nthresholds = [{threshold}]\n\n'
-            f'[profiles.headlines.audit]\nrate = {rate}\njudge = "match:agree"\nchoices = {json.dumps(CHOICES)}\n')
+    return (
+        f'[server]\ndata_dir = "{data_dir}"\nrequest_timeout_s = 120\n\n'
+        f'[providers.smollm2]\nkind = "llamacpp"\nmodel_path = "{smollm2_path()}"\nmode = "chat"\nmax_tokens = 3\n'
+        "prices = { input = 0.0135, output = 0.0135 }\noptions = { n_ctx = 1024 }\n\n"
+        f'[providers.gemma]\nkind = "llamacpp"\nmodel_path = "{gemma3_path()}"\nmode = "raw"\nmax_tokens = 3\n'
+        "prices = { input = 0.027, output = 0.027 }\noptions = { n_ctx = 1024 }\n\n"
+        f'[profiles.headlines]\ntiers = ["smollm2", "gemma"]\nthresholds = [{threshold}]\n\n'
+        f'[profiles.headlines.audit]\nrate = {rate}\njudge = "match:agree"\nchoices = {json.dumps(CHOICES)}\n'
+    )
 
 
 def _run(items: list[tuple[str, str]], prefix: str, rate: float, work: Path, threshold: float) -> dict:
@@ -61,8 +63,12 @@ def _run(items: list[tuple[str, str]], prefix: str, rate: float, work: Path, thr
     (data / "thrifty.toml").write_text(_config(data, rate, threshold))
     port = _port()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
-    proc = subprocess.Popen([sys.executable, "-m", "thrifty", "serve", "--config", str(data / "thrifty.toml"), "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "thrifty", "serve", "--config", str(data / "thrifty.toml"), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):
@@ -75,8 +81,10 @@ def _run(items: list[tuple[str, str]], prefix: str, rate: float, work: Path, thr
         with httpx.Client(timeout=120) as client:
             for query, _ in items:
                 t0 = time.perf_counter()
-                r = client.post(base + "/v1/chat/completions", json={"model": "thrifty/headlines",
-                                                                     "messages": [{"role": "user", "content": prefix + query}]})
+                r = client.post(
+                    base + "/v1/chat/completions",
+                    json={"model": "thrifty/headlines", "messages": [{"role": "user", "content": prefix + query}]},
+                )
                 latency.append(time.perf_counter() - t0)
                 r.raise_for_status()
                 rids.append(r.headers["x-thrifty-request-id"])
@@ -88,20 +96,26 @@ def _run(items: list[tuple[str, str]], prefix: str, rate: float, work: Path, thr
         drain_s = time.perf_counter() - t_sent
         gold = dict(zip(rids, (g for _, g in items)))
         served = {r["id"]: r["answer"] for r in store.iter_rows("SELECT id, answer FROM requests")}
-        out = {"rate": rate, "n": len(items), "latency_p50_s": statistics.median(latency),
-               "latency_p90_s": statistics.quantiles(latency, n=10)[-1],
-               "served_accuracy": sum(agree_key(served[r], CHOICES) == gold[r] for r in rids) / len(rids)}
+        out = {
+            "rate": rate,
+            "n": len(items),
+            "latency_p50_s": statistics.median(latency),
+            "latency_p90_s": statistics.quantiles(latency, n=10)[-1],
+            "served_accuracy": sum(agree_key(served[r], CHOICES) == gold[r] for r in rids) / len(rids),
+        }
         if rate > 0:
             out["audits_drained_s_after_last_answer"] = drain_s
             rep = audit_report(store, "headlines")["profiles"]["headlines"]
             out["report"] = rep
-            ans = {(r["request_id"], r["model"]): r["answer"] for r in store.iter_rows("SELECT request_id, model, answer FROM audit_answers")}
+            ans = {
+                (r["request_id"], r["model"]): r["answer"] for r in store.iter_rows("SELECT request_id, model, answer FROM audit_answers")
+            }
             for m in ("smollm2", "gemma"):
                 out[f"{m}_accuracy"] = sum(agree_key(ans[(r, m)], CHOICES) == gold[r] for r in rids) / len(rids)
             agree = [agree_key(ans[(r, "smollm2")], CHOICES) == agree_key(ans[(r, "gemma")], CHOICES) for r in rids]
             right = [agree_key(ans[(r, "smollm2")], CHOICES) == gold[r] for r in rids]
             out["smollm2_agrees_with_gemma"] = sum(agree) / len(rids)
-            out["smollm2_agreement_when_right"] = (sum(a for a, ok in zip(agree, right) if ok) / max(1, sum(right)))
+            out["smollm2_agreement_when_right"] = sum(a for a, ok in zip(agree, right) if ok) / max(1, sum(right))
         store.close()
         return out
     finally:
@@ -114,9 +128,13 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", help="the HEADLINES folder (default $THRIFTY_HEADLINES_DIR, else next to the benchmark data)")
-    ap.add_argument("--threshold", type=float, default=0.2,
-                    help="cascade threshold on SmolLM2's heuristic score (default 0.2: SmolLM2's short answers score 0.3, so it serves"
-                         " them all and the audits must call Gemma; 0.75, the embedded default, escalates every one)")
+    ap.add_argument(
+        "--threshold",
+        type=float,
+        default=0.2,
+        help="cascade threshold on SmolLM2's heuristic score (default 0.2: SmolLM2's short answers score 0.3, so it serves"
+        " them all and the audits must call Gemma; 0.75, the embedded default, escalates every one)",
+    )
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
     from thrifty.data.table_io import benchmark_dir
@@ -131,18 +149,31 @@ def main() -> int:
         on = _run(items, prefix, 1.0, Path(tmp), args.threshold)
     rep = on["report"]
     pct = lambda s, k: f"{100 * s[k]:.1f}% [{100 * s['low']:.1f}, {100 * s['high']:.1f}]"  # noqa: E731
-    print(f"HEADLINES, {args.n} test headlines (seed {args.seed}), SmolLM2 → Gemma (threshold {args.threshold:g}), audits match:agree at rate 1 (reference Gemma)")
+    print(
+        f"HEADLINES, {args.n} test headlines (seed {args.seed}), SmolLM2 → Gemma (threshold {args.threshold:g}), audits match:agree at rate 1 (reference Gemma)"
+    )
     print(f"  served answers agreeing with Gemma (audit report): {pct(rep['served'], 'share')}")
     print(f"  saving against always calling Gemma:               {pct(rep['saving'], 'saving')}")
     print(f"  audit spend / serving spend:                       {100 * rep['audit_spend_share']:.1f}%")
-    print(f"  accuracy vs gold — served {on['served_accuracy']:.3f}, SmolLM2 {on['smollm2_accuracy']:.3f}, Gemma {on['gemma_accuracy']:.3f}")
-    print(f"  SmolLM2 agrees with Gemma on {100 * on['smollm2_agrees_with_gemma']:.1f}% ({100 * on['smollm2_agreement_when_right']:.1f}% where SmolLM2 is right)")
-    print(f"  client latency p50 / p90: audits off {off['latency_p50_s']:.3f} / {off['latency_p90_s']:.3f} s,"
-          f" on {on['latency_p50_s']:.3f} / {on['latency_p90_s']:.3f} s; audits drained {on['audits_drained_s_after_last_answer']:.1f} s after the last answer")
+    print(
+        f"  accuracy vs gold — served {on['served_accuracy']:.3f}, SmolLM2 {on['smollm2_accuracy']:.3f}, Gemma {on['gemma_accuracy']:.3f}"
+    )
+    print(
+        f"  SmolLM2 agrees with Gemma on {100 * on['smollm2_agrees_with_gemma']:.1f}% ({100 * on['smollm2_agreement_when_right']:.1f}% where SmolLM2 is right)"
+    )
+    print(
+        f"  client latency p50 / p90: audits off {off['latency_p50_s']:.3f} / {off['latency_p90_s']:.3f} s,"
+        f" on {on['latency_p50_s']:.3f} / {on['latency_p90_s']:.3f} s; audits drained {on['audits_drained_s_after_last_answer']:.1f} s after the last answer"
+    )
     if args.json:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"commit": commit, "n": args.n, "seed": args.seed, "threshold": args.threshold, "audits_off": off, "audits_on": on}, indent=2))
+        Path(args.json).write_text(
+            json.dumps(
+                {"commit": commit, "n": args.n, "seed": args.seed, "threshold": args.threshold, "audits_off": off, "audits_on": on},
+                indent=2,
+            )
+        )
     return 0
 
 

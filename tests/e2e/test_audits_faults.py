@@ -27,11 +27,14 @@ MSG = [{"role": "user", "content": "Is gold up today?"}]
 
 
 def _config(tmp: Path, up: FaultUpstream, judge_url: str, audit: str, *, judge_timeout_s: float = 5.0) -> str:
-    return (f'[server]\ndata_dir = "{tmp}"\nrequest_timeout_s = 20\n\n'
-            + toml_provider("cheap", up.base_url("normal"), price_in=1.0, price_out=2.0, timeout_s=5)
-            + toml_provider("strong", up.base_url("normal"), price_in=10.0, price_out=20.0, timeout_s=5)
-            + toml_provider("judge", judge_url, price_in=0.5, price_out=0.5, timeout_s=judge_timeout_s, max_tokens=16)
-            + '[profiles.support]\ntiers = ["cheap", "strong"]\nthresholds = [0.5]\n\n[profiles.support.audit]\n' + audit)
+    return (
+        f'[server]\ndata_dir = "{tmp}"\nrequest_timeout_s = 20\n\n'
+        + toml_provider("cheap", up.base_url("normal"), price_in=1.0, price_out=2.0, timeout_s=5)
+        + toml_provider("strong", up.base_url("normal"), price_in=10.0, price_out=20.0, timeout_s=5)
+        + toml_provider("judge", judge_url, price_in=0.5, price_out=0.5, timeout_s=judge_timeout_s, max_tokens=16)
+        + '[profiles.support]\ntiers = ["cheap", "strong"]\nthresholds = [0.5]\n\n[profiles.support.audit]\n'
+        + audit
+    )
 
 
 def _ask(gw: GatewayProcess, n: int) -> list[str]:
@@ -75,13 +78,19 @@ def _metric(gw: GatewayProcess, name: str, **labels: str) -> float:
 
 def test_judge_timeouts_leave_retryable_errors_until_max_attempts(tmp_path: Path) -> None:
     with FaultUpstream() as up, FaultUpstream(label="[[7]]", hang_s=30) as judge:
-        cfg = _config(tmp_path, up, judge.base_url("hang"), 'rate = 1.0\njudge = "judge"\nrubric = "absolute"\nmax_attempts = 2\n',
-                      judge_timeout_s=0.5)
+        cfg = _config(
+            tmp_path,
+            up,
+            judge.base_url("hang"),
+            'rate = 1.0\njudge = "judge"\nrubric = "absolute"\nmax_attempts = 2\n',
+            judge_timeout_s=0.5,
+        )
         with GatewayProcess(cfg, tmp_path, cli=True) as gw:
             ids = _ask(gw, 3)
             assert set(_audits(gw)) == set(ids)  # each answered request has its audit row already
-            done = _wait(lambda: (a := _audits(gw)) and all(v[0] == "error" and v[1] == 2 for v in a.values()) and a,
-                         90, "every audit to fail twice")
+            done = _wait(
+                lambda: (a := _audits(gw)) and all(v[0] == "error" and v[1] == 2 for v in a.values()) and a, 90, "every audit to fail twice"
+            )
             for _status, _attempts, error, cost in done.values():
                 assert "judge failed" in error and ("deadline" in error or "timed out" in error.lower() or "504" in error), error
                 assert cost > 0  # the reference was called and paid for by the audit, before the judge failed
@@ -89,7 +98,9 @@ def test_judge_timeouts_leave_retryable_errors_until_max_attempts(tmp_path: Path
             time.sleep(2.5)  # a final error is not retried again
             assert {v[1] for v in _audits(gw).values()} == {2}
             # the reference answers obtained before the judge failed are kept (for the retry)
-            kept = read_db(gw.db_path, "SELECT COUNT(*) FROM audit_answers WHERE model = 'strong' AND answer IS NOT NULL AND quality IS NULL")
+            kept = read_db(
+                gw.db_path, "SELECT COUNT(*) FROM audit_answers WHERE model = 'strong' AND answer IS NOT NULL AND quality IS NULL"
+            )
             assert kept == [(3,)]
             _ask(gw, 1)  # serving goes on
 
@@ -139,7 +150,9 @@ def test_kill_9_mid_audit_loses_nothing_and_requeues(tmp_path: Path) -> None:
 
 def test_audit_budget_exhausted_stops_audits_and_serving_goes_on(tmp_path: Path) -> None:
     with FaultUpstream() as up:
-        cfg = _config(tmp_path, up, up.base_url("normal"), 'rate = 1.0\njudge = "match:agree"\nbudget_usd = 0.000001\nbudget_period = "day"\n')
+        cfg = _config(
+            tmp_path, up, up.base_url("normal"), 'rate = 1.0\njudge = "match:agree"\nbudget_usd = 0.000001\nbudget_period = "day"\n'
+        )
         with GatewayProcess(cfg, tmp_path, cli=True) as gw:
             _ask(gw, 4)
             _wait(lambda: (a := _audits(gw)) and all(v[0] in ("done", "skipped") for v in a.values()), 30, "audits to settle")
@@ -156,7 +169,9 @@ def test_audit_budget_exhausted_stops_audits_and_serving_goes_on(tmp_path: Path)
 
 def test_a_full_queue_drops_the_audit_and_counts_it(tmp_path: Path) -> None:
     with FaultUpstream() as up, FaultUpstream(label="[[7]]") as judge:
-        cfg = _config(tmp_path, up, judge.base_url("sleep1500-normal"), 'rate = 1.0\njudge = "judge"\nrubric = "absolute"\nqueue_size = 1\n')
+        cfg = _config(
+            tmp_path, up, judge.base_url("sleep1500-normal"), 'rate = 1.0\njudge = "judge"\nrubric = "absolute"\nqueue_size = 1\n'
+        )
         with GatewayProcess(cfg, tmp_path, cli=True) as gw:
             _ask(gw, 4)  # the first audit holds the only slot (its judge is slow); the other three are dropped
             assert len(_audits(gw)) == 1

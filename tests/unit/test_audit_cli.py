@@ -58,8 +58,10 @@ def test_errors_name_the_flag(tmp_path: Path, capsys: Any) -> None:
 
 def test_serve_refuses_a_bad_audit_config(tmp_path: Path, capsys: Any) -> None:
     cfg = tmp_path / "thrifty.toml"
-    cfg.write_text('[providers.a]\nkind = "openai"\nbase_url = "http://127.0.0.1:1/v1"\n\n[profiles.p]\ntiers = ["a"]\n\n'
-                   '[profiles.p.audit]\nrate = 0.1\njudge = "nobody"\n')
+    cfg.write_text(
+        '[providers.a]\nkind = "openai"\nbase_url = "http://127.0.0.1:1/v1"\n\n[profiles.p]\ntiers = ["a"]\n\n'
+        '[profiles.p.audit]\nrate = 0.1\njudge = "nobody"\n'
+    )
     assert main(["serve", "--config", str(cfg)]) == 3
     err = capsys.readouterr().err
     assert "profiles.p.audit.judge" in err and "unknown judge 'nobody'" in err and "fix:" in err

@@ -22,11 +22,35 @@ def _doc(audit: dict | None, **profile_extra) -> dict:
 
 
 def test_a_full_audit_table_parses() -> None:
-    s = parse_settings(_doc({"rate": 0.02, "judge": "grader", "rubric": "absolute", "reference": "big", "explore": "all",
-                             "budget_usd": 5.0, "budget_period": "day", "seed": 7, "queue_size": 10, "max_attempts": 4}))
+    s = parse_settings(
+        _doc(
+            {
+                "rate": 0.02,
+                "judge": "grader",
+                "rubric": "absolute",
+                "reference": "big",
+                "explore": "all",
+                "budget_usd": 5.0,
+                "budget_period": "day",
+                "seed": 7,
+                "queue_size": 10,
+                "max_attempts": 4,
+            }
+        )
+    )
     a = s.profiles["support"].audit
-    assert a == AuditSettings(rate=0.02, judge="grader", rubric="absolute", reference="big", explore="all", budget_usd=5.0,
-                              budget_period="day", seed=7, queue_size=10, max_attempts=4)
+    assert a == AuditSettings(
+        rate=0.02,
+        judge="grader",
+        rubric="absolute",
+        reference="big",
+        explore="all",
+        budget_usd=5.0,
+        budget_period="day",
+        seed=7,
+        queue_size=10,
+        max_attempts=4,
+    )
     assert a.match is None
     assert s.profiles["other"].audit is None
 
@@ -41,27 +65,30 @@ def test_defaults_and_match_judges() -> None:
     assert parse_settings(_doc({"rate": 0.5, "judge": "other"})).profiles["support"].audit.judge == "other"
 
 
-@pytest.mark.parametrize("audit, key, fix", [
-    ({"rate": 1.5, "judge": "match:agree"}, "profiles.support.audit.rate", "rate = 0.02"),
-    ({"rate": -0.1, "judge": "match:agree"}, "profiles.support.audit.rate", "rate = 0.02"),
-    ({"rate": True, "judge": "match:agree"}, "profiles.support.audit.rate", "rate = 0.02"),
-    ({"rate": "often", "judge": "match:agree"}, "profiles.support.audit.rate", "rate = 0.02"),
-    ({"judge": "match:agree"}, "profiles.support.audit.rate", "add rate"),
-    ({"rate": 0.1}, "profiles.support.audit.judge", "add judge"),
-    ({"rate": 0.1, "judge": "gpt-9"}, "profiles.support.audit.judge", "match:exact|choice|numeric|agree"),
-    ({"rate": 0.1, "judge": "match:fuzzy"}, "profiles.support.audit.judge", "match:agree"),
-    ({"rate": 0.1, "judge": "match:agree", "rubric": "pairwise"}, "profiles.support.audit.rubric", "LLM judge"),
-    ({"rate": 0.1, "judge": "grader", "rubric": "vibes"}, "profiles.support.audit.rubric", "absolute, pairwise"),
-    ({"rate": 0.1, "judge": "match:agree", "reference": "nope"}, "profiles.support.audit.reference", "small, big"),
-    ({"rate": 0.1, "judge": "match:agree", "explore": "some"}, "profiles.support.audit.explore", '"all"'),
-    ({"rate": 0.1, "judge": "match:choice"}, "profiles.support.audit.choices", "choices = ["),
-    ({"rate": 0.1, "judge": "match:agree", "choices": "up"}, "profiles.support.audit.choices", "choices = ["),
-    ({"rate": 0.1, "judge": "match:agree", "budget_usd": -1}, "profiles.support.audit.budget_usd", "≥ 0"),
-    ({"rate": 0.1, "judge": "match:agree", "budget_period": "week"}, "profiles.support.audit.budget_period", '"day"'),
-    ({"rate": 0.1, "judge": "match:agree", "queue_size": 0}, "profiles.support.audit.queue_size", "> 0"),
-    ({"rate": 0.1, "judge": "match:agree", "max_attempts": 1.5}, "profiles.support.audit.max_attempts", "integer"),
-    ({"rate": 0.1, "judge": "match:agree", "every": 50}, "profiles.support.audit.every", "rate, judge"),
-])
+@pytest.mark.parametrize(
+    "audit, key, fix",
+    [
+        ({"rate": 1.5, "judge": "match:agree"}, "profiles.support.audit.rate", "rate = 0.02"),
+        ({"rate": -0.1, "judge": "match:agree"}, "profiles.support.audit.rate", "rate = 0.02"),
+        ({"rate": True, "judge": "match:agree"}, "profiles.support.audit.rate", "rate = 0.02"),
+        ({"rate": "often", "judge": "match:agree"}, "profiles.support.audit.rate", "rate = 0.02"),
+        ({"judge": "match:agree"}, "profiles.support.audit.rate", "add rate"),
+        ({"rate": 0.1}, "profiles.support.audit.judge", "add judge"),
+        ({"rate": 0.1, "judge": "gpt-9"}, "profiles.support.audit.judge", "match:exact|choice|numeric|agree"),
+        ({"rate": 0.1, "judge": "match:fuzzy"}, "profiles.support.audit.judge", "match:agree"),
+        ({"rate": 0.1, "judge": "match:agree", "rubric": "pairwise"}, "profiles.support.audit.rubric", "LLM judge"),
+        ({"rate": 0.1, "judge": "grader", "rubric": "vibes"}, "profiles.support.audit.rubric", "absolute, pairwise"),
+        ({"rate": 0.1, "judge": "match:agree", "reference": "nope"}, "profiles.support.audit.reference", "small, big"),
+        ({"rate": 0.1, "judge": "match:agree", "explore": "some"}, "profiles.support.audit.explore", '"all"'),
+        ({"rate": 0.1, "judge": "match:choice"}, "profiles.support.audit.choices", "choices = ["),
+        ({"rate": 0.1, "judge": "match:agree", "choices": "up"}, "profiles.support.audit.choices", "choices = ["),
+        ({"rate": 0.1, "judge": "match:agree", "budget_usd": -1}, "profiles.support.audit.budget_usd", "≥ 0"),
+        ({"rate": 0.1, "judge": "match:agree", "budget_period": "week"}, "profiles.support.audit.budget_period", '"day"'),
+        ({"rate": 0.1, "judge": "match:agree", "queue_size": 0}, "profiles.support.audit.queue_size", "> 0"),
+        ({"rate": 0.1, "judge": "match:agree", "max_attempts": 1.5}, "profiles.support.audit.max_attempts", "integer"),
+        ({"rate": 0.1, "judge": "match:agree", "every": 50}, "profiles.support.audit.every", "rate, judge"),
+    ],
+)
 def test_bad_values_name_the_key_and_the_fix(audit: dict, key: str, fix: str) -> None:
     with pytest.raises(ConfigError) as err:
         parse_settings(_doc(audit))

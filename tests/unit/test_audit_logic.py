@@ -38,7 +38,7 @@ def test_sampling_is_reproducible_and_hits_the_rate() -> None:
 
 def test_agree_normalises_and_uses_choices() -> None:
     assert agree_key("Up.\n\nNews: gold rallies") == "up"
-    assert agree_key("  \n  \"Down!\" ") == "down"
+    assert agree_key('  \n  "Down!" ') == "down"
     assert agree_key("I think it went down today", ["up", "down", "neutral"]) == "down"
     assert agree_key("no label here", ["up", "down"]) == "no label here"
     assert match_verdict("agree", "up", "UP.\nmore text") == (1.0, "up")
@@ -126,8 +126,20 @@ def _tiers(answers: dict[str, str | Exception]):
 def test_run_audit_reuses_served_answers_and_calls_the_rest() -> None:
     call, save, called, saved = _tiers({"mid": "down", "big": "Up."})
     have = {"small": TierAnswer("small", 0, "up", 0.002, reused=True)}
-    r = asyncio.run(run_audit(tiers=("small", "mid", "big"), reference="big", served_model="small", explore="all",
-                              judge="match:agree", rubric=None, prompt="Q", have=have, call=call, saved=save))
+    r = asyncio.run(
+        run_audit(
+            tiers=("small", "mid", "big"),
+            reference="big",
+            served_model="small",
+            explore="all",
+            judge="match:agree",
+            rubric=None,
+            prompt="Q",
+            have=have,
+            call=call,
+            saved=save,
+        )
+    )
     assert called == ["mid", "big"] and [s.model for s in saved] == ["mid", "big"]
     rows = {x["model"]: x for x in r.rows}
     assert rows["small"]["reused"] and rows["small"]["quality"] == 1.0 and rows["small"]["at_least_as_good"]
@@ -138,20 +150,54 @@ def test_run_audit_reuses_served_answers_and_calls_the_rest() -> None:
 def test_run_audit_keeps_a_failed_tier_and_fails_on_the_reference() -> None:
     boom = ProviderError("down", provider="x", status=503)
     call, save, called, _ = _tiers({"mid": boom, "big": "up"})
-    r = asyncio.run(run_audit(tiers=("small", "mid", "big"), reference="big", served_model="small", explore="all",
-                              judge="match:agree", rubric=None, prompt="Q", have={"small": TierAnswer("small", 0, "up", reused=True)},
-                              call=call, saved=save))
+    r = asyncio.run(
+        run_audit(
+            tiers=("small", "mid", "big"),
+            reference="big",
+            served_model="small",
+            explore="all",
+            judge="match:agree",
+            rubric=None,
+            prompt="Q",
+            have={"small": TierAnswer("small", 0, "up", reused=True)},
+            call=call,
+            saved=save,
+        )
+    )
     mid = next(x for x in r.rows if x["model"] == "mid")
     assert mid["quality"] is None and "down" in mid["error"]
     call, save, _, _ = _tiers({"big": boom})
     with pytest.raises(AuditFailed, match="reference big failed"):
-        asyncio.run(run_audit(tiers=("small", "big"), reference="big", served_model="small", explore="all", judge="match:agree",
-                              rubric=None, prompt="Q", have={"small": TierAnswer("small", 0, "up", reused=True)}, call=call, saved=save))
+        asyncio.run(
+            run_audit(
+                tiers=("small", "big"),
+                reference="big",
+                served_model="small",
+                explore="all",
+                judge="match:agree",
+                rubric=None,
+                prompt="Q",
+                have={"small": TierAnswer("small", 0, "up", reused=True)},
+                call=call,
+                saved=save,
+            )
+        )
 
 
 def test_explore_served_judges_only_the_served_answer() -> None:
     call, save, called, _ = _tiers({"mid": "x", "big": "up"})
-    r = asyncio.run(run_audit(tiers=("small", "mid", "big"), reference="big", served_model="small", explore="served",
-                              judge="match:agree", rubric=None, prompt="Q", have={"small": TierAnswer("small", 0, "up", reused=True)},
-                              call=call, saved=save))
+    r = asyncio.run(
+        run_audit(
+            tiers=("small", "mid", "big"),
+            reference="big",
+            served_model="small",
+            explore="served",
+            judge="match:agree",
+            rubric=None,
+            prompt="Q",
+            have={"small": TierAnswer("small", 0, "up", reused=True)},
+            call=call,
+            saved=save,
+        )
+    )
     assert called == ["big"] and sorted(x["model"] for x in r.rows) == ["big", "small"]

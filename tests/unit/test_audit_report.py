@@ -51,10 +51,16 @@ def test_report_numbers_equal_a_recount(store: LogStore) -> None:
     assert set(rep) == {"p", "q"}
     conn = store.connection
     for name, p in rep.items():
-        done = conn.execute("SELECT request_id, served_model, served_cost_usd, audit_cost_usd FROM audits WHERE profile = ? AND status = 'done'"
-                            " ORDER BY created, request_id", (name,)).fetchall()
+        done = conn.execute(
+            "SELECT request_id, served_model, served_cost_usd, audit_cost_usd FROM audits WHERE profile = ? AND status = 'done'"
+            " ORDER BY created, request_id",
+            (name,),
+        ).fetchall()
         assert p["audited"] == len(done)
-        ans = {(r[0], r[1]): r for r in conn.execute("SELECT request_id, model, at_least_as_good, cost_usd, quality FROM audit_answers").fetchall()}
+        ans = {
+            (r[0], r[1]): r
+            for r in conn.execute("SELECT request_id, model, at_least_as_good, cost_usd, quality FROM audit_answers").fetchall()
+        }
         served_ok = [bool(ans[(r[0], r[1])][2]) for r in done]
         assert p["served"]["n"] == len(served_ok) and p["served"]["k"] == sum(served_ok)
         assert p["served"]["share"] == pytest.approx(sum(served_ok) / len(served_ok))
@@ -113,8 +119,9 @@ def test_audited_table_is_a_routing_table(store: LogStore) -> None:
     assert t.models == TIERS and t.n_prompts == done
     assert t.prompt_ids[0].startswith("req_") and t.prompts[0].startswith("headline")
     j = t.prompt_ids.index(t.prompt_ids[3])
-    q, c = store.connection.execute("SELECT quality, cost_usd FROM audit_answers WHERE request_id = ? AND model = 'small'",
-                                    (t.prompt_ids[j],)).fetchone()
+    q, c = store.connection.execute(
+        "SELECT quality, cost_usd FROM audit_answers WHERE request_id = ? AND model = 'small'", (t.prompt_ids[j],)
+    ).fetchone()
     assert t.quality[j, 0] == q and t.cost[j, 0] == pytest.approx(c)
     assert not np.isnan(t.quality).any() and t.answers[j, 1] in ("up", "down")
     assert set(t.prompt_meta["served_model"]) <= set(TIERS)

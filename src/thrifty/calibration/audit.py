@@ -22,8 +22,18 @@ from thrifty.calibration.label import make_grader, normalise, parse_choice, pars
 from thrifty.errors import ProviderError
 from thrifty.types import Completion
 
-__all__ = ["audit_sampled", "agree_key", "match_verdict", "rubric_version", "Verdict", "TierAnswer", "AuditFailed",
-           "llm_verdicts", "run_audit", "JUDGE_MAX_TOKENS"]
+__all__ = [
+    "audit_sampled",
+    "agree_key",
+    "match_verdict",
+    "rubric_version",
+    "Verdict",
+    "TierAnswer",
+    "AuditFailed",
+    "llm_verdicts",
+    "run_audit",
+    "JUDGE_MAX_TOKENS",
+]
 
 JUDGE_MAX_TOKENS = 16  # a verdict is a number or a letter
 
@@ -84,10 +94,10 @@ def match_verdict(method: str, answer: str | None, reference: str | None, choice
             raise AuditFailed(f"the reference's answer names none of the choices {list(choices)}")
         return grader.grade(answer, gold)
     if method == "numeric":
-        want = parse_number(ref)
-        if want is None:
+        number = parse_number(ref)
+        if number is None:
             raise AuditFailed("the reference's answer has no number to compare with")
-        return make_grader("numeric").grade(answer, repr(want))
+        return make_grader("numeric").grade(answer, repr(number))
     return make_grader("exact").grade(answer, ref)
 
 
@@ -165,10 +175,20 @@ class TierAnswer:
 
     def row(self, verdict: Verdict | None = None) -> dict[str, Any]:
         """The ``audit_answers`` row (:mod:`thrifty.store.audits`)."""
-        return {"model": self.model, "tier": self.tier, "answer": self.text, "input_tokens": self.input_tokens,
-                "output_tokens": self.output_tokens, "cost_usd": self.cost_usd, "reused": self.reused, "error": self.error,
-                "quality": verdict.quality if verdict else None, "at_least_as_good": verdict.at_least_as_good if verdict else None,
-                "verdict": verdict.verdict if verdict else None, "judge_raw": verdict.raw if verdict else None}
+        return {
+            "model": self.model,
+            "tier": self.tier,
+            "answer": self.text,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": self.cost_usd,
+            "reused": self.reused,
+            "error": self.error,
+            "quality": verdict.quality if verdict else None,
+            "at_least_as_good": verdict.at_least_as_good if verdict else None,
+            "verdict": verdict.verdict if verdict else None,
+            "judge_raw": verdict.raw if verdict else None,
+        }
 
 
 @dataclass
@@ -184,8 +204,19 @@ Saved = Callable[[TierAnswer], Awaitable[None]]
 
 
 async def run_audit(
-    *, tiers: Sequence[str], reference: str, served_model: str | None, explore: str, judge: str, rubric: str | None,
-    prompt: str, have: Mapping[str, TierAnswer], call: Call, saved: Saved, ask: Ask | None = None, choices: Sequence[str] = (),
+    *,
+    tiers: Sequence[str],
+    reference: str,
+    served_model: str | None,
+    explore: str,
+    judge: str,
+    rubric: str | None,
+    prompt: str,
+    have: Mapping[str, TierAnswer],
+    call: Call,
+    saved: Saved,
+    ask: Ask | None = None,
+    choices: Sequence[str] = (),
 ) -> AuditResult:
     """Obtain and judge the answers of one audit.
 

@@ -95,9 +95,16 @@ def _served_verdicts(audits: Sequence[Mapping[str, Any]]) -> list[bool]:
     return out
 
 
-def profile_report(audits: Sequence[Mapping[str, Any]], *, serving_cost_usd: float, requests: int = 0,
-                   status_counts: Mapping[str, int] | None = None, audit_cost_usd: float | None = None,
-                   windows: int = 5, seed: int = 0) -> dict[str, Any]:
+def profile_report(
+    audits: Sequence[Mapping[str, Any]],
+    *,
+    serving_cost_usd: float,
+    requests: int = 0,
+    status_counts: Mapping[str, int] | None = None,
+    audit_cost_usd: float | None = None,
+    windows: int = 5,
+    seed: int = 0,
+) -> dict[str, Any]:
     """The figures of one profile from its done audits (:func:`thrifty.store.audits.audit_rows`, time order)."""
     audits = sorted(audits, key=lambda a: (a["created"], a["request_id"]))
     served = _served_verdicts(audits)
@@ -109,13 +116,18 @@ def profile_report(audits: Sequence[Mapping[str, Any]], *, serving_cost_usd: flo
             paid.append(float(a["served_cost_usd"]))
             ref_cost.append(float(ref["cost_usd"] or 0.0))
     tiers: dict[str, dict[str, Any]] = {}
-    models = sorted({m for a in audits for m in a["answers"]}, key=lambda m: min(
-        (a["answers"][m]["tier"] if a["answers"][m]["tier"] >= 0 else 10_000) for a in audits if m in a["answers"]))
+    models = sorted(
+        {m for a in audits for m in a["answers"]},
+        key=lambda m: min((a["answers"][m]["tier"] if a["answers"][m]["tier"] >= 0 else 10_000) for a in audits if m in a["answers"]),
+    )
     for m in models:
         rows = [(a, a["answers"][m]) for a in audits if m in a["answers"]]
         judged = [x for _, x in rows if x["at_least_as_good"] is not None]
-        pairs = [(float(x["cost_usd"] or 0.0), float(a["answers"][a["reference"]]["cost_usd"] or 0.0)) for a, x in rows
-                 if x["quality"] is not None and a["reference"] in a["answers"] and a["answers"][a["reference"]].get("error") is None]
+        pairs = [
+            (float(x["cost_usd"] or 0.0), float(a["answers"][a["reference"]]["cost_usd"] or 0.0))
+            for a, x in rows
+            if x["quality"] is not None and a["reference"] in a["answers"] and a["answers"][a["reference"]].get("error") is None
+        ]
         tiers[m] = {
             "n": len(judged),
             "errors": sum(1 for _, x in rows if x.get("error")),
@@ -123,8 +135,10 @@ def profile_report(audits: Sequence[Mapping[str, Any]], *, serving_cost_usd: flo
             "mean_quality": (sum(float(x["quality"]) for x in judged) / len(judged)) if judged else None,
             "mean_cost_usd": (sum(float(x["cost_usd"] or 0.0) for x in judged) / len(judged)) if judged else None,
             "served": sum(1 for a, _ in rows if a.get("served_model") == m),
-            "served_at_least_as_good": wilson(sum(1 for a, x in rows if a.get("served_model") == m and x["at_least_as_good"]),
-                                              sum(1 for a, x in rows if a.get("served_model") == m and x["at_least_as_good"] is not None)),
+            "served_at_least_as_good": wilson(
+                sum(1 for a, x in rows if a.get("served_model") == m and x["at_least_as_good"]),
+                sum(1 for a, x in rows if a.get("served_model") == m and x["at_least_as_good"] is not None),
+            ),
             "reused": sum(1 for _, x in rows if x["reused"]),
             "saving_if_always": bootstrap_saving([p for p, _ in pairs], [r for _, r in pairs], seed=seed),
         }
@@ -141,8 +155,12 @@ def profile_report(audits: Sequence[Mapping[str, Any]], *, serving_cost_usd: flo
         "serving_cost_usd": float(serving_cost_usd),
         "audit_cost_usd": float(spent),
         "audit_spend_share": (spent / serving_cost_usd) if serving_cost_usd > 0 else None,
-        "drift": {"windows": len(wins), "first": wilson(sum(first), len(first)), "last": wilson(sum(last), len(last)),
-                  **newcombe_difference(sum(first), len(first), sum(last), len(last))},
+        "drift": {
+            "windows": len(wins),
+            "first": wilson(sum(first), len(first)),
+            "last": wilson(sum(last), len(last)),
+            **newcombe_difference(sum(first), len(first), sum(last), len(last)),
+        },
         "tiers": tiers,
     }
 
@@ -161,6 +179,13 @@ def audit_report(store: Any, profile: str | None = None, since: float | None = N
     for name in sorted(set(by_profile) | set(status)):
         s = status.get(name, {"counts": {}, "audit_cost_usd": 0.0})
         sp = spend.get(name, {"requests": 0, "cost_usd": 0.0})
-        out[name] = profile_report(by_profile.get(name, []), serving_cost_usd=sp["cost_usd"], requests=int(sp["requests"]),
-                                   status_counts=s["counts"], audit_cost_usd=s["audit_cost_usd"], windows=windows, seed=seed)
+        out[name] = profile_report(
+            by_profile.get(name, []),
+            serving_cost_usd=sp["cost_usd"],
+            requests=int(sp["requests"]),
+            status_counts=s["counts"],
+            audit_cost_usd=s["audit_cost_usd"],
+            windows=windows,
+            seed=seed,
+        )
     return {"since": since, "profiles": out}

@@ -37,14 +37,20 @@ def parse_since(text: str, now: float | None = None) -> float:
     try:
         t = datetime.fromisoformat(s)
     except ValueError:
-        raise ConfigError(f"cannot read the time {text!r}", key="--since",
-                          fix="pass unix seconds, an ISO date such as 2026-12-01 (UTC), or an age such as 24h or 7d") from None
+        raise ConfigError(
+            f"cannot read the time {text!r}",
+            key="--since",
+            fix="pass unix seconds, an ISO date such as 2026-12-01 (UTC), or an age such as 24h or 7d",
+        ) from None
     return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    p = sub.add_parser("audit", help="the gateway's sampled audits: quality and savings with error bars",
-                       description="Report what the sampled audits ([profiles.NAME.audit]) found in the gateway's log.")
+    p = sub.add_parser(
+        "audit",
+        help="the gateway's sampled audits: quality and savings with error bars",
+        description="Report what the sampled audits ([profiles.NAME.audit]) found in the gateway's log.",
+    )
     asub = p.add_subparsers(dest="audit_command", metavar="COMMAND")
     r = asub.add_parser("report", help="per profile and tier: audited n, share at least as good as the reference, saving, spend, drift")
     r.add_argument("--config", metavar="FILE", help="thrifty.toml (locates the data dir)")
@@ -85,7 +91,9 @@ def run_report(args: argparse.Namespace) -> int:
     from thrifty.errors import ConfigError
 
     if args.windows < 2:
-        raise ConfigError(f"drift needs at least 2 windows, got {args.windows}", key="--windows", fix="pass --windows 2 or more (default 5)")
+        raise ConfigError(
+            f"drift needs at least 2 windows, got {args.windows}", key="--windows", fix="pass --windows 2 or more (default 5)"
+        )
     since = parse_since(args.since) if args.since else None
     store = _store(args)
     try:
@@ -96,8 +104,13 @@ def run_report(args: argparse.Namespace) -> int:
         print(json.dumps(report, ensure_ascii=False, indent=2))
         return 0
     if not report["profiles"]:
-        print("no audits" + (f" for profile {args.profile!r}" if args.profile else "") + " in the log"
-              + (" since then" if since else "") + "; configure [profiles.NAME.audit] and serve some requests")
+        print(
+            "no audits"
+            + (f" for profile {args.profile!r}" if args.profile else "")
+            + " in the log"
+            + (" since then" if since else "")
+            + "; configure [profiles.NAME.audit] and serve some requests"
+        )
         return 0
     from rich.console import Console
     from rich.table import Table
@@ -107,23 +120,46 @@ def run_report(args: argparse.Namespace) -> int:
         st = p["status"]
         share = p["audit_spend_share"]
         d = p["drift"]
-        console.print(f"[bold]{name}[/bold]: {p['audited']} audited of {p['requests']} requests "
-                      f"(pending {st.get('pending', 0)}, error {st.get('error', 0)}, skipped {st.get('skipped', 0)}); reference {p['reference']}")
+        console.print(
+            f"[bold]{name}[/bold]: {p['audited']} audited of {p['requests']} requests "
+            f"(pending {st.get('pending', 0)}, error {st.get('error', 0)}, skipped {st.get('skipped', 0)}); reference {p['reference']}"
+        )
         console.print(f"  served answers at least as good as the reference: {_pct(p['served'], 'share')}")
         console.print(f"  saving against always calling the reference: {_pct(p['saving'], 'saving')}")
-        console.print(f"  audit spend ${p['audit_cost_usd']:.6f} = "
-                      + ("-" if share is None else f"{100 * share:.1f}%") + f" of serving spend ${p['serving_cost_usd']:.6f}")
+        console.print(
+            f"  audit spend ${p['audit_cost_usd']:.6f} = "
+            + ("-" if share is None else f"{100 * share:.1f}%")
+            + f" of serving spend ${p['serving_cost_usd']:.6f}"
+        )
         if d["difference"] is not None:
-            console.print(f"  drift (window {d['windows']} − window 1, served share): {100 * d['difference']:+.1f} points "
-                          f"[{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]")
+            console.print(
+                f"  drift (window {d['windows']} − window 1, served share): {100 * d['difference']:+.1f} points "
+                f"[{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
+            )
         t = Table()
-        for col in ("tier", "n", "≥ reference (95% CI)", "mean quality", "mean cost $", "served", "reused", "errors",
-                    "saving if always this tier"):
+        for col in (
+            "tier",
+            "n",
+            "≥ reference (95% CI)",
+            "mean quality",
+            "mean cost $",
+            "served",
+            "reused",
+            "errors",
+            "saving if always this tier",
+        ):
             t.add_column(col, overflow="fold")
         for tier, x in p["tiers"].items():
-            t.add_row(tier, str(x["n"]), _pct(x["at_least_as_good"], "share"),
-                      "-" if x["mean_quality"] is None else f"{x['mean_quality']:.3f}",
-                      "-" if x["mean_cost_usd"] is None else f"{x['mean_cost_usd']:.8f}", str(x["served"]), str(x["reused"]),
-                      str(x["errors"]), _pct(x["saving_if_always"], "saving"))
+            t.add_row(
+                tier,
+                str(x["n"]),
+                _pct(x["at_least_as_good"], "share"),
+                "-" if x["mean_quality"] is None else f"{x['mean_quality']:.3f}",
+                "-" if x["mean_cost_usd"] is None else f"{x['mean_cost_usd']:.8f}",
+                str(x["served"]),
+                str(x["reused"]),
+                str(x["errors"]),
+                _pct(x["saving_if_always"], "saving"),
+            )
         console.print(t)
     return 0

@@ -21,8 +21,7 @@ AUDIT_MATCHES = ("exact", "choice", "numeric", "agree")
 #: the versioned rubrics of :mod:`thrifty.calibration.judge` an LLM judge can use
 AUDIT_RUBRICS = ("absolute", "pairwise")
 _PERIODS = ("total", "day", "month")  # thrifty.serving.budget.PERIODS (a unit test keeps them equal)
-_KEYS = ("rate", "judge", "rubric", "reference", "explore", "budget_usd", "budget_period", "seed", "choices",
-         "queue_size", "max_attempts")
+_KEYS = ("rate", "judge", "rubric", "reference", "explore", "budget_usd", "budget_period", "seed", "choices", "queue_size", "max_attempts")
 
 
 @dataclass(frozen=True)
@@ -84,30 +83,45 @@ def parse_audit(tbl: Any, path: str, tiers: tuple[str, ...], providers: Mapping[
         raise ConfigError("missing", key=f"{path}.rate", fix="add rate = 0.02 (the share of requests audited, 0 to 1)")
     rate = tbl["rate"]
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= float(rate) <= 1.0:
-        raise ConfigError(f"a share of requests is in [0, 1], got {rate!r}", key=f"{path}.rate",
-                          fix="write rate = 0.02 (2% of requests), 1.0 (all) or 0 (off)")
+        raise ConfigError(
+            f"a share of requests is in [0, 1], got {rate!r}",
+            key=f"{path}.rate",
+            fix="write rate = 0.02 (2% of requests), 1.0 (all) or 0 (off)",
+        )
     if "judge" not in tbl:
         raise ConfigError("missing", key=f"{path}.judge", fix='add judge = "match:agree" or the name of a provider/profile')
     judge = _text(tbl, "judge", path, None, '"match:agree"')
     assert judge is not None
     if judge.startswith("match:"):
         if judge[6:] not in AUDIT_MATCHES:
-            raise ConfigError(f"unknown match judge {judge!r}", key=f"{path}.judge",
-                              fix=f"use {', '.join('match:' + m for m in AUDIT_MATCHES)}, or a provider/profile name (LLM judge)")
+            raise ConfigError(
+                f"unknown match judge {judge!r}",
+                key=f"{path}.judge",
+                fix=f"use {', '.join('match:' + m for m in AUDIT_MATCHES)}, or a provider/profile name (LLM judge)",
+            )
         if "rubric" in tbl:
-            raise ConfigError("a rubric applies to an LLM judge only", key=f"{path}.rubric",
-                              fix=f"remove it, or name a provider/profile as judge instead of {judge!r}")
+            raise ConfigError(
+                "a rubric applies to an LLM judge only",
+                key=f"{path}.rubric",
+                fix=f"remove it, or name a provider/profile as judge instead of {judge!r}",
+            )
     rubric = _text(tbl, "rubric", path, "pairwise", '"pairwise"')
     if rubric not in AUDIT_RUBRICS:
         raise ConfigError(f"unknown rubric {rubric!r}", key=f"{path}.rubric", fix=f"use one of: {', '.join(AUDIT_RUBRICS)}")
     reference = _text(tbl, "reference", path, None, '"strong"')
     if reference is not None and reference not in tiers and reference not in providers:
-        raise ConfigError(f"unknown reference {reference!r}", key=f"{path}.reference",
-                          fix=f"name a tier ({', '.join(tiers)}) or a configured provider, or remove it (default: the dearest tier)")
+        raise ConfigError(
+            f"unknown reference {reference!r}",
+            key=f"{path}.reference",
+            fix=f"name a tier ({', '.join(tiers)}) or a configured provider, or remove it (default: the dearest tier)",
+        )
     explore = _text(tbl, "explore", path, "all", '"all"')
     if explore not in ("all", "served"):
-        raise ConfigError(f"unknown explore {explore!r}", key=f"{path}.explore",
-                          fix='use "all" (every tier answers an audited request) or "served" (only the served answer is judged)')
+        raise ConfigError(
+            f"unknown explore {explore!r}",
+            key=f"{path}.explore",
+            fix='use "all" (every tier answers an audited request) or "served" (only the served answer is judged)',
+        )
     choices = tbl.get("choices", [])
     if not isinstance(choices, list) or not all(isinstance(c, str) and c.strip() for c in choices):
         raise ConfigError("expected a list of labels", key=f"{path}.choices", fix='write choices = ["up", "down", "neutral"]')
@@ -115,13 +129,22 @@ def parse_audit(tbl: Any, path: str, tiers: tuple[str, ...], providers: Mapping[
         raise ConfigError("match:choice needs the allowed labels", key=f"{path}.choices", fix='add choices = ["up", "down", "neutral"]')
     period = _text(tbl, "budget_period", path, "total", '"day"')
     if period not in _PERIODS:
-        raise ConfigError(f"unknown budget period {period!r}", key=f"{path}.budget_period",
-                          fix='write budget_period = "day" (resets 00:00 UTC), "month" or "total" (never resets)')
+        raise ConfigError(
+            f"unknown budget period {period!r}",
+            key=f"{path}.budget_period",
+            fix='write budget_period = "day" (resets 00:00 UTC), "month" or "total" (never resets)',
+        )
     budget = _number(tbl, "budget_usd", path, None)
     return AuditSettings(
-        rate=float(rate), judge=judge, rubric=str(rubric), reference=reference, explore=str(explore),
-        budget_usd=None if budget is None else float(budget), budget_period=str(period),
-        seed=int(_number(tbl, "seed", path, 0, integer=True)), choices=tuple(c.strip() for c in choices),
+        rate=float(rate),
+        judge=judge,
+        rubric=str(rubric),
+        reference=reference,
+        explore=str(explore),
+        budget_usd=None if budget is None else float(budget),
+        budget_period=str(period),
+        seed=int(_number(tbl, "seed", path, 0, integer=True)),
+        choices=tuple(c.strip() for c in choices),
         queue_size=int(_number(tbl, "queue_size", path, 256, integer=True, positive=True)),
         max_attempts=int(_number(tbl, "max_attempts", path, 3, integer=True, positive=True)),
     )
@@ -135,5 +158,8 @@ def check_audit_judges(profiles: Mapping[str, Any], providers: Mapping[str, Any]
             continue
         if a.judge not in providers and a.judge.removeprefix("thrifty/") not in profiles:
             known = [*providers, *profiles] or ["none defined"]
-            raise ConfigError(f"unknown judge {a.judge!r}", key=f"profiles.{name}.audit.judge",
-                              fix=f"use match:{'|'.join(AUDIT_MATCHES)}, or a provider/profile: {', '.join(known)}")
+            raise ConfigError(
+                f"unknown judge {a.judge!r}",
+                key=f"profiles.{name}.audit.judge",
+                fix=f"use match:{'|'.join(AUDIT_MATCHES)}, or a provider/profile: {', '.join(known)}",
+            )

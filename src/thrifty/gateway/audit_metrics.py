@@ -37,10 +37,18 @@ class AuditMetrics:
         # every worker computes these from the same shared log: "max" reports the freshest view
         gauge = dict(registry=r, multiprocess_mode="max")
         self.audited = Gauge("thrifty_audit_audited", "Done audits", ["profile"], **gauge)
-        self.served = Gauge("thrifty_audit_served_at_least_as_good", "Share of served answers judged at least as good as the reference",
-                            ["profile", "bound"], **gauge)
-        self.tier = Gauge("thrifty_audit_tier_at_least_as_good", "Share of a tier's answers judged at least as good as the reference",
-                          ["profile", "tier", "bound"], **gauge)
+        self.served = Gauge(
+            "thrifty_audit_served_at_least_as_good",
+            "Share of served answers judged at least as good as the reference",
+            ["profile", "bound"],
+            **gauge,
+        )
+        self.tier = Gauge(
+            "thrifty_audit_tier_at_least_as_good",
+            "Share of a tier's answers judged at least as good as the reference",
+            ["profile", "tier", "bound"],
+            **gauge,
+        )
         self.tier_n = Gauge("thrifty_audit_tier_audited", "Judged answers per tier", ["profile", "tier"], **gauge)
         self.saving = Gauge("thrifty_audit_saving", "Estimated saving against always calling the reference", ["profile", "bound"], **gauge)
         self.spend_share = Gauge("thrifty_audit_spend_share", "Audit spend as a share of serving spend", ["profile"], **gauge)

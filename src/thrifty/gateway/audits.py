@@ -25,47 +25,32 @@ import inspect
 import logging
 import os
 import time
-from datetime import datetime, timezone
 from typing import Any, Callable
 
-from thrifty.calibration.audit import JUDGE_MAX_TOKENS, AuditFailed, TierAnswer, audit_sampled, rubric_version, run_audit
+from thrifty.calibration.audit import AuditFailed, TierAnswer, audit_sampled, rubric_version, run_audit
 from thrifty.calibration.audit_types import AuditOutcome, TierVerdict
-from thrifty.errors import ProviderError
+from thrifty.gateway.audit_calls import answers_at_hand, audit_request, call_tier, dearest_tier, judge_asker, period_key, period_start
 from thrifty.gateway.audit_metrics import AuditMetrics
 from thrifty.serving.budget import _owner_alive, _process_token  # the ledger's process liveness, shared
 from thrifty.store import audits as db
-from thrifty.types import ChatRequest
 
-__all__ = ["Auditor", "period_start", "dearest_tier"]
+__all__ = ["Auditor"]
 
 log = logging.getLogger("thrifty.gateway")
-
-
-def period_start(period: str, now: float) -> float | None:
-    """Unix time the budget period containing ``now`` began (UTC); None for ``total``."""
-    if period == "total":
-        return None
-    t = datetime.fromtimestamp(now, tz=timezone.utc)
-    t = t.replace(hour=0, minute=0, second=0, microsecond=0)
-    if period == "month":
-        t = t.replace(day=1)
-    return t.timestamp()
-
-
-def dearest_tier(tiers: tuple[str, ...], providers: dict[str, Any]) -> str:
-    """The tier with the highest (output, input) price; ties and unknown prices: the later tier."""
-    def price(i: int) -> tuple[float, float, int]:
-        p = providers.get(tiers[i])
-        return (getattr(p, "price_out", None) or 0.0, getattr(p, "price_in", None) or 0.0, i)
-
-    return tiers[max(range(len(tiers)), key=price)]
 
 
 class Auditor:
     """The gateway's audit queue and its one worker task (:meth:`start` / :meth:`close`)."""
 
-    def __init__(self, rt: Any, listeners: list[Callable[[AuditOutcome], Any]], *, retry_base_s: float = 1.0,
-                 sweep_s: float = 2.0, refresh_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        rt: Any,
+        listeners: list[Callable[[AuditOutcome], Any]],
+        *,
+        retry_base_s: float = 1.0,
+        sweep_s: float = 2.0,
+        refresh_s: float = 2.0,
+    ) -> None:
         self.rt, self.listeners = rt, listeners
         self.metrics = AuditMetrics(rt.metrics.registry)
         self.retry_base_s, self.sweep_s, self.refresh_s = retry_base_s, sweep_s, refresh_s
@@ -104,7 +89,7 @@ class Auditor:
         if not audit_sampled(job.rid, a.rate, a.seed):
             return None
         name = profile.name
-        if self._exhausted.get(name) == _period_key(a.budget_period, time.time()):
+        if self._exhausted.get(name) == period_key(a.budget_period, time.time()):
             self.metrics.count(name, "skipped_budget")
             return None
         if self._claimed.get(name, 0) >= a.queue_size:
@@ -114,18 +99,32 @@ class Auditor:
         self._claims[job.rid] = name
         req = job.req
         return db.PendingAudit(
-            request_id=job.rid, profile=name, created=job.created,
-            request={"messages": [dict(m) for m in req.messages], "params": dict(req.params),
-                     "tools": [dict(t) for t in req.tools] if req.tools else None, "tool_choice": req.tool_choice},
-            tiers=tuple(profile.tiers), reference=a.reference or dearest_tier(tuple(profile.tiers), self.rt.providers),
-            judge=a.judge, rubric=None if a.match else a.rubric, rubric_version=rubric_version(a.judge, a.rubric),
-            explore=a.explore, served_model=trace.model, served_cost_usd=float(trace.cost_usd))
+            request_id=job.rid,
+            profile=name,
+            created=job.created,
+            request={
+                "messages": [dict(m) for m in req.messages],
+                "params": dict(req.params),
+                "tools": [dict(t) for t in req.tools] if req.tools else None,
+                "tool_choice": req.tool_choice,
+            },
+            tiers=tuple(profile.tiers),
+            reference=a.reference or dearest_tier(tuple(profile.tiers), self.rt.providers),
+            judge=a.judge,
+            rubric=None if a.match else a.rubric,
+            rubric_version=rubric_version(a.judge, a.rubric),
+            explore=a.explore,
+            served_model=trace.model,
+            served_cost_usd=float(trace.cost_usd),
+        )
 
     def with_pending(self, also: Callable[[Any], None], pending: db.PendingAudit) -> Callable[[Any], None]:
         """``also`` (the spend settlement) followed by the pending row, in the same transaction."""
+
         def both(conn: Any) -> None:
             also(conn)
             db.insert_pending_in(conn, pending)
+
         return both
 
     def attach(self, pending: db.PendingAudit, written: Any) -> None:
@@ -136,6 +135,7 @@ class Auditor:
             ok = not fut.cancelled() and fut.exception() is None
             if loop is not None and not loop.is_closed():
                 loop.call_soon_threadsafe(self._committed, pending.request_id, ok)
+
         written.add_done_callback(done)
 
     def _committed(self, rid: str, ok: bool) -> None:
@@ -262,25 +262,16 @@ class Auditor:
         if a.budget_usd is not None:
             spent = await self._spent(name, a, now)
             if spent >= a.budget_usd:
-                await self._write(db.skip_in, rid, f"audit budget exhausted: ${spent:.6f} of ${a.budget_usd:g} ({a.budget_period})", now=now)
-                self._exhausted[name] = _period_key(a.budget_period, now)
+                await self._write(
+                    db.skip_in, rid, f"audit budget exhausted: ${spent:.6f} of ${a.budget_usd:g} ({a.budget_period})", now=now
+                )
+                self._exhausted[name] = period_key(a.budget_period, now)
                 self.metrics.count(name, "skipped_budget")
                 return
         if await self._write(db.start_in, rid, now, owner=self._owner, attempts=row["attempts"]) == 0:
             return  # another worker process took it
         tiers, reference = tuple(row["tiers"]), row["reference"]
-        have: dict[str, TierAnswer] = {}
-        for s in row["steps"]:  # the cascade's own answers: reused, not paid again
-            if s["model"] in tiers or s["model"] == reference:
-                have.setdefault(s["model"], TierAnswer(s["model"], tiers.index(s["model"]) if s["model"] in tiers else -1, s["answer"],
-                                                       float(s["cost_usd"] or 0.0), s["input_tokens"], s["output_tokens"], reused=True))
-        for x in row["answers"]:  # saved by an earlier, interrupted run
-            if x["error"] is None and x["answer"] is not None:
-                have.setdefault(x["model"], TierAnswer(x["model"], x["tier"], x["answer"], float(x["cost_usd"]), x["input_tokens"],
-                                                       x["output_tokens"], reused=bool(x["reused"])))
-        r = row["request"]
-        request = ChatRequest(messages=tuple(r["messages"]), model=f"thrifty/{name}", params=r.get("params") or {},
-                              tools=tuple(r["tools"]) if r.get("tools") else None, tool_choice=r.get("tool_choice"))
+        have, request = answers_at_hand(row), audit_request(row)
         paid = 0.0
 
         async def saved(ans: TierAnswer) -> None:
@@ -290,13 +281,28 @@ class Auditor:
 
         try:
             result = await run_audit(
-                tiers=tiers, reference=reference, served_model=row["served_model"], explore=row["explore"], judge=row["judge"],
-                rubric=row["rubric"], prompt=row["prompt"] or "", have=have, call=lambda m: self._call(name, m, request),
-                saved=saved, ask=None if a.match else self._asker(a.judge), choices=a.choices)
+                tiers=tiers,
+                reference=reference,
+                served_model=row["served_model"],
+                explore=row["explore"],
+                judge=row["judge"],
+                rubric=row["rubric"],
+                prompt=row["prompt"] or "",
+                have=have,
+                call=lambda m: call_tier(self.rt, name, m, request),
+                saved=saved,
+                ask=None if a.match else judge_asker(self.rt, a.judge),
+                choices=a.choices,
+            )
         except Exception as exc:  # noqa: BLE001 - the reference, the judge or a bug: recorded, retried later
             judge_paid = getattr(exc, "cost_usd", 0.0)
-            await self._write(db.fail_in, rid, f"{exc}" if isinstance(exc, AuditFailed) else f"{type(exc).__name__}: {exc}",
-                              judge_cost_usd=judge_paid, now=time.time())
+            await self._write(
+                db.fail_in,
+                rid,
+                f"{exc}" if isinstance(exc, AuditFailed) else f"{type(exc).__name__}: {exc}",
+                judge_cost_usd=judge_paid,
+                now=time.time(),
+            )
             self.metrics.count(name, "error")
             self.metrics.cost.labels(name).inc(paid + judge_paid)
             log.warning("thrifty: audit of %s failed (attempt %d of %d): %s", rid, row["attempts"] + 1, a.max_attempts, exc)
@@ -304,13 +310,18 @@ class Auditor:
         await self._write(db.finish_in, rid, result.rows, judge_cost_usd=result.judge_cost_usd, now=time.time())
         self.metrics.count(name, "done")
         if a.budget_usd is not None and await self._spent(name, a, now) >= a.budget_usd:
-            self._exhausted[name] = _period_key(a.budget_period, now)  # stop queueing new ones now
+            self._exhausted[name] = period_key(a.budget_period, now)  # stop queueing new ones now
         self.metrics.cost.labels(name).inc(paid + result.judge_cost_usd)
-        answers = {x["model"]: TierVerdict(x["model"], x["quality"], x["at_least_as_good"], float(x["cost_usd"] or 0.0),
-                                           x["answer"], bool(x["reused"])) for x in result.rows}
+        answers = {
+            x["model"]: TierVerdict(
+                x["model"], x["quality"], x["at_least_as_good"], float(x["cost_usd"] or 0.0), x["answer"], bool(x["reused"])
+            )
+            for x in result.rows
+        }
         audit_cost = sum(v.cost_usd for v in answers.values() if not v.reused) + result.judge_cost_usd
-        outcome = AuditOutcome(rid, name, float(row["created"]), row["served_model"], float(row["served_cost_usd"]), reference,
-                               answers, audit_cost)
+        outcome = AuditOutcome(
+            rid, name, float(row["created"]), row["served_model"], float(row["served_cost_usd"]), reference, answers, audit_cost
+        )
         await self._notify(outcome)
 
     async def _notify(self, outcome: AuditOutcome) -> None:
@@ -321,39 +332,3 @@ class Auditor:
                     await result
             except Exception:  # noqa: BLE001 - a listener's failure is its own
                 log.exception("thrifty: audit listener %r failed", listener)
-
-    def _provider(self, profile: str, model: str) -> Any:
-        """Tier ``model`` as the profile serves it (its cache / prompt adaptation), else the bare provider."""
-        route = self.rt.routes.get(f"thrifty/{profile}")
-        tiers = getattr(getattr(route, "engine", None), "tiers", ())
-        if model in tiers:
-            return route.engine.providers[tiers.index(model)]
-        provider = self.rt.providers.get(model)
-        if provider is None:
-            raise ProviderError("no such provider in the running config", provider=model, status=502)
-        return provider
-
-    async def _call(self, profile: str, model: str, request: ChatRequest) -> Any:
-        from thrifty.calibration.collect import complete_with_retries
-
-        return await complete_with_retries(self._provider(profile, model), request, retries=1,
-                                           deadline_s=self.rt.settings.server.request_timeout_s)
-
-    def _asker(self, judge: str) -> Callable[[str], Any]:
-        async def ask(text: str) -> Any:
-            from thrifty.calibration.collect import complete_with_retries
-
-            provider = self.rt.providers.get(judge)
-            if provider is None:
-                route = self.rt.routes.get(f"thrifty/{judge.removeprefix('thrifty/')}")
-                if route is None:
-                    raise ProviderError("the judge is not in the running config", provider=judge, status=502)
-                provider = route.engine
-            req = ChatRequest.from_prompt(text, model=judge, temperature=0.0, max_tokens=JUDGE_MAX_TOKENS)
-            return await complete_with_retries(provider, req, retries=1, deadline_s=self.rt.settings.server.request_timeout_s)
-        return ask
-
-
-def _period_key(period: str, now: float) -> str:
-    start = period_start(period, now)
-    return "total" if start is None else f"{period}:{start:.0f}"

@@ -67,9 +67,21 @@ def insert_pending_in(conn: sqlite3.Connection, p: PendingAudit) -> None:
         "INSERT INTO audits (request_id, profile, created, status, attempts, updated, request_json, tiers, reference, judge,"
         " rubric, rubric_version, explore, served_model, served_cost_usd, audit_cost_usd)"
         " VALUES (?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
-        (p.request_id, p.profile, float(p.created), float(p.created), json.dumps(dict(p.request), ensure_ascii=False, default=str),
-         json.dumps(list(p.tiers)), p.reference, p.judge, p.rubric, p.rubric_version, p.explore, p.served_model,
-         float(p.served_cost_usd)),
+        (
+            p.request_id,
+            p.profile,
+            float(p.created),
+            float(p.created),
+            json.dumps(dict(p.request), ensure_ascii=False, default=str),
+            json.dumps(list(p.tiers)),
+            p.reference,
+            p.judge,
+            p.rubric,
+            p.rubric_version,
+            p.explore,
+            p.served_model,
+            float(p.served_cost_usd),
+        ),
     )
 
 
@@ -80,22 +92,27 @@ def due_audits(store: Any, *, max_attempts: int, limit: int = 1000) -> list[dict
     rows = store.iter_rows(
         "SELECT request_id, profile, status, attempts, updated, owner FROM audits"
         " WHERE status = 'pending' OR (status = 'error' AND attempts < ?) ORDER BY created, request_id LIMIT ?",
-        (int(max_attempts), int(limit)))
+        (int(max_attempts), int(limit)),
+    )
     return [dict(r) for r in rows]
 
 
 def load_audit(store: Any, request_id: str) -> dict[str, Any] | None:
     """The audit row (``request``, ``tiers`` decoded) with the request's ``prompt`` and served
     ``steps`` (answers that are not failures) and the ``answers`` saved by earlier runs; None if absent."""
-    a = store.iter_rows("SELECT a.*, r.prompt AS prompt FROM audits a JOIN requests r ON r.id = a.request_id"
-                        " WHERE a.request_id = ?", (request_id,))
+    a = store.iter_rows(
+        "SELECT a.*, r.prompt AS prompt FROM audits a JOIN requests r ON r.id = a.request_id WHERE a.request_id = ?", (request_id,)
+    )
     if not a:
         return None
     out = dict(a[0])
     out["request"] = json.loads(out.pop("request_json"))
     out["tiers"] = json.loads(out["tiers"])
-    steps = store.iter_rows("SELECT model, answer, cost_usd, input_tokens, output_tokens FROM steps"
-                            " WHERE request_id = ? AND decision != 'failed' AND answer IS NOT NULL ORDER BY idx", (request_id,))
+    steps = store.iter_rows(
+        "SELECT model, answer, cost_usd, input_tokens, output_tokens FROM steps"
+        " WHERE request_id = ? AND decision != 'failed' AND answer IS NOT NULL ORDER BY idx",
+        (request_id,),
+    )
     out["steps"] = [dict(s) for s in steps]
     saved = store.iter_rows("SELECT * FROM audit_answers WHERE request_id = ? ORDER BY tier, model", (request_id,))
     out["answers"] = [dict(s) for s in saved]
@@ -105,13 +122,28 @@ def load_audit(store: Any, request_id: str) -> dict[str, Any] | None:
 def start_in(conn: sqlite3.Connection, request_id: str, now: float, *, owner: str, attempts: int) -> int:
     """Claim one more run of a pending/error audit that has run ``attempts`` times so far (an
     optimistic lock: of several processes, one wins); returns its attempt number, 0 if not claimed."""
-    cur = conn.execute("UPDATE audits SET attempts = attempts + 1, updated = ?, owner = ? WHERE request_id = ?"
-                       " AND status IN ('pending', 'error') AND attempts = ?", (float(now), owner, request_id, int(attempts)))
+    cur = conn.execute(
+        "UPDATE audits SET attempts = attempts + 1, updated = ?, owner = ? WHERE request_id = ?"
+        " AND status IN ('pending', 'error') AND attempts = ?",
+        (float(now), owner, request_id, int(attempts)),
+    )
     return int(attempts) + 1 if cur.rowcount else 0
 
 
-_ANSWER_COLS = ("model", "tier", "answer", "input_tokens", "output_tokens", "cost_usd", "reused", "quality", "at_least_as_good",
-                "verdict", "judge_raw", "error")
+_ANSWER_COLS = (
+    "model",
+    "tier",
+    "answer",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "reused",
+    "quality",
+    "at_least_as_good",
+    "verdict",
+    "judge_raw",
+    "error",
+)
 
 
 def save_answer_in(conn: sqlite3.Connection, request_id: str, row: Mapping[str, Any], *, audit_cost_usd: float = 0.0) -> None:
@@ -136,14 +168,18 @@ def finish_in(conn: sqlite3.Connection, request_id: str, rows: Sequence[Mapping[
     """Every judged answer and the ``done`` status, in one transaction."""
     for row in rows:
         save_answer_in(conn, request_id, row)
-    conn.execute("UPDATE audits SET status = 'done', error = NULL, updated = ?, audit_cost_usd = audit_cost_usd + ?"
-                 " WHERE request_id = ?", (float(now), float(judge_cost_usd), request_id))
+    conn.execute(
+        "UPDATE audits SET status = 'done', error = NULL, updated = ?, audit_cost_usd = audit_cost_usd + ? WHERE request_id = ?",
+        (float(now), float(judge_cost_usd), request_id),
+    )
 
 
 def fail_in(conn: sqlite3.Connection, request_id: str, error: str, *, judge_cost_usd: float, now: float) -> None:
     """A retryable failure: status ``error`` with its reason; what the judge was paid still counts."""
-    conn.execute("UPDATE audits SET status = 'error', error = ?, updated = ?, audit_cost_usd = audit_cost_usd + ?"
-                 " WHERE request_id = ?", (error[:2000], float(now), float(judge_cost_usd), request_id))
+    conn.execute(
+        "UPDATE audits SET status = 'error', error = ?, updated = ?, audit_cost_usd = audit_cost_usd + ? WHERE request_id = ?",
+        (error[:2000], float(now), float(judge_cost_usd), request_id),
+    )
 
 
 def skip_in(conn: sqlite3.Connection, request_id: str, reason: str, *, now: float) -> None:
@@ -153,14 +189,16 @@ def skip_in(conn: sqlite3.Connection, request_id: str, reason: str, *, now: floa
 def audit_spent(store: Any, profile: str, since: float | None = None) -> float:
     """What ``profile``'s audits paid, counting audits last changed at or after ``since``."""
     sql, params = "SELECT COALESCE(SUM(audit_cost_usd), 0) FROM audits WHERE profile = ?", [profile]
+    params_any: list[Any] = list(params)
     if since is not None:
         sql += " AND updated >= ?"
-        params.append(float(since))
-    return float(store.iter_rows(sql, params)[0][0])
+        params_any.append(float(since))
+    return float(store.iter_rows(sql, params_any)[0][0])
 
 
 def _where(profile: str | None, since: float | None, alias: str) -> tuple[str, list[Any]]:
-    clauses, params = [], []
+    clauses: list[str] = []
+    params: list[Any] = []
     if profile is not None:
         clauses.append(f"{alias}.profile = ?")
         params.append(profile)
@@ -176,10 +214,13 @@ def audit_rows(store: Any, profile: str | None = None, since: float | None = Non
     audits = store.iter_rows(
         "SELECT request_id, profile, created, status, attempts, reference, judge, rubric, rubric_version, explore, served_model,"
         f" served_cost_usd, audit_cost_usd, error FROM audits a WHERE {where} AND a.status = ? ORDER BY a.created, a.request_id",
-        [*params, status])
+        [*params, status],
+    )
     answers = store.iter_rows(
         "SELECT x.* FROM audit_answers x JOIN audits a ON a.request_id = x.request_id"
-        f" WHERE {where} AND a.status = ? ORDER BY x.request_id, x.tier, x.model", [*params, status])
+        f" WHERE {where} AND a.status = ? ORDER BY x.request_id, x.tier, x.model",
+        [*params, status],
+    )
     by_id: dict[str, dict[str, Any]] = {}
     for x in answers:
         d = dict(x)
@@ -197,8 +238,11 @@ def audit_rows(store: Any, profile: str | None = None, since: float | None = Non
 def audit_status_counts(store: Any, profile: str | None = None, since: float | None = None) -> dict[str, dict[str, Any]]:
     """Per profile: audits by status and everything the audits paid (errors and retries included)."""
     where, params = _where(profile, since, "a")
-    rows = store.iter_rows(f"SELECT profile, status, COUNT(*) AS n, COALESCE(SUM(audit_cost_usd), 0) AS cost FROM audits a"
-                           f" WHERE {where} GROUP BY profile, status", params)
+    rows = store.iter_rows(
+        f"SELECT profile, status, COUNT(*) AS n, COALESCE(SUM(audit_cost_usd), 0) AS cost FROM audits a"
+        f" WHERE {where} GROUP BY profile, status",
+        params,
+    )
     out: dict[str, dict[str, Any]] = {}
     for r in rows:
         d = out.setdefault(r["profile"], {"counts": {s: 0 for s in AUDIT_STATUSES}, "audit_cost_usd": 0.0})
@@ -210,8 +254,11 @@ def audit_status_counts(store: Any, profile: str | None = None, since: float | N
 def serving_spend(store: Any, profile: str | None = None, since: float | None = None) -> dict[str, dict[str, float]]:
     """Per profile: requests logged and what serving them cost (every tier called)."""
     where, params = _where(profile, since, "r")
-    rows = store.iter_rows(f"SELECT profile, COUNT(*) AS n, COALESCE(SUM(cost_usd), 0) AS cost FROM requests r"
-                           f" WHERE {where} AND r.profile IS NOT NULL GROUP BY profile", params)
+    rows = store.iter_rows(
+        f"SELECT profile, COUNT(*) AS n, COALESCE(SUM(cost_usd), 0) AS cost FROM requests r"
+        f" WHERE {where} AND r.profile IS NOT NULL GROUP BY profile",
+        params,
+    )
     return {r["profile"]: {"requests": int(r["n"]), "cost_usd": float(r["cost"])} for r in rows}
 
 
@@ -225,9 +272,14 @@ def audited_table(store: Any, profile: str, since: float | None = None) -> Any:
     from thrifty.data.table import RoutingTable
 
     audits = audit_rows(store, profile, since)
-    prompts = {r["request_id"]: r["prompt"] for r in store.iter_rows(
-        "SELECT r.id AS request_id, r.prompt FROM requests r JOIN audits a ON a.request_id = r.id WHERE a.profile = ?"
-        " AND a.status = 'done'", (profile,))}
+    prompts = {
+        r["request_id"]: r["prompt"]
+        for r in store.iter_rows(
+            "SELECT r.id AS request_id, r.prompt FROM requests r JOIN audits a ON a.request_id = r.id WHERE a.profile = ?"
+            " AND a.status = 'done'",
+            (profile,),
+        )
+    }
     rank: dict[str, int] = {}
     for a in audits:
         for m, x in a["answers"].items():
@@ -245,8 +297,14 @@ def audited_table(store: Any, profile: str, since: float | None = None) -> Any:
             tin[p, j] = np.nan if x["input_tokens"] is None else float(x["input_tokens"])
             tout[p, j] = np.nan if x["output_tokens"] is None else float(x["output_tokens"])
     return RoutingTable(
-        prompt_ids=tuple(a["request_id"] for a in audits), prompts=tuple(prompts.get(a["request_id"]) for a in audits),
-        models=models, quality=quality, cost=cost, answers=answers, input_tokens=tin, output_tokens=tout,
+        prompt_ids=tuple(a["request_id"] for a in audits),
+        prompts=tuple(prompts.get(a["request_id"]) for a in audits),
+        models=models,
+        quality=quality,
+        cost=cost,
+        answers=answers,
+        input_tokens=tin,
+        output_tokens=tout,
         prompt_meta={"created": tuple(a["created"] for a in audits), "served_model": tuple(a["served_model"] for a in audits)},
         source=f"{getattr(store, 'path', '<store>')}#audits/{profile}",
     )
