@@ -6,7 +6,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${THRIFTY_VENV:-$ROOT/.venv}"
 PY="${PYTHON:-python3}"
 STAMP="$VENV/.thrifty-installed"
-EXTRAS="lab,embed,serve,local,test"  # every extra: the tests exercise all of them
+EXTRAS="lab,embed,serve,local,postgres,test,ray"  # every extra: the tests exercise all of them
 WANT="$(cat "$ROOT/pyproject.toml" "$ROOT/constraints.txt" "$ROOT/scripts/_bootstrap.sh" | sha256sum | cut -d' ' -f1)"
 if [ ! -x "$VENV/bin/python" ]; then
   echo "thrifty: creating $VENV" >&2

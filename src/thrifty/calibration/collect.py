@@ -19,10 +19,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from thrifty.calibration.executors import Executor, LocalExecutor
+from thrifty.calibration.remote_calls import CallJob, answer_batch, batched, call_one, complete_with_retries
 from thrifty.errors import ConfigError, DataError
 from thrifty.data.outcomes_log import OutcomeLog
 from thrifty.data.prompts_file import PromptItem, build_request
-from thrifty.types import ChatRequest, Completion, Provider
+from thrifty.types import Completion, Provider
 
 __all__ = ["CollectResult", "collect", "complete_with_retries", "prompt_rows", "resolve_providers", "builtin_local", "BUILTIN_LOCAL"]
 
@@ -42,21 +44,6 @@ class CollectResult:
     per_model: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-async def complete_with_retries(
-    provider: Provider, request: ChatRequest, *, retries: int = 3, backoff_s: float = 0.5, deadline_s: float = 3600.0
-) -> Completion:
-    """``provider.complete(request)`` with the engine's retry rules (exponential backoff honouring
-    ``retry_after``, foreign errors translated); raises :class:`ProviderError` when it gives up."""
-    from thrifty.serving.engine import Engine
-    from thrifty.policy.cascade import CascadePolicy
-
-    name = getattr(provider, "name", "provider")
-    engine = Engine(CascadePolicy([name], [], None), {0: provider}, deadline_s=deadline_s, max_retries=retries, backoff_s=backoff_s)
-    trace = await engine.run(request)
-    assert trace.completion is not None
-    return trace.completion
-
-
 def prompt_rows(items: Sequence[PromptItem]) -> list[dict[str, Any]]:
     """``prompts.jsonl`` rows: id, the bare prompt text, prefix/template/system when set, metadata."""
     rows = []
@@ -72,20 +59,20 @@ def prompt_rows(items: Sequence[PromptItem]) -> list[dict[str, Any]]:
     return rows
 
 
-def resolve_providers(names: Sequence[str], config: str | None = None) -> dict[str, Provider]:
+def resolve_providers(names: Sequence[str], config: str | None = None, *, settings: Any = None) -> dict[str, Provider]:
     """Providers for model names: config providers or profiles (``NAME`` or ``thrifty/NAME``),
     ``student:PATH`` (a trained student artefact), or the built-in local models ``smollm2`` and
-    ``gemma3-270m``."""
+    ``gemma3-270m``. ``settings`` (already parsed) replaces reading ``config`` — how a Ray worker
+    builds the driver's providers without the config file."""
     from thrifty.config.settings import load_settings
 
-    settings = None
     providers: dict[str, Any] | None = None
     out: dict[str, Provider] = {}
     for name in names:
         if name in out:
             raise ConfigError(f"model {name!r} is listed twice", key="--models", fix="list each model once")
         if name.startswith("student:"):
-            from thrifty.serving.providers.student import StudentProvider
+            from thrifty.calibration.student import StudentProvider
 
             out[name] = StudentProvider.load(name.split(":", 1)[1], name=name)
             continue
@@ -108,6 +95,26 @@ def resolve_providers(names: Sequence[str], config: str | None = None) -> dict[s
             known = [*settings.providers, *settings.profiles, *BUILTIN_LOCAL, "student:PATH"]
             raise ConfigError(f"unknown model or profile {name!r}", key="--models", fix=f"use one of: {', '.join(known)}")
     return out
+
+
+def provider_factory(names: Sequence[str], config: str | None = None) -> Callable[[], dict[str, Provider]]:
+    """A picklable zero-argument factory of ``resolve_providers(names, config)`` for cluster workers:
+    the config is parsed here (paths in it made absolute) and travels with the factory, and
+    ``student:PATH`` paths are made absolute, so a worker in another working directory builds the
+    same providers. Secrets (``api_key_env``) are read from each worker's environment."""
+    from functools import partial
+
+    from thrifty.config.settings import config_path, load_settings
+
+    path = config_path(config)
+    settings = load_settings(path.resolve() if path is not None else None)
+    fixed = [f"student:{Path(n.split(':', 1)[1]).resolve()}" if n.startswith("student:") else n for n in names]
+    return partial(_renamed_providers, tuple(fixed), tuple(names), settings)
+
+
+def _renamed_providers(names: tuple[str, ...], as_names: tuple[str, ...], settings: Any) -> dict[str, Provider]:
+    built = resolve_providers(names, settings=settings)
+    return {alias: built[n] for n, alias in zip(names, as_names)}
 
 
 def builtin_local(name: str) -> Provider:
@@ -161,20 +168,39 @@ def _row(item: PromptItem, model: str, comp: Completion, prices: tuple[float | N
     return row
 
 
-async def _run(
-    items: Sequence[PromptItem],
-    providers: Mapping[str, Provider],
-    log: OutcomeLog,
-    todo: list[tuple[int, str]],
-    params: Mapping[str, Any],
-    concurrency: int,
-    retries: int,
-    prices: Mapping[str, tuple[float | None, float | None]],
-    grader: Any,
-    gold: str,
-    result: CollectResult,
-    on_done: Callable[[str], None],
-) -> None:
+class _Recorder:
+    """The driver's side of a run: turns each outcome into an ``outcomes.jsonl`` row (or an
+    ``errors.jsonl`` record) the moment it arrives — the same for every executor."""
+
+    def __init__(self, items: Sequence[PromptItem], log: OutcomeLog, prices: Mapping[str, tuple[float | None, float | None]],
+                 grader: Any, gold: str, result: CollectResult, on_done: Callable[[str], None]) -> None:
+        self.items, self.log, self.prices, self.grader, self.gold = items, log, prices, grader, gold
+        self.result, self.on_done = result, on_done
+
+    def __call__(self, i: int, model: str, comp: Completion | None, error: str | None) -> None:
+        item, result = self.items[i], self.result
+        if comp is None:
+            result.failed += 1
+            if len(result.errors) < 20:
+                result.errors.append(f"{item.prompt_id} × {model}: {error}")
+            self.log.append_error({"prompt_id": item.prompt_id, "model": model, "error": error,
+                                   "at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+            self.on_done(model)
+            return
+        row = _row(item, model, comp, self.prices.get(model))
+        if self.grader is not None:
+            row.update(self.grader.grade_row(comp.text, item.meta.get(self.gold), where=f"prompt {item.prompt_id!r}"))
+        self.log.append(row)
+        result.answered += 1
+        stats = result.per_model.setdefault(model, {"n": 0, "cost_usd": 0.0, "latency_s": 0.0})
+        stats["n"] += 1
+        stats["cost_usd"] += row["cost_usd"]
+        stats["latency_s"] += row["latency_s"]
+        self.on_done(model)
+
+
+async def _run(items: Sequence[PromptItem], providers: Mapping[str, Provider], todo: list[tuple[int, str]],
+               params: Mapping[str, Any], concurrency: int, retries: int, record: _Recorder) -> None:
     queue: asyncio.Queue[tuple[int, str]] = asyncio.Queue()
     for pair in todo:
         queue.put_nowait(pair)
@@ -185,36 +211,21 @@ async def _run(
                 i, model = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            item = items[i]
-            request = build_request(item, model, params)
-            t0 = time.perf_counter()
-            try:
-                comp = await complete_with_retries(providers[model], request, retries=retries)
-            except Exception as exc:  # noqa: BLE001 - recorded, retried on the next run
-                result.failed += 1
-                msg = f"{type(exc).__name__}: {exc}"
-                if len(result.errors) < 20:
-                    result.errors.append(f"{item.prompt_id} × {model}: {msg}")
-                log.append_error({"prompt_id": item.prompt_id, "model": model, "error": msg,
-                                  "at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-                on_done(model)
-                continue
-            if not comp.latency_s:
-                from dataclasses import replace
-
-                comp = replace(comp, latency_s=time.perf_counter() - t0)
-            row = _row(item, model, comp, prices.get(model))
-            if grader is not None:
-                row.update(grader.grade_row(comp.text, item.meta.get(gold), where=f"prompt {item.prompt_id!r}"))
-            log.append(row)
-            result.answered += 1
-            stats = result.per_model.setdefault(model, {"n": 0, "cost_usd": 0.0, "latency_s": 0.0})
-            stats["n"] += 1
-            stats["cost_usd"] += row["cost_usd"]
-            stats["latency_s"] += row["latency_s"]
-            on_done(model)
+            _, comp, error = await call_one(providers[model], i, build_request(items[i], model, params), retries)
+            record(i, model, comp, error)
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+def _run_on(executor: Executor, items: Sequence[PromptItem], build: Callable[[], Mapping[str, Provider]],
+            todo: list[tuple[int, str]], params: Mapping[str, Any], concurrency: int, retries: int, record: _Recorder) -> None:
+    """The pairs in batches of ``4 × concurrency`` on ``executor``'s workers (each answering
+    ``concurrency`` at a time); this process records every outcome as its batch comes back."""
+    job = CallJob(build, retries=retries, concurrency=concurrency)
+    calls = [((i, m), m, build_request(items[i], m, params)) for i, m in todo]
+    for _, outcomes in executor.map_unordered(answer_batch, job, batched(calls, 4 * concurrency)):
+        for (i, model), comp, error in outcomes:
+            record(i, model, comp, error)
 
 
 def collect(
@@ -229,13 +240,21 @@ def collect(
     grader: Any = None,
     gold: str = "gold",
     progress: bool = True,
+    executor: Executor | None = None,
+    build: Callable[[], Mapping[str, Provider]] | None = None,
 ) -> CollectResult:
     """Answer every (prompt, model) pair missing from ``out``; returns counts and per-model totals.
 
     Pairs are ordered prompt-major (each model sees the prompts in file order, which keeps a local
     model's prompt-prefix cache warm). ``grader`` (from :func:`thrifty.calibration.label.make_grader`) grades
-    answers inline against ``item.meta[gold]``.
+    answers inline against ``item.meta[gold]``. With a non-local ``executor`` (a
+    :class:`~thrifty.calibration.executors.RayExecutor`) the calls run on its workers, which build
+    their own providers with ``build`` (a picklable factory of the same ``providers``); this process
+    still writes every row, so the folder is the same as a local run's.
     """
+    remote = executor is not None and not isinstance(executor, LocalExecutor)
+    if remote and build is None:
+        raise ConfigError("a cluster run needs a picklable provider factory", key="--ray", fix="pass build=partial(resolve_providers, names, settings=...)")
     t_start = time.perf_counter()
     check_run_options(concurrency, retries)
     prices = dict(prices or {})
@@ -261,11 +280,19 @@ def collect(
         if not todo:
             result.seconds = time.perf_counter() - t_start
             return result
-        for p in {m for _, m in todo}:  # load weights/embedders now, so no answer's latency includes it
+        for p in {m for _, m in todo} if not remote else ():  # load weights now, so no answer's latency includes it
             warm = getattr(providers[p], "warm", None)
             if warm is not None:
                 _drive(warm())
-        args = (items, providers, log, todo, params, concurrency, retries, prices, grader, gold, result)
+
+        def go(on_done: Callable[[str], None]) -> None:
+            record = _Recorder(items, log, prices, grader, gold, result, on_done)
+            if remote:
+                assert executor is not None and build is not None
+                _run_on(executor, items, build, todo, params, concurrency, retries, record)
+            else:
+                _drive(_run(items, providers, todo, params, concurrency, retries, record))
+
         if progress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -279,9 +306,9 @@ def collect(
                     bar.advance(tasks[model])
                     bar.advance(overall)
 
-                _drive(_run(*args, on_done=tick))
+                go(tick)
         else:
-            _drive(_run(*args, on_done=lambda m: None))
+            go(lambda m: None)
     result.seconds = time.perf_counter() - t_start
     return result
 

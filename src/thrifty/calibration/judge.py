@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from thrifty.errors import ConfigError, DataError
+from thrifty.calibration.executors import LocalExecutor
+from thrifty.calibration.remote_calls import CallJob, answer_batch, batched, complete_with_retries
+from thrifty.errors import ConfigError, DataError, ProviderError
 from thrifty.calibration.label import LABEL_COLUMNS, LabelSummary, _summarise, needs_label, rows_to_label
 from thrifty.data.outcomes_log import OutcomeLog
 from thrifty.types import ChatRequest, Provider
@@ -110,9 +112,14 @@ def judge_folder(
     unparseable: float | None = None,
     models: list[str] | None = None,
     on_done: Callable[[], None] | None = None,
+    executor: Any = None,
+    build: Callable[[], Any] | None = None,
 ) -> LabelSummary:
-    """Label the folder's unlabelled outcomes (all with ``force``) with an LLM judge, in place."""
-    from thrifty.calibration.collect import _drive, check_run_options, complete_with_retries
+    """Label the folder's unlabelled outcomes (all with ``force``) with an LLM judge, in place.
+
+    With a non-local ``executor`` (a Ray cluster) the judge calls run on its workers, which build the
+    judge with ``build`` (:func:`thrifty.calibration.collect.provider_factory`); the labels are written here."""
+    from thrifty.calibration.collect import _drive, check_run_options
 
     check_run_options(concurrency, retries)
     if unparseable is not None and not 0.0 <= unparseable <= 1.0:
@@ -148,33 +155,31 @@ def judge_folder(
                             field="model", expected=f"collect {reference} on every prompt first")
     summary = LabelSummary()
     summary.skipped = len(rows) - len(todo)
-    sem = asyncio.Semaphore(concurrency)
 
-    async def ask(text: str) -> str:
-        async with sem:
-            comp = await complete_with_retries(judge, _request(text, judge_name, max_tokens), retries=retries)
-        return comp.text or ""
-
-    async def one(i: int) -> None:
-        row = rows[i]
+    def texts(row: dict[str, Any]) -> list[str]:
+        """What the judge is asked about ``row``: one text (absolute), two orders (pairwise), none (the reference)."""
         pid = str(row.get("prompt_id"))
         prompt, answer = prompts.get(pid, ""), str(row.get("output") or "")
+        if rubric == "absolute":
+            return [rb.template.format(prompt=prompt, answer=answer)]
+        if row.get("model") == reference:
+            return []
+        ref = ref_answer[pid]
+        return [rb.template.format(prompt=prompt, a=answer, b=ref), rb.template.format(prompt=prompt, a=ref, b=answer)]
+
+    def label(row: dict[str, Any], raws: list[str]) -> None:
         labels: dict[str, Any] = {"label_method": f"judge:{rubric}", "judge": judge_name, "rubric_version": rb.version}
         if rubric == "absolute":
-            raw = await ask(rb.template.format(prompt=prompt, answer=answer))
-            rating = parse_rating(raw)
-            labels.update(judge_raw=raw, label_verdict="" if rating is None else f"{rating:g}")
+            rating = parse_rating(raws[0])
+            labels.update(judge_raw=raws[0], label_verdict="" if rating is None else f"{rating:g}")
             quality = None if rating is None else (rating - 1.0) / 9.0
-        elif row.get("model") == reference:
+        elif not raws:  # the reference model's own answer
             labels.update(judge_raw="", label_verdict="reference")
             quality = 0.5
         else:
-            ref = ref_answer[pid]
-            raw1 = await ask(rb.template.format(prompt=prompt, a=answer, b=ref))
-            raw2 = await ask(rb.template.format(prompt=prompt, a=ref, b=answer))
-            p1, p2 = parse_preference(raw1), parse_preference(raw2)
+            p1, p2 = parse_preference(raws[0]), parse_preference(raws[1])
             scores = [s for s in ({"A": 1.0, "C": 0.5, "B": 0.0}.get(p1 or ""), {"B": 1.0, "C": 0.5, "A": 0.0}.get(p2 or "")) if s is not None]
-            labels.update(judge_raw=f"{raw1} ||| {raw2}", label_verdict=f"{p1 or '?'},{p2 or '?'}")
+            labels.update(judge_raw=f"{raws[0]} ||| {raws[1]}", label_verdict=f"{p1 or '?'},{p2 or '?'}")
             quality = sum(scores) / len(scores) if scores else None
         if quality is None:
             summary.unparseable += 1
@@ -192,11 +197,56 @@ def judge_folder(
         if on_done:
             on_done()
 
-    async def run_all() -> None:
-        await asyncio.gather(*(one(i) for i in todo))
-
     try:
-        _drive(run_all())
+        if executor is None or isinstance(executor, LocalExecutor):
+            _drive(_ask_here(judge, judge_name, max_tokens, retries, concurrency, [(i, texts(rows[i])) for i in todo],
+                             lambda i, raws: label(rows[i], raws)))
+        else:
+            if build is None:
+                raise ConfigError("a cluster run needs a picklable judge factory", key="--ray", fix="pass build=provider_factory([judge], config)")
+            _ask_on(executor, build, judge_name, max_tokens, retries, concurrency, [(i, texts(rows[i])) for i in todo],
+                    lambda i, raws: label(rows[i], raws))
     finally:  # keep every verdict obtained, even when a judge call failed for good
         log.save_labelled(rows)
     return _summarise(rows, summary)
+
+
+async def _ask_here(judge: Provider, judge_name: str, max_tokens: int, retries: int, concurrency: int,
+                    work: list[tuple[int, list[str]]], done: Callable[[int, list[str]], None]) -> None:
+    """Ask the judge in this process, ``concurrency`` calls at a time; a call that fails for good raises."""
+    sem = asyncio.Semaphore(concurrency)
+
+    async def ask(text: str) -> str:
+        async with sem:
+            comp = await complete_with_retries(judge, _request(text, judge_name, max_tokens), retries=retries)
+        return comp.text or ""
+
+    async def one(i: int, texts: list[str]) -> None:
+        done(i, [await ask(t) for t in texts])
+
+    await asyncio.gather(*(one(i, texts) for i, texts in work))
+
+
+def _ask_on(executor: Any, build: Callable[[], Any], judge_name: str, max_tokens: int, retries: int, concurrency: int,
+            work: list[tuple[int, list[str]]], done: Callable[[int, list[str]], None]) -> None:
+    """Ask the judge on ``executor``'s workers (batches of ``4 × concurrency`` calls); each row is
+    labelled here once all its replies are back. The first call that failed for good is raised after
+    every other batch has been recorded."""
+    for i, texts in work:
+        if not texts:
+            done(i, [])
+    calls = [((i, k), judge_name, _request(t, judge_name, max_tokens)) for i, texts in work for k, t in enumerate(texts)]
+    need = {i: len(texts) for i, texts in work if texts}
+    got: dict[int, dict[int, str]] = {}
+    failure: str | None = None
+    job = CallJob(build, retries=retries, concurrency=concurrency)
+    for _, outcomes in executor.map_unordered(answer_batch, job, batched(calls, 4 * concurrency)):
+        for (i, k), comp, error in outcomes:
+            if comp is None:
+                failure = failure or error
+                continue
+            got.setdefault(i, {})[k] = comp.text or ""
+            if len(got[i]) == need[i]:
+                done(i, [got[i][j] for j in range(need[i])])
+    if failure is not None:
+        raise ProviderError(f"a judge call failed for good: {failure}", provider=judge_name)

@@ -46,15 +46,26 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from thrifty.calibration.collect import collect, resolve_providers
-    from thrifty.errors import ConfigError, DataError
-    from thrifty.data.prompts_file import read_prompts
+    from thrifty.calibration.executors import make_executor
+    from thrifty.errors import ConfigError
 
     models = comma_list(args.models)
     if not models:
         raise ConfigError("no models given", key="--models", fix="pass --models a,b,c")
+    executor = make_executor(args.ray)  # joins the cluster now: a bad --ray fails before any work
+    try:
+        return _collect(args, models, executor)
+    finally:
+        executor.close()
+
+
+def _collect(args: argparse.Namespace, models: list[str], executor: Any) -> int:
+    from pathlib import Path
+
+    from thrifty.calibration.collect import collect, provider_factory, resolve_providers
+    from thrifty.errors import DataError
+    from thrifty.data.prompts_file import read_prompts
+
     prices = _prices(args.price or [])
     prefix = None
     if args.prefix_file:
@@ -70,8 +81,10 @@ def run(args: argparse.Namespace) -> int:
 
         grader = make_grader(args.grade, choices=comma_list(args.choices), golds=[it.meta.get(args.gold) for it in items])
     providers = resolve_providers(models, args.config)
+    build = provider_factory(models, args.config) if args.ray else None
     res = collect(items, providers, args.out, params=_params(args), concurrency=args.concurrency, retries=args.retries,
-                  prices=prices, grader=grader, gold=args.gold, progress=not args.no_progress and sys.stderr.isatty())
+                  prices=prices, grader=grader, gold=args.gold, progress=not args.no_progress and sys.stderr.isatty(),
+                  executor=executor, build=build)
     print(f"collected {res.answered} answers in {res.seconds:.1f}s ({res.skipped} pairs already done, {res.failed} failed) → {args.out}")
     for model, st in res.per_model.items():
         n = int(st["n"])
@@ -93,7 +106,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--models", required=True, help="comma-separated: config providers or profiles, smollm2, gemma3-270m, student:PATH")
     p.add_argument("--out", required=True, help="output folder (a routing table; created or resumed)")
     p.add_argument("--config", help="thrifty TOML config (default: $THRIFTY_CONFIG)")
-    p.add_argument("--concurrency", type=int, default=4, help="calls in flight at once (default 4)")
+    p.add_argument("--concurrency", type=int, default=4, help="calls in flight at once (default 4; with --ray: per worker task)")
+    p.add_argument("--ray", metavar="ADDRESS", help="run the calls on a Ray cluster: HOST:PORT of its head, or auto "
+                   "(pip install 'thrifty[ray]'); this process still writes the folder")
     p.add_argument("--retries", type=int, default=3, help="retries of a retryable provider error (default 3)")
     p.add_argument("--max-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from thrifty.cli.eval_options import jsonable, policy_options
+from thrifty.cli.eval_options import _json_or_text, jsonable, policy_options
 from thrifty.cli.table_args import add_table_args, load_pool
 from thrifty.errors import ConfigError
 
@@ -46,6 +46,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("--no-plots", action="store_true", help="skip plot.png / plot.html")
     p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
     p.add_argument("--label-noise", type=float, default=0.0, metavar="P", help="fit on training labels corrupted with probability P (binary: flipped; continuous: replaced by U(0,1)); held-out labels stay clean")
+    from thrifty.cli.eval_peers import add_arguments as add_peer_arguments
+
+    add_peer_arguments(p)
     c = p.add_argument_group("strategy contributions (--contributions)")
     c.add_argument("--contributions", action="store_true",
                    help="one joint held-out replay of cumulative stages: the policy over --models, + cache, + --adapted columns, + --student columns")
@@ -92,6 +95,17 @@ def run(args: argparse.Namespace) -> int:
         reports.append(
             evaluate(table, _noisy(name, options, args), strong=args.strong, weak=args.weak, n_folds=args.folds, seed=args.seed, progress=True, n_boot=args.bootstrap, options=options)
         )
+    from thrifty.cli.eval_peers import extras
+
+    def evaluate_peer(name: str, options: dict[str, Any]) -> Any:
+        return evaluate(table, name, strong=args.strong, weak=args.weak, n_folds=args.folds, seed=args.seed, progress=True,
+                        n_boot=args.bootstrap, options={**(peer_base if name.startswith("router") else {}), **options})
+
+    # peers share only the query embedder given for any policy (other keys may be another policy's)
+    embedders = [o.partition("=")[2] for o in args.opt if o.partition("=")[0].rpartition(".")[2] == "embedder"]
+    peer_base = {"embedder": _json_or_text(embedders[0])} if embedders else {}
+
+    extra = extras(args, table, reports, evaluate_peer)
     out = Path(args.out) if args.out else Path("runs") / time.strftime("eval-%Y%m%d-%H%M%S", time.gmtime())
     out.mkdir(parents=True, exist_ok=True)
     docs = [r.to_json() for r in reports]
@@ -106,12 +120,15 @@ def run(args: argparse.Namespace) -> int:
         files["html"] = str(plot_html(reports, out / "plot.html"))
     for d in docs:
         d["files"] = files
+        d["ceilings"] = extra["ceilings"]
+        if "paired" in extra:
+            d["peers"], d["paired"] = extra["peers"], extra["paired"].get(d["policy"])
     (out / "metrics.json").write_text(json.dumps(doc, indent=1, allow_nan=False, default=jsonable), encoding="utf-8")
     if args.json:
         sys.stdout.write(json.dumps(doc, allow_nan=False, default=jsonable) + "\n")
-        _print_table(reports, out, file=sys.stderr)
+        _print_table(reports, out, file=sys.stderr, extra=extra)
     else:
-        _print_table(reports, out, file=sys.stdout)
+        _print_table(reports, out, file=sys.stdout, extra=extra)
     return 0
 
 
@@ -132,7 +149,7 @@ def _ci(rep, key: str, kind: str = "q") -> str:
     return "" if not ci else f" [{_fmt(ci[0], kind)}, {_fmt(ci[1], kind)}]"
 
 
-def _print_table(reports: list, out: Path, file) -> None:
+def _print_table(reports: list, out: Path, file, extra: dict[str, Any] | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -162,6 +179,10 @@ def _print_table(reports: list, out: Path, file) -> None:
     t.add_row("[dim]oracle (exact)[/]", _fmt(mh["oracle_quality_at_best_single_cost"]), _fmt(1 - r0.oracle.curve.cost_for(b.quality) / b.cost, "pct") if r0.oracle.curve.cost_for(b.quality) is not None else "—", "100.0%", "", str(len(r0.oracle.curve.x)))
     t.add_row("[dim]random (uniform)[/]", f"{r0.random[1]:.4f} at ${r0.random[0]:.6f}", "", "", "", "1")
     console.print(t)
+    if extra:
+        from thrifty.cli.eval_peers import print_extras
+
+        print_extras(console, reports, extra)
     for rep in reports:
         if rep.pair is not None:
             p = rep.pair

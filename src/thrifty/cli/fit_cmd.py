@@ -28,12 +28,22 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     )
     p.add_argument("--policy", default="cascade", choices=("cascade", "router", "hybrid"), help="what to fit (default cascade)")
     add_table_args(p)
+    p.add_argument(
+        "--from-logs",
+        action="store_true",
+        help="fit on the gateway's audited requests (the audits tables of the log store) instead of --data",
+    )
+    p.add_argument("--profile", metavar="P", help="with --from-logs: the profile whose audits to fit on (required there)")
+    p.add_argument("--config", metavar="FILE", help="with --from-logs: thrifty.toml (locates the data dir)")
+    p.add_argument("--db", metavar="FILE", help="with --from-logs: the log database (default <data dir>/logs.sqlite3)")
     p.add_argument("--max-tiers", type=int, default=3, metavar="L", help="most tiers in a cascade, 1–3 (default 3)")
     goal = p.add_mutually_exclusive_group()
     goal.add_argument("--budget", type=float, metavar="USD", help="target mean cost per query")
     goal.add_argument("--target-quality", type=float, metavar="Q", help="target mean quality (cheapest cascade reaching it)")
     p.add_argument(
-        "--embed", default="none", choices=("full", "query", "none"),
+        "--embed",
+        default="none",
+        choices=("full", "query", "none"),
         help="MiniLM embedding inputs of the scorers: full (query+answer), query, none (cheap features only; default — measured best held-out on AlpacaEval)",
     )
     p.add_argument("--heads", default="ridge", help="head kinds to choose from by nested CV: ridge, gbm, ridge,gbm (default ridge)")
@@ -42,20 +52,63 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("--embedder", default="minilm", metavar="NAME",
                    help="router / hybrid: query embedder — minilm (default), static (distilled lookup table, no torch at run time) or module:Factory")
     p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="further option of the policy (as in thrifty eval), repeatable")
+    p.add_argument("--ray", metavar="ADDRESS", help="embed with MiniLM on a Ray cluster (HOST:PORT of its head, or auto; "
+                   "pip install 'thrifty[ray]'); vectors land in the local embedding cache, the fit runs here")
     p.add_argument("--out", required=True, metavar="DIR", help="artefact directory to write")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON to stdout")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if not 1 <= args.max_tiers <= 3:
+        raise ConfigError(f"--max-tiers {args.max_tiers} is out of range", key="--max-tiers", fix="use 1, 2 or 3")
+    if not args.ray:
+        return _fit(args)
+    from thrifty.calibration.executors import make_executor
+    from thrifty.scoring.embedding import get_embedder
+
+    embedder = get_embedder()
+    embedder.executor = make_executor(args.ray)  # joins the cluster now: a bad --ray fails before any work
+    try:
+        return _fit(args)
+    finally:
+        embedder.executor.close()
+        embedder.executor = None
+
+
+def _fit(args: argparse.Namespace) -> int:
     from thrifty.cli.eval_options import parse_options
     from thrifty.offline.evaluate import default_knobs
 
-    if not 1 <= args.max_tiers <= 3:
-        raise ConfigError(f"--max-tiers {args.max_tiers} is out of range", key="--max-tiers", fix="use 1, 2 or 3")
-    table = load_pool(args)
+    table = audited_pool(args) if args.from_logs else load_pool(args)
     knobs = sorted(set(float(k) for k in default_knobs(table)) | ({args.budget} if args.budget else set()))
     opts = parse_options(args.opt)
     from thrifty.cli.fit_kinds import fit_and_write
 
     return fit_and_write(args, table, knobs, opts)
+
+
+def audited_pool(args: argparse.Namespace):
+    """``--from-logs``: the audited rows of the log store as a routing table (``store.audits``)."""
+    from thrifty.cli.logs_cmd import _store
+
+    if not args.profile:
+        raise ConfigError("--from-logs needs the profile whose audits to fit on", key="--profile", fix="add --profile NAME")
+    try:
+        from thrifty.store.audits import audited_table
+    except ImportError:
+        raise ConfigError(
+            "this thrifty has no audit tables yet", key="--from-logs", fix="fit on an exported table: thrifty logs export"
+        ) from None
+    store = _store(args)
+    try:
+        table = audited_table(store, args.profile)
+    finally:
+        store.close()
+    if table.n_prompts == 0:
+        raise ConfigError(
+            f"no audited requests of profile {args.profile!r} in the log",
+            key="--profile",
+            fix="enable [profiles.NAME.audit] and serve some traffic first",
+        )
+    return table

@@ -19,6 +19,8 @@ def run(args: argparse.Namespace) -> int:
     from thrifty.cli.collect_cmd import comma_list
     from thrifty.errors import ConfigError
 
+    if args.ray and args.judge is None:
+        raise ConfigError("--ray spreads judge calls; exact grading runs here", key="--ray", fix="drop --ray, or label with --judge MODEL")
     if (args.judge is None) == (args.match is None):
         raise ConfigError("choose a grading method", key="--match/--judge", fix="pass --gold COLUMN --match exact|regex|numeric|choice, or --judge MODEL")
     if args.match:
@@ -27,14 +29,19 @@ def run(args: argparse.Namespace) -> int:
         summary = label_folder(args.dir, gold=args.gold, match=args.match, choices=comma_list(args.choices), tol=args.tol, force=args.force)
         _print_summary(summary, args.dir)
         return 0
-    from thrifty.calibration.collect import resolve_providers
+    from thrifty.calibration.executors import make_executor
+    from thrifty.calibration.collect import provider_factory, resolve_providers
     from thrifty.calibration.judge import judge_folder
 
-    judge = resolve_providers([args.judge], args.config)[args.judge]
-    models = comma_list(args.models)
-    summary = judge_folder(args.dir, judge, judge_name=args.judge, rubric=args.rubric, reference=args.reference,
-                           concurrency=args.concurrency, max_tokens=args.max_tokens, force=args.force,
-                           unparseable=args.unparseable, models=models)
+    executor = make_executor(args.ray)  # joins the cluster now: a bad --ray fails before any work
+    try:
+        judge = resolve_providers([args.judge], args.config)[args.judge]
+        build = provider_factory([args.judge], args.config) if args.ray else None
+        summary = judge_folder(args.dir, judge, judge_name=args.judge, rubric=args.rubric, reference=args.reference,
+                               concurrency=args.concurrency, max_tokens=args.max_tokens, force=args.force,
+                               unparseable=args.unparseable, models=comma_list(args.models), executor=executor, build=build)
+    finally:
+        executor.close()
     _print_summary(summary, args.dir)
     if summary.unparseable and args.unparseable is None:
         print(f"thrifty: {summary.unparseable} verdicts could not be parsed; those rows stay unlabelled "
@@ -58,7 +65,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     j.add_argument("--reference", help="reference model for --rubric pairwise (a model in DIR)")
     j.add_argument("--models", help="only label these models (comma-separated)")
     j.add_argument("--config", help="thrifty TOML config (default: $THRIFTY_CONFIG)")
-    j.add_argument("--concurrency", type=int, default=2)
+    j.add_argument("--concurrency", type=int, default=2, help="judge calls in flight (default 2; with --ray: per worker task)")
+    j.add_argument("--ray", metavar="ADDRESS", help="run the judge calls on a Ray cluster: HOST:PORT of its head, or auto "
+                   "(pip install 'thrifty[ray]'); this process still writes the labels")
     j.add_argument("--max-tokens", type=int, default=16, help="judge reply budget (default 16)")
     j.add_argument("--unparseable", type=float, help="quality given to an unparseable verdict (default: leave unlabelled)")
     p.add_argument("--force", action="store_true", help="relabel rows that already have a quality")

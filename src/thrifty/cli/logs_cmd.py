@@ -19,7 +19,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p = sub.add_parser("logs", help="list, show and export the gateway's request log",
                        description="Read the gateway's request log; export it as a routing table for thrifty eval / thrifty fit.")
     p.add_argument("--config", metavar="FILE", help="thrifty.toml (locates the data dir)")
-    p.add_argument("--db", metavar="FILE", help="the log database (default <data dir>/logs.sqlite3)")
+    p.add_argument("--db", metavar="FILE", help="the log database (default server.store, else <data dir>/logs.sqlite3)")
+    p.add_argument("--store", metavar="URL", help="the log store: a SQLite path or postgresql://user@host/db (password from $PGPASSWORD)")
     lsub = p.add_subparsers(dest="logs_command", metavar="COMMAND")
     ls = lsub.add_parser("list", help="newest requests first")
     ls.add_argument("--limit", type=int, default=20)
@@ -48,9 +49,18 @@ def _store(args: argparse.Namespace):
     from thrifty.errors import ConfigError
     from thrifty.store import LogStore
 
-    path = Path(args.db) if args.db else load_settings(args.config).server.resolved_data_dir() / "logs.sqlite3"
+    target = getattr(args, "store", None) or args.db
+    password_env = None
+    if not target:
+        server = load_settings(args.config).server
+        target, password_env = server.resolved_store(), server.store_password_env
+    if str(target).startswith(("postgresql://", "postgres://")):
+        return LogStore(str(target), password_env=password_env)
+    if str(target).startswith("sqlite://"):
+        target = str(target)[len("sqlite:///"):] if str(target).startswith("sqlite:///") else str(target)[len("sqlite://"):]
+    path = Path(target)
     if not path.exists():
-        raise ConfigError(f"no request log at {path}", key="--db", fix="start `thrifty serve` and send a request, or pass --db FILE")
+        raise ConfigError(f"no request log at {path}", key="--db", fix="start `thrifty serve` and send a request, or pass --db FILE / --store URL")
     return LogStore(path)
 
 

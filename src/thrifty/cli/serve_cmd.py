@@ -15,6 +15,7 @@ import shutil
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any, Iterator
 
 __all__ = ["register", "run_serve", "run_keys_hash"]
@@ -28,6 +29,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("--port", type=int, help="port (default 8080, or server.port)")
     p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1; each loads its own models)")
     p.add_argument("--data-dir", metavar="DIR", help="where the SQLite log lives (default server.data_dir or the user data dir)")
+    p.add_argument("--store", metavar="URL", help="the log store: a SQLite path or postgresql://user@host:5432/db shared by replicas"
+                   " (default server.store, else <data dir>/logs.sqlite3; password from $PGPASSWORD or server.store_password_env)")
     p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"], help="server log level")
     p.set_defaults(func=run_serve)
 
@@ -96,6 +99,24 @@ def _shared_metrics_dir() -> Iterator[None]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _store_arg(value: str | None) -> str | None:
+    """``--store``: a postgresql:// URL without a password (a command line is visible to every user), or a path."""
+    if not value:
+        return None
+    from urllib.parse import urlsplit
+
+    from thrifty.errors import ConfigError
+
+    if value.startswith(("postgresql://", "postgres://")):
+        if urlsplit(value).password is not None:
+            raise ConfigError("the --store URL contains a password (visible to every user of this machine)", key="--store",
+                              fix="remove it from the URL and export PGPASSWORD (or set server.store_password_env)")
+        return value
+    if value.startswith("sqlite://"):
+        return value[len("sqlite:///"):] if value.startswith("sqlite:///") else value[len("sqlite://"):]
+    return str(Path(value).resolve())
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -108,7 +129,8 @@ def run_serve(args: argparse.Namespace) -> int:
         from thrifty.errors import ConfigError
 
         raise ConfigError("the gateway needs uvicorn and FastAPI", key="serve", fix="pip install 'thrifty[serve]'") from None
-    settings = load_settings(args.config).with_server(host=args.host, port=args.port, data_dir=Path(args.data_dir) if args.data_dir else None)
+    settings = load_settings(args.config).with_server(host=args.host, port=args.port, data_dir=Path(args.data_dir) if args.data_dir else None,
+                                                      store=_store_arg(args.store))
     host, port = settings.server.host, settings.server.port
     if not _is_loopback(host):
         print(f"thrifty: warning: binding {host} exposes the gateway beyond this machine"
@@ -121,6 +143,8 @@ def run_serve(args: argparse.Namespace) -> int:
         os.environ["THRIFTY_SERVER_HOST"], os.environ["THRIFTY_SERVER_PORT"] = host, str(port)
         if args.data_dir:
             os.environ["THRIFTY_SERVER_DATA_DIR"] = str(Path(args.data_dir).resolve())
+        if args.store:
+            os.environ["THRIFTY_SERVER_STORE"] = _store_arg(args.store) or ""
         print(f"thrifty: starting {args.workers} workers at {url} (each loads its own models)", file=sys.stderr, flush=True)
         with _shared_metrics_dir():
             uvicorn.run("thrifty.ui.serve:app_from_env", factory=True, host=host, port=port, workers=args.workers,

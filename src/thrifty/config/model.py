@@ -25,6 +25,8 @@ Layout (every table optional)::
                   layout = "messages" | "text", strip_prefix (text file), embedder, tiers
     [profiles.NAME.audit]  rate, judge, rubric, reference, explore, budget_usd, budget_period, seed, …
                   (sampled audits: :mod:`thrifty.config.audit`, docs/audits.md)
+    [profiles.NAME.refit]  every (new audits per refit, ≥ 1), target (share of answers at least as
+                  good as the reference, in (0, 1]), mean_cost_usd, step, folds, min_gain
     [keys.NAME]   sha256 = "<hex>", limit_usd, limit_period = "total" | "day" | "month" (UTC)
 """
 
@@ -37,6 +39,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from thrifty.config.audit import AuditSettings
+from thrifty.config.refit import RefitConfig
+
 
 __all__ = [
     "PERIODS",
@@ -47,6 +51,7 @@ __all__ = [
     "PromptAdaptationSettings",
     "AuditSettings",
     "KeySettings",
+    "RefitConfig",
     "Settings",
     "config_path",
     "hash_key",
@@ -73,9 +78,17 @@ class ServerSettings:
     data_dir: Path | None = None  # None: the user's data directory (platformdirs)
     request_timeout_s: float = 120.0
     admin_sha256: str | None = None  # SHA-256 of the admin key; set: POST /admin/reload is served
+    store: str | None = None  # the log store: a SQLite path or postgresql://user@host/db; None: <data_dir>/logs.sqlite3
+    store_password_env: str | None = None  # env var holding the database password (else $PGPASSWORD)
+    hold_lease_s: float = 60.0  # a budget hold lapses this long after its replica last renewed it
+    artefact_poll_s: float = 5.0  # how often a replica checks the store's artefact versions (0: never)
 
     def resolved_data_dir(self) -> Path:
         return self.data_dir if self.data_dir is not None else default_data_dir()
+
+    def resolved_store(self) -> str:
+        """The log store: ``store`` when set, else ``<data dir>/logs.sqlite3``."""
+        return self.store if self.store else str(self.resolved_data_dir() / "logs.sqlite3")
 
 
 def default_data_dir() -> Path:
@@ -154,6 +167,10 @@ class ProfileSettings:
     cache: CacheSettings | None = None
     prompt_adaptation: PromptAdaptationSettings | None = None
     audit: AuditSettings | None = None  # [profiles.NAME.audit] (issue #12: sampled audits)
+    refit: RefitConfig | None = None  # [profiles.NAME.refit]: the learning loop; None: off
+    # ---- answer checks (issue #16): names ("json", "arithmetic", "python") or ("regex", pattern) pairs;
+    # a failed check scores the answer 0 (thrifty.scoring.verifiers), so the cascade escalates
+    checks: tuple[str | tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

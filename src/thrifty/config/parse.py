@@ -8,8 +8,8 @@ write instead. The result is the frozen settings objects of :mod:`thrifty.config
 from __future__ import annotations
 
 import math
-import re
 import os
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -19,13 +19,15 @@ from thrifty.config.model import (
     PROVIDER_KINDS,
     CacheSettings,
     KeySettings,
-    PromptAdaptationSettings,
     ProfileSettings,
+    PromptAdaptationSettings,
     ProviderSettings,
     ServerSettings,
     Settings,
     config_path,
 )
+from thrifty.config.refit import parse_refit
+from thrifty.config.checks import parse_checks
 from thrifty.errors import ConfigError
 
 __all__ = ["load_settings", "parse_document", "parse_settings"]
@@ -96,7 +98,8 @@ def _entry(section: str, name: str, tbl: Any, allowed: tuple[str, ...]) -> str:
 
 # ---- sections -----------------------------------------------------------------------------------
 def _server(tbl: Mapping[str, Any], base_dir: Path | None) -> ServerSettings:
-    _unknown(tbl, ("host", "port", "max_body_bytes", "cors_origins", "data_dir", "request_timeout_s", "admin_sha256"), "server")
+    _unknown(tbl, ("host", "port", "max_body_bytes", "cors_origins", "data_dir", "request_timeout_s", "admin_sha256",
+                   "store", "store_password_env", "hold_lease_s", "artefact_poll_s"), "server")
     port = _num(tbl, "port", "server", 8080, integer=True)
     if not 0 < port < 65536:
         raise ConfigError(f"port {port} out of range", key="server.port", fix="use 1–65535")
@@ -118,7 +121,31 @@ def _server(tbl: Mapping[str, Any], base_dir: Path | None) -> ServerSettings:
         cors_origins=tuple(origins),
         data_dir=data_dir,
         request_timeout_s=float(_num(tbl, "request_timeout_s", "server", 120.0, strict=True)),
+        store=_store_url(_str(tbl, "store", "server"), base_dir),
+        store_password_env=_str(tbl, "store_password_env", "server"),
+        hold_lease_s=float(_num(tbl, "hold_lease_s", "server", 60.0, strict=True)),
+        artefact_poll_s=float(_num(tbl, "artefact_poll_s", "server", 5.0)),  # 0: never poll
     )
+
+
+def _store_url(value: str | None, base_dir: Path | None) -> str | None:
+    """``[server] store``: a SQLite path (relative to the config file) or a ``postgresql://`` URL without a password."""
+    if value is None:
+        return None
+    from urllib.parse import urlsplit
+
+    scheme = value.split("://", 1)[0] if "://" in value else ""
+    if scheme in ("postgresql", "postgres"):
+        if urlsplit(value).password is not None:
+            raise ConfigError("the store URL contains a password", key="server.store",
+                              fix='remove it from the URL and set store_password_env = "THRIFTY_DB_PASSWORD" (or export PGPASSWORD)')
+        return value
+    if scheme not in ("", "sqlite"):
+        raise ConfigError(f"unknown store URL scheme {scheme!r}", key="server.store",
+                          fix="use a file path, sqlite:///path/logs.sqlite3 or postgresql://user@host:5432/dbname")
+    # sqlite:///relative/path, sqlite:////absolute/path (SQLAlchemy's spelling), or a bare path
+    path = value if not scheme else value[len("sqlite:///"):] if value.startswith("sqlite:///") else value[len("sqlite://"):]
+    return str(_resolve(path, base_dir))
 
 
 _PROVIDER_KEYS = ("kind", "model", "base_url", "api_key_env", "model_path", "mode", "prices", "vision", "tools", "max_tokens", "timeout_s", "options")
@@ -182,7 +209,8 @@ def _provider(name: str, tbl: Any, base_dir: Path | None) -> ProviderSettings:
 
 def _profile(name: str, tbl: Any, providers: Mapping[str, ProviderSettings], base_dir: Path | None) -> ProfileSettings:
     path = _entry("profiles", name, tbl, ("tiers", "thresholds", "artefact", "scorer", "system", "budget_usd", "budget_period",
-                                          "cache", "prompt_adaptation", "audit"))
+                                          "cache", "prompt_adaptation", "audit", "checks",
+                                          "refit"))
     tiers = tbl.get("tiers")
     if not isinstance(tiers, list) or not tiers:
         raise ConfigError("a profile needs at least one tier", key=f"{path}.tiers", fix='write tiers = ["cheap", "strong"] (provider names, cheapest first)')
@@ -225,6 +253,8 @@ def _profile(name: str, tbl: Any, providers: Mapping[str, ProviderSettings], bas
         cache=_cache(tbl.get("cache"), f"{path}.cache", base_dir),
         prompt_adaptation=_prompt_adaptation(tbl.get("prompt_adaptation"), f"{path}.prompt_adaptation", tuple(tiers), base_dir),
         audit=parse_audit(tbl.get("audit"), f"{path}.audit", tuple(tiers), providers),  # issue #12
+        refit=parse_refit(tbl.get("refit"), f"{path}.refit"),
+        checks=parse_checks(tbl.get("checks"), f"{path}.checks"),
     )
 
 

@@ -34,6 +34,8 @@ class Runtime:
     inflight: dict[int, int] = field(default_factory=dict)  # generation → requests admitted and not yet finished
     retiring: set[Any] = field(default_factory=set)  # tasks closing the providers a reload replaced
     auditor: Any = None  # the sampled-audit queue (thrifty.gateway.audits), started with the app
+    artefact_versions: dict[str, Any] = field(default_factory=dict)  # profile → version in service (thrifty.gateway.replica_sync)
+    replica_sync: Any = None
     _reload_lock: asyncio.Lock | None = None
 
     @property
@@ -51,7 +53,7 @@ def build_runtime(settings: Settings, *, db_path: Path | None = None) -> Runtime
     from thrifty.store.logs import LogStore
 
     routes, providers = build_routes(settings)
-    store = LogStore(db_path or settings.server.resolved_data_dir() / "logs.sqlite3")
+    store = LogStore(db_path or settings.server.resolved_store(), password_env=settings.server.store_password_env)
     ledger = ledger_for(store, settings)
     return Runtime(settings, routes, providers, store, ledger, Metrics(), time.time())
 
@@ -71,6 +73,7 @@ def create_app(settings: Settings | None = None, *, db_path: Path | None = None,
     from thrifty import __version__
     from thrifty.gateway.errors import install_handlers
     from thrifty.gateway.reload import close_providers, close_routes, register_admin, warm_providers
+    from thrifty.gateway.replica_sync import start as start_replica_sync
     from thrifty.gateway.routes import register_routes
 
     settings = settings or Settings()
@@ -82,11 +85,19 @@ def create_app(settings: Settings | None = None, *, db_path: Path | None = None,
         await warm_providers(rt.providers)  # load local weights now, not on the first request
         await _start_audits(app, rt)
         hup = _install_sighup(rt)
+        sync = await start_replica_sync(rt)  # budget leases + artefact versions shared with other replicas
+        from thrifty.gateway.learning import start_learning, stop_learning
+
+        learners = start_learning(app, rt)  # [profiles.NAME.refit]: audits → refits (thrifty.gateway.learning)
         try:
             yield
         finally:
             if rt.auditor is not None:  # unfinished audits stay pending on disk for the next start
                 await rt.auditor.close()
+            stop_learning(learners)
+            sync.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sync
             if hup:
                 import signal
 
@@ -158,5 +169,6 @@ def app_from_env() -> Any:
     settings = load_settings()
     port = os.environ.get("THRIFTY_SERVER_PORT")
     data_dir = os.environ.get("THRIFTY_SERVER_DATA_DIR")
+    settings = settings.with_server(store=os.environ.get("THRIFTY_SERVER_STORE"))
     return create_app(settings.with_server(host=os.environ.get("THRIFTY_SERVER_HOST"), port=int(port) if port else None,
                                            data_dir=Path(data_dir) if data_dir else None))

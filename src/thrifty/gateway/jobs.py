@@ -51,7 +51,8 @@ async def reserve(rt: Any, key: str | None, profile: str | None, amount_usd: flo
     ledger = rt.ledger
     if not ledger.holds(key=key, profile=profile):  # no limit: nothing to read or write
         return ledger.reserve(key=key, profile=profile, amount_usd=amount_usd)
-    fut = rt.store.submit_in_transaction(ledger.reserve_in, key=key, profile=profile, amount_usd=amount_usd)
+    fut = rt.store.submit_serialized(ledger.lock_names(key=key, profile=profile), ledger.reserve_in,
+                                     key=key, profile=profile, amount_usd=amount_usd)
     try:
         return await _written(fut)
     except asyncio.CancelledError:  # never ran, so nothing will settle it: drop the hold once it is taken

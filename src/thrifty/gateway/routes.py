@@ -304,7 +304,8 @@ def register_routes(app: Any) -> None:
     async def healthz(request: Request) -> Any:
         rt = request.app.state.runtime
         return JSONResponse({"status": "ok", "models": len(rt.routes), "generation": rt.generation,
-                             "uptime_s": round(time.time() - rt.started_at, 3)})
+                             "uptime_s": round(time.time() - rt.started_at, 3), "artefacts": rt.artefact_versions,
+                             "store": rt.store.dialect})
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Any:

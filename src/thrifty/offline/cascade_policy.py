@@ -27,11 +27,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from thrifty.data.table import RoutingTable
 from thrifty.offline.api import OperatingPoint, recorded_completion
+from thrifty.offline.batch_replay import Replayed, cascade_batch
 from thrifty.offline.optimise import CascadeSpec, Front, candidate_models, optimise, replay_arrays
 from thrifty.policy.cascade import CascadePolicy
 from thrifty.policy.drive import drive
-from thrifty.data.table import RoutingTable
 from thrifty.types import ChatRequest, Completion
 
 __all__ = ["CascadeOffline", "FittedCascade", "replay_cascades", "replay_policy", "lookup_requests", "Replayed", "LookupScorer", "select_knobs"]
@@ -56,17 +57,6 @@ def lookup_requests(table: RoutingTable, scores: np.ndarray, models: Sequence[st
         for j, m in enumerate(models):
             scorer.table[(id(req), m)] = float(scores[i, j])
     return requests, scorer
-
-
-@dataclass
-class Replayed:
-    """Per-prompt outcome of driving one live policy over a table's recorded answers."""
-
-    cost: np.ndarray  # (P,) sum over every tier called that answered
-    quality: np.ndarray  # (P,) quality of the returned answer (0 if none)
-    calls: np.ndarray  # (P, M) bool: table models called
-    chosen: np.ndarray  # (P,) table column of the returned answer (-1 if none)
-    start: np.ndarray  # (P,) first tier called
 
 
 def replay_policy(table: RoutingTable, requests: Sequence[ChatRequest], policy: Any, plan_kw: Callable[[int], dict] | None = None) -> Replayed:
@@ -105,15 +95,19 @@ def replay_cascades(
     ``scores[p, j]`` is the scorer's score of model ``models[j]``'s recorded answer on prompt p;
     ``cascades[knob] = (tier model names, thresholds[, select])`` (select defaults to ``"last"``).
     """
-    requests, scorer = lookup_requests(table, scores, models)
+    lookup: tuple[list[ChatRequest], LookupScorer] | None = None  # built only for the live loop
     done: dict[tuple, OperatingPoint] = {}
     out = []
     for knob, (tiers, thresholds, *rest) in cascades.items():
         select = rest[0] if rest else "last"
         key = (tuple(tiers), tuple(thresholds), select)
         if key not in done:
-            policy = CascadePolicy(tiers, thresholds, scorer if len(tiers) > 1 else None, select=select)
-            r = replay_policy(table, requests, policy)
+            if select == "last" or len(tiers) == 1:  # the batch form of the live loop (held equal by the tests)
+                r = cascade_batch(table, scores, models, tiers, thresholds)
+            else:
+                lookup = lookup or lookup_requests(table, scores, models)
+                policy = CascadePolicy(tiers, thresholds, lookup[1] if len(tiers) > 1 else None, select=select)
+                r = replay_policy(table, lookup[0], policy)
             params = {"tiers": list(tiers), "thresholds": list(thresholds)} | ({"select": select} if select != "last" else {})
             done[key] = OperatingPoint(0.0, r.cost, r.quality, r.calls, r.chosen, params=params)
         base = done[key]
@@ -190,6 +184,7 @@ class FittedCascade:
 
         with single_threaded():
             S = self.score(table)
+        self.heldout_pred = (S, self.models)  # answer scores: the harness correlates them with the labels
         return replay_cascades(table, S, self.models, self.cascades(), {k: k for k in self.picks}, label="cascade")
 
 
@@ -206,7 +201,8 @@ class CascadeOffline:
     may also return the best-scored answer among the tiers called; ``running``: may also stop on the
     best answer so far — see :class:`CascadePolicy` and :mod:`optimise`; a comma list: nested CV
     chooses),
-    ``budget_margin`` (0), ``gates`` (significance gates z tried by nested CV; 0,1), ``overspend_penalty`` (0.5: nested-CV penalty per unit
+    ``good_length`` (false: add the answer's log length against the predicted good-answer length,
+    :mod:`thrifty.scoring.good_length`), ``budget_margin`` (0), ``gates`` (significance gates z tried by nested CV; 0,1), ``overspend_penalty`` (0.5: nested-CV penalty per unit
     of relative overspend), ``seed``, ``artefact`` (replay a ``thrifty fit`` artefact instead of fitting),
     ``scorer`` (``features``: the heads above; ``finetuned``: :mod:`thrifty.scoring.finetuned`, MiniLM
     fine-tuned on the CPU; ``blend``: :mod:`thrifty.scoring.blend`, the rank blend of the two; with ``ft_epochs`` (1), ``ft_max_length`` (128), ``ft_features`` (false),
@@ -242,6 +238,7 @@ class CascadeOffline:
         ft_features: bool | str = False,
         ft_inner_folds: int | str = 2,
         ft_max_steps: int | str | None = None,
+        good_length: bool | str = False,
     ) -> None:
         from thrifty.scoring.heads import configs_for
 
@@ -249,6 +246,7 @@ class CascadeOffline:
         self.head_configs = configs_for(str(heads).replace("+", ","))
         self.shared = shared if isinstance(shared, bool) else str(shared).lower() not in ("0", "false", "no")
         self.knn = int(knn)
+        self.good_length = good_length if isinstance(good_length, bool) else str(good_length).lower() in ("1", "true", "yes")
         self.emb_heads = emb_heads if isinstance(emb_heads, bool) else str(emb_heads).lower() not in ("0", "false", "no")
         self.max_tiers = int(max_tiers)
         self.max_candidates = None if max_candidates in (None, "none", "all", 0, "0") else int(max_candidates)
@@ -299,7 +297,8 @@ class CascadeOffline:
         from thrifty.scoring.answer_scorer import fit_answer_scorer, table_inputs
 
         return fit_answer_scorer(train, table_inputs(train, models, embedder=embedder, **kw), self.head_configs, seed=self.seed,
-                                 mode=kw["inputs"], embed=self.embed, shared=self.shared, knn=self.knn, emb_in_heads=self.emb_heads)
+                                 mode=kw["inputs"], embed=self.embed, shared=self.shared, knn=self.knn, emb_in_heads=self.emb_heads,
+                                 good_length=self.good_length)
 
     def _fit(self, train: RoutingTable, knobs: Sequence[float]) -> FittedCascade:
         from thrifty.scoring.heads import inner_folds

@@ -18,12 +18,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from thrifty.data.table import ModelStats, RoutingTable
 from thrifty.errors import ConfigError
 from thrifty.offline import metrics as M
 from thrifty.offline.api import OfflinePolicy, OperatingPoint
 from thrifty.offline.baselines import Hull, OracleCurve, oracle_curve, random_point, single_hull
 from thrifty.offline.curves import Curve, majorant
-from thrifty.data.table import ModelStats, RoutingTable
 
 __all__ = ["evaluate", "EvalReport", "PooledPoint", "default_knobs", "BUDGET_TOLERANCE"]
 
@@ -198,9 +198,13 @@ def evaluate(
     t0 = time.perf_counter()
     bar = _progress(progress, len(folds), policy.name)
     try:
-        for k, train, test, rows in folds:
+        heldout: list[tuple[np.ndarray, Any]] = []  # (rows, (predictions, model names)) where the policy exposes them
+        for _k, train, test, rows in folds:
             fitted = policy.fit(train, knob_grid)
             per_fold.append((rows, list(fitted.replay(test))))
+            pred = getattr(fitted, "heldout_pred", None)  # optional: (predictions, model names) of the last replay
+            if pred is not None:
+                heldout.append((rows, pred))
             if bar:
                 bar[0].advance(bar[1])
     finally:
@@ -224,6 +228,7 @@ def evaluate(
     metrics = _headline(curve, hull.curve, oracle.curve, best, lo, hi)
     metrics["hull_quality_at_best_single_cost"] = M.quality_at_best_single_cost(hull.curve, best.cost)
     metrics["oracle_quality_at_best_single_cost"] = M.quality_at_best_single_cost(oracle.curve, best.cost)
+    metrics["oof_pred_corr"] = _oof_correlation(table, heldout) if len(heldout) == len(folds) else None
     pair = _pair_metrics(table, points, singles, strong, weak) if strong else None
     if pair and not pair["strong_quality"] > pair["weak_quality"]:
         warnings.append(f"{strong!r} is not better than {weak!r} on mean quality: APGR and CPT are undefined")
@@ -274,6 +279,22 @@ def _headline(curve: Curve, hull: Curve, oracle: Curve, best: ModelStats, lo: fl
         "oracle_gap_closed": M.oracle_gap_closed(curve, hull, oracle, lo_log, hi),
         "aiq": M.aiq(curve, lo, hi),
     }
+
+
+def _oof_correlation(table: RoutingTable, heldout: list[tuple[np.ndarray, Any]]) -> float | None:
+    """Mean over models of the Pearson correlation between the policy's out-of-fold predictions
+    (router: predicted quality; cascade: answer score) and the labels, pooled over the folds."""
+    from thrifty.offline.prediction_ceiling import mean_correlation
+
+    models = tuple(heldout[0][1][1])
+    if any(tuple(h[1][1]) != models for h in heldout):
+        return None  # candidates differ between folds: no single pooled matrix
+    pred = np.full((table.n_prompts, len(models)), np.nan)
+    for rows, (p, _) in heldout:
+        pred[rows] = p
+    cols = [table.model_index(m) for m in models]
+    r = mean_correlation(np.nan_to_num(pred), table.quality[:, cols])
+    return None if math.isnan(r) else r
 
 
 def _pair_metrics(table: RoutingTable, points: list[PooledPoint], singles: list[ModelStats], strong: str, weak: str) -> dict[str, Any]:

@@ -30,13 +30,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from thrifty.data.table import RoutingTable
 from thrifty.offline.api import OperatingPoint
 from thrifty.offline.optimise import CascadeSpec, optimise, pareto_front
 from thrifty.offline.router_policy import RouterOffline
 from thrifty.offline.routers import FittedPredictor, lambda_grid, route
 from thrifty.policy.cascade import CascadePolicy
 from thrifty.policy.hybrid import HybridPolicy
-from thrifty.data.table import RoutingTable
 
 __all__ = ["HybridOffline", "FittedHybrid", "skip_mask"]
 
@@ -117,18 +117,21 @@ class FittedHybrid:
             return self._replay(table)
 
     def _replay(self, table: RoutingTable) -> list[OperatingPoint]:
-        from thrifty.offline.cascade_policy import lookup_requests, replay_policy
+        from thrifty.offline.batch_replay import cascade_batch
+        from thrifty.policy.hybrid import start_tiers
         from thrifty.scoring.answer_scorer import table_inputs
 
         S = self.scorer.score_table(table_inputs(table, self.models, embedder=self.embedder, **self.inputs_kw))
         R = self.predictor.predict_texts(list(table.prompts))
-        requests, lookup = lookup_requests(table, S, self.models)
+        self.heldout_pred = (S, self.models)  # the answer scores (the router's R is a second signal)
         out, done = [], {}
         for knob, (lam, spec) in self.picks.items():
             key = (lam, spec.tiers, spec.thresholds)
             if key not in done:
-                pol = self.policy(knob, scorer=lookup)
-                r = replay_policy(table, requests, pol, lambda i: {"predicted": R[i]})
+                # the batch form of driving HybridPolicy.plan per prompt (held equal by the tests)
+                pol = self.policy(knob, scorer=None)
+                start = start_tiers(R, pol.router_cost, pol.lam, pol.tier_cost)
+                r = cascade_batch(table, S, self.models, pol.tiers, spec.thresholds, start)
                 params = {"lam": lam, "tiers": list(pol.tiers), "thresholds": list(spec.thresholds),
                           "share_skipping_tier0": float(np.mean(r.start > 0))}
                 done[key] = (r, params)
@@ -152,7 +155,6 @@ class HybridOffline:
                  margin: float | str = 0.1, seed: int | str = 0, embedder: Any = None, variant: str | None = None,
                  **cascade_opts: Any) -> None:
         from thrifty.offline.cascade_policy import CascadeOffline
-
         from thrifty.scoring.embedders import embedder_spec
 
         self.router = router or variant

@@ -30,17 +30,17 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from thrifty.data.table import RoutingTable
 from thrifty.errors import ConfigError
 from thrifty.offline.api import OperatingPoint, recorded_completion
 from thrifty.offline.routers import VARIANTS, FittedPredictor, QueryEncoder, fit_predictor, lambda_grid, route
 from thrifty.policy.drive import drive
+from thrifty.policy.router import RouterPolicy, preference_orders
 from thrifty.scoring.embedders import LazyEmbedder, embedder_spec, resolve_embedder
-from thrifty.policy.router import RouterPolicy
-from thrifty.data.table import RoutingTable
 from thrifty.types import ChatRequest
 
 __all__ = ["RouterOffline", "FittedRouter", "replay_router", "calibrate_budget", "calibrate_share", "calibrate_target",
-           "target_choice", "DEFAULT_VARIANT",
+           "replay_router_live", "target_choice", "DEFAULT_VARIANT",
            "resolve_embedder", "embedder_spec", "LazyEmbedder"]  # the embedder names live in scoring.embedders
 
 DEFAULT_VARIANT = "mf"
@@ -109,7 +109,29 @@ def calibrate_share(pred: np.ndarray, exp_cost: np.ndarray, shares: Sequence[flo
 
 
 def replay_router(table: RoutingTable, pred: np.ndarray, policy: RouterPolicy, knob: float, label: str, **params: Any) -> OperatingPoint:
-    """Drive ``policy.plan`` on every prompt of ``table`` (predictions precomputed) → one point."""
+    """Replay ``policy`` on every prompt of ``table`` (predictions precomputed) → one point.
+
+    The batch form of driving ``policy.plan`` over the recorded outcomes (:func:`replay_router_live`,
+    which the tests hold it equal to): each prompt's tiers in :func:`preference_orders` order, the
+    first with a recorded outcome answers (a missing pair is a failed call, as live), up to
+    ``policy.max_attempts`` tries."""
+    n = table.n_prompts
+    order = preference_orders(pred, policy.expected_cost, policy.lam, policy.target)[:, : policy.max_attempts]
+    ok = np.take_along_axis(table.available, order, axis=1)
+    if not ok.any(axis=1).all():
+        i = int(np.flatnonzero(~ok.any(axis=1))[0])
+        raise ValueError(f"prompt {table.prompt_ids[i]!r} has no outcome for any model")
+    first = np.argmax(ok, axis=1)
+    rows = np.arange(n)
+    chosen = order[rows, first]
+    calls = np.zeros((n, table.n_models), dtype=bool)
+    calls[rows, chosen] = True
+    return OperatingPoint(knob=float(knob), cost=table.cost[rows, chosen].astype(float), quality=table.quality[rows, chosen].astype(float),
+                          calls=calls, chosen=chosen, label=label, params={**params, "fallbacks": int(np.count_nonzero(first))})
+
+
+def replay_router_live(table: RoutingTable, pred: np.ndarray, policy: RouterPolicy, knob: float, label: str, **params: Any) -> OperatingPoint:
+    """Drive ``policy.plan`` (the live object) prompt by prompt: the reference :func:`replay_router` must equal."""
     n = table.n_prompts
     cost, quality = np.zeros(n), np.zeros(n)
     calls = np.zeros((n, table.n_models), dtype=bool)
@@ -151,28 +173,32 @@ class FittedRouter:
         if tuple(table.models) != self.models:
             raise ConfigError("the table's models differ from the fitted pool", key="--models", fix=f"use the pool {list(self.models)}")
         pred = self.predictor.predict_texts(list(table.prompts))
+        self.heldout_pred = (pred, self.models)  # for the harness's out-of-fold prediction–label correlation
         out = []
+        done: dict[tuple[float, float | None], OperatingPoint] = {}  # many knobs share one λ: replay it once
         for i, (knob, lam) in enumerate(zip(self.knobs, self.lambdas)):
             tau = self._target(i)
-            pol = RouterPolicy(self.models, None, self.predictor.exp_cost, lam=lam, target=tau)
             label = f"share={knob:.2f}" if self.calibrate == "share" else f"B=${knob:.3g}"
             extra = {} if tau is None else {"target": tau}
-            pt = replay_router(table, pred, pol, knob, label, lam=lam, variant=self.predictor.variant, **extra)
-            pt.target_budget = self.targets[i]
-            out.append(pt)
+            if (lam, tau) not in done:
+                pol = RouterPolicy(self.models, None, self.predictor.exp_cost, lam=lam, target=tau)
+                done[(lam, tau)] = replay_router(table, pred, pol, knob, label, lam=lam, variant=self.predictor.variant, **extra)
+            base = done[(lam, tau)]
+            out.append(OperatingPoint(float(knob), base.cost, base.quality, base.calls, base.chosen, target_budget=self.targets[i],
+                                      label=label, params=dict(base.params)))
         return out
 
 
 class RouterOffline:
     """Pre-generation router over the pool; see the module docstring. Options (``--opt k=v``):
     ``variant`` (knn | mf | linear | gbm | ensemble | auto), ``calibrate`` (budget | share | target), ``shares`` (grid size for
-    share calibration), ``inner_folds``, ``embedder`` (``minilm`` (default, cached), ``static`` (distilled MiniLM lookup table,
+    share calibration), ``inner_folds``, ``k`` (knn only: fix the neighbour count), ``embedder`` (``minilm`` (default, cached), ``static`` (distilled MiniLM lookup table,
     ~0.1–0.5 ms) or an object with ``embed(texts)``)."""
 
     name = "router"
 
     def __init__(self, variant: str | None = None, calibrate: str = "budget", shares: int | str = 40,
-                 inner_folds: int | str = 3, seed: int | str = 0, embedder: Any = None) -> None:
+                 inner_folds: int | str = 3, seed: int | str = 0, embedder: Any = None, k: int | str | None = None) -> None:
         variant = variant or DEFAULT_VARIANT
         if variant not in (*VARIANTS, "auto"):
             raise ConfigError(f"unknown router variant {variant!r}", key="--policy", fix=f"use router:{'|'.join((*VARIANTS, 'auto'))}")
@@ -186,6 +212,10 @@ class RouterOffline:
         self.inner_folds, self.seed = int(inner_folds), int(seed)
         self._embedder = embedder
         self.embedder_spec = embedder_spec(embedder)  # what an artefact records to rebuild the embedder live
+        # k=N fixes the kNN head's neighbour count (the plain "kNN-50" peer); τ is still chosen by inner CV
+        self.grid = None if k is None or variant != "knn" else [{"k": int(k), "tau": t} for t in (0.03, 0.1)]
+        if k is not None and variant == "knn":
+            self.name += f" (k={int(k)})"
 
     def encoder(self) -> QueryEncoder:
         if self._embedder is None or isinstance(self._embedder, str):
@@ -197,7 +227,7 @@ class RouterOffline:
         enc = self.encoder()
         emb, feats = enc.encode(list(train.prompts))
         return fit_predictor(emb, feats, train.quality, train.cost, variant=self.variant, encoder=enc,
-                             models=train.models, inner_folds=self.inner_folds, seed=self.seed)
+                             models=train.models, inner_folds=self.inner_folds, seed=self.seed, grid=self.grid)
 
     def fit(self, train: RoutingTable, knobs: Sequence[float]) -> FittedRouter:
         fp = self.fit_predictor(train)

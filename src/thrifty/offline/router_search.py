@@ -3,12 +3,13 @@ the ensemble, :mod:`thrifty.offline.router_ensemble`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
+from thrifty.scoring.ridge_moments import Moments, fit_from_moments, moments, predict_rows
 from thrifty.scoring.router_gbm import GBM_GRID, GBMHead
-from thrifty.scoring.router_heads import KNNHead, LinearHead, MFHead
+from thrifty.scoring.router_heads import KNN_CHUNK, KNNHead, LinearHead, MFHead, fill_missing
 
 __all__ = ["SINGLE_HEADS", "grid_for", "make_head", "inner_folds", "search_head"]
 
@@ -50,22 +51,31 @@ def _oof(variant: str, grid: list[dict[str, Any]], emb, feats, Q, folds) -> list
     """Out-of-fold predictions (n, M) for every setting in ``grid``."""
     n, M = Q.shape
     outs = [np.zeros((n, M)) for _ in grid]
+    total: Moments | None = None
     for test in folds:
         train = np.setdiff1d(np.arange(n), test)
         if variant == "knn":
-            sims = emb[test].astype(np.float32) @ emb[train].astype(np.float32).T
-            for g, params in enumerate(grid):
-                head = KNNHead(**params).fit(emb[train], feats[train], Q[train])
-                outs[g][test] = head.predict_from_sims(sims)
+            heads = [KNNHead(**params).fit(emb[train], feats[train], Q[train]) for params in grid]
+            e_train = emb[train].astype(np.float32).T
+            for a in range(0, len(test), KNN_CHUNK):  # similarities a block of rows at a time: memory bounded
+                rows = test[a : a + KNN_CHUNK]
+                sims = emb[rows].astype(np.float32) @ e_train
+                for g, head in enumerate(heads):
+                    outs[g][rows] = head.predict_from_sims(sims)
         elif variant == "gbm":
             fitted = make_head(variant, {}).fit_path(emb[train], feats[train], Q[train], grid)
             for g, head in enumerate(fitted):
                 outs[g][test] = head.predict(emb[test], feats[test])
-        else:
-            heads = [make_head(variant, p) for p in grid]
-            fitted = heads[0].fit_path(emb[train], feats[train], Q[train], [(h.rank, h.alpha) for h in heads])
-            for g, head in enumerate(fitted):
-                outs[g][test] = head.predict(emb[test], feats[test])
+        else:  # linear heads: fitted from moments, total − fold (one pass over the rows, not one per fold)
+            if total is None:
+                Z = np.hstack([emb, feats]).astype(np.float64, copy=False)
+                Y = fill_missing(Q)
+                total = moments(Z, Y)
+            mf_heads = [cast(MFHead, make_head(variant, p)) for p in grid]
+            Zt = Z[test]
+            states = fit_from_moments(total - moments(Zt, Y[test]), emb.shape[1], [(h.rank, h.alpha) for h in mf_heads], mf_heads[0].feat_weight)
+            for g, st in enumerate(states):
+                outs[g][test] = predict_rows(Zt, st)
     return [np.clip(o, 0.0, 1.0) for o in outs]
 
 

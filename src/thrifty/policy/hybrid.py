@@ -15,10 +15,10 @@ from typing import Sequence
 import numpy as np
 
 from thrifty.policy.cascade import CascadePolicy
-from thrifty.policy.router import QualityPredictor, preference_order
+from thrifty.policy.router import QualityPredictor, preference_order, preference_orders
 from thrifty.types import ChatRequest, Plan
 
-__all__ = ["HybridPolicy", "start_tier"]
+__all__ = ["HybridPolicy", "start_tier", "start_tiers"]
 
 
 def start_tier(pred: np.ndarray, router_cost: np.ndarray, lam: float, tier_cost: Sequence[float]) -> int:
@@ -31,6 +31,17 @@ def start_tier(pred: np.ndarray, router_cost: np.ndarray, lam: float, tier_cost:
         if c >= need:
             return k
     return len(tier_cost) - 1
+
+
+def start_tiers(pred: np.ndarray, router_cost: np.ndarray, lam: float, tier_cost: Sequence[float]) -> np.ndarray:
+    """:func:`start_tier` for many requests at once (row i of ``pred`` → entry i; offline replay)."""
+    n = len(pred)
+    if math.isinf(lam) or len(tier_cost) == 1:
+        return np.zeros(n, dtype=int)
+    pick = preference_orders(pred, router_cost, lam)[:, 0]
+    need = np.asarray(router_cost, dtype=float)[pick] * (1 - 1e-9)
+    ge = np.asarray(tier_cost, dtype=float)[None, :] >= need[:, None]
+    return np.where(ge.any(axis=1), np.argmax(ge, axis=1), len(tier_cost) - 1)
 
 
 class HybridPolicy:

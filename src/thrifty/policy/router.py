@@ -22,7 +22,7 @@ import numpy as np
 
 from thrifty.types import Call, ChatRequest, Completion, Decision, Plan, Step
 
-__all__ = ["QualityPredictor", "RouterPolicy", "preference_order"]
+__all__ = ["QualityPredictor", "RouterPolicy", "preference_order", "preference_orders"]
 
 
 class QualityPredictor(Protocol):
@@ -42,6 +42,22 @@ def preference_order(pred: np.ndarray, cost: np.ndarray, lam: float = 0.0, targe
     clear = [int(i) for i in sorted(idx[pred >= target], key=lambda i: (cost[i], -pred[i], i))]
     rest = [int(i) for i in sorted(idx[pred < target], key=lambda i: (-pred[i], cost[i], i))]
     return clear + rest
+
+
+def preference_orders(pred: np.ndarray, cost: np.ndarray, lam: float = 0.0, target: float | None = None) -> np.ndarray:
+    """:func:`preference_order` for many requests at once: row i of the (n, M) result is
+    ``preference_order(pred[i], cost, lam, target)`` (same keys, same tie-breaks; offline replay)."""
+    pred = np.asarray(pred, dtype=float)
+    n, m = pred.shape
+    cost_b = np.broadcast_to(np.asarray(cost, dtype=float), (n, m))
+    idx = np.broadcast_to(np.arange(m), (n, m))
+    if target is None:
+        util = pred - lam * cost_b
+        return np.lexsort((idx, cost_b, -util), axis=-1)
+    clear = pred >= target
+    primary = np.where(clear, cost_b, -pred)
+    secondary = np.where(clear, -pred, cost_b)
+    return np.lexsort((idx, secondary, primary, ~clear), axis=-1)
 
 
 class RouterPolicy:

@@ -16,7 +16,7 @@ scores the live gateway computes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -140,6 +140,7 @@ class AnswerScorer:
         memory: QueryMemory | None = None,
         n_features: int = len(FEATURE_NAMES) + 1,
         emb_in_heads: bool = True,
+        good_length: Any = None,
     ) -> None:
         if inputs not in ("answer", "query"):
             raise ValueError("inputs must be 'answer' or 'query'")
@@ -150,6 +151,7 @@ class AnswerScorer:
         self.memory = memory
         self.n_features = n_features
         self.emb_in_heads = emb_in_heads
+        self.good_length = good_length  # GoodLength: two more cheap features (scoring.good_length)
 
     def augment(self, X: np.ndarray, model: str) -> np.ndarray:
         """The design rows as the heads see them: k-NN feature inserted (with a memory), embedding
@@ -158,6 +160,9 @@ class AnswerScorer:
         if self.memory is not None:
             X = _insert(X, nf, self.memory.estimate(X[:, nf : nf + EMB_DIM], model))
             nf += 1
+        if getattr(self, "good_length", None) is not None:  # getattr: scorers pickled before the option
+            X = np.hstack([X[:, :nf], self.good_length.features(X), X[:, nf:]])
+            nf += 2
         return X if self.emb_in_heads else X[:, :nf]
 
     def __repr__(self) -> str:
@@ -203,6 +208,7 @@ def fit_answer_scorer(
     shared: bool = True,
     knn: int = 0,
     emb_in_heads: bool = True,
+    good_length: bool = False,
 ) -> tuple[AnswerScorer, np.ndarray]:
     """Fit one head per model of ``inputs`` on the table's available rows.
 
@@ -224,6 +230,14 @@ def fit_answer_scorer(
             nf + 1,
             inputs.emb_dims,
         )
+    gl = None
+    if good_length:  # length against the expected good-answer length, out-of-fold on these prompts
+        from thrifty.scoring.good_length import fit_good_length
+
+        cols = [table.model_index(m) for m in inputs.models]
+        gl, pred = fit_good_length(inputs.X, table.quality[:, cols], seed=seed)
+        f = inputs.n_features
+        inputs = TableInputs(inputs.models, [np.hstack([X[:, :f], gl.features(X, pred), X[:, f:]]) for X in inputs.X], f + 2, inputs.emb_dims)
     if not emb_in_heads:
         inputs = TableInputs(inputs.models, [X[:, : inputs.n_features] for X in inputs.X], inputs.n_features, ())
     heads: dict[str, Head] = {}
@@ -246,4 +260,4 @@ def fit_answer_scorer(
             if sh[c].cv_mse < heads[name].cv_mse:
                 heads[name] = sh[c]
                 oof[oks[c], c] = sh_oof[c]
-    return AnswerScorer(heads, inputs=mode, embed=embed, memory=memory, n_features=nf, emb_in_heads=emb_in_heads), oof
+    return AnswerScorer(heads, inputs=mode, embed=embed, memory=memory, n_features=nf, emb_in_heads=emb_in_heads, good_length=gl), oof

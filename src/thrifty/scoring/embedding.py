@@ -13,11 +13,12 @@ import os
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Protocol, Sequence, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Embedder", "MiniLMEmbedder", "CachedEmbedder", "get_embedder", "cache_dir", "minilm_dir", "load_minilm"]
+__all__ = ["Embedder", "MiniLMEmbedder", "MiniLMJob", "embed_batch", "CachedEmbedder", "get_embedder", "cache_dir", "minilm_dir", "load_minilm"]
 
 
 @runtime_checkable
@@ -107,11 +108,34 @@ class MiniLMEmbedder:
         return np.asarray(vecs, dtype=np.float32)
 
 
+    def remote_job(self) -> "MiniLMJob":
+        """What a worker needs to build the same embedder (for :func:`embed_batch`)."""
+        return MiniLMJob(self.max_seq_length, self.batch_size)
+
+
+@dataclass(frozen=True)
+class MiniLMJob:
+    max_seq_length: int = 256
+    batch_size: int = 64
+
+
+_WORKER_EMBEDDERS: dict[MiniLMJob, MiniLMEmbedder] = {}
+
+
+def embed_batch(job: MiniLMJob, texts: Sequence[str]) -> np.ndarray:
+    """Embed ``texts`` with the MiniLM ``job`` describes, loaded once per (worker) process."""
+    if job not in _WORKER_EMBEDDERS:
+        _WORKER_EMBEDDERS[job] = MiniLMEmbedder(job.max_seq_length, job.batch_size)
+    return _WORKER_EMBEDDERS[job].embed(texts)
+
+
 class CachedEmbedder:
     """Embed each distinct text once; vectors persist in SQLite keyed by embedder name + text hash."""
 
-    def __init__(self, inner: Embedder, path: str | os.PathLike | None = None) -> None:
+    def __init__(self, inner: Embedder, path: str | os.PathLike | None = None, executor: Any = None, batch: int = 256) -> None:
         self.inner = inner
+        self.batch = batch  # texts per inner.embed call (per task on an executor)
+        self.executor = executor  # a thrifty.calibration.executors executor: embed missing texts on its workers
         self.name = inner.name
         self.dim = inner.dim
         self.path = Path(path) if path else cache_dir() / "embeddings.sqlite"
@@ -127,6 +151,27 @@ class CachedEmbedder:
             db.execute("CREATE TABLE IF NOT EXISTS emb (key TEXT PRIMARY KEY, vec BLOB NOT NULL)")
             self._db = db
         return self._db
+
+    def _embed_todo(self, todo: list[str], todo_keys: list[str], batch: int) -> Iterator[int]:
+        """Embed ``todo`` in batches — here, or on ``self.executor``'s workers when one is set and the
+        inner embedder can be rebuilt there (:meth:`MiniLMEmbedder.remote_job`) — storing each batch
+        as it comes back; yields the batch sizes."""
+        batches = [todo[i : i + batch] for i in range(0, len(todo), batch)]
+        remote_job = getattr(self.inner, "remote_job", None)
+        if self.executor is not None and remote_job is not None:
+            results: Iterator[tuple[int, np.ndarray]] = self.executor.map_unordered(embed_batch, remote_job(), batches)
+        else:
+            results = ((b, self.inner.embed(texts)) for b, texts in enumerate(batches))
+        for b, vecs in results:
+            keys = todo_keys[b * batch : b * batch + len(vecs)]
+            with self._lock:
+                db = self._conn()
+                db.executemany("INSERT OR REPLACE INTO emb (key, vec) VALUES (?, ?)",
+                               [(k, v.astype(np.float32).tobytes()) for k, v in zip(keys, vecs)])
+                db.commit()
+                for k, v in zip(keys, vecs):
+                    self._memory[k] = np.asarray(v, dtype=np.float32)
+            yield len(vecs)
 
     def _key(self, text: str) -> str:
         return self.name + ":" + hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -147,7 +192,7 @@ class CachedEmbedder:
         if todo_keys:
             first = {k: t for k, t in zip(keys, texts)}
             todo = [first[k] for k in todo_keys]
-            batch = 256
+            batch = self.batch
             ctx = None
             if progress:
                 from rich.progress import Progress
@@ -156,19 +201,9 @@ class CachedEmbedder:
                 ctx.start()
                 task = ctx.add_task(f"embedding {len(todo)} texts", total=len(todo))
             try:
-                for i in range(0, len(todo), batch):
-                    vecs = self.inner.embed(todo[i : i + batch])
-                    with self._lock:
-                        db = self._conn()
-                        db.executemany(
-                            "INSERT OR REPLACE INTO emb (key, vec) VALUES (?, ?)",
-                            [(k, v.astype(np.float32).tobytes()) for k, v in zip(todo_keys[i : i + batch], vecs)],
-                        )
-                        db.commit()
-                        for k, v in zip(todo_keys[i : i + batch], vecs):
-                            self._memory[k] = np.asarray(v, dtype=np.float32)
+                for done in self._embed_todo(todo, todo_keys, batch):
                     if ctx is not None:
-                        ctx.update(task, advance=len(vecs))
+                        ctx.update(task, advance=done)
             finally:
                 if ctx is not None:
                     ctx.stop()

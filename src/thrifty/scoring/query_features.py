@@ -67,7 +67,7 @@ def query_features(text: str | None) -> np.ndarray:
     """Feature vector (float32, ``len(QUERY_FEATURE_NAMES)``) of one query text."""
     t = text or ""
     n = max(len(t), 1)
-    letters = sum(c.isalpha() for c in t) or 1
+    letters = sum(map(str.isalpha, t)) or 1
     head = t.lstrip()[:200]
     return np.array(
         [
@@ -82,16 +82,29 @@ def query_features(text: str | None) -> np.ndarray:
             float(bool(_CREATIVE.search(t))),
             float(bool(_LIST.search(t))),
             float(bool(_TRANSLATE.search(t))),
-            sum(ord(c) > 127 for c in t) / n * 10,
-            sum(c.isdigit() for c in t) / n * 10,
-            sum(c.isupper() for c in t) / letters * 10,
+            (len(t) - len(t.encode("ascii", "ignore"))) / n * 10,  # characters beyond ASCII
+            sum(map(str.isdigit, t)) / n * 10,
+            sum(map(str.isupper, t)) / letters * 10,
         ],
         dtype=np.float32,
     )
 
 
+_MEMO: dict[str, np.ndarray] = {}  # text → row; pure, so safe to memoise (folds of one table share rows)
+_MEMO_MAX = 1_000_000  # ~150 MB at most; cleared when full rather than grown without bound
+
+
 def query_feature_matrix(texts: Sequence[str | None]) -> np.ndarray:
-    """(len(texts), n_features) float32 matrix of :func:`query_features`."""
+    """(len(texts), n_features) float32 matrix of :func:`query_features` (memoised per text)."""
     if not texts:
         return np.zeros((0, len(QUERY_FEATURE_NAMES)), dtype=np.float32)
-    return np.stack([query_features(t) for t in texts])
+    if len(_MEMO) > _MEMO_MAX:
+        _MEMO.clear()
+    rows = []
+    for t in texts:
+        key = t or ""
+        row = _MEMO.get(key)
+        if row is None:
+            row = _MEMO[key] = query_features(key)
+        rows.append(row)
+    return np.stack(rows)

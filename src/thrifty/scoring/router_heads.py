@@ -15,6 +15,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from thrifty.scoring.query_features import query_feature_matrix
+from thrifty.scoring.ridge_moments import Moments, fit_from_moments, moments
+
+KNN_CHUNK = 1024  # rows per block of kNN similarities (1024 × 100k float32 = 400 MB at most)
 
 __all__ = [
     "route",
@@ -102,7 +105,11 @@ class KNNHead:
         )
 
     def predict(self, emb: np.ndarray, feats: np.ndarray) -> np.ndarray:
-        return self.predict_from_sims(emb.astype(np.float32) @ self.emb.T)
+        e = emb.astype(np.float32)
+        out = np.empty((len(e), self.Q.shape[1]))
+        for a in range(0, len(e), KNN_CHUNK):  # (chunk × N) similarities at a time: memory bounded
+            out[a : a + KNN_CHUNK] = self.predict_from_sims(e[a : a + KNN_CHUNK] @ self.emb.T)
+        return out
 
 
 @dataclass
@@ -125,33 +132,22 @@ class MFHead:
         return self.fit_path(emb, feats, Q, [(self.rank, self.alpha)])[0]
 
     def fit_path(self, emb: np.ndarray, feats: np.ndarray, Q: np.ndarray, settings: Sequence[tuple[int | None, float]]) -> list["MFHead"]:
-        """One fitted head per (rank, alpha), sharing one eigendecomposition of XᵀX."""
-        f_mu, f_sd = feats.mean(axis=0), feats.std(axis=0) + 1e-6
-        X = _design(emb, feats, f_mu, f_sd, self.feat_weight)
-        Y = fill_missing(Q)
-        x_mean, bias = X.mean(axis=0), Y.mean(axis=0)
-        Xc, Yc = X - x_mean, Y - bias
-        s, V = np.linalg.eigh(Xc.T @ Xc)
-        VtXY = V.T @ (Xc.T @ Yc)
+        """One fitted head per (rank, alpha), sharing one eigendecomposition of XᵀX (from the rows'
+        moments, :mod:`thrifty.scoring.ridge_moments`: no design-matrix copies)."""
+        Z = np.hstack([emb, feats]).astype(np.float64, copy=False)
+        return self.from_moments(moments(Z, fill_missing(Q)), emb.shape[1], settings)
+
+    def from_moments(self, mom: Moments, n_emb: int, settings: Sequence[tuple[int | None, float]]) -> list["MFHead"]:
+        """Heads fitted from the rows' sufficient statistics."""
         heads = []
-        for rank, alpha in settings:
-            B = V @ (VtXY / (np.clip(s, 0, None) + alpha)[:, None])
-            h = MFHead(rank=rank, alpha=alpha, feat_weight=self.feat_weight)
-            h.f_mu, h.f_sd, h.x_mean, h.bias = f_mu, f_sd, x_mean, bias
-            h.coef = _reduce_rank(Xc @ B, B, rank)
+        for st in fit_from_moments(mom, n_emb, settings, self.feat_weight):
+            h = MFHead(rank=st["rank"], alpha=st["alpha"], feat_weight=self.feat_weight)
+            h.coef, h.bias, h.x_mean, h.f_mu, h.f_sd = st["coef"], st["bias"], st["x_mean"], st["f_mu"], st["f_sd"]
             heads.append(h)
         return heads
 
     def predict(self, emb: np.ndarray, feats: np.ndarray) -> np.ndarray:
         return self.bias[None, :] + (self._x(emb, feats) - self.x_mean) @ self.coef
-
-
-def _reduce_rank(fitted: np.ndarray, B: np.ndarray, rank: int | None) -> np.ndarray:
-    if rank is None or rank >= B.shape[1]:
-        return B
-    w, vecs = np.linalg.eigh(fitted.T @ fitted)  # right singular vectors of the fitted values
-    v = vecs[:, np.argsort(w)[::-1][:rank]]
-    return B @ v @ v.T
 
 
 def LinearHead(alpha: float = 10.0, feat_weight: float = 0.3) -> MFHead:  # noqa: N802 - a head "class"

@@ -6,9 +6,18 @@ limited scope inside one SQLite ``BEGIN IMMEDIATE`` transaction: the check "spen
 limit" and the hold are one atomic step, so concurrent requests can never overspend together.
 :meth:`BudgetLedger.settle` then replaces the hold with what the request actually cost.
 
-A hold left behind by a crashed process is released when a ledger opens the database on the same
-host and finds the holding process gone (each hold names its process: host, pid and start time);
-any other stale hold expires after ``stale_after_s`` (longer than any request).
+Every hold is a *lease*: it lapses ``lease_s`` after it was taken unless its process renews it
+(:meth:`BudgetLedger.renew_in`, which the gateway runs every ``lease_s / 3``), and at the latest
+``stale_after_s`` after it was taken (longer than any request). So a replica that
+dies — ``kill -9``, a lost machine — strands nothing: its holds stop counting and are deleted within
+``lease_s``, while the live replicas' long requests keep theirs. A hold whose process (on this
+host) is gone is released at once when a ledger opens the database (each hold names its process:
+host, pid and start time).
+
+On PostgreSQL, shared by several replicas, each check-and-hold transaction first takes an advisory
+lock per limited scope (``budget:key:NAME``; see ``serial_locks`` in :mod:`thrifty.store.backend`),
+so "spent + held + this ≤ limit" and the hold stay one atomic step across machines; settlements
+are single upserts (``spent = spent + x``), atomic without it.
 Spend is tracked for every key and profile (limited or not), in total and per UTC day and month,
 so adding a limit later counts everything spent since the log was created (or this day/month).
 A limit's *period* is ``"total"`` (lifetime, the default), ``"day"`` or ``"month"``: a periodic
@@ -129,9 +138,11 @@ class BudgetLedger:
         key_periods: Mapping[str, str] | None = None,
         profile_periods: Mapping[str, str] | None = None,
         stale_after_s: float = 900.0,
+        lease_s: float = 60.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """``*_periods`` give a limit's period by name (missing: ``"total"``); ``clock`` is unix time."""
+        """``*_periods`` give a limit's period by name (missing: ``"total"``); ``clock`` is unix time;
+        a hold lapses ``lease_s`` after its last renewal, and ``stale_after_s`` after it was taken."""
         self._store = store
         self._limits = {("key", k): v for k, v in key_limits.items() if v is not None}
         self._limits.update({("profile", p): v for p, v in profile_limits.items() if v is not None})
@@ -140,18 +151,19 @@ class BudgetLedger:
         for period in self._periods.values():
             period_key(period, 0.0)  # ValueError on an unknown period, at construction
         self.stale_after_s = stale_after_s
+        self.lease_s = float(lease_s)
         self._clock = clock
         self._owner = _process_token(os.getpid())
         self.release_orphans()
 
     def release_orphans(self) -> int:
         """Delete holds whose process (on this host) no longer runs, e.g. after ``kill -9``; return how many."""
-        owners = self._store.iter_rows("SELECT DISTINCT owner FROM reservations WHERE owner IS NOT NULL")
-        dead = [o for (o,) in owners if not _owner_alive(o)]
+        rows = self._store.iter_rows("SELECT DISTINCT owner FROM reservations WHERE owner IS NOT NULL")
+        dead = [str(r[0]) for r in rows if r[0] != self._owner and not _owner_alive(str(r[0]))]
         if not dead:
             return 0
-        return self._store.run_in_transaction(
-            lambda conn: sum(conn.execute("DELETE FROM reservations WHERE owner = ?", (o,)).rowcount for o in dead))
+        return int(self._store.run_in_transaction(
+            lambda conn: sum(conn.execute("DELETE FROM reservations WHERE owner = ?", (o,)).rowcount for o in dead)))
 
     def limit(self, scope: str, name: str) -> float | None:
         return self._limits.get((scope, name))
@@ -161,28 +173,31 @@ class BudgetLedger:
 
     def _usage(self, conn: sqlite3.Connection, scope: str, name: str, now: float) -> tuple[float, float]:
         """(spent, held) of one scope: its settled spend in its limit's current period, and its holds
-        younger than ``stale_after_s`` (a hold counts whatever period it was taken in)."""
+        whose lease has not lapsed (a hold counts whatever period it was taken in)."""
         row = period_key(self.period(scope, name), now)
         spent_sql = ("(SELECT spent_usd FROM spend WHERE scope = ?1 AND name = ?2)" if row is None else
                      "(SELECT spent_usd FROM spend_period WHERE scope = ?1 AND name = ?2 AND period = ?4)")
         spent, held = conn.execute(
             f"SELECT {spent_sql},"
-            " (SELECT COALESCE(SUM(amount_usd), 0) FROM reservations WHERE scope = ?1 AND name = ?2 AND created >= ?3)",
-            (scope, name, now - self.stale_after_s) + ((row,) if row is not None else ()),
+            " (SELECT COALESCE(SUM(amount_usd), 0) FROM reservations WHERE scope = ?1 AND name = ?2"
+            " AND created >= ?5 AND COALESCE(expires, ?3) >= ?3)",
+            (scope, name, now, row, now - self.stale_after_s),
         ).fetchone()
         return float(spent or 0.0), float(held)
 
     def spent(self, scope: str, name: str) -> float:
         """What ``scope``/``name`` spent in its limit's current period (lifetime without a period)."""
-        with self._store.lock:
-            return self._usage(self._store.connection, scope, name, self._clock())[0]
+        return float(self._store.read(self._usage, scope, name, self._clock())[0])
 
     def held(self, scope: str, name: str) -> float:
-        with self._store.lock:
-            return self._usage(self._store.connection, scope, name, self._clock())[1]
+        return float(self._store.read(self._usage, scope, name, self._clock())[1])
 
     def _limited(self, key: str | None, profile: str | None) -> list[tuple[str, str]]:
         return [s for s in (("key", key), ("profile", profile)) if s[1] is not None and s in self._limits]
+
+    def lock_names(self, *, key: str | None, profile: str | None) -> list[str]:
+        """The cross-process locks a check-and-hold for these scopes takes (one per limited scope)."""
+        return [f"budget:{scope}:{name}" for scope, name in self._limited(key, profile)]
 
     def holds(self, *, key: str | None, profile: str | None) -> bool:
         """Whether :meth:`reserve` for these scopes touches the database (one of them has a limit)."""
@@ -192,17 +207,20 @@ class BudgetLedger:
         """Hold ``amount_usd`` against the key's and the profile's limits, or raise BudgetExceeded."""
         if not self._limited(key, profile):
             return Reservation(uuid.uuid4().hex, (), float(amount_usd))
-        return self._store.run_in_transaction(self.reserve_in, key=key, profile=profile, amount_usd=amount_usd)
+        held: Reservation = self._store.run_serialized(self.lock_names(key=key, profile=profile), self.reserve_in,
+                                                       key=key, profile=profile, amount_usd=amount_usd)
+        return held
 
     def reserve_in(self, conn: sqlite3.Connection, *, key: str | None, profile: str | None, amount_usd: float) -> Reservation:
         """:meth:`reserve`'s check-and-hold inside the caller's write transaction (``BEGIN IMMEDIATE``
-        already taken: the check and the hold are one atomic step), e.g. a log-store group commit."""
+        and :meth:`lock_names` already taken: the check and the hold are one atomic step), e.g. a
+        log-store group commit."""
         limited = self._limited(key, profile)
         rid = uuid.uuid4().hex
         if not limited:
             return Reservation(rid, (), float(amount_usd))
         now = self._clock()
-        conn.execute("DELETE FROM reservations WHERE created < ?", (now - self.stale_after_s,))
+        conn.execute("DELETE FROM reservations WHERE created < ? OR expires < ?", (now - self.stale_after_s, now))
         for scope, name in limited:
             used = sum(self._usage(conn, scope, name, now))
             limit = self._limits[(scope, name)]
@@ -217,8 +235,8 @@ class BudgetLedger:
                     spent_usd=used,
                 )
         conn.executemany(
-            "INSERT INTO reservations (id, scope, name, amount_usd, created, owner) VALUES (?, ?, ?, ?, ?, ?)",
-            [(rid, s, n, float(amount_usd), now, self._owner) for s, n in limited],
+            "INSERT INTO reservations (id, scope, name, amount_usd, created, owner, expires) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(rid, s, n, float(amount_usd), now, self._owner, now + self.lease_s) for s, n in limited],
         )
         return Reservation(rid, tuple(limited), float(amount_usd))
 
@@ -234,14 +252,21 @@ class BudgetLedger:
                 continue
             conn.execute(
                 "INSERT INTO spend (scope, name, spent_usd) VALUES (?, ?, ?)"
-                " ON CONFLICT(scope, name) DO UPDATE SET spent_usd = spent_usd + excluded.spent_usd",
+                " ON CONFLICT(scope, name) DO UPDATE SET spent_usd = spend.spent_usd + excluded.spent_usd",
                 (scope, name, float(actual_usd)),
             )
             conn.executemany(
                 "INSERT INTO spend_period (scope, name, period, spent_usd) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT(scope, name, period) DO UPDATE SET spent_usd = spent_usd + excluded.spent_usd",
+                " ON CONFLICT(scope, name, period) DO UPDATE SET spent_usd = spend_period.spent_usd + excluded.spent_usd",
                 [(scope, name, period_key(p, now), float(actual_usd)) for p in ("day", "month")],
             )
+
+    def renew_in(self, conn: sqlite3.Connection) -> int:
+        """Extend the lease of every hold this process owns by ``lease_s`` from now and delete lapsed
+        holds (a dead replica's); returns how many holds were renewed."""
+        now = self._clock()
+        conn.execute("DELETE FROM reservations WHERE created < ? OR expires < ?", (now - self.stale_after_s, now))
+        return conn.execute("UPDATE reservations SET expires = ? WHERE owner = ?", (now + self.lease_s, self._owner)).rowcount
 
     def release(self, reservation: Reservation) -> None:
         """Drop a hold without spending anything (its request never ran)."""
@@ -257,4 +282,5 @@ def ledger_for(store: LogStore, settings: "Settings") -> BudgetLedger:
     keys, profiles = settings.keys.values(), settings.profiles.values()
     return BudgetLedger(store, {k.name: k.limit_usd for k in keys}, {p.name: p.budget_usd for p in profiles},
                         key_periods={k.name: k.limit_period for k in keys},
-                        profile_periods={p.name: p.budget_period for p in profiles})
+                        profile_periods={p.name: p.budget_period for p in profiles},
+                        lease_s=settings.server.hold_lease_s)

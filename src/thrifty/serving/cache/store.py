@@ -27,7 +27,7 @@ import numpy as np
 from thrifty.errors import ConfigError
 from thrifty.types import Completion, Usage
 
-__all__ = ["CacheEntry", "Candidate", "CacheStore", "SQLiteStore", "completion_to_dict", "completion_from_dict"]
+__all__ = ["CacheEntry", "Candidate", "CandidateSet", "CacheStore", "SQLiteStore", "completion_to_dict", "completion_from_dict"]
 
 
 def completion_to_dict(c: Completion) -> dict[str, Any]:
@@ -80,6 +80,23 @@ class Candidate:
     key: str
     query: str
     vector: np.ndarray
+
+
+class CandidateSet(Sequence[Candidate]):
+    """Candidates held as one matrix (a store's in-memory index): row ``i`` is ``keys[i]``'s vector;
+    rows with ``live[i]`` False (expired, removed) are never matched. The matcher scores the whole
+    matrix in one product instead of stacking per-candidate vectors."""
+
+    def __init__(self, keys: list[str], queries: list[str], matrix: np.ndarray, live: np.ndarray) -> None:
+        self.keys, self.queries, self.matrix, self.live = keys, queries, matrix, live
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return Candidate(self.keys[i], self.queries[i], self.matrix[i])
 
 
 @runtime_checkable

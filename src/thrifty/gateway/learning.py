@@ -1,0 +1,253 @@
+"""The learning loop in the gateway: audits → guardrail and refits → the policy in service, no restart.
+
+For every profile with ``[profiles.NAME.refit]`` :func:`start_learning` builds one
+:class:`ProfileLearner` around a :class:`~thrifty.calibration.loop.LearningLoop` (the object
+``thrifty simulate`` drives) and appends it to ``app.state.audit_listeners``; the audit worker calls
+it with each committed :class:`~thrifty.calibration.audit_types.AuditOutcome`.
+
+The listener only queues: a single worker thread per profile (never the event loop) looks up the
+request's prompt in the log store, feeds the loop, and when ``every`` new audits arrived runs the
+refit right there (fit + cross-validation, pure CPU; later audits wait in the queue, so the loop
+sees them in order — the same order ``simulate`` replays). Then:
+
+- **swap**: the candidate is written as a ``thrifty fit``-format artefact under
+  ``<data dir>/artefacts/<profile>/v<version>``, a ``serving`` row goes into ``artefact_history``
+  with the evidence, and the route's engine is replaced (on the event loop, between requests; a
+  request already running finishes on the old engine);
+- **refusal** or **crash** (of the fit, the validation or the artefact write): a ``refused`` row with
+  the evidence or the error; the policy in service is untouched.
+- **guardrail move**: the thresholds in service move by the step; the engine is replaced the same way.
+
+Every event is logged (logger ``thrifty.learning``) with its evidence and counted on ``/metrics``
+(``thrifty_learning_events_total{profile,kind}``, ``thrifty_guardrail_offset{profile}``,
+``thrifty_artefact_version{profile}``). At start the newest ``serving`` artefact of the history (if
+any) is put in service, so a restart keeps what was learned; ``thrifty artefacts rollback`` takes
+effect at the next start. A config reload rebuilds routes from the file (until the next swap).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from thrifty.calibration.audit_types import AuditOutcome
+from thrifty.calibration.guardrail import GuardrailConfig
+from thrifty.calibration.loop import LearningLoop, LoopConfig, LoopEvent, RefitJob, run_refit
+from thrifty.calibration.refit import RefitResult, ServingPolicy, write_candidate_artefact
+
+__all__ = ["ProfileLearner", "start_learning", "stop_learning", "loop_config", "serving_from_policy", "install_policy"]
+
+log = logging.getLogger("thrifty.learning")
+
+
+def loop_config(refit: Any, seed: int = 0) -> LoopConfig:
+    """The loop settings of a profile's :class:`~thrifty.config.settings.RefitConfig`."""
+    return LoopConfig(
+        every=refit.every,
+        target=refit.target,
+        budget=refit.mean_cost_usd,
+        folds=refit.folds,
+        min_gain=refit.min_gain,
+        seed=seed,
+        guardrail=GuardrailConfig(step=refit.step),
+    )
+
+
+def serving_from_policy(policy: Any, version: int = 0, source: str = "config") -> ServingPolicy | None:
+    """The loop's view of a live cascade policy (None for a router or hybrid: not learnable here)."""
+    from thrifty.policy.cascade import CascadePolicy
+
+    if not isinstance(policy, CascadePolicy):
+        return None
+    return ServingPolicy(version, policy.tiers, policy.thresholds, policy.scorer, policy.select, source)
+
+
+def install_policy(rt: Any, model_id: str, policy: Any) -> None:
+    """Replace the engine of ``model_id``'s route (and of every id aliasing that route) by one that
+    runs ``policy`` over the same tier providers. Call on the event loop."""
+    from thrifty.serving.engine import Engine
+    from thrifty.serving.profiles import tier_price
+
+    route = rt.routes[model_id]
+    old = route.engine
+    by_name = dict(zip(old.tiers, old.providers))
+    prices = dict(zip(old.tiers, route.tier_prices))
+    caps = {n: p.max_tokens for n, p in rt.settings.providers.items()}
+    for t in policy.tiers:
+        if t not in by_name:  # a tier the old policy skipped: the bare provider
+            by_name[t] = rt.providers[t]
+            prices[t] = tier_price(rt.providers[t], caps.get(t, 512))
+    engine = Engine(policy, by_name, deadline_s=old.deadline_s, max_retries=old.max_retries, backoff_s=old.backoff_s, name=old.name)
+    new = replace(route, engine=engine, tier_prices=tuple(prices[t] for t in policy.tiers))
+    for mid, r in list(rt.routes.items()):
+        if r is route:
+            rt.routes[mid] = new
+
+
+class ProfileLearner:
+    """One profile's loop in the gateway (see the module docstring). Callable with an AuditOutcome."""
+
+    def __init__(
+        self,
+        rt: Any,
+        profile: Any,
+        model_id: str,
+        loop: LearningLoop,
+        event_loop: asyncio.AbstractEventLoop,
+        metrics: dict[str, Any] | None = None,
+    ) -> None:
+        self.rt, self.profile, self.model_id, self.loop = rt, profile, model_id, loop
+        self.event_loop = event_loop
+        self.metrics = metrics or {}
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"thrifty-learn-{profile.name}")
+        self.artefact_root = rt.settings.server.resolved_data_dir() / "artefacts" / profile.name
+
+    def __call__(self, outcome: AuditOutcome) -> None:
+        if outcome.profile != self.profile.name:
+            return
+        self.executor.submit(self._guarded, outcome)
+
+    def _guarded(self, outcome: AuditOutcome) -> None:
+        try:
+            self.handle(outcome)
+        except Exception:  # noqa: BLE001 - the loop must not die on one bad audit; serving goes on
+            log.exception("thrifty.learning: profile %s: audit %s not learned from", self.profile.name, outcome.request_id)
+
+    def _prompt(self, request_id: str) -> str | None:
+        rows = self.rt.store.iter_rows("SELECT prompt FROM requests WHERE id = ?", (request_id,))
+        return rows[0][0] if rows else None
+
+    def handle(self, outcome: AuditOutcome) -> list[LoopEvent]:
+        """Feed one audit; refit when due (runs in the worker thread). Returns the events."""
+        events = []
+        moved = self.loop.observe(outcome, self._prompt(outcome.request_id))
+        if moved is not None:
+            events.append(moved)
+            self._install()
+        if self.loop.refit_due:
+            job = self.loop.begin_refit()
+            events.append(self._finish(job, run_refit(job)))
+        for e in events:
+            self._report(e)
+        return events
+
+    def _finish(self, job: RefitJob, result: RefitResult) -> LoopEvent:
+        """Write the artefact and the history row; swap in or record the refusal (serving untouched on any failure)."""
+        from thrifty.store import artefacts
+
+        path = None
+        if result.swap and result.candidate is not None:
+            try:
+                version = 1 + max([r.version for r in self.rt.store.run_in_transaction(artefacts.history, self.profile.name)] or [0])
+                path = str(write_candidate_artefact(self.artefact_root / f"v{version}", result.candidate, job.table, result.evidence))
+            except Exception as exc:  # noqa: BLE001 - a failed write is a failed refit
+                result = RefitResult(False, None, result.evidence, error=f"writing the artefact failed: {type(exc).__name__}: {exc}")
+        event = self.loop.apply(job, result)
+        status = "serving" if event.kind == "swap" else "refused"
+        self.rt.store.run_in_transaction(artefacts.record, self.profile.name, status, _jsonable(event.to_json()), path)
+        if event.kind == "swap":
+            self._install()
+        return event
+
+    def _install(self) -> None:
+        policy = self.loop.policy()
+        self.event_loop.call_soon_threadsafe(install_policy, self.rt, self.model_id, policy)
+
+    def _report(self, event: LoopEvent) -> None:
+        name = self.profile.name
+        level = logging.WARNING if event.kind in ("swap", "refuse", "refit_failed") else logging.INFO
+        log.log(
+            level,
+            "thrifty.learning: profile %s: %s (version %d): %s",
+            name,
+            event.kind,
+            event.version,
+            json.dumps(_jsonable(event.evidence), sort_keys=True)[:4000],
+        )
+        if self.metrics:
+            self.metrics["events"].labels(name, event.kind).inc()
+            self.metrics["offset"].labels(name).set(self.loop.offset)
+            self.metrics["version"].labels(name).set(self.loop.serving.version)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _jsonable(x: Any) -> Any:
+    return json.loads(json.dumps(x, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+
+
+def _metrics(rt: Any) -> dict[str, Any]:
+    try:
+        from prometheus_client import Counter, Gauge
+    except ImportError:  # pragma: no cover - comes with the serve extra
+        return {}
+    reg = rt.metrics.registry
+    return {
+        "events": Counter(
+            "thrifty_learning_events", "Learning-loop events (swap, refuse, refit_failed, guardrail)", ["profile", "kind"], registry=reg
+        ),
+        "offset": Gauge(
+            "thrifty_guardrail_offset", "Guardrail offset on the thresholds in service", ["profile"], registry=reg, multiprocess_mode="max"
+        ),
+        "version": Gauge(
+            "thrifty_artefact_version", "Loop version in service (0: configured policy)", ["profile"], registry=reg, multiprocess_mode="max"
+        ),
+    }
+
+
+def _restore(rt: Any, profile: Any, loop: LearningLoop) -> None:
+    """Put the newest ``serving`` artefact of the history in service (a restart keeps what was learned)."""
+    from thrifty.serving.artefact import load_artefact
+    from thrifty.store import artefacts
+
+    row = rt.store.run_in_transaction(artefacts.current, profile.name)
+    if row is None or not row.path or not Path(row.path).exists():
+        return
+    art = load_artefact(row.path)
+    serving = serving_from_policy(art.policy(), row.version, f"artefact:{row.path}")
+    if serving is not None:
+        loop.serving = serving
+
+
+def start_learning(app: Any, rt: Any) -> list[ProfileLearner]:
+    """A learner per profile with ``[profiles.NAME.refit]``, registered in ``app.state.audit_listeners``
+    (created here when the audit worker has not made it yet). Call inside the running event loop."""
+    listeners = getattr(app.state, "audit_listeners", None)
+    if listeners is None:
+        listeners = []
+        app.state.audit_listeners = listeners
+    learners: list[ProfileLearner] = []
+    event_loop = asyncio.get_running_loop()
+    metrics = None
+    for name, profile in rt.settings.profiles.items():
+        if profile.refit is None:
+            continue
+        model_id = f"thrifty/{name}"
+        serving = serving_from_policy(rt.routes[model_id].engine.policy)
+        if serving is None:
+            log.warning("thrifty.learning: profile %s runs a router or hybrid; the learning loop refits cascades only", name)
+            continue
+        metrics = metrics if metrics is not None else _metrics(rt)
+        loop = LearningLoop(name, tuple(profile.tiers), loop_config(profile.refit), serving)
+        try:
+            _restore(rt, profile, loop)
+        except Exception as exc:  # noqa: BLE001 - a broken history must not stop serving the configured policy
+            log.error("thrifty.learning: profile %s: the artefact in the history cannot be loaded (%s); serving the config's", name, exc)
+        learner = ProfileLearner(rt, profile, model_id, loop, event_loop, metrics)
+        if loop.serving.version:
+            install_policy(rt, model_id, loop.policy())
+        listeners.append(learner)
+        learners.append(learner)
+    app.state.learners = learners
+    return learners
+
+
+def stop_learning(learners: list[ProfileLearner]) -> None:
+    for learner in learners:
+        learner.close()
