@@ -162,6 +162,20 @@ MIGRATIONS: list[tuple[str, str]] = [
         """,
     ),
     (
+        "0007_artefact_history",
+        """
+        CREATE TABLE artefact_history (
+            profile   TEXT NOT NULL,
+            version   INTEGER NOT NULL,                 -- 1, 2, … per profile, one per refit (refused ones too)
+            path      TEXT,                             -- the artefact directory; NULL: nothing was written (refused)
+            created   REAL NOT NULL,                    -- unix time
+            status    TEXT NOT NULL,                    -- serving | refused | rolled_back
+            evidence  TEXT NOT NULL,                    -- JSON: the refit's cross-validation evidence and rule
+            PRIMARY KEY (profile, version)
+        );
+        """,
+    ),
+    (
         "0008_dashboard_indexes",
         """
         -- the dashboard (thrifty.ui): a covering index its scans of recent hours read instead of the
@@ -224,20 +238,6 @@ MIGRATIONS: list[tuple[str, str]] = [
             path     TEXT,                             -- where it was loaded from
             updated  REAL NOT NULL,
             source   TEXT                              -- who published it: host|pid of a replica, or cli
-        );
-        """,
-    ),
-    (
-        "0007_artefact_history",
-        """
-        CREATE TABLE artefact_history (
-            profile   TEXT NOT NULL,
-            version   INTEGER NOT NULL,                 -- 1, 2, … per profile, one per refit (refused ones too)
-            path      TEXT,                             -- the artefact directory; NULL: nothing was written (refused)
-            created   REAL NOT NULL,                    -- unix time
-            status    TEXT NOT NULL,                    -- serving | refused | rolled_back
-            evidence  TEXT NOT NULL,                    -- JSON: the refit's cross-validation evidence and rule
-            PRIMARY KEY (profile, version)
         );
         """,
     ),
