@@ -37,7 +37,7 @@ MOVES = {
     "offline.artefact": "serving.artefact",
 }
 # thrifty.config became a package: its old public names live on in the façade thrifty.config.settings.
-CONFIG_SUBMODULES = {"settings", "parse", "model", "refit", "checks"}  # modules of the config package
+CONFIG_SUBMODULES = {"settings", "parse", "model", "audit", "refit", "checks"}  # modules of the config package
 
 _DOTTED = re.compile(r"\bthrifty\.(" + "|".join(re.escape(k) for k in sorted(MOVES, key=len, reverse=True)) + r")(?![\w/])")
 _SLASHED = re.compile(r"\bthrifty/(" + "|".join(re.escape(k.replace(".", "/")) for k in sorted(MOVES, key=len, reverse=True)) + r")(?=[/.])")

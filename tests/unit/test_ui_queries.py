@@ -196,12 +196,14 @@ def test_audit_panel_reads_an_audits_table(tmp_path: Path) -> None:
     _fill(store, 20)
     ids = [r["id"] for r in store.iter_rows("SELECT id FROM requests WHERE status < 400 ORDER BY id LIMIT 10")]
     c = store.connection
-    c.execute("CREATE TABLE audits (request_id TEXT PRIMARY KEY, profile TEXT, created REAL, served_model TEXT, reference TEXT, audit_cost_usd REAL)")
-    c.execute("CREATE TABLE audit_answers (request_id TEXT, model TEXT, quality REAL, at_least_as_good INTEGER, output TEXT)")
+    # the tables of migration 0006_audits (thrifty.store.audits)
     for i, rid in enumerate(ids):
         served = store.iter_rows("SELECT final_model FROM requests WHERE id = ?", (rid,))[0][0]
-        c.execute("INSERT INTO audits VALUES (?, 'p1', ?, ?, 'big', 0.002)", (rid, NOW - 100, served))
-        c.execute("INSERT INTO audit_answers VALUES (?, ?, 0.8, ?, 'x')", (rid, served, int(i < 7)))
+        c.execute("INSERT INTO audits (request_id, profile, created, status, attempts, updated, request_json, tiers, reference, judge,"
+                  " explore, served_model, audit_cost_usd) VALUES (?, 'p1', ?, 'done', 1, ?, '{}', '[]', 'big', 'match:agree', 'all', ?, 0.002)",
+                  (rid, NOW - 100, NOW - 100, served))
+        c.execute("INSERT INTO audit_answers (request_id, model, tier, answer, quality, at_least_as_good) VALUES (?, ?, 0, 'x', 0.8, ?)",
+                  (rid, served, int(i < 7)))
     db = queries.Reader(store.path)
     doc = audit_summary(db, params.window_from({"range": "24h"}, now=NOW), scope_key=None)
     assert (doc["enabled"], doc["audited"], doc["judged"], doc["at_least_as_good"]) == (True, 10, 10, 7)

@@ -25,6 +25,7 @@ COMMANDS: list[str] = [
     "thrifty.cli.ask_cmd",
     "thrifty.cli.serve_cmd",
     "thrifty.cli.logs_cmd",
+    "thrifty.cli.audit_cmd",
     "thrifty.cli.store_cmd",
     "thrifty.cli.artefacts_cmd",
     "thrifty.cli.simulate_cmd",

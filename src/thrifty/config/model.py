@@ -24,6 +24,8 @@ Layout (every table optional)::
                   guard, cache_sampled, default_temperature
     [profiles.NAME.prompt_adaptation]  examples (JSONL/CSV of input/output), k, budget_tokens,
                   layout = "messages" | "text", strip_prefix (text file), embedder, tiers
+    [profiles.NAME.audit]  rate, judge, rubric, reference, explore, budget_usd, budget_period, seed, …
+                  (sampled audits: :mod:`thrifty.config.audit`, docs/audits.md)
     [profiles.NAME.refit]  every (new audits per refit, ≥ 1), target (share of answers at least as
                   good as the reference, in (0, 1]), mean_cost_usd, step, folds, min_gain
     [keys.NAME]   sha256 = "<hex>", limit_usd, limit_period = "total" | "day" | "month" (UTC)
@@ -37,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from thrifty.config.audit import AuditSettings
 from thrifty.config.refit import RefitConfig
 
 
@@ -47,6 +50,7 @@ __all__ = [
     "ProfileSettings",
     "CacheSettings",
     "PromptAdaptationSettings",
+    "AuditSettings",
     "KeySettings",
     "RefitConfig",
     "Settings",
@@ -164,6 +168,7 @@ class ProfileSettings:
     budget_period: str = "total"  # "total" | "day" | "month": when budget_usd resets (UTC)
     cache: CacheSettings | None = None
     prompt_adaptation: PromptAdaptationSettings | None = None
+    audit: AuditSettings | None = None  # [profiles.NAME.audit] (issue #12: sampled audits)
     refit: RefitConfig | None = None  # [profiles.NAME.refit]: the learning loop; None: off
     # ---- answer checks (issue #16): names ("json", "arithmetic", "python") or ("regex", pattern) pairs;
     # a failed check scores the answer 0 (thrifty.scoring.verifiers), so the cascade escalates

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
+from thrifty.config.audit import check_audit_judges, parse_audit
 from thrifty.config.model import (
     PERIODS,
     PROVIDER_KINDS,
@@ -209,7 +210,7 @@ def _provider(name: str, tbl: Any, base_dir: Path | None) -> ProviderSettings:
 
 def _profile(name: str, tbl: Any, providers: Mapping[str, ProviderSettings], base_dir: Path | None) -> ProfileSettings:
     path = _entry("profiles", name, tbl, ("tiers", "thresholds", "artefact", "scorer", "system", "budget_usd", "budget_period",
-                                          "cache", "prompt_adaptation", "checks",
+                                          "cache", "prompt_adaptation", "audit", "checks",
                                           "refit"))
     tiers = tbl.get("tiers")
     if not isinstance(tiers, list) or not tiers:
@@ -252,6 +253,7 @@ def _profile(name: str, tbl: Any, providers: Mapping[str, ProviderSettings], bas
         budget_period=_period(tbl, "budget_period", path),
         cache=_cache(tbl.get("cache"), f"{path}.cache", base_dir),
         prompt_adaptation=_prompt_adaptation(tbl.get("prompt_adaptation"), f"{path}.prompt_adaptation", tuple(tiers), base_dir),
+        audit=parse_audit(tbl.get("audit"), f"{path}.audit", tuple(tiers), providers),  # issue #12
         refit=parse_refit(tbl.get("refit"), f"{path}.refit"),
         checks=parse_checks(tbl.get("checks"), f"{path}.checks"),
     )
@@ -365,6 +367,7 @@ def parse_document(doc: Mapping[str, Any], *, source: str | None = None, base_di
     server = _server(_table(doc, "server", "server"), base_dir)
     providers = {n: _provider(n, t, base_dir) for n, t in _table(doc, "providers", "providers").items()}
     profiles = {n: _profile(n, t, providers, base_dir) for n, t in _table(doc, "profiles", "profiles").items()}
+    check_audit_judges(profiles, providers)  # issue #12: an LLM judge may name any profile
     keys = {n: _key(n, t) for n, t in _table(doc, "keys", "keys").items()}
     seen: dict[str, str] = {}
     for k in keys.values():

@@ -7,6 +7,7 @@ from thrifty.config.model import (
     DEFAULT_PROFILE,
     PERIODS,
     PROVIDER_KINDS,
+    AuditSettings,
     CacheSettings,
     KeySettings,
     ProfileSettings,
@@ -23,6 +24,7 @@ from thrifty.config.parse import load_settings, parse_settings
 
 __all__ = [
     "DEFAULT_PROFILE",
+    "AuditSettings",
     "PERIODS",
     "PROVIDER_KINDS",
     "CacheSettings",

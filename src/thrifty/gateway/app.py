@@ -33,6 +33,7 @@ class Runtime:
     generation: int = 1  # bumped by every successful reload (thrifty.gateway.reload)
     inflight: dict[int, int] = field(default_factory=dict)  # generation → requests admitted and not yet finished
     retiring: set[Any] = field(default_factory=set)  # tasks closing the providers a reload replaced
+    auditor: Any = None  # the sampled-audit queue (thrifty.gateway.audits), started with the app
     artefact_versions: dict[str, Any] = field(default_factory=dict)  # profile → version in service (thrifty.gateway.replica_sync)
     replica_sync: Any = None
     _reload_lock: asyncio.Lock | None = None
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None, *, db_path: Path | None = None,
         rt = runtime if runtime is not None else build_runtime(settings, db_path=db_path)
         app.state.runtime = rt
         await warm_providers(rt.providers)  # load local weights now, not on the first request
+        await _start_audits(app, rt)
         hup = _install_sighup(rt)
         sync = await start_replica_sync(rt)  # budget leases + artefact versions shared with other replicas
         from thrifty.gateway.learning import start_learning, stop_learning
@@ -92,6 +94,8 @@ def create_app(settings: Settings | None = None, *, db_path: Path | None = None,
         try:
             yield
         finally:
+            if rt.auditor is not None:  # unfinished audits stay pending on disk for the next start
+                await rt.auditor.close()
             stop_learning(learners)
             sync.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -108,6 +112,7 @@ def create_app(settings: Settings | None = None, *, db_path: Path | None = None,
 
     app = _gateway_class(FastAPI)(title="thrifty", version=__version__, lifespan=lifespan,
                                   description="OpenAI-compatible gateway that answers each request with the cheapest good-enough model.")
+    app.state.audit_listeners = []  # callables given each AuditOutcome once committed (thrifty.gateway.audits)
     install_handlers(app)
     if settings.server.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
@@ -144,6 +149,14 @@ def _gateway_class(fastapi_cls: Any) -> Any:
 
         _GATEWAY_CLASS.append(Gateway)
     return _GATEWAY_CLASS[0]
+
+
+async def _start_audits(app: Any, rt: Runtime) -> None:
+    """Start the sampled-audit worker (issue #12); it also re-queues audits left pending by a crash."""
+    from thrifty.gateway.audits import Auditor
+
+    rt.auditor = Auditor(rt, app.state.audit_listeners)
+    await rt.auditor.start()
 
 
 def _install_sighup(rt: Runtime) -> bool:

@@ -100,8 +100,15 @@ class Job:
             tokens_estimated=c.usage.estimated if c is not None else None,
         )
         ledger, store = self.rt.ledger, self.rt.store
-        self.written = store.submit_record(rec, also=lambda conn: ledger.settle_in(
-            conn, self.reservation, cost, key=self.key_name, profile=self.route.budget_name))
+        also = lambda conn: ledger.settle_in(conn, self.reservation, cost, key=self.key_name, profile=self.route.budget_name)  # noqa: E731
+        # sampled audits (issue #12, thrifty.gateway.audits): the pending row joins this transaction
+        auditor = getattr(self.rt, "auditor", None)
+        pending = auditor.claim(self, status, trace) if auditor is not None else None
+        if auditor is not None and pending is not None:
+            also = auditor.with_pending(also, pending)
+        self.written = store.submit_record(rec, also=also)
+        if auditor is not None and pending is not None:
+            auditor.attach(pending, self.written)
         self.written.add_done_callback(lambda f: _report_failed_write(self.rid, f))
         self.rt.metrics.observe(model=self.route.model_id, status=status, latency_s=latency, trace=trace, baseline_price=self.route.baseline_price)
 

@@ -119,6 +119,49 @@ MIGRATIONS: list[tuple[str, str]] = [
         """,
     ),
     (
+        "0006_audits",
+        """
+        CREATE TABLE audits (
+            request_id      TEXT PRIMARY KEY REFERENCES requests(id) ON DELETE CASCADE,
+            profile         TEXT NOT NULL,
+            created         REAL NOT NULL,              -- unix time the audited request arrived
+            status          TEXT NOT NULL,              -- pending | done | error | skipped
+            attempts        INTEGER NOT NULL DEFAULT 0, -- runs started (a crash mid-run counts)
+            updated         REAL NOT NULL,              -- last change of status
+            request_json    TEXT NOT NULL,              -- the request the tiers answered (messages, params, tools)
+            tiers           TEXT NOT NULL,              -- JSON list: the profile's tiers, cheapest first
+            reference       TEXT NOT NULL,              -- the model every answer is judged against
+            judge           TEXT NOT NULL,              -- match:exact|choice|numeric|agree or the judge's name
+            rubric          TEXT,                       -- absolute | pairwise (LLM judge), NULL for match
+            rubric_version  TEXT,                       -- e.g. pairwise-v1, match-agree-v1
+            explore         TEXT NOT NULL,              -- all | served
+            served_model    TEXT,                       -- who answered the client
+            served_cost_usd REAL NOT NULL DEFAULT 0,    -- what serving the request cost
+            audit_cost_usd  REAL NOT NULL DEFAULT 0,    -- what the audit paid (tier calls + judge), apart from serving
+            owner           TEXT,                       -- 'host|pid|start' of the process running it (last run)
+            error           TEXT                        -- why the last run failed (status error | skipped)
+        );
+        CREATE INDEX audits_status ON audits(status, updated);
+        CREATE INDEX audits_profile_created ON audits(profile, created);
+        CREATE TABLE audit_answers (
+            request_id       TEXT NOT NULL REFERENCES audits(request_id) ON DELETE CASCADE,
+            model            TEXT NOT NULL,
+            tier             INTEGER NOT NULL,          -- index in the profile's tiers; -1: a reference outside them
+            answer           TEXT,
+            input_tokens     INTEGER,
+            output_tokens    INTEGER,
+            cost_usd         REAL NOT NULL DEFAULT 0,   -- what this answer cost (while serving when reused)
+            reused           INTEGER NOT NULL DEFAULT 0,-- 1: produced while serving, not paid by the audit
+            quality          REAL,                      -- judged quality in [0, 1]; NULL: call or judge failed
+            at_least_as_good INTEGER,                   -- 1/0: judged at least as good as the reference
+            verdict          TEXT,                      -- the parsed verdict
+            judge_raw        TEXT,                      -- the judge's raw reply (LLM judge)
+            error            TEXT,                      -- this tier's call failed
+            PRIMARY KEY (request_id, model)
+        );
+        """,
+    ),
+    (
         "0007_artefact_history",
         """
         CREATE TABLE artefact_history (
