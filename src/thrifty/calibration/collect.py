@@ -21,9 +21,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 from thrifty.calibration.executors import Executor, LocalExecutor
 from thrifty.calibration.remote_calls import CallJob, answer_batch, batched, call_one, complete_with_retries
-from thrifty.errors import ConfigError, DataError
 from thrifty.data.outcomes_log import OutcomeLog
 from thrifty.data.prompts_file import PromptItem, build_request
+from thrifty.errors import ConfigError, DataError
 from thrifty.types import Completion, Provider
 
 __all__ = ["CollectResult", "collect", "complete_with_retries", "prompt_rows", "resolve_providers", "builtin_local", "BUILTIN_LOCAL"]
@@ -128,7 +128,7 @@ def builtin_local(name: str) -> Provider:
     from thrifty.serving.local import GEMMA3, NOTIONAL_PRICES, SMOLLM2
     from thrifty.serving.profiles import build_provider
 
-    how = {"smollm2": {"model_path": "builtin:smollm2", "mode": "chat"},
+    how: dict[str, dict[str, Any]] = {"smollm2": {"model_path": "builtin:smollm2", "mode": "chat"},
            "gemma3-270m": {"model_path": "builtin:gemma3", "mode": "raw", "options": {"stop": ("\n\n\n",)}}}
     if name not in how:
         raise ConfigError(f"unknown built-in model {name!r}", key="--models", fix=f"use one of: {', '.join(BUILTIN_LOCAL)}")

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from thrifty.calibration.executors import LocalExecutor
-from thrifty.calibration.remote_calls import CallJob, answer_batch, batched, complete_with_retries
-from thrifty.errors import ConfigError, DataError, ProviderError
 from thrifty.calibration.label import LABEL_COLUMNS, LabelSummary, _summarise, needs_label, rows_to_label
+from thrifty.calibration.remote_calls import CallJob, answer_batch, batched, complete_with_retries
 from thrifty.data.outcomes_log import OutcomeLog
+from thrifty.errors import ConfigError, DataError, ProviderError
 from thrifty.types import ChatRequest, Provider
 
 __all__ = ["Rubric", "RUBRICS", "parse_rating", "parse_preference", "judge_folder"]
@@ -141,8 +141,8 @@ def judge_folder(
     if reference:
         ref_answer = {str(r["prompt_id"]): str(r.get("output") or "") for r in rows if r.get("model") == reference}
         if not ref_answer:
-            have = sorted({str(r.get("model")) for r in rows})
-            raise ConfigError(f"no answers of reference model {reference!r} in the folder", key="--reference", fix=f"use one of: {', '.join(have)}")
+            found = sorted({str(r.get("model")) for r in rows})
+            raise ConfigError(f"no answers of reference model {reference!r} in the folder", key="--reference", fix=f"use one of: {', '.join(found)}")
     todo = [i for i, r in enumerate(rows)
             if needs_label(r, force) and (models is None or r.get("model") in models)]
     for i in todo:

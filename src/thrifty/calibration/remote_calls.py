@@ -18,9 +18,9 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
-from thrifty.types import ChatRequest, Completion, Provider
+from thrifty.types import ChatRequest, Completion, Policy, Provider
 
 __all__ = ["Call", "CallJob", "Outcome", "answer_batch", "batched", "complete_with_retries"]
 
@@ -33,11 +33,12 @@ async def complete_with_retries(
 ) -> Completion:
     """``provider.complete(request)`` with the engine's retry rules (exponential backoff honouring
     ``retry_after``, foreign errors translated); raises :class:`ProviderError` when it gives up."""
-    from thrifty.serving.engine import Engine
     from thrifty.policy.cascade import CascadePolicy
+    from thrifty.serving.engine import Engine
 
     name = getattr(provider, "name", "provider")
-    engine = Engine(CascadePolicy([name], [], None), {0: provider}, deadline_s=deadline_s, max_retries=retries, backoff_s=backoff_s)
+    policy = cast(Policy, CascadePolicy([name], [], None))  # CascadePolicy.tiers is a tuple; types.Policy declares a mutable Sequence attribute
+    engine = Engine(policy, {0: provider}, deadline_s=deadline_s, max_retries=retries, backoff_s=backoff_s)
     trace = await engine.run(request)
     assert trace.completion is not None
     return trace.completion

@@ -14,7 +14,7 @@ import argparse
 import asyncio
 import json
 import sys
-from typing import Any
+from typing import Any, cast
 
 __all__ = ["register", "run"]
 
@@ -52,8 +52,11 @@ def _engine(args: argparse.Namespace) -> tuple[Any, str | None]:
         from thrifty.serving.local import DEFAULT_THRESHOLD, embedded_default
 
         threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+        from thrifty.types import Policy, Provider
+
         policy, providers = embedded_default(threshold=threshold)
-        return Engine(policy, providers, name="thrifty/default"), None
+        by_tier: dict[int | str, Provider] = dict(providers.items())
+        return Engine(cast(Policy, policy), by_tier, name="thrifty/default"), None  # CascadePolicy.tiers is a tuple; types.Policy declares a mutable Sequence attribute
     if args.threshold is not None:
         raise ConfigError("--threshold applies to the embedded default only", key="--threshold",
                           fix="set thresholds in the profile instead")

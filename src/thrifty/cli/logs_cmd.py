@@ -41,7 +41,11 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                     help="auto: label, else the live score; label: labelled answers only (default auto)")
     ex.add_argument("--since", type=float, metavar="UNIX_TIME", help="only requests created at or after this time")
     ex.set_defaults(func=run_export)
-    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+    def usage(args: argparse.Namespace) -> int:
+        p.print_help()
+        return 2
+
+    p.set_defaults(func=usage)
 
 
 def _store(args: argparse.Namespace):

@@ -35,7 +35,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pub.add_argument("--artefact", metavar="PATH", help="the artefact file (its digest is recorded); omitted: force a reload everywhere")
     pub.add_argument("--password-env", metavar="VAR")
     pub.set_defaults(func=run_publish)
-    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+    def usage(args: argparse.Namespace) -> int:
+        p.print_help()
+        return 2
+
+    p.set_defaults(func=usage)
 
 
 def _open(url: str, password_env: str | None, *, must_exist: bool, flag: str):

@@ -27,8 +27,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from thrifty.errors import DataError
 from thrifty.data.table_io import _rows, read_models, write_models  # _rows: the one line-numbered row reader
+from thrifty.errors import DataError
 
 __all__ = ["OutcomeLog", "read_jsonl", "write_jsonl_atomic"]
 

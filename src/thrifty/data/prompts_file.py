@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from thrifty.errors import ConfigError, DataError
 from thrifty.data.table_io import _rows  # the one row reader (line-numbered, CSV/JSONL/gz/parquet)
+from thrifty.errors import ConfigError, DataError
 from thrifty.types import ChatRequest
 
 __all__ = ["PromptItem", "read_prompts", "build_request", "render_prompt"]

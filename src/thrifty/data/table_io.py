@@ -24,12 +24,12 @@ import math
 import os
 import zlib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal, overload
 
 import numpy as np
 
-from thrifty.errors import DataError
 from thrifty.data.table import RoutingTable
+from thrifty.errors import DataError
 
 __all__ = ["load_table", "write_table", "read_models", "write_models", "find_file", "benchmark_dir"]
 
@@ -114,6 +114,10 @@ def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 raise DataError(f"unreadable file: {exc}", file=str(path)) from exc
 
 
+@overload
+def _num(row: dict, key: str, path: Path, line: int, *, required: Literal[True], lo: float | None = None, hi: float | None = None, what: str = "a number") -> float: ...
+@overload
+def _num(row: dict, key: str, path: Path, line: int, *, required: bool, lo: float | None = None, hi: float | None = None, what: str = "a number") -> float | None: ...
 def _num(row: dict, key: str, path: Path, line: int, *, required: bool, lo: float | None = None, hi: float | None = None, what: str = "a number") -> float | None:
     v = row.get(key)
     if v is None:
@@ -179,7 +183,7 @@ def _load_prompts(path: Path | None) -> tuple[list[str], list[str | None], dict[
             if k == "prompt_id" or k in PROMPT_TEXT_FIELDS:
                 continue
             meta.setdefault(k, [None] * (len(ids) - 1)).append(v)
-        for k, col in meta.items():
+        for col in meta.values():
             if len(col) < len(ids):
                 col.append(None)
     return ids, texts, meta, where

@@ -12,10 +12,10 @@ needs on top: the route table. Model ids served:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from thrifty.serving.budget import TierPrice
 from thrifty.config.settings import DEFAULT_PROFILE, ProfileSettings, Settings
+from thrifty.serving.budget import TierPrice
 
 __all__ = ["Route", "build_routes"]
 
@@ -63,9 +63,10 @@ class Route:
 
 def build_routes(settings: Settings, *, deadline_s: float | None = None) -> tuple[dict[str, Route], dict[str, Any]]:
     """Model id → Route for every profile and provider; plus the provider objects (to close)."""
-    from thrifty.serving.engine import Engine
     from thrifty.policy.cascade import CascadePolicy
+    from thrifty.serving.engine import Engine
     from thrifty.serving.profiles import build_profile, build_providers, default_profile, tier_price
+    from thrifty.types import Policy
 
     deadline = deadline_s or settings.server.request_timeout_s
     providers: dict[str, Any] = build_providers(settings)
@@ -89,6 +90,7 @@ def build_routes(settings: Settings, *, deadline_s: float | None = None) -> tupl
                 caps.setdefault(n, 256)
             add_profile(default_id, profile, providers, policy)
     for name, provider in providers.items():
-        engine = Engine(CascadePolicy([name], [], None), {name: provider}, deadline_s=deadline, name=name)
+        single = cast(Policy, CascadePolicy([name], [], None))  # CascadePolicy.tiers is a tuple; types.Policy declares a mutable Sequence attribute
+        engine = Engine(single, {name: provider}, deadline_s=deadline, name=name)
         routes.setdefault(name, Route(name, engine, None, (tier_price(provider, caps.get(name, 512)),)))
     return routes, providers

@@ -22,7 +22,7 @@ Body: ``{"error": {"message", "type", "param", "code"}}`` — what the ``openai`
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from thrifty.errors import AuthError, BudgetExceeded, ConfigError, ProviderError, RequestError
 
@@ -41,7 +41,7 @@ def error_body(message: str, type_: str, *, param: str | None = None, code: str 
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-def _validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
+def _validation_message(errors: Sequence[Mapping[str, Any]]) -> tuple[str, str | None]:
     """First pydantic error as 'messages[0].role: …' and its param path."""
     if not errors:
         return "invalid request body", None

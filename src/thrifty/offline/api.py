@@ -15,8 +15,8 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from thrifty.errors import ProviderError
 from thrifty.data.table import RoutingTable
+from thrifty.errors import ProviderError
 from thrifty.types import Completion, Usage
 
 __all__ = ["OperatingPoint", "FittedPolicy", "OfflinePolicy", "recorded_completion"]
@@ -61,7 +61,7 @@ class FittedPolicy(Protocol):
 class OfflinePolicy(Protocol):
     name: str
 
-    def fit(self, train: RoutingTable, knobs: Sequence[float]) -> FittedPolicy:
+    def fit(self, train: RoutingTable, knobs: Sequence[float] | np.ndarray) -> FittedPolicy:
         """Fit on ``train``; ``knobs`` is the harness's grid of target mean costs (USD/query)."""
         ...
 

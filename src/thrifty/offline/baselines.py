@@ -22,10 +22,10 @@ from typing import Sequence
 
 import numpy as np
 
+from thrifty.data.table import ModelStats, RoutingTable
 from thrifty.errors import ConfigError
 from thrifty.offline.api import OperatingPoint
 from thrifty.offline.curves import Curve, majorant
-from thrifty.data.table import ModelStats, RoutingTable
 
 __all__ = [
     "Hull",
@@ -200,7 +200,7 @@ class OraclePolicy:
         n = int(n_lambdas)
         self.lambdas = ORACLE_LAMBDAS if n == 600 else (0.0, *np.logspace(-2, 9, n).tolist(), math.inf)
 
-    def fit(self, train: RoutingTable, knobs: Sequence[float]) -> _FittedOracle:
+    def fit(self, train: RoutingTable, knobs: Sequence[float] | np.ndarray) -> _FittedOracle:
         return _FittedOracle(self.lambdas)
 
 
@@ -245,7 +245,7 @@ class RandomPolicy:
     def __init__(self, steps: int | str = 20) -> None:
         self.shares = np.linspace(0.0, 1.0, int(steps) + 1).tolist()
 
-    def fit(self, train: RoutingTable, knobs: Sequence[float]) -> _FittedRandom:
+    def fit(self, train: RoutingTable, knobs: Sequence[float] | np.ndarray) -> _FittedRandom:
         if train.n_models != 2:
             return _FittedRandom(None, ())
         costs = train.mean_cost_by_model()
@@ -278,6 +278,6 @@ class SinglePolicy:
         self.model = model
         self.name = f"single:{model}"
 
-    def fit(self, train: RoutingTable, knobs: Sequence[float]) -> _FittedSingle:
+    def fit(self, train: RoutingTable, knobs: Sequence[float] | np.ndarray) -> _FittedSingle:
         train.model_index(self.model)  # ConfigError naming the choices if unknown
         return _FittedSingle(self.model)

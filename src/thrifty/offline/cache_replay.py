@@ -27,8 +27,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from thrifty.errors import ConfigError
 from thrifty.data.table import RoutingTable
+from thrifty.errors import ConfigError
 
 __all__ = ["CacheHits", "request_texts", "stream_hits", "gold_grader", "gold_agreement", "grade_hits", "cached_points", "CACHE_MODES"]
 

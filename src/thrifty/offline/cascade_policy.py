@@ -122,7 +122,7 @@ def replay_cascades(
 
 def select_knobs(
     front: Front,
-    knobs: Sequence[float],
+    knobs: Sequence[float] | np.ndarray,
     margin: float = 0.0,
     gate: tuple[Front, np.ndarray, np.ndarray, np.ndarray, float] | None = None,
 ) -> dict[float, CascadeSpec]:
@@ -152,7 +152,7 @@ def select_knobs(
     return out
 
 
-def _knob_range(train: RoutingTable, knobs: Sequence[float]) -> list[float]:
+def _knob_range(train: RoutingTable, knobs: Sequence[float] | np.ndarray) -> list[float]:
     costs = [s.cost for s in train.model_stats() if s.n > 0]
     lo, hi = min(costs), max(costs)
     inside = [float(k) for k in knobs if lo <= k <= hi]
@@ -267,7 +267,7 @@ class CascadeOffline:
         self.selects = tuple(x.strip() for x in (select.replace("/", ",").split(",") if isinstance(select, str) else select) if x.strip())
         if not self.selects or any(x not in ("last", "best", "running") for x in self.selects):
             raise ValueError(f"select must be last, best, running or a comma list (nested CV chooses), not {select!r}")
-        self.ft = {"epochs": float(ft_epochs), "max_length": int(ft_max_length), "features": ft_features if isinstance(ft_features, bool) else str(ft_features).lower() in ("1", "true", "yes"), "seed": self.seed,
+        self.ft: dict[str, Any] = {"epochs": float(ft_epochs), "max_length": int(ft_max_length), "features": ft_features if isinstance(ft_features, bool) else str(ft_features).lower() in ("1", "true", "yes"), "seed": self.seed,
                    "max_steps": None if ft_max_steps in (None, "none", "") else int(ft_max_steps)}
         self.ft_inner_folds = int(ft_inner_folds)
 
@@ -276,7 +276,7 @@ class CascadeOffline:
         return [(L, G, r, sel) for L, G, r in itertools.product(range(1, self.max_tiers + 1), self.grids, self.smooths)
                 for sel in (self.selects if L > 1 else self.selects[:1])]
 
-    def fit(self, train: RoutingTable, knobs: Sequence[float]) -> FittedCascade:
+    def fit(self, train: RoutingTable, knobs: Sequence[float] | np.ndarray) -> FittedCascade:
         from thrifty.scoring.heads import single_threaded
 
         if self.artefact:
@@ -300,10 +300,11 @@ class CascadeOffline:
                                  mode=kw["inputs"], embed=self.embed, shared=self.shared, knn=self.knn, emb_in_heads=self.emb_heads,
                                  good_length=self.good_length)
 
-    def _fit(self, train: RoutingTable, knobs: Sequence[float]) -> FittedCascade:
+    def _fit(self, train: RoutingTable, knobs: Sequence[float] | np.ndarray) -> FittedCascade:
         from thrifty.scoring.heads import inner_folds
 
         cand, models, kw = self.candidates(train)
+        scorer: Any  # FineTunedScorer, BlendScorer or AnswerScorer, per self.scorer (FittedCascade.scorer)
         if self.scorer == "finetuned":
             from thrifty.scoring.finetuned import FineTuneConfig, fit_finetuned_scorer
 
@@ -360,7 +361,7 @@ class CascadeOffline:
         return FittedCascade(models, scorer, front, picks, kw, info)
 
 
-def from_artefact(path: str, knobs: Sequence[float]) -> FittedCascade:
+def from_artefact(path: str, knobs: Sequence[float] | np.ndarray) -> FittedCascade:
     """A fitted cascade read from a ``thrifty fit`` artefact (no training: ``--opt artefact=DIR``
     evaluates that artefact as it is — held-out only if it was fitted on other prompts)."""
     from thrifty.serving.artefact import load_artefact

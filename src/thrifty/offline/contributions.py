@@ -35,11 +35,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from thrifty.data.table import ModelStats, RoutingTable
 from thrifty.errors import ConfigError
 from thrifty.offline import metrics as M
 from thrifty.offline.cache_replay import CacheHits, cached_points
 from thrifty.offline.curves import majorant
-from thrifty.data.table import ModelStats, RoutingTable
 
 __all__ = ["Stage", "StageResult", "ContributionReport", "cumulative_stages", "contributions"]
 

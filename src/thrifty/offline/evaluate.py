@@ -187,6 +187,7 @@ def evaluate(
     if (strong is None) != (weak is None):
         raise ConfigError("--strong and --weak go together", key="--strong/--weak", fix="give both models of the pair")
     if strong is not None:
+        assert weak is not None  # checked just above: they go together
         if strong == weak:
             raise ConfigError("the strong and weak models are the same", key="--strong/--weak")
         table = table.select_models([weak, strong])
@@ -229,7 +230,7 @@ def evaluate(
     metrics["hull_quality_at_best_single_cost"] = M.quality_at_best_single_cost(hull.curve, best.cost)
     metrics["oracle_quality_at_best_single_cost"] = M.quality_at_best_single_cost(oracle.curve, best.cost)
     metrics["oof_pred_corr"] = _oof_correlation(table, heldout) if len(heldout) == len(folds) else None
-    pair = _pair_metrics(table, points, singles, strong, weak) if strong else None
+    pair = _pair_metrics(table, points, singles, strong, weak) if strong and weak is not None else None
     if pair and not pair["strong_quality"] > pair["weak_quality"]:
         warnings.append(f"{strong!r} is not better than {weak!r} on mean quality: APGR and CPT are undefined")
     # the cheapest any policy can be: every prompt answered by its cheapest available model; a target

@@ -20,10 +20,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from thrifty.data.table import RoutingTable
 from thrifty.offline.api import OperatingPoint
 from thrifty.offline.cascade_policy import replay_cascades
 from thrifty.offline.optimise import pareto_front
-from thrifty.data.table import RoutingTable
 
 __all__ = ["FrugalGPTOffline", "FittedFrugalGPT", "search_lists"]
 
@@ -111,13 +111,13 @@ class FrugalGPTOffline:
         self.embed = embed_mode(embed)
         self.alpha = float(alpha)
 
-    def fit(self, train: RoutingTable, knobs: Sequence[float]) -> FittedFrugalGPT:
+    def fit(self, train: RoutingTable, knobs: Sequence[float] | np.ndarray) -> FittedFrugalGPT:
         from thrifty.scoring.heads import single_threaded
 
         with single_threaded():
             return self._fit(train, knobs)
 
-    def _fit(self, train: RoutingTable, knobs: Sequence[float]) -> FittedFrugalGPT:
+    def _fit(self, train: RoutingTable, knobs: Sequence[float] | np.ndarray) -> FittedFrugalGPT:
         from thrifty.scoring.answer_scorer import AnswerScorer, table_inputs
         from thrifty.scoring.heads import HeadConfig, fit_head
 

@@ -170,13 +170,13 @@ class HybridOffline:
             raise ConfigError("the hybrid supports scorer=features and select=last only", key="--opt",
                               fix="drop scorer=/select= for hybrid, or use --policy cascade for those options")
 
-    def fit(self, train: RoutingTable, knobs: Sequence[float]) -> FittedHybrid:
+    def fit(self, train: RoutingTable, knobs: Sequence[float] | np.ndarray) -> FittedHybrid:
         from thrifty.scoring.heads import single_threaded
 
         with single_threaded():
             return self._fit(train, knobs)
 
-    def _fit(self, train: RoutingTable, knobs: Sequence[float]) -> FittedHybrid:
+    def _fit(self, train: RoutingTable, knobs: Sequence[float] | np.ndarray) -> FittedHybrid:
         from thrifty.scoring.embedders import resolve_embedder
 
         if isinstance(self._embedder, str):  # a name (static, module:Factory …): one object for scorer and router
@@ -203,12 +203,12 @@ class HybridOffline:
         keep = pareto_front(exact[:, 0], exact[:, 1])
         front_pts = [(specs[i][0], specs[i][1], float(exact[i, 0]), float(exact[i, 1])) for i in keep]
         picks: dict[float, tuple[float, CascadeSpec]] = {}
-        train: dict[float, tuple[float, float]] = {}
+        train_points: dict[float, tuple[float, float]] = {}
         for b in knobs:
             ok = [p for p in front_pts if p[2] <= b * (1 - self.margin)]
             lam, spec, tc, tq = ok[-1] if ok else front_pts[0]
             picks[float(b)] = (lam, spec)
-            train[float(b)] = (tc, tq)
+            train_points[float(b)] = (tc, tq)
         info = {"candidates": list(models), "router": fp.variant, "router_params": fp.params,
                 "front_size": len(front_pts), "lams_on_front": sorted({p[0] for p in front_pts})}
-        return FittedHybrid(models, scorer, fp, picks, kw, self._embedder, info, train, self.embedder_spec)
+        return FittedHybrid(models, scorer, fp, picks, kw, self._embedder, info, train_points, self.embedder_spec)

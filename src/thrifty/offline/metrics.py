@@ -46,7 +46,9 @@ def savings_at_parity(curve: Curve, best_quality: float, best_cost: float) -> fl
 
 def quality_at_best_single_cost(curve: Curve, best_cost: float) -> float | None:
     """The curve's quality at mean cost ``best_cost`` (interpolated; None if the policy's cheapest point costs more)."""
-    return _finite(curve.quality_at(best_cost))
+    q = curve.quality_at(best_cost)
+    assert isinstance(q, float)  # a scalar cost gives a scalar quality
+    return _finite(q)
 
 
 def oracle_gap_closed(policy: Curve, hull: Curve, oracle: Curve, lo: float, hi: float) -> float | None:
@@ -74,7 +76,7 @@ def aiq(curve: Curve, lo: float, hi: float) -> float | None:
     return integrate_linear(curve, lo, hi) / (hi - lo)
 
 
-def share_curve(shares: Sequence[float], qualities: Sequence[float], q_weak: float, q_strong: float) -> Curve:
+def share_curve(shares: Sequence[float] | np.ndarray, qualities: Sequence[float] | np.ndarray, q_weak: float, q_strong: float) -> Curve:
     """Majorant of (share of strong calls, quality) points plus the anchors (0, q_weak) and (1, q_strong).
 
     The anchors are always achievable (always weak / always strong), as in RouteLLM's sweeps.

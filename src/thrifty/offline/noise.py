@@ -17,9 +17,9 @@ from typing import Sequence
 
 import numpy as np
 
+from thrifty.data.table import RoutingTable
 from thrifty.errors import ConfigError
 from thrifty.offline.api import FittedPolicy, OfflinePolicy
-from thrifty.data.table import RoutingTable
 
 __all__ = ["perturb_labels", "is_binary", "NoisyLabels"]
 
@@ -68,7 +68,7 @@ class NoisyLabels:
         self.name = f"{inner.name} (label noise {self.p:g})"  # reports and plots say what was fitted on
         self._calls = 0
 
-    def fit(self, train: RoutingTable, knobs: Sequence[float]) -> FittedPolicy:
+    def fit(self, train: RoutingTable, knobs: Sequence[float] | np.ndarray) -> FittedPolicy:
         noisy = perturb_labels(train, self.p, seed=self.seed + self._calls, kind=self.kind)
         self._calls += 1
         return self.inner.fit(noisy, knobs)

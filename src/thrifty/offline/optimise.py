@@ -226,7 +226,9 @@ def optimise(
     with warnings.catch_warnings():  # a model with no training outcome has mean cost NaN: never ordered before others
         warnings.simplefilter("ignore", RuntimeWarning)
         mean_cost = np.nanmean(C, 0)
-    costs, quals, specs = [], [], []
+    costs: list[np.ndarray] = []
+    quals: list[np.ndarray] = []
+    specs: list[tuple[tuple[int, ...], str, list[np.ndarray], tuple[int, ...], int]] = []
     n_eval = 0
     L = min(max_tiers, len(cand))
     # (order, rule) pairs: the ordered L-lists with the last-answer rule (shorter ones embedded), plus,

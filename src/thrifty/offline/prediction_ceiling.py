@@ -28,8 +28,8 @@ from typing import Sequence
 
 import numpy as np
 
-from thrifty.offline.api import OperatingPoint
 from thrifty.data.table import RoutingTable
+from thrifty.offline.api import OperatingPoint
 
 __all__ = ["noisy_truth", "NoisyTruthRouter", "share_oracle_apgr", "share_oracle_metrics", "heldout_correlation", "mean_correlation"]
 
@@ -100,7 +100,7 @@ class NoisyTruthRouter:
         self.shares = np.linspace(0.0, 1.0, int(shares) + 1)
         self.name = f"noisy-truth router (ρ={self.rho:g})"
 
-    def fit(self, train: RoutingTable, knobs: Sequence[float]) -> _FittedNoisy:
+    def fit(self, train: RoutingTable, knobs: Sequence[float] | np.ndarray) -> _FittedNoisy:
         from thrifty.offline.router_policy import calibrate_budget, calibrate_share
 
         exp_cost = np.nanmean(train.cost, axis=0)

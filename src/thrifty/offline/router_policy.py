@@ -26,6 +26,7 @@ call, so the policy falls back to its next preference exactly as it would live.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -139,7 +140,7 @@ def replay_router_live(table: RoutingTable, pred: np.ndarray, policy: RouterPoli
     fallbacks = 0
     for i in range(n):
         req = ChatRequest.from_prompt(table.prompts[i] or "")
-        dec = drive(policy.plan(req, predicted=pred[i]), lambda k, i=i: recorded_completion(table, i, k))
+        dec = drive(policy.plan(req, predicted=pred[i]), partial(recorded_completion, table, i))
         if dec.completion is None:
             raise ValueError(f"prompt {table.prompt_ids[i]!r} has no outcome for any model")
         k = dec.tier
@@ -167,7 +168,7 @@ class FittedRouter:
 
     def policy(self, knob: float | None = None, index: int | None = None) -> RouterPolicy:
         i = index if index is not None else int(np.argmin(np.abs(np.asarray(self.knobs) - (knob or 0.0))))
-        return RouterPolicy(self.models, self.predictor, self.predictor.exp_cost, lam=self.lambdas[i], target=self._target(i))
+        return RouterPolicy(self.models, self.predictor, list(self.predictor.exp_cost), lam=self.lambdas[i], target=self._target(i))
 
     def replay(self, table: RoutingTable) -> list[OperatingPoint]:
         if tuple(table.models) != self.models:
@@ -181,7 +182,7 @@ class FittedRouter:
             label = f"share={knob:.2f}" if self.calibrate == "share" else f"B=${knob:.3g}"
             extra = {} if tau is None else {"target": tau}
             if (lam, tau) not in done:
-                pol = RouterPolicy(self.models, None, self.predictor.exp_cost, lam=lam, target=tau)
+                pol = RouterPolicy(self.models, None, list(self.predictor.exp_cost), lam=lam, target=tau)
                 done[(lam, tau)] = replay_router(table, pred, pol, knob, label, lam=lam, variant=self.predictor.variant, **extra)
             base = done[(lam, tau)]
             out.append(OperatingPoint(float(knob), base.cost, base.quality, base.calls, base.chosen, target_budget=self.targets[i],
@@ -229,7 +230,7 @@ class RouterOffline:
         return fit_predictor(emb, feats, train.quality, train.cost, variant=self.variant, encoder=enc,
                              models=train.models, inner_folds=self.inner_folds, seed=self.seed, grid=self.grid)
 
-    def fit(self, train: RoutingTable, knobs: Sequence[float]) -> FittedRouter:
+    def fit(self, train: RoutingTable, knobs: Sequence[float] | np.ndarray) -> FittedRouter:
         fp = self.fit_predictor(train)
         if self.calibrate == "share":
             ks = tuple(float(s) for s in self.shares)

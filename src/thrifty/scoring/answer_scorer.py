@@ -16,12 +16,12 @@ scores the live gateway computes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from thrifty.scoring.features import FEATURE_NAMES, answer_features, feature_matrix, with_cosine
-from thrifty.scoring.heads import DEFAULT_CONFIGS, Head, HeadConfig, design_matrix, fit_head, fit_shared
+from thrifty.scoring.heads import DEFAULT_CONFIGS, Head, HeadConfig, SharedHead, design_matrix, fit_head, fit_shared
 from thrifty.scoring.memo import LRUMemo
 from thrifty.types import ChatRequest, Completion
 
@@ -85,7 +85,7 @@ def table_inputs(table, models: Sequence[str], *, inputs: str = "answer", embed:
         j = table.model_index(name)
         answers = [table.answers[p, j] or "" for p in range(table.n_prompts)] if inputs == "answer" else [None] * table.n_prompts
         feats = _features(prompts, answers)
-        a_emb = emb.embed(answers) if (embed == "full" and inputs == "answer") else None
+        a_emb = emb.embed(answers) if (emb is not None and embed == "full" and inputs == "answer") else None
         feats = with_cosine(feats, q_emb, a_emb)
         Xs.append(design_matrix(feats, q_emb, a_emb))
     dims = ((EMB_DIM,) if emb is not None else ()) + ((EMB_DIM,) if embed == "full" and inputs == "answer" else ())
@@ -133,7 +133,7 @@ class AnswerScorer:
 
     def __init__(
         self,
-        heads: dict[str, Head],
+        heads: Mapping[str, Head | SharedHead],
         *,
         inputs: str = "answer",
         embed: bool | str = "full",
@@ -241,7 +241,7 @@ def fit_answer_scorer(
         inputs = TableInputs(inputs.models, [np.hstack([X[:, :f], gl.features(X, pred), X[:, f:]]) for X in inputs.X], f + 2, inputs.emb_dims)
     if not emb_in_heads:
         inputs = TableInputs(inputs.models, [X[:, : inputs.n_features] for X in inputs.X], inputs.n_features, ())
-    heads: dict[str, Head] = {}
+    heads: dict[str, Head | SharedHead] = {}
     oof = np.full((P, len(inputs.models)), np.nan)
     oks, ys = [], []
     for c, (name, X) in enumerate(zip(inputs.models, inputs.X)):

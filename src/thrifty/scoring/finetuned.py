@@ -151,7 +151,7 @@ class FineTunedScorer:
 
 
 def _build_net(torch, encoder, n_models: int, n_feats: int):
-    nn = torch.nn
+    from torch import nn  # the module passed as ``torch``; imported so the class base is a known type
 
     class PairScorer(nn.Module):
         def __init__(self) -> None:
@@ -178,7 +178,7 @@ def _build_net(torch, encoder, n_models: int, n_feats: int):
 def fit_finetuned(
     queries: Sequence[str],
     answers: Sequence[str],
-    quality: Sequence[float],
+    quality: Sequence[float] | np.ndarray,
     model_names: Sequence[str],
     config: FineTuneConfig = FineTuneConfig(),
     models: Sequence[str] | None = None,

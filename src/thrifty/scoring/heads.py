@@ -20,7 +20,7 @@ calibrated output is then P(correct).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
@@ -156,11 +156,15 @@ class _Ridge:
         return ((X - self.mean) / self.scale) @ self.coef + self.intercept
 
 
+class _Regressor(Protocol):
+    def predict(self, X: np.ndarray) -> np.ndarray: ...
+
+
 class _GBM:
     def __init__(self, n_features: int, pca: int, emb_dims: tuple[int, ...], seed: int = 0) -> None:
         self.n_features, self.pca, self.emb_dims, self.seed = n_features, pca, emb_dims, seed
         self.proj: list[tuple[np.ndarray, np.ndarray]] = []
-        self.model = None
+        self.model: Any = None  # a fitted sklearn HistGradientBoostingRegressor after ``fit``
 
     def _reduce(self, X: np.ndarray) -> np.ndarray:
         cols = [X[:, : self.n_features]]
@@ -205,7 +209,7 @@ class Head:
     """A fitted head: raw regressor + Platt calibration. ``predict`` returns expected quality in [0, 1]."""
 
     config: HeadConfig
-    raw: object
+    raw: _Regressor
     a: float
     b: float
     n_features: int
@@ -331,6 +335,8 @@ def fit_head(
         if mse < best_mse - 1e-12:
             best, best_mse, best_cal, best_ab = c, mse, cal, (a, b)
     assert best is not None
+    assert best_cal is not None
+    raw: _Regressor
     if best.kind == "ridge":
         raw = _Ridge.fit_path(X, y, [best.alpha])[0]
     else:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -61,7 +61,7 @@ class StaticMiniLMEmbedder:
         self.table_path = Path(table_path) if table_path else None
         self.max_tokens = max_tokens
         self._table: np.ndarray | None = None
-        self._tok = None
+        self._tok: Any = None  # a tokenizers.Tokenizer once loaded
         self._lock = threading.Lock()
 
     def _load(self) -> None:

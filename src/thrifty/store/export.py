@@ -68,7 +68,8 @@ def export_table(db: LogStore | str | os.PathLike, out_dir: str | os.PathLike, *
     pindex: dict[str, int] = {}
     for r in rows:
         rid = r["id"]
-        q, src = None, None
+        q: float | None = None
+        src = ""  # where q came from; set with q
         if r["label"] is not None:
             q, src = float(r["label"]), "label"
         elif r["rlabel"] is not None and r["decision"] == "accepted":
@@ -97,8 +98,8 @@ def export_table(db: LogStore | str | os.PathLike, out_dir: str | os.PathLike, *
     out.mkdir(parents=True, exist_ok=True)
     if pending:
         with gzip.open(out / "pending.jsonl.gz", "wt", encoding="utf-8") as fh:
-            for p in pending:
-                fh.write(json.dumps(p, ensure_ascii=False) + "\n")
+            for item in pending:
+                fh.write(json.dumps(item, ensure_ascii=False) + "\n")
     if not cells:
         raise DataError(
             "no exportable answers in the log" + (f" ({len(pending)} unlabelled answers written to pending.jsonl.gz)" if pending else ""),

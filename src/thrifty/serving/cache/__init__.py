@@ -11,6 +11,8 @@ Nothing heavy is imported here: MiniLM loads on the first semantic lookup, redis
 
 from __future__ import annotations
 
+from typing import Any
+
 from thrifty.serving.cache.keys import RequestKeys, canonical_json, request_keys
 from thrifty.serving.cache.provider import CachedProvider, CacheStats
 from thrifty.serving.cache.semantic import DEFAULT_THRESHOLD, SemanticMatcher
@@ -32,7 +34,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name == "RedisStore":
         from thrifty.serving.cache.redis_store import RedisStore
 

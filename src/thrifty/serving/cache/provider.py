@@ -144,7 +144,8 @@ class CachedProvider(Wrapper):
     # ---- Provider ---------------------------------------------------------------------------------
     async def complete(self, request: ChatRequest) -> Completion:
         if not self.cacheable(request):
-            result = replace(await self.inner.complete(request), cache="bypass")
+            answer: Completion = await self.inner.complete(request)
+            result = replace(answer, cache="bypass")
             self._count(result)
             return result
         started = time.perf_counter()
@@ -153,7 +154,7 @@ class CachedProvider(Wrapper):
             result = replace(lookup.completion, latency_s=time.perf_counter() - started)
             self._count(result)
             return result
-        completion = await self.inner.complete(request)
+        completion: Completion = await self.inner.complete(request)
         await asyncio.to_thread(self._store, lookup, completion)
         result = replace(completion, cache="miss")
         self._count(result)

@@ -24,9 +24,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from thrifty.errors import ConfigError
 from thrifty.serving.cache.shared_index import SharedSemanticIndex
 from thrifty.serving.cache.store import CacheEntry, CandidateSet, _check_caps
-from thrifty.errors import ConfigError
 
 __all__ = ["RedisStore"]
 

@@ -68,7 +68,8 @@ def similarities(vector: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     d = vector.shape[-1] // 2
     m = np.asarray(matrix, dtype=np.float32).reshape(-1, 2 * d)
     v = np.asarray(vector, dtype=np.float32)
-    return np.minimum(m[:, :d] @ v[:d], m[:, d:] @ v[d:])
+    out: np.ndarray = np.minimum(m[:, :d] @ v[:d], m[:, d:] @ v[d:])
+    return out
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,9 @@ class SemanticMatcher:
     _embedder: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.guard is True or self.guard is False:
-            self.guard = "strict" if self.guard else "off"
+        guard: object = self.guard  # configs may still pass a bool
+        if isinstance(guard, bool):
+            self.guard = "strict" if guard else "off"
         if self.guard not in ("strict", "lexical", "off"):
             from thrifty.errors import ConfigError
 
@@ -120,10 +122,12 @@ class SemanticMatcher:
         distinct = list(dict.fromkeys(wholes + tails))
         vecs = np.asarray(self._model().embed(distinct), dtype=np.float32)
         row = {t: i for i, t in enumerate(distinct)}
-        return np.concatenate([vecs[[row[w] for w in wholes]], vecs[[row[t] for t in tails]]], axis=1)
+        out: np.ndarray = np.concatenate([vecs[[row[w] for w in wholes]], vecs[[row[t] for t in tails]]], axis=1)
+        return out
 
     def embed(self, query: str) -> np.ndarray:
-        return self.embed_many([query])[0]
+        out: np.ndarray = self.embed_many([query])[0]
+        return out
 
     def best(self, query: str, vector: np.ndarray, candidates: Sequence[Candidate]) -> SemanticMatch | None:
         """The most similar candidate with similarity >= threshold that passes the guard, or None.

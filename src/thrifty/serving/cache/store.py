@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, overload, runtime_checkable
 
 import numpy as np
 
@@ -93,7 +93,13 @@ class CandidateSet(Sequence[Candidate]):
     def __len__(self) -> int:
         return len(self.keys)
 
-    def __getitem__(self, i):  # type: ignore[override]
+    @overload
+    def __getitem__(self, i: int) -> Candidate: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Candidate]: ...
+
+    def __getitem__(self, i: int | slice) -> Candidate | list[Candidate]:
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
         return Candidate(self.keys[i], self.queries[i], self.matrix[i])
@@ -133,7 +139,7 @@ class SQLiteStore:
 
     def __init__(
         self,
-        path: str | os.PathLike | None = None,
+        path: str | os.PathLike[str] | None = None,
         *,
         ttl_s: float | None = 7 * 24 * 3600.0,
         max_entries: int | None = 100_000,
