@@ -43,7 +43,11 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     h = ksub.add_parser("hash", help="print the sha256 to store in [keys.NAME] (reads the key from stdin or a prompt)")
     h.add_argument("--name", default="NAME", help="key name for the printed TOML snippet")
     h.set_defaults(func=run_keys_hash)
-    k.set_defaults(func=lambda args: (k.print_help(), 2)[1])
+    def usage(args: argparse.Namespace) -> int:
+        k.print_help()
+        return 2
+
+    k.set_defaults(func=usage)
 
 
 def run_keys_hash(args: argparse.Namespace) -> int:

@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from typing import Any, AsyncGenerator, AsyncIterator, Mapping
+from typing import Any, AsyncGenerator, AsyncIterator, Callable, Mapping
 
 from thrifty.errors import ConfigError, ProviderError
 from thrifty.serving.aio import aclose_quietly, within
@@ -114,7 +114,7 @@ class Engine:
         return None
 
     def _delay(self, err: ProviderError, attempt: int) -> float:
-        return max(err.retry_after or 0.0, self.backoff_s * (2**attempt))
+        return float(max(err.retry_after or 0.0, self.backoff_s * (2**attempt)))
 
     def _deadline_error(self, k: int, att: _Attempts) -> ProviderError:
         att.deadline_hit = True
@@ -134,7 +134,8 @@ class Engine:
         out: dict[str, Any] = {}
         async for _ in self._attempt_tier(k, request, deadline, att, out, None):
             pass  # buffered: nothing is yielded
-        return out["result"]
+        result: Completion | ProviderError = out["result"]
+        return result
 
     async def _attempt_tier(self, k: int, request: ChatRequest, deadline: float, att: _Attempts, live: dict[str, Any],
                             stream: tuple[str, tuple[str, ...]] | None) -> AsyncGenerator[StreamEvent, None]:
@@ -254,7 +255,7 @@ class Engine:
     async def _step(self, plan: Any, value: Any, *, first: bool = False) -> Any:
         """Advance the plan. Policies flagged ``blocking`` (a router embedding the query, say) run
         their step in a worker thread so the event loop keeps serving other requests."""
-        advance = (lambda: next(plan)) if first else (lambda: plan.send(value))
+        advance: Callable[[], Any] = (lambda: next(plan)) if first else (lambda: plan.send(value))
 
         def guarded() -> tuple[bool, Any]:  # StopIteration cannot leave a coroutine or cross a Future
             try:

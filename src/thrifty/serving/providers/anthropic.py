@@ -37,7 +37,7 @@ _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", 
 
 def _image_block(part: Mapping[str, Any]) -> dict[str, Any]:
     ref = part.get("image_url")
-    url = ref.get("url") if isinstance(ref, Mapping) else (ref or part.get("url") or "")
+    url = str((ref.get("url") if isinstance(ref, Mapping) else (ref or part.get("url"))) or "")
     if url.startswith("data:"):
         header, _, data = url.partition(",")
         media_type = header[5:].split(";")[0] or "image/png"

@@ -109,7 +109,7 @@ def _route_native_logs(llama_cpp: Any) -> None:
 
     log = logging.getLogger("thrifty.llamacpp")
 
-    @llama_cpp.llama_log_callback
+    @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]  # a ctypes callback factory, no stubs
     def callback(level: int, text: bytes, user_data: Any) -> None:
         log.debug(text.decode("utf-8", "replace").rstrip())
 
@@ -188,8 +188,12 @@ class LlamaCppProvider:
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
             eos, bos = llm.token_eos(), llm.token_bos()
-            text = lambda t: llm.detokenize([t], special=True).decode("utf-8", "ignore") if t >= 0 else ""  # noqa: E731
-            formatter = Jinja2ChatFormatter(template=template, eos_token=text(eos), bos_token=text(bos), stop_token_ids=[eos])
+
+            def text(t: int) -> str:
+                return str(llm.detokenize([t], special=True).decode("utf-8", "ignore")) if t >= 0 else ""
+
+            formatter = Jinja2ChatFormatter(  # type: ignore[no-untyped-call]  # llama_cpp ships no annotations here
+                template=template, eos_token=text(eos), bos_token=text(bos), stop_token_ids=[eos])
         slot.llm, slot.formatter, slot.load_s = llm, formatter, time.perf_counter() - t0
         return slot
 

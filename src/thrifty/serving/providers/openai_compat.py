@@ -170,7 +170,8 @@ class OpenAICompatProvider:
         started = time.perf_counter()
         with provider_errors(self.name, self._secrets):
             try:
-                return await within(self._complete(request, started), self.timeout_s)  # no extra Task per call
+                completion: Completion = await within(self._complete(request, started), self.timeout_s)  # no extra Task per call
+                return completion
             except asyncio.TimeoutError:
                 raise ProviderError(f"timed out: no complete answer within {self.timeout_s:g}s", provider=self.name,
                                     status=504, retryable=True) from None
