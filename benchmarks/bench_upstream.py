@@ -34,19 +34,30 @@ _MODELS = json.dumps({"object": "list", "data": [{"id": "bench-model", "object":
 
 def _sse() -> bytes:
     def chunk(delta: dict, finish: str | None = None, usage: dict | None = None) -> bytes:
-        doc = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 0, "model": "bench-model",
-               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        doc = {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": "bench-model",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
         if usage:
             doc["usage"] = usage
         return b"data: " + json.dumps(doc).encode() + b"\n\n"
 
-    return (chunk({"role": "assistant", "content": ""}) + chunk({"content": "OK."})
-            + chunk({}, "stop", {"prompt_tokens": 12, "completion_tokens": 2, "total_tokens": 14}) + b"data: [DONE]\n\n")
+    return (
+        chunk({"role": "assistant", "content": ""})
+        + chunk({"content": "OK."})
+        + chunk({}, "stop", {"prompt_tokens": 12, "completion_tokens": 2, "total_tokens": 14})
+        + b"data: [DONE]\n\n"
+    )
 
 
 def _response(status: str, body: bytes, ctype: str = "application/json", keep_alive: bool = True) -> bytes:
-    head = (f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-            f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n")
+    head = (
+        f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+        f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n"
+    )
     return head.encode() + body
 
 

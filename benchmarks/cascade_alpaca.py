@@ -33,10 +33,17 @@ from typing import Any
 import numpy as np
 
 POOLS = {"all": None, "no-fusechat": "FuseChat"}
-DEFAULT_POLICIES = ",".join([
-    "cascade", "cascade[select=best]", "cascade[select=running]", "frugalgpt",
-    "perfect-scorer", "perfect-scorer[select=best]", "perfect-scorer[select=running]",
-])
+DEFAULT_POLICIES = ",".join(
+    [
+        "cascade",
+        "cascade[select=best]",
+        "cascade[select=running]",
+        "frugalgpt",
+        "perfect-scorer",
+        "perfect-scorer[select=best]",
+        "perfect-scorer[select=running]",
+    ]
+)
 
 
 class PerfectScorerCascade:
@@ -140,15 +147,18 @@ def run_one(table, spec: str, options: dict[str, Any], n_boot: int) -> dict[str,
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pools", default="all,no-fusechat")
-    ap.add_argument("--policies", default=DEFAULT_POLICIES,
-                    help="policies, each optionally with its own options: name[key=value;key=value]; perfect-scorer = the cascade ceiling diagnostic")
+    ap.add_argument(
+        "--policies",
+        default=DEFAULT_POLICIES,
+        help="policies, each optionally with its own options: name[key=value;key=value]; perfect-scorer = the cascade ceiling diagnostic",
+    )
     ap.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="options for every policy (e.g. embed=query)")
     ap.add_argument("--bootstrap", type=int, default=0, help="bootstrap resamples for 95%% intervals (default 0)")
     ap.add_argument("--json", metavar="PATH", help="write the results as JSON")
     args = ap.parse_args(argv)
 
-    from thrifty.scoring.answer_scorer import embed_mode
     from thrifty.data.table_io import benchmark_dir, load_table
+    from thrifty.scoring.answer_scorer import embed_mode
 
     options = _opts(args.opt)
     embed = embed_mode(options.get("embed", "none"))  # the policies' default
@@ -172,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
             return "—"
         return f"{100 * x:.1f}%" if pct else f"{x:.4f}"
 
-    print(f"{'pool':<12} {'policy':<30} {'q@best$':>8} {'hull':>7} {'oracle':>7} {'save@par':>9} {'gap':>7} {'viol':>7} {'worst':>7} {'fit5 s':>7} {'cpu s':>7}")
+    print(
+        f"{'pool':<12} {'policy':<30} {'q@best$':>8} {'hull':>7} {'oracle':>7} {'save@par':>9} {'gap':>7} {'viol':>7} {'worst':>7} {'fit5 s':>7} {'cpu s':>7}"
+    )
     for pool, entry in results["pools"].items():
         b = entry["best_single"]
         for name, r in entry["policies"].items():
@@ -182,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['budget_violations']:>3}/{r['budgeted_points']:<3} {f(r['worst_overspend'], True):>7} {r['fit_5fold_wall_s']:>7.1f} {r['eval_cpu_s']:>7.1f}"
             )
         e = entry["embedding_one_time"]
-        print(f"{'':<12} best single {b['model']}: {b['quality']:.4f} at ${b['cost']:.6f}; one-time embedding of {e['texts']} texts: {e['seconds']:.1f}s")
+        print(
+            f"{'':<12} best single {b['model']}: {b['quality']:.4f} at ${b['cost']:.6f}; one-time embedding of {e['texts']} texts: {e['seconds']:.1f}s"
+        )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(results, fh, indent=2)

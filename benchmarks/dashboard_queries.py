@@ -61,15 +61,30 @@ def fill(db_path: Path, n: int, *, now: float, seed: int = 0) -> float:
             tiers = ["cheap", "strong"] if esc else ["cheap"]
             u = rng.random()
             status = 200 if u < 0.96 else (502 if u < 0.98 else (429 if u < 0.99 else 400))
-            cache = (("hit" if rng.random() < 0.25 else "miss") if profile == "cached" else None)
+            cache = ("hit" if rng.random() < 0.25 else "miss") if profile == "cached" else None
             tin, tout = rng.randint(20, 500), rng.randint(10, 300)
             cost = 0.0 if cache == "hit" else (tin * 0.1 + tout * 0.4) / 1e6 * (1 if not esc else 26)
             prompt = PROMPT + f"ticket {i} about product {i % 97}"
-            yield (f"req_{i:024x}", created, rng.choice(KEYS), profile, f"thrifty/{profile}" if profile else "cheap",
-                   json.dumps({"messages": [{"role": "user", "content": prompt}]}), prompt,
-                   tiers[-1] if status < 400 else None, json.dumps(tiers), "A short answer." if status < 400 else None,
-                   tin, tout if status < 400 else 0, cost if status < 400 else 0.0, rng.lognormvariate(-1.5, 0.8), status,
-                   None if status < 400 else "synthetic error", int(rng.random() < 0.2), cache)
+            yield (
+                f"req_{i:024x}",
+                created,
+                rng.choice(KEYS),
+                profile,
+                f"thrifty/{profile}" if profile else "cheap",
+                json.dumps({"messages": [{"role": "user", "content": prompt}]}),
+                prompt,
+                tiers[-1] if status < 400 else None,
+                json.dumps(tiers),
+                "A short answer." if status < 400 else None,
+                tin,
+                tout if status < 400 else 0,
+                cost if status < 400 else 0.0,
+                rng.lognormvariate(-1.5, 0.8),
+                status,
+                None if status < 400 else "synthetic error",
+                int(rng.random() < 0.2),
+                cache,
+            )
 
     from thrifty.store.db import MIGRATIONS, _statements
 
@@ -82,7 +97,9 @@ def fill(db_path: Path, n: int, *, now: float, seed: int = 0) -> float:
     conn.executemany(
         "INSERT INTO requests (id, created, key_name, profile, model_requested, request_json, prompt, final_model, tiers_tried,"
         " answer, input_tokens, output_tokens, cost_usd, latency_s, status, error, stream, cache)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows())
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        rows(),
+    )
     for st in indexes:
         conn.execute(st)
     conn.execute("COMMIT")
@@ -97,11 +114,20 @@ def settings_for(data_dir: Path, upstream_port: int = 9) -> Any:
     url = f"http://127.0.0.1:{upstream_port}/v1"
     doc: dict[str, Any] = {"server": {"data_dir": str(data_dir), "request_timeout_s": 30}, "providers": {}, "profiles": {}}
     for name in ("cheap", "strong"):
-        doc["providers"][name] = {"kind": "openai", "model": f"bench-{name}", "base_url": url, "timeout_s": 10, "max_tokens": 16,
-                                  "prices": {"input": 0.1 if name == "cheap" else 2.5, "output": 0.4 if name == "cheap" else 10.0}}
-    doc["profiles"] = {"default": {"tiers": ["cheap"]}, "cascade": {"tiers": ["cheap", "strong"], "thresholds": [0.0]},
-                       "escalate": {"tiers": ["cheap", "strong"], "thresholds": [1.5]},
-                       "cached": {"tiers": ["cheap", "strong"], "thresholds": [0.0], "budget_usd": 100.0, "budget_period": "month"}}
+        doc["providers"][name] = {
+            "kind": "openai",
+            "model": f"bench-{name}",
+            "base_url": url,
+            "timeout_s": 10,
+            "max_tokens": 16,
+            "prices": {"input": 0.1 if name == "cheap" else 2.5, "output": 0.4 if name == "cheap" else 10.0},
+        }
+    doc["profiles"] = {
+        "default": {"tiers": ["cheap"]},
+        "cascade": {"tiers": ["cheap", "strong"], "thresholds": [0.0]},
+        "escalate": {"tiers": ["cheap", "strong"], "thresholds": [1.5]},
+        "cached": {"tiers": ["cheap", "strong"], "thresholds": [0.0], "budget_usd": 100.0, "budget_period": "month"},
+    }
     return parse_settings(doc)
 
 
@@ -125,7 +151,9 @@ def time_queries(db_path: Path, reps: int) -> dict[str, dict[str, float]]:
         **{f"profile_cascade_{r}": (lambda r=r: api.profile_doc(db, rt, w[r], None, prof)) for r in ("24h", "30d")},
         "keys_30d": lambda: api.keys_doc(db, rt, w["30d"], None),
         "requests_first_page": lambda: api.requests_doc(db, newest, None, 50, None),
-        "requests_profile_key_errors": lambda: api.requests_doc(db, queries.RequestFilter(profile="escalate", key="ci", status="error"), None, 50, None),
+        "requests_profile_key_errors": lambda: api.requests_doc(
+            db, queries.RequestFilter(profile="escalate", key="ci", status="error"), None, 50, None
+        ),
         "requests_text_search": lambda: api.requests_doc(db, queries.RequestFilter(text="ticket 99999"), None, 50, None),
     }
     out: dict[str, dict[str, float]] = {}
@@ -161,16 +189,36 @@ def load_test(db_path: Path, duration: float, n_rounds: int = 4, poll_every: flo
         s = settings_for(data_dir, up_port)  # the same profiles, now pointing at the live upstream
         lines = [f'[server]\ndata_dir = "{data_dir}"\nrequest_timeout_s = 30\n']
         for n, p in s.providers.items():
-            lines.append(f'[providers.{n}]\nkind = "openai"\nmodel = "{p.model}"\nbase_url = "{p.base_url}"\n'
-                         f"prices = {{ input = {p.price_input}, output = {p.price_output} }}\ntimeout_s = 10\nmax_tokens = 16\n")
+            lines.append(
+                f'[providers.{n}]\nkind = "openai"\nmodel = "{p.model}"\nbase_url = "{p.base_url}"\n'
+                f"prices = {{ input = {p.price_input}, output = {p.price_output} }}\ntimeout_s = 10\nmax_tokens = 16\n"
+            )
         lines.append('[profiles.default]\ntiers = ["cheap"]\n\n[profiles.cascade]\ntiers = ["cheap", "strong"]\nthresholds = [0.0]\n')
         cfg.write_text("\n".join(lines))
         port = _free_port()
         env = {**os.environ, "THRIFTY_CONFIG": str(cfg), "PYTHONPATH": str(ROOT / "src")}
         log = open(data_dir / "server.log", "ab")
-        gw = subprocess.Popen([sys.executable, "-m", "uvicorn", "thrifty.ui.serve:app_from_env", "--factory", "--host", "127.0.0.1",
-                               "--port", str(port), "--no-access-log", "--log-level", "warning"],
-                              stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=str(data_dir))
+        gw = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "thrifty.ui.serve:app_from_env",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            cwd=str(data_dir),
+        )
         log.close()
         wait_http(f"http://127.0.0.1:{port}/healthz", gw, timeout=300)  # the 0008 indexes exist already
         base = f"http://127.0.0.1:{port}"
@@ -188,6 +236,7 @@ def load_test(db_path: Path, duration: float, n_rounds: int = 4, poll_every: flo
 
         run_wrk(f"http://127.0.0.1:{up_port}/v1/chat/completions", "bench", 4, 2)  # warm both
         run_wrk(base + "/v1/chat/completions", "thrifty/cascade", 4, 2)
+
         def gateway(poll_on: bool) -> Any:
             stop_poll.clear()
             t = threading.Thread(target=poll, daemon=True) if poll_on else None
@@ -206,21 +255,44 @@ def load_test(db_path: Path, duration: float, n_rounds: int = 4, poll_every: flo
             runs = {first: gateway(first)}
             runs[second] = gateway(second)
             quiet, busy = runs[False], runs[True]
-            rounds.append({"direct": vars(direct), "quiet": vars(quiet), "polling": vars(busy),
-                           "added_p50_quiet_ms": quiet.p50_ms - direct.p50_ms, "added_p50_polling_ms": busy.p50_ms - direct.p50_ms,
-                           "added_p99_quiet_ms": quiet.p99_ms - direct.p99_ms, "added_p99_polling_ms": busy.p99_ms - direct.p99_ms,
-                           "rps_quiet": quiet.rps, "rps_polling": busy.rps})
-            print(f"  round {i + 1}: added p50 {rounds[-1]['added_p50_quiet_ms']:.2f} ms quiet, {rounds[-1]['added_p50_polling_ms']:.2f} ms polling;"
-                  f" added p99 {rounds[-1]['added_p99_quiet_ms']:.2f} / {rounds[-1]['added_p99_polling_ms']:.2f} ms;"
-                  f" rps {quiet.rps:.0f} / {busy.rps:.0f}", flush=True)
+            rounds.append(
+                {
+                    "direct": vars(direct),
+                    "quiet": vars(quiet),
+                    "polling": vars(busy),
+                    "added_p50_quiet_ms": quiet.p50_ms - direct.p50_ms,
+                    "added_p50_polling_ms": busy.p50_ms - direct.p50_ms,
+                    "added_p99_quiet_ms": quiet.p99_ms - direct.p99_ms,
+                    "added_p99_polling_ms": busy.p99_ms - direct.p99_ms,
+                    "rps_quiet": quiet.rps,
+                    "rps_polling": busy.rps,
+                }
+            )
+            print(
+                f"  round {i + 1}: added p50 {rounds[-1]['added_p50_quiet_ms']:.2f} ms quiet, {rounds[-1]['added_p50_polling_ms']:.2f} ms polling;"
+                f" added p99 {rounds[-1]['added_p99_quiet_ms']:.2f} / {rounds[-1]['added_p99_polling_ms']:.2f} ms;"
+                f" rps {quiet.rps:.0f} / {busy.rps:.0f}",
+                flush=True,
+            )
         med = {k: statistics.median(r[k] for r in rounds) for k in rounds[0] if k.startswith(("added", "rps"))}
         quiet_p50 = [r["added_p50_quiet_ms"] for r in rounds]
         med["noise_added_p50_quiet_range_ms"] = max(quiet_p50) - min(quiet_p50)
-        print(f"  median added p50: {med['added_p50_quiet_ms']:.2f} ms quiet vs {med['added_p50_polling_ms']:.2f} ms polling"
-              f" (quiet runs alone span {med['noise_added_p50_quiet_range_ms']:.2f} ms)", flush=True)
+        print(
+            f"  median added p50: {med['added_p50_quiet_ms']:.2f} ms quiet vs {med['added_p50_polling_ms']:.2f} ms polling"
+            f" (quiet runs alone span {med['noise_added_p50_quiet_range_ms']:.2f} ms)",
+            flush=True,
+        )
         polls.sort()
-        return {"rounds": rounds, "median": med, "poll_every_s": poll_every, "poll_requests": len(polls), "poll_p50_ms": statistics.median(polls) if polls else None,
-                "poll_max_ms": polls[-1] if polls else None, "tool": "wrk -t1 -c4", "duration_s": duration}
+        return {
+            "rounds": rounds,
+            "median": med,
+            "poll_every_s": poll_every,
+            "poll_requests": len(polls),
+            "poll_p50_ms": statistics.median(polls) if polls else None,
+            "poll_max_ms": polls[-1] if polls else None,
+            "tool": "wrk -t1 -c4",
+            "duration_s": duration,
+        }
     finally:
         stop(gw)
         stop(up)
@@ -257,10 +329,24 @@ def main(argv: list[str] | None = None) -> int:
     backfill_s = queries.pop("_backfill")["seconds"]
     target = {k: v["p95_ms"] <= 300 for k, v in queries.items() if k.startswith(("overview", "profile"))}
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    doc = {"benchmark": "dashboard_queries", "commit": commit, "rows": args.rows, "reps": args.reps, "insert_s": insert_s,
-           "db_mb": size_mb, "rollup_backfill_s": backfill_s, "queries": queries, "target_p95_ms": 300, "meets_target": all(target.values()), "target_by_query": target,
-           "load": load, "python": sys.version.split()[0], "sqlite": __import__("sqlite3").sqlite_version, "cpus": os.cpu_count(),
-           "load_average_at_end": os.getloadavg()}
+    doc = {
+        "benchmark": "dashboard_queries",
+        "commit": commit,
+        "rows": args.rows,
+        "reps": args.reps,
+        "insert_s": insert_s,
+        "db_mb": size_mb,
+        "rollup_backfill_s": backfill_s,
+        "queries": queries,
+        "target_p95_ms": 300,
+        "meets_target": all(target.values()),
+        "target_by_query": target,
+        "load": load,
+        "python": sys.version.split()[0],
+        "sqlite": __import__("sqlite3").sqlite_version,
+        "cpus": os.cpu_count(),
+        "load_average_at_end": os.getloadavg(),
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(doc, indent=1))
     print(f"overview/profile queries ≤ 300 ms p95: {'yes' if doc['meets_target'] else 'NO'}; wrote {args.out}")

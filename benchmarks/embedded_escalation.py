@@ -22,15 +22,22 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 FALLBACK = [
-    "Name three colours.", "Why is the sky blue?", "Write a haiku about autumn.", "What is 17 times 23?",
-    "Give me a synonym for happy.", "Translate 'good morning' into French.", "What is the capital of Australia?",
-    "Explain photosynthesis in one sentence.", "List two benefits of exercise.", "Who wrote Hamlet?",
+    "Name three colours.",
+    "Why is the sky blue?",
+    "Write a haiku about autumn.",
+    "What is 17 times 23?",
+    "Give me a synonym for happy.",
+    "Translate 'good morning' into French.",
+    "What is the capital of Australia?",
+    "Explain photosynthesis in one sentence.",
+    "List two benefits of exercise.",
+    "Who wrote Hamlet?",
 ]
 
 
 def prompts(n: int) -> tuple[list[str], str]:
-    from thrifty.errors import ThriftyError
     from thrifty.data.table_io import benchmark_dir, load_table
+    from thrifty.errors import ThriftyError
 
     try:
         table = load_table(benchmark_dir())
@@ -52,8 +59,15 @@ async def run(texts: list[str], max_tokens: int) -> list[dict]:
             t0 = time.perf_counter()
             trace = await engine.run(ChatRequest.from_prompt(text, model="thrifty/default", max_tokens=max_tokens))
             first = trace.steps[0]
-            rows.append({"tiers": list(trace.tiers_tried), "model": trace.model, "score0": first.score,
-                         "cost_usd": float(trace.cost_usd), "latency_s": time.perf_counter() - t0})
+            rows.append(
+                {
+                    "tiers": list(trace.tiers_tried),
+                    "model": trace.model,
+                    "score0": first.score,
+                    "cost_usd": float(trace.cost_usd),
+                    "latency_s": time.perf_counter() - t0,
+                }
+            )
     finally:
         await engine.aclose()
     return rows
@@ -70,7 +84,9 @@ def main() -> int:
     escalated = sum(len(r["tiers"]) > 1 for r in rows)
     scores = [r["score0"] for r in rows if r["score0"] is not None]
     out = {
-        "prompts": source, "n": len(rows), "max_tokens": args.max_tokens,
+        "prompts": source,
+        "n": len(rows),
+        "max_tokens": args.max_tokens,
         "escalation_rate": escalated / len(rows),
         "mean_tier0_score": statistics.fmean(scores) if scores else None,
         "median_latency_s": statistics.median(r["latency_s"] for r in rows),
@@ -78,8 +94,10 @@ def main() -> int:
         "rows": rows,
     }
     print(f"{source}: {len(rows)} prompts, max_tokens {args.max_tokens}")
-    print(f"escalated to Gemma: {escalated}/{len(rows)} ({out['escalation_rate']:.0%}); "
-          f"mean tier-0 heuristic score {out['mean_tier0_score']:.2f}; median latency {out['median_latency_s']:.2f} s")
+    print(
+        f"escalated to Gemma: {escalated}/{len(rows)} ({out['escalation_rate']:.0%}); "
+        f"mean tier-0 heuristic score {out['mean_tier0_score']:.2f}; median latency {out['median_latency_s']:.2f} s"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     return 0

@@ -24,7 +24,17 @@ TARGET_S = 20.0
 
 
 def run_eval(data: str, policies: list[str], exclude: str | None, out: Path) -> tuple[float, dict]:
-    argv = [sys.executable, "-c", "import sys; from thrifty.cli.main import main; sys.exit(main())", "eval", "--data", data, "--out", str(out), "--json"]
+    argv = [
+        sys.executable,
+        "-c",
+        "import sys; from thrifty.cli.main import main; sys.exit(main())",
+        "eval",
+        "--data",
+        data,
+        "--out",
+        str(out),
+        "--json",
+    ]
     for p in policies:
         argv += ["--policy", p]
     if exclude:
@@ -59,23 +69,25 @@ def main() -> int:
                 wall, doc = run_eval(data, pols, exclude, Path(tmp) / f"{pool}-{i}")
                 docs = doc["policies"] if "policies" in doc else [doc]
                 for d in docs:
-                    rows.append({
-                        "pool": pool,
-                        "run": "+".join(pols),
-                        "wall_s": wall,
-                        "policy": d["policy"],
-                        "n_prompts": d["data"]["n_prompts"],
-                        "n_models": len(d["pool"]),
-                        "best_single": d["best_single"],
-                        "quality_at_best_single_cost": d["quality_at_best_single_cost"],
-                        "savings_at_parity": d["savings_at_parity"],
-                        "oracle_gap_closed": d["oracle_gap_closed"],
-                        "aiq": d["aiq"],
-                        "hull_quality_at_best_single_cost": d["hull_quality_at_best_single_cost"],
-                        "oracle_quality_at_best_single_cost": d["oracle_quality_at_best_single_cost"],
-                        "ci95": d["ci95"],
-                        "timing": d["timing"],
-                    })
+                    rows.append(
+                        {
+                            "pool": pool,
+                            "run": "+".join(pols),
+                            "wall_s": wall,
+                            "policy": d["policy"],
+                            "n_prompts": d["data"]["n_prompts"],
+                            "n_models": len(d["pool"]),
+                            "best_single": d["best_single"],
+                            "quality_at_best_single_cost": d["quality_at_best_single_cost"],
+                            "savings_at_parity": d["savings_at_parity"],
+                            "oracle_gap_closed": d["oracle_gap_closed"],
+                            "aiq": d["aiq"],
+                            "hull_quality_at_best_single_cost": d["hull_quality_at_best_single_cost"],
+                            "oracle_quality_at_best_single_cost": d["oracle_quality_at_best_single_cost"],
+                            "ci95": d["ci95"],
+                            "timing": d["timing"],
+                        }
+                    )
     t = Table(title=f"thrifty eval wall time (target < {TARGET_S:.0f} s per run)")
     for c in ("pool", "run", "policy", "wall s", "q @ best cost", "savings", "gap closed", "oracle q @ best cost"):
         t.add_column(c)
@@ -84,14 +96,24 @@ def main() -> int:
         return "—" if x is None else (f"{100 * x:.1f}%" if pct else f"{x:.4f}")
 
     for r in rows:
-        t.add_row(r["pool"], r["run"], r["policy"], f"{r['wall_s']:.2f}", f(r["quality_at_best_single_cost"]), f(r["savings_at_parity"], True),
-                  f(r["oracle_gap_closed"], True), f(r["oracle_quality_at_best_single_cost"]))
+        t.add_row(
+            r["pool"],
+            r["run"],
+            r["policy"],
+            f"{r['wall_s']:.2f}",
+            f(r["quality_at_best_single_cost"]),
+            f(r["savings_at_parity"], True),
+            f(r["oracle_gap_closed"], True),
+            f(r["oracle_quality_at_best_single_cost"]),
+        )
     Console(width=160).print(t)
     worst = max(r["wall_s"] for r in rows)
     print(f"slowest run: {worst:.2f} s ({'OK' if worst < TARGET_S else 'OVER'} the {TARGET_S:.0f} s target)")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"target_s": TARGET_S, "slowest_s": worst, "python": sys.version.split()[0], "runs": rows}, indent=1), encoding="utf-8")
+    out.write_text(
+        json.dumps({"target_s": TARGET_S, "slowest_s": worst, "python": sys.version.split()[0], "runs": rows}, indent=1), encoding="utf-8"
+    )
     print(f"wrote {out}")
     return 0 if worst < TARGET_S else 1
 

@@ -45,14 +45,22 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from thrifty.data.table_io import benchmark_dir, load_table
     from thrifty.scoring.answer_scorer import fit_answer_scorer, table_inputs
     from thrifty.scoring.finetuned import FineTuneConfig, fit_finetuned, table_pairs
     from thrifty.scoring.heads import single_threaded
-    from thrifty.data.table_io import benchmark_dir, load_table
 
     table = load_table(benchmark_dir())
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    cfg = FineTuneConfig(epochs=args.epochs, max_length=args.max_length, batch_size=args.batch_size, threads=args.threads, features=args.with_features, seed=args.seed, max_steps=args.max_steps)
+    cfg = FineTuneConfig(
+        epochs=args.epochs,
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+        threads=args.threads,
+        features=args.with_features,
+        seed=args.seed,
+        max_steps=args.max_steps,
+    )
     P, K = table.n_prompts, len(models)
     cols = [table.model_index(m) for m in models]
     S = {"features": np.full((P, K), np.nan), "finetuned": np.full((P, K), np.nan), "blend": np.full((P, K), np.nan)}
@@ -80,12 +88,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for j in range(K):  # blend: mean of the two scores' within-fold ranks (no extra training)
             S["blend"][rows, j] = (rankdata(S["features"][rows, j]) + rankdata(S["finetuned"][rows, j])) / (2 * len(rows))
         Qt = test.quality[:, [test.model_index(m) for m in models]]
-        per = {
-            name: {m: spearman(S[name][rows, j], Qt[:, j]) for j, m in enumerate(models)} for name in S
-        }
-        folds_out.append({"fold": k, "train_pairs": len(y), "features_fit_s": t_feat, "finetune_s": t_ft, "finetuned_score_s": t_pred, "final_loss": ft.info["final_loss"], "spearman": per})
-        print(f"fold {k}: fine-tune {t_ft:.0f} s ({ft.info['steps']} steps, {len(y)} pairs), score {t_pred:.0f} s; features fit {t_feat:.1f} s; "
-              + "; ".join(f"{m[:24]} feat {per['features'][m]:+.3f} ft {per['finetuned'][m]:+.3f} blend {per['blend'][m]:+.3f}" for m in models), flush=True)
+        per = {name: {m: spearman(S[name][rows, j], Qt[:, j]) for j, m in enumerate(models)} for name in S}
+        folds_out.append(
+            {
+                "fold": k,
+                "train_pairs": len(y),
+                "features_fit_s": t_feat,
+                "finetune_s": t_ft,
+                "finetuned_score_s": t_pred,
+                "final_loss": ft.info["final_loss"],
+                "spearman": per,
+            }
+        )
+        print(
+            f"fold {k}: fine-tune {t_ft:.0f} s ({ft.info['steps']} steps, {len(y)} pairs), score {t_pred:.0f} s; features fit {t_feat:.1f} s; "
+            + "; ".join(
+                f"{m[:24]} feat {per['features'][m]:+.3f} ft {per['finetuned'][m]:+.3f} blend {per['blend'][m]:+.3f}" for m in models
+            ),
+            flush=True,
+        )
         _summarise(out, S, table.quality[:, cols], models, folds_out)
         if args.json:
             with open(args.json, "w") as fh:
@@ -121,14 +142,23 @@ def _cascade(table, models: list[str], args: argparse.Namespace) -> dict[str, An
     res = {}
     for scorer in ("features", "blend", "finetuned"):
         for select in ("last", "best"):
-            opts = {"scorer": scorer, "select": select, "max_candidates": "all", "ft_epochs": args.epochs, "ft_max_length": args.max_length,
-                    "ft_features": args.with_features, "ft_max_steps": args.max_steps}
+            opts = {
+                "scorer": scorer,
+                "select": select,
+                "max_candidates": "all",
+                "ft_epochs": args.epochs,
+                "ft_max_length": args.max_length,
+                "ft_features": args.with_features,
+                "ft_max_steps": args.max_steps,
+            }
             t0 = time.perf_counter()
             rep = evaluate(sub, CascadeOffline(**opts), n_boot=0)
             m = rep.metrics
             key = f"{scorer},select={select}"
             res[key] = {k: m.get(k) for k in ("quality_at_best_single_cost", "savings_at_parity", "oracle_gap_closed")} | {
-                "budget_violations": len(rep.budget_violations), "wall_s": time.perf_counter() - t0}
+                "budget_violations": len(rep.budget_violations),
+                "wall_s": time.perf_counter() - t0,
+            }
             print(f"cascade scorer={key}: {res[key]}", flush=True)
     return res
 
@@ -152,12 +182,18 @@ def main(argv: list[str] | None = None) -> int:
     out = run(args)
     if args.cascade_only:
         return 0
-    print(f"\nheld-out Spearman(score, quality), {out['folds_done']} of {out['folds_total']} folds"
-          f" (fine-tuning {out['mean_finetune_s_per_fold']:.0f} s per fold, {args.threads} threads, max_length {args.max_length}, {args.epochs:g} epoch)")
-    print(f"{'model':34} {'features OOF':>12} {'fine-tuned OOF':>14} {'blend OOF':>9} {'features fold-mean':>18} {'fine-tuned fold-mean':>20} {'blend fold-mean':>15}")
+    print(
+        f"\nheld-out Spearman(score, quality), {out['folds_done']} of {out['folds_total']} folds"
+        f" (fine-tuning {out['mean_finetune_s_per_fold']:.0f} s per fold, {args.threads} threads, max_length {args.max_length}, {args.epochs:g} epoch)"
+    )
+    print(
+        f"{'model':34} {'features OOF':>12} {'fine-tuned OOF':>14} {'blend OOF':>9} {'features fold-mean':>18} {'fine-tuned fold-mean':>20} {'blend fold-mean':>15}"
+    )
     for m in out["models"]:
         f, t, b = (out["summary"][n][m] for n in ("features", "finetuned", "blend"))
-        print(f"{m:34} {f['oof_spearman']:>12.3f} {t['oof_spearman']:>14.3f} {b['oof_spearman']:>9.3f} {f['mean_fold_spearman']:>18.3f} {t['mean_fold_spearman']:>20.3f} {b['mean_fold_spearman']:>15.3f}")
+        print(
+            f"{m:34} {f['oof_spearman']:>12.3f} {t['oof_spearman']:>14.3f} {b['oof_spearman']:>9.3f} {f['mean_fold_spearman']:>18.3f} {t['mean_fold_spearman']:>20.3f} {b['mean_fold_spearman']:>15.3f}"
+        )
     return 0
 
 

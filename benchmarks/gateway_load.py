@@ -109,8 +109,13 @@ def stop(proc: subprocess.Popen | None) -> None:
 
 def start_upstream() -> tuple[subprocess.Popen, int]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "bench_upstream.py"), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_upstream.py"), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        text=True,
+    )
     line = proc.stdout.readline() if proc.stdout else ""
     if not line.startswith("READY"):
         raise RuntimeError(f"benchmark upstream failed: {line}")
@@ -122,16 +127,22 @@ def gateway_config(upstream_port: int, data_dir: Path, *, pooled: bool = True) -
     headers = "" if pooled else 'options = { headers = { Connection = "close" } }\n'
     prov = ""
     for name in ("cheap", "strong"):
-        prov += (f'[providers.{name}]\nkind = "openai"\nmodel = "bench-{name}"\nbase_url = "{url}"\n'
-                 f"prices = {{ input = 0.1, output = 0.4 }}\ntimeout_s = 10\nmax_tokens = 16\n{headers}\n")
-    return (f'[server]\ndata_dir = "{data_dir}"\nrequest_timeout_s = 30\n\n' + prov
-            + '[profiles.default]\ntiers = ["cheap"]\n\n'
-            + '[profiles.cascade]\ntiers = ["cheap", "strong"]\nthresholds = [0.0]\n\n'
-            + '[profiles.escalate]\ntiers = ["cheap", "strong"]\nthresholds = [1.5]\n')
+        prov += (
+            f'[providers.{name}]\nkind = "openai"\nmodel = "bench-{name}"\nbase_url = "{url}"\n'
+            f"prices = {{ input = 0.1, output = 0.4 }}\ntimeout_s = 10\nmax_tokens = 16\n{headers}\n"
+        )
+    return (
+        f'[server]\ndata_dir = "{data_dir}"\nrequest_timeout_s = 30\n\n'
+        + prov
+        + '[profiles.default]\ntiers = ["cheap"]\n\n'
+        + '[profiles.cascade]\ntiers = ["cheap", "strong"]\nthresholds = [0.0]\n\n'
+        + '[profiles.escalate]\ntiers = ["cheap", "strong"]\nthresholds = [1.5]\n'
+    )
 
 
-def start_gateway(cfg: str, data_dir: Path, *, uvicorn: bool = False, loop: str = "uvloop", http: str = "httptools",
-                  workers: int = 1) -> tuple[subprocess.Popen, int]:
+def start_gateway(
+    cfg: str, data_dir: Path, *, uvicorn: bool = False, loop: str = "uvloop", http: str = "httptools", workers: int = 1
+) -> tuple[subprocess.Popen, int]:
     """The real ``thrifty serve`` command (``python -m thrifty`` is the ``thrifty`` script), or with
     ``uvicorn=True`` bare uvicorn on the app factory with the given ``loop`` and ``http``."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -141,9 +152,26 @@ def start_gateway(cfg: str, data_dir: Path, *, uvicorn: bool = False, loop: str 
     env = {**os.environ, "THRIFTY_CONFIG": str(path), "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     log = open(data_dir / "server.log", "ab")
     if uvicorn:
-        cmd = [sys.executable, "-m", "uvicorn", "thrifty.gateway.app:app_from_env", "--factory", "--host", "127.0.0.1",
-               "--port", str(port), "--workers", str(workers), "--loop", loop, "--http", http, "--no-access-log",
-               "--log-level", "warning"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "thrifty.gateway.app:app_from_env",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--loop",
+            loop,
+            "--http",
+            http,
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
     else:
         cmd = [sys.executable, "-m", "thrifty", "serve", "--config", str(path), "--port", str(port), "--workers", str(workers)]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=str(data_dir))
@@ -164,8 +192,7 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNIT[m.group(2)]
 
 
-def run_wrk(url: str, model: str, connections: int, duration: float, threads: int = 1,
-            headers: dict[str, str] | None = None) -> Result:
+def run_wrk(url: str, model: str, connections: int, duration: float, threads: int = 1, headers: dict[str, str] | None = None) -> Result:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
         body = BODY.replace("MODEL", model).replace("\\", "\\\\").replace("'", "\\'")
         fh.write(f"wrk.method = 'POST'\nwrk.body = '{body}'\nwrk.headers['Content-Type'] = 'application/json'\n")
@@ -173,8 +200,23 @@ def run_wrk(url: str, model: str, connections: int, duration: float, threads: in
             fh.write(f"wrk.headers['{name}'] = '{value}'\n")
         script = fh.name
     try:
-        out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency",
-                              "--timeout", "10s", "-s", script, url], capture_output=True, text=True, timeout=duration + 60).stdout
+        out = subprocess.run(
+            [
+                "wrk",
+                f"-t{threads}",
+                f"-c{connections}",
+                f"-d{max(1, round(duration))}s",
+                "--latency",
+                "--timeout",
+                "10s",
+                "-s",
+                script,
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=duration + 60,
+        ).stdout
     finally:
         os.unlink(script)
     r = Result("", url)
@@ -204,6 +246,7 @@ async def _httpx_load(url: str, model: str, connections: int, duration: float) -
     end = time.perf_counter() + duration
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     async with httpx.AsyncClient(limits=limits, timeout=10) as client:
+
         async def worker() -> None:
             nonlocal errors
             while time.perf_counter() < end:
@@ -223,8 +266,18 @@ async def _httpx_load(url: str, model: str, connections: int, duration: float) -
     return Result("", url, p50_ms=q[49], p90_ms=q[89], p99_ms=q[98], rps=len(lat) / elapsed, errors=errors, requests=len(lat))
 
 
-def measure(url: str, model: str, *, duration: float, lat_conns: int, tput_conns: int, tool: str, pgid: int | None = None,
-            headers: dict[str, str] | None = None, cpu_s: Any = None) -> Result:
+def measure(
+    url: str,
+    model: str,
+    *,
+    duration: float,
+    lat_conns: int,
+    tput_conns: int,
+    tool: str,
+    pgid: int | None = None,
+    headers: dict[str, str] | None = None,
+    cpu_s: Any = None,
+) -> Result:
     """Latency at ``lat_conns`` connections, throughput at ``tput_conns`` (one warm-up second first).
 
     With ``pgid`` (the server's process group; ``cpu_s(pgid)`` reads CPU seconds, default
@@ -232,17 +285,31 @@ def measure(url: str, model: str, *, duration: float, lat_conns: int, tput_conns
     throughput run: a number that holds on a busy machine, unlike req/s. ``headers``: sent by wrk.
     """
     cpu_s = cpu_s or group_cpu_s
-    load = ((lambda c, d: run_wrk(url, model, c, d, headers=headers)) if tool == "wrk"
-            else (lambda c, d: asyncio.run(_httpx_load(url, model, c, d))))
+    load = (
+        (lambda c, d: run_wrk(url, model, c, d, headers=headers))
+        if tool == "wrk"
+        else (lambda c, d: asyncio.run(_httpx_load(url, model, c, d)))
+    )
     load(tput_conns, 1)  # warm-up: connections, caches, first log rows
     lat = load(lat_conns, duration)
     cpu0 = cpu_s(pgid) if pgid else 0.0
     tput = load(tput_conns, duration)
     cpu_ms = (cpu_s(pgid) - cpu0) * 1e3 / max(1, tput.requests) if pgid else float("nan")
-    return Result("", url, p50_ms=lat.p50_ms, p90_ms=lat.p90_ms, p99_ms=lat.p99_ms, rps=tput.rps,
-                  errors=lat.errors + tput.errors, requests=lat.requests + tput.requests,
-                  extra={"rps_at_latency_conns": round(lat.rps, 1), "p50_ms_at_throughput_conns": round(tput.p50_ms, 3),
-                         "server_cpu_ms_per_request": round(cpu_ms, 3)})
+    return Result(
+        "",
+        url,
+        p50_ms=lat.p50_ms,
+        p90_ms=lat.p90_ms,
+        p99_ms=lat.p99_ms,
+        rps=tput.rps,
+        errors=lat.errors + tput.errors,
+        requests=lat.requests + tput.requests,
+        extra={
+            "rps_at_latency_conns": round(lat.rps, 1),
+            "p50_ms_at_throughput_conns": round(tput.p50_ms, 3),
+            "server_cpu_ms_per_request": round(cpu_ms, 3),
+        },
+    )
 
 
 # ---- the run -------------------------------------------------------------------------------------
@@ -270,14 +337,25 @@ def main(argv: list[str] | None = None) -> int:
         results.append(direct)
 
         variants: list[tuple[str, dict[str, Any], bool, list[tuple[str, str]]]] = [
-            ("thrifty serve (uvloop+httptools)", {}, True,
-             [("thrifty pass-through", "cheap"), ("thrifty cascade, tier 0 accepted", "thrifty/cascade"),
-              ("thrifty cascade, escalates", "thrifty/escalate")]),
+            (
+                "thrifty serve (uvloop+httptools)",
+                {},
+                True,
+                [
+                    ("thrifty pass-through", "cheap"),
+                    ("thrifty cascade, tier 0 accepted", "thrifty/cascade"),
+                    ("thrifty cascade, escalates", "thrifty/escalate"),
+                ],
+            ),
         ]
         if not args.quick:
             variants += [
-                ("uvicorn, asyncio+h11, 1 worker", {"uvicorn": True, "loop": "asyncio", "http": "h11"}, True,
-                 [("thrifty pass-through", "cheap")]),
+                (
+                    "uvicorn, asyncio+h11, 1 worker",
+                    {"uvicorn": True, "loop": "asyncio", "http": "h11"},
+                    True,
+                    [("thrifty pass-through", "cheap")],
+                ),
                 ("thrifty serve --workers 2", {"workers": 2}, True, [("thrifty pass-through", "cheap")]),
                 ("thrifty serve, no upstream pooling", {}, False, [("thrifty pass-through", "cheap")]),
             ]
@@ -316,16 +394,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
-    print(f"load: {tool}, {duration:g}s per measurement; latency at {args.lat_conns} connections, throughput at {args.tput_conns}; {os.cpu_count()} CPUs")
+    print(
+        f"load: {tool}, {duration:g}s per measurement; latency at {args.lat_conns} connections, throughput at {args.tput_conns}; {os.cpu_count()} CPUs"
+    )
     print(f"{'route':34} {'server':40} {'p50 ms':>8} {'p99 ms':>8} {'+p50':>7} {'+p99':>7} {'req/s':>8} {'cpu ms/req':>10} {'errors':>6}")
     for r in results:
         add50 = r.extra.get("added_p50_ms", 0.0)
         add99 = r.extra.get("added_p99_ms", 0.0)
         cpu = r.extra.get("server_cpu_ms_per_request", float("nan"))
         print(f"{r.name:34} {r.notes:40} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {add50:7.2f} {add99:7.2f} {r.rps:8.0f} {cpu:10.3f} {r.errors:6d}")
-    print(f"\npass-through: added p50 {summary['added_p50_ms']} ms (target ≤ 3), added p99 {summary['added_p99_ms']} ms "
-          f"(target ≤ 15), {summary['rps']} req/s (target ≥ 1000); the gateway used {summary['server_cpu_ms_per_request']} ms "
-          f"of CPU per request (≤ 2 ms is needed for 1000 req/s on 2 cores)")
+    print(
+        f"\npass-through: added p50 {summary['added_p50_ms']} ms (target ≤ 3), added p99 {summary['added_p99_ms']} ms "
+        f"(target ≤ 15), {summary['rps']} req/s (target ≥ 1000); the gateway used {summary['server_cpu_ms_per_request']} ms "
+        f"of CPU per request (≤ 2 ms is needed for 1000 req/s on 2 cores)"
+    )
     return 0
 
 

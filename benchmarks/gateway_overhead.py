@@ -58,8 +58,13 @@ def wait(url: str, proc: subprocess.Popen, timeout: float = 300) -> float:
 def thrifty(args: list[str], tmp: Path, name: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     env.pop("THRIFTY_CONFIG", None)
-    return subprocess.Popen([sys.executable, "-c", "from thrifty.cli.main import entry; entry()", "serve", *args],
-                            stdout=(tmp / f"{name}.log").open("w"), stderr=subprocess.STDOUT, env=env, cwd=tmp)
+    return subprocess.Popen(
+        [sys.executable, "-c", "from thrifty.cli.main import entry; entry()", "serve", *args],
+        stdout=(tmp / f"{name}.log").open("w"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=tmp,
+    )
 
 
 def chat(client: httpx.Client, url: str, model: str, tokens: int, messages: list | None = None) -> tuple[float, dict]:
@@ -118,14 +123,36 @@ def main(argv: list[str] | None = None) -> int:
 
         # 3. added latency over calling the llama.cpp server directly
         lport, gport = free_port(), free_port()
-        server = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_path()), "--host", "127.0.0.1",
-                                   "--port", str(lport), "--n_threads", "1", "--n_threads_batch", "1", "--n_ctx", "1024",
-                                   "--model_alias", "smollm2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(smollm2_path()),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(lport),
+                "--n_threads",
+                "1",
+                "--n_threads_batch",
+                "1",
+                "--n_ctx",
+                "1024",
+                "--model_alias",
+                "smollm2",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         procs.append(server)
         wait(f"http://127.0.0.1:{lport}/v1/models", server)
         cfg = tmp / "thrifty.toml"
-        cfg.write_text(f'[server]\nport = {gport}\n[providers.remote]\nkind = "openai"\nbase_url = "http://127.0.0.1:{lport}/v1"\n'
-                       f'model = "smollm2"\nprices = {{ input = 0.0, output = 0.0 }}\n[profiles.default]\ntiers = ["remote"]\n')
+        cfg.write_text(
+            f'[server]\nport = {gport}\n[providers.remote]\nkind = "openai"\nbase_url = "http://127.0.0.1:{lport}/v1"\n'
+            f'model = "smollm2"\nprices = {{ input = 0.0, output = 0.0 }}\n[profiles.default]\ntiers = ["remote"]\n'
+        )
         gw = thrifty(["--config", str(cfg), "--data-dir", str(tmp / "d2")], tmp, "passthrough")
         procs.append(gw)
         wait(f"http://127.0.0.1:{gport}/healthz", gw)
@@ -145,8 +172,10 @@ def main(argv: list[str] | None = None) -> int:
                 through.append(res[gw_url])
                 diffs.append(res[gw_url] - res[direct_url])
         out["overhead"] = {
-            "reps": args.reps, "tokens": args.overhead_tokens,
-            "direct_median_ms": 1000 * statistics.median(direct), "gateway_median_ms": 1000 * statistics.median(through),
+            "reps": args.reps,
+            "tokens": args.overhead_tokens,
+            "direct_median_ms": 1000 * statistics.median(direct),
+            "gateway_median_ms": 1000 * statistics.median(through),
             "added_median_ms": 1000 * statistics.median(diffs),
             "added_p90_ms": 1000 * sorted(diffs)[int(0.9 * (len(diffs) - 1))],
         }
@@ -162,7 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{f'{tier}: {args.tokens}-token answer (median)':44s} {v['median_s']:>10.3f} s  ({v['median_tokens']:.0f} tokens)")
     print(f"{'llama.cpp server direct (median)':44s} {o['direct_median_ms']:>9.1f} ms")
     print(f"{'through thrifty pass-through (median)':44s} {o['gateway_median_ms']:>9.1f} ms")
-    print(f"{'added by the gateway (median of pairs)':44s} {o['added_median_ms']:>9.1f} ms  (p90 {o['added_p90_ms']:.1f} ms, n={o['reps']})")
+    print(
+        f"{'added by the gateway (median of pairs)':44s} {o['added_median_ms']:>9.1f} ms  (p90 {o['added_p90_ms']:.1f} ms, n={o['reps']})"
+    )
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=2))

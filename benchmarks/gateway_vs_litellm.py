@@ -67,10 +67,12 @@ def tree_cpu_s(root: int) -> float:
 
 
 def thrifty_config(upstream_port: int, data_dir: Path) -> str:
-    return (f'[server]\ndata_dir = "{data_dir}"\nrequest_timeout_s = 30\n\n'
-            f'[keys.bench]\nsha256 = "{hashlib.sha256(KEY.encode()).hexdigest()}"\n\n'
-            f'[providers.{MODEL}]\nkind = "openai"\nmodel = "{MODEL}"\nbase_url = "http://127.0.0.1:{upstream_port}/v1"\n'
-            "prices = { input = 0.1, output = 0.4 }\ntimeout_s = 10\nmax_tokens = 16\n")
+    return (
+        f'[server]\ndata_dir = "{data_dir}"\nrequest_timeout_s = 30\n\n'
+        f'[keys.bench]\nsha256 = "{hashlib.sha256(KEY.encode()).hexdigest()}"\n\n'
+        f'[providers.{MODEL}]\nkind = "openai"\nmodel = "{MODEL}"\nbase_url = "http://127.0.0.1:{upstream_port}/v1"\n'
+        "prices = { input = 0.1, output = 0.4 }\ntimeout_s = 10\nmax_tokens = 16\n"
+    )
 
 
 def start_thrifty(upstream_port: int, data_dir: Path) -> tuple[subprocess.Popen, int]:
@@ -82,8 +84,14 @@ def start_thrifty(upstream_port: int, data_dir: Path) -> tuple[subprocess.Popen,
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     env.pop("THRIFTY_CONFIG", None)
     log = open(data_dir / "server.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "thrifty", "serve", "--config", str(cfg), "--port", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=str(data_dir))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "thrifty", "serve", "--config", str(cfg), "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+        cwd=str(data_dir),
+    )
     log.close()
     wait_http(f"http://127.0.0.1:{port}/healthz", proc)
     return proc, port
@@ -101,8 +109,9 @@ def litellm_venv(path: Path) -> Path:
 
 
 def litellm_version(venv: Path) -> str:
-    out = subprocess.run([str(venv / "bin" / "python"), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import importlib.metadata as m; print(m.version('litellm'))"], capture_output=True, text=True
+    )
     return out.stdout.strip() or "?"
 
 
@@ -121,8 +130,14 @@ def start_litellm(exe: Path, upstream_port: int, data_dir: Path) -> tuple[subpro
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "DATABASE_URL")}
     env.update(LITELLM_MASTER_KEY=KEY, LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_TELEMETRY="False", LITELLM_LOG="ERROR")
     log = open(data_dir / "litellm.log", "ab")
-    proc = subprocess.Popen([str(exe), "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=str(data_dir))
+    proc = subprocess.Popen(
+        [str(exe), "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+        cwd=str(data_dir),
+    )
     log.close()
     wait_http(f"http://127.0.0.1:{port}/health/liveliness", proc, timeout=180)
     return proc, port
@@ -152,10 +167,21 @@ def run_measure(url: str, *, pid: int, auth: bool, duration: float, lat_conns: i
     tput = run_wrk(url, MODEL, tput_conns, duration, headers=headers)
     cpu_ms = (tree_cpu_s(pid) - cpu0) * 1e3 / max(1, tput.requests)
     settle(pid)
-    return Result("", url, p50_ms=lat.p50_ms, p90_ms=lat.p90_ms, p99_ms=lat.p99_ms, rps=tput.rps,
-                  errors=lat.errors + tput.errors, requests=lat.requests + tput.requests,
-                  extra={"rps_at_latency_conns": round(lat.rps, 1), "p50_ms_at_throughput_conns": round(tput.p50_ms, 3),
-                         "server_cpu_ms_per_request": round(cpu_ms, 3)})
+    return Result(
+        "",
+        url,
+        p50_ms=lat.p50_ms,
+        p90_ms=lat.p90_ms,
+        p99_ms=lat.p99_ms,
+        rps=tput.rps,
+        errors=lat.errors + tput.errors,
+        requests=lat.requests + tput.requests,
+        extra={
+            "rps_at_latency_conns": round(lat.rps, 1),
+            "p50_ms_at_throughput_conns": round(tput.p50_ms, 3),
+            "server_cpu_ms_per_request": round(cpu_ms, 3),
+        },
+    )
 
 
 def git_commit() -> str:
@@ -173,8 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="write the results here (e.g. results/gateway_vs_litellm.json)")
     args = ap.parse_args(argv)
     if not shutil.which("wrk"):
-        print("gateway_vs_litellm: needs wrk (apt-get install -y wrk); an in-process Python load generator would measure itself",
-              file=sys.stderr)
+        print(
+            "gateway_vs_litellm: needs wrk (apt-get install -y wrk); an in-process Python load generator would measure itself",
+            file=sys.stderr,
+        )
         return 2
     kw = dict(duration=args.duration, lat_conns=args.lat_conns, tput_conns=args.tput_conns)
     exe = None if args.skip_litellm else litellm_venv(args.litellm_venv)
@@ -186,11 +214,17 @@ def main(argv: list[str] | None = None) -> int:
         direct = run_measure(f"http://127.0.0.1:{up_port}/v1/chat/completions", pid=upstream.pid, auth=False, **kw)
         direct.name, direct.notes = "upstream direct", "the floor: no gateway"
         rows.append(direct)
-        servers: list[tuple[str, str, Any]] = [("thrifty serve", "1 process, SQLite log row per request",
-                                                lambda: start_thrifty(up_port, tmp / "thrifty"))]
+        servers: list[tuple[str, str, Any]] = [
+            ("thrifty serve", "1 process, SQLite log row per request", lambda: start_thrifty(up_port, tmp / "thrifty"))
+        ]
         if exe is not None:
-            servers.append((f"LiteLLM proxy {litellm_version(args.litellm_venv)}", "1 worker, no database",
-                            lambda: start_litellm(exe, up_port, tmp / "litellm")))
+            servers.append(
+                (
+                    f"LiteLLM proxy {litellm_version(args.litellm_venv)}",
+                    "1 worker, no database",
+                    lambda: start_litellm(exe, up_port, tmp / "litellm"),
+                )
+            )
         for name, notes, start in servers:
             proc, port = start()
             try:
@@ -211,22 +245,41 @@ def main(argv: list[str] | None = None) -> int:
         "git_commit": git_commit(),
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "load": {"tool": "wrk (1 thread)", "duration_s": args.duration, "latency_connections": args.lat_conns,
-                 "throughput_connections": args.tput_conns},
-        "rows": [{"name": r.name, "notes": r.notes, "p50_ms": round(r.p50_ms, 3), "p99_ms": round(r.p99_ms, 3),
-                  "added_p50_ms": r.extra.get("added_p50_ms"), "added_p99_ms": r.extra.get("added_p99_ms"),
-                  "rps": round(r.rps, 1), "cpu_ms_per_request": r.extra.get("server_cpu_ms_per_request"),
-                  "errors": r.errors, "requests": r.requests} for r in rows],
+        "load": {
+            "tool": "wrk (1 thread)",
+            "duration_s": args.duration,
+            "latency_connections": args.lat_conns,
+            "throughput_connections": args.tput_conns,
+        },
+        "rows": [
+            {
+                "name": r.name,
+                "notes": r.notes,
+                "p50_ms": round(r.p50_ms, 3),
+                "p99_ms": round(r.p99_ms, 3),
+                "added_p50_ms": r.extra.get("added_p50_ms"),
+                "added_p99_ms": r.extra.get("added_p99_ms"),
+                "rps": round(r.rps, 1),
+                "cpu_ms_per_request": r.extra.get("server_cpu_ms_per_request"),
+                "errors": r.errors,
+                "requests": r.requests,
+            }
+            for r in rows
+        ],
     }
     if len(rows) == 3:
         t, l_ = rows[1], rows[2]
         out["cpu_ratio_litellm_over_thrifty"] = round(l_.extra["server_cpu_ms_per_request"] / t.extra["server_cpu_ms_per_request"], 1)
-    print(f"load: wrk, {args.duration:g}s per measurement; latency at {args.lat_conns} connection(s), throughput at "
-          f"{args.tput_conns}; {os.cpu_count()} CPUs")
+    print(
+        f"load: wrk, {args.duration:g}s per measurement; latency at {args.lat_conns} connection(s), throughput at "
+        f"{args.tput_conns}; {os.cpu_count()} CPUs"
+    )
     print(f"{'server':28} {'notes':40} {'+p50 ms':>8} {'+p99 ms':>8} {'req/s':>8} {'CPU ms/req':>10} {'errors':>6}")
     for r in rows:
-        print(f"{r.name:28} {r.notes:40} {r.extra.get('added_p50_ms', 0.0):8.2f} {r.extra.get('added_p99_ms', 0.0):8.2f} "
-              f"{r.rps:8.0f} {r.extra['server_cpu_ms_per_request']:10.3f} {r.errors:6d}")
+        print(
+            f"{r.name:28} {r.notes:40} {r.extra.get('added_p50_ms', 0.0):8.2f} {r.extra.get('added_p99_ms', 0.0):8.2f} "
+            f"{r.rps:8.0f} {r.extra['server_cpu_ms_per_request']:10.3f} {r.errors:6d}"
+        )
     if "cpu_ratio_litellm_over_thrifty" in out:
         print(f"\nLiteLLM uses {out['cpu_ratio_litellm_over_thrifty']}× thrifty's CPU per request (goal ≥ 10×; thrifty goal ≤ 0.8 ms)")
     if args.json:

@@ -83,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from thrifty.calibration.collect import collect, resolve_providers
     from thrifty.calibration.label import label_folder
-    from thrifty.data.prompts_file import read_prompts
     from thrifty.calibration.student import student_data, train_student
+    from thrifty.data.prompts_file import read_prompts
     from thrifty.data.table_io import load_table
 
     src = data_dir()
@@ -105,8 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     gold_train = train[: args.n_gold_train]
     step(f"training student-gold on {len(gold_train)} gold-labelled training headlines (MiniLM embeddings are cached)")
-    sg = train_student([q for q, _, _ in gold_train], [g for _, g, _ in gold_train], c=4.0, prefix=prefix,
-                       meta={"source": "gold:HEADLINES train", "n": len(gold_train)})
+    sg = train_student(
+        [q for q, _, _ in gold_train],
+        [g for _, g, _ in gold_train],
+        c=4.0,
+        prefix=prefix,
+        meta={"source": "gold:HEADLINES train", "n": len(gold_train)},
+    )
     sg.save(out / "student-gold.json")
     timings["student_gold_train_s"] = time.perf_counter() - t0
 
@@ -115,8 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     step(f"collecting teacher {args.teacher} on {len(train_s)} training headlines")
     tr_items = read_prompts(write_prompts(out / "train_prompts.jsonl", train_s, prefix, "tr"))
     teacher = resolve_providers([args.teacher])
-    res = collect(tr_items, teacher, out / "train", params=params, concurrency=1,
-                  prices={m: PRICES[m] for m in teacher}, progress=sys.stderr.isatty())
+    res = collect(
+        tr_items, teacher, out / "train", params=params, concurrency=1, prices={m: PRICES[m] for m in teacher}, progress=sys.stderr.isatty()
+    )
     timings["teacher_collect_s"] = res.seconds
     xs, ys, info = student_data(out / "train", teacher=args.teacher, choices=LABELS)
     sd = train_student(xs, ys, c=4.0, prefix=prefix, meta={"source": f"teacher:{args.teacher}", "n": len(xs)})
@@ -131,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
 
     providers["student-gold"] = StudentProvider(Student.load(out / "student-gold.json"), name="student-gold")
     providers["student-distil"] = StudentProvider(Student.load(out / "student-distil.json"), name="student-distil")
-    res = collect(te_items, providers, out / "test", params=params, concurrency=args.concurrency, prices=PRICES,
-                  progress=sys.stderr.isatty())
+    res = collect(
+        te_items, providers, out / "test", params=params, concurrency=args.concurrency, prices=PRICES, progress=sys.stderr.isatty()
+    )
     timings["test_collect_s"] = res.seconds
     if res.failed:
         step(f"{res.failed} pairs failed: {res.errors[:3]} — rerun to retry")
@@ -147,9 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     from thrifty.offline.evaluate import evaluate
 
     reports = {}
-    for name, pool in (("cascade (LLMs only)", ["smollm2", "gemma3-270m"]),
-                       ("cascade (LLMs + distilled student)", ["student-distil", "smollm2", "gemma3-270m"]),
-                       ("cascade (LLMs + both students)", list(table.models))):
+    for name, pool in (
+        ("cascade (LLMs only)", ["smollm2", "gemma3-270m"]),
+        ("cascade (LLMs + distilled student)", ["student-distil", "smollm2", "gemma3-270m"]),
+        ("cascade (LLMs + both students)", list(table.models)),
+    ):
         t0 = time.perf_counter()
         sub = table.select_models(pool)
         try:
@@ -166,11 +175,22 @@ def main(argv: list[str] | None = None) -> int:
     noise_pool = ["student-distil", "smollm2", "gemma3-270m"]
     noise = []
     for p in args.noise:
-        rep = evaluate(table.select_models(noise_pool), NoisyLabels(get_policy("cascade"), p, seed=args.seed) if p else "cascade",
-                       n_folds=args.folds, seed=args.seed, progress=False, n_boot=0).to_json()
+        rep = evaluate(
+            table.select_models(noise_pool),
+            NoisyLabels(get_policy("cascade"), p, seed=args.seed) if p else "cascade",
+            n_folds=args.folds,
+            seed=args.seed,
+            progress=False,
+            n_boot=0,
+        ).to_json()
         pts = _front(rep)
-        noise.append({"p": p, "quality_at_best_single_cost": rep.get("quality_at_best_single_cost"),
-                      "best_point": max(pts, key=lambda cq: (cq[1], -cq[0])) if pts else None})
+        noise.append(
+            {
+                "p": p,
+                "quality_at_best_single_cost": rep.get("quality_at_best_single_cost"),
+                "best_point": max(pts, key=lambda cq: (cq[1], -cq[0])) if pts else None,
+            }
+        )
         step(f"label noise p={p}: held-out accuracy at Gemma's cost {_fmt(noise[-1]['quality_at_best_single_cost'])}")
     reports_noise = {"pool": noise_pool, "points": noise}
     timings["teacher_collect_wall_s"] = collection_wall_s(out / "train")  # from row timestamps: stable across resumes
@@ -208,10 +228,15 @@ class OutcomeRows:
         acc: dict[str, list[dict]] = {}
         for r in self.rows:
             acc.setdefault(r["model"], []).append(r)
-        return {m: {"latency_s": float(np.mean([r["latency_s"] for r in rs])),
-                    "parsed": float(np.mean([bool(r.get("label_verdict")) for r in rs])),
-                    "output_tokens": float(np.mean([r["output_tokens"] for r in rs])),
-                    "input_tokens": float(np.mean([r["input_tokens"] for r in rs]))} for m, rs in acc.items()}
+        return {
+            m: {
+                "latency_s": float(np.mean([r["latency_s"] for r in rs])),
+                "parsed": float(np.mean([bool(r.get("label_verdict")) for r in rs])),
+                "output_tokens": float(np.mean([r["output_tokens"] for r in rs])),
+                "input_tokens": float(np.mean([r["input_tokens"] for r in rs])),
+            }
+            for m, rs in acc.items()
+        }
 
 
 def _front(rep: dict) -> list[tuple[float, float]]:
@@ -223,8 +248,15 @@ def summarise(table, rows: OutcomeRows, reports: dict, args, timings: dict, sd, 
     per = rows.per_model()
     tiers = []
     for s in table.model_stats():
-        tiers.append({"model": s.model, "n": s.n, "accuracy": round(s.quality, 4), "mean_cost_usd": s.cost,
-                      **{k: round(v, 4) for k, v in per.get(s.model, {}).items()}})
+        tiers.append(
+            {
+                "model": s.model,
+                "n": s.n,
+                "accuracy": round(s.quality, 4),
+                "mean_cost_usd": s.cost,
+                **{k: round(v, 4) for k, v in per.get(s.model, {}).items()},
+            }
+        )
     teacher = args.teacher
     fidelity = None
     if teacher in table.models and "student-distil" in table.models and table.answers is not None:
@@ -235,11 +267,16 @@ def summarise(table, rows: OutcomeRows, reports: dict, args, timings: dict, sd, 
         fidelity = round(float(np.mean(agree)), 4)
     return {
         "dataset": "HEADLINES (FrugalGPT; gold-price news headlines → up/down/neutral/none)",
-        "n_test": table.n_prompts, "n_teacher_train": args.n_teacher, "seed": args.seed, "folds": args.folds,
-        "prices_usd_per_1m_tokens": PRICES, "tiers": tiers,
+        "n_test": table.n_prompts,
+        "n_teacher_train": args.n_teacher,
+        "seed": args.seed,
+        "folds": args.folds,
+        "prices_usd_per_1m_tokens": PRICES,
+        "tiers": tiers,
         "student_distil": {"teacher": teacher, "n_train": sd.meta.get("n"), "agreement_with_teacher_on_test": fidelity},
         "student_gold": {"n_train": sg.meta.get("n")},
-        "cascades": reports, "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "cascades": reports,
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
     }
 
 
@@ -251,27 +288,35 @@ def print_table(result: dict) -> None:
     for col in ("tier", "accuracy", "mean cost (USD)", "latency (s)", "parsed"):
         t.add_column(col)
     for r in result["tiers"]:
-        t.add_row(r["model"], f"{r['accuracy']:.3f}", f"{r['mean_cost_usd']:.3g}", f"{r.get('latency_s', float('nan')):.3f}",
-                  f"{r.get('parsed', float('nan')):.2f}")
+        t.add_row(
+            r["model"],
+            f"{r['accuracy']:.3f}",
+            f"{r['mean_cost_usd']:.3g}",
+            f"{r.get('latency_s', float('nan')):.3f}",
+            f"{r.get('parsed', float('nan')):.2f}",
+        )
     Console(stderr=False).print(t)
     for name, rep in result["cascades"].items():
         if "error" in rep:
             print(f"{name}: {rep['error']}")
             continue
         best = rep["best_single"]
-        print(f"{name}: best single {best['model']} (accuracy {best['quality']:.3f} at ${best['cost']:.3g}); held-out cascade "
-              f"accuracy at that cost {_fmt(rep.get('quality_at_best_single_cost'))}, savings at parity {_fmt(rep.get('savings_at_parity'))}, "
-              f"oracle gap closed {_fmt(rep.get('oracle_gap_closed'))}")
+        print(
+            f"{name}: best single {best['model']} (accuracy {best['quality']:.3f} at ${best['cost']:.3g}); held-out cascade "
+            f"accuracy at that cost {_fmt(rep.get('quality_at_best_single_cost'))}, savings at parity {_fmt(rep.get('savings_at_parity'))}, "
+            f"oracle gap closed {_fmt(rep.get('oracle_gap_closed'))}"
+        )
         pts = _front(rep)
         if pts:
             top = max(pts, key=lambda cq: (cq[1], -cq[0]))
             print(f"    best held-out point: accuracy {top[1]:.3f} at ${top[0]:.3g}/query ({len(pts)} operating points)")
 
-
     ln = result.get("label_noise")
     if ln:
-        print(f"label noise (pool {', '.join(ln['pool'])}): " + "; ".join(
-            f"p={pt['p']:g} → accuracy at Gemma's cost {_fmt(pt['quality_at_best_single_cost'])}" for pt in ln["points"]))
+        print(
+            f"label noise (pool {', '.join(ln['pool'])}): "
+            + "; ".join(f"p={pt['p']:g} → accuracy at Gemma's cost {_fmt(pt['quality_at_best_single_cost'])}" for pt in ln["points"])
+        )
 
 
 def _fmt(x: object) -> str:  # noqa: D103

@@ -38,9 +38,9 @@ def adapted_items(test_dir: Path, data: Path, budget: int, count_tokens) -> list
     """One :class:`PromptItem` per collected test headline: instruction + selected shots + query."""
     from prompt_adaptation import headline, parse_prefix, read_split
 
-    from thrifty.serving.prompt_adapt import ShotSelector, few_shot_prompt
     from thrifty.data.prompts_file import PromptItem
     from thrifty.scoring.embedding import get_embedder
+    from thrifty.serving.prompt_adapt import ShotSelector, few_shot_prompt
 
     instruction, _ = parse_prefix((data / "prefix_e8.txt").read_text(encoding="utf-8"))
     pool = read_split(data / "train.csv")
@@ -49,8 +49,10 @@ def adapted_items(test_dir: Path, data: Path, budget: int, count_tokens) -> list
     emb = get_embedder()
     selector = ShotSelector(pool, emb.embed, count_tokens=count_tokens, vectors=np.asarray(emb.embed([e.input for e in pool])))
     qv = np.asarray(emb.embed(queries))
-    return [PromptItem(r["prompt_id"], few_shot_prompt(instruction, selector.select(q, 8, budget, query_vector=v), q),
-                       meta={"gold": r["gold"]}) for r, q, v in zip(rows, queries, qv)]
+    return [
+        PromptItem(r["prompt_id"], few_shot_prompt(instruction, selector.select(q, 8, budget, query_vector=v), q), meta={"gold": r["gold"]})
+        for r, q, v in zip(rows, queries, qv)
+    ]
 
 
 def join_columns(base, extra):  # type: ignore[no-untyped-def]
@@ -66,11 +68,16 @@ def join_columns(base, extra):  # type: ignore[no-untyped-def]
     def cat(a, b, fill):  # type: ignore[no-untyped-def]
         return None if a is None or b is None else np.concatenate([a, cols(b, fill)], axis=1)
 
-    return replace(base, models=base.models + extra.models, quality=cat(base.quality, extra.quality, np.nan),
-                   cost=cat(base.cost, extra.cost, np.nan), answers=cat(base.answers, extra.answers, None),
-                   input_tokens=cat(base.input_tokens, extra.input_tokens, np.nan),
-                   output_tokens=cat(base.output_tokens, extra.output_tokens, np.nan),
-                   prices={**base.prices, **extra.prices})
+    return replace(
+        base,
+        models=base.models + extra.models,
+        quality=cat(base.quality, extra.quality, np.nan),
+        cost=cat(base.cost, extra.cost, np.nan),
+        answers=cat(base.answers, extra.answers, None),
+        input_tokens=cat(base.input_tokens, extra.input_tokens, np.nan),
+        output_tokens=cat(base.output_tokens, extra.output_tokens, np.nan),
+        prices={**base.prices, **extra.prices},
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,14 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budgets", type=int, nargs="+", default=[40, 80], help="shot token budgets (one column each)")
     args = ap.parse_args(argv)
 
+    from headlines import data_dir
     from llama_cpp import Llama
 
     from thrifty.calibration.collect import builtin_local, collect
     from thrifty.calibration.label import make_grader
-    from thrifty.serving.local import gemma3_path
     from thrifty.data.table_io import load_table, write_table
-
-    from headlines import data_dir
+    from thrifty.serving.local import gemma3_path
 
     test_dir = args.run / "test"
     if not (test_dir / "prompts.jsonl").exists():
@@ -105,10 +111,20 @@ def main(argv: list[str] | None = None) -> int:
         items = adapted_items(test_dir, data_dir(), budget, count_tokens)
         out = args.run / f"adapted-{budget}"
         t0 = time.perf_counter()
-        res = collect(items, {name: gemma}, out, params=PARAMS, concurrency=1, prices={name: (PRICE, PRICE)},
-                      grader=grader, progress=sys.stderr.isatty())
-        print(f"{name}: {res.answered} answered, {res.skipped} already there, {res.failed} failed, "
-              f"{time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        res = collect(
+            items,
+            {name: gemma},
+            out,
+            params=PARAMS,
+            concurrency=1,
+            prices={name: (PRICE, PRICE)},
+            grader=grader,
+            progress=sys.stderr.isatty(),
+        )
+        print(
+            f"{name}: {res.answered} answered, {res.skipped} already there, {res.failed} failed, {time.perf_counter() - t0:.0f} s",
+            file=sys.stderr,
+        )
         joint = join_columns(joint, load_table(out))
     write_table(joint, args.run / "joint")
     for s in joint.model_stats():

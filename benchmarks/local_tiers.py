@@ -34,9 +34,9 @@ PROMPTS = {
 
 async def engine_overhead(n: int = 2000) -> float:
     """Median µs the Engine adds around an instant provider (plan, scoring, trace), two tiers, escalating."""
-    from thrifty.serving.engine import Engine
     from thrifty.policy.cascade import CascadePolicy
     from thrifty.scoring.heuristic import HeuristicScorer
+    from thrifty.serving.engine import Engine
     from thrifty.types import ChatRequest, Completion
 
     class Instant:
@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from thrifty.serving.engine import Engine
     from thrifty.policy.cascade import CascadePolicy
+    from thrifty.serving.engine import Engine
     from thrifty.types import ChatRequest
 
     result: dict = {"runs": args.runs, "max_tokens": args.max_tokens, "n_threads": 1}
@@ -95,8 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         out = {}
         for name, tier in providers.items():
             # the same loaded model, without the transcript stop sequences, so every answer runs to max_tokens
-            provider = LlamaCppProvider(name, tier.model_path, mode=tier.mode, examples=tier.examples,
-                                        stop=("\n\n\n\n\n\n",), defaults=tier.defaults)
+            provider = LlamaCppProvider(
+                name, tier.model_path, mode=tier.mode, examples=tier.examples, stop=("\n\n\n\n\n\n",), defaults=tier.defaults
+            )
             req = ChatRequest.from_prompt(PROMPTS[name], max_tokens=args.max_tokens)
             engine = Engine(CascadePolicy([name], [], None), {name: provider}, name=name)
             await provider.complete(req)  # warm-up (not counted)
@@ -111,8 +112,11 @@ def main(argv: list[str] | None = None) -> int:
                 via_engine.append(time.perf_counter() - t)
             med = statistics.median(direct)
             out[name] = {
-                "median_s": med, "min_s": min(direct), "max_s": max(direct),
-                "output_tokens_median": statistics.median(tokens), "tokens_per_s": statistics.median(tokens) / med,
+                "median_s": med,
+                "min_s": min(direct),
+                "max_s": max(direct),
+                "output_tokens_median": statistics.median(tokens),
+                "tokens_per_s": statistics.median(tokens) / med,
                 "engine_median_s": statistics.median(via_engine),
                 "engine_overhead_ms": (statistics.median(via_engine) - med) * 1000,
                 "sample": c.text[:80],
@@ -124,19 +128,32 @@ def main(argv: list[str] | None = None) -> int:
     result["load_average"] = os.getloadavg()
 
     console = Console(width=120)
-    console.print(f"cold start {result['cold_start_s']:.2f} s  (import llama_cpp {result['import_llama_cpp_s']:.2f} s, "
-                  f"weights {result['locate_weights_s']:.2f} s{' incl. assembly' if args.assemble else ''}, "
-                  + ", ".join(f"load {k} {v:.2f} s" for k, v in loads.items()) + ")")
+    console.print(
+        f"cold start {result['cold_start_s']:.2f} s  (import llama_cpp {result['import_llama_cpp_s']:.2f} s, "
+        f"weights {result['locate_weights_s']:.2f} s{' incl. assembly' if args.assemble else ''}, "
+        + ", ".join(f"load {k} {v:.2f} s" for k, v in loads.items())
+        + ")"
+    )
     table = Table(title=f"{args.max_tokens}-token answer, median of {args.runs} (1 thread)")
     for col in ("tier", "median s", "min s", "max s", "tokens", "tok/s", "via Engine s", "engine overhead ms"):
         table.add_column(col, justify="left" if col == "tier" else "right")
     for name, r in result["tiers"].items():
-        table.add_row(name, f"{r['median_s']:.3f}", f"{r['min_s']:.3f}", f"{r['max_s']:.3f}", f"{r['output_tokens_median']:.0f}",
-                      f"{r['tokens_per_s']:.0f}", f"{r['engine_median_s']:.3f}", f"{r['engine_overhead_ms']:.1f}")
+        table.add_row(
+            name,
+            f"{r['median_s']:.3f}",
+            f"{r['min_s']:.3f}",
+            f"{r['max_s']:.3f}",
+            f"{r['output_tokens_median']:.0f}",
+            f"{r['tokens_per_s']:.0f}",
+            f"{r['engine_median_s']:.3f}",
+            f"{r['engine_overhead_ms']:.1f}",
+        )
     console.print(table)
-    console.print(f"engine overhead (two tiers, instant fake providers, plan + heuristic score + trace): "
-                  f"{result['engine_overhead_us']:.0f} µs median; load average {result['load_average'][0]:.1f} on "
-                  f"{os.cpu_count()} cores")
+    console.print(
+        f"engine overhead (two tiers, instant fake providers, plan + heuristic score + trace): "
+        f"{result['engine_overhead_us']:.0f} µs median; load average {result['load_average'][0]:.1f} on "
+        f"{os.cpu_count()} cores"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
         console.print(f"wrote {args.json}")

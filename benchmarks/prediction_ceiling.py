@@ -72,10 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--embedder", default="static", help="the real routers' query embedder (static | minilm)")
     args = ap.parse_args(argv)
 
+    from thrifty.data.table_io import benchmark_dir, load_table
     from thrifty.offline.evaluate import evaluate
     from thrifty.offline.prediction_ceiling import heldout_correlation, share_oracle_metrics
     from thrifty.offline.router_policy import RouterOffline
-    from thrifty.data.table_io import benchmark_dir, load_table
 
     t_start = time.perf_counter()
     rhos = [float(r) for r in args.rhos.split(",")]
@@ -94,9 +94,11 @@ def main(argv: list[str] | None = None) -> int:
             q = pair_table.quality
             entry["share_oracle"] = share_oracle_metrics(q[:, pair_table.model_index(weak)], q[:, pair_table.model_index(STRONG)])
         entry["real_correlation"] = {
-            v: heldout_correlation(pair_table, RouterOffline(variant=v, embedder=args.embedder)) for v in filter(None, args.real.split(","))}
-        entry["rho_needed"] = {k: _needed(rhos, [rows[str(r)][k] for r in rhos], t) for k, t in TARGETS.items()
-                               if k in (PAIR_KEYS if weak else POOL_KEYS)}
+            v: heldout_correlation(pair_table, RouterOffline(variant=v, embedder=args.embedder)) for v in filter(None, args.real.split(","))
+        }
+        entry["rho_needed"] = {
+            k: _needed(rhos, [rows[str(r)][k] for r in rhos], t) for k, t in TARGETS.items() if k in (PAIR_KEYS if weak else POOL_KEYS)
+        }
         doc["settings"][name] = entry
         print(f"{name:30s} done in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     doc["seconds"] = time.perf_counter() - t_start
@@ -139,8 +141,11 @@ def _plot(doc: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("quality_at_best_single_cost", ("all", "no-fusechat")), ("oracle_gap_closed", ("all", "no-fusechat")),
-              ("apgr", tuple(n for n in doc["settings"] if n.startswith("pair")))]
+    panels = [
+        ("quality_at_best_single_cost", ("all", "no-fusechat")),
+        ("oracle_gap_closed", ("all", "no-fusechat")),
+        ("apgr", tuple(n for n in doc["settings"] if n.startswith("pair"))),
+    ]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for ax, (key, names) in zip(axes, panels):
         for name in names:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from thrifty.serving.prompt_adapt import Example, ShotSelector, batch_prompt, complete_batched, few_shot_prompt, match_label  # noqa: E402
+from thrifty.serving.prompt_adapt import Example, ShotSelector, complete_batched, few_shot_prompt, match_label  # noqa: E402
 from thrifty.types import ChatRequest, Completion, Usage  # noqa: E402
 
 LABELS = ("up", "down", "neutral", "none")
@@ -88,15 +88,19 @@ class GemmaCompletion:
         p = request.params
         t0 = time.perf_counter()
         out = self.llm.create_completion(
-            request.prompt_text, max_tokens=int(p.get("max_tokens", 4)), temperature=0.0,
+            request.prompt_text,
+            max_tokens=int(p.get("max_tokens", 4)),
+            temperature=0.0,
             stop=list(p.get("stop", ["\n"])),
         )
         self.calls += 1
         usage = out.get("usage", {})
         return Completion(
-            text=out["choices"][0]["text"], model=self.name,
+            text=out["choices"][0]["text"],
+            model=self.name,
             usage=Usage(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))),
-            latency_s=time.perf_counter() - t0, finish_reason=out["choices"][0].get("finish_reason") or "stop",
+            latency_s=time.perf_counter() - t0,
+            finish_reason=out["choices"][0].get("finish_reason") or "stop",
         )
 
 
@@ -114,9 +118,14 @@ class Row:
     def as_dict(self, base: "Row | None", price_in: float, price_out: float) -> dict:
         per_q_in, per_q_out = self.prompt_tokens / self.n, self.completion_tokens / self.n
         d = {
-            "condition": self.condition, "n": self.n, "accuracy": self.correct / self.n,
-            "prompt_tokens_per_query": per_q_in, "completion_tokens_per_query": per_q_out,
-            "calls": self.calls, "unparsed_batch_answers": self.unparsed, "seconds": round(self.seconds, 1),
+            "condition": self.condition,
+            "n": self.n,
+            "accuracy": self.correct / self.n,
+            "prompt_tokens_per_query": per_q_in,
+            "completion_tokens_per_query": per_q_out,
+            "calls": self.calls,
+            "unparsed_batch_answers": self.unparsed,
+            "seconds": round(self.seconds, 1),
             "usd_per_1k_queries": 1000 * (per_q_in * price_in + per_q_out * price_out) / 1e6,
         }
         if base is not None:
@@ -144,9 +153,16 @@ async def run_concat(model: GemmaCompletion, size: int, instruction: str, shots:
     t0 = time.perf_counter()
     answers, paid = await complete_batched(model, instruction, queries, size=size, shots=demos, labels=LABELS)
     batches = (len(queries) + size - 1) // size
-    row = Row(f"concat-{size}", len(queries), sum(a == g for a, g in zip(answers, gold)),
-              sum(c.usage.input_tokens for c in paid), sum(c.usage.output_tokens for c in paid), len(paid),
-              time.perf_counter() - t0, unparsed=len(paid) - batches)
+    row = Row(
+        f"concat-{size}",
+        len(queries),
+        sum(a == g for a, g in zip(answers, gold)),
+        sum(c.usage.input_tokens for c in paid),
+        sum(c.usage.output_tokens for c in paid),
+        len(paid),
+        time.perf_counter() - t0,
+        unparsed=len(paid) - batches,
+    )
     return row
 
 
@@ -197,15 +213,24 @@ def main(argv: list[str] | None = None) -> int:
     asyncio.run(go())
     base = rows[0]
     result = {
-        "n": args.n, "seed": args.seed, "model": "gemma-3-270m Q4_K_M (base), llama.cpp n_threads=1, greedy",
-        "prefix_shot_tokens": prefix_shot_tokens, "embedding_seconds": round(embed_s, 1),
+        "n": args.n,
+        "seed": args.seed,
+        "model": "gemma-3-270m Q4_K_M (base), llama.cpp n_threads=1, greedy",
+        "prefix_shot_tokens": prefix_shot_tokens,
+        "embedding_seconds": round(embed_s, 1),
         "price_usd_per_1m": {"input": args.price_in, "output": args.price_out},
-        "rows": [r.as_dict(base if r is not base else None, args.price_in, args.price_out) | ({"mean_shots": selected_k[r.condition]} if r.condition in selected_k else {}) for r in rows],
+        "rows": [
+            r.as_dict(base if r is not base else None, args.price_in, args.price_out)
+            | ({"mean_shots": selected_k[r.condition]} if r.condition in selected_k else {})
+            for r in rows
+        ],
     }
     print(f"HEADLINES prompt adaptation, N={args.n} test headlines, Gemma-3-270M base (8-shot prefix shots = {prefix_shot_tokens} tokens)")
     print(f"{'condition':<12} {'acc':>6} {'Δacc':>7} {'in tok/q':>9} {'out tok/q':>9} {'saved':>7} {'$/1k q':>8} {'calls':>6} {'s':>6}")
     for d in result["rows"]:
-        print(f"{d['condition']:<12} {d['accuracy']:>6.3f} {d.get('accuracy_change_vs_fixed8', 0):>+7.3f} {d['prompt_tokens_per_query']:>9.1f} {d['completion_tokens_per_query']:>9.1f} {d.get('tokens_saved_vs_fixed8', 0):>7.1%} {d['usd_per_1k_queries']:>8.4f} {d['calls']:>6} {d['seconds']:>6.1f}")
+        print(
+            f"{d['condition']:<12} {d['accuracy']:>6.3f} {d.get('accuracy_change_vs_fixed8', 0):>+7.3f} {d['prompt_tokens_per_query']:>9.1f} {d['completion_tokens_per_query']:>9.1f} {d.get('tokens_saved_vs_fixed8', 0):>7.1%} {d['usd_per_1k_queries']:>8.4f} {d['calls']:>6} {d['seconds']:>6.1f}"
+        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))

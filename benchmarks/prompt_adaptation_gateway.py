@@ -55,12 +55,22 @@ def main(argv: list[str] | None = None) -> int:
         shots.write_text("".join(json.dumps({"input": e.input, "output": e.output}) + "\n" for e in train))
         profiles: dict = {"fixed-8": {"tiers": ["gemma"]}}
         for b in args.budgets:
-            profiles[f"adapted-{b}"] = {"tiers": ["gemma"], "prompt_adaptation": {
-                "examples": str(shots), "strip_prefix": str(folder / "prefix_e8.txt"), "layout": "text", "k": 8, "budget_tokens": b}}
-        settings = parse_settings({
-            "providers": {"gemma": {"kind": "llamacpp", "model_path": str(gemma3_path()), "mode": "raw", "max_tokens": 3}},
-            "profiles": profiles,
-        })
+            profiles[f"adapted-{b}"] = {
+                "tiers": ["gemma"],
+                "prompt_adaptation": {
+                    "examples": str(shots),
+                    "strip_prefix": str(folder / "prefix_e8.txt"),
+                    "layout": "text",
+                    "k": 8,
+                    "budget_tokens": b,
+                },
+            }
+        settings = parse_settings(
+            {
+                "providers": {"gemma": {"kind": "llamacpp", "model_path": str(gemma3_path()), "mode": "raw", "max_tokens": 3}},
+                "profiles": profiles,
+            }
+        )
         providers = build_providers(settings)
         rows = []
 
@@ -75,9 +85,15 @@ def main(argv: list[str] | None = None) -> int:
                 tokens += c.usage.input_tokens
                 shots_n += (c.adaptation or {}).get("shots", 0)
                 saved += (c.adaptation or {}).get("tokens_saved", 0)
-            return {"profile": name, "n": len(sample), "accuracy": correct / len(sample),
-                    "prompt_tokens_per_query": tokens / len(sample), "mean_shots": shots_n / len(sample),
-                    "approx_tokens_saved_per_query": saved / len(sample), "seconds": round(time.perf_counter() - t0, 1)}
+            return {
+                "profile": name,
+                "n": len(sample),
+                "accuracy": correct / len(sample),
+                "prompt_tokens_per_query": tokens / len(sample),
+                "mean_shots": shots_n / len(sample),
+                "approx_tokens_saved_per_query": saved / len(sample),
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
 
         async def go() -> None:
             for name in profiles:
@@ -89,8 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'profile':<12} {'acc':>6} {'prompt tok/q':>13} {'vs fixed-8':>11} {'shots':>6} {'saved (approx)':>15} {'s':>6}")
     for r in rows:
         r["prompt_tokens_vs_fixed8"] = r["prompt_tokens_per_query"] / base - 1
-        print(f"{r['profile']:<12} {r['accuracy']:>6.3f} {r['prompt_tokens_per_query']:>13.1f} {r['prompt_tokens_vs_fixed8']:>+11.1%} "
-              f"{r['mean_shots']:>6.1f} {r['approx_tokens_saved_per_query']:>15.1f} {r['seconds']:>6.1f}")
+        print(
+            f"{r['profile']:<12} {r['accuracy']:>6.3f} {r['prompt_tokens_per_query']:>13.1f} {r['prompt_tokens_vs_fixed8']:>+11.1%} "
+            f"{r['mean_shots']:>6.1f} {r['approx_tokens_saved_per_query']:>15.1f} {r['seconds']:>6.1f}"
+        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"n": args.n, "seed": args.seed, "rows": rows}, indent=2))

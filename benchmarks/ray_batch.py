@@ -45,9 +45,25 @@ def _env() -> dict[str, str]:
 
 
 def _node(args: list[str], cpus: int) -> subprocess.Popen:
-    return subprocess.Popen([str(RAY), "start", *args, "--num-cpus", str(cpus), "--object-store-memory", str(100 * 1024 * 1024),
-                             "--node-ip-address", LOOPBACK, "--disable-usage-stats", "--block"], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [
+            str(RAY),
+            "start",
+            *args,
+            "--num-cpus",
+            str(cpus),
+            "--object-store-memory",
+            str(100 * 1024 * 1024),
+            "--node-ip-address",
+            LOOPBACK,
+            "--disable-usage-stats",
+            "--block",
+        ],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -59,8 +75,23 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def _collect(prompts: Path, cfg: Path, out: Path, concurrency: int, ray: str | None) -> dict[str, float]:
-    cmd = [sys.executable, "-c", "from thrifty.cli.main import entry; entry()", "collect", "--prompts", str(prompts), "--models", "up",
-           "--out", str(out), "--config", str(cfg), "--concurrency", str(concurrency), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-c",
+        "from thrifty.cli.main import entry; entry()",
+        "collect",
+        "--prompts",
+        str(prompts),
+        "--models",
+        "up",
+        "--out",
+        str(out),
+        "--config",
+        str(cfg),
+        "--concurrency",
+        str(concurrency),
+        "--no-progress",
+    ]
     if ray:
         cmd += ["--ray", ray]
     t0 = time.perf_counter()
@@ -82,10 +113,12 @@ def _wait_cpus(address: str, cpus: int) -> None:
             break
         except OSError:
             if time.monotonic() > deadline:
-                raise SystemExit(f"no Ray head at {address} after 120 s")
+                raise SystemExit(f"no Ray head at {address} after 120 s") from None
             time.sleep(0.2)
-    probe = ("import ray, sys, time\nray.init(address=sys.argv[1], logging_level='ERROR', _node_ip_address='127.0.0.2')\nend = time.time() + 60\n"
-             "while ray.cluster_resources().get('CPU', 0) < int(sys.argv[2]) and time.time() < end: time.sleep(0.2)\n")
+    probe = (
+        "import ray, sys, time\nray.init(address=sys.argv[1], logging_level='ERROR', _node_ip_address='127.0.0.2')\nend = time.time() + 60\n"
+        "while ray.cluster_resources().get('CPU', 0) < int(sys.argv[2]) and time.time() < end: time.sleep(0.2)\n"
+    )
     subprocess.run([sys.executable, "-c", probe, address, str(cpus)], env=_env(), check=True, timeout=120, capture_output=True)
 
 
@@ -97,15 +130,22 @@ def main() -> int:
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="thrifty-rb-", dir="/tmp"))
-    upstream = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "bench_upstream.py")], stdout=subprocess.PIPE, text=True,
-                                env=_env(), start_new_session=True)
+    upstream = subprocess.Popen(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_upstream.py")],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_env(),
+        start_new_session=True,
+    )
     assert upstream.stdout is not None
     up_port = int(upstream.stdout.readline().split()[1])
     prompts = work / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt_id": f"p{i}", "prompt": f"Question number {i}?"}) + "\n" for i in range(args.n)))
     cfg = work / "thrifty.toml"
-    cfg.write_text(f'[providers.up]\nkind = "openai"\nmodel = "bench-model"\nbase_url = "http://127.0.0.1:{up_port}/v1"\n'
-                   "prices = { input = 1.0, output = 2.0 }\ntimeout_s = 30\n")
+    cfg.write_text(
+        f'[providers.up]\nkind = "openai"\nmodel = "bench-model"\nbase_url = "http://127.0.0.1:{up_port}/v1"\n'
+        "prices = { input = 1.0, output = 2.0 }\ntimeout_s = 30\n"
+    )
     results: dict[str, dict[str, float]] = {}
     nodes: list[subprocess.Popen] = []
     try:
@@ -128,8 +168,12 @@ def main() -> int:
         print(f"{name:28s} {r['rows']:6d} {r['collect_s']:10.1f} {r['calls_per_s']:9.1f} {r['wall_s']:8.1f}")
     if args.json:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        Path(args.json).write_text(json.dumps({"commit": commit, "n": args.n, "cores": os.cpu_count(), "concurrency": args.concurrency,
-                                               "results": results}, indent=2) + "\n")
+        Path(args.json).write_text(
+            json.dumps(
+                {"commit": commit, "n": args.n, "cores": os.cpu_count(), "concurrency": args.concurrency, "results": results}, indent=2
+            )
+            + "\n"
+        )
     return 0
 
 

@@ -31,27 +31,37 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bootstrap", type=int, default=0, help="bootstrap resamples for 95%% intervals (default 0: off)")
     ap.add_argument("--quick", action="store_true", help="routers only (no hybrid)")
     ap.add_argument("--with-cascade", action="store_true", help="add the cascade policy for a side-by-side")
-    ap.add_argument("--hybrid-opts", default="embed=query",
-                    help="comma-separated key=value options of the hybrid (default: embed=query — cached query embeddings, cheap answer features)")
+    ap.add_argument(
+        "--hybrid-opts",
+        default="embed=query",
+        help="comma-separated key=value options of the hybrid (default: embed=query — cached query embeddings, cheap answer features)",
+    )
     ap.add_argument("--no-pairs", action="store_true", help="skip the two-model (RouteLLM) pairs")
     ap.add_argument("--no-pools", action="store_true", help="only the two-model pairs")
     ap.add_argument("--only", help="comma-separated row labels to run (e.g. hybrid)")
     args = ap.parse_args(argv)
 
+    from thrifty.data.table_io import benchmark_dir, load_table
     from thrifty.offline.evaluate import evaluate
     from thrifty.offline.prediction_ceiling import share_oracle_metrics
     from thrifty.offline.registry import get_policy
-    from thrifty.data.table_io import benchmark_dir, load_table
 
     full = load_table(benchmark_dir())
     pools = {"all": full, "no-fusechat": full.select_models(exclude="FuseChat")}
-    hopts: dict = {k: json.loads(v) if v in ("true", "false") or v.isdigit() else v
-                   for k, v in (kv.split("=", 1) for kv in args.hybrid_opts.split(",") if kv)}
-    runs = [("router:knn", "router:knn", {}), ("router:mf", "router:mf", {}), ("router:linear", "router:linear", {}),
-            ("router:gbm", "router:gbm", {}), ("router:ensemble", "router:ensemble", {}),
-            ("router:mf static-emb", "router:mf", {"embedder": "static"}),
-            ("router:ensemble static-emb", "router:ensemble", {"embedder": "static"}),
-            ("router:mf target", "router:mf", {"calibrate": "target"})]
+    hopts: dict = {
+        k: json.loads(v) if v in ("true", "false") or v.isdigit() else v
+        for k, v in (kv.split("=", 1) for kv in args.hybrid_opts.split(",") if kv)
+    }
+    runs = [
+        ("router:knn", "router:knn", {}),
+        ("router:mf", "router:mf", {}),
+        ("router:linear", "router:linear", {}),
+        ("router:gbm", "router:gbm", {}),
+        ("router:ensemble", "router:ensemble", {}),
+        ("router:mf static-emb", "router:mf", {"embedder": "static"}),
+        ("router:ensemble static-emb", "router:ensemble", {"embedder": "static"}),
+        ("router:mf target", "router:mf", {"calibrate": "target"}),
+    ]
     if not args.quick:
         runs.append(("hybrid", "hybrid", hopts))
     if args.with_cascade:  # same scorer settings as the hybrid row, for a like-for-like comparison
@@ -65,34 +75,66 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             rep = evaluate(table, get_policy(name, opts), n_boot=args.bootstrap)
             doc = rep.to_json()
-            rows.append({"pool": pool, "policy": label, "options": opts, **{k: doc.get(k) for k in KEYS},
-                         "best_single": doc["best_single"], "budget_violations": len(doc["budget_violations"]),
-                         "n_points": len(doc["points"]), "ci95": doc.get("ci95"), "seconds": time.perf_counter() - t0})
+            rows.append(
+                {
+                    "pool": pool,
+                    "policy": label,
+                    "options": opts,
+                    **{k: doc.get(k) for k in KEYS},
+                    "best_single": doc["best_single"],
+                    "budget_violations": len(doc["budget_violations"]),
+                    "n_points": len(doc["points"]),
+                    "ci95": doc.get("ci95"),
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
             reports[pool].append(rep)
             print(f"{pool:12s} {label:22s} done in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     pair_table = pools["no-fusechat"]
-    pair_runs = [("router:mf share", "router:mf", {"calibrate": "share"}), ("router:mf budget", "router:mf", {}),
-                 ("router:knn share", "router:knn", {"calibrate": "share"}),
-                 ("router:gbm share", "router:gbm", {"calibrate": "share"}),
-                 ("router:ensemble share", "router:ensemble", {"calibrate": "share"}),
-                 ("router:mf target", "router:mf", {"calibrate": "target"}),
-                 ("hybrid (answer emb.)", "hybrid", {}),  # embed=full: embeds the pair's answers once (cached)
-                 ("random", "random", {}), ("oracle", "oracle", {})]
+    pair_runs = [
+        ("router:mf share", "router:mf", {"calibrate": "share"}),
+        ("router:mf budget", "router:mf", {}),
+        ("router:knn share", "router:knn", {"calibrate": "share"}),
+        ("router:gbm share", "router:gbm", {"calibrate": "share"}),
+        ("router:ensemble share", "router:ensemble", {"calibrate": "share"}),
+        ("router:mf target", "router:mf", {"calibrate": "target"}),
+        ("hybrid (answer emb.)", "hybrid", {}),  # embed=full: embeds the pair's answers once (cached)
+        ("random", "random", {}),
+        ("oracle", "oracle", {}),
+    ]
     if args.only:
         pair_runs = [r for r in pair_runs if r[0] in args.only.split(",")]
     for weak in () if args.no_pairs else WEAKS:
         for label, name, opts in pair_runs:
             t0 = time.perf_counter()
             doc = evaluate(pair_table, get_policy(name, opts), strong=STRONG, weak=weak, n_boot=args.bootstrap).to_json()
-            rows.append({"pool": f"pair {weak}", "policy": label, "options": opts, **{k: doc.get(k) for k in KEYS},
-                         "budget_violations": len(doc["budget_violations"]), "ci95": doc.get("ci95"), "seconds": time.perf_counter() - t0})
+            rows.append(
+                {
+                    "pool": f"pair {weak}",
+                    "policy": label,
+                    "options": opts,
+                    **{k: doc.get(k) for k in KEYS},
+                    "budget_violations": len(doc["budget_violations"]),
+                    "ci95": doc.get("ci95"),
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
             print(f"pair {weak:20s} {label:18s} done in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
         if not args.only or "share oracle" in args.only.split(","):
             pair = pair_table.select_models([weak, STRONG])
             q = pair.quality
             best = share_oracle_metrics(q[:, pair.model_index(weak)], q[:, pair.model_index(STRONG)])
-            rows.append({"pool": f"pair {weak}", "policy": "share oracle", "options": {}, **{k: best.get(k) for k in KEYS},
-                         "budget_violations": 0, "ci95": None, "seconds": 0.0})
+            rows.append(
+                {
+                    "pool": f"pair {weak}",
+                    "policy": "share oracle",
+                    "options": {},
+                    **{k: best.get(k) for k in KEYS},
+                    "budget_violations": 0,
+                    "ci95": None,
+                    "seconds": 0.0,
+                }
+            )
 
     if args.plots:
         from thrifty.offline.plots import plot_png

@@ -100,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", dest="json_out")
     args = ap.parse_args(argv)
 
-    from thrifty.offline.router_policy import RouterOffline
     from thrifty.data.table_io import benchmark_dir, load_table
+    from thrifty.offline.router_policy import RouterOffline
 
     table = load_table(benchmark_dir())
     nonce = uuid.uuid4().hex[:8]
@@ -128,14 +128,31 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
 
     t = Table(title=f"Routing decision latency (router:{args.variant}, 56 models, this CPU)")
-    for c in ("embedder", "single p50 ms", "single p99 ms", f"{args.concurrency}-conc p50 ms", f"{args.concurrency}-conc p99 ms", "req/s", "q@best-cost", "gap closed"):
+    for c in (
+        "embedder",
+        "single p50 ms",
+        "single p99 ms",
+        f"{args.concurrency}-conc p50 ms",
+        f"{args.concurrency}-conc p99 ms",
+        "req/s",
+        "q@best-cost",
+        "gap closed",
+    ):
         t.add_column(c, justify="right")
     for kind, r in results.items():
         c = r[f"concurrent_{args.concurrency}"]
         q = r.get("quality", {})
         f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-        t.add_row(kind, f"{r['single']['p50_ms']:.2f}", f"{r['single']['p99_ms']:.2f}", f"{c['p50_ms']:.2f}", f"{c['p99_ms']:.2f}",
-                  f"{c['throughput_rps']:.0f}", f(q.get("quality_at_best_single_cost")), f(q.get("oracle_gap_closed")))
+        t.add_row(
+            kind,
+            f"{r['single']['p50_ms']:.2f}",
+            f"{r['single']['p99_ms']:.2f}",
+            f"{c['p50_ms']:.2f}",
+            f"{c['p99_ms']:.2f}",
+            f"{c['throughput_rps']:.0f}",
+            f(q.get("quality_at_best_single_cost")),
+            f(q.get("oracle_gap_closed")),
+        )
     Console(file=sys.stderr, width=160).print(t)
     doc = {"variant": args.variant, "concurrency": args.concurrency, "results": results}
     if args.json_out:

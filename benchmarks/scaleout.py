@@ -57,22 +57,45 @@ def _config(upstream_port: int, data_dir: Path, store: str | None, redis: bool) 
 
     server = f'[server]\ndata_dir = "{data_dir}"\nrequest_timeout_s = 30\n' + (f'store = "{store}"\n' if store else "")
     cache = '[profiles.default.cache]\nmode = "exact"\nredis_url_env = "THRIFTY_BENCH_REDIS"\n\n' if redis else ""
-    return (server + "\n" + f'[providers.cheap]\nkind = "openai"\nmodel = "bench-cheap"\nbase_url = "http://127.0.0.1:{upstream_port}/v1"\n'
-            "prices = { input = 0.1, output = 0.4 }\ntimeout_s = 10\nmax_tokens = 16\n\n"
-            '[profiles.default]\ntiers = ["cheap"]\n\n' + cache
-            + f'[keys.bench]\nsha256 = "{hash_key(KEY)}"\nlimit_usd = 1000000.0\n')
+    return (
+        server + "\n" + f'[providers.cheap]\nkind = "openai"\nmodel = "bench-cheap"\nbase_url = "http://127.0.0.1:{upstream_port}/v1"\n'
+        "prices = { input = 0.1, output = 0.4 }\ntimeout_s = 10\nmax_tokens = 16\n\n"
+        '[profiles.default]\ntiers = ["cheap"]\n\n' + cache + f'[keys.bench]\nsha256 = "{hash_key(KEY)}"\nlimit_usd = 1000000.0\n'
+    )
 
 
 def _start_replica(cfg: str, data_dir: Path, env: dict[str, str]) -> tuple[subprocess.Popen, int]:
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / "thrifty.toml").write_text(cfg)
     port = free_port()
-    full_env = {**os.environ, **env, "THRIFTY_CONFIG": str(data_dir / "thrifty.toml"),
-                "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    full_env = {
+        **os.environ,
+        **env,
+        "THRIFTY_CONFIG": str(data_dir / "thrifty.toml"),
+        "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
     log = open(data_dir / "server.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "thrifty.gateway.app:app_from_env", "--factory", "--host", "127.0.0.1",
-                             "--port", str(port), "--no-access-log", "--log-level", "warning"],
-                            stdout=log, stderr=subprocess.STDOUT, env=full_env, start_new_session=True, cwd=str(data_dir))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "thrifty.gateway.app:app_from_env",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=full_env,
+        start_new_session=True,
+        cwd=str(data_dir),
+    )
     log.close()
     wait_http(f"http://127.0.0.1:{port}/healthz", proc)
     return proc, port
@@ -88,8 +111,24 @@ def _wrk(ports: list[int], connections: int, duration: float, tag: str) -> dict[
         with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
             fh.write(_LUA % (f"{tag}-{i}-{time.time_ns()}", KEY))
             scripts.append(fh.name)
-        procs.append(subprocess.Popen(["wrk", "-t1", f"-c{per}", f"-d{max(1, round(duration))}s", "--latency", "--timeout", "10s",
-                                       "-s", fh.name, f"http://127.0.0.1:{port}"], stdout=subprocess.PIPE, text=True))
+        procs.append(
+            subprocess.Popen(
+                [
+                    "wrk",
+                    "-t1",
+                    f"-c{per}",
+                    f"-d{max(1, round(duration))}s",
+                    "--latency",
+                    "--timeout",
+                    "10s",
+                    "-s",
+                    fh.name,
+                    f"http://127.0.0.1:{port}",
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        )
     outs = [p.communicate(timeout=duration + 60)[0] for p in procs]
     for s in scripts:
         os.unlink(s)
@@ -129,16 +168,26 @@ def _postgres_pids(data: Path) -> list[int]:
     return pids
 
 
-def _measure(name: str, ports: list[int], procs: list[subprocess.Popen], extra_pids: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+def _measure(
+    name: str, ports: list[int], procs: list[subprocess.Popen], extra_pids: dict[str, Any], args: argparse.Namespace
+) -> dict[str, Any]:
     _wrk(ports, args.tput_conns, 1, f"warm-{name}")
     lat = _wrk(ports, len(ports), args.duration, f"lat-{name}")
     cpu0 = sum(group_cpu_s(p.pid) for p in procs)
     other0 = {k: _pids_cpu_s(f()) for k, f in extra_pids.items()}
     tput = _wrk(ports, args.tput_conns, args.duration, f"tput-{name}")
     n = max(1, tput["requests"])
-    row = {"name": name, "replicas": len(ports), "p50_ms": lat["p50_ms"], "p99_ms": lat["p99_ms"], "rps": tput["rps"],
-           "p50_ms_at_throughput": tput["p50_ms"], "errors": lat["errors"] + tput["errors"], "requests": lat["requests"] + tput["requests"],
-           "gateway_cpu_ms_per_request": (sum(group_cpu_s(p.pid) for p in procs) - cpu0) * 1e3 / n}
+    row = {
+        "name": name,
+        "replicas": len(ports),
+        "p50_ms": lat["p50_ms"],
+        "p99_ms": lat["p99_ms"],
+        "rps": tput["rps"],
+        "p50_ms_at_throughput": tput["p50_ms"],
+        "errors": lat["errors"] + tput["errors"],
+        "requests": lat["requests"] + tput["requests"],
+        "gateway_cpu_ms_per_request": (sum(group_cpu_s(p.pid) for p in procs) - cpu0) * 1e3 / n,
+    }
     for k, f in extra_pids.items():
         row[f"{k}_cpu_ms_per_request"] = (_pids_cpu_s(f()) - other0[k]) * 1e3 / n
     return row
@@ -175,7 +224,9 @@ def main(argv: list[str] | None = None) -> int:
             pg_pids = {"postgres": lambda: _postgres_pids(pg.data)}
             for n, use_redis in [(1, False)] + [(k, True) for k in range(2, args.max_replicas + 1)]:
                 store = pg.create_database()
-                started = [_start_replica(_config(up_port, tmp / f"pg{n}-{i}", store, use_redis), tmp / f"pg{n}-{i}", env) for i in range(n)]
+                started = [
+                    _start_replica(_config(up_port, tmp / f"pg{n}-{i}", store, use_redis), tmp / f"pg{n}-{i}", env) for i in range(n)
+                ]
                 try:
                     extra = dict(pg_pids)
                     if use_redis:
@@ -198,19 +249,32 @@ def main(argv: list[str] | None = None) -> int:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     except OSError:
         commit = ""
-    doc = {"benchmark": "scaleout", "commit": commit, "cpus": os.cpu_count(), "duration_s": args.duration,
-           "load_average_before": load_before, "load_average_after": os.getloadavg()[0],
-           "throughput_connections": args.tput_conns, "tool": "wrk",
-           "rows": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]}
+    doc = {
+        "benchmark": "scaleout",
+        "commit": commit,
+        "cpus": os.cpu_count(),
+        "duration_s": args.duration,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg()[0],
+        "throughput_connections": args.tput_conns,
+        "tool": "wrk",
+        "rows": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in rows],
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"wrk, {args.duration:g}s per measurement; latency at 1 connection per replica, throughput at {args.tput_conns} in all;"
-          f" {os.cpu_count()} CPUs (replicas, PostgreSQL, Redis and wrk share them)")
-    print(f"{'setup':40} {'p50 ms':>7} {'p99 ms':>7} {'+p50':>6} {'+p99':>6} {'req/s':>7} {'gw cpu ms/req':>13} {'pg ms/req':>9} {'redis ms/req':>12} {'errors':>6}")
+    print(
+        f"wrk, {args.duration:g}s per measurement; latency at 1 connection per replica, throughput at {args.tput_conns} in all;"
+        f" {os.cpu_count()} CPUs (replicas, PostgreSQL, Redis and wrk share them)"
+    )
+    print(
+        f"{'setup':40} {'p50 ms':>7} {'p99 ms':>7} {'+p50':>6} {'+p99':>6} {'req/s':>7} {'gw cpu ms/req':>13} {'pg ms/req':>9} {'redis ms/req':>12} {'errors':>6}"
+    )
     for r in rows:
-        print(f"{r['name']:40} {r['p50_ms']:7.2f} {r['p99_ms']:7.2f} {r.get('added_p50_ms', 0):6.2f} {r.get('added_p99_ms', 0):6.2f}"
-              f" {r['rps']:7.0f} {r['gateway_cpu_ms_per_request']:13.3f} {r.get('postgres_cpu_ms_per_request', 0):9.3f}"
-              f" {r.get('redis_cpu_ms_per_request', 0):12.3f} {r['errors']:6d}")
+        print(
+            f"{r['name']:40} {r['p50_ms']:7.2f} {r['p99_ms']:7.2f} {r.get('added_p50_ms', 0):6.2f} {r.get('added_p99_ms', 0):6.2f}"
+            f" {r['rps']:7.0f} {r['gateway_cpu_ms_per_request']:13.3f} {r.get('postgres_cpu_ms_per_request', 0):9.3f}"
+            f" {r.get('redis_cpu_ms_per_request', 0):12.3f} {r['errors']:6d}"
+        )
     print(f"wrote {args.out}")
     return 0
 

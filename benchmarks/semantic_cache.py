@@ -37,44 +37,134 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from thrifty.data.table_io import benchmark_dir  # noqa: E402
 from thrifty.serving.cache.guard import lexical_mismatch  # noqa: E402
 from thrifty.serving.cache.semantic import DEFAULT_THRESHOLD, SemanticMatcher, similarities  # noqa: E402
 from thrifty.serving.cache.store import Candidate  # noqa: E402
-from thrifty.data.table_io import benchmark_dir  # noqa: E402
 
 # ---- rules ---------------------------------------------------------------------------------------
 PREFIXES = ["Hi! ", "Hello. ", "I have a question. ", "Quick question: ", "Please help me with this: ", "Hey there! "]
 SUFFIXES = [" Thanks!", " Thank you.", " Thanks in advance.", " Please answer carefully."]
 SYNONYMS = {
-    "write": "compose", "explain": "describe", "give": "provide", "list": "enumerate", "make": "create",
-    "help": "assist", "show": "demonstrate", "big": "large", "small": "little", "quick": "fast",
-    "buy": "purchase", "start": "begin", "use": "utilize", "need": "require", "find": "locate",
-    "best": "top", "good": "decent", "tell me": "let me know", "i want to": "i would like to",
-    "suggest": "recommend", "ideas": "suggestions", "simple": "easy", "important": "significant",
-    "different": "distinct", "way": "method", "job": "occupation", "answer": "reply", "story": "tale",
-    "create": "generate", "provide": "give", "describe": "explain", "choose": "pick", "happy": "glad",
+    "write": "compose",
+    "explain": "describe",
+    "give": "provide",
+    "list": "enumerate",
+    "make": "create",
+    "help": "assist",
+    "show": "demonstrate",
+    "big": "large",
+    "small": "little",
+    "quick": "fast",
+    "buy": "purchase",
+    "start": "begin",
+    "use": "utilize",
+    "need": "require",
+    "find": "locate",
+    "best": "top",
+    "good": "decent",
+    "tell me": "let me know",
+    "i want to": "i would like to",
+    "suggest": "recommend",
+    "ideas": "suggestions",
+    "simple": "easy",
+    "important": "significant",
+    "different": "distinct",
+    "way": "method",
+    "job": "occupation",
+    "answer": "reply",
+    "story": "tale",
+    "create": "generate",
+    "provide": "give",
+    "describe": "explain",
+    "choose": "pick",
+    "happy": "glad",
 }
 ANTONYMS = {
-    "best": "worst", "worst": "best", "most": "least", "least": "most", "advantages": "disadvantages",
-    "disadvantages": "advantages", "pros": "cons", "cons": "pros", "increase": "decrease", "decrease": "increase",
-    "largest": "smallest", "smallest": "largest", "before": "after", "after": "before", "more": "less",
-    "less": "more", "positive": "negative", "negative": "positive", "easy": "hard", "hard": "easy",
-    "cheap": "expensive", "expensive": "cheap", "high": "low", "low": "high", "fast": "slow", "slow": "fast",
-    "long": "short", "short": "long", "first": "last", "last": "first", "good": "bad", "bad": "good",
-    "true": "false", "false": "true", "add": "remove", "remove": "add", "buy": "sell", "sell": "buy",
-    "hot": "cold", "cold": "hot", "old": "new", "new": "old", "happy": "sad", "sad": "happy", "love": "hate",
-    "beginners": "experts", "healthy": "unhealthy", "start": "end", "success": "failure",
+    "best": "worst",
+    "worst": "best",
+    "most": "least",
+    "least": "most",
+    "advantages": "disadvantages",
+    "disadvantages": "advantages",
+    "pros": "cons",
+    "cons": "pros",
+    "increase": "decrease",
+    "decrease": "increase",
+    "largest": "smallest",
+    "smallest": "largest",
+    "before": "after",
+    "after": "before",
+    "more": "less",
+    "less": "more",
+    "positive": "negative",
+    "negative": "positive",
+    "easy": "hard",
+    "hard": "easy",
+    "cheap": "expensive",
+    "expensive": "cheap",
+    "high": "low",
+    "low": "high",
+    "fast": "slow",
+    "slow": "fast",
+    "long": "short",
+    "short": "long",
+    "first": "last",
+    "last": "first",
+    "good": "bad",
+    "bad": "good",
+    "true": "false",
+    "false": "true",
+    "add": "remove",
+    "remove": "add",
+    "buy": "sell",
+    "sell": "buy",
+    "hot": "cold",
+    "cold": "hot",
+    "old": "new",
+    "new": "old",
+    "happy": "sad",
+    "sad": "happy",
+    "love": "hate",
+    "beginners": "experts",
+    "healthy": "unhealthy",
+    "start": "end",
+    "success": "failure",
 }
 INSTRUCTIONS = ["Summarize", "Translate", "Criticize", "Proofread", "Shorten", "Rank", "Refute", "Memorize", "Illustrate"]
 QUESTION_SWAP = {"what": "why", "how": "why", "why": "how", "who": "where", "when": "where", "where": "when", "which": "why"}
 UNIT_SWAP = {
-    "km": "miles", "kilometers": "miles", "miles": "kilometers", "mile": "kilometer", "kg": "pounds",
-    "kilograms": "pounds", "pounds": "kilograms", "celsius": "Fahrenheit", "fahrenheit": "Celsius",
-    "hours": "minutes", "minutes": "seconds", "seconds": "minutes", "days": "weeks", "weeks": "months",
-    "months": "years", "years": "months", "dollars": "euros", "euros": "dollars", "feet": "meters",
-    "meters": "feet", "inches": "centimeters", "cups": "liters", "grams": "ounces", "ounces": "grams",
-    "percent": "times", "%": " times", "$": "€", "words": "sentences", "sentences": "paragraphs",
-    "paragraphs": "sentences", "lines": "verses",
+    "km": "miles",
+    "kilometers": "miles",
+    "miles": "kilometers",
+    "mile": "kilometer",
+    "kg": "pounds",
+    "kilograms": "pounds",
+    "pounds": "kilograms",
+    "celsius": "Fahrenheit",
+    "fahrenheit": "Celsius",
+    "hours": "minutes",
+    "minutes": "seconds",
+    "seconds": "minutes",
+    "days": "weeks",
+    "weeks": "months",
+    "months": "years",
+    "years": "months",
+    "dollars": "euros",
+    "euros": "dollars",
+    "feet": "meters",
+    "meters": "feet",
+    "inches": "centimeters",
+    "cups": "liters",
+    "grams": "ounces",
+    "ounces": "grams",
+    "percent": "times",
+    "%": " times",
+    "$": "€",
+    "words": "sentences",
+    "sentences": "paragraphs",
+    "paragraphs": "sentences",
+    "lines": "verses",
 }
 SWAPS = [  # order-sensitive pairs: "from A to B", "A into B", "A than B", "A to B" after convert/translate
     re.compile(r"\bfrom (?P<a>[A-Za-z]+) (?:to|into) (?P<b>[A-Za-z]+)", re.I),
@@ -95,9 +185,11 @@ def _sub_word(text: str, table: dict[str, str], rng: random.Random, limit: int =
         return None
     rng.shuffle(keys)
     for k in keys[:limit]:
+
         def rep(m: re.Match) -> str:
-            w = table[k]
+            w = table[k]  # noqa: B023 - rep runs inside this iteration (re.sub below)
             return w[:1].upper() + w[1:] if m.group(0)[:1].isupper() else w
+
         text = re.sub(rf"\b{re.escape(k)}\b", rep, text, count=1, flags=re.I)
     return text
 
@@ -122,8 +214,12 @@ def near_misses(text: str, rng: random.Random, entity_pool: list[str]) -> dict[s
     if nums:
         m = rng.choice(nums)
         old = m.group(0)
-        new = str(int(float(old)) + rng.randint(1, 9)) if "." not in old else f"{float(old) + rng.randint(1, 9) / 10:.{len(old.split('.')[1])}f}"
-        out["number"] = text[: m.start()] + new + text[m.end():]
+        new = (
+            str(int(float(old)) + rng.randint(1, 9))
+            if "." not in old
+            else f"{float(old) + rng.randint(1, 9) / 10:.{len(old.split('.')[1])}f}"
+        )
+        out["number"] = text[: m.start()] + new + text[m.end() :]
     else:
         w = next((w for w in WORD_NUMS if re.search(rf"\b{w}\b", text, re.I)), None)
         if w:
@@ -132,18 +228,18 @@ def near_misses(text: str, rng: random.Random, entity_pool: list[str]) -> dict[s
     if caps:
         m = rng.choice(caps)
         choices = [e for e in entity_pool if e.lower() not in text.lower()]
-        out["entity"] = text[: m.start(1)] + rng.choice(choices) + text[m.end(1):]
+        out["entity"] = text[: m.start(1)] + rng.choice(choices) + text[m.end(1) :]
     neg = NEG.search(text)
     if neg:
         word = neg.group(0).lower()
         head = text[: neg.start()]
         if word == "n't":
             head = re.sub(r"(?i)ca$", "can", re.sub(r"(?i)wo$", "will", head))
-        out["negation"] = re.sub(r"\s{2,}", " ", head + text[neg.end():])
+        out["negation"] = re.sub(r"\s{2,}", " ", head + text[neg.end() :])
     else:
         aux = AUX.search(text)
         if aux:
-            out["negation"] = text[: aux.end()] + " not" + text[aux.end():]
+            out["negation"] = text[: aux.end()] + " not" + text[aux.end() :]
     unit = _sub_word(text, UNIT_SWAP, rng, limit=1)
     if unit and unit != text:
         out["unit"] = unit
@@ -152,15 +248,15 @@ def near_misses(text: str, rng: random.Random, entity_pool: list[str]) -> dict[s
         w = first.group(1)
         if w.lower() in QUESTION_SWAP:
             swap = QUESTION_SWAP[w.lower()]
-            out["instruction"] = text[: first.start(1)] + (swap.capitalize() if w[:1].isupper() else swap) + text[first.end(1):]
+            out["instruction"] = text[: first.start(1)] + (swap.capitalize() if w[:1].isupper() else swap) + text[first.end(1) :]
         elif w.lower() not in {"i", "the", "a", "an", "my", "in", "if", "hi", "hello", "hey", "this", "there"}:
             verb = rng.choice([v for v in INSTRUCTIONS if v.lower() != w.lower()])
-            out["instruction"] = text[: first.start(1)] + verb + text[first.end(1):]
+            out["instruction"] = text[: first.start(1)] + verb + text[first.end(1) :]
     for pat in SWAPS:
         m = pat.search(text)
         if m and m.group("a").lower() != m.group("b").lower():
             a, b = m.span("a"), m.span("b")
-            out["swap"] = text[: a[0]] + m.group("b") + text[a[1] : b[0]] + m.group("a") + text[b[1]:]
+            out["swap"] = text[: a[0]] + m.group("b") + text[a[1] : b[0]] + m.group("a") + text[b[1] :]
             break
     anto = _sub_word(text, ANTONYMS, rng, limit=1)
     if anto and anto != text:
@@ -204,7 +300,9 @@ def build_queries(prompts: list[str], seed: int) -> list[Query]:
 
 
 # ---- evaluation -----------------------------------------------------------------------------------
-def top_admissible(qvecs: np.ndarray, queries: list[Query], index_vecs: np.ndarray, index_texts: list[str], guard: str) -> tuple[np.ndarray, np.ndarray]:
+def top_admissible(
+    qvecs: np.ndarray, queries: list[Query], index_vecs: np.ndarray, index_texts: list[str], guard: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Per query: (similarity, index position) of the nearest cached prompt that passes the guard."""
     sims = np.stack([similarities(v, index_vecs) for v in qvecs])
     best_sim = np.full(len(queries), -1.0)
@@ -249,7 +347,11 @@ def per_kind(queries, sims, idx, positions, tau) -> dict[str, dict]:
     for kind in sorted({q.kind for q in queries}):
         sel = [i for i, q in enumerate(queries) if q.kind == kind]
         m = metrics([queries[i] for i in sel], sims[sel], idx[sel], positions, tau)
-        out[kind] = {"n": len(sel), "positive": queries[sel[0]].positive, "hit_rate": m["recall"] if queries[sel[0]].positive else m["false_hit_rate"]}
+        out[kind] = {
+            "n": len(sel),
+            "positive": queries[sel[0]].positive,
+            "hit_rate": m["recall"] if queries[sel[0]].positive else m["false_hit_rate"],
+        }
     return out
 
 
@@ -268,13 +370,20 @@ def main(argv: list[str] | None = None) -> int:
     eligible = [i for i, p in enumerate(prompts) if len(p) <= args.max_chars]
     order = list(eligible)
     random.Random(args.seed).shuffle(order)
-    halves = {"A": sorted(order[: len(order) // 2]), "B": sorted(order[len(order) // 2:])}
+    halves = {"A": sorted(order[: len(order) // 2]), "B": sorted(order[len(order) // 2 :])}
     all_queries = build_queries(prompts, args.seed)
     emb = get_embedder()
     vecs = SemanticMatcher(embedder=emb).embed_many(prompts + [q.text for q in all_queries])
-    pvecs, qvecs_all = vecs[: len(prompts)], vecs[len(prompts):]
+    pvecs, qvecs_all = vecs[: len(prompts)], vecs[len(prompts) :]
 
-    results: dict = {"n_prompts": len(prompts), "eligible_prompts": len(eligible), "max_chars": args.max_chars, "target_false_hit_rate": args.target, "seed": args.seed, "embedder": emb.name}
+    results: dict = {
+        "n_prompts": len(prompts),
+        "eligible_prompts": len(eligible),
+        "max_chars": args.max_chars,
+        "target_false_hit_rate": args.target,
+        "seed": args.seed,
+        "embedder": emb.name,
+    }
     per_half = {}
     for name, members in halves.items():
         member_set = set(members)
@@ -294,9 +403,16 @@ def main(argv: list[str] | None = None) -> int:
         tau = calibrate(a["queries"], *a[guard], a["positions"], args.target)
         held = metrics(b["queries"], *b[guard], b["positions"], tau)
         at_default = metrics(b["queries"], *b[guard], b["positions"], DEFAULT_THRESHOLD)
-        row = {"guard": guard, "calibrated_threshold": tau, "calibration_half": metrics(a["queries"], *a[guard], a["positions"], tau), "held_out": held, "held_out_at_default": at_default, "per_kind_held_out": per_kind(b["queries"], *b[guard], b["positions"], tau),
-               "per_kind_held_out_at_default": per_kind(b["queries"], *b[guard], b["positions"], DEFAULT_THRESHOLD),
-               "sweep_held_out": [metrics(b["queries"], *b[guard], b["positions"], t) for t in SWEEP]}
+        row = {
+            "guard": guard,
+            "calibrated_threshold": tau,
+            "calibration_half": metrics(a["queries"], *a[guard], a["positions"], tau),
+            "held_out": held,
+            "held_out_at_default": at_default,
+            "per_kind_held_out": per_kind(b["queries"], *b[guard], b["positions"], tau),
+            "per_kind_held_out_at_default": per_kind(b["queries"], *b[guard], b["positions"], DEFAULT_THRESHOLD),
+            "sweep_held_out": [metrics(b["queries"], *b[guard], b["positions"], t) for t in SWEEP],
+        }
         table.append(row)
     results["configs"] = table
 
@@ -311,21 +427,36 @@ def main(argv: list[str] | None = None) -> int:
     results["default_threshold"] = DEFAULT_THRESHOLD
     results["seconds"] = round(time.time() - t0, 1)
 
-    print(f"semantic cache: {len(eligible)}/{len(prompts)} AlpacaEval prompts (<= {args.max_chars} chars), halves {len(halves['A'])}/{len(halves['B'])}, {len(all_queries)} generated queries")
+    print(
+        f"semantic cache: {len(eligible)}/{len(prompts)} AlpacaEval prompts (<= {args.max_chars} chars), halves {len(halves['A'])}/{len(halves['B'])}, {len(all_queries)} generated queries"
+    )
     print(f"target false-hit rate <= {args.target:.1%} on half A; metrics on half B")
-    print(f"{'guard':<8} {'tau':>6} {'recall':>7} {'precision':>9} {'false-hit':>9} {'wrong-src':>9} | at default tau={DEFAULT_THRESHOLD}: {'recall':>6} {'precision':>9} {'false-hit':>9}")
+    print(
+        f"{'guard':<8} {'tau':>6} {'recall':>7} {'precision':>9} {'false-hit':>9} {'wrong-src':>9} | at default tau={DEFAULT_THRESHOLD}: {'recall':>6} {'precision':>9} {'false-hit':>9}"
+    )
     for row in table:
         h, d = row["held_out"], row["held_out_at_default"]
-        print(f"{row['guard']:<8} {row['calibrated_threshold']:>6.3f} {h['recall']:>7.3f} {h['precision']:>9.3f} {h['false_hit_rate']:>9.2%} {h['wrong_source_hits']:>9d} | {'':>22}{d['recall']:>6.3f} {d['precision']:>9.3f} {d['false_hit_rate']:>9.2%}")
+        print(
+            f"{row['guard']:<8} {row['calibrated_threshold']:>6.3f} {h['recall']:>7.3f} {h['precision']:>9.3f} {h['false_hit_rate']:>9.2%} {h['wrong_source_hits']:>9d} | {'':>22}{d['recall']:>6.3f} {d['precision']:>9.3f} {d['false_hit_rate']:>9.2%}"
+        )
     print(f"per kind, held-out, at the default tau={DEFAULT_THRESHOLD}: hit rate  [para: want high | miss: want 0]")
     kinds = sorted(table[0]["per_kind_held_out_at_default"])
     print(f"  {'kind':<14} {'':<5} {'n':>4}  " + "  ".join(f"{g:>8}" for g in GUARDS))
     for kind in kinds:
         first = table[0]["per_kind_held_out_at_default"][kind]
-        print(f"  {kind:<14} {'para' if first['positive'] else 'miss':<5} {first['n']:>4}  " + "  ".join(f"{row['per_kind_held_out_at_default'][kind]['hit_rate']:>8.3f}" for row in table))
+        print(
+            f"  {kind:<14} {'para' if first['positive'] else 'miss':<5} {first['n']:>4}  "
+            + "  ".join(f"{row['per_kind_held_out_at_default'][kind]['hit_rate']:>8.3f}" for row in table)
+        )
     print("held-out sweep (recall / false-hit):")
     for i, t in enumerate(SWEEP):
-        print(f"  tau {t:<6} " + "   ".join(f"{row['guard']:>8} {row['sweep_held_out'][i]['recall']:.3f}/{row['sweep_held_out'][i]['false_hit_rate']:.3f}" for row in table))
+        print(
+            f"  tau {t:<6} "
+            + "   ".join(
+                f"{row['guard']:>8} {row['sweep_held_out'][i]['recall']:.3f}/{row['sweep_held_out'][i]['false_hit_rate']:.3f}"
+                for row in table
+            )
+        )
     print(f"live SemanticMatcher check at default: {results['live_matcher_check']}  ({results['seconds']} s)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -85,8 +85,15 @@ def run(url: str, n: int, lookups: int) -> dict[str, float]:
     writer.clear()
     i50, i99 = _ms(index)
     f50, f99 = _ms(fetch)
-    return {"n": n, "bootstrap_ms": round(1000 * bootstrap, 1), "index_p50_ms": i50, "index_p99_ms": i99, "fetch_all_p50_ms": f50,
-            "fetch_all_p99_ms": f99, "mirror_mb": round(n * 2 * DIM * 4 / 1e6, 1)}
+    return {
+        "n": n,
+        "bootstrap_ms": round(1000 * bootstrap, 1),
+        "index_p50_ms": i50,
+        "index_p99_ms": i99,
+        "fetch_all_p50_ms": f50,
+        "fetch_all_p99_ms": f99,
+        "mirror_mb": round(n * 2 * DIM * 4 / 1e6, 1),
+    }
 
 
 def main() -> int:
@@ -102,8 +109,11 @@ def main() -> int:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     workdir = tempfile.mkdtemp(prefix="thrifty-redis-")
-    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for _ in range(100):
             try:
@@ -118,8 +128,10 @@ def main() -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"{'entries':>8s} {'bootstrap ms':>13s} {'index p50/p99 ms':>18s} {'fetch-all p50/p99 ms':>22s} {'mirror MB':>10s}")
     for r in rows:
-        print(f"{r['n']:8d} {r['bootstrap_ms']:13.1f} {r['index_p50_ms']:>8.3f} / {r['index_p99_ms']:<7.3f} "
-              f"{r['fetch_all_p50_ms']:>10.2f} / {r['fetch_all_p99_ms']:<9.2f} {r['mirror_mb']:10.1f}")
+        print(
+            f"{r['n']:8d} {r['bootstrap_ms']:13.1f} {r['index_p50_ms']:>8.3f} / {r['index_p99_ms']:<7.3f} "
+            f"{r['fetch_all_p50_ms']:>10.2f} / {r['fetch_all_p99_ms']:<9.2f} {r['mirror_mb']:10.1f}"
+        )
     if args.json:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
         Path(args.json).write_text(json.dumps({"commit": commit, "lookups": args.lookups, "results": rows}, indent=2) + "\n")

@@ -37,9 +37,27 @@ sys.path.insert(0, str(HERE))
 
 def eval_args(joint: Path, out: Path, args: argparse.Namespace, guard: str) -> list[str]:
     adapted = ",".join(f"gemma3-270m@select-{b}" for b in args.budgets)
-    argv = ["eval", "--data", str(joint), "--contributions", "--models", args.base, "--out", str(out),
-            "--bootstrap", str(args.bootstrap), "--folds", str(args.folds), "--seed", str(args.seed),
-            "--cache-guard", guard, "--choices", "up,down,neutral,none", "--json"]
+    argv = [
+        "eval",
+        "--data",
+        str(joint),
+        "--contributions",
+        "--models",
+        args.base,
+        "--out",
+        str(out),
+        "--bootstrap",
+        str(args.bootstrap),
+        "--folds",
+        str(args.folds),
+        "--seed",
+        str(args.seed),
+        "--cache-guard",
+        guard,
+        "--choices",
+        "up,down,neutral,none",
+        "--json",
+    ]
     argv += ["--adapted", adapted] if adapted else []
     argv += ["--student", args.student] if args.student else []
     return argv
@@ -88,13 +106,16 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.copyfile(out / "contributions.png", args.plot)
     doc = docs["strict"]
     doc["command"] = "thrifty " + " ".join(eval_args(joint, Path("OUT"), args, "strict"))
-    doc["looser_cache_guards"] = {g: {"cache": d["cache"], "stage": next(s for s in d["stages"] if s["stage"] == "+ cache")}
-                                  for g, d in docs.items() if g != "strict"}
+    doc["looser_cache_guards"] = {
+        g: {"cache": d["cache"], "stage": next(s for s in d["stages"] if s["stage"] == "+ cache")} for g, d in docs.items() if g != "strict"
+    }
     for g, d in doc["looser_cache_guards"].items():
         st, c = d["stage"], d["cache"]
-        print(f"cache guard {g}: {c['semantic_hits']} semantic + {c['exact_hits']} exact hits / {c['n']}; "
-              f"+ cache best point {st['best']['quality']:.3f} at ${st['best']['cost']:.3g}, "
-              f"quality @ reference cost {st['quality_at_ref_cost']}")
+        print(
+            f"cache guard {g}: {c['semantic_hits']} semantic + {c['exact_hits']} exact hits / {c['n']}; "
+            f"+ cache best point {st['best']['quality']:.3f} at ${st['best']['cost']:.3g}, "
+            f"quality @ reference cost {st['quality_at_ref_cost']}"
+        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(doc, indent=1), encoding="utf-8")

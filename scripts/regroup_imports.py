@@ -40,7 +40,9 @@ MOVES = {
 CONFIG_SUBMODULES = {"settings", "parse", "model", "audit", "refit", "checks"}  # modules of the config package
 
 _DOTTED = re.compile(r"\bthrifty\.(" + "|".join(re.escape(k) for k in sorted(MOVES, key=len, reverse=True)) + r")(?![\w/])")
-_SLASHED = re.compile(r"\bthrifty/(" + "|".join(re.escape(k.replace(".", "/")) for k in sorted(MOVES, key=len, reverse=True)) + r")(?=[/.])")
+_SLASHED = re.compile(
+    r"\bthrifty/(" + "|".join(re.escape(k.replace(".", "/")) for k in sorted(MOVES, key=len, reverse=True)) + r")(?=[/.])"
+)
 _CONFIG = re.compile(r"\bthrifty\.config(?![\w])(\.\w+)?")
 _CONFIG_PATH = re.compile(r"\bthrifty/config\.py\b")
 

@@ -31,9 +31,9 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from thrifty.errors import BudgetExceeded, ConfigError, DataError, ProviderError, ThriftyError
     from thrifty.data.table import RoutingTable
     from thrifty.data.table_io import load_table
+    from thrifty.errors import BudgetExceeded, ConfigError, DataError, ProviderError, ThriftyError
 
 
 def __getattr__(name: str) -> Any:

@@ -77,16 +77,25 @@ class AnthropicStandIn:
                 sent = self.headers.get("x-api-key") or bearer
                 if standin.api_key not in (self.headers.get("x-api-key"), bearer):
                     # echoes the key it was sent, as some upstreams do: the adapter must redact it
-                    return self._json(401, {"type": "error", "error": {"type": "authentication_error", "message": f"invalid x-api-key {sent}"}})
+                    return self._json(
+                        401, {"type": "error", "error": {"type": "authentication_error", "message": f"invalid x-api-key {sent}"}}
+                    )
                 if not self.headers.get("anthropic-version"):
-                    return self._json(400, {"type": "error", "error": {"type": "invalid_request_error", "message": "anthropic-version header is required"}})
+                    return self._json(
+                        400,
+                        {"type": "error", "error": {"type": "invalid_request_error", "message": "anthropic-version header is required"}},
+                    )
                 standin.requests.append(body)
                 if standin.fail_next:
                     status, headers = standin.fail_next.pop(0)
-                    return self._json(status, {"type": "error", "error": {"type": "overloaded_error", "message": "stand-in failure"}}, headers)
+                    return self._json(
+                        status, {"type": "error", "error": {"type": "overloaded_error", "message": "stand-in failure"}}, headers
+                    )
                 for field in ("model", "messages", "max_tokens"):
                     if field not in body:
-                        return self._json(400, {"type": "error", "error": {"type": "invalid_request_error", "message": f"{field}: Field required"}})
+                        return self._json(
+                            400, {"type": "error", "error": {"type": "invalid_request_error", "message": f"{field}: Field required"}}
+                        )
                 message = standin._answer(body)
                 if body.get("stream"):
                     return self._sse(message)
@@ -112,10 +121,18 @@ class AnthropicStandIn:
                             event("content_block_delta", {"index": i, "delta": {"type": "text_delta", "text": w if j == 0 else " " + w}})
                     else:
                         event("content_block_start", {"index": i, "content_block": {**block, "input": {}}})
-                        event("content_block_delta", {"index": i, "delta": {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}})
+                        event(
+                            "content_block_delta",
+                            {"index": i, "delta": {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}},
+                        )
                     event("content_block_stop", {"index": i})
-                event("message_delta", {"delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
-                                        "usage": {"output_tokens": message["usage"]["output_tokens"]}})
+                event(
+                    "message_delta",
+                    {
+                        "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                        "usage": {"output_tokens": message["usage"]["output_tokens"]},
+                    },
+                )
                 event("message_stop", {})
                 self.close_connection = True
 
@@ -133,8 +150,11 @@ class AnthropicStandIn:
         last_user = ""
         for m in body["messages"]:
             if m["role"] == "user":
-                texts = [b.get("text", "") for b in m["content"] if isinstance(b, dict) and b.get("type") == "text"] \
-                    if isinstance(m["content"], list) else [m["content"]]
+                texts = (
+                    [b.get("text", "") for b in m["content"] if isinstance(b, dict) and b.get("type") == "text"]
+                    if isinstance(m["content"], list)
+                    else [m["content"]]
+                )
                 if any(texts):
                     last_user = " ".join(t for t in texts if t)
         choice = body.get("tool_choice") or {}
@@ -153,5 +173,13 @@ class AnthropicStandIn:
 
     @staticmethod
     def _message(body: dict[str, Any], content: list[dict[str, Any]], stop: str, n_in: int, n_out: int) -> dict[str, Any]:
-        return {"id": "msg_standin", "type": "message", "role": "assistant", "model": body["model"], "content": content,
-                "stop_reason": stop, "stop_sequence": None, "usage": {"input_tokens": n_in, "output_tokens": n_out}}
+        return {
+            "id": "msg_standin",
+            "type": "message",
+            "role": "assistant",
+            "model": body["model"],
+            "content": content,
+            "stop_reason": stop,
+            "stop_sequence": None,
+            "usage": {"input_tokens": n_in, "output_tokens": n_out},
+        }

@@ -164,7 +164,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif mode in ("500", "502", "503"):
             self._error(int(mode), f"injected {mode}")
         elif mode.startswith("429"):
-            secs = mode[len("429-ra"):] if mode.startswith("429-ra") else "1"
+            secs = mode[len("429-ra") :] if mode.startswith("429-ra") else "1"
             self._error(429, "injected rate limit", headers={"Retry-After": secs})
         elif mode == "echo401":
             self._error(401, f"Incorrect API key provided: {self.headers.get('Authorization', '')}")
@@ -227,8 +227,9 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 256  # listen backlog: load tests open many connections at once
 
-    def __init__(self, addr: tuple[str, int], label: str, hang_s: float, drip_interval: float,
-                 answers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, addr: tuple[str, int], label: str, hang_s: float, drip_interval: float, answers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(addr, _Handler)
         self.label = label
         self.answers = dict(answers or {})
@@ -247,10 +248,10 @@ class _Server(ThreadingHTTPServer):
         mode = spec.split("~", 1)[0]
         if mode.startswith("flaky"):
             head, _, inner = mode.partition("-")
-            return inner if n <= int(head[len("flaky"):] or 1) else "normal"
+            return inner if n <= int(head[len("flaky") :] or 1) else "normal"
         if mode.startswith("sleep"):
             head, _, inner = mode.partition("-")
-            self.stopping.wait(int(head[len("sleep"):] or 0) / 1000)
+            self.stopping.wait(int(head[len("sleep") :] or 0) / 1000)
             return inner or "normal"
         return mode
 
@@ -258,8 +259,7 @@ class _Server(ThreadingHTTPServer):
 class FaultUpstream:
     """A fault-injecting OpenAI-compatible server on 127.0.0.1 (free port), run in a daemon thread."""
 
-    def __init__(self, *, label: str = "", hang_s: float = 30.0, drip_interval: float = 0.3,
-                 answers: dict[str, str] | None = None) -> None:
+    def __init__(self, *, label: str = "", hang_s: float = 30.0, drip_interval: float = 0.3, answers: dict[str, str] | None = None) -> None:
         self._server = _Server(("127.0.0.1", 0), label, hang_s, drip_interval, answers)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 

@@ -34,8 +34,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def toml_provider(name: str, base_url: str, *, model: str | None = None, price_in: float = 1.0, price_out: float = 2.0,
-                  timeout_s: float = 1.0, max_tokens: int = 64) -> str:
+def toml_provider(
+    name: str,
+    base_url: str,
+    *,
+    model: str | None = None,
+    price_in: float = 1.0,
+    price_out: float = 2.0,
+    timeout_s: float = 1.0,
+    max_tokens: int = 64,
+) -> str:
     return (
         f'[providers.{name}]\nkind = "openai"\nmodel = "{model or name}"\nbase_url = "{base_url}"\n'
         f"prices = {{ input = {price_in}, output = {price_out} }}\ntimeout_s = {timeout_s}\nmax_tokens = {max_tokens}\n\n"
@@ -75,8 +83,17 @@ def serve_in_thread(settings: Any, *, timeout_s: float = 30.0) -> Iterator[str]:
 
 
 class GatewayProcess:
-    def __init__(self, config_toml: str, data_dir: Path, *, port: int | None = None, env: dict[str, str] | None = None,
-                 workers: int = 1, extra_args: tuple[str, ...] = (), cli: bool = False) -> None:
+    def __init__(
+        self,
+        config_toml: str,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        workers: int = 1,
+        extra_args: tuple[str, ...] = (),
+        cli: bool = False,
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.config_path = self.data_dir / "thrifty.toml"
@@ -85,8 +102,13 @@ class GatewayProcess:
         self.config_path.write_text(config_toml)
         self.port = port or free_port()
         self.output_path = self.data_dir / f"server-{self.port}.log"
-        self.env = {**os.environ, "THRIFTY_CONFIG": str(self.config_path), "PYTHONPATH": str(ROOT / "src"),
-                    "THRIFTY_DATA_DIR": str(self.data_dir), **(env or {})}
+        self.env = {
+            **os.environ,
+            "THRIFTY_CONFIG": str(self.config_path),
+            "PYTHONPATH": str(ROOT / "src"),
+            "THRIFTY_DATA_DIR": str(self.data_dir),
+            **(env or {}),
+        }
         self.workers = workers
         self.extra_args = extra_args
         self.cli = cli  # True: `thrifty serve --config … --port …` (the user's command) instead of bare uvicorn
@@ -105,14 +127,40 @@ class GatewayProcess:
 
     def start(self, timeout_s: float = 60.0) -> "GatewayProcess":
         if self.cli:
-            cmd = [sys.executable, "-c", "from thrifty.cli.main import entry; entry()", "serve", "--config", str(self.config_path),
-                   "--port", str(self.port), "--workers", str(self.workers), *self.extra_args]
+            cmd = [
+                sys.executable,
+                "-c",
+                "from thrifty.cli.main import entry; entry()",
+                "serve",
+                "--config",
+                str(self.config_path),
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.workers),
+                *self.extra_args,
+            ]
         else:
-            cmd = [sys.executable, "-m", "uvicorn", "thrifty.gateway.app:app_from_env", "--factory", "--host", "127.0.0.1",
-                   "--port", str(self.port), "--log-level", "warning", "--workers", str(self.workers), *self.extra_args]
+            cmd = [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "thrifty.gateway.app:app_from_env",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+                "--workers",
+                str(self.workers),
+                *self.extra_args,
+            ]
         out = open(self.output_path, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=str(self.data_dir),
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=str(self.data_dir), start_new_session=True
+        )
         out.close()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

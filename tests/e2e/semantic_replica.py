@@ -16,8 +16,8 @@ import sys
 
 
 def main() -> None:
-    from thrifty.serving.cache import CachedProvider, RedisStore, SemanticMatcher
     from thrifty.config.settings import ProviderSettings
+    from thrifty.serving.cache import CachedProvider, RedisStore, SemanticMatcher
     from thrifty.serving.profiles import build_provider
     from thrifty.types import ChatRequest
 

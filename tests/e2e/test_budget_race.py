@@ -16,11 +16,11 @@ from pathlib import Path
 
 import openai
 import pytest
-
 from fault_upstream import FaultUpstream
 from gateway_proc import GatewayProcess, read_db, toml_provider
-from thrifty.serving.budget import TierPrice, max_cost_usd
+
 from thrifty.config.settings import hash_key
+from thrifty.serving.budget import TierPrice, max_cost_usd
 from thrifty.types import ChatRequest
 
 pytestmark = pytest.mark.slow
@@ -50,11 +50,12 @@ async def _storm(base_url: str) -> list[tuple[int, dict | None]]:
 
 def test_concurrent_requests_never_overspend(tmp_path: Path) -> None:
     with FaultUpstream() as up:
-        cfg = (f"[server]\ndata_dir = \"{tmp_path}\"\nrequest_timeout_s = 30\n\n"
-               + toml_provider("fast", up.base_url("normal"), price_in=PRICE_IN, price_out=PRICE_OUT,
-                               timeout_s=10, max_tokens=MAX_TOKENS)
-               + '[profiles.default]\ntiers = ["fast"]\n\n'
-               + f'[keys.racer]\nsha256 = "{hash_key(KEY)}"\nlimit_usd = {BUDGET}\n')
+        cfg = (
+            f'[server]\ndata_dir = "{tmp_path}"\nrequest_timeout_s = 30\n\n'
+            + toml_provider("fast", up.base_url("normal"), price_in=PRICE_IN, price_out=PRICE_OUT, timeout_s=10, max_tokens=MAX_TOKENS)
+            + '[profiles.default]\ntiers = ["fast"]\n\n'
+            + f'[keys.racer]\nsha256 = "{hash_key(KEY)}"\nlimit_usd = {BUDGET}\n'
+        )
         with GatewayProcess(cfg, tmp_path, workers=2) as gw:
             results = asyncio.run(_storm(gw.base_url))
             upstream_calls = up.calls["normal"]
@@ -82,8 +83,9 @@ def test_concurrent_requests_never_overspend(tmp_path: Path) -> None:
     spent_rows = read_db(gw.db_path, "SELECT COALESCE(SUM(cost_usd), 0), COUNT(*) FROM requests WHERE key_name = 'racer'")
     total, logged = float(spent_rows[0][0]), int(spent_rows[0][1])
     ledger = read_db(gw.db_path, "SELECT spent_usd FROM spend WHERE scope = 'key' AND name = 'racer'")
-    worst_single = max_cost_usd(ChatRequest(messages=tuple(MSG), model="fast", params={"max_tokens": MAX_TOKENS}),
-                                [TierPrice(PRICE_IN, PRICE_OUT, MAX_TOKENS)])
+    worst_single = max_cost_usd(
+        ChatRequest(messages=tuple(MSG), model="fast", params={"max_tokens": MAX_TOKENS}), [TierPrice(PRICE_IN, PRICE_OUT, MAX_TOKENS)]
+    )
     assert logged == ok, "every answered request is logged, refused ones are not"
     assert total <= BUDGET + worst_single + 1e-9, f"overspent: {total} > {BUDGET} + {worst_single}"
     assert ledger and abs(float(ledger[0][0]) - total) < 1e-9, "ledger and request rows disagree"

@@ -11,9 +11,9 @@ from typing import Iterator
 
 import openai
 import pytest
-
 from fault_upstream import FaultUpstream
 from gateway_proc import serve_in_thread
+
 from thrifty.config.settings import parse_settings
 
 pytest.importorskip("sentence_transformers")
@@ -25,18 +25,20 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     data = tmp_path_factory.mktemp("cache-gw")
     with FaultUpstream() as up:
         price = {"input": 1.0, "output": 2.0}
-        settings = parse_settings({
-            "server": {"data_dir": str(data), "request_timeout_s": 60},
-            "providers": {
-                "ok": {"kind": "openai", "base_url": up.base_url("normal"), "prices": price},
-                "plain": {"kind": "openai", "base_url": up.base_url("normal~plain"), "prices": price},
-            },
-            "profiles": {
-                "cached": {"tiers": ["ok"], "cache": {"mode": "semantic", "ttl_s": 3600}},
-                "exact": {"tiers": ["ok"], "cache": {"mode": "exact"}},
-                "nocache": {"tiers": ["plain"]},
-            },
-        })
+        settings = parse_settings(
+            {
+                "server": {"data_dir": str(data), "request_timeout_s": 60},
+                "providers": {
+                    "ok": {"kind": "openai", "base_url": up.base_url("normal"), "prices": price},
+                    "plain": {"kind": "openai", "base_url": up.base_url("normal~plain"), "prices": price},
+                },
+                "profiles": {
+                    "cached": {"tiers": ["ok"], "cache": {"mode": "semantic", "ttl_s": 3600}},
+                    "exact": {"tiers": ["ok"], "cache": {"mode": "exact"}},
+                    "nocache": {"tiers": ["plain"]},
+                },
+            }
+        )
         with serve_in_thread(settings) as base:
             yield {"base": base, "up": up, "data": Path(data)}
 
@@ -74,8 +76,10 @@ def test_exact_then_semantic_then_near_miss(gw: dict) -> None:
     db = gw["data"] / "logs.sqlite3"
     ids = [h["x-thrifty-request-id"] for h in (h1, h2, h3, h4, h5)]
     with contextlib.closing(sqlite3.connect(db)) as conn:
-        got = [conn.execute("SELECT r.cache, s.cache FROM requests r JOIN steps s ON s.request_id = r.id WHERE r.id = ?", (i,)).fetchone()
-               for i in ids]
+        got = [
+            conn.execute("SELECT r.cache, s.cache FROM requests r JOIN steps s ON s.request_id = r.id WHERE r.id = ?", (i,)).fetchone()
+            for i in ids
+        ]
     assert got == [("miss", "miss"), ("hit", "hit"), ("semantic", "semantic"), ("miss", "miss"), ("bypass", "bypass")]
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -98,7 +102,15 @@ def test_streamed_hit(gw: dict) -> None:
     client = openai.OpenAI(base_url=gw["base"] + "/v1", api_key="unused", max_retries=0, timeout=60)
     before = gw["up"].calls["normal"]
     msgs = [{"role": "user", "content": "Name a prime number larger than 10."}]
-    first = "".join(ch.choices[0].delta.content or "" for ch in client.chat.completions.create(model="thrifty/exact", messages=msgs, temperature=0, stream=True) if ch.choices)
-    second = "".join(ch.choices[0].delta.content or "" for ch in client.chat.completions.create(model="thrifty/exact", messages=msgs, temperature=0, stream=True) if ch.choices)
+    first = "".join(
+        ch.choices[0].delta.content or ""
+        for ch in client.chat.completions.create(model="thrifty/exact", messages=msgs, temperature=0, stream=True)
+        if ch.choices
+    )
+    second = "".join(
+        ch.choices[0].delta.content or ""
+        for ch in client.chat.completions.create(model="thrifty/exact", messages=msgs, temperature=0, stream=True)
+        if ch.choices
+    )
     assert first and second == first
     assert gw["up"].calls["normal"] == before + 1

@@ -26,12 +26,30 @@ def test_collect_over_http_with_retries_failures_and_a_profile(tmp_path, capsys)
     prompts.write_text("prompt_id,prompt,gold\n" + "".join(f"q{i},question {i},x\n" for i in range(4)))
     with FaultUpstream() as up:
         cfg = tmp_path / "thrifty.toml"
-        body = (_provider("ok", up.base_url("normal")) + _provider("flaky", up.base_url("flaky2-503"))
-                + _provider("broken", up.base_url("500")) + '[profiles.duo]\ntiers = ["ok", "flaky"]\nthresholds = [0.5]\n')
+        body = (
+            _provider("ok", up.base_url("normal"))
+            + _provider("flaky", up.base_url("flaky2-503"))
+            + _provider("broken", up.base_url("500"))
+            + '[profiles.duo]\ntiers = ["ok", "flaky"]\nthresholds = [0.5]\n'
+        )
         cfg.write_text(body)
         out = tmp_path / "run"
-        args = ["collect", "--prompts", str(prompts), "--models", "ok,flaky,broken,duo", "--out", str(out), "--config", str(cfg),
-                "--concurrency", "4", "--retries", "2", "--no-progress"]
+        args = [
+            "collect",
+            "--prompts",
+            str(prompts),
+            "--models",
+            "ok,flaky,broken,duo",
+            "--out",
+            str(out),
+            "--config",
+            str(cfg),
+            "--concurrency",
+            "4",
+            "--retries",
+            "2",
+            "--no-progress",
+        ]
         assert main(args) == 5  # the broken provider's pairs failed after retries
         err = capsys.readouterr().err
         assert "4 pairs failed" in err and "rerun the same command" in err

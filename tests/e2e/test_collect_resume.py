@@ -17,16 +17,32 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
-                                reason="llama-cpp-python not installed (pip install 'thrifty[local]')")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python not installed (pip install 'thrifty[local]')"
+)
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 N = 14
 
 
 def _cmd(prompts: Path, out: Path) -> list[str]:
-    return [sys.executable, "-c", "from thrifty.cli.main import entry; entry()", "collect", "--prompts", str(prompts),
-            "--models", "smollm2", "--out", str(out), "--max-tokens", "12", "--concurrency", "1", "--no-progress"]
+    return [
+        sys.executable,
+        "-c",
+        "from thrifty.cli.main import entry; entry()",
+        "collect",
+        "--prompts",
+        str(prompts),
+        "--models",
+        "smollm2",
+        "--out",
+        str(out),
+        "--max-tokens",
+        "12",
+        "--concurrency",
+        "1",
+        "--no-progress",
+    ]
 
 
 def _env() -> dict[str, str]:
@@ -46,7 +62,9 @@ def test_sigkill_mid_run_then_resume(tmp_path):
     prompts = tmp_path / "prompts.jsonl"
     with open(prompts, "w") as fh:
         for i in range(N):
-            fh.write(json.dumps({"prompt_id": f"p{i}", "prompt": f"Name one fruit that is {['red', 'yellow', 'green'][i % 3]} (#{i})."}) + "\n")
+            fh.write(
+                json.dumps({"prompt_id": f"p{i}", "prompt": f"Name one fruit that is {['red', 'yellow', 'green'][i % 3]} (#{i})."}) + "\n"
+            )
     out = tmp_path / "run"
     proc = subprocess.Popen(_cmd(prompts, out), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from fault_upstream import FaultUpstream
 from gateway_proc import GatewayProcess, read_db, toml_provider
 
@@ -49,9 +48,11 @@ def _load(base_url: str, stop: threading.Event, acked: list[str], errors: list[s
 
 def test_kill_9_under_load_loses_no_acknowledged_row(tmp_path: Path) -> None:
     with FaultUpstream() as up:
-        cfg = (f"[server]\ndata_dir = \"{tmp_path}\"\nrequest_timeout_s = 10\n\n"
-               + toml_provider("fast", up.base_url("normal"), timeout_s=5)
-               + '[profiles.default]\ntiers = ["fast"]\n')
+        cfg = (
+            f'[server]\ndata_dir = "{tmp_path}"\nrequest_timeout_s = 10\n\n'
+            + toml_provider("fast", up.base_url("normal"), timeout_s=5)
+            + '[profiles.default]\ntiers = ["fast"]\n'
+        )
         gw = GatewayProcess(cfg, tmp_path).start()
         stop = threading.Event()
         acked: list[str] = []
@@ -99,13 +100,16 @@ def test_budget_holds_of_a_killed_gateway_are_released_on_restart(tmp_path: Path
 
     key = "sk-crash-budget-0123456789"
     with FaultUpstream(hang_s=60) as up:
-        cfg = (f"[server]\ndata_dir = \"{tmp_path}\"\nrequest_timeout_s = 60\n\n"
-               + toml_provider("slow", up.base_url("hang"), timeout_s=50, price_in=1000, price_out=2000, max_tokens=16)
-               + toml_provider("fast", up.base_url("normal"), timeout_s=5, price_in=1000, price_out=2000, max_tokens=16)
-               + '[profiles.default]\ntiers = ["fast"]\n\n'
-               + f'[keys.k]\nsha256 = "{hash_key(key)}"\nlimit_usd = 0.15\n')  # room for one request's worst case (~0.08)
+        cfg = (
+            f'[server]\ndata_dir = "{tmp_path}"\nrequest_timeout_s = 60\n\n'
+            + toml_provider("slow", up.base_url("hang"), timeout_s=50, price_in=1000, price_out=2000, max_tokens=16)
+            + toml_provider("fast", up.base_url("normal"), timeout_s=5, price_in=1000, price_out=2000, max_tokens=16)
+            + '[profiles.default]\ntiers = ["fast"]\n\n'
+            + f'[keys.k]\nsha256 = "{hash_key(key)}"\nlimit_usd = 0.15\n'
+        )  # room for one request's worst case (~0.08)
         gw = GatewayProcess(cfg, tmp_path).start()
         headers = {"authorization": f"Bearer {key}"}
+
         def in_flight() -> None:
             try:
                 httpx.post(gw.base_url + "/v1/chat/completions", headers=headers, json={"model": "slow", "messages": MSG}, timeout=30)

@@ -25,8 +25,16 @@ from gateway_proc import GatewayProcess, toml_provider
 from thrifty.ui.rollup import latency_bucket_ms
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
-FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ADMIN, ALICE, BOB, CAROL = "admin-secret-1", "sk-alice-1", "sk-bob-1", "sk-carol-1"
 PRICES = {"cheap": (0.1, 0.2), "dear": (5.0, 15.0), "down": (1.0, 2.0), "trunc": (1.0, 2.0)}
 
@@ -75,25 +83,34 @@ def _send_traffic(gw: GatewayProcess) -> dict[str, str]:
         raw = alice.chat.completions.with_raw_response.create(model="thrifty/fast", messages=msg, temperature=0)
         ids[kind] = raw.headers["x-thrifty-request-id"]
     assert raw.headers["x-thrifty-cache"] == "hit"
-    raw = alice.chat.completions.with_raw_response.create(model="thrifty/careful", messages=[{"role": "user", "content": "Why is the sky blue?"}])
+    raw = alice.chat.completions.with_raw_response.create(
+        model="thrifty/careful", messages=[{"role": "user", "content": "Why is the sky blue?"}]
+    )
     ids["escalated"] = raw.headers["x-thrifty-request-id"]
     assert raw.headers["x-thrifty-tiers"].count(",") == 1
     bob.chat.completions.create(model="thrifty/careful", messages=[{"role": "user", "content": "bob asks about tides"}])
-    with alice.chat.completions.with_streaming_response.create(model="thrifty/fast", messages=[{"role": "user", "content": "stream me"}], stream=True) as resp:
+    with alice.chat.completions.with_streaming_response.create(
+        model="thrifty/fast", messages=[{"role": "user", "content": "stream me"}], stream=True
+    ) as resp:
         ids["streamed"] = resp.headers["x-thrifty-request-id"]
         "".join((c.choices[0].delta.content or "") for c in resp.parse() if c.choices)
     with pytest.raises(APIError):
         bob.chat.completions.create(model="thrifty/broken", messages=[{"role": "user", "content": "this one fails"}])
     try:
-        with alice.chat.completions.with_streaming_response.create(model="thrifty/dies", messages=[{"role": "user", "content": "die midway"}], stream=True) as resp:
+        with alice.chat.completions.with_streaming_response.create(
+            model="thrifty/dies", messages=[{"role": "user", "content": "die midway"}], stream=True
+        ) as resp:
             ids["died"] = resp.headers["x-thrifty-request-id"]
             for _ in resp.parse():
                 pass
     except APIError:
         pass
     ids["failed"] = _rows(gw.db_path, "SELECT id FROM requests WHERE profile = 'broken'")[0]["id"]
-    refused = httpx.post(gw.base_url + "/v1/chat/completions", headers={"authorization": f"Bearer {CAROL}"},
-                         json={"model": "thrifty/fast", "messages": [{"role": "user", "content": "over budget"}]})
+    refused = httpx.post(
+        gw.base_url + "/v1/chat/completions",
+        headers={"authorization": f"Bearer {CAROL}"},
+        json={"model": "thrifty/fast", "messages": [{"role": "user", "content": "over budget"}]},
+    )
     assert refused.status_code == 429  # refused before any model ran: not logged
     return ids
 
@@ -107,10 +124,17 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("dash")
     lab = tmp / "lab" / "eval-1"
     lab.mkdir(parents=True)
-    (lab / "metrics.json").write_text(json.dumps({
-        "curve": [{"cost": c, "quality": q} for c, q in ((0.1, 0.5), (0.4, 0.7), (1.0, 0.8))],
-        "baselines": {"hull": [{"model": "a", "cost": 0.1, "quality": 0.5}, {"model": "b", "cost": 1.2, "quality": 0.78}],
-                      "oracle": [{"cost": 0.1, "quality": 0.6}, {"cost": 0.5, "quality": 0.9}]}}))
+    (lab / "metrics.json").write_text(
+        json.dumps(
+            {
+                "curve": [{"cost": c, "quality": q} for c, q in ((0.1, 0.5), (0.4, 0.7), (1.0, 0.8))],
+                "baselines": {
+                    "hull": [{"model": "a", "cost": 0.1, "quality": 0.5}, {"model": "b", "cost": 1.2, "quality": 0.78}],
+                    "oracle": [{"cost": 0.1, "quality": 0.6}, {"cost": 0.5, "quality": 0.9}],
+                },
+            }
+        )
+    )
     with FaultUpstream() as up:
         cfg = f'[server]\ndata_dir = "{tmp}"\nadmin_sha256 = "{_sha(ADMIN)}"\n\n' + _config(up)
         with GatewayProcess(cfg, tmp, cli=True) as gw:
@@ -160,8 +184,10 @@ def test_overview_figures_equal_a_recount(served, browser) -> None:
     assert p.text("#fig-errors") == str(len(rows) - len(ok)) == "2"
     assert p.text("#fig-spend") == _usd(sum(r["cost_usd"] for r in rows))
     dearest = {"fast": PRICES["dear"], "careful": PRICES["dear"], "broken": PRICES["down"], "dies": PRICES["trunc"]}
-    saved = sum(((r["input_tokens"] or 0) * dearest[r["profile"]][0] + (r["output_tokens"] or 0) * dearest[r["profile"]][1]) / 1e6 - r["cost_usd"]
-                for r in ok)
+    saved = sum(
+        ((r["input_tokens"] or 0) * dearest[r["profile"]][0] + (r["output_tokens"] or 0) * dearest[r["profile"]][1]) / 1e6 - r["cost_usd"]
+        for r in ok
+    )
     assert p.text("#fig-saved") == _usd(saved) and saved > 0
     assert p.text("#fig-escalated") == str(sum(1 for r in ok if r["tiers_tried"].count(",") >= 1)) == "2"
     hits = sum(1 for r in ok if r["cache"] in ("hit", "semantic"))
@@ -195,8 +221,12 @@ def test_profiles_and_keys_pages(served, browser) -> None:
     p.done()
     p = Page(browser, gw.base_url + "/ui/keys?range=24h", tmp / "screens", "keys")
     for key in ("alice", "bob"):
-        r = _rows(gw.db_path, "SELECT COUNT(*) AS n, SUM(cost_usd) AS c, SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS e"
-                              " FROM requests WHERE key_name = ?", (key,))[0]
+        r = _rows(
+            gw.db_path,
+            "SELECT COUNT(*) AS n, SUM(cost_usd) AS c, SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS e"
+            " FROM requests WHERE key_name = ?",
+            (key,),
+        )[0]
         assert p.text(f'tr[data-key="{key}"] td[data-field="requests"]') == str(r["n"])
         assert p.text(f'tr[data-key="{key}"] td[data-field="errors"]') == str(r["e"])
         assert p.text(f'tr[data-key="{key}"] td[data-field="spend"]') == _usd(r["c"] or 0.0)
@@ -217,8 +247,9 @@ def test_requests_list_filters(served, browser) -> None:
     careful = {r["id"] for r in _rows(gw.db_path, "SELECT id FROM requests WHERE profile = 'careful'")}
     assert {r.get_attribute("data-id") for r in p.page.locator("#requests tbody tr[data-id]").all()} == careful
     p.page.goto(gw.base_url + "/ui/requests?q=TIDES&limit=25", wait_until="networkidle")
-    assert [r.get_attribute("data-id") for r in p.page.locator("#requests tbody tr[data-id]").all()] == \
-        [r["id"] for r in _rows(gw.db_path, "SELECT id FROM requests WHERE prompt LIKE '%tides%'")]
+    assert [r.get_attribute("data-id") for r in p.page.locator("#requests tbody tr[data-id]").all()] == [
+        r["id"] for r in _rows(gw.db_path, "SELECT id FROM requests WHERE prompt LIKE '%tides%'")
+    ]
     p.page.goto(gw.base_url + "/ui/requests?limit=3", wait_until="networkidle")
     p.page.click("#next-page")
     p.page.wait_for_load_state("networkidle")
@@ -258,7 +289,11 @@ def test_request_graphs(served, browser) -> None:
     p.done()
     p = Page(browser, gw.base_url + f"/ui/requests/{ids['cached']}", tmp / "screens", "request_cached")
     nodes, edges = _graph(p.page)
-    assert ("request", "cache") in edges and "answer" in nodes and p.page.evaluate("window.thriftyCy.$id('cache').data('label')") == "cache: hit"
+    assert (
+        ("request", "cache") in edges
+        and "answer" in nodes
+        and p.page.evaluate("window.thriftyCy.$id('cache').data('label')") == "cache: hit"
+    )
     p.done()
     p = Page(browser, gw.base_url + f"/ui/requests/{ids['died']}", tmp / "screens", "request_died")
     nodes, _ = _graph(p.page)
@@ -291,12 +326,25 @@ def test_auth_and_bad_input(served) -> None:
         admin = {"authorization": f"Bearer {ADMIN}"}
         assert c.get("/ui/api/overview", headers=admin).status_code == 200
         assert c.get("/ui/api/overview", auth=("anyone", ADMIN)).status_code == 200  # Basic: what the browser sends
-        bad = ["/ui/api/overview?range=1y", "/ui/api/overview?start=yesterday", "/ui/api/overview?start=2000&end=1000",
-               "/ui/api/overview?start=0&end=99999999", "/ui/api/overview?range=30d&bucket=minute", "/ui/api/overview?profile=nope",
-               "/ui/api/profiles/nope", "/ui/api/requests?limit=100000", "/ui/api/requests?limit=-1", "/ui/api/requests?limit=x",
-               "/ui/api/requests?status=teapot", "/ui/api/requests?cache=maybe", "/ui/api/requests?before=x:y",
-               "/ui/api/requests/req_missing", "/ui/api/lab?file=../../etc/passwd.json", "/ui/api/lab?file=missing.json",
-               "/ui/api/overview?start=2026-01-01T00:00:00Z&end=2026-12-31T00:00:00Z&bucket=hour"]
+        bad = [
+            "/ui/api/overview?range=1y",
+            "/ui/api/overview?start=yesterday",
+            "/ui/api/overview?start=2000&end=1000",
+            "/ui/api/overview?start=0&end=99999999",
+            "/ui/api/overview?range=30d&bucket=minute",
+            "/ui/api/overview?profile=nope",
+            "/ui/api/profiles/nope",
+            "/ui/api/requests?limit=100000",
+            "/ui/api/requests?limit=-1",
+            "/ui/api/requests?limit=x",
+            "/ui/api/requests?status=teapot",
+            "/ui/api/requests?cache=maybe",
+            "/ui/api/requests?before=x:y",
+            "/ui/api/requests/req_missing",
+            "/ui/api/lab?file=../../etc/passwd.json",
+            "/ui/api/lab?file=missing.json",
+            "/ui/api/overview?start=2026-01-01T00:00:00Z&end=2026-12-31T00:00:00Z&bucket=hour",
+        ]
         for path in bad:
             r = c.get(path, headers=admin)
             assert 400 <= r.status_code < 500, (path, r.status_code, r.text)
@@ -311,12 +359,26 @@ def test_embedded_default_serves_the_dashboard(browser, tmp_path: Path) -> None:
     """`thrifty serve` with no config (the embedded local models, no keys: the dashboard is open)."""
     with GatewayProcess(f'[server]\ndata_dir = "{tmp_path}"\n', tmp_path, cli=True) as gw:
         with httpx.Client(base_url=gw.base_url, timeout=120) as c:
-            r = c.post("/v1/chat/completions", json={"model": "thrifty/default", "max_tokens": 12,
-                                                     "messages": [{"role": "user", "content": "What is the capital of France?"}]})
+            r = c.post(
+                "/v1/chat/completions",
+                json={
+                    "model": "thrifty/default",
+                    "max_tokens": 12,
+                    "messages": [{"role": "user", "content": "What is the capital of France?"}],
+                },
+            )
             assert r.status_code == 200
             rid = r.headers["x-thrifty-request-id"]
-            with c.stream("POST", "/v1/chat/completions", json={"model": "thrifty/default", "max_tokens": 12, "stream": True,
-                                                                "messages": [{"role": "user", "content": "Name a colour."}]}) as s:
+            with c.stream(
+                "POST",
+                "/v1/chat/completions",
+                json={
+                    "model": "thrifty/default",
+                    "max_tokens": 12,
+                    "stream": True,
+                    "messages": [{"role": "user", "content": "Name a colour."}],
+                },
+            ) as s:
                 assert s.status_code == 200 and "[DONE]" in "".join(s.iter_text())
         p = Page(browser, gw.base_url + "/ui", tmp_path / "screens", "embedded_overview")
         assert p.text("#fig-requests") == str(_rows(gw.db_path, "SELECT COUNT(*) FROM requests")[0][0]) == "2"

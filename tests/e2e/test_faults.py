@@ -21,7 +21,6 @@ from typing import Iterator
 
 import openai
 import pytest
-
 from fault_upstream import FaultUpstream
 from gateway_proc import GatewayProcess, read_db, toml_provider
 
@@ -55,7 +54,7 @@ def _name(mode: str) -> str:
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess, FaultUpstream, FaultUpstream]]:
     faulty = FaultUpstream(label="faulty", hang_s=30, drip_interval=0.2).start()
     healthy = FaultUpstream(label="healthy").start()
-    cfg = f"[server]\nrequest_timeout_s = {DEADLINE_S}\ndata_dir = \"{{data}}\"\n\n"
+    cfg = f'[server]\nrequest_timeout_s = {DEADLINE_S}\ndata_dir = "{{data}}"\n\n'
     cfg += toml_provider("healthy", healthy.base_url("normal"), timeout_s=CALL_TIMEOUT_S)
     for mode in MODES:
         n = _name(mode)
@@ -142,7 +141,7 @@ def test_flaky_upstream_recovers_by_retry(tmp_path: Path) -> None:
     with FaultUpstream() as up:
         cfg = toml_provider("flaky", up.base_url("flaky2-503"), timeout_s=CALL_TIMEOUT_S)
         cfg += '[profiles.default]\ntiers = ["flaky"]\n'  # (without a profile the embedded local default is built)
-        with GatewayProcess(f"[server]\nrequest_timeout_s = {DEADLINE_S}\ndata_dir = \"{tmp_path}\"\n\n" + cfg, tmp_path) as gw:
+        with GatewayProcess(f'[server]\nrequest_timeout_s = {DEADLINE_S}\ndata_dir = "{tmp_path}"\n\n' + cfg, tmp_path) as gw:
             raw = _client(gw).chat.completions.with_raw_response.create(model="flaky", messages=MSG)
             assert raw.http_response.status_code == 200
             assert up.calls["flaky2-503"] == 3

@@ -80,9 +80,27 @@ def llama_server() -> Iterator[str]:
     smol = _weights_or_skip()
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(smol), "--host", "127.0.0.1", "--port", str(port),
-         "--n_threads", "1", "--n_threads_batch", "1", "--n_ctx", "1024", "--model_alias", "smollm2"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(smol),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_threads",
+            "1",
+            "--n_threads_batch",
+            "1",
+            "--n_ctx",
+            "1024",
+            "--model_alias",
+            "smollm2",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/v1/models", proc)
@@ -96,7 +114,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, llama_server: str) -> Iter
     tmp = tmp_path_factory.mktemp("gateway")
     port = free_port()
     cfg = tmp / "thrifty.toml"
-    cfg.write_text(f"""
+    cfg.write_text(
+        f"""
 [server]
 port = {port}
 max_body_bytes = {MAX_BODY}
@@ -141,14 +160,28 @@ sha256 = "{hash_key(ALICE)}"
 [keys.poor]
 sha256 = "{hash_key(POOR)}"
 limit_usd = 0.001
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     env.pop("THRIFTY_CONFIG", None)
     log = (tmp / "serve.log").open("w")
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from thrifty.cli.main import entry; entry()", "serve", "--config", str(cfg), "--data-dir", str(tmp / "data")],
-        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp,
+        [
+            sys.executable,
+            "-c",
+            "from thrifty.cli.main import entry; entry()",
+            "serve",
+            "--config",
+            str(cfg),
+            "--data-dir",
+            str(tmp / "data"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=tmp,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -186,7 +219,9 @@ def test_plain_answer_with_headers_and_log_row(gateway: dict) -> None:
     assert tiers[0] == "small" and tiers[-1] == h["x-thrifty-model"]
     assert float(h["x-thrifty-cost-usd"]) == 0.0  # local tiers are priced at 0
     rid = h["x-thrifty-request-id"]
-    (final, tried, status, key, answer), = rows(gateway, "SELECT final_model, tiers_tried, status, key_name, answer FROM requests WHERE id = ?", rid)
+    ((final, tried, status, key, answer),) = rows(
+        gateway, "SELECT final_model, tiers_tried, status, key_name, answer FROM requests WHERE id = ?", rid
+    )
     assert final == h["x-thrifty-model"] and json.loads(tried) == tiers and status == 200
     assert key == "alice" and answer == r.choices[0].message.content
     steps = rows(gateway, "SELECT model, decision, score FROM steps WHERE request_id = ? ORDER BY idx", rid)
@@ -207,7 +242,7 @@ def test_streamed_answer_is_one_coherent_stream(gateway: dict) -> None:
     assert text and finishes == [finishes[-1]] and finishes[-1] in ("stop", "length")
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens <= 16
     assert all(c.id == chunks[0].id for c in chunks)
-    (final, answer, stream), = rows(gateway, "SELECT final_model, answer, stream FROM requests WHERE id = ?", rid)
+    ((final, answer, stream),) = rows(gateway, "SELECT final_model, answer, stream FROM requests WHERE id = ?", rid)
     assert final == answered and answer == text and stream == 1
 
 
@@ -220,7 +255,9 @@ def test_threshold_forces_escalation_to_both_tiers(gateway: dict) -> None:
     assert [(s[0], s[1]) for s in steps] == [("small", "escalated"), ("big", "accepted")]
     assert steps[0][2] == 1.5 and steps[0][3]  # the rejected answer is kept in the log
     # the streamed variant escalates the same way and says so at stream start
-    with client(gateway).chat.completions.with_streaming_response.create(model="thrifty/force", messages=Q, max_tokens=8, stream=True) as resp:
+    with client(gateway).chat.completions.with_streaming_response.create(
+        model="thrifty/force", messages=Q, max_tokens=8, stream=True
+    ) as resp:
         assert resp.headers["x-thrifty-tiers"] == "small,big" and resp.headers["x-thrifty-model"] == "big"
         assert any(c.choices and c.choices[0].delta.content for c in resp.parse())
 
@@ -229,7 +266,7 @@ def test_plain_model_name_passes_through_to_that_provider(gateway: dict) -> None
     raw = client(gateway).chat.completions.with_raw_response.create(model="remote", messages=Q, max_tokens=16)
     assert raw.headers["x-thrifty-model"] == "remote" and raw.headers["x-thrifty-tiers"] == "remote"
     assert raw.parse().choices[0].message.content
-    (profile, final), = rows(gateway, "SELECT profile, final_model FROM requests WHERE id = ?", raw.headers["x-thrifty-request-id"])
+    ((profile, final),) = rows(gateway, "SELECT profile, final_model FROM requests WHERE id = ?", raw.headers["x-thrifty-request-id"])
     assert profile is None and final == "remote"
     listed = {m.id for m in client(gateway).models.list()}
     assert {"thrifty/default", "thrifty/force", "small", "big", "remote"} <= listed
@@ -269,8 +306,12 @@ def test_unknown_key_is_401(gateway: dict) -> None:
 )
 def test_bad_input_is_4xx_openai_error_json_and_not_logged(gateway: dict, body: bytes, status: int, param: str | None) -> None:
     before = n_logged(gateway)
-    r = httpx.post(gateway["base"] + "/v1/chat/completions", content=body,
-                   headers={"authorization": f"Bearer {ALICE}", "content-type": "application/json"}, timeout=30)
+    r = httpx.post(
+        gateway["base"] + "/v1/chat/completions",
+        content=body,
+        headers={"authorization": f"Bearer {ALICE}", "content-type": "application/json"},
+        timeout=30,
+    )
     assert r.status_code == status
     err = r.json()["error"]
     assert set(err) == {"message", "type", "param", "code"} and err["type"] == "invalid_request_error"
@@ -295,7 +336,7 @@ def test_logs_cli_shows_and_exports(gateway: dict, tmp_path: Path, capsys: pytes
 
     db = str(gateway["db"])
     assert main(["logs", "--db", db, "list", "--json"]) == 0
-    (rid,), = rows(gateway, "SELECT id FROM requests WHERE model_requested = 'remote' AND status = 200 LIMIT 1")
+    ((rid,),) = rows(gateway, "SELECT id FROM requests WHERE model_requested = 'remote' AND status = 200 LIMIT 1")
     assert main(["logs", "--db", db, "show", rid]) == 0
     capsys.readouterr()
     assert main(["logs", "--db", db, "label", rid, "0.25"]) == 0  # the pass-through answer: unscored, now labelled

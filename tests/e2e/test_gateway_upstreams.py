@@ -18,9 +18,9 @@ from typing import Iterator
 import httpx
 import openai
 import pytest
-
 from fault_upstream import FaultUpstream
 from gateway_proc import serve_in_thread
+
 from thrifty.config.settings import hash_key, parse_settings
 from thrifty.store import LogStore
 
@@ -46,11 +46,22 @@ class ToolUpstream:
                 bodies.append((self.path, body))
                 args = {"city": 5} if self.path.startswith("/bad/") else {"city": "Paris"}
                 if body.get("stream"):
-                    call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": json.dumps(args)}}
+                    call = {
+                        "index": 0,
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": json.dumps(args)},
+                    }
                     events = [
-                        {"choices": [{"index": 0, "delta": {"role": "assistant", "content": None, "tool_calls": [call]}, "finish_reason": None}]},
-                        {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}],
-                         "usage": {"prompt_tokens": 20, "completion_tokens": 10, "total_tokens": 30}},
+                        {
+                            "choices": [
+                                {"index": 0, "delta": {"role": "assistant", "content": None, "tool_calls": [call]}, "finish_reason": None}
+                            ]
+                        },
+                        {
+                            "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}],
+                            "usage": {"prompt_tokens": 20, "completion_tokens": 10, "total_tokens": 30},
+                        },
                     ]
                     self.send_response(200)
                     self.send_header("content-type", "text/event-stream")
@@ -62,13 +73,32 @@ class ToolUpstream:
                     self.wfile.write(b"data: [DONE]\n\n")
                     self.close_connection = True
                     return
-                out = json.dumps({
-                    "id": "chatcmpl-tool", "object": "chat.completion", "created": 0, "model": body["model"],
-                    "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": None,
-                                 "tool_calls": [{"id": "call_1", "type": "function",
-                                                 "function": {"name": "get_weather", "arguments": json.dumps(args)}}]}}],
-                    "usage": {"prompt_tokens": 20, "completion_tokens": 10, "total_tokens": 30},
-                }).encode()
+                out = json.dumps(
+                    {
+                        "id": "chatcmpl-tool",
+                        "object": "chat.completion",
+                        "created": 0,
+                        "model": body["model"],
+                        "choices": [
+                            {
+                                "index": 0,
+                                "finish_reason": "tool_calls",
+                                "message": {
+                                    "role": "assistant",
+                                    "content": None,
+                                    "tool_calls": [
+                                        {
+                                            "id": "call_1",
+                                            "type": "function",
+                                            "function": {"name": "get_weather", "arguments": json.dumps(args)},
+                                        }
+                                    ],
+                                },
+                            }
+                        ],
+                        "usage": {"prompt_tokens": 20, "completion_tokens": 10, "total_tokens": 30},
+                    }
+                ).encode()
                 self.send_response(200)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(out)))
@@ -87,8 +117,15 @@ class ToolUpstream:
         self.server.server_close()
 
 
-WEATHER = [{"type": "function", "function": {"name": "get_weather", "parameters": {
-    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+WEATHER = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    }
+]
 
 
 @pytest.fixture(scope="module")
@@ -97,25 +134,27 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     tools_up = ToolUpstream()
     with FaultUpstream() as up:
         price = {"input": 1.0, "output": 2.0}
-        settings = parse_settings({
-            "server": {"data_dir": str(data), "request_timeout_s": 10},
-            "providers": {
-                "cut": {"kind": "openai", "base_url": up.base_url("truncated"), "prices": price, "timeout_s": 2},
-                "ok": {"kind": "openai", "base_url": up.base_url("normal"), "prices": price},
-                "dead": {"kind": "openai", "base_url": up.base_url("503"), "prices": price, "timeout_s": 1},
-                # the upstream reports 5 output tokens per answer: $0.05 each at $10,000 per 1M
-                "tool_bad": {"kind": "openai", "base_url": tools_up.base_url("bad"), "prices": price},
-                "tool_good": {"kind": "openai", "base_url": tools_up.base_url("good"), "prices": price},
-                "pricey": {"kind": "openai", "base_url": up.base_url("normal~pricey"), "prices": {"input": 0.0, "output": 10_000.0}},
-            },
-            "profiles": {
-                "default": {"tiers": ["dead", "ok"], "thresholds": [0.5]},
-                "support": {"tiers": ["ok"], "system": "You are ACME support ({profile})."},
-                "capped": {"tiers": ["pricey"], "budget_usd": 0.2},
-                "tools": {"tiers": ["tool_bad", "tool_good"], "thresholds": [0.0]},  # any *valid* answer of tier 0 would do
-            },
-            "keys": {"alice": {"sha256": hash_key(ALICE)}},
-        })
+        settings = parse_settings(
+            {
+                "server": {"data_dir": str(data), "request_timeout_s": 10},
+                "providers": {
+                    "cut": {"kind": "openai", "base_url": up.base_url("truncated"), "prices": price, "timeout_s": 2},
+                    "ok": {"kind": "openai", "base_url": up.base_url("normal"), "prices": price},
+                    "dead": {"kind": "openai", "base_url": up.base_url("503"), "prices": price, "timeout_s": 1},
+                    # the upstream reports 5 output tokens per answer: $0.05 each at $10,000 per 1M
+                    "tool_bad": {"kind": "openai", "base_url": tools_up.base_url("bad"), "prices": price},
+                    "tool_good": {"kind": "openai", "base_url": tools_up.base_url("good"), "prices": price},
+                    "pricey": {"kind": "openai", "base_url": up.base_url("normal~pricey"), "prices": {"input": 0.0, "output": 10_000.0}},
+                },
+                "profiles": {
+                    "default": {"tiers": ["dead", "ok"], "thresholds": [0.5]},
+                    "support": {"tiers": ["ok"], "system": "You are ACME support ({profile})."},
+                    "capped": {"tiers": ["pricey"], "budget_usd": 0.2},
+                    "tools": {"tiers": ["tool_bad", "tool_good"], "thresholds": [0.0]},  # any *valid* answer of tier 0 would do
+                },
+                "keys": {"alice": {"sha256": hash_key(ALICE)}},
+            }
+        )
         try:
             with serve_in_thread(settings, timeout_s=20) as base:
                 yield {"base": base, "db": Path(data) / "logs.sqlite3", "up": up, "tools_up": tools_up}
@@ -134,8 +173,12 @@ def test_upstream_dying_mid_stream_ends_with_an_error_event(gw: dict) -> None:
             if chunk.choices and chunk.choices[0].delta.content:
                 got.append(chunk.choices[0].delta.content)
     assert "".join(got) == "partial "  # what the upstream sent before it died reached the client
-    raw = httpx.post(gw["base"] + "/v1/chat/completions", json={"model": "cut", "messages": Q, "stream": True},
-                     headers={"authorization": f"Bearer {ALICE}"}, timeout=30).text
+    raw = httpx.post(
+        gw["base"] + "/v1/chat/completions",
+        json={"model": "cut", "messages": Q, "stream": True},
+        headers={"authorization": f"Bearer {ALICE}"},
+        timeout=30,
+    ).text
     assert '"error"' in raw and "[DONE]" not in raw
     store = LogStore(gw["db"])
     row = next(r for r in store.list(50) if r["model_requested"] == "cut")
@@ -209,7 +252,8 @@ def test_cost_saved_against_the_most_expensive_tier_is_exported(gw: dict) -> Non
 def test_tools_pass_through_and_a_schema_breaking_tool_call_escalates(gw: dict) -> None:
     n = len(gw["tools_up"].bodies)
     raw = client(gw).chat.completions.with_raw_response.create(
-        model="thrifty/tools", messages=[{"role": "user", "content": "Weather in Paris?"}], tools=WEATHER, tool_choice="auto")
+        model="thrifty/tools", messages=[{"role": "user", "content": "Weather in Paris?"}], tools=WEATHER, tool_choice="auto"
+    )
     r = raw.parse()
     assert raw.headers["x-thrifty-tiers"] == "tool_bad,tool_good" and raw.headers["x-thrifty-model"] == "tool_good"
     call = r.choices[0].message.tool_calls[0]
@@ -221,8 +265,11 @@ def test_tools_pass_through_and_a_schema_breaking_tool_call_escalates(gw: dict) 
     assert [(s["model"], s["decision"]) for s in steps] == [("tool_bad", "failed"), ("tool_good", "accepted")]
     assert "schema" in steps[0]["error"]
     # streamed: the tool call arrives as a tool_calls delta before the finish chunk
-    chunks = list(client(gw).chat.completions.create(
-        model="thrifty/tools", messages=[{"role": "user", "content": "Weather in Paris?"}], tools=WEATHER, stream=True))
+    chunks = list(
+        client(gw).chat.completions.create(
+            model="thrifty/tools", messages=[{"role": "user", "content": "Weather in Paris?"}], tools=WEATHER, stream=True
+        )
+    )
     deltas = [c.choices[0].delta.tool_calls for c in chunks if c.choices and c.choices[0].delta.tool_calls]
     assert deltas and deltas[0][0].function.arguments == '{"city": "Paris"}'
     assert chunks[-1].choices[0].finish_reason == "tool_calls"

@@ -14,8 +14,9 @@ from thrifty.cli.main import main
 from thrifty.data.outcomes_log import OutcomeLog
 from thrifty.data.table_io import load_table
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
-                                reason="llama-cpp-python not installed (pip install 'thrifty[local]')")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python not installed (pip install 'thrifty[local]')"
+)
 
 ITEMS = [
     ("q1", "What is the capital of France?", {"good": "The capital of France is Paris.", "bad": "Bananas are yellow."}),
@@ -54,8 +55,7 @@ def test_absolute_judge_stores_verdicts_with_provenance(tmp_path):
 
 def test_pairwise_judge_against_a_reference(tmp_path):
     folder = _folder(tmp_path)
-    rc = main(["label", str(folder), "--judge", "gemma3-270m", "--rubric", "pairwise", "--reference", "good",
-               "--concurrency", "1"])
+    rc = main(["label", str(folder), "--judge", "gemma3-270m", "--rubric", "pairwise", "--reference", "good", "--concurrency", "1"])
     assert rc == 0
     rows = OutcomeLog(folder).outcomes()
     ref = [r for r in rows if r["model"] == "good"]

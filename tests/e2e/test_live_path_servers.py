@@ -35,8 +35,11 @@ def test_thrifty_serve_single_worker_runs_on_uvloop_and_httptools(tmp_path: Path
         cfg = toml_provider("a", up.base_url("normal")) + '[profiles.default]\ntiers = ["a"]\n'
         with GatewayProcess(cfg, tmp_path / "gw", cli=True) as gw:
             health = httpx.get(gw.base_url + "/healthz", timeout=5).json()
-            r = httpx.post(gw.base_url + "/v1/chat/completions", timeout=10,
-                           json={"model": "thrifty/default", "messages": [{"role": "user", "content": "hi"}]})
+            r = httpx.post(
+                gw.base_url + "/v1/chat/completions",
+                timeout=10,
+                json={"model": "thrifty/default", "messages": [{"role": "user", "content": "hi"}]},
+            )
             output = gw.output()
     assert health["event_loop"] == "uvloop"
     assert "uvloop event loop, httptools HTTP parser" in output
@@ -45,12 +48,18 @@ def test_thrifty_serve_single_worker_runs_on_uvloop_and_httptools(tmp_path: Path
 
 def test_estimated_token_counts_are_flagged_in_the_log_and_metrics(tmp_path: Path) -> None:
     with FaultUpstream() as up:
-        cfg = (toml_provider("counted", up.base_url("normal")) + toml_provider("guessed", up.base_url("nousage"))
-               + '[profiles.default]\ntiers = ["guessed"]\n')
+        cfg = (
+            toml_provider("counted", up.base_url("normal"))
+            + toml_provider("guessed", up.base_url("nousage"))
+            + '[profiles.default]\ntiers = ["guessed"]\n'
+        )
         with GatewayProcess(cfg, tmp_path / "gw") as gw:
             for model in ("thrifty/default", "counted"):
-                r = httpx.post(gw.base_url + "/v1/chat/completions", timeout=10,
-                               json={"model": model, "messages": [{"role": "user", "content": "a question of some length"}]})
+                r = httpx.post(
+                    gw.base_url + "/v1/chat/completions",
+                    timeout=10,
+                    json={"model": model, "messages": [{"role": "user", "content": "a question of some length"}]},
+                )
                 assert r.status_code == 200, r.text
             metrics = httpx.get(gw.base_url + "/metrics", timeout=5).text
             rows = dict(read_db(gw.db_path, "SELECT final_model, tokens_estimated FROM requests"))
@@ -69,8 +78,9 @@ def test_anthropic_cache_reads_and_writes_are_priced_as_such() -> None:
         # genai-prices knows claude-3-5-haiku: $0.80 in, $4 out, cache read $0.08, cache write $1 per 1M tokens
         provider = AnthropicProvider("claude", "claude-3-5-haiku-latest", api_key="sk-standin", base_url=standin.base_url, timeout_s=10)
         c = asyncio.run(provider.complete(ChatRequest.from_prompt("Name a colour", max_tokens=16)))
-        configured = AnthropicProvider("claude", "claude-3-5-haiku-latest", api_key="sk-standin", base_url=standin.base_url,
-                                       timeout_s=10, price_in=2.0, price_out=10.0)
+        configured = AnthropicProvider(
+            "claude", "claude-3-5-haiku-latest", api_key="sk-standin", base_url=standin.base_url, timeout_s=10, price_in=2.0, price_out=10.0
+        )
         c2 = asyncio.run(configured.complete(ChatRequest.from_prompt("Name a colour", max_tokens=16)))
     fresh = c.usage.input_tokens - 1200
     assert (c.usage.cache_read_tokens, c.usage.cache_write_tokens) == (1000, 200) and fresh == 3
@@ -95,7 +105,7 @@ async def _oversize_server() -> tuple[asyncio.AbstractServer, int]:
                 elif mode == "chunked":
                     writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
                     for i in range(0, len(big), 700):
-                        writer.write(b"%x\r\n%s\r\n" % (len(big[i:i + 700]), big[i:i + 700]))
+                        writer.write(b"%x\r\n%s\r\n" % (len(big[i : i + 700]), big[i : i + 700]))
                     writer.write(b"0\r\n\r\n")
                 elif mode == "bomb":  # 400 bytes on the wire, 5 MB once inflated
                     z = gzip.compress(b" " * 5_000_000)
@@ -144,9 +154,14 @@ def test_http1_response_over_the_cap_is_a_clear_non_retryable_error() -> None:
 
 def test_max_response_bytes_is_a_provider_option(tmp_path: Path) -> None:
     with FaultUpstream() as up:  # its answer is ~250 bytes
-        cfg = (f'[providers.a]\nkind = "openai"\nbase_url = "{up.base_url("normal")}"\nprices = {{ input = 1, output = 1 }}\n'
-               'options = { max_response_bytes = 200 }\n\n[profiles.default]\ntiers = ["a"]\n')
+        cfg = (
+            f'[providers.a]\nkind = "openai"\nbase_url = "{up.base_url("normal")}"\nprices = {{ input = 1, output = 1 }}\n'
+            'options = { max_response_bytes = 200 }\n\n[profiles.default]\ntiers = ["a"]\n'
+        )
         with GatewayProcess(cfg, tmp_path / "gw") as gw:
-            r = httpx.post(gw.base_url + "/v1/chat/completions", timeout=10,
-                           json={"model": "thrifty/default", "messages": [{"role": "user", "content": "hi"}]})
+            r = httpx.post(
+                gw.base_url + "/v1/chat/completions",
+                timeout=10,
+                json={"model": "thrifty/default", "messages": [{"role": "user", "content": "hi"}]},
+            )
     assert r.status_code == 502 and "max_response_bytes = 200" in r.json()["error"]["message"]

@@ -16,18 +16,25 @@ import httpx
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
-                                reason="llama-cpp-python not installed (pip install 'thrifty[local]')")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python not installed (pip install 'thrifty[local]')"
+)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from gateway_proc import GatewayProcess  # noqa: E402
 
-QUESTIONS = ["What is the capital of France?", "How many legs does a spider have?", "What colour is the sky on a clear day?",
-             "What is 3 + 4?", "Name a large animal that lives in the sea.", "What do bees make?"]
+QUESTIONS = [
+    "What is the capital of France?",
+    "How many legs does a spider have?",
+    "What colour is the sky on a clear day?",
+    "What is 3 + 4?",
+    "Name a large animal that lives in the sea.",
+    "What do bees make?",
+]
 TOML = (
     '[providers.small]\nkind = "llamacpp"\nmodel_path = "builtin:smollm2"\nmax_tokens = 12\nprices = { input = 0.0135, output = 0.0135 }\n\n'
     '[providers.big]\nkind = "llamacpp"\nmodel_path = "builtin:gemma3"\nmode = "completion"\nmax_tokens = 12\n'
-    'prices = { input = 0.027, output = 0.027 }\n\n'
+    "prices = { input = 0.027, output = 0.027 }\n\n"
     '[profiles.qa]\ntiers = ["small", "big"]\nthresholds = [0.99]\n'
 )
 
@@ -39,8 +46,11 @@ def test_serve_export_label_fit(tmp_path, capsys):
 
     with GatewayProcess(TOML, tmp_path / "gw") as gw:
         for q in QUESTIONS:
-            r = httpx.post(gw.base_url + "/v1/chat/completions", timeout=120,
-                           json={"model": "thrifty/qa", "messages": [{"role": "user", "content": q}], "max_tokens": 12})
+            r = httpx.post(
+                gw.base_url + "/v1/chat/completions",
+                timeout=120,
+                json={"model": "thrifty/qa", "messages": [{"role": "user", "content": q}], "max_tokens": 12},
+            )
             assert r.status_code == 200, r.text
         db = gw.db_path
     out = tmp_path / "export"
@@ -62,6 +72,6 @@ def test_serve_export_label_fit(tmp_path, capsys):
     capsys.readouterr()
     assert main(["fit", "--data", str(out), "--out", str(tmp_path / "artefact"), "--json"]) == 0
     fitted = capsys.readouterr().out
-    manifest = json.loads(fitted[fitted.index("{"):])
+    manifest = json.loads(fitted[fitted.index("{") :])
     assert manifest["data"]["n_prompts"] == len(QUESTIONS)
     assert set(manifest["selected"]["tiers"]) <= {"small", "big"}

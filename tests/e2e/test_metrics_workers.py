@@ -14,7 +14,6 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-
 from fault_upstream import FaultUpstream
 from gateway_proc import GatewayProcess, toml_provider
 
@@ -26,8 +25,9 @@ N = 60
 async def _burst(base_url: str) -> None:
     client = openai.AsyncOpenAI(base_url=base_url + "/v1", api_key="unused", max_retries=0, timeout=30)
     try:
-        await asyncio.gather(*(client.chat.completions.create(model="fast", messages=[{"role": "user", "content": f"hi {i}"}])
-                               for i in range(N)))
+        await asyncio.gather(
+            *(client.chat.completions.create(model="fast", messages=[{"role": "user", "content": f"hi {i}"}]) for i in range(N))
+        )
     finally:
         await client.close()
 

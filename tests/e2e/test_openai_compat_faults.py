@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from thrifty.serving.engine import Engine
 from thrifty.errors import ConfigError, ProviderError
 from thrifty.policy.cascade import CascadePolicy
+from thrifty.serving.engine import Engine
 from thrifty.serving.providers.openai_compat import OpenAICompatProvider
 from thrifty.types import ChatRequest, Completion
 
@@ -38,8 +38,9 @@ async def collect(agen):
 
 def test_complete_passes_params_and_tools_through_and_costs_usage(up):
     tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
-    req = ChatRequest(messages=({"role": "user", "content": "hi"},), params={"temperature": 0.3, "seed": 7},
-                      tools=(tool,), tool_choice="auto")
+    req = ChatRequest(
+        messages=({"role": "user", "content": "hi"},), params={"temperature": 0.3, "seed": 7}, tools=(tool,), tool_choice="auto"
+    )
     c = asyncio.run(provider(up).complete(req))
     body = up.bodies[-1]
     assert body["model"] == "test-model" and body["temperature"] == 0.3 and body["seed"] == 7

@@ -21,7 +21,9 @@ import openai
 import pytest
 
 pytestmark = [
-    pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python not installed (pip install 'thrifty[local]')"),
+    pytest.mark.skipif(
+        importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python not installed (pip install 'thrifty[local]')"
+    ),
     pytest.mark.skipif(importlib.util.find_spec("sentence_transformers") is None, reason="needs thrifty[embed]"),
 ]
 
@@ -56,13 +58,20 @@ A: none
 
 """
 EXAMPLES = [
-    ("gold jumps $12 on safe-haven demand", "up"), ("gold gains 1% as treasury yields fall", "up"),
-    ("gold rises to three-month peak", "up"), ("gold futures settle higher for third day", "up"),
-    ("gold drops $9 as dollar rallies", "down"), ("gold falls 1.2% after strong jobs data", "down"),
-    ("gold sinks to six-week low", "down"), ("gold futures settle lower on profit taking", "down"),
-    ("gold flat as traders await inflation data", "neutral"), ("gold little changed in thin trade", "neutral"),
-    ("gold steady ahead of central bank meeting", "neutral"), ("jeweller opens new store in mumbai", "none"),
-    ("gold miner reports quarterly output", "none"), ("museum displays ancient gold coins", "none"),
+    ("gold jumps $12 on safe-haven demand", "up"),
+    ("gold gains 1% as treasury yields fall", "up"),
+    ("gold rises to three-month peak", "up"),
+    ("gold futures settle higher for third day", "up"),
+    ("gold drops $9 as dollar rallies", "down"),
+    ("gold falls 1.2% after strong jobs data", "down"),
+    ("gold sinks to six-week low", "down"),
+    ("gold futures settle lower on profit taking", "down"),
+    ("gold flat as traders await inflation data", "neutral"),
+    ("gold little changed in thin trade", "neutral"),
+    ("gold steady ahead of central bank meeting", "neutral"),
+    ("jeweller opens new store in mumbai", "none"),
+    ("gold miner reports quarterly output", "none"),
+    ("museum displays ancient gold coins", "none"),
 ]
 QUERIES = ["gold falls $7 as dollar strengthens", "gold rises 0.8% on weak dollar", "gold little changed before fed decision"]
 LABELS = {"up", "down", "neutral", "none"}
@@ -73,20 +82,24 @@ def test_adapted_profile_sends_fewer_tokens_and_answers(tmp_path: Path) -> None:
 
     (tmp_path / "shots.jsonl").write_text("".join(json.dumps({"input": q, "output": a}) + "\n" for q, a in EXAMPLES))
     (tmp_path / "prefix.txt").write_text(PREFIX)
-    gemma = (f'[providers.gemma]\nkind = "llamacpp"\nmodel_path = "{gemma3_path()}"\nmode = "raw"\nmax_tokens = 3\n'
-             'prices = { input = 0.027, output = 0.027 }\noptions = { n_ctx = 1024 }\n\n')
-    toml = (gemma + '[profiles.fixed]\ntiers = ["gemma"]\n\n'
-            '[profiles.adapted]\ntiers = ["gemma"]\n\n'
-            f'[profiles.adapted.prompt_adaptation]\nexamples = "{tmp_path / "shots.jsonl"}"\n'
-            f'strip_prefix = "{tmp_path / "prefix.txt"}"\nlayout = "text"\nk = 8\nbudget_tokens = 40\n\n'
-            f'[profiles.adapted.cache]\nmode = "exact"\npath = "{tmp_path / "cache.sqlite"}"\n')
+    gemma = (
+        f'[providers.gemma]\nkind = "llamacpp"\nmodel_path = "{gemma3_path()}"\nmode = "raw"\nmax_tokens = 3\n'
+        "prices = { input = 0.027, output = 0.027 }\noptions = { n_ctx = 1024 }\n\n"
+    )
+    toml = (
+        gemma + '[profiles.fixed]\ntiers = ["gemma"]\n\n'
+        '[profiles.adapted]\ntiers = ["gemma"]\n\n'
+        f'[profiles.adapted.prompt_adaptation]\nexamples = "{tmp_path / "shots.jsonl"}"\n'
+        f'strip_prefix = "{tmp_path / "prefix.txt"}"\nlayout = "text"\nk = 8\nbudget_tokens = 40\n\n'
+        f'[profiles.adapted.cache]\nmode = "exact"\npath = "{tmp_path / "cache.sqlite"}"\n'
+    )
     with GatewayProcess(toml, tmp_path / "gw", cli=True) as gw:
         client = openai.OpenAI(base_url=gw.base_url + "/v1", api_key="unused", max_retries=0, timeout=120)
 
         def ask(model: str, headline: str):
             raw = client.chat.completions.with_raw_response.create(
-                model=model, messages=[{"role": "user", "content": f"{PREFIX}Q: {headline}\nA:"}],
-                max_tokens=3, temperature=0, stop=["\n"])
+                model=model, messages=[{"role": "user", "content": f"{PREFIX}Q: {headline}\nA:"}], max_tokens=3, temperature=0, stop=["\n"]
+            )
             return raw.headers, raw.parse()
 
         sent: dict[str, int] = {}
@@ -105,7 +118,10 @@ def test_adapted_profile_sends_fewer_tokens_and_answers(tmp_path: Path) -> None:
 
         h2, again = ask("thrifty/adapted", QUERIES[0])  # the cache keys the request the client sent
         assert h2["x-thrifty-cache"] == "hit" and "x-thrifty-shots" not in h2 and float(h2["x-thrifty-cost-usd"]) == 0.0
-        rows = read_db(gw.db_path, "SELECT s.input_tokens FROM steps s JOIN requests r ON r.id = s.request_id"
-                                   " WHERE r.model_requested = 'thrifty/adapted' AND r.cache = 'miss' ORDER BY r.created")
+        rows = read_db(
+            gw.db_path,
+            "SELECT s.input_tokens FROM steps s JOIN requests r ON r.id = s.request_id"
+            " WHERE r.model_requested = 'thrifty/adapted' AND r.cache = 'miss' ORDER BY r.created",
+        )
     assert [r[0] for r in rows[: len(QUERIES)]] == [sent[q] for q in QUERIES]  # the log holds what was sent
     assert labelled == len(QUERIES)  # similar shots in the FrugalGPT layout: the base model answers with a label

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -49,20 +48,25 @@ def standin():
 def anthropic_provider(standin, **kw):
     from thrifty.serving.providers.anthropic import AnthropicProvider
 
-    return AnthropicProvider("claude", "claude-3-5-haiku-latest", api_key="sk-standin", base_url=standin.base_url,
-                             timeout_s=10, **kw)
+    return AnthropicProvider("claude", "claude-3-5-haiku-latest", api_key="sk-standin", base_url=standin.base_url, timeout_s=10, **kw)
 
 
-WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
-                                            "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                                                           "required": ["city"]}}}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather for a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
 
 
 def test_anthropic_translates_system_prompt_params_and_usage(standin):
     provider = anthropic_provider(standin)
-    req = ChatRequest(messages=({"role": "system", "content": "Be terse."},
-                                {"role": "user", "content": "Name a colour"}),
-                      params={"max_tokens": 20, "temperature": 0.1, "stop": "END"})
+    req = ChatRequest(
+        messages=({"role": "system", "content": "Be terse."}, {"role": "user", "content": "Name a colour"}),
+        params={"max_tokens": 20, "temperature": 0.1, "stop": "END"},
+    )
     c = asyncio.run(provider.complete(req))
     sent = standin.requests[-1]
     assert sent["system"] == "Be terse."
@@ -81,24 +85,32 @@ def test_anthropic_translates_tools_tool_calls_and_tool_results(standin):
     req = ChatRequest(messages=({"role": "user", "content": "Weather in Paris?"},), tools=(WEATHER,), tool_choice="required")
     c = asyncio.run(provider.complete(req))
     sent = standin.requests[-1]
-    assert sent["tools"] == [{"name": "get_weather", "description": "Weather for a city",
-                              "input_schema": WEATHER["function"]["parameters"]}]
+    assert sent["tools"] == [
+        {"name": "get_weather", "description": "Weather for a city", "input_schema": WEATHER["function"]["parameters"]}
+    ]
     assert sent["tool_choice"] == {"type": "any"}
     assert c.finish_reason == "tool_calls"
-    assert c.tool_calls == ({"id": "toolu_standin_1", "type": "function",
-                             "function": {"name": "get_weather", "arguments": json.dumps({"city": "Paris"})}},)
+    assert c.tool_calls == (
+        {"id": "toolu_standin_1", "type": "function", "function": {"name": "get_weather", "arguments": json.dumps({"city": "Paris"})}},
+    )
     # second turn: the assistant's tool call and the tool's result go back in Anthropic's shape
-    follow = ChatRequest(messages=(
-        {"role": "user", "content": "Weather in Paris?"},
-        {"role": "assistant", "content": None, "tool_calls": list(c.tool_calls)},
-        {"role": "tool", "tool_call_id": "toolu_standin_1", "content": "18C and sunny"},
-        {"role": "user", "content": "Thanks, summarise."},
-    ), tools=(WEATHER,), tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    follow = ChatRequest(
+        messages=(
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": None, "tool_calls": list(c.tool_calls)},
+            {"role": "tool", "tool_call_id": "toolu_standin_1", "content": "18C and sunny"},
+            {"role": "user", "content": "Thanks, summarise."},
+        ),
+        tools=(WEATHER,),
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+    )
     asyncio.run(provider.complete(follow))
     sent = standin.requests[-1]
     assert sent["tool_choice"] == {"type": "tool", "name": "get_weather"}
     assert [m["role"] for m in sent["messages"]] == ["user", "assistant", "user"]  # tool result merged into one user turn
-    assert sent["messages"][1]["content"] == [{"type": "tool_use", "id": "toolu_standin_1", "name": "get_weather", "input": {"city": "Paris"}}]
+    assert sent["messages"][1]["content"] == [
+        {"type": "tool_use", "id": "toolu_standin_1", "name": "get_weather", "input": {"city": "Paris"}}
+    ]
     assert sent["messages"][2]["content"] == [
         {"type": "tool_result", "tool_use_id": "toolu_standin_1", "content": "18C and sunny"},
         {"type": "text", "text": "Thanks, summarise."},
@@ -107,10 +119,18 @@ def test_anthropic_translates_tools_tool_calls_and_tool_results(standin):
 
 def test_anthropic_translates_images(standin):
     provider = anthropic_provider(standin, price_in=1.0, price_out=2.0)
-    req = ChatRequest(messages=({"role": "user", "content": [
-        {"type": "text", "text": "What is this?"},
-        {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/AAAA"}},
-        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]},))
+    req = ChatRequest(
+        messages=(
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is this?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/AAAA"}},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+                ],
+            },
+        )
+    )
     asyncio.run(provider.complete(req))
     blocks = standin.requests[-1]["messages"][0]["content"]
     assert blocks[1] == {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": "/9j/AAAA"}}
@@ -143,12 +163,13 @@ def test_anthropic_errors_become_provider_errors_with_retry_after(standin):
 
 
 def test_engine_retries_an_overloaded_anthropic_tier(standin):
-    from thrifty.serving.engine import Engine
     from thrifty.policy.cascade import CascadePolicy
+    from thrifty.serving.engine import Engine
 
     standin.fail_next = [(529, {"retry-after-ms": "50"})]
-    engine = Engine(CascadePolicy(["claude"], [], None), {"claude": anthropic_provider(standin, price_in=1.0, price_out=2.0)},
-                    backoff_s=0.01)
+    engine = Engine(
+        CascadePolicy(["claude"], [], None), {"claude": anthropic_provider(standin, price_in=1.0, price_out=2.0)}, backoff_s=0.01
+    )
     trace = engine.complete_sync(ChatRequest.from_prompt("after a retry"))
     assert trace.completion.text == "stand-in reply: after a retry"
     assert dict(trace.attempts) == {0: 2} and len(standin.requests) == 2
@@ -173,9 +194,27 @@ def llama_server(tmp_path_factory):
     log = tmp_path_factory.mktemp("llama") / "server.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_path()), "--model_alias", "smollm2",
-             "--host", "127.0.0.1", "--port", str(port), "--n_threads", "1", "--n_threads_batch", "1", "--n_ctx", "1024"],
-            stdout=out, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(smollm2_path()),
+                "--model_alias",
+                "smollm2",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--n_threads",
+                "1",
+                "--n_threads_batch",
+                "1",
+                "--n_ctx",
+                "1024",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{port}/v1"
     try:
@@ -266,9 +305,9 @@ def test_gemma_base_model_answers_through_a_transcript(local_tiers):
 
 @needs_llama
 def test_deadline_cancels_local_generation_and_frees_the_model(local_tiers):
+    from thrifty.policy.cascade import CascadePolicy
     from thrifty.serving.engine import Engine
     from thrifty.serving.local import SMOLLM2
-    from thrifty.policy.cascade import CascadePolicy
 
     small = local_tiers[1][SMOLLM2]
     engine = Engine(CascadePolicy([SMOLLM2], [], None), {SMOLLM2: small}, deadline_s=0.3)

@@ -42,8 +42,9 @@ LOOPBACK = "127.0.0.2"
 N = 2000
 TIMINGS = ("latency_s", "collected_at")
 
-needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None or not RAY_BIN.exists(),
-                               reason="Ray not installed (pip install 'thrifty[ray]')")
+needs_ray = pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None or not RAY_BIN.exists(), reason="Ray not installed (pip install 'thrifty[ray]')"
+)
 
 
 def _free_port() -> int:
@@ -53,14 +54,29 @@ def _free_port() -> int:
 
 
 def _env() -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), RAY_USAGE_STATS_ENABLED="0",
-                HF_HUB_OFFLINE="1")
+    return dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), RAY_USAGE_STATS_ENABLED="0", HF_HUB_OFFLINE="1")
 
 
 def _node(args: list[str], temp_dir: str) -> subprocess.Popen:
-    return subprocess.Popen([str(RAY_BIN), "start", *args, "--num-cpus", "1", "--object-store-memory", str(100 * 1024 * 1024),
-                             "--node-ip-address", LOOPBACK, "--disable-usage-stats", "--block"], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [
+            str(RAY_BIN),
+            "start",
+            *args,
+            "--num-cpus",
+            "1",
+            "--object-store-memory",
+            str(100 * 1024 * 1024),
+            "--node-ip-address",
+            LOOPBACK,
+            "--disable-usage-stats",
+            "--block",
+        ],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def _kill(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
@@ -81,11 +97,14 @@ class Cluster:
 
     def __init__(self, address: str, nodes: dict[str, subprocess.Popen]) -> None:
         self.address, self.nodes = address, nodes
-        probe = ("import ray, sys, time\nray.init(address=sys.argv[1], logging_level='ERROR', _node_ip_address='127.0.0.2')\n"
-                 "end = time.time() + 120\nwhile ray.cluster_resources().get('CPU', 0) < 2 and time.time() < end: time.sleep(0.2)\n"
-                 "print(ray.cluster_resources().get('CPU', 0))")
-        self._probe: subprocess.Popen | None = subprocess.Popen([sys.executable, "-c", probe, address], env=_env(),
-                                                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        probe = (
+            "import ray, sys, time\nray.init(address=sys.argv[1], logging_level='ERROR', _node_ip_address='127.0.0.2')\n"
+            "end = time.time() + 120\nwhile ray.cluster_resources().get('CPU', 0) < 2 and time.time() < end: time.sleep(0.2)\n"
+            "print(ray.cluster_resources().get('CPU', 0))"
+        )
+        self._probe: subprocess.Popen | None = subprocess.Popen(
+            [sys.executable, "-c", probe, address], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
 
     def ready(self) -> str:
         if self._probe is not None:
@@ -136,7 +155,9 @@ def _setup(tmp_path: Path, up: FaultUpstream, n: int, mode: str) -> tuple[Path, 
     prompts = tmp_path / "prompts.jsonl"
     with open(prompts, "w") as fh:
         for i in range(n):
-            fh.write(json.dumps({"prompt_id": f"p{i}", "prompt": f"Question {i}: what is {i} plus {i % 7}?", "gold": str(i + i % 7)}) + "\n")
+            fh.write(
+                json.dumps({"prompt_id": f"p{i}", "prompt": f"Question {i}: what is {i} plus {i % 7}?", "gold": str(i + i % 7)}) + "\n"
+            )
             up._server.answers[f"Question {i}: what is {i} plus {i % 7}?"] = f"It is {i + i % 7}." if i % 3 else f"Maybe {i}."
     cfg = tmp_path / "thrifty.toml"
     cfg.write_text(toml_provider("up", up.base_url(mode), model="m-up", timeout_s=10))
@@ -156,8 +177,12 @@ def test_collect_on_ray_survives_a_dead_node_and_a_dead_driver_and_equals_local(
         capsys.readouterr()
         address, nodes = cluster.ready(), cluster.nodes
         out = tmp_path / "ray"
-        cmd = [sys.executable, "-c", "from thrifty.cli.main import entry; entry()",
-               *_collect_args(prompts, cfg, out, "--ray", address, "--concurrency", "4")]
+        cmd = [
+            sys.executable,
+            "-c",
+            "from thrifty.cli.main import entry; entry()",
+            *_collect_args(prompts, cfg, out, "--ray", address, "--concurrency", "4"),
+        ]
         driver = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 90
         try:
@@ -256,8 +281,22 @@ def test_a_port_that_is_not_a_ray_cluster_is_refused_quickly(tmp_path, capsys):
     with FaultUpstream() as up:  # an HTTP/1.1 server: ray.init would retry against it for minutes
         t0 = time.monotonic()
         out = tmp_path / "out"
-        assert main(["collect", "--prompts", str(tmp_path / "none.jsonl"), "--models", "smollm2", "--out", str(out),
-                     "--ray", f"127.0.0.1:{up.port}"]) != 0
+        assert (
+            main(
+                [
+                    "collect",
+                    "--prompts",
+                    str(tmp_path / "none.jsonl"),
+                    "--models",
+                    "smollm2",
+                    "--out",
+                    str(out),
+                    "--ray",
+                    f"127.0.0.1:{up.port}",
+                ]
+            )
+            != 0
+        )
         assert time.monotonic() - t0 < 30
     err = capsys.readouterr().err
     assert "--ray" in err and "not a Ray cluster" in err and "fix:" in err, err

@@ -23,15 +23,13 @@ from typing import Any
 
 import httpx
 import pytest
-
 from fault_upstream import FaultUpstream
 from gateway_proc import GatewayProcess, read_db, toml_provider
 
 pytest.importorskip("sklearn")
 
 ADMIN_KEY = "admin-secret-key"
-WORDS = ("gold price rose sharply after the central bank cut rates while the dollar weakened against major "
-         "currencies").split()
+WORDS = ("gold price rose sharply after the central bank cut rates while the dollar weakened against major currencies").split()
 
 
 def _table(folder: Path) -> tuple[list[str], dict[str, str], dict[str, str]]:
@@ -44,10 +42,14 @@ def _table(folder: Path) -> tuple[list[str], dict[str, str], dict[str, str]]:
         cheap[q] = " ".join(rng.choice(WORDS) for _ in range(n)) + "."
         strong[q] = "Because " + " ".join(rng.choice(WORDS) for _ in range(18)) + "."
         prompts.append(q)
-        outcomes.append({"prompt_id": f"p{i}", "model": "cheap", "quality": round(min(1.0, n / 20), 3), "cost_usd": 0.001, "output": cheap[q]})
+        outcomes.append(
+            {"prompt_id": f"p{i}", "model": "cheap", "quality": round(min(1.0, n / 20), 3), "cost_usd": 0.001, "output": cheap[q]}
+        )
         outcomes.append({"prompt_id": f"p{i}", "model": "strong", "quality": 1.0, "cost_usd": 0.01, "output": strong[q]})
     folder.mkdir(parents=True)
-    (folder / "prompts.jsonl").write_text("".join(json.dumps({"prompt_id": f"p{i}", "instruction": q}) + "\n" for i, q in enumerate(prompts)))
+    (folder / "prompts.jsonl").write_text(
+        "".join(json.dumps({"prompt_id": f"p{i}", "instruction": q}) + "\n" for i, q in enumerate(prompts))
+    )
     (folder / "outcomes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in outcomes))
     return prompts, cheap, strong
 
@@ -85,7 +87,9 @@ def _send_all(gw: GatewayProcess, prompts: list[str]) -> list[str]:
 
 def _answered_by_strong(gw: GatewayProcess, ids: list[str]) -> set[str]:
     """From the request log: the prompts the strong tier answered (each escalated from the cheap one)."""
-    rows = read_db(gw.db_path, f"SELECT prompt, final_model, tiers_tried FROM requests WHERE id IN ({','.join('?' * len(ids))})", tuple(ids))
+    rows = read_db(
+        gw.db_path, f"SELECT prompt, final_model, tiers_tried FROM requests WHERE id IN ({','.join('?' * len(ids))})", tuple(ids)
+    )
     assert len(rows) == len(ids)
     for _, model, tiers in rows:
         assert json.loads(tiers) == (["cheap", "strong"] if model == "strong" else ["cheap"])
@@ -101,13 +105,14 @@ def test_refit_and_reload_change_the_tier_shares(tmp_path: Path) -> None:
     low, low_thresholds = _predicted_escalations(artefact, prompts, cheap)
     assert 0 < len(low) < len(prompts)
 
-    with FaultUpstream(answers=cheap) as up_cheap, FaultUpstream(answers=strong) as up_strong, \
-            FaultUpstream(label="slow") as up_slow:
-        cfg = (f'[server]\ndata_dir = "{tmp_path / "gw"}"\nadmin_sha256 = "{hash_key(ADMIN_KEY)}"\n\n'
-               + toml_provider("cheap", up_cheap.base_url("table"), timeout_s=10)
-               + toml_provider("strong", up_strong.base_url("table"), timeout_s=10)
-               + toml_provider("slow", up_slow.base_url("sleep2000-normal"), timeout_s=20)
-               + f'[profiles.qa]\ntiers = ["cheap", "strong"]\nartefact = "{artefact}"\n')
+    with FaultUpstream(answers=cheap) as up_cheap, FaultUpstream(answers=strong) as up_strong, FaultUpstream(label="slow") as up_slow:
+        cfg = (
+            f'[server]\ndata_dir = "{tmp_path / "gw"}"\nadmin_sha256 = "{hash_key(ADMIN_KEY)}"\n\n'
+            + toml_provider("cheap", up_cheap.base_url("table"), timeout_s=10)
+            + toml_provider("strong", up_strong.base_url("table"), timeout_s=10)
+            + toml_provider("slow", up_slow.base_url("sleep2000-normal"), timeout_s=20)
+            + f'[profiles.qa]\ntiers = ["cheap", "strong"]\nartefact = "{artefact}"\n'
+        )
         with GatewayProcess(cfg, tmp_path / "gw", cli=True) as gw:
             strong_before = _answered_by_strong(gw, _send_all(gw, prompts))
             assert strong_before == low  # live routing = the artefact's offline prediction, prompt for prompt
@@ -141,8 +146,11 @@ def test_refit_and_reload_change_the_tier_shares(tmp_path: Path) -> None:
                 assert body["profiles"]["thrifty/qa"]["thresholds"] == pytest.approx(list(high_thresholds))
                 assert t.is_alive()  # the slow answer was still on its way when the routes were swapped
                 t.join(30)
-                text = "".join(json.loads(ln[6:])["choices"][0]["delta"].get("content") or ""
-                               for ln in slow["lines"] if ln.startswith("data: {") and json.loads(ln[6:])["choices"])
+                text = "".join(
+                    json.loads(ln[6:])["choices"][0]["delta"].get("content") or ""
+                    for ln in slow["lines"]
+                    if ln.startswith("data: {") and json.loads(ln[6:])["choices"]
+                )
                 assert slow["status"] == 200 and slow["lines"][-1] == "data: [DONE]" and text.strip() == "answer from slow", slow
                 assert up_slow.calls["sleep2000-normal"] == 1  # answered by its first call: its connection was not cut (no retry)
 

@@ -61,11 +61,15 @@ def _config(store: str, upstream: str, *, limit: float, redis: bool, extra: str 
     from thrifty.config.settings import hash_key
 
     cache = '[profiles.default.cache]\nmode = "exact"\nredis_url_env = "THRIFTY_TEST_REDIS"\n\n' if redis else ""
-    return (f'[server]\nstore = "{store}"\nrequest_timeout_s = 30\nhold_lease_s = {lease_s}\nartefact_poll_s = 0.5\n'
-            f'admin_sha256 = "{hash_key(ADMIN_KEY)}"\n\n'
-            + toml_provider("fast", upstream, price_in=PRICE_IN, price_out=PRICE_OUT, timeout_s=10, max_tokens=MAX_TOKENS)
-            + '[profiles.default]\ntiers = ["fast"]\n\n' + cache + extra
-            + f'[keys.racer]\nsha256 = "{hash_key(KEY)}"\nlimit_usd = {limit}\nlimit_period = "{period}"\n')
+    return (
+        f'[server]\nstore = "{store}"\nrequest_timeout_s = 30\nhold_lease_s = {lease_s}\nartefact_poll_s = 0.5\n'
+        f'admin_sha256 = "{hash_key(ADMIN_KEY)}"\n\n'
+        + toml_provider("fast", upstream, price_in=PRICE_IN, price_out=PRICE_OUT, timeout_s=10, max_tokens=MAX_TOKENS)
+        + '[profiles.default]\ntiers = ["fast"]\n\n'
+        + cache
+        + extra
+        + f'[keys.racer]\nsha256 = "{hash_key(KEY)}"\nlimit_usd = {limit}\nlimit_period = "{period}"\n'
+    )
 
 
 def _replicas(tmp_path: Path, cfg: str, env: dict[str, str], n: int = 3) -> list[GatewayProcess]:
@@ -85,6 +89,7 @@ def _replicas(tmp_path: Path, cfg: str, env: dict[str, str], n: int = 3) -> list
 
 async def _storm(urls: list[str], n: int, prompt: str) -> list[tuple[int, str | None, dict | None]]:
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=400)) as client:
+
         async def one(i: int) -> tuple[int, str | None, dict | None]:
             body = {"model": "thrifty/default", "messages": [{"role": "user", "content": f"{prompt} {i}"}], "temperature": 0}
             r = await client.post(urls[i % len(urls)] + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {KEY}"})
@@ -109,8 +114,12 @@ def test_three_replicas_share_one_budget_and_every_200_has_its_row(tmp_path: Pat
             # then one at a time, round the replicas, until refused: the storm's holds were all released
             after = []
             for i in range(60):
-                r = httpx.post(gws[i % 3].base_url + "/v1/chat/completions", headers={"authorization": f"Bearer {KEY}"}, timeout=30,
-                               json={"model": "thrifty/default", "messages": [{"role": "user", "content": f"Say OK, after {i}"}]})
+                r = httpx.post(
+                    gws[i % 3].base_url + "/v1/chat/completions",
+                    headers={"authorization": f"Bearer {KEY}"},
+                    timeout=30,
+                    json={"model": "thrifty/default", "messages": [{"role": "user", "content": f"Say OK, after {i}"}]},
+                )
                 if r.status_code == 429:
                     break
                 assert r.status_code == 200, r.text
@@ -167,8 +176,11 @@ def test_kill_9_one_replica_loses_no_acknowledged_row_and_its_holds_lapse(tmp_pa
                     g = gws[i % 3]
                     n += 1
                     try:
-                        r = c.post(g.base_url + "/v1/chat/completions", headers={"authorization": f"Bearer {KEY}"},
-                                   json={"model": "thrifty/default", "messages": [{"role": "user", "content": f"load {i} {n}"}]})
+                        r = c.post(
+                            g.base_url + "/v1/chat/completions",
+                            headers={"authorization": f"Bearer {KEY}"},
+                            json={"model": "thrifty/default", "messages": [{"role": "user", "content": f"load {i} {n}"}]},
+                        )
                     except httpx.HTTPError as exc:
                         errors.append((i % 3, type(exc).__name__))
                         continue
@@ -226,9 +238,11 @@ def test_a_refit_published_by_replica_1_is_served_by_replicas_2_and_3(tmp_path: 
     store = pg.create_database()
     with FaultUpstream(answers=cheap) as up_cheap, FaultUpstream(answers=strong) as up_strong:
         profile = f'[profiles.qa]\ntiers = ["cheap", "strong"]\nartefact = "{artefact}"\n\n'
-        cfg = (_config(store, up_cheap.base_url("normal"), limit=1e6, redis=False, extra=profile)
-               + toml_provider("cheap", up_cheap.base_url("table"), timeout_s=10)
-               + toml_provider("strong", up_strong.base_url("table"), timeout_s=10))
+        cfg = (
+            _config(store, up_cheap.base_url("normal"), limit=1e6, redis=False, extra=profile)
+            + toml_provider("cheap", up_cheap.base_url("table"), timeout_s=10)
+            + toml_provider("strong", up_strong.base_url("table"), timeout_s=10)
+        )
         gws = _replicas(tmp_path, cfg, pg.env())
         try:
             first = [httpx.get(g.base_url + "/healthz").json()["artefacts"]["qa"] for g in gws]
@@ -275,8 +289,11 @@ def _send(gw: GatewayProcess, prompts: list[str]) -> list[str]:
     ids = []
     with httpx.Client(base_url=gw.base_url, timeout=30) as c:
         for q in prompts:
-            r = c.post("/v1/chat/completions", headers={"authorization": f"Bearer {KEY}"},
-                       json={"model": "thrifty/qa", "messages": [{"role": "user", "content": q}], "max_tokens": 32})
+            r = c.post(
+                "/v1/chat/completions",
+                headers={"authorization": f"Bearer {KEY}"},
+                json={"model": "thrifty/qa", "messages": [{"role": "user", "content": q}], "max_tokens": 32},
+            )
             assert r.status_code == 200, r.text
             ids.append(r.headers["x-thrifty-request-id"])
     return ids

@@ -13,13 +13,10 @@ offline choice, prompt for prompt.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-
 from fault_upstream import FaultUpstream
 from gateway_proc import ROOT, GatewayProcess, read_db, toml_provider
 
@@ -38,14 +35,32 @@ EMB = "router_fixtures:HashEmbedder"
 def _fit(kind: str, data: Path, out: Path, budget: float) -> None:
     from thrifty.cli.main import main
 
-    assert main(["fit", "--policy", kind, "--data", str(data), "--embedder", EMB, "--budget", str(budget),
-                 "--max-tiers", "2", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "--policy",
+                kind,
+                "--data",
+                str(data),
+                "--embedder",
+                EMB,
+                "--budget",
+                str(budget),
+                "--max-tiers",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
 
 
 def _offline(artefact: Path, prompts: list[str], answers: dict[str, dict[str, str]]) -> list[tuple[str, list[str]]]:
     """Per prompt: (answering model, tiers called) of the artefact's live policy driven in-process."""
-    from thrifty.serving.artefact import load_artefact
     from thrifty.policy.drive import drive
+    from thrifty.serving.artefact import load_artefact
     from thrifty.types import ChatRequest, Completion, Usage
 
     policy = load_artefact(artefact).policy()
@@ -80,11 +95,13 @@ def test_gateway_routes_each_prompt_as_the_router_artefact_chose_offline(tmp_pat
     assert 0 < starts.count("big") < len(prompts)  # the hybrid's router skips the cheap tier on some prompts
 
     with FaultUpstream(answers=answers["small"]) as up_small, FaultUpstream(answers=answers["big"]) as up_big:
-        cfg = (f'[server]\ndata_dir = "{tmp_path / "gw"}"\n\n'
-               + toml_provider("small", up_small.base_url("table"), timeout_s=10)
-               + toml_provider("big", up_big.base_url("table"), timeout_s=10)
-               + f'[profiles.rt]\ntiers = ["small", "big"]\nartefact = "{tmp_path / "router"}"\n\n'
-               + f'[profiles.hy]\ntiers = ["small", "big"]\nartefact = "{tmp_path / "hybrid"}"\n')
+        cfg = (
+            f'[server]\ndata_dir = "{tmp_path / "gw"}"\n\n'
+            + toml_provider("small", up_small.base_url("table"), timeout_s=10)
+            + toml_provider("big", up_big.base_url("table"), timeout_s=10)
+            + f'[profiles.rt]\ntiers = ["small", "big"]\nartefact = "{tmp_path / "router"}"\n\n'
+            + f'[profiles.hy]\ntiers = ["small", "big"]\nartefact = "{tmp_path / "hybrid"}"\n'
+        )
         env = {"PYTHONPATH": f"{ROOT / 'src'}:{UNIT}"}
         with GatewayProcess(cfg, tmp_path / "gw", cli=True, env=env) as gw:
             client = openai.OpenAI(base_url=gw.base_url + "/v1", api_key="unused", max_retries=0, timeout=30)
@@ -92,13 +109,16 @@ def test_gateway_routes_each_prompt_as_the_router_artefact_chose_offline(tmp_pat
                 ids = []
                 for q, (model, called) in zip(prompts, want):
                     raw = client.chat.completions.with_raw_response.create(
-                        model=f"thrifty/{profile}", messages=[{"role": "user", "content": q}], max_tokens=32)
+                        model=f"thrifty/{profile}", messages=[{"role": "user", "content": q}], max_tokens=32
+                    )
                     body = raw.parse()
                     assert raw.headers["x-thrifty-model"] == model, (profile, q)
                     assert raw.headers["x-thrifty-tiers"].split(",") == called, (profile, q)
                     assert body.choices[0].message.content == answers[model][q]
                     ids.append(raw.headers["x-thrifty-request-id"])
-                rows = dict(read_db(gw.db_path, f"SELECT id, final_model FROM requests WHERE id IN ({','.join('?' * len(ids))})", tuple(ids)))
+                rows = dict(
+                    read_db(gw.db_path, f"SELECT id, final_model FROM requests WHERE id IN ({','.join('?' * len(ids))})", tuple(ids))
+                )
                 assert [rows[i] for i in ids] == [m for m, _ in want]
             assert up_small.calls["table"] == sum(len([t for t in c if t == "small"]) for _, c in (*want_router, *want_hybrid))
         assert "Traceback" not in gw.output()

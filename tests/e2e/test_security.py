@@ -17,9 +17,9 @@ from typing import Iterator
 import httpx
 import openai
 import pytest
-
 from fault_upstream import FaultUpstream
 from gateway_proc import GatewayProcess, read_db, toml_provider
+
 from thrifty.config.settings import ServerSettings, hash_key
 
 pytestmark = pytest.mark.slow
@@ -35,14 +35,16 @@ MSG = [{"role": "user", "content": "Say OK."}]
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     data = tmp_path_factory.mktemp("security")
     with FaultUpstream() as up:
-        cfg = (f"[server]\ndata_dir = \"{data}\"\nmax_body_bytes = {MAX_BODY}\nrequest_timeout_s = 5\n\n"
-               + toml_provider("fast", up.base_url("normal"), timeout_s=2)
-               + toml_provider("echoer", up.base_url("echo401"), timeout_s=2).replace(
-                   "[providers.echoer]\n", '[providers.echoer]\napi_key_env = "SECURITY_TEST_UPSTREAM_KEY"\n')
-               + '[profiles.default]\ntiers = ["fast"]\n\n'
-               + f'[keys.alice]\nsha256 = "{hash_key(CLIENT_KEY)}"\nlimit_usd = 10.0\n')
-        proc = GatewayProcess(cfg, data, cli=True, env={"SECURITY_TEST_UPSTREAM_KEY": UPSTREAM_KEY},
-                              extra_args=("--log-level", "debug"))
+        cfg = (
+            f'[server]\ndata_dir = "{data}"\nmax_body_bytes = {MAX_BODY}\nrequest_timeout_s = 5\n\n'
+            + toml_provider("fast", up.base_url("normal"), timeout_s=2)
+            + toml_provider("echoer", up.base_url("echo401"), timeout_s=2).replace(
+                "[providers.echoer]\n", '[providers.echoer]\napi_key_env = "SECURITY_TEST_UPSTREAM_KEY"\n'
+            )
+            + '[profiles.default]\ntiers = ["fast"]\n\n'
+            + f'[keys.alice]\nsha256 = "{hash_key(CLIENT_KEY)}"\nlimit_usd = 10.0\n'
+        )
+        proc = GatewayProcess(cfg, data, cli=True, env={"SECURITY_TEST_UPSTREAM_KEY": UPSTREAM_KEY}, extra_args=("--log-level", "debug"))
         with proc:
             yield proc
 
@@ -64,7 +66,8 @@ def test_keys_never_stored_or_echoed(gw: GatewayProcess) -> None:
     texts.append(raw.http_response.text)
     with pytest.raises(openai.AuthenticationError) as bad:
         openai.OpenAI(base_url=gw.base_url + "/v1", api_key=WRONG_KEY, max_retries=0, timeout=10).chat.completions.create(
-            model="thrifty/default", messages=MSG)
+            model="thrifty/default", messages=MSG
+        )
     texts.append(bad.value.response.text)
     assert bad.value.response.json()["error"]["type"] == "authentication_error"
     # the upstream repeats the provider key in its 401: the client's error and the log must not
@@ -93,7 +96,9 @@ def test_body_limit_is_413(gw: GatewayProcess) -> None:
             yield b"y" * 1024
         yield b'"}]}'
 
-    r2 = httpx.post(gw.base_url + "/v1/chat/completions", content=chunks(), headers={**headers, "content-type": "application/json"}, timeout=10)
+    r2 = httpx.post(
+        gw.base_url + "/v1/chat/completions", content=chunks(), headers={**headers, "content-type": "application/json"}, timeout=10
+    )
     assert r2.status_code == 413
     assert r2.json()["error"]["type"] == "invalid_request_error"
     assert read_db(gw.db_path, "SELECT COUNT(*) FROM requests")[0][0] == before, "a refused body is not logged"
@@ -128,18 +133,24 @@ def test_binds_loopback_by_default(gw: GatewayProcess) -> None:
 
 def test_cors_off_unless_configured(gw: GatewayProcess, tmp_path: Path) -> None:
     origin = {"origin": "https://evil.example"}
-    pre = httpx.options(gw.base_url + "/v1/chat/completions",
-                        headers={**origin, "access-control-request-method": "POST", "access-control-request-headers": "authorization,content-type"})
+    pre = httpx.options(
+        gw.base_url + "/v1/chat/completions",
+        headers={**origin, "access-control-request-method": "POST", "access-control-request-headers": "authorization,content-type"},
+    )
     assert not any(h.startswith("access-control-") for h in pre.headers), dict(pre.headers)
     get = httpx.get(gw.base_url + "/v1/models", headers={**origin, "authorization": f"Bearer {CLIENT_KEY}"})
     assert get.status_code == 200 and "access-control-allow-origin" not in get.headers
 
     with FaultUpstream() as up:
-        cfg = (f'[server]\ndata_dir = "{tmp_path}"\ncors_origins = ["https://app.example"]\n\n'
-               + toml_provider("fast", up.base_url("normal")) + '[profiles.default]\ntiers = ["fast"]\n')
+        cfg = (
+            f'[server]\ndata_dir = "{tmp_path}"\ncors_origins = ["https://app.example"]\n\n'
+            + toml_provider("fast", up.base_url("normal"))
+            + '[profiles.default]\ntiers = ["fast"]\n'
+        )
         with GatewayProcess(cfg, tmp_path) as gw2:
-            good = httpx.options(gw2.base_url + "/v1/chat/completions",
-                                 headers={"origin": "https://app.example", "access-control-request-method": "POST"})
+            good = httpx.options(
+                gw2.base_url + "/v1/chat/completions", headers={"origin": "https://app.example", "access-control-request-method": "POST"}
+            )
             assert good.headers.get("access-control-allow-origin") == "https://app.example"
             evil = httpx.get(gw2.base_url + "/v1/models", headers=origin)
             assert "access-control-allow-origin" not in evil.headers
@@ -152,8 +163,11 @@ def test_stalled_body_upload_is_cut_off(gw: GatewayProcess) -> None:
     import time
 
     with socket.create_connection(("127.0.0.1", gw.port), timeout=30) as s:
-        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  + f"Authorization: Bearer {CLIENT_KEY}\r\n".encode() + b"Content-Length: 500\r\n\r\n{\"model\": ")
+        s.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {CLIENT_KEY}\r\n".encode()
+            + b'Content-Length: 500\r\n\r\n{"model": '
+        )
         t0 = time.monotonic()
         reply = s.recv(65536)
         elapsed = time.monotonic() - t0

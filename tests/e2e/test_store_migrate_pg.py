@@ -46,19 +46,61 @@ def _real_log(path: Path, n: int) -> None:
         rid = f"req-{i:06d}"
         two = rng.random() < 0.4
         cost0, cost1 = rng.random() * 1e-4, rng.random() * 1e-3
-        reqs.append((rid, t0 + i * 0.731, f"key{i % 7}", "default", "thrifty/default", json.dumps({"messages": [{"role": "user", "content": f"q{i}"}]}),
-                     f"question {i} – ünïcode ✓", "strong" if two else "cheap", json.dumps(["cheap", "strong"] if two else ["cheap"]),
-                     f"answer {i}", 10 + i % 50, 5 + i % 20, cost0 + (cost1 if two else 0.0), rng.random(), 200 if i % 97 else 502,
-                     None if i % 97 else "upstream failed", i % 3 == 0, (round(rng.random(), 3) if i % 5 == 0 else None), "miss"))
-        steps.append((rid, 0, 0, "cheap", f"cheap {i}", rng.random(), 0.5, cost0, 0.01, 10, 5, "escalated" if two else "accepted", None,
-                      (round(rng.random(), 2) if i % 11 == 0 else None), "miss"))
+        reqs.append(
+            (
+                rid,
+                t0 + i * 0.731,
+                f"key{i % 7}",
+                "default",
+                "thrifty/default",
+                json.dumps({"messages": [{"role": "user", "content": f"q{i}"}]}),
+                f"question {i} – ünïcode ✓",
+                "strong" if two else "cheap",
+                json.dumps(["cheap", "strong"] if two else ["cheap"]),
+                f"answer {i}",
+                10 + i % 50,
+                5 + i % 20,
+                cost0 + (cost1 if two else 0.0),
+                rng.random(),
+                200 if i % 97 else 502,
+                None if i % 97 else "upstream failed",
+                i % 3 == 0,
+                (round(rng.random(), 3) if i % 5 == 0 else None),
+                "miss",
+            )
+        )
+        steps.append(
+            (
+                rid,
+                0,
+                0,
+                "cheap",
+                f"cheap {i}",
+                rng.random(),
+                0.5,
+                cost0,
+                0.01,
+                10,
+                5,
+                "escalated" if two else "accepted",
+                None,
+                (round(rng.random(), 2) if i % 11 == 0 else None),
+                "miss",
+            )
+        )
         if two:
             steps.append((rid, 1, 1, "strong", f"strong {i}", None, None, cost1, 0.2, 10, 9, "accepted", None, None, None))
-    conn.executemany("INSERT INTO requests (id, created, key_name, profile, model_requested, request_json, prompt, final_model, tiers_tried,"
-                     " answer, input_tokens, output_tokens, cost_usd, latency_s, status, error, stream, label, cache)"
-                     " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", reqs)
-    conn.executemany("INSERT INTO steps (request_id, idx, tier, model, answer, score, threshold, cost_usd, latency_s, input_tokens,"
-                     " output_tokens, decision, error, label, cache) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", steps)
+    conn.executemany(
+        "INSERT INTO requests (id, created, key_name, profile, model_requested, request_json, prompt, final_model, tiers_tried,"
+        " answer, input_tokens, output_tokens, cost_usd, latency_s, status, error, stream, label, cache)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        reqs,
+    )
+    conn.executemany(
+        "INSERT INTO steps (request_id, idx, tier, model, answer, score, threshold, cost_usd, latency_s, input_tokens,"
+        " output_tokens, decision, error, label, cache) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        steps,
+    )
     conn.execute("INSERT INTO spend (scope, name, spent_usd) SELECT 'key', key_name, SUM(cost_usd) FROM requests GROUP BY key_name")
     conn.commit()
     conn.close()
@@ -81,8 +123,9 @@ def _export(store: str, out: Path) -> dict[str, list[dict]]:
     return files
 
 
-def test_migrate_100k_rows_to_postgres_and_back_gives_the_same_report(tmp_path: Path, pg: PostgresServer,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_migrate_100k_rows_to_postgres_and_back_gives_the_same_report(
+    tmp_path: Path, pg: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from thrifty.cli.main import main
     from thrifty.store import LogStore
     from thrifty.store.transfer import copy_store
@@ -98,6 +141,7 @@ def test_migrate_100k_rows_to_postgres_and_back_gives_the_same_report(tmp_path: 
     def crash_after_a_few_batches(table: str, copied: int) -> None:
         if table == "requests" and copied >= 20_000:
             raise Interrupted  # a copy killed half-way: the rows committed so far stay
+
     a, b = LogStore(src), LogStore(url)
     with pytest.raises(Interrupted):
         copy_store(a, b, batch=5000, progress=crash_after_a_few_batches)
@@ -119,8 +163,9 @@ def test_migrate_100k_rows_to_postgres_and_back_gives_the_same_report(tmp_path: 
     print(f"migrated {N} requests to PostgreSQL in {took:.1f}s")
 
 
-def test_logs_list_reads_a_postgres_store(tmp_path: Path, pg: PostgresServer, monkeypatch: pytest.MonkeyPatch,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_logs_list_reads_a_postgres_store(
+    tmp_path: Path, pg: PostgresServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from thrifty.cli.main import main
 
     monkeypatch.setenv("PGPASSWORD", PASSWORD)
@@ -139,11 +184,18 @@ def test_logs_list_reads_a_postgres_store(tmp_path: Path, pg: PostgresServer, mo
 def _serve(store: str, env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
     port = free_port()
     cfg = tmp_path / "thrifty.toml"
-    cfg.write_text(f'[server]\ndata_dir = "{tmp_path}"\n\n[providers.fast]\nkind = "openai"\nmodel = "m"\n'
-                   f'base_url = "http://127.0.0.1:9/v1"\nprices = {{ input = 1, output = 1 }}\n\n[profiles.default]\ntiers = ["fast"]\n')
-    return subprocess.run([sys.executable, "-m", "thrifty", "serve", "--config", str(cfg), "--port", str(port), "--store", store],
-                          capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT / "src"), **env},
-                          check=False)
+    cfg.write_text(
+        f'[server]\ndata_dir = "{tmp_path}"\n\n[providers.fast]\nkind = "openai"\nmodel = "m"\n'
+        f'base_url = "http://127.0.0.1:9/v1"\nprices = {{ input = 1, output = 1 }}\n\n[profiles.default]\ntiers = ["fast"]\n'
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "thrifty", "serve", "--config", str(cfg), "--port", str(port), "--store", store],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src"), **env},
+        check=False,
+    )
 
 
 @pytest.mark.parametrize("case", ["unreachable", "wrong password", "newer schema"])

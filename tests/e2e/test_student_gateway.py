@@ -18,10 +18,22 @@ pytestmark = pytest.mark.skipif(
 sys.path.insert(0, str(Path(__file__).parent))
 from gateway_proc import GatewayProcess  # noqa: E402
 
-UP = ["gold rises 2% on weak dollar", "gold climbs to record high", "gold prices surge as investors seek safety",
-      "gold jumps $20 an ounce", "bullion gains on inflation fears", "gold futures end the week higher"]
-DOWN = ["gold falls 2% as dollar strengthens", "gold slips to three-week low", "gold prices drop on profit taking",
-        "gold tumbles $30 an ounce", "bullion loses ground as yields rise", "gold futures end the week lower"]
+UP = [
+    "gold rises 2% on weak dollar",
+    "gold climbs to record high",
+    "gold prices surge as investors seek safety",
+    "gold jumps $20 an ounce",
+    "bullion gains on inflation fears",
+    "gold futures end the week higher",
+]
+DOWN = [
+    "gold falls 2% as dollar strengthens",
+    "gold slips to three-week low",
+    "gold prices drop on profit taking",
+    "gold tumbles $30 an ounce",
+    "bullion loses ground as yields rise",
+    "gold futures end the week lower",
+]
 
 
 def test_student_tier_answers_confident_requests_and_escalates_the_rest(tmp_path):
@@ -42,9 +54,13 @@ def test_student_tier_answers_confident_requests_and_escalates_the_rest(tmp_path
         'scorer = "thrifty.calibration.student:ConfidenceScorer"\n'
     )
     with GatewayProcess(toml, tmp_path / "gw") as gw:
+
         def ask(text: str) -> httpx.Response:
-            r = httpx.post(gw.base_url + "/v1/chat/completions", timeout=120,
-                           json={"model": "thrifty/headlines", "messages": [{"role": "user", "content": text}], "max_tokens": 8})
+            r = httpx.post(
+                gw.base_url + "/v1/chat/completions",
+                timeout=120,
+                json={"model": "thrifty/headlines", "messages": [{"role": "user", "content": text}], "max_tokens": 8},
+            )
             assert r.status_code == 200, r.text
             return r
 

@@ -7,8 +7,8 @@ import itertools
 
 import numpy as np
 
-from thrifty.offline.optimise import CascadeSpec, replay_arrays
 from thrifty.data.table import RoutingTable
+from thrifty.offline.optimise import CascadeSpec, replay_arrays
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau".split()
 
@@ -47,7 +47,7 @@ def synthetic_table(n: int = 120, seed: int = 0, binary: bool = False, with_answ
         else:
             answers[i, 0] = "I'm sorry, I cannot help with that."
         answers[i, 1] = ("Sure. " + " ".join(rng.choice(WORDS, 30))) if good_mid[i] else "Unfortunately I can't."
-        answers[i, 2] = "A thorough, structured answer:\n" + "\n".join(f"1. " + " ".join(rng.choice(WORDS, 10)) for _ in range(5))
+        answers[i, 2] = "A thorough, structured answer:\n" + "\n".join("1. " + " ".join(rng.choice(WORDS, 10)) for _ in range(5))
         if binary:
             quality[i] = [float(good_small[i]), float(good_mid[i]), 1.0]
         else:

@@ -45,8 +45,17 @@ def topic_table(n: int = 90, seed: int = 3) -> RoutingTable:
         good = np.array([topic == "chat", topic in ("chat", "poem"), True]) ^ (rng.random(3) < 0.1)
         quality[i] = np.where(good, 0.9, 0.1) + rng.normal(0, 0.03, 3)
         for j, g in enumerate(good):
-            answers[i, j] = ("Here is a careful answer:\n" + "\n".join(f"- {' '.join(rng.choice(FILLER, 6))}" for _ in range(4))
-                             if g else "Sorry, I can't help with that.")
+            answers[i, j] = (
+                "Here is a careful answer:\n" + "\n".join(f"- {' '.join(rng.choice(FILLER, 6))}" for _ in range(4))
+                if g
+                else "Sorry, I can't help with that."
+            )
     cost = np.tile([1e-4, 1e-3, 1e-2], (n, 1)) * rng.uniform(0.9, 1.1, size=(n, 3))
-    return RoutingTable(prompt_ids=tuple(f"p{i}" for i in range(n)), prompts=tuple(prompts),
-                        models=("small", "mid", "big"), quality=np.clip(quality, 0, 1), cost=cost, answers=answers)
+    return RoutingTable(
+        prompt_ids=tuple(f"p{i}" for i in range(n)),
+        prompts=tuple(prompts),
+        models=("small", "mid", "big"),
+        quality=np.clip(quality, 0, 1),
+        cost=cost,
+        answers=answers,
+    )

@@ -17,14 +17,14 @@ from router_fixtures import HashEmbedder, topic_table
 from thrifty.cli.eval_cmd import policy_options
 from thrifty.cli.main import main
 from thrifty.config.settings import ProfileSettings
+from thrifty.data.table_io import write_table
 from thrifty.errors import ConfigError, ProviderError
-from thrifty.serving.artefact import load_artefact
 from thrifty.offline.evaluate import default_knobs
 from thrifty.policy.drive import drive
 from thrifty.policy.hybrid import HybridPolicy
 from thrifty.policy.router import RouterPolicy
+from thrifty.serving.artefact import load_artefact
 from thrifty.serving.profiles import profile_policy
-from thrifty.data.table_io import write_table
 from thrifty.types import ChatRequest, Completion
 
 EMB = "router_fixtures:HashEmbedder"
@@ -42,8 +42,9 @@ def data_dir(table, tmp_path_factory):
 
 
 def _fit(kind: str, data_dir, out, *extra: str) -> dict:
-    assert main(["fit", "--policy", kind, "--data", str(data_dir), "--embedder", EMB, "--budget", str(BUDGET),
-                 "--out", str(out), *extra]) == 0
+    assert (
+        main(["fit", "--policy", kind, "--data", str(data_dir), "--embedder", EMB, "--budget", str(BUDGET), "--out", str(out), *extra]) == 0
+    )
     return json.loads((out / "manifest.json").read_text())
 
 
@@ -121,13 +122,31 @@ def test_target_mode_router_artefact_decides_live_as_the_offline_replay(table, d
 
 
 def test_router_fit_by_target_quality_selects_the_cheapest_point_reaching_it(data_dir, tmp_path):
-    assert main(["fit", "--policy", "router", "--data", str(data_dir), "--embedder", EMB, "--target-quality", "0.7",
-                 "--out", str(tmp_path / "q")]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "--policy",
+                "router",
+                "--data",
+                str(data_dir),
+                "--embedder",
+                EMB,
+                "--target-quality",
+                "0.7",
+                "--out",
+                str(tmp_path / "q"),
+            ]
+        )
+        == 0
+    )
     m = json.loads((tmp_path / "q" / "manifest.json").read_text())
     ok = [p for p in m["front"] if p["train_quality"] >= 0.7]
     assert m["goal"] == {"target_quality": 0.7} and ok and m["selected"] == ok[0]
-    assert main(["fit", "--policy", "router", "--data", str(data_dir), "--embedder", EMB, "--opt", "bogus=1",
-                 "--out", str(tmp_path / "bad")]) != 0  # an unknown option is a config error, not a crash
+    assert (
+        main(["fit", "--policy", "router", "--data", str(data_dir), "--embedder", EMB, "--opt", "bogus=1", "--out", str(tmp_path / "bad")])
+        != 0
+    )  # an unknown option is a config error, not a crash
 
 
 def test_hybrid_artefact_live_decisions_equal_the_offline_replay(table, data_dir, tmp_path):
@@ -187,9 +206,10 @@ def test_profiles_serve_router_artefacts_and_name_missing_extras(data_dir, tmp_p
 
 
 def test_eval_options_scope_to_one_policy():
-    opts = policy_options(["seed=1", "router.embedder=static", "hybrid.embed=full", "router:knn.inner_folds=5",
-                           "single:gpt-3.5-turbo.x=2"],
-                          ["router", "router:knn", "hybrid", "cascade", "single:gpt-3.5-turbo"])
+    opts = policy_options(
+        ["seed=1", "router.embedder=static", "hybrid.embed=full", "router:knn.inner_folds=5", "single:gpt-3.5-turbo.x=2"],
+        ["router", "router:knn", "hybrid", "cascade", "single:gpt-3.5-turbo"],
+    )
     assert opts["router"] == {"seed": 1, "embedder": "static"}
     assert opts["router:knn"] == {"seed": 1, "embedder": "static", "inner_folds": 5}
     assert opts["hybrid"] == {"seed": 1, "embed": "full"} and opts["cascade"] == {"seed": 1}
@@ -200,17 +220,60 @@ def test_eval_options_scope_to_one_policy():
 
 def test_eval_compares_router_cascade_hybrid_with_scoped_options(data_dir, tmp_path, capsys):
     out = tmp_path / "ev"
-    rc = main(["eval", "--data", str(data_dir), "--policy", "router", "--policy", "hybrid", "--folds", "3", "--bootstrap", "0",
-               "--opt", f"router.embedder={EMB}", "--opt", f"hybrid.embedder={EMB}", "--opt", "hybrid.max_tiers=2",
-               "--opt", "seed=0", "--no-plots", "--json", "--out", str(out)])
+    rc = main(
+        [
+            "eval",
+            "--data",
+            str(data_dir),
+            "--policy",
+            "router",
+            "--policy",
+            "hybrid",
+            "--folds",
+            "3",
+            "--bootstrap",
+            "0",
+            "--opt",
+            f"router.embedder={EMB}",
+            "--opt",
+            f"hybrid.embedder={EMB}",
+            "--opt",
+            "hybrid.max_tiers=2",
+            "--opt",
+            "seed=0",
+            "--no-plots",
+            "--json",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     doc = json.loads(capsys.readouterr().out)
     names = [p["policy"] for p in doc["policies"]]
     assert names == [f"router ({EMB} emb.)", "hybrid"]  # the scoped embedder reached the router only
     assert all(p["aiq"] is not None and len(p["points"]) >= 3 for p in doc["policies"])
     # unscoped options still reach every policy: a cascade rejects the router's option
-    assert main(["eval", "--data", str(data_dir), "--policy", "cascade", "--folds", "3", "--bootstrap", "0",
-                 "--opt", f"embedder={EMB}", "--no-plots", "--out", str(out)]) != 0
+    assert (
+        main(
+            [
+                "eval",
+                "--data",
+                str(data_dir),
+                "--policy",
+                "cascade",
+                "--folds",
+                "3",
+                "--bootstrap",
+                "0",
+                "--opt",
+                f"embedder={EMB}",
+                "--no-plots",
+                "--out",
+                str(out),
+            ]
+        )
+        != 0
+    )
     assert "embedder" in capsys.readouterr().err
 
 

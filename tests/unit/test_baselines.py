@@ -19,6 +19,7 @@ import math
 import numpy as np
 import pytest
 
+from thrifty.data.table import RoutingTable
 from thrifty.offline.api import OperatingPoint
 from thrifty.offline.baselines import (
     OraclePolicy,
@@ -32,7 +33,6 @@ from thrifty.offline.baselines import (
 )
 from thrifty.offline.evaluate import evaluate
 from thrifty.offline.registry import get_policy
-from thrifty.data.table import RoutingTable
 
 Q = np.array([[0.2, 0.6, 1.0], [0.8, 0.4, 0.9], [0.0, 0.9, 0.3]])
 C = np.tile([1.0, 2.0, 4.0], (3, 1))
@@ -67,7 +67,9 @@ def test_oracle_curve_is_exact():
     assert oc.curve.quality_at(2.0) == pytest.approx(2.3 / 3 + (2.7 - 2.3) / 3 * (2 - 5 / 3) / (7 / 3 - 5 / 3))
     # counting p1 twice (bootstrap weights): base (4/4, 1.8/4), then +.9, +.4, +.4, +.2 (p1 twice)
     r = oc.resampled(np.array([1.0, 2.0, 1.0]))
-    assert np.column_stack([r.x, r.y]) == pytest.approx(np.array([(1, 1.8 / 4), (5 / 4, 2.7 / 4), (6 / 4, 3.1 / 4), (8 / 4, 3.5 / 4), (14 / 4, 3.7 / 4)]))
+    assert np.column_stack([r.x, r.y]) == pytest.approx(
+        np.array([(1, 1.8 / 4), (5 / 4, 2.7 / 4), (6 / 4, 3.1 / 4), (8 / 4, 3.5 / 4), (14 / 4, 3.7 / 4)])
+    )
 
 
 def test_oracle_choice_by_lambda():
@@ -162,7 +164,11 @@ class _Cheapest:
         n = t.n_prompts
         calls = np.zeros((n, t.n_models), bool)
         calls[:, 0] = True
-        return [OperatingPoint(knob=0.5, cost=t.cost[:, 0].copy(), quality=t.quality[:, 0].copy(), calls=calls, chosen=np.zeros(n, int), target_budget=0.5)]
+        return [
+            OperatingPoint(
+                knob=0.5, cost=t.cost[:, 0].copy(), quality=t.quality[:, 0].copy(), calls=calls, chosen=np.zeros(n, int), target_budget=0.5
+            )
+        ]
 
 
 class _Overspender(_Cheapest):
@@ -172,8 +178,11 @@ class _Overspender(_Cheapest):
         n = t.n_prompts
         calls = np.zeros((n, t.n_models), bool)
         calls[:, 2] = True
-        return [OperatingPoint(knob=1.5, cost=t.cost[:, 2].copy(), quality=t.quality[:, 2].copy(), calls=calls,
-                               chosen=np.full(n, 2), target_budget=1.5)]
+        return [
+            OperatingPoint(
+                knob=1.5, cost=t.cost[:, 2].copy(), quality=t.quality[:, 2].copy(), calls=calls, chosen=np.full(n, 2), target_budget=1.5
+            )
+        ]
 
 
 class _FoldDependentKnobs(_Cheapest):
@@ -186,11 +195,11 @@ class _FoldDependentKnobs(_Cheapest):
 def test_budget_violations_and_dropped_knobs():
     rep = evaluate(table(), _Cheapest(), n_boot=0)
     # 0.5 is below A's cost, the cheapest any policy can be: flagged as the knob's fault
-    assert rep.budget_violations == [{"knob": 0.5, "target_budget": 0.5, "cost": 1.0, "over": pytest.approx(1.0),
-                                      "infeasible": True}]
+    assert rep.budget_violations == [{"knob": 0.5, "target_budget": 0.5, "cost": 1.0, "over": pytest.approx(1.0), "infeasible": True}]
     feasible = evaluate(table(), _Overspender(), n_boot=0)
-    assert feasible.budget_violations == [{"knob": 1.5, "target_budget": 1.5, "cost": 4.0, "over": pytest.approx(4 / 1.5 - 1),
-                                           "infeasible": False}]
+    assert feasible.budget_violations == [
+        {"knob": 1.5, "target_budget": 1.5, "cost": 4.0, "over": pytest.approx(4 / 1.5 - 1), "infeasible": False}
+    ]
     rep2 = evaluate(table(), _FoldDependentKnobs(), n_boot=0)
     assert len(rep2.points) == 1
     assert any("dropped" in w for w in rep2.warnings)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from thrifty.serving.budget import BudgetLedger, TierPrice, max_cost_usd, max_input_tokens
 from thrifty.errors import BudgetExceeded
+from thrifty.serving.budget import BudgetLedger, TierPrice, max_cost_usd, max_input_tokens
 from thrifty.store import LogStore
 from thrifty.types import ChatRequest
 
@@ -113,8 +113,9 @@ def test_a_daily_limit_resets_at_midnight_utc_and_a_monthly_one_on_the_first(tmp
 
     clock = _Clock(datetime(2026, 11, 29, 23, 0, tzinfo=timezone.utc).timestamp())
     store = LogStore(tmp_path / "l.db")
-    b = BudgetLedger(store, {"alice": 1.0}, {"support": 1.5}, key_periods={"alice": "day"},
-                     profile_periods={"support": "month"}, clock=clock)
+    b = BudgetLedger(
+        store, {"alice": 1.0}, {"support": 1.5}, key_periods={"alice": "day"}, profile_periods={"support": "month"}, clock=clock
+    )
     b.settle(b.reserve(key="alice", profile="support", amount_usd=0.9), 0.9, key="alice", profile="support")
     with pytest.raises(BudgetExceeded, match="daily budget .resets at 00:00 UTC"):
         b.reserve(key="alice", profile="support", amount_usd=0.2)
@@ -155,8 +156,11 @@ def test_the_period_migration_attributes_spend_logged_before_it(tmp_path: Path) 
         db.MIGRATIONS[:] = saved
     day = datetime(2026, 11, 28, 12, tzinfo=timezone.utc).timestamp()
     for i, (t, cost) in enumerate([(day, 0.25), (day + 60, 0.5), (day + 86400, 1.0)]):
-        conn.execute("INSERT INTO requests (id, created, key_name, profile, model_requested, request_json, tiers_tried,"
-                     " cost_usd, status) VALUES (?, ?, 'alice', 'support', 'm', '{}', '[]', ?, 200)", (f"r{i}", t, cost))
+        conn.execute(
+            "INSERT INTO requests (id, created, key_name, profile, model_requested, request_json, tiers_tried,"
+            " cost_usd, status) VALUES (?, ?, 'alice', 'support', 'm', '{}', '[]', ?, 200)",
+            (f"r{i}", t, cost),
+        )
     assert "0005_spend_periods" in migrate(conn)
     rows = {(r[0], r[1], r[2]): r[3] for r in conn.execute("SELECT scope, name, period, spent_usd FROM spend_period")}
     assert rows[("key", "alice", "day:2026-11-28")] == pytest.approx(0.75)

@@ -14,10 +14,10 @@ import time
 
 import pytest
 
+from thrifty.errors import ConfigError
 from thrifty.serving.cache import DEFAULT_THRESHOLD, CachedProvider, SemanticMatcher, SQLiteStore, request_keys
 from thrifty.serving.cache.guard import lexical_mismatch
 from thrifty.serving.cache.store import CacheEntry
-from thrifty.errors import ConfigError
 from thrifty.types import ChatRequest, Completion, Usage
 
 
@@ -65,7 +65,9 @@ def test_keys_differ_whenever_params_tools_profile_model_or_messages_differ():
         "tools": request_keys(ChatRequest(base.messages, params=base.params, tools=(tool,)), "support").exact,
         "tool_choice": request_keys(ChatRequest(base.messages, params=base.params, tools=(tool,), tool_choice="required"), "support").exact,
         "model": request_keys(ChatRequest(base.messages, model="other", params=base.params), "support").exact,
-        "system": request_keys(ChatRequest(({"role": "system", "content": "Be terse."}, *base.messages), params=base.params), "support").exact,
+        "system": request_keys(
+            ChatRequest(({"role": "system", "content": "Be terse."}, *base.messages), params=base.params), "support"
+        ).exact,
         "text": request_keys(req("What is the capital of France ?"), "support").exact,
     }
     assert len(set(variants.values()) | {k}) == len(variants) + 1, variants
@@ -268,7 +270,10 @@ def test_semantic_never_crosses_params_profiles_or_history(minilm):
     assert run(a.complete(req("please list three fruits that are red"))).cache == "semantic"
     assert run(b.complete(req("please list three fruits that are red"))).cache == "miss"
     assert run(a.complete(req("please list three fruits that are red", max_tokens=9))).cache == "miss"
-    with_system = ChatRequest(({"role": "system", "content": "Answer in French."}, {"role": "user", "content": "please list three fruits that are red"}), params={"temperature": 0})
+    with_system = ChatRequest(
+        ({"role": "system", "content": "Answer in French."}, {"role": "user", "content": "please list three fruits that are red"}),
+        params={"temperature": 0},
+    )
     assert run(a.complete(with_system)).cache == "miss"
 
 
@@ -294,7 +299,8 @@ def redis_url(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("redis")
     proc = subprocess.Popen(
         [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     import redis
 
@@ -361,8 +367,12 @@ def test_few_shot_prompts_are_compared_on_their_last_paragraph(minilm):
     run(cached.complete(req(prefix + "Q: gold rallies to a record high as investors flee stocks\nA:")))
     other = run(cached.complete(req(prefix + "Q: silver slumps as dollar strengthens sharply\nA:")))
     assert other.cache == "miss"
-    whole = matcher.embed_many([prefix + "Q: gold rallies to a record high as investors flee stocks\nA:",
-                                prefix + "Q: silver slumps as dollar strengthens sharply\nA:"])
+    whole = matcher.embed_many(
+        [
+            prefix + "Q: gold rallies to a record high as investors flee stocks\nA:",
+            prefix + "Q: silver slumps as dollar strengthens sharply\nA:",
+        ]
+    )
     d = whole.shape[1] // 2
     assert float(whole[0, :d] @ whole[1, :d]) > DEFAULT_THRESHOLD  # the whole texts alone would have hit
 
@@ -386,8 +396,12 @@ def test_profile_cache_settings_and_wiring(tmp_path):
     assert tier.namespace.startswith("support/cheap") and tier.store.ttl_s == 60
     assert run(tier.complete(req("hello there friend"))).cache == "miss"
     assert (tmp_path / "cache.sqlite").exists()
-    for bad, where in (({"mode": "fuzzy"}, "mode"), ({"semantic_threshold": 2}, "semantic_threshold"), ({"ttl": 5}, "ttl"),
-                       ({"guard": "maybe"}, "guard")):
+    for bad, where in (
+        ({"mode": "fuzzy"}, "mode"),
+        ({"semantic_threshold": 2}, "semantic_threshold"),
+        ({"ttl": 5}, "ttl"),
+        ({"guard": "maybe"}, "guard"),
+    ):
         doc["profiles"]["support"]["cache"] = bad
         with pytest.raises(ConfigError, match=where):
             parse_settings(doc)

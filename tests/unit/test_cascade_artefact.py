@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
-from cascade_fixtures import FakeEmbedder, synthetic_table
+from cascade_fixtures import synthetic_table
 
 from thrifty.cli.main import main
-from thrifty.errors import ConfigError
-from thrifty.serving.artefact import load_artefact
-from thrifty.policy.drive import drive
 from thrifty.data.table_io import write_table
+from thrifty.errors import ConfigError
+from thrifty.policy.drive import drive
+from thrifty.serving.artefact import load_artefact
 from thrifty.types import ChatRequest, Completion
 
 
@@ -79,8 +78,8 @@ def test_fit_cli_rejects_bad_tier_count(data_dir, tmp_path, capsys):
 
 
 def test_eval_policy_can_replay_a_fitted_artefact(data_dir, tmp_path, capsys):
-    from thrifty.offline.cascade_policy import CascadeOffline
     from thrifty.data.table_io import load_table
+    from thrifty.offline.cascade_policy import CascadeOffline
 
     out = tmp_path / "art"
     assert main(["fit", "--data", str(data_dir), "--embed", "none", "--out", str(out)]) == 0

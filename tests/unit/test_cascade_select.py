@@ -27,7 +27,7 @@ def _run(policy, texts, fail=()):
         if k in fail:
             raise RuntimeError("down")
         paid.append(k)
-        return Completion(text=texts[k], model=str(k), cost_usd=10.0 ** k)
+        return Completion(text=texts[k], model=str(k), cost_usd=10.0**k)
 
     return drive(policy.plan(ChatRequest.from_prompt("q")), call), paid
 
@@ -92,7 +92,13 @@ def test_live_policy_and_offline_arithmetic_agree_with_select_best(seed):
     t = synthetic_table(60, seed=seed)
     S = rng.random((60, 3)).round(2)  # rounding makes ties happen
     for sel in ("best", "running"):
-        for tiers, thr in [((0, 2), (0.5,)), ((0, 1, 2), (0.6, 0.7)), ((2, 0, 1), (0.9, 0.3)), ((1, 2, 0), (np.inf, np.inf)), ((0, 1, 2), (0.8, 0.4))]:
+        for tiers, thr in [
+            ((0, 2), (0.5,)),
+            ((0, 1, 2), (0.6, 0.7)),
+            ((2, 0, 1), (0.9, 0.3)),
+            ((1, 2, 0), (np.inf, np.inf)),
+            ((0, 1, 2), (0.8, 0.4)),
+        ]:
             names = tuple(t.models[i] for i in tiers)
             (pt,) = replay_cascades(t, S, t.models, {0.0: (names, thr, sel)})
             c, q = replay_arrays(S, t.quality, t.cost, CascadeSpec(tiers, thr, 0, 0, sel))

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from thrifty.calibration.collect import collect, complete_with_retries
-from thrifty.errors import ConfigError, DataError, ProviderError
 from thrifty.data.outcomes_log import OutcomeLog
 from thrifty.data.prompts_file import build_request, read_prompts
 from thrifty.data.table_io import load_table
+from thrifty.errors import ConfigError, DataError, ProviderError
 from thrifty.types import ChatRequest, Completion, Usage
 
 
@@ -34,7 +34,7 @@ def _write(path: Path, text: str) -> Path:
         ('{"prompt_id": 1, "messages": [{"content": "x"}]}\n', 1, "messages"),
         ('{"prompt_id": 1, "messages": [{"role": "user"}]}\n', 1, "messages"),
         ('{"prompt_id": 1, "prompt": "a"}\n{"prompt_id": 2, "messages": [{"role": "user", "content": 7}]}\n', 2, "messages"),
-        ('[1, 2]\n', 1, None),
+        ("[1, 2]\n", 1, None),
     ],
 )
 def test_bad_jsonl_rows_name_the_line(tmp_path, body, line, field):
@@ -115,7 +115,9 @@ def test_collect_writes_a_loadable_table_and_resumes(tmp_path):
 def test_collect_inline_grading_makes_a_loadable_table(tmp_path):
     from thrifty.calibration.label import make_grader
 
-    prompts = _write(tmp_path / "p.jsonl", "".join(json.dumps({"prompt_id": i, "prompt": f"q{i}", "gold": "a: q1"}) + "\n" for i in range(3)))
+    prompts = _write(
+        tmp_path / "p.jsonl", "".join(json.dumps({"prompt_id": i, "prompt": f"q{i}", "gold": "a: q1"}) + "\n" for i in range(3))
+    )
     items = read_prompts(prompts)
     out = tmp_path / "t"
     collect(items, {"a": EchoProvider("a")}, out, progress=False, grader=make_grader("exact"))
@@ -243,8 +245,7 @@ def test_run_options_a_run_cannot_use_are_config_errors_before_any_call(tmp_path
 
     items = read_prompts(_write(tmp_path / "p.jsonl", '{"prompt_id": 1, "prompt": "q1", "gold": "([a-"}\n'))
     prov = EchoProvider("a")
-    for kw, key in (({"concurrency": 0}, "--concurrency"), ({"retries": -1}, "--retries"),
-                    ({"prices": {"typo": (1.0, 2.0)}}, "--price")):
+    for kw, key in (({"concurrency": 0}, "--concurrency"), ({"retries": -1}, "--retries"), ({"prices": {"typo": (1.0, 2.0)}}, "--price")):
         with pytest.raises(ConfigError, match=key):
             collect(items, {"a": prov}, tmp_path / "o", progress=False, **kw)
     # a gold value the grader cannot use is found before any model is paid for
@@ -256,10 +257,12 @@ def test_run_options_a_run_cannot_use_are_config_errors_before_any_call(tmp_path
 def test_collect_cli_rejects_bad_prices_limits_and_prefix_files(tmp_path, capsys):
     prompts = _write(tmp_path / "p.jsonl", '{"prompt_id": 1, "prompt": "q1"}\n')
     base = ["collect", "--prompts", str(prompts), "--out", str(tmp_path / "o"), "--models", "student:x.json", "--no-progress"]
-    for extra, said in ((["--price", "student:x.json=nan,1"], "--price: bad price"),
-                        (["--price", "m=1,2", "--price", "m=3,4"], "priced twice"),
-                        (["--limit", "0"], "--limit: the prompt limit must be at least 1"),
-                        (["--prefix-file", str(tmp_path / "absent.txt")], "absent.txt: cannot read the prefix file")):
+    for extra, said in (
+        (["--price", "student:x.json=nan,1"], "--price: bad price"),
+        (["--price", "m=1,2", "--price", "m=3,4"], "priced twice"),
+        (["--limit", "0"], "--limit: the prompt limit must be at least 1"),
+        (["--prefix-file", str(tmp_path / "absent.txt")], "absent.txt: cannot read the prefix file"),
+    ):
         assert _cli(base + extra) == (4 if "prefix" in said else 3)  # DataError 4, ConfigError 3
         assert said in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
@@ -291,10 +294,17 @@ def test_label_and_judge_options_are_checked(tmp_path):
 
 
 def test_messages_with_content_parts_or_tool_calls_are_accepted(tmp_path):
-    msgs = [{"role": "user", "content": [{"type": "text", "text": "weather?"}]},
-            {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "w", "arguments": "{}"}}]},
-            {"role": "tool", "tool_call_id": "c1", "content": "sunny"}, {"role": "user", "content": "so?"}]
-    item, = read_prompts(_write(tmp_path / "p.jsonl", json.dumps({"prompt_id": "t", "messages": msgs}) + "\n"))
+    msgs = [
+        {"role": "user", "content": [{"type": "text", "text": "weather?"}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "w", "arguments": "{}"}}],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+        {"role": "user", "content": "so?"},
+    ]
+    (item,) = read_prompts(_write(tmp_path / "p.jsonl", json.dumps({"prompt_id": "t", "messages": msgs}) + "\n"))
     assert item.messages == tuple(msgs) and item.text == "so?"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def test_full_file_parses_into_frozen_objects(tmp_path: Path) -> None:
     assert prof.tiers == ("small", "big") and prof.thresholds == (0.7,) and prof.budget_usd == 5.0
     assert s.keys["alice"].sha256 == hashlib.sha256(b"sk-alice").hexdigest()
     assert s.key_by_hash(hash_key("sk-alice")).name == "alice" and s.key_by_hash(hash_key("nope")) is None
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         s.server.port = 1  # type: ignore[misc]
 
 
@@ -96,7 +97,7 @@ def test_env_var_points_at_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         (("budget_usd = 5.0", "budget_usd = -1"), "profiles.support.budget_usd", "≥ 0"),
         (("limit_usd = 1.5", "colour = 1"), "keys.alice.colour", "limit_usd"),
         (("budget_usd = 5.0", 'budget_usd = 5.0\nbudget_period = "weekly"'), "profiles.support.budget_period", '"day"'),
-        (("limit_usd = 1.5", 'limit_usd = 1.5\nlimit_period = 7'), "keys.alice.limit_period", "string"),
+        (("limit_usd = 1.5", "limit_usd = 1.5\nlimit_period = 7"), "keys.alice.limit_period", "string"),
         (("max_body_bytes = 2048", "max_body_bytes = 0"), "server.max_body_bytes", "> 0"),
         (('base_url = "http://127.0.0.1:8081/v1"', 'base_url = "127.0.0.1:8081"'), "providers.small.base_url", "http://"),
     ],
@@ -119,8 +120,12 @@ def test_plaintext_key_is_refused_and_not_echoed(tmp_path: Path) -> None:
 
 
 def test_admin_key_is_a_hash_and_raw_mode_is_accepted() -> None:
-    s = parse_settings({"server": {"admin_sha256": hash_key("admin").upper()},
-                        "providers": {"g": {"kind": "llamacpp", "model_path": "/m.gguf", "mode": "raw"}}})
+    s = parse_settings(
+        {
+            "server": {"admin_sha256": hash_key("admin").upper()},
+            "providers": {"g": {"kind": "llamacpp", "model_path": "/m.gguf", "mode": "raw"}},
+        }
+    )
     assert s.server.admin_sha256 == hash_key("admin") and s.providers["g"].mode == "raw"
     assert parse_settings({}).server.admin_sha256 is None
     with pytest.raises(ConfigError) as info:
@@ -147,7 +152,12 @@ def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
 
 
 def test_artefact_must_exist_and_excludes_thresholds(tmp_path: Path) -> None:
-    base = {"providers": {"a": {"kind": "openai", "prices": {"input": 0, "output": 0}}, "b": {"kind": "openai", "prices": {"input": 1, "output": 1}}}}
+    base = {
+        "providers": {
+            "a": {"kind": "openai", "prices": {"input": 0, "output": 0}},
+            "b": {"kind": "openai", "prices": {"input": 1, "output": 1}},
+        }
+    }
     with pytest.raises(ConfigError) as info:
         parse_settings({**base, "profiles": {"p": {"tiers": ["a", "b"], "artefact": "nope.json"}}}, base_dir=tmp_path)
     assert info.value.key == "profiles.p.artefact" and "thrifty fit" in info.value.fix
@@ -173,7 +183,8 @@ def test_budget_periods_reach_the_gateway_ledger(tmp_path: Path) -> None:
     from thrifty.store import LogStore
 
     text = GOOD.replace("budget_usd = 5.0", 'budget_usd = 5.0\nbudget_period = "month"').replace(
-        "limit_usd = 1.5", 'limit_usd = 1.5\nlimit_period = "day"')
+        "limit_usd = 1.5", 'limit_usd = 1.5\nlimit_period = "day"'
+    )
     s = load_settings(write(tmp_path, text))
     assert s.profiles["support"].budget_period == "month" and s.keys["alice"].limit_period == "day"
     ledger = ledger_for(LogStore(tmp_path / "l.db"), s)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from thrifty.serving.cache.semantic import SemanticMatcher
+from thrifty.data.table import RoutingTable
 from thrifty.errors import ConfigError
 from thrifty.offline.cache_replay import cached_points, gold_grader, grade_hits, request_texts, stream_hits
 from thrifty.offline.contributions import contributions, cumulative_stages
 from thrifty.offline.evaluate import PooledPoint
-from thrifty.data.table import RoutingTable
+from thrifty.serving.cache.semantic import SemanticMatcher
 
 MODELS = ("cheap", "strong", "cheap@adapted", "student")
 COST = np.array([1.0, 4.0, 2.0, 0.0])
@@ -27,8 +27,12 @@ def known_table(repeat: bool = True) -> RoutingTable:
     quality = np.array([[float(a == g) for a in row] for row, g in zip(answers, gold)])
     texts = [f"headline number {'abcd'[i % 4] if repeat else 'abcdefgh'[i]}" for i in range(8)]
     return RoutingTable(
-        prompt_ids=tuple(str(i) for i in range(8)), prompts=tuple(texts), models=MODELS,
-        quality=quality, cost=np.tile(COST, (8, 1)), answers=answers,
+        prompt_ids=tuple(str(i) for i in range(8)),
+        prompts=tuple(texts),
+        models=MODELS,
+        quality=quality,
+        cost=np.tile(COST, (8, 1)),
+        answers=answers,
         prompt_meta={"gold": tuple(gold), "prefix": tuple(["Answer u or d.\n\n"] * 8)},
     )
 
@@ -88,8 +92,7 @@ def test_cached_points_zero_the_cost_and_serve_the_sources_returned_answer():
     src, kind, _ = stream_hits(request_texts(t), "exact")
     hits = grade_hits(t, src, kind, gold_grader(t))
     chosen = np.array([0, 1, 0, 1, 0, 0, 0, 1])  # rows 4–7 will be served from rows 0–3 anyway
-    p = PooledPoint(0.0, None, "", COST[chosen].astype(float), t.quality[np.arange(8), chosen],
-                    np.eye(4, dtype=bool)[chosen], chosen)
+    p = PooledPoint(0.0, None, "", COST[chosen].astype(float), t.quality[np.arange(8), chosen], np.eye(4, dtype=bool)[chosen], chosen)
     (q,) = cached_points(hits, MODELS)([p])
     assert q.cost.tolist() == [1, 4, 1, 4, 0, 0, 0, 0]
     assert q.quality.tolist() == [1.0] * 8  # rows 4–7 get rows 0–3's right answers
@@ -110,8 +113,9 @@ def test_joint_replay_with_the_oracle_gives_the_hand_computed_numbers():
     t = known_table()
     src, kind, _ = stream_hits(request_texts(t), "exact")
     hits = grade_hits(t, src, kind, gold_grader(t))
-    rep = contributions(t, cumulative_stages(["cheap", "strong"], ["cheap@adapted"], ["student"]), policy="oracle",
-                        hits=hits, n_folds=4, n_boot=50)
+    rep = contributions(
+        t, cumulative_stages(["cheap", "strong"], ["cheap@adapted"], ["student"]), policy="oracle", hits=hits, n_folds=4, n_boot=50
+    )
     assert rep.reference.model == "strong" and rep.reference.cost == 4.0
     best = {r.stage.name: r.best for r in rep.stages}
     # cheap where it is right, strong elsewhere: (4·1 + 4·4) / 8

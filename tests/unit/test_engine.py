@@ -8,9 +8,9 @@ import time
 import httpx
 import pytest
 
-from thrifty.serving.engine import Engine, Routed, TextDelta, Trace
 from thrifty.errors import ConfigError, ProviderError
 from thrifty.policy.cascade import CascadePolicy
+from thrifty.serving.engine import Engine, Routed, TextDelta, Trace
 from thrifty.types import ChatRequest, Completion, Usage
 
 
@@ -27,8 +27,7 @@ class FakeProvider:
 
     streams = True
 
-    def __init__(self, name, text="an answer", *, fail=(), delay=0.0, cost=0.001, vision=False, tool_calls=None,
-                 die_after=None):
+    def __init__(self, name, text="an answer", *, fail=(), delay=0.0, cost=0.001, vision=False, tool_calls=None, die_after=None):
         self.name, self.model, self.text = name, name, text
         self.fail, self.delay, self.cost, self.vision = list(fail), delay, cost, vision
         self.tool_calls, self.die_after = tool_calls, die_after
@@ -36,8 +35,7 @@ class FakeProvider:
         self.call_times: list[float] = []
 
     def _answer(self) -> Completion:
-        return Completion(self.text, self.name, Usage(5, 7), cost_usd=self.cost, latency_s=self.delay,
-                          tool_calls=self.tool_calls)
+        return Completion(self.text, self.name, Usage(5, 7), cost_usd=self.cost, latency_s=self.delay, tool_calls=self.tool_calls)
 
     async def complete(self, request):  # noqa: ANN001
         self.calls += 1
@@ -169,9 +167,17 @@ def test_missing_provider_is_a_config_error():
 
 
 def test_images_skip_tiers_that_are_not_vision_capable():
-    req = ChatRequest(messages=({"role": "user", "content": [
-        {"type": "text", "text": "what is this?"},
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]},))
+    req = ChatRequest(
+        messages=(
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is this?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                ],
+            },
+        )
+    )
     small, big = FakeProvider("small", "a cat"), FakeProvider("big", "a dog", vision=True)
     trace = Engine(cascade(small=0.99), {0: small, 1: big}).complete_sync(req)
     assert small.calls == 0 and trace.model == "big"
@@ -179,8 +185,13 @@ def test_images_skip_tiers_that_are_not_vision_capable():
 
 
 def test_tool_call_that_breaks_its_schema_escalates():
-    tool = {"type": "function", "function": {"name": "add", "parameters": {
-        "type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"]}}}
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "add",
+            "parameters": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"]},
+        },
+    }
     req = ChatRequest(messages=({"role": "user", "content": "add 2 and 2"},), tools=(tool,))
     bad = ({"id": "1", "type": "function", "function": {"name": "add", "arguments": '{"a": "two"}'}},)
     good = ({"id": "2", "type": "function", "function": {"name": "add", "arguments": '{"a": 2, "b": 2}'}},)
@@ -260,8 +271,12 @@ def test_stream_dying_mid_answer_raises_a_partial_provider_error():
 
 def test_stream_deadline_without_any_answer_raises_504():
     async def consume():
-        return [e async for e in Engine(cascade(), {0: FakeProvider("small", delay=5), 1: FakeProvider("big", delay=5)},
-                                        deadline_s=0.2).stream(REQ)]
+        return [
+            e
+            async for e in Engine(cascade(), {0: FakeProvider("small", delay=5), 1: FakeProvider("big", delay=5)}, deadline_s=0.2).stream(
+                REQ
+            )
+        ]
 
     with pytest.raises(ProviderError) as info:
         asyncio.run(consume())

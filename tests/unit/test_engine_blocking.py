@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from thrifty.serving.engine import Engine
 from thrifty.policy.cascade import CascadePolicy
+from thrifty.serving.engine import Engine
 from thrifty.types import ChatRequest, Completion, Usage
 
 

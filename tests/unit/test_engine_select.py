@@ -8,8 +8,8 @@ import asyncio
 import pytest
 from test_engine import REQ, FakeProvider, FixedScorer
 
-from thrifty.serving.engine import Engine, Routed, TextDelta, Trace
 from thrifty.policy.cascade import CascadePolicy
+from thrifty.serving.engine import Engine, Routed, TextDelta, Trace
 
 
 def _engine(select, big_score):

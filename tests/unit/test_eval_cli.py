@@ -42,7 +42,17 @@ def test_json_single_policy_and_files(data_dir, tmp_path, capsys):
     assert doc["policy"] == "oracle"
     assert doc["pool"] == ["tiny", "mid", "big", "huge"]
     assert doc["best_single"]["model"] == "huge"
-    for key in ("quality_at_best_single_cost", "savings_at_parity", "oracle_gap_closed", "aiq", "points", "budget_violations", "baselines", "ci95", "timing"):
+    for key in (
+        "quality_at_best_single_cost",
+        "savings_at_parity",
+        "oracle_gap_closed",
+        "aiq",
+        "points",
+        "budget_violations",
+        "baselines",
+        "ci95",
+        "timing",
+    ):
         assert key in doc
     assert doc["oracle_gap_closed"] == pytest.approx(1.0, abs=0.01)
     assert doc["quality_at_best_single_cost"] > doc["best_single"]["quality"]
@@ -56,7 +66,23 @@ def test_json_single_policy_and_files(data_dir, tmp_path, capsys):
 
 
 def test_several_policies_side_by_side(data_dir, tmp_path, capsys):
-    rc = main(["eval", "--data", str(data_dir), "--policy", "random", "--policy", "single:big", "--out", str(tmp_path), "--json", "--bootstrap", "0", "--no-plots"])
+    rc = main(
+        [
+            "eval",
+            "--data",
+            str(data_dir),
+            "--policy",
+            "random",
+            "--policy",
+            "single:big",
+            "--out",
+            str(tmp_path),
+            "--json",
+            "--bootstrap",
+            "0",
+            "--no-plots",
+        ]
+    )
     assert rc == 0
     doc = json.loads(capsys.readouterr().out)
     assert [p["policy"] for p in doc["policies"]] == ["random", "single:big"]
@@ -66,7 +92,25 @@ def test_several_policies_side_by_side(data_dir, tmp_path, capsys):
 
 
 def test_pair_gives_apgr_and_cpt(data_dir, tmp_path, capsys):
-    rc = main(["eval", "--data", str(data_dir), "--policy", "random", "--strong", "huge", "--weak", "mid", "--out", str(tmp_path), "--json", "--bootstrap", "0", "--no-plots"])
+    rc = main(
+        [
+            "eval",
+            "--data",
+            str(data_dir),
+            "--policy",
+            "random",
+            "--strong",
+            "huge",
+            "--weak",
+            "mid",
+            "--out",
+            str(tmp_path),
+            "--json",
+            "--bootstrap",
+            "0",
+            "--no-plots",
+        ]
+    )
     assert rc == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["pool"] == ["mid", "huge"]
@@ -75,7 +119,9 @@ def test_pair_gives_apgr_and_cpt(data_dir, tmp_path, capsys):
 
 
 def test_exclude_models_and_text_output(data_dir, tmp_path, capsys):
-    rc = main(["eval", "--data", str(data_dir), "--policy", "oracle", "--exclude", "^h", "--out", str(tmp_path), "--bootstrap", "0", "--no-plots"])
+    rc = main(
+        ["eval", "--data", str(data_dir), "--policy", "oracle", "--exclude", "^h", "--out", str(tmp_path), "--bootstrap", "0", "--no-plots"]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "best single model big" in text and "oracle" in text
@@ -83,7 +129,23 @@ def test_exclude_models_and_text_output(data_dir, tmp_path, capsys):
 
 
 def test_opt_passes_policy_options(data_dir, tmp_path, capsys):
-    rc = main(["eval", "--data", str(data_dir), "--policy", "oracle", "--opt", "n_lambdas=20", "--out", str(tmp_path), "--json", "--bootstrap", "0", "--no-plots"])
+    rc = main(
+        [
+            "eval",
+            "--data",
+            str(data_dir),
+            "--policy",
+            "oracle",
+            "--opt",
+            "n_lambdas=20",
+            "--out",
+            str(tmp_path),
+            "--json",
+            "--bootstrap",
+            "0",
+            "--no-plots",
+        ]
+    )
     assert rc == 0
     assert len(json.loads(capsys.readouterr().out)["points"]) == 22  # 20 + λ = 0 and ∞
 

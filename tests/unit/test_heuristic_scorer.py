@@ -9,9 +9,7 @@ from thrifty.types import ChatRequest, Completion
 
 S = HeuristicScorer()
 Q = ChatRequest.from_prompt("What is the capital of France?")
-LONG_Q = ChatRequest.from_prompt(
-    "Explain in a few sentences why the sky looks blue during the day but red and orange at sunset, please."
-)
+LONG_Q = ChatRequest.from_prompt("Explain in a few sentences why the sky looks blue during the day but red and orange at sunset, please.")
 
 
 def score(text, request=Q, **kw):
@@ -21,8 +19,14 @@ def score(text, request=Q, **kw):
 def test_good_answers_score_one():
     assert score("The capital of France is Paris.") == 1.0
     assert score("Paris.") == 1.0  # a short question may get a one-word answer
-    assert score("Sunlight scatters off air molecules; blue light scatters most, so the sky looks blue. "
-                 "At sunset light crosses more air, so reds and oranges remain.", LONG_Q) == 1.0
+    assert (
+        score(
+            "Sunlight scatters off air molecules; blue light scatters most, so the sky looks blue. "
+            "At sunset light crosses more air, so reds and oranges remain.",
+            LONG_Q,
+        )
+        == 1.0
+    )
 
 
 @pytest.mark.parametrize("text", ["", "   \n "])
@@ -39,16 +43,20 @@ def test_tool_call_without_text_is_not_empty():
     assert score("", tool_calls=call) == pytest.approx(0.9)
 
 
-@pytest.mark.parametrize("text", ["I'm sorry, but I cannot help with that.", "As an AI, I don't know the answer.",
-                                  "I’m not sure what you mean by that question."])
+@pytest.mark.parametrize(
+    "text",
+    ["I'm sorry, but I cannot help with that.", "As an AI, I don't know the answer.", "I’m not sure what you mean by that question."],
+)
 def test_refusals_are_penalised(text):
     assert score(text) <= 0.3
 
 
 def test_repetition_loops_are_penalised_in_proportion():
     loop = " ".join(["Paris is the capital."] * 12)
-    varied = ("Paris is the capital of France. It lies on the Seine, has about two million residents "
-              "and is famous for the Louvre and the Eiffel Tower.")
+    varied = (
+        "Paris is the capital of France. It lies on the Seine, has about two million residents "
+        "and is famous for the Louvre and the Eiffel Tower."
+    )
     assert score(loop) < 0.1
     assert score(varied) == 1.0
     assert score("Paris\nParis\nParis\nParis") <= 0.5  # the same line over and over

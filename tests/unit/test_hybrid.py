@@ -6,15 +6,14 @@ import math
 
 import numpy as np
 import pytest
-
 from test_routers import HashEmbedder, topic_table
 
+from thrifty.data.table import RoutingTable
 from thrifty.errors import ProviderError
 from thrifty.offline.hybrid_policy import HybridOffline, skip_mask
 from thrifty.policy.cascade import CascadePolicy
 from thrifty.policy.drive import drive
 from thrifty.policy.hybrid import HybridPolicy, start_tier
-from thrifty.data.table import RoutingTable
 from thrifty.types import ChatRequest, Completion
 
 
@@ -140,6 +139,7 @@ def test_train_replay_equals_driving_the_live_policy(lam):
     pol = HybridPolicy(CascadePolicy(["a", "b", "c"], [0.6, 0.5], Lookup()), None, names, dict(zip(names, exp_cost)), lam)
     costs, quals = [], []
     for p in range(P):
+
         def call(k, p=p):
             m = names.index(pol.tiers[k])
             if np.isnan(Q[p, m]):

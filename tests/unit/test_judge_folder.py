@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from thrifty.errors import ConfigError, DataError
 from thrifty.calibration.judge import judge_folder
 from thrifty.calibration.label import label_folder
 from thrifty.data.outcomes_log import OutcomeLog
 from thrifty.data.table import RoutingTable
 from thrifty.data.table_io import load_table, write_table
+from thrifty.errors import ConfigError, DataError
 from thrifty.types import ChatRequest, Completion
 
 
@@ -78,6 +78,7 @@ def test_pairwise_asks_both_orders_and_cancels_position_bias(tmp_path):
     assert rows[("p0", "good")]["label_verdict"] == "reference" and rows[("p0", "good")]["quality"] == 0.5
     # a judge that prefers the right answer wherever it is shown
     folder2 = _folder(tmp_path / "x")
+
     def prefers_right(p: str) -> str:
         first = p.split("[Answer A]\n")[1].split("\n")[0]
         return "A]]" if first in ("Paris", "4") else "B]]"
@@ -100,8 +101,14 @@ def test_exported_log_folder_pending_and_scored_rows_get_labelled(tmp_path, monk
     monkeypatch.setattr(ol, "read_jsonl", lambda path, **kw: reads.append(path.name) or real(path, **kw))
     out = tmp_path / "export"
     q = np.array([[0.8, np.nan], [0.3, 1.0]])
-    t = RoutingTable(("r1", "r2"), ("Capital of France?", "2+2?"), ("small", "big"), q, np.array([[1e-6, np.nan], [1e-6, 1e-5]]),
-                     answers=np.array([["Paris", None], ["5", "4"]], dtype=object))
+    t = RoutingTable(
+        ("r1", "r2"),
+        ("Capital of France?", "2+2?"),
+        ("small", "big"),
+        q,
+        np.array([[1e-6, np.nan], [1e-6, 1e-5]]),
+        answers=np.array([["Paris", None], ["5", "4"]], dtype=object),
+    )
     write_table(t, out)
     rows = [json.loads(x) for x in gzip.open(out / "outcomes.jsonl.gz", "rt")]
     for r in rows:
@@ -109,8 +116,20 @@ def test_exported_log_folder_pending_and_scored_rows_get_labelled(tmp_path, monk
     with gzip.open(out / "outcomes.jsonl.gz", "wt") as fh:
         fh.writelines(json.dumps(r) + "\n" for r in rows)
     with gzip.open(out / "pending.jsonl.gz", "wt") as fh:
-        fh.write(json.dumps({"prompt_id": "r3", "model": "big", "output": "Blue", "prompt": "Colour of the sky?",
-                            "cost_usd": 2e-5, "input_tokens": 9, "output_tokens": 1}) + "\n")
+        fh.write(
+            json.dumps(
+                {
+                    "prompt_id": "r3",
+                    "model": "big",
+                    "output": "Blue",
+                    "prompt": "Colour of the sky?",
+                    "cost_usd": 2e-5,
+                    "input_tokens": 9,
+                    "output_tokens": 1,
+                }
+            )
+            + "\n"
+        )
     judge = ScriptedJudge(lambda p: "10]]" if any(a in p for a in ("Paris", "[Answer]\n4", "Blue")) else "1]]")
     s = judge_folder(out, judge, judge_name="scripted")
     assert s.labelled == 3  # two live-score estimates + one pending answer; the human label is kept
@@ -118,7 +137,9 @@ def test_exported_log_folder_pending_and_scored_rows_get_labelled(tmp_path, monk
     assert not (out / "pending.jsonl.gz").exists() and not (out / "outcomes.jsonl").exists()
     table = load_table(out)
     assert table.n_prompts == 3 and set(table.models) == {"small", "big"}
-    got = {(table.prompt_ids[p], table.models[m]): table.quality[p, m] for p in range(3) for m in range(2) if not np.isnan(table.quality[p, m])}
+    got = {
+        (table.prompt_ids[p], table.models[m]): table.quality[p, m] for p in range(3) for m in range(2) if not np.isnan(table.quality[p, m])
+    }
     assert got == {("r1", "small"): 1.0, ("r2", "small"): 0.0, ("r2", "big"): 1.0, ("r3", "big"): 1.0}
     assert any("Colour of the sky?" in p for p in judge.prompts)
 

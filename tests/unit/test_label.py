@@ -2,30 +2,43 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
-from thrifty.errors import ConfigError, DataError
 from thrifty.calibration.judge import parse_preference, parse_rating
 from thrifty.calibration.label import label_folder, make_grader, parse_choice, parse_number
-from thrifty.offline.noise import is_binary, perturb_labels
 from thrifty.data.outcomes_log import OutcomeLog
 from thrifty.data.table import RoutingTable
 from thrifty.data.table_io import load_table
+from thrifty.errors import ConfigError, DataError
+from thrifty.offline.noise import is_binary, perturb_labels
 
 
-@pytest.mark.parametrize("answer, gold, q", [
-    ("Paris.", "paris", 1.0), ('  "PARIS" ', "Paris", 1.0), ("Paris, France", "Paris", 0.0), ("", "x", 0.0),
-])
+@pytest.mark.parametrize(
+    "answer, gold, q",
+    [
+        ("Paris.", "paris", 1.0),
+        ('  "PARIS" ', "Paris", 1.0),
+        ("Paris, France", "Paris", 0.0),
+        ("", "x", 0.0),
+    ],
+)
 def test_exact(answer, gold, q):
     assert make_grader("exact").grade(answer, gold)[0] == q
 
 
-@pytest.mark.parametrize("answer, gold, q", [
-    ("The answer is 1,234.5 dollars", "1234.5", 1.0), ("3 apples then 7", "7", 1.0), ("#### -2", "-2", 1.0),
-    ("it costs $3", "3", 1.0), ("no number here", "3", 0.0), ("answer is 12, not 13", "12", 1.0), ("50%", "50", 1.0),
-])
+@pytest.mark.parametrize(
+    "answer, gold, q",
+    [
+        ("The answer is 1,234.5 dollars", "1234.5", 1.0),
+        ("3 apples then 7", "7", 1.0),
+        ("#### -2", "-2", 1.0),
+        ("it costs $3", "3", 1.0),
+        ("no number here", "3", 0.0),
+        ("answer is 12, not 13", "12", 1.0),
+        ("50%", "50", 1.0),
+    ],
+)
 def test_numeric(answer, gold, q):
     assert make_grader("numeric").grade(answer, gold)[0] == q
 
@@ -65,18 +78,40 @@ def test_parse_number_edge_cases():
     assert parse_number("nothing") is None
 
 
-@pytest.mark.parametrize("raw, want", [
-    ("Rating: [[7]]", 7.0), ("[[10]]", 10.0), ("I'd say 8/10.", 8.0), ("Rating: 3", 3.0), ("9", 9.0), ("7]]\n[Question]", 7.0),
-    (" 8.5]]", 8.5), ("The answer is good. 6", None), ("2 + 2 = 4.", None), ("Rating: [[42]]", None), ("no idea", None),
-])
+@pytest.mark.parametrize(
+    "raw, want",
+    [
+        ("Rating: [[7]]", 7.0),
+        ("[[10]]", 10.0),
+        ("I'd say 8/10.", 8.0),
+        ("Rating: 3", 3.0),
+        ("9", 9.0),
+        ("7]]\n[Question]", 7.0),
+        (" 8.5]]", 8.5),
+        ("The answer is good. 6", None),
+        ("2 + 2 = 4.", None),
+        ("Rating: [[42]]", None),
+        ("no idea", None),
+    ],
+)
 def test_parse_rating(raw, want):
     assert parse_rating(raw) == want
 
 
-@pytest.mark.parametrize("raw, want", [
-    ("[[A]]", "A"), ("Verdict: [[B]]", "B"), ("[[C]]", "C"), ("Answer B is better.", "B"), ("A", "A"), ("B]]\n", "B"),
-    ("It's a tie.", "C"), ("hmm", None), ("A spider has eight legs.", None),
-])
+@pytest.mark.parametrize(
+    "raw, want",
+    [
+        ("[[A]]", "A"),
+        ("Verdict: [[B]]", "B"),
+        ("[[C]]", "C"),
+        ("Answer B is better.", "B"),
+        ("A", "A"),
+        ("B]]\n", "B"),
+        ("It's a tie.", "C"),
+        ("hmm", None),
+        ("A spider has eight legs.", None),
+    ],
+)
 def test_parse_preference(raw, want):
     assert parse_preference(raw) == want
 
@@ -115,7 +150,9 @@ def test_label_folder_unknown_gold_column(tmp_path):
 
 def _table(q):
     q = np.asarray(q, dtype=float)
-    return RoutingTable(tuple(str(i) for i in range(q.shape[0])), (None,) * q.shape[0], tuple(f"m{j}" for j in range(q.shape[1])), q, np.zeros_like(q))
+    return RoutingTable(
+        tuple(str(i) for i in range(q.shape[0])), (None,) * q.shape[0], tuple(f"m{j}" for j in range(q.shape[1])), q, np.zeros_like(q)
+    )
 
 
 def test_label_noise_binary_flips_at_rate_p_and_is_seeded():

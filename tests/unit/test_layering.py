@@ -48,7 +48,11 @@ def _imports(mods: dict[str, Path]) -> dict[str, set[str]]:
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
-                prefix = ".".join(base[: len(base) - node.level + 1] + ([node.module] if node.module else [])) if node.level else node.module or ""
+                prefix = (
+                    ".".join(base[: len(base) - node.level + 1] + ([node.module] if node.module else []))
+                    if node.level
+                    else node.module or ""
+                )
                 targets = [f"{prefix}.{a.name}" for a in node.names] + [prefix]
             else:
                 continue
@@ -105,7 +109,9 @@ def cycles() -> list[list[str]]:
 
 
 def test_every_top_level_part_has_a_layer() -> None:
-    names = {p.stem if p.suffix == ".py" else p.name for p in (SRC / "thrifty").iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()}
+    names = {
+        p.stem if p.suffix == ".py" else p.name for p in (SRC / "thrifty").iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()
+    }
     names.discard("__init__")
     assert names <= set(RANK), f"unplaced parts of the package: {sorted(names - set(RANK))}"
 

@@ -84,8 +84,13 @@ def test_a_bug_while_streaming_propagates_too() -> None:
 
 
 def test_known_upstream_failures_still_fail_over() -> None:
-    for failure in (httpx.ConnectError("refused"), asyncio.TimeoutError(), ConnectionResetError(),
-                    ValueError("Requested tokens exceed context window"), ProviderError("busy", provider="small", status=503)):
+    for failure in (
+        httpx.ConnectError("refused"),
+        asyncio.TimeoutError(),
+        ConnectionResetError(),
+        ValueError("Requested tokens exceed context window"),
+        ProviderError("busy", provider="small", status=503),
+    ):
         small, big = Provider("small", fail=failure), Provider("big")
         trace = engine(small, big).complete_sync(REQ)
         assert trace.model == "big", failure
@@ -105,17 +110,22 @@ def test_the_error_boundary_lets_bugs_through_and_translates_the_known() -> None
 
 
 def test_gateway_answers_a_bug_with_500_naming_the_request_id_and_logs_the_traceback(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     from thrifty.config.settings import parse_settings
     from thrifty.gateway.app import create_app
 
     price = {"input": 1.0, "output": 2.0}
-    settings = parse_settings({
-        "server": {"data_dir": str(tmp_path)},
-        "providers": {"a": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "prices": price},
-                      "b": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "prices": price}},
-        "profiles": {"default": {"tiers": ["a", "b"], "thresholds": [0.5], "scorer": "heuristic"}},
-    })
+    settings = parse_settings(
+        {
+            "server": {"data_dir": str(tmp_path)},
+            "providers": {
+                "a": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "prices": price},
+                "b": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "prices": price},
+            },
+            "profiles": {"default": {"tiers": ["a", "b"], "thresholds": [0.5], "scorer": "heuristic"}},
+        }
+    )
     app = create_app(settings)
     called: list[str] = []
 
@@ -133,7 +143,9 @@ def test_gateway_answers_a_bug_with_500_naming_the_request_id_and_logs_the_trace
             engine_.providers[0].complete, engine_.providers[1].complete = buggy, healthy
             transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
             async with httpx.AsyncClient(transport=transport, base_url="http://gw") as c:
-                return await c.post("/v1/chat/completions", json={"model": "thrifty/default", "messages": [{"role": "user", "content": "hi"}]})
+                return await c.post(
+                    "/v1/chat/completions", json={"model": "thrifty/default", "messages": [{"role": "user", "content": "hi"}]}
+                )
 
     with caplog.at_level(logging.ERROR, logger="thrifty.gateway"):
         r = asyncio.run(go())
@@ -178,7 +190,7 @@ def test_blocking_is_declared_by_the_policy_protocol() -> None:
 
     with pytest.raises(ConfigError, match="blocking"):
         Engine(Bare(), {"a": Provider("a")})  # type: ignore[arg-type]
-    assert "getattr(self.policy, \"blocking\"" not in inspect.getsource(Engine)
+    assert 'getattr(self.policy, "blocking"' not in inspect.getsource(Engine)
 
 
 # ---- bounded memos --------------------------------------------------------------------------------

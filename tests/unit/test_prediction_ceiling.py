@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from thrifty.data.table import RoutingTable
 from thrifty.offline.baselines import oracle_curve
 from thrifty.offline.evaluate import evaluate
 from thrifty.offline.metrics import apgr, share_curve
 from thrifty.offline.prediction_ceiling import NoisyTruthRouter, mean_correlation, noisy_truth, share_oracle_apgr
-from thrifty.data.table import RoutingTable
 
 
 def pool_table(n: int = 300, seed: int = 0, per_prompt_cost: bool = False) -> RoutingTable:

@@ -23,9 +23,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from thrifty.errors import DataError
 from thrifty.data.table import RoutingTable
 from thrifty.data.table_io import load_table
+from thrifty.errors import DataError
 
 EPS = 1e-9
 FAST = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -41,8 +41,24 @@ _scalar = st.one_of(
     st.text(max_size=12),
     st.sampled_from(["0.5", "1", "nan", "inf", "-1", "1e999", "", " ", "x", "0x10", "1_0"]),
 )
-_value = st.recursive(_scalar, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=6)
-_keys = st.sampled_from(["prompt_id", "model", "quality", "cost_usd", "input_tokens", "output_tokens", "output", "instruction", "usd_per_1m_input", "usd_per_1m_output", "folds"])
+_value = st.recursive(
+    _scalar, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=6
+)
+_keys = st.sampled_from(
+    [
+        "prompt_id",
+        "model",
+        "quality",
+        "cost_usd",
+        "input_tokens",
+        "output_tokens",
+        "output",
+        "instruction",
+        "usd_per_1m_input",
+        "usd_per_1m_output",
+        "folds",
+    ]
+)
 _row = st.dictionaries(st.one_of(_keys, st.text(max_size=6)), _value, max_size=8)
 # rows that usually pass the column checks, so validation deeper in the loader is exercised
 _plausible_row = st.fixed_dictionaries(
@@ -119,8 +135,11 @@ def _check_table(t: RoutingTable) -> None:
 
 
 @FAST
-@given(outcomes=_file(), extra=st.lists(st.tuples(st.sampled_from(["prompts", "models"]), _file()), max_size=2),
-       splits=st.one_of(st.none(), st.binary(max_size=60), _value.map(lambda v: json.dumps({"folds": v}, allow_nan=True).encode())))
+@given(
+    outcomes=_file(),
+    extra=st.lists(st.tuples(st.sampled_from(["prompts", "models"]), _file()), max_size=2),
+    splits=st.one_of(st.none(), st.binary(max_size=60), _value.map(lambda v: json.dumps({"folds": v}, allow_nan=True).encode())),
+)
 def test_garbage_tables_raise_data_error_only(outcomes, extra, splits) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -276,6 +295,7 @@ def test_oracle_dominates_hull_and_every_policy(table: RoutingTable, data: st.Da
     policy = CascadePolicy([table.models[j] for j in order], thresholds, NoisyOracleScorer())
     costs, quals = [], []
     for i in rows:
+
         def call(k: int, i: int = int(i)) -> Completion:
             j = order[k]
             if not avail[i, j]:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from email.utils import formatdate
 import time
+from email.utils import formatdate
 
 import httpx
 import pytest
@@ -51,8 +51,12 @@ def test_provider_errors_boundary_chains_the_cause():
 
 
 def test_transcript_prompt_for_base_models():
-    msgs = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hi"},
-            {"role": "assistant", "content": "Hello."}, {"role": "user", "content": [{"type": "text", "text": "2+2?"}]}]
+    msgs = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": [{"type": "text", "text": "2+2?"}]},
+    ]
     text = transcript_prompt(msgs, examples=[("Capital of Italy?", "Rome.")])
     assert text == "You are terse.\n\nUser: Capital of Italy?\nAssistant: Rome.\nUser: Hi\nAssistant: Hello.\nUser: 2+2?\nAssistant:"
     assert transcript_prompt([{"role": "user", "content": "x"}], preamble="P.").startswith("P.\n\nUser: x\n")

@@ -10,12 +10,16 @@ from thrifty.config.settings import parse_settings
 
 def _settings(tmp_path: Path):
     up = {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "prices": {"input": 1, "output": 2}}
-    return parse_settings({
-        "server": {"data_dir": str(tmp_path), "request_timeout_s": 30},
-        "providers": {"a": up, "b": up},
-        "profiles": {"p": {"tiers": ["a", "b"], "thresholds": [0.5], "cache": {"mode": "exact"}},
-                     "q": {"tiers": ["a"], "cache": {"mode": "exact", "path": str(tmp_path / "q.sqlite")}}},
-    })
+    return parse_settings(
+        {
+            "server": {"data_dir": str(tmp_path), "request_timeout_s": 30},
+            "providers": {"a": up, "b": up},
+            "profiles": {
+                "p": {"tiers": ["a", "b"], "thresholds": [0.5], "cache": {"mode": "exact"}},
+                "q": {"tiers": ["a"], "cache": {"mode": "exact", "path": str(tmp_path / "q.sqlite")}},
+            },
+        }
+    )
 
 
 def _stores(routes: dict) -> list:

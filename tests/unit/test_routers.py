@@ -7,14 +7,14 @@ import zlib
 import numpy as np
 import pytest
 
+from thrifty.data.table import RoutingTable
+from thrifty.data.table_io import load_table, write_table
 from thrifty.errors import ProviderError
 from thrifty.offline.router_policy import RouterOffline, calibrate_share
 from thrifty.offline.routers import fit_predictor, lambda_grid, route
 from thrifty.policy.drive import drive
 from thrifty.policy.router import RouterPolicy, preference_order
 from thrifty.scoring.query_features import QUERY_FEATURE_NAMES, query_features
-from thrifty.data.table import RoutingTable
-from thrifty.data.table_io import load_table, write_table
 from thrifty.types import ChatRequest, Completion
 
 
@@ -33,10 +33,22 @@ class HashEmbedder:
         return out / np.where(n == 0, 1, n)
 
 
-CODE = ["write a python function to sort a list", "fix this javascript bug in my loop", "sql query to join two tables",
-        "python class for a linked list", "regex to match an email in python", "bash script to rename files"]
-POEM = ["write a poem about the sea", "a short poem on autumn leaves", "compose a sonnet about love",
-        "a haiku about winter snow", "poem for my mother birthday", "write verses about the moon"]
+CODE = [
+    "write a python function to sort a list",
+    "fix this javascript bug in my loop",
+    "sql query to join two tables",
+    "python class for a linked list",
+    "regex to match an email in python",
+    "bash script to rename files",
+]
+POEM = [
+    "write a poem about the sea",
+    "a short poem on autumn leaves",
+    "compose a sonnet about love",
+    "a haiku about winter snow",
+    "poem for my mother birthday",
+    "write verses about the moon",
+]
 
 
 def topic_table(n: int = 120, seed: int = 0) -> RoutingTable:
@@ -54,8 +66,12 @@ def topic_table(n: int = 120, seed: int = 0) -> RoutingTable:
     q = np.clip(q, 0, 1)
     cost = np.tile([1e-5, 2e-5, 1e-3], (n, 1)) * rng.uniform(0.9, 1.1, (n, 3))
     return RoutingTable(
-        prompt_ids=tuple(str(i) for i in range(n)), prompts=tuple(prompts), models=("coder", "poet", "big"),
-        quality=q, cost=cost, prompt_meta={"code": tuple(bool(c) for c in is_code)},
+        prompt_ids=tuple(str(i) for i in range(n)),
+        prompts=tuple(prompts),
+        models=("coder", "poet", "big"),
+        quality=q,
+        cost=cost,
+        prompt_meta={"code": tuple(bool(c) for c in is_code)},
     )
 
 
@@ -115,8 +131,9 @@ def two_model_table(n: int = 200, seed: int = 0) -> RoutingTable:
     prompts = [" ".join(["proof"] * int(d) + ["hello"] * (19 - int(d))) + f" q{rng.integers(1e6)}" for d in level]
     q = np.column_stack([1.0 - level / 19, np.full(n, 0.95)])
     cost = np.tile([1e-4, 2e-3], (n, 1))
-    return RoutingTable(tuple(map(str, range(n))), tuple(prompts), ("weak", "strong"), q, cost,
-                        prompt_meta={"level": tuple(int(d) for d in level)})
+    return RoutingTable(
+        tuple(map(str, range(n))), tuple(prompts), ("weak", "strong"), q, cost, prompt_meta={"level": tuple(int(d) for d in level)}
+    )
 
 
 def test_share_calibration_matches_target_share():
@@ -152,8 +169,14 @@ def test_binary_table_without_answers_through_the_harness(tmp_path, variant):
     base = topic_table(150, 4)
     q = (rng.random(base.quality.shape) < base.quality).astype(float)
     q[3, 0] = np.nan  # a missing pair: not routable there
-    binary = RoutingTable(base.prompt_ids, base.prompts, base.models, q, np.where(np.isnan(q), np.nan, base.cost),
-                          folds=tuple(np.arange(k, 150, 3) for k in range(3)))
+    binary = RoutingTable(
+        base.prompt_ids,
+        base.prompts,
+        base.models,
+        q,
+        np.where(np.isnan(q), np.nan, base.cost),
+        folds=tuple(np.arange(k, 150, 3) for k in range(3)),
+    )
     folder = write_table(binary, tmp_path / "binary")
     table = load_table(folder)
     assert not table.has_answers and set(np.unique(table.quality[~np.isnan(table.quality)])) <= {0.0, 1.0}
@@ -202,7 +225,9 @@ def test_live_router_falls_back_on_provider_error():
     def always_fail(k):
         raise ProviderError("down", provider=pol.tiers[k])
 
-    d = drive(RouterPolicy(pol.tiers, pol.predictor, pol.expected_cost, lam=10.0, max_attempts=2).plan(ChatRequest.from_prompt("x")), always_fail)
+    d = drive(
+        RouterPolicy(pol.tiers, pol.predictor, pol.expected_cost, lam=10.0, max_attempts=2).plan(ChatRequest.from_prompt("x")), always_fail
+    )
     assert d.completion is None and d.tier == -1 and len(d.steps) == 2
 
 
@@ -252,8 +277,14 @@ def test_gbm_head_learns_a_signal_the_linear_heads_cannot():
         a, b = rng.random(n) < 0.5, rng.random(n) < 0.5
         prompts = [("apple " if x else "") + ("river " if y else "") + f"w{rng.integers(10**6)}" for x, y in zip(a, b)]
         q = np.column_stack([np.where(a ^ b, 0.9, 0.1) + rng.normal(0, 0.05, n), np.full(n, 0.8)])
-        return RoutingTable(tuple(map(str, range(n))), tuple(prompts), ("cheap", "dear"), np.clip(q, 0, 1),
-                            np.tile([1e-5, 1e-3], (n, 1)), prompt_meta={"xor": tuple(bool(v) for v in a ^ b)})
+        return RoutingTable(
+            tuple(map(str, range(n))),
+            tuple(prompts),
+            ("cheap", "dear"),
+            np.clip(q, 0, 1),
+            np.tile([1e-5, 1e-3], (n, 1)),
+            prompt_meta={"xor": tuple(bool(v) for v in a ^ b)},
+        )
 
     train, test = xor_table(300, 0), xor_table(200, 1)
     enc = QueryEncoder(HashEmbedder())

@@ -18,8 +18,15 @@ def parse(**body):
 
 
 def test_valid_request_becomes_a_chat_request_with_only_the_params_set() -> None:
-    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
-    req = to_chat_request(parse(max_tokens=8, temperature=0.0, stop=["\n"], tools=tools, tool_choice="auto", stream=True, metadata={"x": 1}))
+    tools = [
+        {
+            "type": "function",
+            "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
+        }
+    ]
+    req = to_chat_request(
+        parse(max_tokens=8, temperature=0.0, stop=["\n"], tools=tools, tool_choice="auto", stream=True, metadata={"x": 1})
+    )
     assert req.params == {"max_tokens": 8, "temperature": 0.0, "stop": ["\n"]}
     assert req.tools[0]["function"]["name"] == "get_weather" and req.tool_choice == "auto" and req.stream
     assert req.messages == ({"role": "user", "content": "hi"},)
@@ -27,7 +34,10 @@ def test_valid_request_becomes_a_chat_request_with_only_the_params_set() -> None
 
 
 def test_image_parts_are_kept() -> None:
-    msg = {"role": "user", "content": [{"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}
+    msg = {
+        "role": "user",
+        "content": [{"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}],
+    }
     req = to_chat_request(ChatCompletionRequest.model_validate({"model": "m", "messages": [msg]}))
     assert req.has_images and req.prompt_text == "what is this?"
 
@@ -65,9 +75,15 @@ def test_completion_body_is_openai_shaped() -> None:
     c = Completion(text="4", model="small", usage=Usage(7, 1))
     body = completion_body("chatcmpl-1", "small", c, created=123)
     assert body == {
-        "id": "chatcmpl-1", "object": "chat.completion", "created": 123, "model": "small",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "4", "refusal": None}, "logprobs": None, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 7, "completion_tokens": 1, "total_tokens": 8}, "system_fingerprint": None,
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 123,
+        "model": "small",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "4", "refusal": None}, "logprobs": None, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 7, "completion_tokens": 1, "total_tokens": 8},
+        "system_fingerprint": None,
     }
 
 
@@ -122,14 +138,22 @@ def test_openapi_message_schema_agrees_with_the_validator():
     from thrifty.gateway.schemas import ChatMessage
 
     schema = jsonschema.Draft202012Validator(ChatMessage.model_json_schema())
-    part = st.one_of(st.fixed_dictionaries({"type": st.just("text"), "text": st.one_of(st.text(max_size=2), st.integers())}),
-                     st.fixed_dictionaries({"type": st.sampled_from(["image_url", "video", "file"])},
-                                           optional={"image_url": st.fixed_dictionaries({"url": st.sampled_from(["", "http://x/i.png"])})}))
+    part = st.one_of(
+        st.fixed_dictionaries({"type": st.just("text"), "text": st.one_of(st.text(max_size=2), st.integers())}),
+        st.fixed_dictionaries(
+            {"type": st.sampled_from(["image_url", "video", "file"])},
+            optional={"image_url": st.fixed_dictionaries({"url": st.sampled_from(["", "http://x/i.png"])})},
+        ),
+    )
     content = st.one_of(st.none(), st.text(max_size=3), st.lists(part, max_size=2))
     message = st.fixed_dictionaries(
         {"role": st.sampled_from(["system", "developer", "user", "assistant", "tool", "function"])},
-        optional={"content": content, "tool_call_id": st.one_of(st.none(), st.sampled_from(["", "call_1"])),
-                  "tool_calls": st.one_of(st.none(), st.lists(st.just({"id": "call_1", "type": "function"}), max_size=1))})
+        optional={
+            "content": content,
+            "tool_call_id": st.one_of(st.none(), st.sampled_from(["", "call_1"])),
+            "tool_calls": st.one_of(st.none(), st.lists(st.just({"id": "call_1", "type": "function"}), max_size=1)),
+        },
+    )
     seen: set[tuple[str, bool]] = set()
 
     @settings(max_examples=1500, deadline=None, database=None)

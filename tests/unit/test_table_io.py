@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from thrifty.errors import ConfigError, DataError
 from thrifty.data.table import RoutingTable
 from thrifty.data.table_io import load_table, write_table
+from thrifty.errors import ConfigError, DataError
 
 PROMPTS = [{"prompt_id": 0, "instruction": "Say hi", "dataset": "a"}, {"prompt_id": 1, "instruction": "Add 2+2", "dataset": "b"}]
 MODELS = [("small", 0.1, 0.2), ("big", 10, 30), ("FuseChat-x", 0.3, 0.3)]
@@ -22,7 +22,16 @@ def outcomes() -> list[dict]:
     rows = []
     for p in (0, 1):
         for name, _, _ in MODELS:
-            rows.append({"prompt_id": p, "model": name, "quality": 0.1 + 0.2 * p + (0.5 if name == "big" else 0.0), "output": f"{name} answer {p}", "input_tokens": 10, "output_tokens": 100 + p})
+            rows.append(
+                {
+                    "prompt_id": p,
+                    "model": name,
+                    "quality": 0.1 + 0.2 * p + (0.5 if name == "big" else 0.0),
+                    "output": f"{name} answer {p}",
+                    "input_tokens": 10,
+                    "output_tokens": 100 + p,
+                }
+            )
     return rows
 
 

@@ -24,16 +24,37 @@ def _fill(store: LogStore, n: int, seed: int = 1) -> None:
     for i in range(n):
         esc = rng.random() < 0.3
         status = 200 if rng.random() < 0.9 else rng.choice([502, 504])
-        steps = (StepRecord(0, "small", "escalated" if esc else ("accepted" if status < 400 else "failed"), answer="a", score=0.3,
-                            threshold=0.5, cost_usd=0.001),) + ((StepRecord(1, "big", "accepted" if status < 400 else "failed", answer="b",
-                                                                            cost_usd=0.01),) if esc else ())
-        store.record(RequestRecord(
-            id=f"r{i:05d}", created=NOW - rng.uniform(0, 3 * 86_400), model_requested="thrifty/p", request={"messages": []},
-            status=status, key_name=rng.choice(["alice", "bob", None]), profile=rng.choice(["p1", "p2", None]),
-            prompt=f"prompt {i} {'needle' if i % 17 == 0 else ''}", final_model=steps[-1].model if status < 400 else None,
-            tiers_tried=tuple(s.model for s in steps), cost_usd=sum(s.cost_usd for s in steps), latency_s=rng.lognormvariate(-2, 1),
-            input_tokens=rng.randint(5, 50), output_tokens=rng.randint(1, 30), steps=steps,
-            cache=rng.choice([None, "hit", "miss"])))
+        steps = (
+            StepRecord(
+                0,
+                "small",
+                "escalated" if esc else ("accepted" if status < 400 else "failed"),
+                answer="a",
+                score=0.3,
+                threshold=0.5,
+                cost_usd=0.001,
+            ),
+        ) + ((StepRecord(1, "big", "accepted" if status < 400 else "failed", answer="b", cost_usd=0.01),) if esc else ())
+        store.record(
+            RequestRecord(
+                id=f"r{i:05d}",
+                created=NOW - rng.uniform(0, 3 * 86_400),
+                model_requested="thrifty/p",
+                request={"messages": []},
+                status=status,
+                key_name=rng.choice(["alice", "bob", None]),
+                profile=rng.choice(["p1", "p2", None]),
+                prompt=f"prompt {i} {'needle' if i % 17 == 0 else ''}",
+                final_model=steps[-1].model if status < 400 else None,
+                tiers_tried=tuple(s.model for s in steps),
+                cost_usd=sum(s.cost_usd for s in steps),
+                latency_s=rng.lognormvariate(-2, 1),
+                input_tokens=rng.randint(5, 50),
+                output_tokens=rng.randint(1, 30),
+                steps=steps,
+                cache=rng.choice([None, "hit", "miss"]),
+            )
+        )
 
 
 @pytest.fixture()
@@ -48,7 +69,12 @@ def log(tmp_path: Path):
 
 def _all_figures(db: queries.Reader, scope: str | None = None) -> list:
     out = []
-    for q in ({"range": "24h"}, {"range": "7d"}, {"range": "7d", "bucket": "hour"}, {"start": str(NOW - 2.5 * 86_400 + 123.4), "end": str(NOW - 3_000.5)}):
+    for q in (
+        {"range": "24h"},
+        {"range": "7d"},
+        {"range": "7d", "bucket": "hour"},
+        {"start": str(NOW - 2.5 * 86_400 + 123.4), "end": str(NOW - 3_000.5)},
+    ):
         w = params.window_from(q, now=NOW)
         out.append(queries.overview(db, w, scope_key=scope, baseline=BASELINE))
         out.append(queries.latency_percentiles(db, w, scope_key=scope))
@@ -76,8 +102,10 @@ def test_rolled_up_hours_give_the_same_figures_as_the_raw_log(log) -> None:
     assert db.rows("SELECT COUNT(*) AS n FROM dash_hourly WHERE span = 86400")[0]["n"] > 0  # whole days too
     assert _close(_all_figures(db), before)
     assert roller.catch_up(now=NOW + 60, force=True) == until  # nothing new settled: nothing rolled twice
-    assert db.rows("SELECT SUM(n) AS n FROM dash_hourly WHERE span = 3600")[0]["n"] == db.rows(
-        "SELECT COUNT(*) AS n FROM requests WHERE created < ?", (until,))[0]["n"]
+    assert (
+        db.rows("SELECT SUM(n) AS n FROM dash_hourly WHERE span = 3600")[0]["n"]
+        == db.rows("SELECT COUNT(*) AS n FROM requests WHERE created < ?", (until,))[0]["n"]
+    )
     roller.close()
 
 
@@ -90,8 +118,12 @@ def test_overview_totals_equal_a_recount(log) -> None:
     assert doc["totals"]["requests"] == len(rows) == sum(doc["series"]["requests"])
     assert doc["totals"]["errors"] == len(rows) - len(ok)
     assert math.isclose(doc["totals"]["spend_usd"], sum(r["cost_usd"] for r in rows))
-    dearest = sum((r["input_tokens"] * BASELINE[r["profile"]][0] + r["output_tokens"] * BASELINE[r["profile"]][1]) / 1e6
-                  if r["profile"] else r["cost_usd"] for r in ok) + sum(r["cost_usd"] for r in rows if r["status"] >= 400)
+    dearest = sum(
+        (r["input_tokens"] * BASELINE[r["profile"]][0] + r["output_tokens"] * BASELINE[r["profile"]][1]) / 1e6
+        if r["profile"]
+        else r["cost_usd"]
+        for r in ok
+    ) + sum(r["cost_usd"] for r in rows if r["status"] >= 400)
     assert math.isclose(doc["totals"]["dearest_usd"], dearest)
     assert doc["totals"]["escalated"] == sum(1 for r in ok if "," in r["tiers_tried"])
     assert doc["totals"]["cache_hits"] == sum(1 for r in ok if r["cache"] == "hit")
@@ -137,10 +169,18 @@ def test_latency_buckets_agree_in_python_and_sql(tmp_path: Path) -> None:
     assert latency_bucket_ms(10_000) == OVERFLOW_MS and list(LATENCY_LE_MS) == sorted(LATENCY_LE_MS)
 
 
-@pytest.mark.parametrize("q, param", [({"range": "1y"}, "range"), ({"bucket": "minute"}, "bucket"), ({"start": "soon"}, "start"),
-                                      ({"start": "2000", "end": "1000"}, "end"), ({"start": "0", "end": "99999999"}, "start"),
-                                      ({"range": "30d", "start": "0", "end": str(400 * 86_400)}, "start"),
-                                      ({"start": "0", "end": str(200 * 86_400), "bucket": "hour"}, "bucket")])
+@pytest.mark.parametrize(
+    "q, param",
+    [
+        ({"range": "1y"}, "range"),
+        ({"bucket": "minute"}, "bucket"),
+        ({"start": "soon"}, "start"),
+        ({"start": "2000", "end": "1000"}, "end"),
+        ({"start": "0", "end": "99999999"}, "start"),
+        ({"range": "30d", "start": "0", "end": str(400 * 86_400)}, "start"),
+        ({"start": "0", "end": str(200 * 86_400), "bucket": "hour"}, "bucket"),
+    ],
+)
 def test_bad_windows_name_the_parameter(q, param) -> None:
     with pytest.raises(RequestError) as e:
         params.window_from(q, now=NOW)
@@ -162,22 +202,50 @@ def test_page_size_and_filters_are_checked() -> None:
 
 
 def test_graph_of_an_escalated_then_accepted_request() -> None:
-    detail = {"status": 200, "model_requested": "thrifty/p", "prompt": "Q?", "answer": "B", "final_model": "big", "cache": "miss",
-              "steps": [{"idx": 0, "tier": 0, "model": "small", "decision": "escalated", "answer": "A", "score": 0.2, "threshold": 0.5},
-                        {"idx": 1, "tier": 1, "model": "big", "decision": "accepted", "answer": "B"}]}
-    g = request_graph(detail, profile={"prompt_adaptation": {"k": 4, "layout": "messages"}},
-                      audit={"request_id": "r", "reference": "big", "audit_cost_usd": 0.01},
-                      audit_answers=[{"model": "big", "at_least_as_good": 1, "quality": 0.9}])
+    detail = {
+        "status": 200,
+        "model_requested": "thrifty/p",
+        "prompt": "Q?",
+        "answer": "B",
+        "final_model": "big",
+        "cache": "miss",
+        "steps": [
+            {"idx": 0, "tier": 0, "model": "small", "decision": "escalated", "answer": "A", "score": 0.2, "threshold": 0.5},
+            {"idx": 1, "tier": 1, "model": "big", "decision": "accepted", "answer": "B"},
+        ],
+    }
+    g = request_graph(
+        detail,
+        profile={"prompt_adaptation": {"k": 4, "layout": "messages"}},
+        audit={"request_id": "r", "reference": "big", "audit_cost_usd": 0.01},
+        audit_answers=[{"model": "big", "at_least_as_good": 1, "quality": 0.9}],
+    )
     assert [n["id"] for n in g["nodes"]] == ["request", "cache", "shots", "tier0", "tier1", "answer", "audit", "verdict0"]
-    assert [(e["source"], e["target"]) for e in g["edges"]] == [("request", "cache"), ("cache", "shots"), ("shots", "tier0"),
-                                                                ("tier0", "tier1"), ("tier1", "answer"), ("answer", "audit"), ("audit", "verdict0")]
+    assert [(e["source"], e["target"]) for e in g["edges"]] == [
+        ("request", "cache"),
+        ("cache", "shots"),
+        ("shots", "tier0"),
+        ("tier0", "tier1"),
+        ("tier1", "answer"),
+        ("answer", "audit"),
+        ("audit", "verdict0"),
+    ]
     assert g["edges"][3]["label"] == "escalated: score 0.2 < 0.5"
     assert next(n for n in g["nodes"] if n["id"] == "tier0")["text"] == "A"
 
 
 def test_a_stream_that_died_ends_in_an_error_node() -> None:
-    g = request_graph({"status": 502, "model_requested": "m", "prompt": "Q", "stream": 1, "answer": "par", "error": "upstream died",
-                       "steps": [{"idx": 0, "tier": 0, "model": "m", "decision": "failed", "error": "upstream died"}]})
+    g = request_graph(
+        {
+            "status": 502,
+            "model_requested": "m",
+            "prompt": "Q",
+            "stream": 1,
+            "answer": "par",
+            "error": "upstream died",
+            "steps": [{"idx": 0, "tier": 0, "model": "m", "decision": "failed", "error": "upstream died"}],
+        }
+    )
     err = g["nodes"][-1]
     assert err["id"] == "error" and "stopped mid-stream" in err["label"] and "par" in err["text"]
 
@@ -199,11 +267,15 @@ def test_audit_panel_reads_an_audits_table(tmp_path: Path) -> None:
     # the tables of migration 0006_audits (thrifty.store.audits)
     for i, rid in enumerate(ids):
         served = store.iter_rows("SELECT final_model FROM requests WHERE id = ?", (rid,))[0][0]
-        c.execute("INSERT INTO audits (request_id, profile, created, status, attempts, updated, request_json, tiers, reference, judge,"
-                  " explore, served_model, audit_cost_usd) VALUES (?, 'p1', ?, 'done', 1, ?, '{}', '[]', 'big', 'match:agree', 'all', ?, 0.002)",
-                  (rid, NOW - 100, NOW - 100, served))
-        c.execute("INSERT INTO audit_answers (request_id, model, tier, answer, quality, at_least_as_good) VALUES (?, ?, 0, 'x', 0.8, ?)",
-                  (rid, served, int(i < 7)))
+        c.execute(
+            "INSERT INTO audits (request_id, profile, created, status, attempts, updated, request_json, tiers, reference, judge,"
+            " explore, served_model, audit_cost_usd) VALUES (?, 'p1', ?, 'done', 1, ?, '{}', '[]', 'big', 'match:agree', 'all', ?, 0.002)",
+            (rid, NOW - 100, NOW - 100, served),
+        )
+        c.execute(
+            "INSERT INTO audit_answers (request_id, model, tier, answer, quality, at_least_as_good) VALUES (?, ?, 0, 'x', 0.8, ?)",
+            (rid, served, int(i < 7)),
+        )
     db = queries.Reader(store.path)
     doc = audit_summary(db, params.window_from({"range": "24h"}, now=NOW), scope_key=None)
     assert (doc["enabled"], doc["audited"], doc["judged"], doc["at_least_as_good"]) == (True, 10, 10, 7)

@@ -128,13 +128,16 @@ def builtin_local(name: str) -> Provider:
     from thrifty.serving.local import GEMMA3, NOTIONAL_PRICES, SMOLLM2
     from thrifty.serving.profiles import build_provider
 
-    how: dict[str, dict[str, Any]] = {"smollm2": {"model_path": "builtin:smollm2", "mode": "chat"},
-           "gemma3-270m": {"model_path": "builtin:gemma3", "mode": "raw", "options": {"stop": ("\n\n\n",)}}}
+    how: dict[str, dict[str, Any]] = {
+        "smollm2": {"model_path": "builtin:smollm2", "mode": "chat"},
+        "gemma3-270m": {"model_path": "builtin:gemma3", "mode": "raw", "options": {"stop": ("\n\n\n",)}},
+    }
     if name not in how:
         raise ConfigError(f"unknown built-in model {name!r}", key="--models", fix=f"use one of: {', '.join(BUILTIN_LOCAL)}")
     price_in, price_out = NOTIONAL_PRICES[{"smollm2": SMOLLM2, "gemma3-270m": GEMMA3}[name]]
-    return build_provider(ProviderSettings(name, "llamacpp", name, max_tokens=256, price_input=price_in,
-                                           price_output=price_out, **how[name]))
+    return build_provider(
+        ProviderSettings(name, "llamacpp", name, max_tokens=256, price_input=price_in, price_output=price_out, **how[name])
+    )
 
 
 def check_run_options(concurrency: int, retries: int) -> None:
@@ -172,8 +175,16 @@ class _Recorder:
     """The driver's side of a run: turns each outcome into an ``outcomes.jsonl`` row (or an
     ``errors.jsonl`` record) the moment it arrives — the same for every executor."""
 
-    def __init__(self, items: Sequence[PromptItem], log: OutcomeLog, prices: Mapping[str, tuple[float | None, float | None]],
-                 grader: Any, gold: str, result: CollectResult, on_done: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        items: Sequence[PromptItem],
+        log: OutcomeLog,
+        prices: Mapping[str, tuple[float | None, float | None]],
+        grader: Any,
+        gold: str,
+        result: CollectResult,
+        on_done: Callable[[str], None],
+    ) -> None:
         self.items, self.log, self.prices, self.grader, self.gold = items, log, prices, grader, gold
         self.result, self.on_done = result, on_done
 
@@ -183,8 +194,14 @@ class _Recorder:
             result.failed += 1
             if len(result.errors) < 20:
                 result.errors.append(f"{item.prompt_id} × {model}: {error}")
-            self.log.append_error({"prompt_id": item.prompt_id, "model": model, "error": error,
-                                   "at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+            self.log.append_error(
+                {
+                    "prompt_id": item.prompt_id,
+                    "model": model,
+                    "error": error,
+                    "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                }
+            )
             self.on_done(model)
             return
         row = _row(item, model, comp, self.prices.get(model))
@@ -199,8 +216,15 @@ class _Recorder:
         self.on_done(model)
 
 
-async def _run(items: Sequence[PromptItem], providers: Mapping[str, Provider], todo: list[tuple[int, str]],
-               params: Mapping[str, Any], concurrency: int, retries: int, record: _Recorder) -> None:
+async def _run(
+    items: Sequence[PromptItem],
+    providers: Mapping[str, Provider],
+    todo: list[tuple[int, str]],
+    params: Mapping[str, Any],
+    concurrency: int,
+    retries: int,
+    record: _Recorder,
+) -> None:
     queue: asyncio.Queue[tuple[int, str]] = asyncio.Queue()
     for pair in todo:
         queue.put_nowait(pair)
@@ -217,8 +241,16 @@ async def _run(items: Sequence[PromptItem], providers: Mapping[str, Provider], t
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-def _run_on(executor: Executor, items: Sequence[PromptItem], build: Callable[[], Mapping[str, Provider]],
-            todo: list[tuple[int, str]], params: Mapping[str, Any], concurrency: int, retries: int, record: _Recorder) -> None:
+def _run_on(
+    executor: Executor,
+    items: Sequence[PromptItem],
+    build: Callable[[], Mapping[str, Provider]],
+    todo: list[tuple[int, str]],
+    params: Mapping[str, Any],
+    concurrency: int,
+    retries: int,
+    record: _Recorder,
+) -> None:
     """The pairs in batches of ``4 × concurrency`` on ``executor``'s workers (each answering
     ``concurrency`` at a time); this process records every outcome as its batch comes back."""
     job = CallJob(build, retries=retries, concurrency=concurrency)
@@ -254,21 +286,32 @@ def collect(
     """
     remote = executor is not None and not isinstance(executor, LocalExecutor)
     if remote and build is None:
-        raise ConfigError("a cluster run needs a picklable provider factory", key="--ray", fix="pass build=partial(resolve_providers, names, settings=...)")
+        raise ConfigError(
+            "a cluster run needs a picklable provider factory",
+            key="--ray",
+            fix="pass build=partial(resolve_providers, names, settings=...)",
+        )
     t_start = time.perf_counter()
     check_run_options(concurrency, retries)
     prices = dict(prices or {})
     params = dict(params or {})
     unknown = sorted(set(prices) - set(providers))
     if unknown:
-        raise ConfigError(f"--price names {', '.join(map(repr, unknown))}, which is not collected", key="--price",
-                          fix=f"price only the collected models: {', '.join(providers)}")
+        raise ConfigError(
+            f"--price names {', '.join(map(repr, unknown))}, which is not collected",
+            key="--price",
+            fix=f"price only the collected models: {', '.join(providers)}",
+        )
     if grader is not None:  # every gold value must be gradable before any model is paid for
         for it in items:
             where = f"prompt {it.prompt_id!r} (line {it.line})"
             if it.meta.get(gold) is None:
-                raise DataError(f"no '{gold}' value to grade against", line=it.line, field=gold,
-                                expected=f"a '{gold}' column on every row, or collect without --grade")
+                raise DataError(
+                    f"no '{gold}' value to grade against",
+                    line=it.line,
+                    field=gold,
+                    expected=f"a '{gold}' column on every row, or collect without --grade",
+                )
             grader.grade("", it.meta[gold], where=where)
     with OutcomeLog(out) as log:
         log.merge_prompts(prompt_rows(items))
@@ -296,8 +339,14 @@ def collect(
         if progress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-            with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                          TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()) as bar:
+            with Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+            ) as bar:
                 counts = {m: sum(1 for _, mm in todo if mm == m) for m in providers}
                 tasks = {m: bar.add_task(m, total=counts[m]) for m in providers if counts[m]}
                 overall = bar.add_task("all pairs", total=len(todo))

@@ -121,8 +121,10 @@ class RayExecutor:
             cause = exc.as_instanceof_cause()
             raise cause from None
         except ray.exceptions.RayError as exc:  # a worker or node died more often than max_retries
-            raise ThriftyError(f"a Ray task failed for good ({type(exc).__name__}: {exc}); what was written so far "
-                               "is kept: rerun the same command to resume") from None
+            raise ThriftyError(
+                f"a Ray task failed for good ({type(exc).__name__}: {exc}); what was written so far "
+                "is kept: rerun the same command to resume"
+            ) from None
 
     def close(self) -> None:
         if self._ray.is_initialized():
@@ -145,7 +147,11 @@ def _check_reachable(address: str, timeout_s: float) -> None:
     hostport = address.removeprefix("ray://")
     host, sep, port = hostport.rpartition(":")
     if not sep or not port.isdigit() or not host:
-        raise ConfigError(f"bad Ray address {address!r}", key="--ray", fix="write HOST:PORT (the head's GCS port, 6379 by default), ray://HOST:PORT or auto")
+        raise ConfigError(
+            f"bad Ray address {address!r}",
+            key="--ray",
+            fix="write HOST:PORT (the head's GCS port, 6379 by default), ray://HOST:PORT or auto",
+        )
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s) as sock:
             # Ray's GCS speaks gRPC: an HTTP/2 server answers the client preface with a SETTINGS frame.
@@ -161,8 +167,11 @@ def _check_reachable(address: str, timeout_s: float) -> None:
         reason = exc.strerror or type(exc).__name__
         raise ConfigError(f"no Ray cluster answers at {address} ({reason})", key="--ray", fix=_RAY_FIX) from None
     if len(head) < 9 or head[3] != 0x04:
-        raise ConfigError(f"something answers at {address}, but not a Ray cluster (no gRPC)", key="--ray",
-                          fix="pass the head's GCS port (6379 unless `ray start --head --port` said otherwise); " + _RAY_FIX)
+        raise ConfigError(
+            f"something answers at {address}, but not a Ray cluster (no gRPC)",
+            key="--ray",
+            fix="pass the head's GCS port (6379 unless `ray start --head --port` said otherwise); " + _RAY_FIX,
+        )
 
 
 def make_executor(ray_address: str | None) -> LocalExecutor | RayExecutor:

@@ -64,8 +64,12 @@ def parse_rating(raw: str) -> float | None:
     accepted anywhere: ``[[N]]``, ``Rating: N``, ``N/10``. Other numbers (echoed content) never count.
     """
     text = raw or ""
-    for pattern in (r"^\s*" + _NUMBER + r"\s*(?:\]\]|/\s*10\b|[.!]?\s*$)", r"\[\[\s*" + _NUMBER + r"\s*\]\]",
-                    r"rating\W{0,3}" + _NUMBER, _NUMBER + r"\s*/\s*10\b"):
+    for pattern in (
+        r"^\s*" + _NUMBER + r"\s*(?:\]\]|/\s*10\b|[.!]?\s*$)",
+        r"\[\[\s*" + _NUMBER + r"\s*\]\]",
+        r"rating\W{0,3}" + _NUMBER,
+        _NUMBER + r"\s*/\s*10\b",
+    ):
         m = re.search(pattern, text, re.IGNORECASE)
         if m:
             v = float(m.group(1))
@@ -76,8 +80,11 @@ def parse_rating(raw: str) -> float | None:
 def parse_preference(raw: str) -> str | None:
     """'A', 'B' or 'C' (tie) from a pairwise reply (``A]]``, ``[[B]]``, "Answer A is better", "tie"), else None."""
     text = raw or ""
-    for pattern, flags in ((r"^\s*([ABC])\s*(?:\]\]|[.!]?\s*$)", 0), (r"\[\[\s*([ABC])\s*\]\]", 0),
-                           (r"\b(?:answer|assistant)\s+([AB])\s+is\s+better", re.IGNORECASE)):
+    for pattern, flags in (
+        (r"^\s*([ABC])\s*(?:\]\]|[.!]?\s*$)", 0),
+        (r"\[\[\s*([ABC])\s*\]\]", 0),
+        (r"\b(?:answer|assistant)\s+([AB])\s+is\s+better", re.IGNORECASE),
+    ):
         m = re.search(pattern, text, flags)
         if m:
             return m.group(1).upper()
@@ -127,32 +134,44 @@ def judge_folder(
     if rubric not in RUBRICS:
         raise ConfigError(f"unknown rubric {rubric!r}", key="--rubric", fix=f"use one of: {', '.join(RUBRICS)}")
     if rubric == "pairwise" and not reference:
-        raise ConfigError("the pairwise rubric needs a reference model", key="--reference", fix="pass --reference MODEL (a model in the folder)")
+        raise ConfigError(
+            "the pairwise rubric needs a reference model", key="--reference", fix="pass --reference MODEL (a model in the folder)"
+        )
     rb = RUBRICS[rubric]
     log, rows = rows_to_label(folder)
     if models is not None:
         have = {str(r.get("model")) for r in rows}
         absent = [m for m in models if m not in have]
         if absent:
-            raise ConfigError(f"no answers of {', '.join(map(repr, absent))} in the folder", key="--models",
-                              fix=f"use some of: {', '.join(sorted(have))}")
+            raise ConfigError(
+                f"no answers of {', '.join(map(repr, absent))} in the folder", key="--models", fix=f"use some of: {', '.join(sorted(have))}"
+            )
     prompts = _prompt_texts(log)
     ref_answer: dict[str, str] = {}
     if reference:
         ref_answer = {str(r["prompt_id"]): str(r.get("output") or "") for r in rows if r.get("model") == reference}
         if not ref_answer:
             found = sorted({str(r.get("model")) for r in rows})
-            raise ConfigError(f"no answers of reference model {reference!r} in the folder", key="--reference", fix=f"use one of: {', '.join(found)}")
-    todo = [i for i, r in enumerate(rows)
-            if needs_label(r, force) and (models is None or r.get("model") in models)]
+            raise ConfigError(
+                f"no answers of reference model {reference!r} in the folder", key="--reference", fix=f"use one of: {', '.join(found)}"
+            )
+    todo = [i for i, r in enumerate(rows) if needs_label(r, force) and (models is None or r.get("model") in models)]
     for i in todo:
         pid = str(rows[i].get("prompt_id"))
         if pid not in prompts:  # the judge would be asked about an answer without its question
-            raise DataError(f"prompt {pid!r} has an answer but no prompt text", file=str(log.prompts_path), field="prompt_id",
-                            expected="every answered prompt in the prompts file")
+            raise DataError(
+                f"prompt {pid!r} has an answer but no prompt text",
+                file=str(log.prompts_path),
+                field="prompt_id",
+                expected="every answered prompt in the prompts file",
+            )
         if reference and rows[i].get("model") != reference and pid not in ref_answer:
-            raise DataError(f"reference model {reference!r} has no answer for prompt {pid!r}", file=str(log.outcomes_path),
-                            field="model", expected=f"collect {reference} on every prompt first")
+            raise DataError(
+                f"reference model {reference!r} has no answer for prompt {pid!r}",
+                file=str(log.outcomes_path),
+                field="model",
+                expected=f"collect {reference} on every prompt first",
+            )
     summary = LabelSummary()
     summary.skipped = len(rows) - len(todo)
 
@@ -178,7 +197,9 @@ def judge_folder(
             quality = 0.5
         else:
             p1, p2 = parse_preference(raws[0]), parse_preference(raws[1])
-            scores = [s for s in ({"A": 1.0, "C": 0.5, "B": 0.0}.get(p1 or ""), {"B": 1.0, "C": 0.5, "A": 0.0}.get(p2 or "")) if s is not None]
+            scores = [
+                s for s in ({"A": 1.0, "C": 0.5, "B": 0.0}.get(p1 or ""), {"B": 1.0, "C": 0.5, "A": 0.0}.get(p2 or "")) if s is not None
+            ]
             labels.update(judge_raw=f"{raws[0]} ||| {raws[1]}", label_verdict=f"{p1 or '?'},{p2 or '?'}")
             quality = sum(scores) / len(scores) if scores else None
         if quality is None:
@@ -199,20 +220,46 @@ def judge_folder(
 
     try:
         if executor is None or isinstance(executor, LocalExecutor):
-            _drive(_ask_here(judge, judge_name, max_tokens, retries, concurrency, [(i, texts(rows[i])) for i in todo],
-                             lambda i, raws: label(rows[i], raws)))
+            _drive(
+                _ask_here(
+                    judge,
+                    judge_name,
+                    max_tokens,
+                    retries,
+                    concurrency,
+                    [(i, texts(rows[i])) for i in todo],
+                    lambda i, raws: label(rows[i], raws),
+                )
+            )
         else:
             if build is None:
-                raise ConfigError("a cluster run needs a picklable judge factory", key="--ray", fix="pass build=provider_factory([judge], config)")
-            _ask_on(executor, build, judge_name, max_tokens, retries, concurrency, [(i, texts(rows[i])) for i in todo],
-                    lambda i, raws: label(rows[i], raws))
+                raise ConfigError(
+                    "a cluster run needs a picklable judge factory", key="--ray", fix="pass build=provider_factory([judge], config)"
+                )
+            _ask_on(
+                executor,
+                build,
+                judge_name,
+                max_tokens,
+                retries,
+                concurrency,
+                [(i, texts(rows[i])) for i in todo],
+                lambda i, raws: label(rows[i], raws),
+            )
     finally:  # keep every verdict obtained, even when a judge call failed for good
         log.save_labelled(rows)
     return _summarise(rows, summary)
 
 
-async def _ask_here(judge: Provider, judge_name: str, max_tokens: int, retries: int, concurrency: int,
-                    work: list[tuple[int, list[str]]], done: Callable[[int, list[str]], None]) -> None:
+async def _ask_here(
+    judge: Provider,
+    judge_name: str,
+    max_tokens: int,
+    retries: int,
+    concurrency: int,
+    work: list[tuple[int, list[str]]],
+    done: Callable[[int, list[str]], None],
+) -> None:
     """Ask the judge in this process, ``concurrency`` calls at a time; a call that fails for good raises."""
     sem = asyncio.Semaphore(concurrency)
 
@@ -227,8 +274,16 @@ async def _ask_here(judge: Provider, judge_name: str, max_tokens: int, retries: 
     await asyncio.gather(*(one(i, texts) for i, texts in work))
 
 
-def _ask_on(executor: Any, build: Callable[[], Any], judge_name: str, max_tokens: int, retries: int, concurrency: int,
-            work: list[tuple[int, list[str]]], done: Callable[[int, list[str]], None]) -> None:
+def _ask_on(
+    executor: Any,
+    build: Callable[[], Any],
+    judge_name: str,
+    max_tokens: int,
+    retries: int,
+    concurrency: int,
+    work: list[tuple[int, list[str]]],
+    done: Callable[[int, list[str]], None],
+) -> None:
     """Ask the judge on ``executor``'s workers (batches of ``4 × concurrency`` calls); each row is
     labelled here once all its replies are back. The first call that failed for good is raised after
     every other batch has been recorded."""

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from thrifty.errors import ConfigError, DataError
 from thrifty.data.outcomes_log import OutcomeLog
+from thrifty.errors import ConfigError, DataError
 from thrifty.scoring.graders import MATCHES, Grader, make_grader, normalise, parse_choice, parse_number
 
 __all__ = ["Grader", "make_grader", "parse_number", "parse_choice", "normalise", "label_folder", "LabelSummary", "MATCHES"]
@@ -70,8 +70,13 @@ def _summarise(rows: list[dict[str, Any]], summary: LabelSummary) -> LabelSummar
 
 
 def label_folder(
-    folder: str | Path, *, gold: str = "gold", match: str = "exact", choices: Sequence[str] | None = None,
-    tol: float = 1e-6, force: bool = False,
+    folder: str | Path,
+    *,
+    gold: str = "gold",
+    match: str = "exact",
+    choices: Sequence[str] | None = None,
+    tol: float = 1e-6,
+    force: bool = False,
 ) -> LabelSummary:
     """Grade every unlabelled outcome (all of them with ``force``) against the gold column, in place."""
     log, rows = rows_to_label(folder)
@@ -84,8 +89,12 @@ def label_folder(
             continue
         pid = str(r.get("prompt_id"))
         if golds.get(pid) is None:
-            raise DataError(f"prompt {pid!r} has no {gold!r} value", file=str(log.prompts_path), field=gold,
-                            expected="a gold value for every collected prompt")
+            raise DataError(
+                f"prompt {pid!r} has no {gold!r} value",
+                file=str(log.prompts_path),
+                field=gold,
+                expected="a gold value for every collected prompt",
+            )
         for k in LABEL_COLUMNS:
             r.pop(k, None)
         r.update(grader.grade_row(r.get("output"), golds[pid], where=f"prompt {pid!r} (outcomes line {i})"))

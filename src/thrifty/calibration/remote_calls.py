@@ -37,7 +37,9 @@ async def complete_with_retries(
     from thrifty.serving.engine import Engine
 
     name = getattr(provider, "name", "provider")
-    policy = cast(Policy, CascadePolicy([name], [], None))  # CascadePolicy.tiers is a tuple; types.Policy declares a mutable Sequence attribute
+    policy = cast(
+        Policy, CascadePolicy([name], [], None)
+    )  # CascadePolicy.tiers is a tuple; types.Policy declares a mutable Sequence attribute
     engine = Engine(policy, {0: provider}, deadline_s=deadline_s, max_retries=retries, backoff_s=backoff_s)
     trace = await engine.run(request)
     assert trace.completion is not None

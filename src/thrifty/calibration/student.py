@@ -30,20 +30,30 @@ from thrifty.serving.providers.student import ARTEFACT_KIND, ConfidenceScorer, S
 __all__ = ["Student", "StudentProvider", "ConfidenceScorer", "train_student", "student_data", "export_finetune", "ARTEFACT_KIND"]
 # the serve-time half (model, provider, scorer) lives in serving.providers.student
 
+
 def train_student(
-    texts: Sequence[str], labels: Sequence[str], *, c: float = 1.0, prefix: str | None = None,
-    template: str | None = None, meta: dict[str, Any] | None = None,
+    texts: Sequence[str],
+    labels: Sequence[str],
+    *,
+    c: float = 1.0,
+    prefix: str | None = None,
+    template: str | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> Student:
     """Fit multinomial logistic regression (L2, strength ``1/c``, class-balanced off) on the embeddings."""
     if len(texts) != len(labels):
         raise DataError(f"{len(texts)} texts but {len(labels)} labels", field="labels", expected="one label per text")
     if not (isinstance(c, (int, float)) and np.isfinite(c) and c > 0):
-        raise ConfigError(f"the inverse regularisation strength must be a positive number, got {c!r}", key="--c",
-                          fix="pass --c 1 (smaller: stronger regularisation)")
+        raise ConfigError(
+            f"the inverse regularisation strength must be a positive number, got {c!r}",
+            key="--c",
+            fix="pass --c 1 (smaller: stronger regularisation)",
+        )
     classes = sorted(set(labels))
     if len(classes) < 2:
-        raise DataError(f"need at least 2 distinct labels to train a student, got {classes}", field="labels",
-                        expected="examples of two or more answers")
+        raise DataError(
+            f"need at least 2 distinct labels to train a student, got {classes}", field="labels", expected="examples of two or more answers"
+        )
     try:
         from sklearn.linear_model import LogisticRegression
     except ImportError as exc:  # pragma: no cover - depends on extras
@@ -57,10 +67,21 @@ def train_student(
     coef = clf.coef_ if len(classes) > 2 else np.vstack([-clf.coef_[0] / 2, clf.coef_[0] / 2])
     icpt = clf.intercept_ if len(classes) > 2 else np.array([-clf.intercept_[0] / 2, clf.intercept_[0] / 2])
     info = dict(meta or {})
-    info.update(n_train=len(texts), train_accuracy=round(float((clf.predict(x) == y).mean()), 4), c=c,
-                label_counts={k: int((y == k).sum()) for k in classes})
-    return Student(tuple(classes), np.asarray(coef)[order].astype(np.float32), np.asarray(icpt)[order].astype(np.float32),
-                   embedder=emb.name, prefix=prefix, template=template, meta=info)
+    info.update(
+        n_train=len(texts),
+        train_accuracy=round(float((clf.predict(x) == y).mean()), 4),
+        c=c,
+        label_counts={k: int((y == k).sum()) for k in classes},
+    )
+    return Student(
+        tuple(classes),
+        np.asarray(coef)[order].astype(np.float32),
+        np.asarray(icpt)[order].astype(np.float32),
+        embedder=emb.name,
+        prefix=prefix,
+        template=template,
+        meta=info,
+    )
 
 
 def _folder_rows(folder: str | os.PathLike) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -74,8 +95,12 @@ def _folder_rows(folder: str | os.PathLike) -> tuple[list[dict[str, Any]], list[
 
 
 def student_data(
-    folder: str | os.PathLike, *, teacher: str | None = None, gold: str | None = None,
-    choices: Sequence[str] | None = None, prompt_ids: set[str] | None = None,
+    folder: str | os.PathLike,
+    *,
+    teacher: str | None = None,
+    gold: str | None = None,
+    choices: Sequence[str] | None = None,
+    prompt_ids: set[str] | None = None,
 ) -> tuple[list[str], list[str], dict[str, Any]]:
     """(bare queries, labels, info) from a collection folder: the teacher's parsed answers or gold."""
     from thrifty.calibration.label import parse_choice
@@ -86,12 +111,14 @@ def student_data(
     by_id = {str(r["prompt_id"]): r for r in prompts if prompt_ids is None or str(r["prompt_id"]) in prompt_ids}
     prefixes = {r.get("prefix") for r in by_id.values()}
     templates = {r.get("template") for r in by_id.values()}
-    info: dict[str, Any] = {"prefix": prefixes.pop() if len(prefixes) == 1 else None,
-                            "template": templates.pop() if len(templates) == 1 else None}
+    info: dict[str, Any] = {
+        "prefix": prefixes.pop() if len(prefixes) == 1 else None,
+        "template": templates.pop() if len(templates) == 1 else None,
+    }
     texts: list[str] = []
     labels: list[str] = []
     if gold is not None:
-        for pid, r in by_id.items():
+        for r in by_id.values():
             if r.get(gold) is not None:
                 texts.append(str(r.get("instruction") or ""))
                 labels.append(str(r[gold]).strip())
@@ -122,7 +149,11 @@ def student_data(
 
 
 def export_finetune(
-    folder: str | os.PathLike, out: str | os.PathLike, *, teacher: str, min_quality: float | None = None,
+    folder: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    teacher: str,
+    min_quality: float | None = None,
     system: str | None = None,
 ) -> int:
     """Write the teacher's answers as chat-format JSONL (``{"messages": [...]}`` per line); returns rows."""
@@ -141,8 +172,12 @@ def export_finetune(
                 continue
             q = row.get("quality")
             if q is not None and (isinstance(q, bool) or not isinstance(q, (int, float))):
-                raise DataError(f"got {q!r} for prompt {row['prompt_id']!r}", file=str(Path(folder) / "outcomes.jsonl"),
-                                field="quality", expected="a number in [0, 1] (written by thrifty label)")
+                raise DataError(
+                    f"got {q!r} for prompt {row['prompt_id']!r}",
+                    file=str(Path(folder) / "outcomes.jsonl"),
+                    field="quality",
+                    expected="a number in [0, 1] (written by thrifty label)",
+                )
             if min_quality is not None and (q is None or q < min_quality):
                 continue
             p = by_id.get(str(row["prompt_id"]))
@@ -159,6 +194,10 @@ def export_finetune(
             fh.write(json.dumps({"messages": msgs}, ensure_ascii=False) + "\n")
             n += 1
     if n == 0:
-        raise DataError(f"no answers of {teacher!r} to export" + (f" with quality ≥ {min_quality}" if min_quality is not None else ""),
-                        file=str(folder), field="model", expected="a teacher model collected in the folder")
+        raise DataError(
+            f"no answers of {teacher!r} to export" + (f" with quality ≥ {min_quality}" if min_quality is not None else ""),
+            file=str(folder),
+            field="model",
+            expected="a teacher model collected in the folder",
+        )
     return n

@@ -46,8 +46,11 @@ def _engine(args: argparse.Namespace) -> tuple[Any, str | None]:
     path = config_path(args.config)
     if path is None:
         if args.profile != "default":
-            raise ConfigError(f"no config file, so profile {args.profile!r} does not exist", key="--profile",
-                              fix="pass --config PATH (or set THRIFTY_CONFIG), or omit --profile")
+            raise ConfigError(
+                f"no config file, so profile {args.profile!r} does not exist",
+                key="--profile",
+                fix="pass --config PATH (or set THRIFTY_CONFIG), or omit --profile",
+            )
         from thrifty.serving.engine import Engine
         from thrifty.serving.local import DEFAULT_THRESHOLD, embedded_default
 
@@ -56,10 +59,13 @@ def _engine(args: argparse.Namespace) -> tuple[Any, str | None]:
 
         policy, providers = embedded_default(threshold=threshold)
         by_tier: dict[int | str, Provider] = dict(providers.items())
-        return Engine(cast(Policy, policy), by_tier, name="thrifty/default"), None  # CascadePolicy.tiers is a tuple; types.Policy declares a mutable Sequence attribute
+        return Engine(
+            cast(Policy, policy), by_tier, name="thrifty/default"
+        ), None  # CascadePolicy.tiers is a tuple; types.Policy declares a mutable Sequence attribute
     if args.threshold is not None:
-        raise ConfigError("--threshold applies to the embedded default only", key="--threshold",
-                          fix="set thresholds in the profile instead")
+        raise ConfigError(
+            "--threshold applies to the embedded default only", key="--threshold", fix="set thresholds in the profile instead"
+        )
     from thrifty.config.settings import load_settings
     from thrifty.gateway.build import build_routes
 
@@ -117,19 +123,29 @@ def _table(trace: Any) -> Any:
     from rich.table import Table
 
     table = Table(title=None, show_edge=False, pad_edge=False)
-    for col, justify in (("tier", "right"), ("model", "left"), ("score", "right"), ("τ", "right"),
-                         ("verdict", "left"), ("tok in/out", "right"), ("cost $", "right"), ("s", "right")):
+    for col, justify in (
+        ("tier", "right"),
+        ("model", "left"),
+        ("score", "right"),
+        ("τ", "right"),
+        ("verdict", "left"),
+        ("tok in/out", "right"),
+        ("cost $", "right"),
+        ("s", "right"),
+    ):
         table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for s in trace.steps:
         answer = trace.answer_for(s.tier)
         verdict = "[red]failed[/]" if s.error else ("[green]answered[/]" if s.accepted else "[yellow]escalated[/]")
         table.add_row(
-            str(s.tier), s.model,
+            str(s.tier),
+            s.model,
             "—" if s.score is None else f"{s.score:.3f}",
             "—" if s.threshold is None else f"{s.threshold:.3f}",
             verdict,
             f"{answer.usage.input_tokens}/{answer.usage.output_tokens}" if answer else "—",
-            f"{s.cost_usd:.6f}", f"{s.latency_s:.2f}",
+            f"{s.cost_usd:.6f}",
+            f"{s.latency_s:.2f}",
         )
     return table
 
@@ -153,11 +169,12 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps([dict(c) for c in trace.completion.tool_calls], ensure_ascii=False))
     sys.stdout.flush()  # the answer before the table, also when both go to one terminal
     err.print(_table(trace))
-    err.print(f"answered by [bold]{trace.model}[/] (tier {trace.tier}) · tried {', '.join(trace.tiers_tried)} · "
-              f"cost ${trace.cost_usd:.6f} · {trace.latency_s:.2f} s · {trace.request_id}", highlight=False)
+    err.print(
+        f"answered by [bold]{trace.model}[/] (tier {trace.tier}) · tried {', '.join(trace.tiers_tried)} · "
+        f"cost ${trace.cost_usd:.6f} · {trace.latency_s:.2f} s · {trace.request_id}",
+        highlight=False,
+    )
     for s in trace.steps:
         if s.error:
             err.print(f"[red]tier {s.tier} ({s.model}) failed:[/] {s.error}", highlight=False)
     return 0
-
-

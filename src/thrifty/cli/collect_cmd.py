@@ -25,7 +25,9 @@ def _prices(specs: list[str]) -> dict[str, tuple[float | None, float | None]]:
         try:
             pin, pout = (float(x) for x in val.split(","))
         except ValueError:
-            raise ConfigError(f"bad price {spec!r}", key="--price", fix="write MODEL=IN,OUT in USD per 1M tokens, e.g. smollm2=0.01,0.02") from None
+            raise ConfigError(
+                f"bad price {spec!r}", key="--price", fix="write MODEL=IN,OUT in USD per 1M tokens, e.g. smollm2=0.01,0.02"
+            ) from None
         if not name.strip() or not (math.isfinite(pin) and math.isfinite(pout)) or pin < 0 or pout < 0:
             raise ConfigError(f"bad price {spec!r}", key="--price", fix="write MODEL=IN,OUT with finite prices ≥ 0")
         if name.strip() in out:
@@ -63,8 +65,8 @@ def _collect(args: argparse.Namespace, models: list[str], executor: Any) -> int:
     from pathlib import Path
 
     from thrifty.calibration.collect import collect, provider_factory, resolve_providers
-    from thrifty.errors import DataError
     from thrifty.data.prompts_file import read_prompts
+    from thrifty.errors import DataError
 
     prices = _prices(args.price or [])
     prefix = None
@@ -72,8 +74,11 @@ def _collect(args: argparse.Namespace, models: list[str], executor: Any) -> int:
         try:
             prefix = Path(args.prefix_file).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise DataError(f"cannot read the prefix file: {getattr(exc, 'strerror', None) or exc}", file=args.prefix_file,
-                            expected="a UTF-8 text file (the few-shot block prepended to every prompt)") from None
+            raise DataError(
+                f"cannot read the prefix file: {getattr(exc, 'strerror', None) or exc}",
+                file=args.prefix_file,
+                expected="a UTF-8 text file (the few-shot block prepended to every prompt)",
+            ) from None
     items = read_prompts(args.prompts, prefix=prefix, template=args.template, limit=args.limit)
     grader = None
     if args.grade:
@@ -82,9 +87,20 @@ def _collect(args: argparse.Namespace, models: list[str], executor: Any) -> int:
         grader = make_grader(args.grade, choices=comma_list(args.choices), golds=[it.meta.get(args.gold) for it in items])
     providers = resolve_providers(models, args.config)
     build = provider_factory(models, args.config) if args.ray else None
-    res = collect(items, providers, args.out, params=_params(args), concurrency=args.concurrency, retries=args.retries,
-                  prices=prices, grader=grader, gold=args.gold, progress=not args.no_progress and sys.stderr.isatty(),
-                  executor=executor, build=build)
+    res = collect(
+        items,
+        providers,
+        args.out,
+        params=_params(args),
+        concurrency=args.concurrency,
+        retries=args.retries,
+        prices=prices,
+        grader=grader,
+        gold=args.gold,
+        progress=not args.no_progress and sys.stderr.isatty(),
+        executor=executor,
+        build=build,
+    )
     print(f"collected {res.answered} answers in {res.seconds:.1f}s ({res.skipped} pairs already done, {res.failed} failed) → {args.out}")
     for model, st in res.per_model.items():
         n = int(st["n"])
@@ -100,15 +116,22 @@ def _collect(args: argparse.Namespace, models: list[str], executor: Any) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("collect", help="run prompts through several models into a routing-table folder (resumable)",
-                       description="Answer every (prompt, model) pair not yet in --out; rerunning resumes where it stopped.")
+    p = sub.add_parser(
+        "collect",
+        help="run prompts through several models into a routing-table folder (resumable)",
+        description="Answer every (prompt, model) pair not yet in --out; rerunning resumes where it stopped.",
+    )
     p.add_argument("--prompts", required=True, help="JSONL or CSV with prompt_id, prompt, optional gold/prefix/template/system")
     p.add_argument("--models", required=True, help="comma-separated: config providers or profiles, smollm2, gemma3-270m, student:PATH")
     p.add_argument("--out", required=True, help="output folder (a routing table; created or resumed)")
     p.add_argument("--config", help="thrifty TOML config (default: $THRIFTY_CONFIG)")
     p.add_argument("--concurrency", type=int, default=4, help="calls in flight at once (default 4; with --ray: per worker task)")
-    p.add_argument("--ray", metavar="ADDRESS", help="run the calls on a Ray cluster: HOST:PORT of its head, or auto "
-                   "(pip install 'thrifty[ray]'); this process still writes the folder")
+    p.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="run the calls on a Ray cluster: HOST:PORT of its head, or auto "
+        "(pip install 'thrifty[ray]'); this process still writes the folder",
+    )
     p.add_argument("--retries", type=int, default=3, help="retries of a retryable provider error (default 3)")
     p.add_argument("--max-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0)

@@ -33,32 +33,73 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
         description="k-fold held-out evaluation of offline policies (oracle, random, single:<model>, …) with baselines, plots and JSON.",
     )
     add_table_args(p)
-    p.add_argument("--policy", action="append", metavar="NAME", help="policy name; repeat to compare several on one plot (with --contributions: one, default cascade)")
+    p.add_argument(
+        "--policy",
+        action="append",
+        metavar="NAME",
+        help="policy name; repeat to compare several on one plot (with --contributions: one, default cascade)",
+    )
     p.add_argument("--strong", metavar="MODEL", help="strong model of a pair (with --weak): APGR/CPT")
     p.add_argument("--weak", metavar="MODEL", help="weak model of a pair (with --strong)")
     p.add_argument("--folds", type=int, default=5, help="folds when the data has no splits.json (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed for folds and bootstrap (default 0)")
     p.add_argument("--bootstrap", type=int, default=200, metavar="N", help="bootstrap resamples for 95%% intervals (0 = off; default 200)")
-    p.add_argument("--opt", action="append", default=[], metavar="[POLICY.]KEY=VALUE",
-                   help="policy option, repeatable; KEY=VALUE applies to every --policy, POLICY.KEY=VALUE only to that one "
-                        "(e.g. router.embedder=static, hybrid.embed=full, router:knn.inner_folds=5)")
+    p.add_argument(
+        "--opt",
+        action="append",
+        default=[],
+        metavar="[POLICY.]KEY=VALUE",
+        help="policy option, repeatable; KEY=VALUE applies to every --policy, POLICY.KEY=VALUE only to that one "
+        "(e.g. router.embedder=static, hybrid.embed=full, router:knn.inner_folds=5)",
+    )
     p.add_argument("--out", metavar="DIR", help="output folder (default ./runs/eval-<UTC time>)")
     p.add_argument("--no-plots", action="store_true", help="skip plot.png / plot.html")
     p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
-    p.add_argument("--label-noise", type=float, default=0.0, metavar="P", help="fit on training labels corrupted with probability P (binary: flipped; continuous: replaced by U(0,1)); held-out labels stay clean")
+    p.add_argument(
+        "--label-noise",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="fit on training labels corrupted with probability P (binary: flipped; continuous: replaced by U(0,1)); held-out labels stay clean",
+    )
     from thrifty.cli.eval_peers import add_arguments as add_peer_arguments
 
     add_peer_arguments(p)
     c = p.add_argument_group("strategy contributions (--contributions)")
-    c.add_argument("--contributions", action="store_true",
-                   help="one joint held-out replay of cumulative stages: the policy over --models, + cache, + --adapted columns, + --student columns")
+    c.add_argument(
+        "--contributions",
+        action="store_true",
+        help="one joint held-out replay of cumulative stages: the policy over --models, + cache, + --adapted columns, + --student columns",
+    )
     c.add_argument("--adapted", metavar="MODELS", help="comma-separated prompt-adapted model columns (e.g. gemma3-270m@select-40)")
     c.add_argument("--student", metavar="MODELS", help="comma-separated student model columns (e.g. student-distil)")
-    c.add_argument("--cache", choices=("semantic", "exact", "off"), default="semantic", help="cache replayed in front of the policy (default semantic: exact + the live semantic matcher)")
-    c.add_argument("--cache-guard", choices=("strict", "lexical", "off"), default="strict", help="lexical guard of the semantic cache (default strict, as live)")
-    c.add_argument("--cache-threshold", type=float, metavar="COS", help="semantic similarity threshold (default: the calibrated live default)")
-    c.add_argument("--gold", default="gold", metavar="COLUMN", help="prompt column with the gold answer, to grade answers served from the cache (default gold)")
-    c.add_argument("--match", choices=("choice", "exact", "numeric", "regex"), default="choice", help="how a served answer is graded against gold (default choice)")
+    c.add_argument(
+        "--cache",
+        choices=("semantic", "exact", "off"),
+        default="semantic",
+        help="cache replayed in front of the policy (default semantic: exact + the live semantic matcher)",
+    )
+    c.add_argument(
+        "--cache-guard",
+        choices=("strict", "lexical", "off"),
+        default="strict",
+        help="lexical guard of the semantic cache (default strict, as live)",
+    )
+    c.add_argument(
+        "--cache-threshold", type=float, metavar="COS", help="semantic similarity threshold (default: the calibrated live default)"
+    )
+    c.add_argument(
+        "--gold",
+        default="gold",
+        metavar="COLUMN",
+        help="prompt column with the gold answer, to grade answers served from the cache (default gold)",
+    )
+    c.add_argument(
+        "--match",
+        choices=("choice", "exact", "numeric", "regex"),
+        default="choice",
+        help="how a served answer is graded against gold (default choice)",
+    )
     c.add_argument("--choices", metavar="A,B,...", help="allowed answers for --match choice (default: the distinct gold values)")
     p.set_defaults(func=run)
 
@@ -93,13 +134,32 @@ def run(args: argparse.Namespace) -> int:
     for name in args.policy:
         options = per_policy[name]
         reports.append(
-            evaluate(table, _noisy(name, options, args), strong=args.strong, weak=args.weak, n_folds=args.folds, seed=args.seed, progress=True, n_boot=args.bootstrap, options=options)
+            evaluate(
+                table,
+                _noisy(name, options, args),
+                strong=args.strong,
+                weak=args.weak,
+                n_folds=args.folds,
+                seed=args.seed,
+                progress=True,
+                n_boot=args.bootstrap,
+                options=options,
+            )
         )
     from thrifty.cli.eval_peers import extras
 
     def evaluate_peer(name: str, options: dict[str, Any]) -> Any:
-        return evaluate(table, name, strong=args.strong, weak=args.weak, n_folds=args.folds, seed=args.seed, progress=True,
-                        n_boot=args.bootstrap, options={**(peer_base if name.startswith("router") else {}), **options})
+        return evaluate(
+            table,
+            name,
+            strong=args.strong,
+            weak=args.weak,
+            n_folds=args.folds,
+            seed=args.seed,
+            progress=True,
+            n_boot=args.bootstrap,
+            options={**(peer_base if name.startswith("router") else {}), **options},
+        )
 
     # peers share only the query embedder given for any policy (other keys may be another policy's)
     embedders = [o.partition("=")[2] for o in args.opt if o.partition("=")[0].rpartition(".")[2] == "embedder"]
@@ -176,7 +236,14 @@ def _print_table(reports: list, out: Path, file, extra: dict[str, Any] | None = 
     mh = r0.metrics
     t.add_row("[dim]best single[/]", _fmt(b.quality), "0.0%", "0.0%", "", "1")
     t.add_row("[dim]single-model hull[/]", _fmt(mh["hull_quality_at_best_single_cost"]), "0.0%", "0.0%", "", str(len(r0.hull.models)))
-    t.add_row("[dim]oracle (exact)[/]", _fmt(mh["oracle_quality_at_best_single_cost"]), _fmt(1 - r0.oracle.curve.cost_for(b.quality) / b.cost, "pct") if r0.oracle.curve.cost_for(b.quality) is not None else "—", "100.0%", "", str(len(r0.oracle.curve.x)))
+    t.add_row(
+        "[dim]oracle (exact)[/]",
+        _fmt(mh["oracle_quality_at_best_single_cost"]),
+        _fmt(1 - r0.oracle.curve.cost_for(b.quality) / b.cost, "pct") if r0.oracle.curve.cost_for(b.quality) is not None else "—",
+        "100.0%",
+        "",
+        str(len(r0.oracle.curve.x)),
+    )
     t.add_row("[dim]random (uniform)[/]", f"{r0.random[1]:.4f} at ${r0.random[0]:.6f}", "", "", "", "1")
     console.print(t)
     if extra:
@@ -197,5 +264,9 @@ def _print_table(reports: list, out: Path, file, extra: dict[str, Any] | None = 
         for w in rep.warnings:
             console.print(f"[yellow]{rep.policy}: {w}[/]")
         tm = rep.timing
-        console.print(f"[dim]{rep.policy}: fit+replay {tm['fit_replay_s']:.2f}s, metrics {tm['metrics_s']:.2f}s, bootstrap {tm['bootstrap_s']:.2f}s[/]")
-    console.print(f"wrote {out / 'metrics.json'}" + ("" if not (out / "plot.png").exists() else f", {out / 'plot.png'}, {out / 'plot.html'}"))
+        console.print(
+            f"[dim]{rep.policy}: fit+replay {tm['fit_replay_s']:.2f}s, metrics {tm['metrics_s']:.2f}s, bootstrap {tm['bootstrap_s']:.2f}s[/]"
+        )
+    console.print(
+        f"wrote {out / 'metrics.json'}" + ("" if not (out / "plot.png").exists() else f", {out / 'plot.png'}, {out / 'plot.html'}")
+    )

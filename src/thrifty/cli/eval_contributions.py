@@ -25,8 +25,8 @@ def run_contributions(args: argparse.Namespace) -> int:
     from thrifty.cli.collect_cmd import comma_list
     from thrifty.cli.eval_options import jsonable, policy_options
     from thrifty.cli.table_args import table_folder
-    from thrifty.offline.contributions import contributions, cumulative_stages
     from thrifty.data.table_io import load_table
+    from thrifty.offline.contributions import contributions, cumulative_stages
 
     if args.policy and len(args.policy) > 1:
         raise ConfigError("--contributions evaluates one policy", key="--policy", fix="give --policy once (default cascade)")
@@ -50,8 +50,9 @@ def run_contributions(args: argparse.Namespace) -> int:
     if args.cache != "off":
         hits = _cache_hits(table, args)
     cache_s = time.perf_counter() - t0
-    report = contributions(table, stages, policy=policy, options=options, hits=hits, n_folds=args.folds, seed=args.seed,
-                           n_boot=args.bootstrap, progress=True)
+    report = contributions(
+        table, stages, policy=policy, options=options, hits=hits, n_folds=args.folds, seed=args.seed, n_boot=args.bootstrap, progress=True
+    )
     out = Path(args.out) if args.out else Path("runs") / time.strftime("contributions-%Y%m%d-%H%M%S", time.gmtime())
     out.mkdir(parents=True, exist_ok=True)
     doc = report.to_json()
@@ -70,9 +71,9 @@ def run_contributions(args: argparse.Namespace) -> int:
 
 
 def _cache_hits(table: Any, args: argparse.Namespace) -> Any:
-    from thrifty.serving.cache.semantic import DEFAULT_THRESHOLD, SemanticMatcher
     from thrifty.cli.collect_cmd import comma_list
     from thrifty.offline.cache_replay import gold_grader, grade_hits, request_texts, stream_hits
+    from thrifty.serving.cache.semantic import DEFAULT_THRESHOLD, SemanticMatcher
 
     matcher = None
     if args.cache == "semantic":
@@ -116,30 +117,47 @@ def print_contributions(report: Any, files: dict[str, str], file: Any) -> None:
 
     console = Console(file=file, width=max(200, Console(file=file).width))
     ref, t = report.reference, report.table
-    console.print(f"[bold]{t.n_prompts} prompts[/] from {t.source} — reference: best single model of the base pool "
-                  f"[bold]{ref.model}[/], quality {ref.quality:.3f} at ${ref.cost:.3g}/query")
-    tab = Table(title=f"{report.policy}: each strategy's contribution, one joint held-out replay ({report.n_folds} folds; "
-                      f"95% paired bootstrap intervals over prompts, {report.n_boot} resamples)")
-    for col in ("stage (cumulative)", "best point: quality", "at USD/query", f"quality @ ${ref.cost:.3g}", "Δ vs previous",
-                f"savings @ quality {ref.quality:.3f}", "cache hits", "adds"):
+    console.print(
+        f"[bold]{t.n_prompts} prompts[/] from {t.source} — reference: best single model of the base pool "
+        f"[bold]{ref.model}[/], quality {ref.quality:.3f} at ${ref.cost:.3g}/query"
+    )
+    tab = Table(
+        title=f"{report.policy}: each strategy's contribution, one joint held-out replay ({report.n_folds} folds; "
+        f"95% paired bootstrap intervals over prompts, {report.n_boot} resamples)"
+    )
+    for col in (
+        "stage (cumulative)",
+        "best point: quality",
+        "at USD/query",
+        f"quality @ ${ref.cost:.3g}",
+        "Δ vs previous",
+        f"savings @ quality {ref.quality:.3f}",
+        "cache hits",
+        "adds",
+    ):
         tab.add_column(col, justify="left" if col in ("stage (cumulative)", "adds") else "right", no_wrap=col != "adds")
     for k, r in enumerate(report.stages):
         prev = report.stages[k - 1].quality_at_ref_cost if k else None
         delta = None if k == 0 or r.quality_at_ref_cost is None or prev is None else r.quality_at_ref_cost - prev
         tab.add_row(
-            r.stage.name, _with_ci(r, "best_quality", r.best[1]), _num(r.best[0], "usd"),
+            r.stage.name,
+            _with_ci(r, "best_quality", r.best[1]),
+            _num(r.best[0], "usd"),
             _with_ci(r, "quality_at_ref_cost", r.quality_at_ref_cost),
             "" if k == 0 else _with_ci(r, "delta_quality_at_ref_cost", delta),
             ("≥ " if r.savings_is_bound else "") + _with_ci(r, "savings_at_ref_quality", r.savings_at_ref_quality, "pct"),
-            f"{r.hit_rate:.1%}" if r.stage.cache else "—", _adds(report.stages, k),
+            f"{r.hit_rate:.1%}" if r.stage.cache else "—",
+            _adds(report.stages, k),
         )
     console.print(tab)
     if report.cache:
         c = report.cache
         agree = c.get("gold_agreement_on_hits")
-        console.print(f"cache replay ({c['mode']}): {c['exact_hits']} exact + {c['semantic_hits']} semantic hits in "
-                      f"{c['n']} requests (stream = table order); {c['guard_rejections']} candidates refused by the lexical guard"
-                      + ("" if agree is None else f"; gold answer of the hit = its source's on {agree:.1%} of hits"))
+        console.print(
+            f"cache replay ({c['mode']}): {c['exact_hits']} exact + {c['semantic_hits']} semantic hits in "
+            f"{c['n']} requests (stream = table order); {c['guard_rejections']} candidates refused by the lexical guard"
+            + ("" if agree is None else f"; gold answer of the hit = its source's on {agree:.1%} of hits")
+        )
     if any(r.savings_is_bound for r in report.stages):
         console.print("≥: the stage's cheapest held-out point already beats the reference's quality, so the saving is at least this")
     for r in report.stages:

@@ -36,14 +36,19 @@ def policy_options(pairs: list[str], policies: list[str]) -> dict[str, dict[str,
         if scope is None:
             head = key.partition(".")[0]
             if "." in key and head.partition(":")[0] in known:
-                raise ConfigError(f"option {item!r} is scoped to {head!r}, which is not among the evaluated policies",
-                                  key="--opt", fix=f"add --policy {head}, or scope it to one of: {', '.join(policies)}")
+                raise ConfigError(
+                    f"option {item!r} is scoped to {head!r}, which is not among the evaluated policies",
+                    key="--opt",
+                    fix=f"add --policy {head}, or scope it to one of: {', '.join(policies)}",
+                )
             plain.append(item)
         else:
-            scoped.setdefault(scope, []).append(item[len(scope) + 1:])
+            scoped.setdefault(scope, []).append(item[len(scope) + 1 :])
     base = parse_options(plain)
-    return {n: {**base, **parse_options(scoped.get(n.partition(":")[0], [])), **(parse_options(scoped.get(n, [])) if ":" in n else {})}
-            for n in policies}
+    return {
+        n: {**base, **parse_options(scoped.get(n.partition(":")[0], [])), **(parse_options(scoped.get(n, [])) if ":" in n else {})}
+        for n in policies
+    }
 
 
 def _json_or_text(text: str) -> Any:

@@ -48,12 +48,24 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     )
     p.add_argument("--heads", default="ridge", help="head kinds to choose from by nested CV: ridge, gbm, ridge,gbm (default ridge)")
     p.add_argument("--max-candidates", type=int, default=8, help="models the optimiser searches over (0 = whole pool; default 8)")
-    p.add_argument("--variant", choices=("knn", "mf", "linear", "gbm", "ensemble", "auto"), help="router / hybrid: the router's head (default mf)")
-    p.add_argument("--embedder", default="minilm", metavar="NAME",
-                   help="router / hybrid: query embedder — minilm (default), static (distilled lookup table, no torch at run time) or module:Factory")
-    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="further option of the policy (as in thrifty eval), repeatable")
-    p.add_argument("--ray", metavar="ADDRESS", help="embed with MiniLM on a Ray cluster (HOST:PORT of its head, or auto; "
-                   "pip install 'thrifty[ray]'); vectors land in the local embedding cache, the fit runs here")
+    p.add_argument(
+        "--variant", choices=("knn", "mf", "linear", "gbm", "ensemble", "auto"), help="router / hybrid: the router's head (default mf)"
+    )
+    p.add_argument(
+        "--embedder",
+        default="minilm",
+        metavar="NAME",
+        help="router / hybrid: query embedder — minilm (default), static (distilled lookup table, no torch at run time) or module:Factory",
+    )
+    p.add_argument(
+        "--opt", action="append", default=[], metavar="KEY=VALUE", help="further option of the policy (as in thrifty eval), repeatable"
+    )
+    p.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="embed with MiniLM on a Ray cluster (HOST:PORT of its head, or auto; "
+        "pip install 'thrifty[ray]'); vectors land in the local embedding cache, the fit runs here",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="artefact directory to write")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON to stdout")
     p.set_defaults(func=run)

@@ -47,8 +47,11 @@ def portable_scorer(scorer: Any) -> tuple[Any, dict[str, bytes]]:
     if hasattr(scorer, "to_files"):
         return scorer.to_files()
     if not isinstance(scorer, AnswerScorer):
-        raise ConfigError(f"thrifty fit cannot store a {type(scorer).__name__} in an artefact", key="--opt scorer",
-                          fix="fit with scorer=features, finetuned or blend")
+        raise ConfigError(
+            f"thrifty fit cannot store a {type(scorer).__name__} in an artefact",
+            key="--opt scorer",
+            fix="fit with scorer=features, finetuned or blend",
+        )
     out = copy.copy(scorer)
     out._embedder = None
     return out, {}
@@ -82,29 +85,51 @@ def _stripped(fp: Any) -> Any:
 
 
 def _router_block(fp: Any, models: Any, spec: str) -> dict[str, Any]:
-    return {"models": list(models), "expected_cost": [float(c) for c in fp.exp_cost], "variant": fp.variant,
-            "params": dict(fp.params), "cv_area": float(fp.cv_area), "embedder": spec}
+    return {
+        "models": list(models),
+        "expected_cost": [float(c) for c in fp.exp_cost],
+        "variant": fp.variant,
+        "params": dict(fp.params),
+        "cv_area": float(fp.cv_area),
+        "embedder": spec,
+    }
 
 
 def _fit_cascade(args: argparse.Namespace, table: Any, knobs: list[float], opts: dict[str, Any]):
-    from thrifty.serving.artefact import json_number
     from thrifty.offline.cascade_policy import CascadeOffline
+    from thrifty.serving.artefact import json_number
 
-    pol = CascadeOffline(**{"max_tiers": args.max_tiers, "max_candidates": args.max_candidates or None,
-                            "embed": args.embed, "heads": args.heads, **opts})
+    pol = CascadeOffline(
+        **{"max_tiers": args.max_tiers, "max_candidates": args.max_candidates or None, "embed": args.embed, "heads": args.heads, **opts}
+    )
     fitted = pol.fit(table, knobs)
-    front = [{"tiers": [fitted.models[t] for t in s.tiers], "thresholds": [json_number(t) for t in s.thresholds],
-              "select": s.select, "train_cost": s.cost, "train_quality": s.quality} for s in fitted.front.points]
+    front = [
+        {
+            "tiers": [fitted.models[t] for t in s.tiers],
+            "thresholds": [json_number(t) for t in s.thresholds],
+            "select": s.select,
+            "train_cost": s.cost,
+            "train_quality": s.quality,
+        }
+        for s in fitted.front.points
+    ]
     scorer, files = portable_scorer(fitted.scorer)
-    extra = {"scorer": {"inputs": fitted.inputs_kw["inputs"], "embed": fitted.inputs_kw["embed"], "embedder": "all-MiniLM-L6-v2",
-                        "kind": pol.scorer, "models": list(fitted.models)}}
+    extra = {
+        "scorer": {
+            "inputs": fitted.inputs_kw["inputs"],
+            "embed": fitted.inputs_kw["embed"],
+            "embedder": "all-MiniLM-L6-v2",
+            "kind": pol.scorer,
+            "models": list(fitted.models),
+        }
+    }
     return front, extra, {"scorer": scorer}, dict(fitted.info), files
 
 
 def _fit_router(args: argparse.Namespace, table: Any, knobs: list[float], opts: dict[str, Any]):
-    from thrifty.serving.artefact import json_number
     from thrifty.offline.router_policy import RouterOffline, target_choice
     from thrifty.offline.routers import route
+    from thrifty.serving.artefact import json_number
 
     pol = RouterOffline(**{"variant": args.variant, "embedder": args.embedder, **opts})
     fitted = pol.fit(table, knobs)
@@ -115,10 +140,17 @@ def _fit_router(args: argparse.Namespace, table: Any, knobs: list[float], opts: 
     taus = fitted.quality_targets or (None,) * len(fitted.knobs)  # calibrate=target: the live target rule
     for knob, lam, tau in zip(fitted.knobs, fitted.lambdas, taus):
         ch = route(fp.oof_pred, fp.exp_cost, lam, avail) if tau is None else target_choice(fp.oof_pred, fp.exp_cost, tau, avail)
-        points.append({"tiers": list(table.models), "lam": json_number(lam), "knob": knob,
-                       "train_cost": float(table.cost[rows, ch].mean()), "train_quality": float(table.quality[rows, ch].mean()),
-                       "shares": {m: float(np.mean(ch == j)) for j, m in enumerate(table.models)},
-                       **({} if tau is None else {"target": float(tau)})})
+        points.append(
+            {
+                "tiers": list(table.models),
+                "lam": json_number(lam),
+                "knob": knob,
+                "train_cost": float(table.cost[rows, ch].mean()),
+                "train_quality": float(table.quality[rows, ch].mean()),
+                "shares": {m: float(np.mean(ch == j)) for j, m in enumerate(table.models)},
+                **({} if tau is None else {"target": float(tau)}),
+            }
+        )
     front = pareto_points(points, key=lambda p: (p["lam"], p.get("target")))
     extra = {"router": _router_block(fp, table.models, pol.embedder_spec)}
     info = {"router": fp.variant, "router_params": fp.params, "calibrate": fitted.calibrate}
@@ -126,18 +158,33 @@ def _fit_router(args: argparse.Namespace, table: Any, knobs: list[float], opts: 
 
 
 def _fit_hybrid(args: argparse.Namespace, table: Any, knobs: list[float], opts: dict[str, Any]):
-    from thrifty.serving.artefact import json_number
     from thrifty.offline.hybrid_policy import HybridOffline
+    from thrifty.serving.artefact import json_number
 
-    kw = {"router": args.variant, "embedder": args.embedder, "max_tiers": args.max_tiers,
-          "max_candidates": args.max_candidates or None, "embed": args.embed, "heads": args.heads, **opts}
+    kw = {
+        "router": args.variant,
+        "embedder": args.embedder,
+        "max_tiers": args.max_tiers,
+        "max_candidates": args.max_candidates or None,
+        "embed": args.embed,
+        "heads": args.heads,
+        **opts,
+    }
     pol = HybridOffline(**kw)
     fitted = pol.fit(table, knobs)
     points = []
     for knob, (lam, spec) in fitted.picks.items():
         cost, qual = fitted.train[knob]
-        points.append({"tiers": [fitted.models[t] for t in spec.tiers], "thresholds": [json_number(t) for t in spec.thresholds],
-                       "lam": json_number(lam), "knob": knob, "train_cost": cost, "train_quality": qual})
+        points.append(
+            {
+                "tiers": [fitted.models[t] for t in spec.tiers],
+                "thresholds": [json_number(t) for t in spec.thresholds],
+                "lam": json_number(lam),
+                "knob": knob,
+                "train_cost": cost,
+                "train_quality": qual,
+            }
+        )
     front = pareto_points(points, key=lambda p: (str(p["lam"]), tuple(p["tiers"]), tuple(map(str, p["thresholds"]))))
     scorer, files = portable_scorer(fitted.scorer)  # its embedder is rebuilt from the manifest's name when loaded
     extra = {
@@ -177,14 +224,23 @@ def fit_and_write(args: argparse.Namespace, table: Any, knobs: list[float], opts
         print(json.dumps(json.loads((out / "manifest.json").read_text()), indent=2))
         return 0
     sel = manifest["selected"]
-    print(f"fitted a {args.policy} on {table.n_prompts} prompts × {table.n_models} models in {fit_s:.1f}s; front of {len(front)} points", file=sys.stderr)
+    print(
+        f"fitted a {args.policy} on {table.n_prompts} prompts × {table.n_models} models in {fit_s:.1f}s; front of {len(front)} points",
+        file=sys.stderr,
+    )
     if args.policy == "router":
         top = sorted(sel["shares"].items(), key=lambda kv: -kv[1])[:5]
         what = f"routes among {len(sel['tiers'])} models; training shares " + ", ".join(f"{m} {100 * v:.0f}%" for m, v in top if v > 0)
     else:
-        what = " → ".join(sel["tiers"]) + f"  thresholds {sel['thresholds']}" + (f"  select={sel['select']}" if sel.get("select", "last") != "last" else "")
+        what = (
+            " → ".join(sel["tiers"])
+            + f"  thresholds {sel['thresholds']}"
+            + (f"  select={sel['select']}" if sel.get("select", "last") != "last" else "")
+        )
     lam = f"  λ={sel['lam']}" if "lam" in sel else ""
     print(f"selected ({', '.join(f'{k}={v:g}' for k, v in goal.items())}): {what}{lam}")
-    print(f"training estimate: quality {sel['train_quality']:.4f} at ${sel['train_cost']:.6g}/query (best single {best.model}: {best.quality:.4f} at ${best.cost:.6g})")
+    print(
+        f"training estimate: quality {sel['train_quality']:.4f} at ${sel['train_cost']:.6g}/query (best single {best.model}: {best.quality:.4f} at ${best.cost:.6g})"
+    )
     print(f"artefact: {out}")
     return 0

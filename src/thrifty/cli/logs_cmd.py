@@ -16,8 +16,11 @@ __all__ = ["register"]
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    p = sub.add_parser("logs", help="list, show and export the gateway's request log",
-                       description="Read the gateway's request log; export it as a routing table for thrifty eval / thrifty fit.")
+    p = sub.add_parser(
+        "logs",
+        help="list, show and export the gateway's request log",
+        description="Read the gateway's request log; export it as a routing table for thrifty eval / thrifty fit.",
+    )
     p.add_argument("--config", metavar="FILE", help="thrifty.toml (locates the data dir)")
     p.add_argument("--db", metavar="FILE", help="the log database (default server.store, else <data dir>/logs.sqlite3)")
     p.add_argument("--store", metavar="URL", help="the log store: a SQLite path or postgresql://user@host/db (password from $PGPASSWORD)")
@@ -37,10 +40,15 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     lb.set_defaults(func=run_label)
     ex = lsub.add_parser("export", help="write the log as a routing table (outcomes/prompts/models)")
     ex.add_argument("--out", required=True, metavar="DIR")
-    ex.add_argument("--quality", choices=["auto", "label"], default="auto",
-                    help="auto: label, else the live score; label: labelled answers only (default auto)")
+    ex.add_argument(
+        "--quality",
+        choices=["auto", "label"],
+        default="auto",
+        help="auto: label, else the live score; label: labelled answers only (default auto)",
+    )
     ex.add_argument("--since", type=float, metavar="UNIX_TIME", help="only requests created at or after this time")
     ex.set_defaults(func=run_export)
+
     def usage(args: argparse.Namespace) -> int:
         p.print_help()
         return 2
@@ -61,10 +69,12 @@ def _store(args: argparse.Namespace):
     if str(target).startswith(("postgresql://", "postgres://")):
         return LogStore(str(target), password_env=password_env)
     if str(target).startswith("sqlite://"):
-        target = str(target)[len("sqlite:///"):] if str(target).startswith("sqlite:///") else str(target)[len("sqlite://"):]
+        target = str(target)[len("sqlite:///") :] if str(target).startswith("sqlite:///") else str(target)[len("sqlite://") :]
     path = Path(target)
     if not path.exists():
-        raise ConfigError(f"no request log at {path}", key="--db", fix="start `thrifty serve` and send a request, or pass --db FILE / --store URL")
+        raise ConfigError(
+            f"no request log at {path}", key="--db", fix="start `thrifty serve` and send a request, or pass --db FILE / --store URL"
+        )
     return LogStore(path)
 
 
@@ -84,9 +94,19 @@ def run_list(args: argparse.Namespace) -> int:
     for col in ("id", "time", "key", "model", "answered by", "tiers", "cost $", "latency s", "status", "cache", "prompt"):
         t.add_column(col, overflow="fold")
     for r in rows:
-        t.add_row(r["id"], _when(r["created"]), r["key_name"] or "-", r["model_requested"], r["final_model"] or "-",
-                  " → ".join(r["tiers_tried"]), f"{r['cost_usd']:.6f}", f"{(r['latency_s'] or 0):.2f}", str(r["status"]),
-                  r.get("cache") or "-", (r["prompt"] or "")[:60])
+        t.add_row(
+            r["id"],
+            _when(r["created"]),
+            r["key_name"] or "-",
+            r["model_requested"],
+            r["final_model"] or "-",
+            " → ".join(r["tiers_tried"]),
+            f"{r['cost_usd']:.6f}",
+            f"{(r['latency_s'] or 0):.2f}",
+            str(r["status"]),
+            r.get("cache") or "-",
+            (r["prompt"] or "")[:60],
+        )
     Console().print(t)
     return 0
 
@@ -102,7 +122,9 @@ def run_show(args: argparse.Namespace) -> int:
         return 0
     print(f"{row['id']}  {_when(row['created'])}  status {row['status']}  key {row['key_name'] or '-'}  model {row['model_requested']}")
     cache = f"  cache {row['cache']}" if row.get("cache") else ""
-    print(f"answered by {row['final_model'] or '-'}  tiers {' → '.join(row['tiers_tried'])}  cost ${row['cost_usd']:.6f}  latency {(row['latency_s'] or 0):.2f}s{cache}")
+    print(
+        f"answered by {row['final_model'] or '-'}  tiers {' → '.join(row['tiers_tried'])}  cost ${row['cost_usd']:.6f}  latency {(row['latency_s'] or 0):.2f}s{cache}"
+    )
     if row["error"]:
         print(f"error: {row['error']}")
     print(f"prompt: {row['prompt']}")
@@ -110,7 +132,9 @@ def run_show(args: argparse.Namespace) -> int:
         score = "-" if s["score"] is None else f"{s['score']:.3f}"
         th = "" if s["threshold"] is None else f" (threshold {s['threshold']:.3f})"
         step_cache = f"  cache {s['cache']}" if s.get("cache") else ""
-        print(f"  [{s['idx']}] {s['model']}: {s['decision']}  score {score}{th}  ${s['cost_usd']:.6f}  {(s['latency_s'] or 0):.2f}s{step_cache}")
+        print(
+            f"  [{s['idx']}] {s['model']}: {s['decision']}  score {score}{th}  ${s['cost_usd']:.6f}  {(s['latency_s'] or 0):.2f}s{step_cache}"
+        )
         if s["error"]:
             print(f"      error: {s['error']}")
         if s["answer"]:
@@ -134,7 +158,10 @@ def run_export(args: argparse.Namespace) -> int:
     from thrifty.store.export import export_table
 
     summary = export_table(_store(args), args.out, quality=args.quality, since=args.since)
-    print(f"wrote {summary['out_dir']}: {summary['prompts']} prompts, {summary['outcomes']} answers "
-          f"({summary['labelled']} labelled, {summary['scored']} live-scored), {summary['pending']} pending labels", file=sys.stderr)
+    print(
+        f"wrote {summary['out_dir']}: {summary['prompts']} prompts, {summary['outcomes']} answers "
+        f"({summary['labelled']} labelled, {summary['scored']} live-scored), {summary['pending']} pending labels",
+        file=sys.stderr,
+    )
     print(f"next: thrifty eval --data {summary['out_dir']} --policy oracle", file=sys.stderr)
     return 0

@@ -16,8 +16,11 @@ __all__ = ["register"]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("store", help="copy the request log between SQLite and PostgreSQL; publish artefact versions",
-                       description="Manage the log store shared by gateway replicas.")
+    p = sub.add_parser(
+        "store",
+        help="copy the request log between SQLite and PostgreSQL; publish artefact versions",
+        description="Manage the log store shared by gateway replicas.",
+    )
     ssub = p.add_subparsers(dest="store_command", metavar="COMMAND")
     m = ssub.add_parser("migrate", help="copy a store to another (SQLite ⇄ PostgreSQL): idempotent, resumable, verified")
     m.add_argument("--from", dest="source", required=True, metavar="URL", help="sqlite:///path, a path, or postgresql://user@host/db")
@@ -35,6 +38,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pub.add_argument("--artefact", metavar="PATH", help="the artefact file (its digest is recorded); omitted: force a reload everywhere")
     pub.add_argument("--password-env", metavar="VAR")
     pub.set_defaults(func=run_publish)
+
     def usage(args: argparse.Namespace) -> int:
         p.print_help()
         return 2
@@ -51,7 +55,9 @@ def _open(url: str, password_env: str | None, *, must_exist: bool, flag: str):
 
     kind, where = parse_target(url)
     if kind == "sqlite" and must_exist and not Path(where).exists():
-        raise ConfigError(f"no request log at {where}", key=flag, fix="pass the SQLite file the gateway wrote (sqlite:///path/logs.sqlite3)")
+        raise ConfigError(
+            f"no request log at {where}", key=flag, fix="pass the SQLite file the gateway wrote (sqlite:///path/logs.sqlite3)"
+        )
     try:
         return LogStore(url, password_env=password_env)
     except ConfigError as exc:
@@ -80,8 +86,10 @@ def run_migrate(args: argparse.Namespace) -> int:
         dst.close()
     for name, t in report.tables.items():
         print(f"{name:24s} {t['rows']:>10d} rows  {t['copied']:>10d} copied now  checksum {t['checksum'][:16]}")
-    print(f"verified: {report.rows} rows in {len(report.tables)} tables match ({report.copied} copied in"
-          f" {time.perf_counter() - t0:.1f}s)", file=sys.stderr)
+    print(
+        f"verified: {report.rows} rows in {len(report.tables)} tables match ({report.copied} copied in {time.perf_counter() - t0:.1f}s)",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -9,15 +9,23 @@ __all__ = ["register"]
 
 
 def _train(args: argparse.Namespace) -> int:
-    from thrifty.cli.collect_cmd import comma_list
     from thrifty.calibration.student import student_data, train_student
+    from thrifty.cli.collect_cmd import comma_list
 
     texts, labels, info = student_data(args.dir, teacher=args.teacher, gold=args.gold_column, choices=comma_list(args.choices))
-    student = train_student(texts, labels, c=args.c, prefix=info.get("prefix"), template=info.get("template"),
-                            meta={"source": info["source"], "folder": str(args.dir)})
+    student = train_student(
+        texts,
+        labels,
+        c=args.c,
+        prefix=info.get("prefix"),
+        template=info.get("template"),
+        meta={"source": info["source"], "folder": str(args.dir)},
+    )
     student.save(args.out)
-    print(f"trained student on {len(texts)} examples ({info['source']}; classes {', '.join(student.classes)}; "
-          f"train accuracy {student.meta['train_accuracy']:.3f}) → {args.out}")
+    print(
+        f"trained student on {len(texts)} examples ({info['source']}; classes {', '.join(student.classes)}; "
+        f"train accuracy {student.meta['train_accuracy']:.3f}) → {args.out}"
+    )
     if info.get("unparsed_dropped"):
         print(f"  {info['unparsed_dropped']} teacher answers had no allowed label and were dropped")
     print(f"use it as a tier: pass student:{args.out} as a model name (e.g. thrifty collect --models student:{args.out},...)")

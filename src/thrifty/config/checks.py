@@ -27,8 +27,11 @@ def parse_checks(v: Any, path: str) -> tuple[str | tuple[str, str], ...]:
             try:
                 re.compile(c["regex"])
             except re.error as exc:
-                raise ConfigError(f"invalid regular expression {c['regex']!r}: {exc}", key=f"{path}[{i}].regex",
-                                  fix="write a Python regular expression (TOML literal strings '...' keep backslashes)") from None
+                raise ConfigError(
+                    f"invalid regular expression {c['regex']!r}: {exc}",
+                    key=f"{path}[{i}].regex",
+                    fix="write a Python regular expression (TOML literal strings '...' keep backslashes)",
+                ) from None
             out.append(("regex", c["regex"]))
         else:
             raise ConfigError(f"unknown check {c!r}", key=f"{path}[{i}]", fix=fix)

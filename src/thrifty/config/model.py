@@ -42,7 +42,6 @@ from typing import Any, Mapping
 from thrifty.config.audit import AuditSettings
 from thrifty.config.refit import RefitConfig
 
-
 __all__ = [
     "PERIODS",
     "ServerSettings",

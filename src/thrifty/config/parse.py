@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from thrifty.config.audit import check_audit_judges, parse_audit
+from thrifty.config.checks import parse_checks
 from thrifty.config.model import (
     PERIODS,
     PROVIDER_KINDS,
@@ -27,7 +28,6 @@ from thrifty.config.model import (
     config_path,
 )
 from thrifty.config.refit import parse_refit
-from thrifty.config.checks import parse_checks
 from thrifty.errors import ConfigError
 
 __all__ = ["load_settings", "parse_document", "parse_settings"]
@@ -53,7 +53,7 @@ def _unknown(tbl: Mapping[str, Any], allowed: tuple[str, ...], path: str) -> Non
 def _str(tbl: Mapping[str, Any], key: str, path: str, default: Any = None, *, required: bool = False) -> Any:
     if key not in tbl:
         if required:
-            raise ConfigError("missing", key=f"{path}.{key}", fix=f"add {key} = \"...\"")
+            raise ConfigError("missing", key=f"{path}.{key}", fix=f'add {key} = "..."')
         return default
     v = tbl[key]
     if not isinstance(v, str) or not v.strip():
@@ -61,14 +61,20 @@ def _str(tbl: Mapping[str, Any], key: str, path: str, default: Any = None, *, re
     return v
 
 
-def _num(tbl: Mapping[str, Any], key: str, path: str, default: Any = None, *, lo: float = 0.0, integer: bool = False, strict: bool = False) -> Any:
+def _num(
+    tbl: Mapping[str, Any], key: str, path: str, default: Any = None, *, lo: float = 0.0, integer: bool = False, strict: bool = False
+) -> Any:
     if key not in tbl:
         return default
     v = tbl[key]
     ok = isinstance(v, int) if integer else isinstance(v, (int, float))
     if isinstance(v, bool) or not ok or math.isnan(float(v)) or math.isinf(float(v)) or (v <= lo if strict else v < lo):
         what = "an integer" if integer else "a number"
-        raise ConfigError(f"expected {what} {'>' if strict else '≥'} {lo:g}, got {v!r}", key=f"{path}.{key}", fix=f"write {key} = <{what} {'>' if strict else '≥'} {lo:g}>")
+        raise ConfigError(
+            f"expected {what} {'>' if strict else '≥'} {lo:g}, got {v!r}",
+            key=f"{path}.{key}",
+            fix=f"write {key} = <{what} {'>' if strict else '≥'} {lo:g}>",
+        )
     return v
 
 
@@ -98,21 +104,44 @@ def _entry(section: str, name: str, tbl: Any, allowed: tuple[str, ...]) -> str:
 
 # ---- sections -----------------------------------------------------------------------------------
 def _server(tbl: Mapping[str, Any], base_dir: Path | None) -> ServerSettings:
-    _unknown(tbl, ("host", "port", "max_body_bytes", "cors_origins", "data_dir", "request_timeout_s", "admin_sha256",
-                   "store", "store_password_env", "hold_lease_s", "artefact_poll_s", "memo_entries"), "server")
+    _unknown(
+        tbl,
+        (
+            "host",
+            "port",
+            "max_body_bytes",
+            "cors_origins",
+            "data_dir",
+            "request_timeout_s",
+            "admin_sha256",
+            "store",
+            "store_password_env",
+            "hold_lease_s",
+            "artefact_poll_s",
+            "memo_entries",
+        ),
+        "server",
+    )
     port = _num(tbl, "port", "server", 8080, integer=True)
     if not 0 < port < 65536:
         raise ConfigError(f"port {port} out of range", key="server.port", fix="use 1–65535")
     origins = tbl.get("cors_origins", [])
     if not isinstance(origins, list) or not all(isinstance(o, str) and o for o in origins):
-        raise ConfigError("expected a list of origins", key="server.cors_origins", fix='write cors_origins = ["https://app.example.com"] (empty: CORS off)')
+        raise ConfigError(
+            "expected a list of origins",
+            key="server.cors_origins",
+            fix='write cors_origins = ["https://app.example.com"] (empty: CORS off)',
+        )
     data_dir = _str(tbl, "data_dir", "server")
     if data_dir is not None:
         data_dir = _resolve(data_dir, base_dir)
     admin = _str(tbl, "admin_sha256", "server")
     if admin is not None and not _HEX64.match(admin.lower()):
-        raise ConfigError("not a SHA-256 hex digest", key="server.admin_sha256",
-                          fix="run `thrifty keys hash` on the admin key and paste its output; never store the plaintext key")
+        raise ConfigError(
+            "not a SHA-256 hex digest",
+            key="server.admin_sha256",
+            fix="run `thrifty keys hash` on the admin key and paste its output; never store the plaintext key",
+        )
     return ServerSettings(
         admin_sha256=None if admin is None else admin.lower(),
         host=_str(tbl, "host", "server", "127.0.0.1"),
@@ -138,18 +167,37 @@ def _store_url(value: str | None, base_dir: Path | None) -> str | None:
     scheme = value.split("://", 1)[0] if "://" in value else ""
     if scheme in ("postgresql", "postgres"):
         if urlsplit(value).password is not None:
-            raise ConfigError("the store URL contains a password", key="server.store",
-                              fix='remove it from the URL and set store_password_env = "THRIFTY_DB_PASSWORD" (or export PGPASSWORD)')
+            raise ConfigError(
+                "the store URL contains a password",
+                key="server.store",
+                fix='remove it from the URL and set store_password_env = "THRIFTY_DB_PASSWORD" (or export PGPASSWORD)',
+            )
         return value
     if scheme not in ("", "sqlite"):
-        raise ConfigError(f"unknown store URL scheme {scheme!r}", key="server.store",
-                          fix="use a file path, sqlite:///path/logs.sqlite3 or postgresql://user@host:5432/dbname")
+        raise ConfigError(
+            f"unknown store URL scheme {scheme!r}",
+            key="server.store",
+            fix="use a file path, sqlite:///path/logs.sqlite3 or postgresql://user@host:5432/dbname",
+        )
     # sqlite:///relative/path, sqlite:////absolute/path (SQLAlchemy's spelling), or a bare path
-    path = value if not scheme else value[len("sqlite:///"):] if value.startswith("sqlite:///") else value[len("sqlite://"):]
+    path = value if not scheme else value[len("sqlite:///") :] if value.startswith("sqlite:///") else value[len("sqlite://") :]
     return str(_resolve(path, base_dir))
 
 
-_PROVIDER_KEYS = ("kind", "model", "base_url", "api_key_env", "model_path", "mode", "prices", "vision", "tools", "max_tokens", "timeout_s", "options")
+_PROVIDER_KEYS = (
+    "kind",
+    "model",
+    "base_url",
+    "api_key_env",
+    "model_path",
+    "mode",
+    "prices",
+    "vision",
+    "tools",
+    "max_tokens",
+    "timeout_s",
+    "options",
+)
 
 
 def _provider(name: str, tbl: Any, base_dir: Path | None) -> ProviderSettings:
@@ -160,13 +208,21 @@ def _provider(name: str, tbl: Any, base_dir: Path | None) -> ProviderSettings:
     model_path = _str(tbl, "model_path", path)
     if kind in ("llamacpp", "student"):
         if model_path is None and kind == "student":
-            raise ConfigError("a student provider needs its artefact", key=f"{path}.model_path", fix='add model_path = "student.json" (written by thrifty student train)')
+            raise ConfigError(
+                "a student provider needs its artefact",
+                key=f"{path}.model_path",
+                fix='add model_path = "student.json" (written by thrifty student train)',
+            )
         if model_path is None:
-            raise ConfigError("a llamacpp provider needs the GGUF file", key=f"{path}.model_path", fix='add model_path = "/path/to/model.gguf" (or "builtin:smollm2" / "builtin:gemma3")')
+            raise ConfigError(
+                "a llamacpp provider needs the GGUF file",
+                key=f"{path}.model_path",
+                fix='add model_path = "/path/to/model.gguf" (or "builtin:smollm2" / "builtin:gemma3")',
+            )
         if not model_path.startswith("builtin:"):
             model_path = str(_resolve(model_path, base_dir))
     elif model_path is not None:
-        raise ConfigError("model_path only applies to kind = \"llamacpp\" or \"student\"", key=f"{path}.model_path", fix="remove it")
+        raise ConfigError('model_path only applies to kind = "llamacpp" or "student"', key=f"{path}.model_path", fix="remove it")
     base_url = _str(tbl, "base_url", path)
     if base_url is not None and not re.match(r"^https?://", base_url):
         raise ConfigError(f"not an http(s) URL: {base_url!r}", key=f"{path}.base_url", fix='write base_url = "http://host:port/v1"')
@@ -174,14 +230,23 @@ def _provider(name: str, tbl: Any, base_dir: Path | None) -> ProviderSettings:
         base_url = "https://api.openai.com/v1"
     key_env = _str(tbl, "api_key_env", path)
     if key_env is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key_env):
-        raise ConfigError(f"not an environment variable name: {key_env!r}", key=f"{path}.api_key_env", fix='name the variable, e.g. api_key_env = "OPENAI_API_KEY" — never put the key itself here')
+        raise ConfigError(
+            f"not an environment variable name: {key_env!r}",
+            key=f"{path}.api_key_env",
+            fix='name the variable, e.g. api_key_env = "OPENAI_API_KEY" — never put the key itself here',
+        )
     mode = _str(tbl, "mode", path, "chat")
     if mode not in ("chat", "completion", "raw"):
-        raise ConfigError(f"unknown mode {mode!r}", key=f"{path}.mode",
-                          fix='use "chat", "completion" (a transcript, for base models) or "raw" (the prompt text as is)')
+        raise ConfigError(
+            f"unknown mode {mode!r}",
+            key=f"{path}.mode",
+            fix='use "chat", "completion" (a transcript, for base models) or "raw" (the prompt text as is)',
+        )
     prices = tbl.get("prices", {})
     if not isinstance(prices, Mapping):
-        raise ConfigError("expected a table", key=f"{path}.prices", fix="write prices = { input = 0.15, output = 0.6 }  # USD per 1M tokens")
+        raise ConfigError(
+            "expected a table", key=f"{path}.prices", fix="write prices = { input = 0.15, output = 0.6 }  # USD per 1M tokens"
+        )
     _unknown(prices, ("input", "output"), f"{path}.prices")
     pin = _num(prices, "input", f"{path}.prices")
     pout = _num(prices, "output", f"{path}.prices")
@@ -209,12 +274,32 @@ def _provider(name: str, tbl: Any, base_dir: Path | None) -> ProviderSettings:
 
 
 def _profile(name: str, tbl: Any, providers: Mapping[str, ProviderSettings], base_dir: Path | None) -> ProfileSettings:
-    path = _entry("profiles", name, tbl, ("tiers", "thresholds", "artefact", "scorer", "system", "budget_usd", "budget_period",
-                                          "cache", "prompt_adaptation", "audit", "checks",
-                                          "refit"))
+    path = _entry(
+        "profiles",
+        name,
+        tbl,
+        (
+            "tiers",
+            "thresholds",
+            "artefact",
+            "scorer",
+            "system",
+            "budget_usd",
+            "budget_period",
+            "cache",
+            "prompt_adaptation",
+            "audit",
+            "checks",
+            "refit",
+        ),
+    )
     tiers = tbl.get("tiers")
     if not isinstance(tiers, list) or not tiers:
-        raise ConfigError("a profile needs at least one tier", key=f"{path}.tiers", fix='write tiers = ["cheap", "strong"] (provider names, cheapest first)')
+        raise ConfigError(
+            "a profile needs at least one tier",
+            key=f"{path}.tiers",
+            fix='write tiers = ["cheap", "strong"] (provider names, cheapest first)',
+        )
     for i, t in enumerate(tiers):
         if not isinstance(t, str) or t not in providers:
             known = ", ".join(providers) or "none defined"
@@ -227,10 +312,18 @@ def _profile(name: str, tbl: Any, providers: Mapping[str, ProviderSettings], bas
     ths: tuple[float, ...] | None = None
     if thresholds is not None:
         if not isinstance(thresholds, list) or len(thresholds) != len(tiers) - 1:
-            raise ConfigError(f"{len(tiers)} tiers need {len(tiers) - 1} thresholds", key=f"{path}.thresholds", fix=f"write thresholds = [{', '.join(['0.5'] * (len(tiers) - 1))}] (one per tier but the last)")
+            raise ConfigError(
+                f"{len(tiers)} tiers need {len(tiers) - 1} thresholds",
+                key=f"{path}.thresholds",
+                fix=f"write thresholds = [{', '.join(['0.5'] * (len(tiers) - 1))}] (one per tier but the last)",
+            )
         for i, t in enumerate(thresholds):
             if isinstance(t, bool) or not isinstance(t, (int, float)) or math.isnan(t) or t < 0:
-                raise ConfigError(f"expected a number ≥ 0, got {t!r}", key=f"{path}.thresholds[{i}]", fix="scores are in [0, 1]; a threshold above 1 never accepts that tier")
+                raise ConfigError(
+                    f"expected a number ≥ 0, got {t!r}",
+                    key=f"{path}.thresholds[{i}]",
+                    fix="scores are in [0, 1]; a threshold above 1 never accepts that tier",
+                )
         ths = tuple(float(t) for t in thresholds)
     art: Path | None = None
     if artefact is not None:
@@ -238,9 +331,15 @@ def _profile(name: str, tbl: Any, providers: Mapping[str, ProviderSettings], bas
             raise ConfigError("expected a path", key=f"{path}.artefact", fix='write artefact = "path/from/thrifty-fit.json"')
         art = _resolve(artefact, base_dir)
         if not art.exists():
-            raise ConfigError(f"no such file: {art}", key=f"{path}.artefact", fix="run `thrifty fit` to produce it, or give thresholds instead")
+            raise ConfigError(
+                f"no such file: {art}", key=f"{path}.artefact", fix="run `thrifty fit` to produce it, or give thresholds instead"
+            )
     if ths is None and art is None and len(tiers) > 1:
-        raise ConfigError("a multi-tier profile needs thresholds or an artefact", key=f"{path}.thresholds", fix=f"add thresholds = [{', '.join(['0.5'] * (len(tiers) - 1))}] or artefact = \"…\"")
+        raise ConfigError(
+            "a multi-tier profile needs thresholds or an artefact",
+            key=f"{path}.thresholds",
+            fix=f'add thresholds = [{", ".join(["0.5"] * (len(tiers) - 1))}] or artefact = "…"',
+        )
     budget = _num(tbl, "budget_usd", path)
     return ProfileSettings(
         name=name,
@@ -272,8 +371,22 @@ def _cache(tbl: Any, path: str, base_dir: Path | None) -> CacheSettings | None:
         return None
     if not isinstance(tbl, Mapping):
         raise ConfigError("expected a table", key=path, fix=f'write it as [{path}] with mode = "exact" or "semantic"')
-    _unknown(tbl, ("mode", "ttl_s", "max_entries", "max_bytes", "path", "redis_url_env", "semantic_threshold", "guard",
-                   "cache_sampled", "default_temperature"), path)
+    _unknown(
+        tbl,
+        (
+            "mode",
+            "ttl_s",
+            "max_entries",
+            "max_bytes",
+            "path",
+            "redis_url_env",
+            "semantic_threshold",
+            "guard",
+            "cache_sampled",
+            "default_temperature",
+        ),
+        path,
+    )
     mode = _str(tbl, "mode", path, "exact")
     if mode not in ("exact", "semantic", "off"):
         raise ConfigError(f"unknown cache mode {mode!r}", key=f"{path}.mode", fix='use "exact", "semantic" or "off"')
@@ -281,7 +394,11 @@ def _cache(tbl: Any, path: str, base_dir: Path | None) -> CacheSettings | None:
         return None
     threshold = _num(tbl, "semantic_threshold", path, lo=-1.0)
     if threshold is not None and threshold > 1:
-        raise ConfigError(f"a cosine threshold is at most 1, got {threshold}", key=f"{path}.semantic_threshold", fix="leave it unset for the calibrated default")
+        raise ConfigError(
+            f"a cosine threshold is at most 1, got {threshold}",
+            key=f"{path}.semantic_threshold",
+            fix="leave it unset for the calibrated default",
+        )
     file = _str(tbl, "path", path)
     p = _resolve(file, base_dir) if file else None
     max_bytes = _num(tbl, "max_bytes", path, integer=True, strict=True)
@@ -320,12 +437,17 @@ def _prompt_adaptation(tbl: Any, path: str, tiers: tuple[str, ...], base_dir: Pa
     examples = _file(tbl, "examples", path, base_dir, 'a JSONL/CSV file with "input" and "output" per row', required=True)
     layout = _str(tbl, "layout", path, "messages")
     if layout not in ("messages", "text"):
-        raise ConfigError(f"unknown layout {layout!r}", key=f"{path}.layout",
-                          fix='use "messages" (shots as user/assistant turns) or "text" (Q:/A: blocks in the user turn)')
+        raise ConfigError(
+            f"unknown layout {layout!r}",
+            key=f"{path}.layout",
+            fix='use "messages" (shots as user/assistant turns) or "text" (Q:/A: blocks in the user turn)',
+        )
     only = tbl.get("tiers")
     if only is not None:
         if not isinstance(only, list) or not only:
-            raise ConfigError("expected a list of tier names", key=f"{path}.tiers", fix=f"write tiers = {list(tiers)!r} or remove it (every tier)")
+            raise ConfigError(
+                "expected a list of tier names", key=f"{path}.tiers", fix=f"write tiers = {list(tiers)!r} or remove it (every tier)"
+            )
         for i, t in enumerate(only):
             if t not in tiers:
                 raise ConfigError(f"{t!r} is not a tier of this profile", key=f"{path}.tiers[{i}]", fix=f"use some of: {', '.join(tiers)}")
@@ -345,10 +467,15 @@ def _key(name: str, tbl: Any) -> KeySettings:
     path = _entry("keys", name, tbl, ("sha256", "limit_usd", "limit_period"))
     digest = _str(tbl, "sha256", path, required=True).lower()
     if not _HEX64.match(digest):
-        raise ConfigError("not a SHA-256 hex digest", key=f"{path}.sha256", fix="run `thrifty keys hash` and paste its output; never store the plaintext key")
+        raise ConfigError(
+            "not a SHA-256 hex digest",
+            key=f"{path}.sha256",
+            fix="run `thrifty keys hash` and paste its output; never store the plaintext key",
+        )
     limit = _num(tbl, "limit_usd", path)
-    return KeySettings(name=name, sha256=digest, limit_usd=None if limit is None else float(limit),
-                       limit_period=_period(tbl, "limit_period", path))
+    return KeySettings(
+        name=name, sha256=digest, limit_usd=None if limit is None else float(limit), limit_period=_period(tbl, "limit_period", path)
+    )
 
 
 def _period(tbl: Mapping[str, Any], field: str, path: str) -> str:
@@ -356,8 +483,11 @@ def _period(tbl: Mapping[str, Any], field: str, path: str) -> str:
 
     value = _str(tbl, field, path, "total")
     if value not in PERIODS:
-        raise ConfigError(f"unknown budget period {value!r}", key=f"{path}.{field}",
-                          fix=f'write {field} = "day" (resets 00:00 UTC), "month" or "total" (never resets)')
+        raise ConfigError(
+            f"unknown budget period {value!r}",
+            key=f"{path}.{field}",
+            fix=f'write {field} = "day" (resets 00:00 UTC), "month" or "total" (never resets)',
+        )
     return str(value)
 
 
@@ -385,7 +515,11 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     try:
         raw = p.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {str(p)!r}: {exc.strerror or exc}", key="--config", fix="pass an existing TOML file or unset THRIFTY_CONFIG") from None
+        raise ConfigError(
+            f"cannot read config file {str(p)!r}: {exc.strerror or exc}",
+            key="--config",
+            fix="pass an existing TOML file or unset THRIFTY_CONFIG",
+        ) from None
     try:
         import tomllib
     except ImportError:  # Python 3.10

@@ -140,8 +140,13 @@ class OutcomeLog:
             for i, row in enumerate(self.outcomes(), start=1):
                 key = _pair(row)
                 if key in done:
-                    raise DataError(f"duplicate pair {key}", file=str(self.outcomes_path), line=i, field="model",
-                                    expected="each (prompt_id, model) pair once")
+                    raise DataError(
+                        f"duplicate pair {key}",
+                        file=str(self.outcomes_path),
+                        line=i,
+                        field="model",
+                        expected="each (prompt_id, model) pair once",
+                    )
                 done.add(key)
             self._done = done
         return set(self._done)
@@ -168,7 +173,8 @@ class OutcomeLog:
             elif strict and old.get("instruction") != r.get("instruction"):
                 raise DataError(
                     f"prompt_id {r['prompt_id']!r} was collected with a different prompt text",
-                    file=str(self.prompts_path), field="instruction",
+                    file=str(self.prompts_path),
+                    field="instruction",
                     expected="the same text as the earlier run, or a new --out folder",
                 )
         if added or not self.prompts_path.exists():
@@ -215,15 +221,22 @@ class OutcomeLog:
         """Append one outcome row and fsync it; a pair already in the file is refused (it would make
         the folder unreadable as a table)."""
         if self.outcomes_path.name.endswith(".gz"):
-            raise DataError("cannot append to a gzip outcomes file", file=str(self.outcomes_path),
-                            expected="a folder written by thrifty collect (outcomes.jsonl)")
+            raise DataError(
+                "cannot append to a gzip outcomes file",
+                file=str(self.outcomes_path),
+                expected="a folder written by thrifty collect (outcomes.jsonl)",
+            )
         if self._done is None:
             self.done_pairs()  # the one read: also repairs a torn tail before appending after it
         assert self._done is not None
         key = _pair(row)
         if key in self._done:
-            raise DataError(f"pair {key} is already answered", file=str(self.outcomes_path), field="model",
-                            expected="each (prompt_id, model) pair once: rerun thrifty collect to resume")
+            raise DataError(
+                f"pair {key} is already answered",
+                file=str(self.outcomes_path),
+                field="model",
+                expected="each (prompt_id, model) pair once: rerun thrifty collect to resume",
+            )
         if self._fh is None:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.outcomes_path, "a", encoding="utf-8")

@@ -85,19 +85,31 @@ def _messages(v: Any, path: Path, line: int) -> tuple[Mapping[str, Any], ...]:
         try:
             v = json.loads(v)
         except json.JSONDecodeError as exc:
-            raise DataError(f"invalid JSON: {exc.msg}", file=str(path), line=line, field="messages",
-                            expected="a JSON list of chat messages") from None
+            raise DataError(
+                f"invalid JSON: {exc.msg}", file=str(path), line=line, field="messages", expected="a JSON list of chat messages"
+            ) from None
     if not isinstance(v, list) or not v:
-        raise DataError("not a non-empty list", file=str(path), line=line, field="messages",
-                        expected='a list like [{"role": "user", "content": "..."}]')
+        raise DataError(
+            "not a non-empty list", file=str(path), line=line, field="messages", expected='a list like [{"role": "user", "content": "..."}]'
+        )
     for i, m in enumerate(v):
         if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant", "developer", "tool"):
-            raise DataError(f"message {i} has no valid role", file=str(path), line=line, field="messages",
-                            expected="objects with role system|user|assistant and content")
+            raise DataError(
+                f"message {i} has no valid role",
+                file=str(path),
+                line=line,
+                field="messages",
+                expected="objects with role system|user|assistant and content",
+            )
         content = m.get("content")
         if not (isinstance(content, (str, list)) or (content is None and m["role"] == "assistant" and m.get("tool_calls"))):
-            raise DataError(f"message {i} has content {content!r}", file=str(path), line=line, field="messages",
-                            expected="each message's content as text (or a list of content parts)")
+            raise DataError(
+                f"message {i} has content {content!r}",
+                file=str(path),
+                line=line,
+                field="messages",
+                expected="each message's content as text (or a list of content parts)",
+            )
     return tuple(v)
 
 
@@ -107,7 +119,9 @@ def read_prompts(
     """Parse and validate a prompts file; ``prefix``/``template`` apply to rows that set none."""
     path = Path(path)
     if limit is not None and limit < 1:
-        raise ConfigError(f"the prompt limit must be at least 1, got {limit}", key="--limit", fix="pass --limit N with N ≥ 1, or leave it out")
+        raise ConfigError(
+            f"the prompt limit must be at least 1, got {limit}", key="--limit", fix="pass --limit N with N ≥ 1, or leave it out"
+        )
     if not path.is_file():
         raise DataError("no such file", file=str(path), expected="a JSONL or CSV prompts file")
     if template is not None and "{prompt}" not in template:
@@ -117,32 +131,56 @@ def read_prompts(
     for line, row in _rows(path):
         pid = row.get("prompt_id", row.get("id"))
         if pid is None or (isinstance(pid, str) and not pid.strip()) or isinstance(pid, (bool, list, dict)):
-            raise DataError(f"missing or invalid prompt id {pid!r}", file=str(path), line=line, field="prompt_id",
-                            expected="a non-empty prompt_id (or id) per row")
+            raise DataError(
+                f"missing or invalid prompt id {pid!r}",
+                file=str(path),
+                line=line,
+                field="prompt_id",
+                expected="a non-empty prompt_id (or id) per row",
+            )
         if isinstance(pid, float) and pid.is_integer():
             pid = int(pid)
         pid = str(pid).strip()
         if pid in seen:
-            raise DataError(f"duplicate prompt_id {pid!r} (first on line {seen[pid]})", file=str(path), line=line,
-                            field="prompt_id", expected="unique ids")
+            raise DataError(
+                f"duplicate prompt_id {pid!r} (first on line {seen[pid]})",
+                file=str(path),
+                line=line,
+                field="prompt_id",
+                expected="unique ids",
+            )
         seen[pid] = line
         msgs = _messages(row["messages"], path, line) if row.get("messages") is not None else None
         key = next((k for k in TEXT_FIELDS if row.get(k) is not None), None)
         text = _str_field(row, key, path, line) if key else None
         if msgs is None and (text is None or not text.strip()):
-            raise DataError("missing prompt text", file=str(path), line=line, field="prompt",
-                            expected=f"a non-empty '{TEXT_FIELDS[0]}' (or {', '.join(TEXT_FIELDS[1:])}) or 'messages'")
+            raise DataError(
+                "missing prompt text",
+                file=str(path),
+                line=line,
+                field="prompt",
+                expected=f"a non-empty '{TEXT_FIELDS[0]}' (or {', '.join(TEXT_FIELDS[1:])}) or 'messages'",
+            )
         if text is None and msgs is not None:
             text = next((str(m.get("content")) for m in reversed(msgs) if m.get("role") == "user"), "")
         tpl = _str_field(row, "template", path, line) or template
         if tpl is not None and "{prompt}" not in tpl:
-            raise DataError("template has no {prompt} placeholder", file=str(path), line=line, field="template",
-                            expected="text containing {prompt}")
+            raise DataError(
+                "template has no {prompt} placeholder", file=str(path), line=line, field="template", expected="text containing {prompt}"
+            )
         meta = {k: v for k, v in row.items() if k not in RESERVED}
-        items.append(PromptItem(
-            prompt_id=pid, text=text or "", prefix=_str_field(row, "prefix", path, line) or prefix, template=tpl,
-            system=_str_field(row, "system", path, line), messages=msgs, meta=meta, line=line,
-        ))
+        items.append(
+            PromptItem(
+                prompt_id=pid,
+                text=text or "",
+                prefix=_str_field(row, "prefix", path, line) or prefix,
+                template=tpl,
+                system=_str_field(row, "system", path, line),
+                messages=msgs,
+                meta=meta,
+                line=line,
+            )
+        )
         if limit is not None and len(items) >= limit:
             break
     if not items:

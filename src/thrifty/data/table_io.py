@@ -57,9 +57,7 @@ def find_file(folder: Path, stem: str, required: bool = True) -> Path | None:
         if p.exists():
             return p
     if required:
-        raise DataError(
-            f"no {stem} file in {folder}", file=str(folder), expected=f"one of {', '.join(stem + e for e in _EXTS)}"
-        )
+        raise DataError(f"no {stem} file in {folder}", file=str(folder), expected=f"one of {', '.join(stem + e for e in _EXTS)}")
     return None
 
 
@@ -115,10 +113,24 @@ def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 @overload
-def _num(row: dict, key: str, path: Path, line: int, *, required: Literal[True], lo: float | None = None, hi: float | None = None, what: str = "a number") -> float: ...
+def _num(
+    row: dict,
+    key: str,
+    path: Path,
+    line: int,
+    *,
+    required: Literal[True],
+    lo: float | None = None,
+    hi: float | None = None,
+    what: str = "a number",
+) -> float: ...
 @overload
-def _num(row: dict, key: str, path: Path, line: int, *, required: bool, lo: float | None = None, hi: float | None = None, what: str = "a number") -> float | None: ...
-def _num(row: dict, key: str, path: Path, line: int, *, required: bool, lo: float | None = None, hi: float | None = None, what: str = "a number") -> float | None:
+def _num(
+    row: dict, key: str, path: Path, line: int, *, required: bool, lo: float | None = None, hi: float | None = None, what: str = "a number"
+) -> float | None: ...
+def _num(
+    row: dict, key: str, path: Path, line: int, *, required: bool, lo: float | None = None, hi: float | None = None, what: str = "a number"
+) -> float | None:
     v = row.get(key)
     if v is None:
         if required:
@@ -227,18 +239,35 @@ def load_table(folder: str | os.PathLike, *, models: list[str] | None = None, ex
         name = str(name)
         if pid not in pindex:
             if prompts_path is not None:
-                raise DataError(f"unknown prompt_id {pid!r}", file=str(out_path), line=line, field="prompt_id", expected=f"an id listed in {prompts_path.name}")
+                raise DataError(
+                    f"unknown prompt_id {pid!r}",
+                    file=str(out_path),
+                    line=line,
+                    field="prompt_id",
+                    expected=f"an id listed in {prompts_path.name}",
+                )
             pindex[pid] = len(ids)
             ids.append(pid)
             texts.append(None)
         if name not in known_models:
             if models_path is not None:
-                raise DataError(f"unknown model {name!r}", file=str(out_path), line=line, field="model", expected=f"a model listed in {models_path.name}")
+                raise DataError(
+                    f"unknown model {name!r}",
+                    file=str(out_path),
+                    line=line,
+                    field="model",
+                    expected=f"a model listed in {models_path.name}",
+                )
             known_models[name] = len(model_order)
             model_order.append(name)
         p, m = pindex[pid], known_models[name]
         if (p, m) in cells:
-            raise DataError(f"duplicate (prompt_id, model) = ({pid!r}, {name!r}) (first on line {cells[(p, m)]})", file=str(out_path), line=line, field="model")
+            raise DataError(
+                f"duplicate (prompt_id, model) = ({pid!r}, {name!r}) (first on line {cells[(p, m)]})",
+                file=str(out_path),
+                line=line,
+                field="model",
+            )
         cells[(p, m)] = line
         q = _num(row, "quality", out_path, line, required=True, lo=0.0, hi=1.0, what="a number in [0, 1]")
         tin = _num(row, "input_tokens", out_path, line, required=False, lo=0, what="a token count ≥ 0")
@@ -257,7 +286,9 @@ def load_table(folder: str | os.PathLike, *, models: list[str] | None = None, ex
             if tin is None or tout is None:
                 raise DataError(
                     "no cost_usd and no token counts to price the call",
-                    file=str(out_path), line=line, field="cost_usd" if tin is not None else "input_tokens",
+                    file=str(out_path),
+                    line=line,
+                    field="cost_usd" if tin is not None else "input_tokens",
                     expected="cost_usd, or input_tokens and output_tokens",
                 )
             cost = (tin * pin + tout * pout) / 1e6
@@ -266,8 +297,12 @@ def load_table(folder: str | os.PathLike, *, models: list[str] | None = None, ex
             if not isinstance(ans, str):
                 raise DataError(f"got {type(ans).__name__}", file=str(out_path), line=line, field="output", expected="answer text")
             any_answer = True
-        rec_p.append(p); rec_m.append(m); rec_q.append(q); rec_c.append(cost)  # noqa: E702
-        rec_in.append(np.nan if tin is None else tin); rec_out.append(np.nan if tout is None else tout)  # noqa: E702
+        rec_p.append(p)
+        rec_m.append(m)
+        rec_q.append(q)
+        rec_c.append(cost)  # noqa: E702
+        rec_in.append(np.nan if tin is None else tin)
+        rec_out.append(np.nan if tout is None else tout)  # noqa: E702
         rec_ans.append(ans)
     if seen_cols is None:
         raise DataError("no outcome rows", file=str(out_path), expected="at least one (prompt, model) row")
@@ -330,7 +365,9 @@ def _load_folds(path: Path, pindex: dict[str, int]) -> tuple[np.ndarray, ...] | 
             if key not in pindex:
                 raise DataError(f"unknown prompt_id {key!r} in fold {k}", file=str(path), field="folds", expected="ids of the prompts file")
             if key in seen:
-                raise DataError(f"prompt_id {key!r} is in folds {seen[key]} and {k}", file=str(path), field="folds", expected="disjoint folds")
+                raise DataError(
+                    f"prompt_id {key!r} is in folds {seen[key]} and {k}", file=str(path), field="folds", expected="disjoint folds"
+                )
             seen[key] = k
             idx.append(pindex[key])
         out.append(np.array(sorted(idx), dtype=int))

@@ -110,16 +110,24 @@ def create_app(settings: Settings | None = None, *, db_path: Path | None = None,
             await close_routes(rt.routes)  # the profiles' cache stores (the providers are closed above)
             await asyncio.to_thread(rt.store.close)  # finishes the queued log rows first
 
-    app = _gateway_class(FastAPI)(title="thrifty", version=__version__, lifespan=lifespan,
-                                  description="OpenAI-compatible gateway that answers each request with the cheapest good-enough model.")
+    app = _gateway_class(FastAPI)(
+        title="thrifty",
+        version=__version__,
+        lifespan=lifespan,
+        description="OpenAI-compatible gateway that answers each request with the cheapest good-enough model.",
+    )
     app.state.audit_listeners = []  # callables given each AuditOutcome once committed (thrifty.gateway.audits)
     install_handlers(app)
     if settings.server.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.server.cors_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["authorization", "content-type"],
-                           expose_headers=["x-thrifty-model", "x-thrifty-tiers", "x-thrifty-cost-usd", "x-thrifty-request-id"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.server.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type"],
+            expose_headers=["x-thrifty-model", "x-thrifty-tiers", "x-thrifty-cost-usd", "x-thrifty-request-id"],
+        )
     chat = register_routes(app)
     register_admin(app, settings.server.admin_sha256)
     if not settings.server.cors_origins:  # with middleware configured, every request goes through the stack
@@ -136,12 +144,18 @@ def _gateway_class(fastapi_cls: Any) -> Any:
     """FastAPI, with ``POST /v1/chat/completions`` dispatched straight to its handler (the hot path;
     the route stays registered for the OpenAPI schema and for apps with middleware)."""
     if not _GATEWAY_CLASS:
+
         class Gateway(fastapi_cls):  # type: ignore[misc, valid-type]
             fast_chat: Any = None
 
             async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-                if (self.fast_chat is not None and scope["type"] == "http" and scope["path"] == "/v1/chat/completions"
-                        and scope["method"] == "POST" and not self.root_path):
+                if (
+                    self.fast_chat is not None
+                    and scope["type"] == "http"
+                    and scope["path"] == "/v1/chat/completions"
+                    and scope["method"] == "POST"
+                    and not self.root_path
+                ):
                     scope["app"] = self
                     await self.fast_chat(scope, receive, send)
                     return
@@ -198,5 +212,8 @@ def app_from_env() -> Any:
     port = os.environ.get("THRIFTY_SERVER_PORT")
     data_dir = os.environ.get("THRIFTY_SERVER_DATA_DIR")
     settings = settings.with_server(store=os.environ.get("THRIFTY_SERVER_STORE"))
-    return create_app(settings.with_server(host=os.environ.get("THRIFTY_SERVER_HOST"), port=int(port) if port else None,
-                                           data_dir=Path(data_dir) if data_dir else None))
+    return create_app(
+        settings.with_server(
+            host=os.environ.get("THRIFTY_SERVER_HOST"), port=int(port) if port else None, data_dir=Path(data_dir) if data_dir else None
+        )
+    )

@@ -19,6 +19,7 @@ from thrifty.serving.budget import TierPrice
 
 __all__ = ["Route", "build_routes"]
 
+
 @dataclass
 class Route:
     """What a model id runs: its engine, the profile (None: pass-through) and its tiers' prices.
@@ -90,7 +91,9 @@ def build_routes(settings: Settings, *, deadline_s: float | None = None) -> tupl
                 caps.setdefault(n, 256)
             add_profile(default_id, profile, providers, policy)
     for name, provider in providers.items():
-        single = cast(Policy, CascadePolicy([name], [], None))  # CascadePolicy.tiers is a tuple; types.Policy declares a mutable Sequence attribute
+        single = cast(
+            Policy, CascadePolicy([name], [], None)
+        )  # CascadePolicy.tiers is a tuple; types.Policy declares a mutable Sequence attribute
         engine = Engine(single, {name: provider}, deadline_s=deadline, name=name)
         routes.setdefault(name, Route(name, engine, None, (tier_price(provider, caps.get(name, 512)),)))
     return routes, providers

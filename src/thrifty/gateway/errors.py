@@ -155,7 +155,9 @@ def install_handlers(app: Any) -> None:
 
         type_ = "invalid_request_error" if exc.status_code < 500 else "server_error"
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-        return JSONResponse(error_body(str(exc.detail), type_, code=code), status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            error_body(str(exc.detail), type_, code=code), status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        )
 
     async def on_validation(request: Any, exc: RequestValidationError) -> Any:
         from fastapi.responses import JSONResponse

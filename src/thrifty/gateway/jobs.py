@@ -5,7 +5,6 @@ SQLite work runs on the log store's writer thread (:meth:`~thrifty.store.logs.Lo
 never on the event loop; :meth:`Job.committed` waits for the row without blocking it.
 """
 
-
 import asyncio
 import logging
 import time
@@ -28,12 +27,23 @@ def _steps(trace: Trace | None) -> tuple[StepRecord, ...]:
     out = []
     for s in trace.steps:
         a = trace.answer_for(s.tier)
-        out.append(StepRecord(
-            tier=s.tier, model=s.model, decision=s.decision, answer=a.text if a else None, score=s.score,
-            threshold=s.threshold, cost_usd=s.cost_usd, latency_s=s.latency_s,
-            input_tokens=a.usage.input_tokens if a else None, output_tokens=a.usage.output_tokens if a else None, error=s.error,
-            cache=a.cache if a else None, tokens_estimated=a.usage.estimated if a else None,
-        ))
+        out.append(
+            StepRecord(
+                tier=s.tier,
+                model=s.model,
+                decision=s.decision,
+                answer=a.text if a else None,
+                score=s.score,
+                threshold=s.threshold,
+                cost_usd=s.cost_usd,
+                latency_s=s.latency_s,
+                input_tokens=a.usage.input_tokens if a else None,
+                output_tokens=a.usage.output_tokens if a else None,
+                error=s.error,
+                cache=a.cache if a else None,
+                tokens_estimated=a.usage.estimated if a else None,
+            )
+        )
     return tuple(out)
 
 
@@ -51,8 +61,9 @@ async def reserve(rt: Any, key: str | None, profile: str | None, amount_usd: flo
     ledger = rt.ledger
     if not ledger.holds(key=key, profile=profile):  # no limit: nothing to read or write
         return ledger.reserve(key=key, profile=profile, amount_usd=amount_usd)
-    fut = rt.store.submit_serialized(ledger.lock_names(key=key, profile=profile), ledger.reserve_in,
-                                     key=key, profile=profile, amount_usd=amount_usd)
+    fut = rt.store.submit_serialized(
+        ledger.lock_names(key=key, profile=profile), ledger.reserve_in, key=key, profile=profile, amount_usd=amount_usd
+    )
     try:
         return await _written(fut)
     except asyncio.CancelledError:  # never ran, so nothing will settle it: drop the hold once it is taken
@@ -77,9 +88,17 @@ class Job:
         self.written: Future | None = None  # the queued log row + settlement (see finish)
         self.generation: int | None = None  # the route table it runs on, while it runs (enter/leave; see reload)
 
-    def finish(self, status: int, trace: Trace | None, *, error: str | None = None, answer_override: str | None = None,
-               cost_override: float | None = None, tiers_override: tuple[str, ...] | None = None,
-               steps_override: tuple[StepRecord, ...] = ()) -> None:
+    def finish(
+        self,
+        status: int,
+        trace: Trace | None,
+        *,
+        error: str | None = None,
+        answer_override: str | None = None,
+        cost_override: float | None = None,
+        tiers_override: tuple[str, ...] | None = None,
+        steps_override: tuple[StepRecord, ...] = (),
+    ) -> None:
         if self.done:
             return
         self.done = True
@@ -90,12 +109,24 @@ class Job:
             cost = max(cost, cost_override)
         latency = time.perf_counter() - self.t0
         rec = RequestRecord(
-            id=self.rid, created=self.created, model_requested=self.route.model_id, request=self.body, status=status,
-            key_name=self.key_name, profile=self.route.budget_name, prompt=self.req.prompt_text,
+            id=self.rid,
+            created=self.created,
+            model_requested=self.route.model_id,
+            request=self.body,
+            status=status,
+            key_name=self.key_name,
+            profile=self.route.budget_name,
+            prompt=self.req.prompt_text,
             final_model=(trace.model if trace and c is not None and status == 200 else None),
-            tiers_tried=tiers_override if tiers_override is not None else (trace.tiers_tried if trace else ()), answer=answer_override if answer_override is not None else (c.text if c else None),
-            input_tokens=c.usage.input_tokens if c else None, output_tokens=c.usage.output_tokens if c else None,
-            cost_usd=cost, latency_s=latency, error=error, stream=self.req.stream, steps=_steps(trace) or steps_override,
+            tiers_tried=tiers_override if tiers_override is not None else (trace.tiers_tried if trace else ()),
+            answer=answer_override if answer_override is not None else (c.text if c else None),
+            input_tokens=c.usage.input_tokens if c else None,
+            output_tokens=c.usage.output_tokens if c else None,
+            cost_usd=cost,
+            latency_s=latency,
+            error=error,
+            stream=self.req.stream,
+            steps=_steps(trace) or steps_override,
             cache=c.cache if c is not None and status == 200 else None,
             tokens_estimated=c.usage.estimated if c is not None else None,
         )
@@ -110,7 +141,9 @@ class Job:
         if auditor is not None and pending is not None:
             auditor.attach(pending, self.written)
         self.written.add_done_callback(lambda f: _report_failed_write(self.rid, f))
-        self.rt.metrics.observe(model=self.route.model_id, status=status, latency_s=latency, trace=trace, baseline_price=self.route.baseline_price)
+        self.rt.metrics.observe(
+            model=self.route.model_id, status=status, latency_s=latency, trace=trace, baseline_price=self.route.baseline_price
+        )
 
     def enter(self) -> None:
         """Count the job in the current route table's generation (no await since the route was

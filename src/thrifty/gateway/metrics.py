@@ -35,13 +35,13 @@ class Metrics:
         r = self.registry
         self.requests = Counter("thrifty_requests", "Requests answered", ["model", "status"], registry=r)
         self.tokens = Counter("thrifty_tokens", "Tokens of returned answers", ["model", "direction"], registry=r)
-        self.tokens_estimated = Counter("thrifty_tokens_estimated", "Of thrifty_tokens: estimated, the upstream reported no usage",
-                                        ["model", "direction"], registry=r)
+        self.tokens_estimated = Counter(
+            "thrifty_tokens_estimated", "Of thrifty_tokens: estimated, the upstream reported no usage", ["model", "direction"], registry=r
+        )
         self.cost = Counter("thrifty_cost_usd", "USD paid upstream, every tier called", ["model"], registry=r)
         self.baseline = Counter("thrifty_baseline_cost_usd", "USD the profile's most expensive tier would have cost", ["model"], registry=r)
         # "sum": across worker processes (multiprocess mode) the saving adds up, dead workers included
-        self.saved = Gauge("thrifty_cost_saved_usd", "Baseline cost minus cost paid", ["model"], registry=r,
-                           multiprocess_mode="sum")
+        self.saved = Gauge("thrifty_cost_saved_usd", "Baseline cost minus cost paid", ["model"], registry=r, multiprocess_mode="sum")
         self.escalations = Counter("thrifty_escalations", "Requests that called more than one tier", ["model"], registry=r)
         self.steps = Counter("thrifty_tier_answers", "Tier calls by decision", ["model", "tier", "decision"], registry=r)
         self.latency = Histogram("thrifty_request_latency_seconds", "Request latency", ["model"], buckets=_BUCKETS, registry=r)
@@ -58,8 +58,9 @@ class Metrics:
             child = self._children[key] = metric.labels(*labels)
         return child
 
-    def observe(self, *, model: str, status: int, latency_s: float, trace: Any = None,
-                baseline_price: tuple[float, float] | None = None) -> None:
+    def observe(
+        self, *, model: str, status: int, latency_s: float, trace: Any = None, baseline_price: tuple[float, float] | None = None
+    ) -> None:
         """Record one finished request (``trace``: the engine's Trace, if any tier was called)."""
         child = self._child
         child(self.requests, model, str(status)).inc()

@@ -59,9 +59,9 @@ async def reload_runtime(rt: Any) -> dict[str, Any]:
 
     Raises what loading or building raised (ConfigError, DataError …) with ``rt`` untouched.
     """
-    from thrifty.serving.budget import ledger_for
     from thrifty.config.settings import load_settings
     from thrifty.gateway.build import build_routes
+    from thrifty.serving.budget import ledger_for
 
     async with rt.reload_lock:
         t0 = time.perf_counter()
@@ -82,7 +82,8 @@ async def reload_runtime(rt: Any) -> dict[str, Any]:
         rt.settings, rt.routes, rt.providers, rt.ledger = settings, routes, providers, ledger
         rt.generation += 1
         task = asyncio.get_running_loop().create_task(
-            retire(rt, old_generation, old_providers, current.server.request_timeout_s, routes=old_routes))
+            retire(rt, old_generation, old_providers, current.server.request_timeout_s, routes=old_routes)
+        )
         rt.retiring.add(task)
         task.add_done_callback(rt.retiring.discard)
         took = time.perf_counter() - t0
@@ -98,8 +99,7 @@ async def reload_runtime(rt: Any) -> dict[str, Any]:
         }
 
 
-async def retire(rt: Any, generation: int, providers: dict[str, Any], max_wait_s: float,
-                 routes: dict[str, Any] | None = None) -> None:
+async def retire(rt: Any, generation: int, providers: dict[str, Any], max_wait_s: float, routes: dict[str, Any] | None = None) -> None:
     """Close ``providers`` (and the tier wrappers of ``routes``) once no request admitted in
     ``generation`` is still running."""
     deadline = time.monotonic() + max_wait_s + 5.0
@@ -172,8 +172,13 @@ def register_admin(app: Any, admin_sha256: str | None) -> None:
     from fastapi import Request
     from fastapi.responses import JSONResponse
 
-    @app.post("/admin/reload", responses={401: {"description": "not the admin key"},
-                                           409: {"description": "the new config failed; the previous one keeps serving"}})
+    @app.post(
+        "/admin/reload",
+        responses={
+            401: {"description": "not the admin key"},
+            409: {"description": "the new config failed; the previous one keeps serving"},
+        },
+    )
     async def reload(request: Request) -> Any:
         """Rebuild every route from the config file and its fitted artefacts; in-flight requests finish first."""
         from thrifty.gateway.errors import error_body
@@ -183,5 +188,7 @@ def register_admin(app: Any, admin_sha256: str | None) -> None:
             return JSONResponse(await reload_runtime(request.app.state.runtime))
         except Exception as exc:  # noqa: BLE001 - a bad new config must not take the gateway down
             log.error("thrifty: reload failed, still serving the previous config: %s", exc)
-            return JSONResponse(error_body(f"reload failed, the previous config keeps serving: {exc}", "invalid_request_error",
-                                           code="reload_failed"), status_code=409)
+            return JSONResponse(
+                error_body(f"reload failed, the previous config keeps serving: {exc}", "invalid_request_error", code="reload_failed"),
+                status_code=409,
+            )

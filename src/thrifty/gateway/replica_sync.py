@@ -67,8 +67,7 @@ class ReplicaSync:
     def adopt(self, versions: dict[str, Any]) -> None:
         served = _artefacts(self.rt.settings)
         self.in_service = {p: v.version for p, v in versions.items() if p in served}
-        self.rt.artefact_versions = {p: {"version": v.version, "sha256": v.sha256[:12]}
-                                     for p, v in versions.items() if p in served}
+        self.rt.artefact_versions = {p: {"version": v.version, "sha256": v.sha256[:12]} for p, v in versions.items() if p in served}
         self.seen_generation = self.rt.generation
 
     async def publish(self) -> None:

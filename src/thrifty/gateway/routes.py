@@ -10,7 +10,6 @@ SQLite work (the hold, the log row with its settlement) runs on the log store's 
 its row is committed (a 200 always has its log row, even after ``kill -9``).
 """
 
-
 import asyncio
 import json
 import time
@@ -93,8 +92,9 @@ def _with_profile(route: Route, req: ChatRequest) -> ChatRequest:
     return replace(req, messages=messages, params=params)
 
 
-def _headers(rid: str, model: str | None, tiers: tuple[str, ...], cost: float, cache: str | None = None,
-             adaptation: Any = None) -> dict[str, str]:
+def _headers(
+    rid: str, model: str | None, tiers: tuple[str, ...], cost: float, cache: str | None = None, adaptation: Any = None
+) -> dict[str, str]:
     headers = {
         "x-thrifty-request-id": rid,
         "x-thrifty-model": model or "",
@@ -126,8 +126,11 @@ async def _admit(rt: Any, request: Any) -> Job:
     parsed = ChatCompletionRequest.model_validate(body)
     route = rt.routes.get(parsed.model)
     if route is None:
-        raise RequestError(f"the model {parsed.model!r} does not exist; GET /v1/models lists what this gateway serves",
-                           param="model", code="model_not_found")
+        raise RequestError(
+            f"the model {parsed.model!r} does not exist; GET /v1/models lists what this gateway serves",
+            param="model",
+            code="model_not_found",
+        )
     req = _with_profile(route, to_chat_request(parsed))
     if req.has_images and not route.vision:
         raise RequestError(f"{route.model_id!r} has no vision-capable tier for image content", param="messages", code="unprocessable")
@@ -156,15 +159,20 @@ async def _complete(job: Job) -> Any:
         await job.committed()
         return json_error(exc, job.rid)
     except BaseException as exc:  # cancelled (client gone: 499) or a bug (500): log it, charge the hold
-        job.finish(500 if isinstance(exc, Exception) else 499, None, error=f"aborted: {type(exc).__name__}",
-                   cost_override=job.reservation.amount_usd)
+        job.finish(
+            500 if isinstance(exc, Exception) else 499,
+            None,
+            error=f"aborted: {type(exc).__name__}",
+            cost_override=job.reservation.amount_usd,
+        )
         raise
     assert trace.completion is not None
     job.finish(200, trace)
     await job.committed()
     body = completion_body(job.rid.replace("req_", "chatcmpl-"), trace.model or job.route.model_id, trace.completion, int(job.created))
-    return JSONResponse(body, headers=_headers(job.rid, trace.model, trace.tiers_tried, trace.cost_usd, trace.completion.cache,
-                                                     trace.completion.adaptation))
+    return JSONResponse(
+        body, headers=_headers(job.rid, trace.model, trace.tiers_tried, trace.cost_usd, trace.completion.cache, trace.completion.adaptation)
+    )
 
 
 def _sse(obj: Any) -> bytes:
@@ -205,6 +213,7 @@ async def _stream(job: Job) -> Any:
         trace: Trace | None = None
         yield _sse(chunk_body(cid, answered, created, delta={"role": "assistant", "content": ""}))
         try:
+
             async def all_events() -> AsyncIterator[Any]:
                 for ev in pending:
                     yield ev
@@ -233,14 +242,26 @@ async def _stream(job: Job) -> Any:
             status, err, _ = status_and_body(exc)
             partial = "".join(parts)
             died = StepRecord(tier=routed.tier if routed else -1, model=model or "?", decision="failed", answer=partial, error=str(exc))
-            job.finish(status, getattr(exc, "trace", None), error=str(exc), answer_override=partial,
-                       cost_override=routed.cost_usd if routed else 0.0, tiers_override=tuple(tiers), steps_override=(died,))
+            job.finish(
+                status,
+                getattr(exc, "trace", None),
+                error=str(exc),
+                answer_override=partial,
+                cost_override=routed.cost_usd if routed else 0.0,
+                tiers_override=tuple(tiers),
+                steps_override=(died,),
+            )
             await job.committed()
             err["error"]["message"] = f"the upstream failed mid-stream after {len(''.join(parts))} characters: {exc}"
             yield _sse(err)
         except BaseException as exc:  # client went away (cancelled) or a bug: log it, charge the hold
-            job.finish(499 if not isinstance(exc, Exception) else 500, None, error=f"stream aborted: {type(exc).__name__}",
-                       answer_override="".join(parts), cost_override=job.reservation.amount_usd)
+            job.finish(
+                499 if not isinstance(exc, Exception) else 500,
+                None,
+                error=f"stream aborted: {type(exc).__name__}",
+                answer_override="".join(parts),
+                cost_override=job.reservation.amount_usd,
+            )
             if isinstance(exc, Exception):
                 _, err, _ = status_and_body(exc, job.rid)
                 yield _sse(err)
@@ -249,10 +270,21 @@ async def _stream(job: Job) -> Any:
         finally:
             await aclose_quietly(events)
 
-    return StreamingResponse(body(), media_type="text/event-stream",
-                             headers={**_headers(job.rid, model, tiers, cost, *((trace_now.completion.cache, trace_now.completion.adaptation)
-                                                                           if trace_now and trace_now.completion else ())),
-                                      "cache-control": "no-cache", "x-accel-buffering": "no"})
+    return StreamingResponse(
+        body(),
+        media_type="text/event-stream",
+        headers={
+            **_headers(
+                job.rid,
+                model,
+                tiers,
+                cost,
+                *((trace_now.completion.cache, trace_now.completion.adaptation) if trace_now and trace_now.completion else ()),
+            ),
+            "cache-control": "no-cache",
+            "x-accel-buffering": "no",
+        },
+    )
 
 
 def register_routes(app: Any) -> Any:
@@ -281,10 +313,22 @@ def register_routes(app: Any) -> Any:
 
     @app.post(
         "/v1/chat/completions",
-        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}}}},
-        responses={400: {"description": "invalid request"}, 401: {"description": "unknown key"}, 404: {"description": "unknown model"},
-                   413: {"description": "body too large"}, 422: {"description": "not servable"}, 429: {"description": "over budget"},
-                   502: {"description": "upstream failed"}, 504: {"description": "upstream timed out"}},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}},
+            }
+        },
+        responses={
+            400: {"description": "invalid request"},
+            401: {"description": "unknown key"},
+            404: {"description": "unknown model"},
+            413: {"description": "body too large"},
+            422: {"description": "not servable"},
+            429: {"description": "over budget"},
+            502: {"description": "upstream failed"},
+            504: {"description": "upstream timed out"},
+        },
     )
     async def chat_completions(request: Request) -> Any:
         rt = request.app.state.runtime
@@ -305,9 +349,17 @@ def register_routes(app: Any) -> Any:
     @app.get("/healthz")
     async def healthz(request: Request) -> Any:
         rt = request.app.state.runtime
-        return JSONResponse({"status": "ok", "models": len(rt.routes), "generation": rt.generation,
-                             "uptime_s": round(time.time() - rt.started_at, 3), "artefacts": rt.artefact_versions,
-                             "store": rt.store.dialect, "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0]})
+        return JSONResponse(
+            {
+                "status": "ok",
+                "models": len(rt.routes),
+                "generation": rt.generation,
+                "uptime_s": round(time.time() - rt.started_at, 3),
+                "artefacts": rt.artefact_versions,
+                "store": rt.store.dialect,
+                "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
+            }
+        )
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Any:

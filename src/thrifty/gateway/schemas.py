@@ -32,8 +32,19 @@ _PART_TYPES = ("text", "image_url", "input_audio", "file", "refusal")
 
 #: Sampling parameters forwarded to the provider (when the client set them).
 PASSTHROUGH_PARAMS = (
-    "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "seed", "presence_penalty",
-    "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "response_format", "parallel_tool_calls",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "stop",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "response_format",
+    "parallel_tool_calls",
     "user",
 )
 
@@ -54,12 +65,20 @@ class Tool(_Strict):
     function: FunctionDef
 
 
-_TEXT_PART = {"type": "object", "required": ["type", "text"],
-              "properties": {"type": {"const": "text"}, "text": {"type": "string"}}}
-_IMAGE_PART = {"type": "object", "required": ["type", "image_url"],
-               "properties": {"type": {"const": "image_url"},
-                              "image_url": {"type": "object", "required": ["url"], "properties": {"url": {"type": "string", "minLength": 1}}}}}
-_OTHER_PART = {"type": "object", "required": ["type"], "properties": {"type": {"enum": [t for t in _PART_TYPES if t not in ("text", "image_url")]}}}
+_TEXT_PART = {"type": "object", "required": ["type", "text"], "properties": {"type": {"const": "text"}, "text": {"type": "string"}}}
+_IMAGE_PART = {
+    "type": "object",
+    "required": ["type", "image_url"],
+    "properties": {
+        "type": {"const": "image_url"},
+        "image_url": {"type": "object", "required": ["url"], "properties": {"url": {"type": "string", "minLength": 1}}},
+    },
+}
+_OTHER_PART = {
+    "type": "object",
+    "required": ["type"],
+    "properties": {"type": {"enum": [t for t in _PART_TYPES if t not in ("text", "image_url")]}},
+}
 _CONTENT = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"anyOf": [_TEXT_PART, _IMAGE_PART, _OTHER_PART]}}]}
 
 
@@ -160,7 +179,9 @@ def to_chat_request(body: ChatCompletionRequest) -> ChatRequest:
     params = {k: getattr(body, k) for k in PASSTHROUGH_PARAMS if getattr(body, k) is not None}
     messages = tuple(m.model_dump(exclude_none=True) for m in body.messages)
     tools = tuple(t.model_dump(exclude_none=True) for t in body.tools) if body.tools else None
-    return ChatRequest(messages=messages, model=body.model, params=params, tools=tools, tool_choice=body.tool_choice, stream=bool(body.stream))
+    return ChatRequest(
+        messages=messages, model=body.model, params=params, tools=tools, tool_choice=body.tool_choice, stream=bool(body.stream)
+    )
 
 
 def new_completion_id() -> str:
@@ -175,14 +196,16 @@ def _usage(c: Completion | None) -> dict[str, int]:
 
 def _tool_calls(c: Completion) -> list[dict[str, Any]]:
     out = []
-    for i, tc in enumerate(c.tool_calls or ()):
+    for tc in c.tool_calls or ():
         fn = tc.get("function") or {}
         args = fn.get("arguments", "{}")
-        out.append({
-            "id": tc.get("id") or f"call_{uuid.uuid4().hex[:24]}",
-            "type": "function",
-            "function": {"name": fn.get("name", ""), "arguments": args if isinstance(args, str) else json.dumps(args)},
-        })
+        out.append(
+            {
+                "id": tc.get("id") or f"call_{uuid.uuid4().hex[:24]}",
+                "type": "function",
+                "function": {"name": fn.get("name", ""), "arguments": args if isinstance(args, str) else json.dumps(args)},
+            }
+        )
     return out
 
 
@@ -215,7 +238,13 @@ def chunk_body(
     usage_only: bool = False,
 ) -> dict[str, Any]:
     """A ``chat.completion.chunk``: a delta, a finish chunk, or (``usage_only``) the usage chunk."""
-    body: dict[str, Any] = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model, "system_fingerprint": None}
+    body: dict[str, Any] = {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+    }
     if usage_only:
         body["choices"] = []
         body["usage"] = _usage(usage)

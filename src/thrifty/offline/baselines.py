@@ -228,7 +228,9 @@ class _FittedRandom:
     def _expected(table: RoutingTable, probs: np.ndarray, knob: float, label: str, **params) -> OperatingPoint:
         cost = (probs * np.nan_to_num(table.cost)).sum(axis=1)
         quality = (probs * np.nan_to_num(table.quality)).sum(axis=1)
-        return OperatingPoint(knob=knob, cost=cost, quality=quality, calls=probs, chosen=np.argmax(probs, axis=1), label=label, params=params)
+        return OperatingPoint(
+            knob=knob, cost=cost, quality=quality, calls=probs, chosen=np.argmax(probs, axis=1), label=label, params=params
+        )
 
 
 class RandomPolicy:

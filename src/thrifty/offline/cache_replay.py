@@ -61,9 +61,15 @@ class CacheHits:
         return float(np.mean(self.source >= 0)) if self.n else 0.0
 
     def summary(self) -> dict[str, Any]:
-        return {"mode": self.mode, "n": self.n, "exact_hits": int(np.sum(self.kind == "exact")),
-                "semantic_hits": int(np.sum(self.kind == "semantic")), "hit_rate": self.hit_rate,
-                "guard_rejections": self.guard_rejections, "gold_agreement_on_hits": self.agreement}
+        return {
+            "mode": self.mode,
+            "n": self.n,
+            "exact_hits": int(np.sum(self.kind == "exact")),
+            "semantic_hits": int(np.sum(self.kind == "semantic")),
+            "hit_rate": self.hit_rate,
+            "guard_rejections": self.guard_rejections,
+            "gold_agreement_on_hits": self.agreement,
+        }
 
 
 def request_texts(table: RoutingTable) -> list[str]:
@@ -71,8 +77,9 @@ def request_texts(table: RoutingTable) -> list[str]:
     from thrifty.data.prompts_file import render_prompt
 
     if not table.has_prompt_text:
-        raise ConfigError("the cache replay needs the prompt texts", key="--cache",
-                          fix="add a prompts file with the prompt text, or use --cache off")
+        raise ConfigError(
+            "the cache replay needs the prompt texts", key="--cache", fix="add a prompts file with the prompt text, or use --cache off"
+        )
     pre, tpl = table.prompt_meta.get("prefix"), table.prompt_meta.get("template")
     return [render_prompt(t or "", pre[i] if pre else None, tpl[i] if tpl else None) for i, t in enumerate(table.prompts)]
 
@@ -149,8 +156,15 @@ def gold_agreement(table: RoutingTable, source: np.ndarray, gold: str = "gold") 
     return float(np.mean([normalise(golds[i]) == normalise(golds[source[i]]) for i in rows]))
 
 
-def grade_hits(table: RoutingTable, source: np.ndarray, kind: np.ndarray, grade: Grade | None, mode: str = "semantic",
-               guard_rejections: int = 0, gold: str = "gold") -> CacheHits:
+def grade_hits(
+    table: RoutingTable,
+    source: np.ndarray,
+    kind: np.ndarray,
+    grade: Grade | None,
+    mode: str = "semantic",
+    guard_rejections: int = 0,
+    gold: str = "gold",
+) -> CacheHits:
     """The :class:`CacheHits` of ``table``: every model's answer to each hit's source, graded for the hit."""
     served = np.full((table.n_prompts, table.n_models), np.nan)
     for i in np.flatnonzero(source >= 0):
@@ -163,8 +177,11 @@ def grade_hits(table: RoutingTable, source: np.ndarray, kind: np.ndarray, grade:
             elif kind[i] == "exact":
                 served[i, m] = table.quality[j, m]
             else:
-                raise ConfigError("a semantic cache hit serves another prompt's answer, which needs a gold answer to grade",
-                                  key="--gold", fix="give the gold column (--gold NAME) of a table with answer texts, or use --cache exact")
+                raise ConfigError(
+                    "a semantic cache hit serves another prompt's answer, which needs a gold answer to grade",
+                    key="--gold",
+                    fix="give the gold column (--gold NAME) of a table with answer texts, or use --cache exact",
+                )
     return CacheHits(mode, source, kind, served, table.models, guard_rejections, gold_agreement(table, source, gold))
 
 

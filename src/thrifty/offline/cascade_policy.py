@@ -35,7 +35,16 @@ from thrifty.policy.cascade import CascadePolicy
 from thrifty.policy.drive import drive
 from thrifty.types import ChatRequest, Completion
 
-__all__ = ["CascadeOffline", "FittedCascade", "replay_cascades", "replay_policy", "lookup_requests", "Replayed", "LookupScorer", "select_knobs"]
+__all__ = [
+    "CascadeOffline",
+    "FittedCascade",
+    "replay_cascades",
+    "replay_policy",
+    "lookup_requests",
+    "Replayed",
+    "LookupScorer",
+    "select_knobs",
+]
 
 
 class LookupScorer:
@@ -59,7 +68,9 @@ def lookup_requests(table: RoutingTable, scores: np.ndarray, models: Sequence[st
     return requests, scorer
 
 
-def replay_policy(table: RoutingTable, requests: Sequence[ChatRequest], policy: Any, plan_kw: Callable[[int], dict] | None = None) -> Replayed:
+def replay_policy(
+    table: RoutingTable, requests: Sequence[ChatRequest], policy: Any, plan_kw: Callable[[int], dict] | None = None
+) -> Replayed:
     """Drive ``policy.plan(requests[i], **plan_kw(i))`` on every prompt with :func:`drive`, answering
     each ``Call(k)`` with the recorded completion of ``policy.tiers[k]`` (a missing pair fails, as a
     provider error would live). The one replay loop of the cascade, FrugalGPT and hybrid policies."""
@@ -113,8 +124,14 @@ def replay_cascades(
         base = done[key]
         out.append(
             OperatingPoint(
-                float(knob), base.cost, base.quality, base.calls, base.chosen,
-                target_budget=None if budgets is None else budgets.get(knob), label=label, params=dict(base.params),
+                float(knob),
+                base.cost,
+                base.quality,
+                base.calls,
+                base.chosen,
+                target_budget=None if budgets is None else budgets.get(knob),
+                label=label,
+                params=dict(base.params),
             )
         )
     return out
@@ -267,14 +284,22 @@ class CascadeOffline:
         self.selects = tuple(x.strip() for x in (select.replace("/", ",").split(",") if isinstance(select, str) else select) if x.strip())
         if not self.selects or any(x not in ("last", "best", "running") for x in self.selects):
             raise ValueError(f"select must be last, best, running or a comma list (nested CV chooses), not {select!r}")
-        self.ft: dict[str, Any] = {"epochs": float(ft_epochs), "max_length": int(ft_max_length), "features": ft_features if isinstance(ft_features, bool) else str(ft_features).lower() in ("1", "true", "yes"), "seed": self.seed,
-                   "max_steps": None if ft_max_steps in (None, "none", "") else int(ft_max_steps)}
+        self.ft: dict[str, Any] = {
+            "epochs": float(ft_epochs),
+            "max_length": int(ft_max_length),
+            "features": ft_features if isinstance(ft_features, bool) else str(ft_features).lower() in ("1", "true", "yes"),
+            "seed": self.seed,
+            "max_steps": None if ft_max_steps in (None, "none", "") else int(ft_max_steps),
+        }
         self.ft_inner_folds = int(ft_inner_folds)
 
     def _configs(self) -> list[tuple[int, int, int, str]]:
         """(L, grid, smooth, select) combinations the nested CV compares (select only matters for L > 1)."""
-        return [(L, G, r, sel) for L, G, r in itertools.product(range(1, self.max_tiers + 1), self.grids, self.smooths)
-                for sel in (self.selects if L > 1 else self.selects[:1])]
+        return [
+            (L, G, r, sel)
+            for L, G, r in itertools.product(range(1, self.max_tiers + 1), self.grids, self.smooths)
+            for sel in (self.selects if L > 1 else self.selects[:1])
+        ]
 
     def fit(self, train: RoutingTable, knobs: Sequence[float] | np.ndarray) -> FittedCascade:
         from thrifty.scoring.heads import single_threaded
@@ -291,14 +316,25 @@ class CascadeOffline:
         mode = self.inputs if train.has_answers else "query"
         return cand, tuple(train.models[j] for j in cand), {"inputs": mode, "embed": self.embed}
 
-    def fit_feature_scorer(self, train: RoutingTable, models: Sequence[str], kw: dict[str, Any], embedder: Any = None) -> tuple[Any, np.ndarray]:
+    def fit_feature_scorer(
+        self, train: RoutingTable, models: Sequence[str], kw: dict[str, Any], embedder: Any = None
+    ) -> tuple[Any, np.ndarray]:
         """The feature answer scorer over ``models`` (this policy's heads options) and its calibrated
         out-of-fold scores of the training answers (:func:`~thrifty.scoring.answer_scorer.fit_answer_scorer`)."""
         from thrifty.scoring.answer_scorer import fit_answer_scorer, table_inputs
 
-        return fit_answer_scorer(train, table_inputs(train, models, embedder=embedder, **kw), self.head_configs, seed=self.seed,
-                                 mode=kw["inputs"], embed=self.embed, shared=self.shared, knn=self.knn, emb_in_heads=self.emb_heads,
-                                 good_length=self.good_length)
+        return fit_answer_scorer(
+            train,
+            table_inputs(train, models, embedder=embedder, **kw),
+            self.head_configs,
+            seed=self.seed,
+            mode=kw["inputs"],
+            embed=self.embed,
+            shared=self.shared,
+            knn=self.knn,
+            emb_in_heads=self.emb_heads,
+            good_length=self.good_length,
+        )
 
     def _fit(self, train: RoutingTable, knobs: Sequence[float] | np.ndarray) -> FittedCascade:
         from thrifty.scoring.heads import inner_folds
@@ -345,7 +381,9 @@ class CascadeOffline:
                         mc, mq = held[spec]
                         val += mq - self.overspend_penalty * max(0.0, mc / b - 1.0)
                     totals[ci] += val / len(sel_knobs)
-            scores = {f"L={L},grid={G},smooth={r},select={sel},gate={z:g}": float(t / len(folds)) for (L, G, r, sel, z), t in zip(configs, totals)}
+            scores = {
+                f"L={L},grid={G},smooth={r},select={sel},gate={z:g}": float(t / len(folds)) for (L, G, r, sel, z), t in zip(configs, totals)
+            }
             L, G, r, sel, z = configs[int(np.argmax(totals))]
         else:
             L, G, r, sel, z = configs[0]
@@ -355,7 +393,12 @@ class CascadeOffline:
             "candidates": list(models),
             "chosen": {"max_tiers": L, "grid": G, "smooth": r, "select": sel, "gate_z": z},
             "inner_cv": scores,
-            "heads": scorer.info if self.scorer != "features" else {m: {"config": getattr(h, "label", h.config.label), "cv_mse": h.cv_mse, "cv_spearman": h.cv_spearman} for m, h in scorer.heads.items()},
+            "heads": scorer.info
+            if self.scorer != "features"
+            else {
+                m: {"config": getattr(h, "label", h.config.label), "cv_mse": h.cv_mse, "cv_spearman": h.cv_spearman}
+                for m, h in scorer.heads.items()
+            },
             "front_size": len(front.points),
         }
         return FittedCascade(models, scorer, front, picks, kw, info)
@@ -370,11 +413,19 @@ def from_artefact(path: str, knobs: Sequence[float] | np.ndarray) -> FittedCasca
     sc = art.manifest["scorer"]
     models = tuple(sc["models"])
     pts = [
-        CascadeSpec(tuple(models.index(t) for t in p["tiers"]), tuple(float(t) for t in p["thresholds"]), p["train_cost"], p["train_quality"], p.get("select", "last"))
+        CascadeSpec(
+            tuple(models.index(t) for t in p["tiers"]),
+            tuple(float(t) for t in p["thresholds"]),
+            p["train_cost"],
+            p["train_quality"],
+            p.get("select", "last"),
+        )
         for p in art.manifest["front"]
     ]
     front = Front(pts, meta={"artefact": str(path)})
-    return FittedCascade(models, art.scorer(), front, select_knobs(front, knobs), {"inputs": sc["inputs"], "embed": sc["embed"]}, {"artefact": str(path)})
+    return FittedCascade(
+        models, art.scorer(), front, select_knobs(front, knobs), {"inputs": sc["inputs"], "embed": sc["embed"]}, {"artefact": str(path)}
+    )
 
 
 def _floats(v: Sequence[float] | str | float) -> tuple[float, ...]:

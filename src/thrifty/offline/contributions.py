@@ -67,13 +67,22 @@ class StageResult:
     def to_json(self) -> dict[str, Any]:
         r = self.report
         return {
-            "stage": self.stage.name, "pool": list(self.stage.pool), "cache": self.stage.cache,
-            "quality_at_ref_cost": self.quality_at_ref_cost, "savings_at_ref_quality": self.savings_at_ref_quality,
+            "stage": self.stage.name,
+            "pool": list(self.stage.pool),
+            "cache": self.stage.cache,
+            "quality_at_ref_cost": self.quality_at_ref_cost,
+            "savings_at_ref_quality": self.savings_at_ref_quality,
             "savings_is_lower_bound": self.savings_is_bound,
-            "best": {"cost": self.best[0], "quality": self.best[1]}, "cache_hit_rate": self.hit_rate, "ci95": self.ci,
-            "points": [{"cost": p.mean_cost, "quality": p.mean_quality, "knob": p.knob if np.isfinite(p.knob) else None,
-                        "label": p.label} for p in r.points],
-            "curve": r.curve.to_json(), "warnings": r.warnings, "timing": r.timing,
+            "best": {"cost": self.best[0], "quality": self.best[1]},
+            "cache_hit_rate": self.hit_rate,
+            "ci95": self.ci,
+            "points": [
+                {"cost": p.mean_cost, "quality": p.mean_quality, "knob": p.knob if np.isfinite(p.knob) else None, "label": p.label}
+                for p in r.points
+            ],
+            "curve": r.curve.to_json(),
+            "warnings": r.warnings,
+            "timing": r.timing,
         }
 
 
@@ -97,7 +106,8 @@ class ContributionReport:
             "composition": "joint held-out replay: every stage fitted on the training folds and replayed on the held-out folds of one table",
             "reference": {"model": self.reference.model, "quality": self.reference.quality, "cost": self.reference.cost},
             "singles": [{"model": s.model, "n": s.n, "quality": _finite(s.quality), "cost": _finite(s.cost)} for s in t.model_stats()],
-            "cache": self.cache, "bootstrap": self.n_boot,
+            "cache": self.cache,
+            "bootstrap": self.n_boot,
             "stages": [s.to_json() for s in self.stages],
         }
 
@@ -123,8 +133,11 @@ def cumulative_stages(base: Sequence[str], adapted: Sequence[str] = (), student:
     names = [m for m in pool]
     dup = sorted({m for m in names if names.count(m) > 1})
     if dup:
-        raise ConfigError(f"model(s) {', '.join(dup)} listed in more than one group", key="--models/--adapted/--student",
-                          fix="list each model in one group only")
+        raise ConfigError(
+            f"model(s) {', '.join(dup)} listed in more than one group",
+            key="--models/--adapted/--student",
+            fix="list each model in one group only",
+        )
     return stages
 
 
@@ -153,17 +166,24 @@ def contributions(
     results: list[StageResult] = []
     for st in stages:
         if st.cache and hits is None:
-            raise ConfigError(f"stage {st.name!r} needs the cache replay", key="--cache", fix="give the cache hits, or drop the cache stage")
+            raise ConfigError(
+                f"stage {st.name!r} needs the cache replay", key="--cache", fix="give the cache hits, or drop the cache stage"
+            )
         sub = table.select_models(st.pool)
         post = cached_points(hits, st.pool) if st.cache and hits is not None else None
         rep = evaluate(sub, policy, n_folds=n_folds, seed=seed, n_boot=0, options=options, progress=progress, post=post)
         rep.policy = f"{policy}: {st.name}"
-        results.append(StageResult(
-            st, rep, M.quality_at_best_single_cost(rep.curve, reference.cost),
-            M.savings_at_parity(rep.curve, reference.quality, reference.cost),
-            (_best(rep.points).mean_cost, _best(rep.points).mean_quality), hits.hit_rate if st.cache and hits is not None else 0.0,
-            bool(rep.curve.y[0] > reference.quality),
-        ))
+        results.append(
+            StageResult(
+                st,
+                rep,
+                M.quality_at_best_single_cost(rep.curve, reference.cost),
+                M.savings_at_parity(rep.curve, reference.quality, reference.cost),
+                (_best(rep.points).mean_cost, _best(rep.points).mean_quality),
+                hits.hit_rate if st.cache and hits is not None else 0.0,
+                bool(rep.curve.y[0] > reference.quality),
+            )
+        )
     if n_boot > 0:
         _bootstrap(table, results, reference, n_boot, seed)
     cache = hits.summary() if hits is not None and any(s.cache for s in stages) else None
@@ -191,11 +211,16 @@ def _bootstrap(table: RoutingTable, results: list[StageResult], ref: ModelStats,
         vals = []
         for b in range(n_boot):
             curve = majorant(np.column_stack([C[:, b], Q[:, b]]))
-            vals.append({"quality_at_ref_cost": M.quality_at_best_single_cost(curve, float(rc[b])),
-                         "savings_at_ref_quality": M.savings_at_parity(curve, float(rq[b]), float(rc[b])),
-                         "best_quality": float(bq[b])})
+            vals.append(
+                {
+                    "quality_at_ref_cost": M.quality_at_best_single_cost(curve, float(rc[b])),
+                    "savings_at_ref_quality": M.savings_at_parity(curve, float(rq[b]), float(rc[b])),
+                    "best_quality": float(bq[b]),
+                }
+            )
         per_stage.append(vals)
     for k, r in enumerate(results):
+
         def stat(b: int, k: int = k) -> dict[str, float | None]:
             out = dict(per_stage[k][b])
             if k > 0:

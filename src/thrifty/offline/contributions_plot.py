@@ -39,11 +39,16 @@ def plot_contributions(report: "ContributionReport", path: str | Path, title: st
     fig, ax = plt.subplots(figsize=(9, 6), dpi=120)
     for s in singles:
         ax.scatter([x(s.cost)], [s.quality], s=22, color="#999999", zorder=2)
-        ax.annotate(s.model + (" (free)" if s.cost <= 0 else ""), (x(s.cost), s.quality), xytext=(4, -10),
-                    textcoords="offset points", fontsize=7, color="#555555")
+        ax.annotate(
+            s.model + (" (free)" if s.cost <= 0 else ""),
+            (x(s.cost), s.quality),
+            xytext=(4, -10),
+            textcoords="offset points",
+            fontsize=7,
+            color="#555555",
+        )
     ref = report.reference
-    ax.scatter([x(ref.cost)], [ref.quality], marker="*", s=200, color="#ffbf00", edgecolor="k", zorder=5,
-               label=f"reference: {ref.model}")
+    ax.scatter([x(ref.cost)], [ref.quality], marker="*", s=200, color="#ffbf00", edgecolor="k", zorder=5, label=f"reference: {ref.model}")
     for i, r in enumerate(report.stages):
         col = _COLORS[i % len(_COLORS)]
         pts = sorted((p.mean_cost, p.mean_quality) for p in r.report.points)
@@ -52,20 +57,29 @@ def plot_contributions(report: "ContributionReport", path: str | Path, title: st
         grid = np.unique(np.concatenate([np.geomspace(x(cx[0]), hi, 200), [x(c) for c in cx]]))
         qy = np.asarray(r.report.curve.quality_at(grid), dtype=float)
         # the cache stage often coincides with the previous one: draw it dashed over a wider line
-        ax.plot(grid, qy, color=col, lw=3.5 if i == 0 else 2, ls="--" if r.stage.cache else "-", zorder=4 + i / 10,
-                label=f"{r.stage.name} (held-out)")
+        ax.plot(
+            grid,
+            qy,
+            color=col,
+            lw=3.5 if i == 0 else 2,
+            ls="--" if r.stage.cache else "-",
+            zorder=4 + i / 10,
+            label=f"{r.stage.name} (held-out)",
+        )
         bc, bq = r.best
         ax.scatter([x(bc)], [bq], s=60, color=col, edgecolor="k", zorder=6)
         if i == 0 or (bc, bq) != report.stages[i - 1].best:
-            ax.annotate(f"{bq:.3f}" + (" (free)" if bc <= 0 else ""), (x(bc), bq), xytext=(6, 4),
-                        textcoords="offset points", fontsize=8, color=col)
+            ax.annotate(
+                f"{bq:.3f}" + (" (free)" if bc <= 0 else ""), (x(bc), bq), xytext=(6, 4), textcoords="offset points", fontsize=8, color=col
+            )
     ax.set_xscale("log")
     ax.set_xlim(floor / 1.5, hi)
     ax.set_xlabel("mean cost per query (USD, log scale)")
     ax.set_ylabel("mean quality (held-out)")
     t = report.table
-    ax.set_title(title or f"{report.policy}: each strategy's contribution — {t.n_prompts} prompts, {report.n_folds}-fold held-out",
-                 fontsize=10)
+    ax.set_title(
+        title or f"{report.policy}: each strategy's contribution — {t.n_prompts} prompts, {report.n_folds}-fold held-out", fontsize=10
+    )
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()

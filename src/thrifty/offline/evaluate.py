@@ -93,7 +93,10 @@ class EvalReport:
                     {"model": s.model, "n": s.n, "quality": _opt(s.quality), "cost": _opt(s.cost), "on_hull": s.model in hull_on}
                     for s in self.singles
                 ],
-                "hull": [{"model": m, "cost": float(x), "quality": float(y)} for m, x, y in zip(self.hull.models, self.hull.curve.x, self.hull.curve.y)],
+                "hull": [
+                    {"model": m, "cost": float(x), "quality": float(y)}
+                    for m, x, y in zip(self.hull.models, self.hull.curve.x, self.hull.curve.y)
+                ],
                 "oracle": self.oracle.curve.to_json(),
                 "random": {"cost": self.random[0], "quality": self.random[1]},
             },
@@ -237,8 +240,13 @@ def evaluate(
     # below it cannot be met, so such a "violation" is the knob's fault, not the policy's
     floor = float(np.nanmin(np.where(np.isnan(table.quality), np.nan, table.cost), axis=1).mean())
     violations = [
-        {"knob": p.knob, "target_budget": p.target_budget, "cost": p.mean_cost, "over": p.mean_cost / p.target_budget - 1,
-         "infeasible": bool(p.target_budget < floor)}
+        {
+            "knob": p.knob,
+            "target_budget": p.target_budget,
+            "cost": p.mean_cost,
+            "over": p.mean_cost / p.target_budget - 1,
+            "infeasible": bool(p.target_budget < floor),
+        }
         for p in points
         if p.target_budget and p.mean_cost > p.target_budget * (1 + BUDGET_TOLERANCE)
     ]
@@ -315,7 +323,9 @@ def _pair_metrics(table: RoutingTable, points: list[PooledPoint], singles: list[
     }
 
 
-def _bootstrap(table: RoutingTable, points: list[PooledPoint], oracle: OracleCurve, best: ModelStats, strong: str | None, n_boot: int, seed: int) -> dict[str, list[float] | None]:
+def _bootstrap(
+    table: RoutingTable, points: list[PooledPoint], oracle: OracleCurve, best: ModelStats, strong: str | None, n_boot: int, seed: int
+) -> dict[str, list[float] | None]:
     """95% percentile intervals over prompt resamples; the best single model's identity is held fixed."""
     C = np.stack([p.cost for p in points])
     Q = np.stack([p.quality for p in points])
@@ -341,7 +351,11 @@ def _bootstrap(table: RoutingTable, points: list[PooledPoint], oracle: OracleCur
         out = _headline(curve, hull, orc, bs, float(sc[b, live].min()), float(sc[b, live].max()))
         if strong is not None:
             share = M.share_curve(S[:, b], pq[:, b], sq[b, jw], sq[b, js])
-            out.update(apgr=M.apgr(share, sq[b, jw], sq[b, js]), cpt50=M.cpt(share, sq[b, jw], sq[b, js], 0.5), cpt80=M.cpt(share, sq[b, jw], sq[b, js], 0.8))
+            out.update(
+                apgr=M.apgr(share, sq[b, jw], sq[b, js]),
+                cpt50=M.cpt(share, sq[b, jw], sq[b, js], 0.5),
+                cpt80=M.cpt(share, sq[b, jw], sq[b, js], 0.8),
+            )
         return out
 
     return M.bootstrap_ci(stat, np.arange(n_boot))
@@ -353,6 +367,13 @@ def _progress(enabled: bool, total: int, name: str):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=Console(file=sys.stderr), transient=True)
+    prog = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(file=sys.stderr),
+        transient=True,
+    )
     prog.start()
     return prog, prog.add_task(f"{name}: folds", total=total)

@@ -58,8 +58,16 @@ def skip_mask(pred: np.ndarray, exp_cost: np.ndarray, lam: float, need: np.ndarr
     return exp_cost[None, :] < need[:, None]
 
 
-def train_replay(S: np.ndarray, Q: np.ndarray, C: np.ndarray, R: np.ndarray, exp_cost: np.ndarray, lam: float,
-                 spec: CascadeSpec, need: np.ndarray | None = None) -> tuple[float, float]:
+def train_replay(
+    S: np.ndarray,
+    Q: np.ndarray,
+    C: np.ndarray,
+    R: np.ndarray,
+    exp_cost: np.ndarray,
+    lam: float,
+    spec: CascadeSpec,
+    need: np.ndarray | None = None,
+) -> tuple[float, float]:
     """Exact training (mean cost, mean quality) of the live hybrid rule for (λ, cascade), vectorised:
     start tier from :func:`thrifty.policy.hybrid.start_tier` (the last tier when the router's pick is
     dearer than every tier), then the cascade from there; a missing pair is skipped at cost 0.
@@ -132,12 +140,26 @@ class FittedHybrid:
                 pol = self.policy(knob, scorer=None)
                 start = start_tiers(R, pol.router_cost, pol.lam, pol.tier_cost)
                 r = cascade_batch(table, S, self.models, pol.tiers, spec.thresholds, start)
-                params = {"lam": lam, "tiers": list(pol.tiers), "thresholds": list(spec.thresholds),
-                          "share_skipping_tier0": float(np.mean(r.start > 0))}
+                params = {
+                    "lam": lam,
+                    "tiers": list(pol.tiers),
+                    "thresholds": list(spec.thresholds),
+                    "share_skipping_tier0": float(np.mean(r.start > 0)),
+                }
                 done[key] = (r, params)
             r, params = done[key]
-            out.append(OperatingPoint(float(knob), r.cost, r.quality, r.calls, r.chosen, target_budget=float(knob),
-                                      label=f"B=${knob:.3g}", params=dict(params)))
+            out.append(
+                OperatingPoint(
+                    float(knob),
+                    r.cost,
+                    r.quality,
+                    r.calls,
+                    r.chosen,
+                    target_budget=float(knob),
+                    label=f"B=${knob:.3g}",
+                    params=dict(params),
+                )
+            )
         return out
 
 
@@ -151,9 +173,18 @@ class HybridOffline:
 
     name = "hybrid"
 
-    def __init__(self, router: str | None = None, n_lams: int | str = 8, grid: int | str = 16, smooth: int | str = 1,
-                 margin: float | str = 0.1, seed: int | str = 0, embedder: Any = None, variant: str | None = None,
-                 **cascade_opts: Any) -> None:
+    def __init__(
+        self,
+        router: str | None = None,
+        n_lams: int | str = 8,
+        grid: int | str = 16,
+        smooth: int | str = 1,
+        margin: float | str = 0.1,
+        seed: int | str = 0,
+        embedder: Any = None,
+        variant: str | None = None,
+        **cascade_opts: Any,
+    ) -> None:
         from thrifty.offline.cascade_policy import CascadeOffline
         from thrifty.scoring.embedders import embedder_spec
 
@@ -167,8 +198,11 @@ class HybridOffline:
         if self.cascade.scorer != "features" or self.cascade.selects != ("last",):
             from thrifty.errors import ConfigError
 
-            raise ConfigError("the hybrid supports scorer=features and select=last only", key="--opt",
-                              fix="drop scorer=/select= for hybrid, or use --policy cascade for those options")
+            raise ConfigError(
+                "the hybrid supports scorer=features and select=last only",
+                key="--opt",
+                fix="drop scorer=/select= for hybrid, or use --policy cascade for those options",
+            )
 
     def fit(self, train: RoutingTable, knobs: Sequence[float] | np.ndarray) -> FittedHybrid:
         from thrifty.scoring.heads import single_threaded
@@ -195,8 +229,7 @@ class HybridOffline:
         for lam in lams:
             skip = skip_mask(fp.oof_pred, fp.exp_cost, lam, needs[lam])
             Sm, Qm, Cm = (np.where(skip, np.nan, X) for X in (S, Q, C))
-            front = optimise(Sm, Qm, Cm, max_tiers=min(c.max_tiers, len(models)), grid=self.grid,
-                             smooth=self.smooth, ordered="cheap-first")
+            front = optimise(Sm, Qm, Cm, max_tiers=min(c.max_tiers, len(models)), grid=self.grid, smooth=self.smooth, ordered="cheap-first")
             specs += [(lam, p) for p in front.points]
         # re-score every candidate exactly under the live start rule, then take the Pareto front
         exact = np.array([train_replay(S, Q, C, fp.oof_pred, fp.exp_cost, lam, sp, needs[lam]) for lam, sp in specs])
@@ -209,6 +242,11 @@ class HybridOffline:
             lam, spec, tc, tq = ok[-1] if ok else front_pts[0]
             picks[float(b)] = (lam, spec)
             train_points[float(b)] = (tc, tq)
-        info = {"candidates": list(models), "router": fp.variant, "router_params": fp.params,
-                "front_size": len(front_pts), "lams_on_front": sorted({p[0] for p in front_pts})}
+        info = {
+            "candidates": list(models),
+            "router": fp.variant,
+            "router_params": fp.params,
+            "front_size": len(front_pts),
+            "lams_on_front": sorted({p[0] for p in front_pts}),
+        }
         return FittedHybrid(models, scorer, fp, picks, kw, self._embedder, info, train_points, self.embedder_spec)

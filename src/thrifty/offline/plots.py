@@ -104,31 +104,63 @@ def plot_html(reports: Sequence["EvalReport"], path: str | Path, title: str | No
     fig = go.Figure()
     live = [s for s in r.singles if s.n > 0]
     on_hull = set(r.hull.models)
-    fig.add_trace(go.Scatter(
-        x=[s.cost for s in live], y=[s.quality for s in live], mode="markers+text", name="single models",
-        text=[s.model if s.model in on_hull else "" for s in live], textposition="bottom right",
-        hovertext=[f"{s.model}<br>quality {s.quality:.4f}<br>cost ${s.cost:.6f}" for s in live], hoverinfo="text",
-        marker=dict(color="#999999", size=7),
-    ))
+    fig.add_trace(
+        go.Scatter(
+            x=[s.cost for s in live],
+            y=[s.quality for s in live],
+            mode="markers+text",
+            name="single models",
+            text=[s.model if s.model in on_hull else "" for s in live],
+            textposition="bottom right",
+            hovertext=[f"{s.model}<br>quality {s.quality:.4f}<br>cost ${s.cost:.6f}" for s in live],
+            hoverinfo="text",
+            marker=dict(color="#999999", size=7),
+        )
+    )
     hx, hy = _dense(r.hull.curve, hi)
     fig.add_trace(go.Scatter(x=hx, y=hy, mode="lines", name="single-model hull", line=dict(color="#555555", dash="dash")))
     ox, oy = _dense(r.oracle.curve, hi)
     fig.add_trace(go.Scatter(x=ox, y=oy, mode="lines", name="oracle", line=dict(color="#000000", dash="dot")))
-    fig.add_trace(go.Scatter(x=[r.random[0]], y=[r.random[1]], mode="markers", name="random router", marker=dict(symbol="x", size=10, color="#7f7f7f")))
+    fig.add_trace(
+        go.Scatter(
+            x=[r.random[0]], y=[r.random[1]], mode="markers", name="random router", marker=dict(symbol="x", size=10, color="#7f7f7f")
+        )
+    )
     b = r.best_single
-    fig.add_trace(go.Scatter(x=[b.cost], y=[b.quality], mode="markers", name=f"best single: {b.model}", marker=dict(symbol="star", size=16, color="#ffbf00", line=dict(color="black", width=1))))
+    fig.add_trace(
+        go.Scatter(
+            x=[b.cost],
+            y=[b.quality],
+            mode="markers",
+            name=f"best single: {b.model}",
+            marker=dict(symbol="star", size=16, color="#ffbf00", line=dict(color="black", width=1)),
+        )
+    )
     for i, rep in enumerate(reports):
         col = _COLORS[i % len(_COLORS)]
         cx, cy = _dense(rep.curve, hi)
         fig.add_trace(go.Scatter(x=cx, y=cy, mode="lines", name=f"{rep.policy} curve", line=dict(color=col, width=3)))
-        fig.add_trace(go.Scatter(
-            x=[p.mean_cost for p in rep.points], y=[p.mean_quality for p in rep.points], mode="markers", name=f"{rep.policy} points",
-            hovertext=[f"{rep.policy} {p.label}<br>knob {p.knob:.4g}<br>quality {p.mean_quality:.4f}<br>cost ${p.mean_cost:.6f}" for p in rep.points],
-            hoverinfo="text", marker=dict(color=col, size=5, opacity=0.7),
-        ))
+        fig.add_trace(
+            go.Scatter(
+                x=[p.mean_cost for p in rep.points],
+                y=[p.mean_quality for p in rep.points],
+                mode="markers",
+                name=f"{rep.policy} points",
+                hovertext=[
+                    f"{rep.policy} {p.label}<br>knob {p.knob:.4g}<br>quality {p.mean_quality:.4f}<br>cost ${p.mean_cost:.6f}"
+                    for p in rep.points
+                ],
+                hoverinfo="text",
+                marker=dict(color=col, size=5, opacity=0.7),
+            )
+        )
     fig.update_layout(
-        title=title or _title(reports), xaxis=dict(type="log", title="mean cost per query (USD, log scale)", range=[np.log10(lo), np.log10(hi)]),
-        yaxis=dict(title="mean quality"), template="plotly_white", width=1100, height=700,
+        title=title or _title(reports),
+        xaxis=dict(type="log", title="mean cost per query (USD, log scale)", range=[np.log10(lo), np.log10(hi)]),
+        yaxis=dict(title="mean quality"),
+        template="plotly_white",
+        width=1100,
+        height=700,
     )
     path = Path(path)
     fig.write_html(str(path), include_plotlyjs=True, full_html=True)

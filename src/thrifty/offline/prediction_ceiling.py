@@ -85,8 +85,15 @@ class _FittedNoisy:
             calls = np.zeros(table.quality.shape, dtype=bool)
             calls[rows, ch] = True
             label = f"share={knob:.2f}" if self.calibrate == "share" else f"B=${knob:.3g}"
-            pt = OperatingPoint(knob=float(knob), cost=table.cost[rows, ch], quality=table.quality[rows, ch], calls=calls,
-                                chosen=ch, label=label, params={"lam": lam, "rho": self.rho})
+            pt = OperatingPoint(
+                knob=float(knob),
+                cost=table.cost[rows, ch],
+                quality=table.quality[rows, ch],
+                calls=calls,
+                chosen=ch,
+                label=label,
+                params={"lam": lam, "rho": self.rho},
+            )
             pt.target_budget = None if self.calibrate == "share" else float(knob)
             out.append(pt)
         return out

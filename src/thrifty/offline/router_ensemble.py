@@ -80,8 +80,14 @@ def recalibration(pred: np.ndarray, quality: np.ndarray, kind: str = "linear") -
     return out
 
 
-def fit_ensemble(emb: np.ndarray, feats: np.ndarray, quality: np.ndarray, folds: Sequence[np.ndarray],
-                 score: Callable[[np.ndarray], float], members: Sequence[str] | None = None):
+def fit_ensemble(
+    emb: np.ndarray,
+    feats: np.ndarray,
+    quality: np.ndarray,
+    folds: Sequence[np.ndarray],
+    score: Callable[[np.ndarray], float],
+    members: Sequence[str] | None = None,
+):
     """(head, params, inner-CV score, out-of-fold predictions, search rows) of the ensemble; see the module doc."""
     names = tuple(members or SINGLE_HEADS)
     params: dict[str, dict[str, Any]] = {}

@@ -40,15 +40,27 @@ from thrifty.policy.router import RouterPolicy, preference_orders
 from thrifty.scoring.embedders import LazyEmbedder, embedder_spec, resolve_embedder
 from thrifty.types import ChatRequest
 
-__all__ = ["RouterOffline", "FittedRouter", "replay_router", "calibrate_budget", "calibrate_share", "calibrate_target",
-           "replay_router_live", "target_choice", "DEFAULT_VARIANT",
-           "resolve_embedder", "embedder_spec", "LazyEmbedder"]  # the embedder names live in scoring.embedders
+__all__ = [
+    "RouterOffline",
+    "FittedRouter",
+    "replay_router",
+    "calibrate_budget",
+    "calibrate_share",
+    "calibrate_target",
+    "replay_router_live",
+    "target_choice",
+    "DEFAULT_VARIANT",
+    "resolve_embedder",
+    "embedder_spec",
+    "LazyEmbedder",
+]  # the embedder names live in scoring.embedders
 
 DEFAULT_VARIANT = "mf"
 
 
-def _best_under_budget(knob_values: np.ndarray, choose: Callable[[float], np.ndarray], quality: np.ndarray, cost: np.ndarray,
-                       budgets: Sequence[float]) -> list[float]:
+def _best_under_budget(
+    knob_values: np.ndarray, choose: Callable[[float], np.ndarray], quality: np.ndarray, cost: np.ndarray, budgets: Sequence[float]
+) -> list[float]:
     """Per budget, the knob value whose training choices (``choose(v)``: a column per row) have the
     highest mean quality among those with training mean cost ≤ budget (the cheapest one when none
     fits; ties: the smaller knob value)."""
@@ -68,7 +80,9 @@ def _best_under_budget(knob_values: np.ndarray, choose: Callable[[float], np.nda
     return out
 
 
-def calibrate_budget(pred: np.ndarray, quality: np.ndarray, cost: np.ndarray, exp_cost: np.ndarray, budgets: Sequence[float], n: int = 160) -> list[float]:
+def calibrate_budget(
+    pred: np.ndarray, quality: np.ndarray, cost: np.ndarray, exp_cost: np.ndarray, budgets: Sequence[float], n: int = 160
+) -> list[float]:
     """λ per budget: best training quality among λ whose training mean cost ≤ budget (see module doc)."""
     avail = ~np.isnan(quality)
     return _best_under_budget(lambda_grid(exp_cost, n), lambda lam: route(pred, exp_cost, lam, avail), quality, cost, budgets)
@@ -83,7 +97,9 @@ def target_choice(pred: np.ndarray, exp_cost: np.ndarray, target: float, avail: 
     return np.where(clear.any(axis=1), order[np.argmax(clear, axis=1)], np.argmax(P, axis=1))
 
 
-def calibrate_target(pred: np.ndarray, quality: np.ndarray, cost: np.ndarray, exp_cost: np.ndarray, budgets: Sequence[float], n: int = 160) -> list[float]:
+def calibrate_target(
+    pred: np.ndarray, quality: np.ndarray, cost: np.ndarray, exp_cost: np.ndarray, budgets: Sequence[float], n: int = 160
+) -> list[float]:
     """Quality target τ per budget for the target rule (see module doc); τ from the predictions' quantiles."""
     avail = ~np.isnan(quality)
     taus = np.unique(np.concatenate([np.quantile(pred[avail], np.linspace(0, 1, n)), [float(pred.max()) + 1.0]]))
@@ -93,7 +109,9 @@ def calibrate_target(pred: np.ndarray, quality: np.ndarray, cost: np.ndarray, ex
 def calibrate_share(pred: np.ndarray, exp_cost: np.ndarray, shares: Sequence[float]) -> list[float]:
     """λ per target share of calls to the dearer of two models (RouteLLM's threshold calibration)."""
     if pred.shape[1] != 2:
-        raise ConfigError("share calibration routes between two models", key="calibrate", fix="give --strong and --weak, or use calibrate=budget")
+        raise ConfigError(
+            "share calibration routes between two models", key="calibrate", fix="give --strong and --weak, or use calibrate=budget"
+        )
     dear = int(np.argmax(exp_cost))
     dc = float(exp_cost[dear] - exp_cost[1 - dear])
     score = pred[:, dear] - pred[:, 1 - dear]
@@ -127,11 +145,20 @@ def replay_router(table: RoutingTable, pred: np.ndarray, policy: RouterPolicy, k
     chosen = order[rows, first]
     calls = np.zeros((n, table.n_models), dtype=bool)
     calls[rows, chosen] = True
-    return OperatingPoint(knob=float(knob), cost=table.cost[rows, chosen].astype(float), quality=table.quality[rows, chosen].astype(float),
-                          calls=calls, chosen=chosen, label=label, params={**params, "fallbacks": int(np.count_nonzero(first))})
+    return OperatingPoint(
+        knob=float(knob),
+        cost=table.cost[rows, chosen].astype(float),
+        quality=table.quality[rows, chosen].astype(float),
+        calls=calls,
+        chosen=chosen,
+        label=label,
+        params={**params, "fallbacks": int(np.count_nonzero(first))},
+    )
 
 
-def replay_router_live(table: RoutingTable, pred: np.ndarray, policy: RouterPolicy, knob: float, label: str, **params: Any) -> OperatingPoint:
+def replay_router_live(
+    table: RoutingTable, pred: np.ndarray, policy: RouterPolicy, knob: float, label: str, **params: Any
+) -> OperatingPoint:
     """Drive ``policy.plan`` (the live object) prompt by prompt: the reference :func:`replay_router` must equal."""
     n = table.n_prompts
     cost, quality = np.zeros(n), np.zeros(n)
@@ -147,8 +174,9 @@ def replay_router_live(table: RoutingTable, pred: np.ndarray, policy: RouterPoli
         fallbacks += len(dec.steps) > 1
         chosen[i], calls[i, k] = k, True
         cost[i], quality[i] = dec.cost_usd, table.quality[i, k]
-    return OperatingPoint(knob=float(knob), cost=cost, quality=quality, calls=calls, chosen=chosen, label=label,
-                          params={**params, "fallbacks": fallbacks})
+    return OperatingPoint(
+        knob=float(knob), cost=cost, quality=quality, calls=calls, chosen=chosen, label=label, params={**params, "fallbacks": fallbacks}
+    )
 
 
 @dataclass(eq=False)
@@ -185,8 +213,18 @@ class FittedRouter:
                 pol = RouterPolicy(self.models, None, list(self.predictor.exp_cost), lam=lam, target=tau)
                 done[(lam, tau)] = replay_router(table, pred, pol, knob, label, lam=lam, variant=self.predictor.variant, **extra)
             base = done[(lam, tau)]
-            out.append(OperatingPoint(float(knob), base.cost, base.quality, base.calls, base.chosen, target_budget=self.targets[i],
-                                      label=label, params=dict(base.params)))
+            out.append(
+                OperatingPoint(
+                    float(knob),
+                    base.cost,
+                    base.quality,
+                    base.calls,
+                    base.chosen,
+                    target_budget=self.targets[i],
+                    label=label,
+                    params=dict(base.params),
+                )
+            )
         return out
 
 
@@ -198,17 +236,27 @@ class RouterOffline:
 
     name = "router"
 
-    def __init__(self, variant: str | None = None, calibrate: str = "budget", shares: int | str = 40,
-                 inner_folds: int | str = 3, seed: int | str = 0, embedder: Any = None, k: int | str | None = None) -> None:
+    def __init__(
+        self,
+        variant: str | None = None,
+        calibrate: str = "budget",
+        shares: int | str = 40,
+        inner_folds: int | str = 3,
+        seed: int | str = 0,
+        embedder: Any = None,
+        k: int | str | None = None,
+    ) -> None:
         variant = variant or DEFAULT_VARIANT
         if variant not in (*VARIANTS, "auto"):
             raise ConfigError(f"unknown router variant {variant!r}", key="--policy", fix=f"use router:{'|'.join((*VARIANTS, 'auto'))}")
         if calibrate not in ("budget", "share", "target"):
             raise ConfigError(f"unknown calibration {calibrate!r}", key="calibrate", fix="use calibrate=budget, share or target")
         self.variant, self.calibrate = variant, calibrate
-        self.name = ("router" if variant == DEFAULT_VARIANT else f"router:{variant}") + (
-            f" ({embedder} emb.)" if isinstance(embedder, str) and embedder != "minilm" else "") + (
-            " (target)" if calibrate == "target" else "")
+        self.name = (
+            ("router" if variant == DEFAULT_VARIANT else f"router:{variant}")
+            + (f" ({embedder} emb.)" if isinstance(embedder, str) and embedder != "minilm" else "")
+            + (" (target)" if calibrate == "target" else "")
+        )
         self.shares = np.linspace(0.0, 1.0, int(shares) + 1)
         self.inner_folds, self.seed = int(inner_folds), int(seed)
         self._embedder = embedder
@@ -227,8 +275,18 @@ class RouterOffline:
     def fit_predictor(self, train: RoutingTable) -> FittedPredictor:
         enc = self.encoder()
         emb, feats = enc.encode(list(train.prompts))
-        return fit_predictor(emb, feats, train.quality, train.cost, variant=self.variant, encoder=enc,
-                             models=train.models, inner_folds=self.inner_folds, seed=self.seed, grid=self.grid)
+        return fit_predictor(
+            emb,
+            feats,
+            train.quality,
+            train.cost,
+            variant=self.variant,
+            encoder=enc,
+            models=train.models,
+            inner_folds=self.inner_folds,
+            seed=self.seed,
+            grid=self.grid,
+        )
 
     def fit(self, train: RoutingTable, knobs: Sequence[float] | np.ndarray) -> FittedRouter:
         fp = self.fit_predictor(train)

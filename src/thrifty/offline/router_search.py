@@ -73,13 +73,17 @@ def _oof(variant: str, grid: list[dict[str, Any]], emb, feats, Q, folds) -> list
                 total = moments(Z, Y)
             mf_heads = [cast(MFHead, make_head(variant, p)) for p in grid]
             Zt = Z[test]
-            states = fit_from_moments(total - moments(Zt, Y[test]), emb.shape[1], [(h.rank, h.alpha) for h in mf_heads], mf_heads[0].feat_weight)
+            states = fit_from_moments(
+                total - moments(Zt, Y[test]), emb.shape[1], [(h.rank, h.alpha) for h in mf_heads], mf_heads[0].feat_weight
+            )
             for g, st in enumerate(states):
                 outs[g][test] = predict_rows(Zt, st)
     return [np.clip(o, 0.0, 1.0) for o in outs]
 
 
-def search_head(variant: str, grid: list[dict[str, Any]], emb, feats, Q, folds, score) -> tuple[float, dict[str, Any], np.ndarray, list[dict[str, Any]]]:
+def search_head(
+    variant: str, grid: list[dict[str, Any]], emb, feats, Q, folds, score
+) -> tuple[float, dict[str, Any], np.ndarray, list[dict[str, Any]]]:
     """Inner-CV search of one head: (best score, its params, its out-of-fold predictions, every row)."""
     rows: list[dict[str, Any]] = []
     best: tuple[float, dict[str, Any], np.ndarray] | None = None

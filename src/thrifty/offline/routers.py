@@ -69,9 +69,7 @@ __all__ = [
 VARIANTS = ("knn", "mf", "linear", "gbm", "ensemble")
 
 
-def routing_area(
-    pred: np.ndarray, quality: np.ndarray, cost: np.ndarray, exp_cost: np.ndarray, lams: np.ndarray | None = None
-) -> float:
+def routing_area(pred: np.ndarray, quality: np.ndarray, cost: np.ndarray, exp_cost: np.ndarray, lams: np.ndarray | None = None) -> float:
     """Mean realised quality of the λ-swept router, averaged over log10(cost) between the cheapest and
     dearest single model (best quality reachable at ≤ each cost: a monotone step curve)."""
     avail = ~np.isnan(quality)

@@ -114,8 +114,6 @@ class RouterPolicy:
             if isinstance(result, BaseException):
                 steps.append(Step(k, model, score=float(pred[k]), error=f"{type(result).__name__}: {result}"))
                 continue
-            steps.append(
-                Step(k, model, score=float(pred[k]), accepted=True, cost_usd=result.cost_usd, latency_s=result.latency_s)
-            )
+            steps.append(Step(k, model, score=float(pred[k]), accepted=True, cost_usd=result.cost_usd, latency_s=result.latency_s))
             return Decision(k, result, tuple(steps))
         return Decision(-1, None, tuple(steps))

@@ -188,7 +188,9 @@ class AnswerScorer:
         if head is None:
             from thrifty.errors import ConfigError
 
-            raise ConfigError(f"the scorer has no head for model {model!r}", key="model", fix=f"fit it with that model; known: {', '.join(self.heads)}")
+            raise ConfigError(
+                f"the scorer has no head for model {model!r}", key="model", fix=f"fit it with that model; known: {', '.join(self.heads)}"
+            )
         text = completion.text if completion is not None else None
         return float(head.predict(self.augment(self.row(request.prompt_text, text), model))[0])
 
@@ -238,7 +240,9 @@ def fit_answer_scorer(
         cols = [table.model_index(m) for m in inputs.models]
         gl, pred = fit_good_length(inputs.X, table.quality[:, cols], seed=seed)
         f = inputs.n_features
-        inputs = TableInputs(inputs.models, [np.hstack([X[:, :f], gl.features(X, pred), X[:, f:]]) for X in inputs.X], f + 2, inputs.emb_dims)
+        inputs = TableInputs(
+            inputs.models, [np.hstack([X[:, :f], gl.features(X, pred), X[:, f:]]) for X in inputs.X], f + 2, inputs.emb_dims
+        )
     if not emb_in_heads:
         inputs = TableInputs(inputs.models, [X[:, : inputs.n_features] for X in inputs.X], inputs.n_features, ())
     heads: dict[str, Head | SharedHead] = {}
@@ -254,8 +258,14 @@ def fit_answer_scorer(
         ys.append(table.quality[ok, j])
     if shared and len(inputs.models) > 1:
         sh, sh_oof = fit_shared(
-            [X[ok] for X, ok in zip(inputs.X, oks)], ys, [np.flatnonzero(ok) for ok in oks],
-            inputs.n_features, inputs.emb_dims, configs, k=k, seed=seed,
+            [X[ok] for X, ok in zip(inputs.X, oks)],
+            ys,
+            [np.flatnonzero(ok) for ok in oks],
+            inputs.n_features,
+            inputs.emb_dims,
+            configs,
+            k=k,
+            seed=seed,
         )
         for c, name in enumerate(inputs.models):
             if sh[c].cv_mse < heads[name].cv_mse:

@@ -33,8 +33,15 @@ class BlendScorer:
     :class:`~thrifty.scoring.finetuned.FineTunedScorer`; ``ref[m] = (sorted OOF a, sorted OOF b)``;
     ``calib[m] = (α, β)``."""
 
-    def __init__(self, a: Any, b: Any, ref: dict[str, tuple[np.ndarray, np.ndarray]], calib: dict[str, tuple[float, float]],
-                 weight: float = 0.5, info: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        a: Any,
+        b: Any,
+        ref: dict[str, tuple[np.ndarray, np.ndarray]],
+        calib: dict[str, tuple[float, float]],
+        weight: float = 0.5,
+        info: dict[str, Any] | None = None,
+    ) -> None:
         self.a, self.b, self.ref, self.calib, self.weight = a, b, ref, calib, float(weight)
         self.info = dict(info or {})
 
@@ -83,8 +90,16 @@ def _rank(ref: np.ndarray, x: np.ndarray) -> np.ndarray:
     return (lo + hi) / (2.0 * len(ref))
 
 
-def fit_blend(a: Any, b: Any, Sa: np.ndarray, Sb: np.ndarray, Q: np.ndarray, models: Sequence[str], weight: float = 0.5,
-              info: dict[str, Any] | None = None) -> tuple[BlendScorer, np.ndarray]:
+def fit_blend(
+    a: Any,
+    b: Any,
+    Sa: np.ndarray,
+    Sb: np.ndarray,
+    Q: np.ndarray,
+    models: Sequence[str],
+    weight: float = 0.5,
+    info: dict[str, Any] | None = None,
+) -> tuple[BlendScorer, np.ndarray]:
     """The blend of fitted scorers ``a``, ``b`` from their (P, K) out-of-fold training scores ``Sa``,
     ``Sb`` and qualities ``Q`` (NaN: missing pair) → (scorer, (P, K) blended out-of-fold scores)."""
     ref, calib = {}, {}
@@ -98,8 +113,9 @@ def fit_blend(a: Any, b: Any, Sa: np.ndarray, Sb: np.ndarray, Q: np.ndarray, mod
     return BlendScorer(a, b, ref, calib, weight, info), S
 
 
-def fit_blend_scorer(table, models: Sequence[str], feature_scorer: tuple[Any, np.ndarray], ft_config: Any, ft_inner_folds: int = 2,
-                     weight: float = 0.5) -> tuple[BlendScorer, np.ndarray]:
+def fit_blend_scorer(
+    table, models: Sequence[str], feature_scorer: tuple[Any, np.ndarray], ft_config: Any, ft_inner_folds: int = 2, weight: float = 0.5
+) -> tuple[BlendScorer, np.ndarray]:
     """The cascade hook: fine-tune MiniLM on ``table`` (:func:`fit_finetuned_scorer`), blend it with the
     already fitted feature scorer ``(scorer, OOF scores)``; returns (blend, (P, K) OOF blend scores)."""
     from thrifty.scoring.finetuned import fit_finetuned_scorer

@@ -64,7 +64,9 @@ def resolve_embedder(spec: Any) -> Any:
         for part in attr.split("."):
             obj = getattr(obj, part)
     except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot load embedder {spec!r}: {exc}", key="embedder", fix="use minilm, static or an importable 'module:Factory'") from exc
+        raise ConfigError(
+            f"cannot load embedder {spec!r}: {exc}", key="embedder", fix="use minilm, static or an importable 'module:Factory'"
+        ) from exc
     return obj()
 
 

@@ -24,7 +24,17 @@ import numpy as np
 
 from thrifty.scoring.memo import LRUMemo
 
-__all__ = ["Embedder", "MiniLMEmbedder", "MiniLMJob", "embed_batch", "CachedEmbedder", "get_embedder", "cache_dir", "minilm_dir", "load_minilm"]
+__all__ = [
+    "Embedder",
+    "MiniLMEmbedder",
+    "MiniLMJob",
+    "embed_batch",
+    "CachedEmbedder",
+    "get_embedder",
+    "cache_dir",
+    "minilm_dir",
+    "load_minilm",
+]
 
 
 @runtime_checkable
@@ -108,11 +118,8 @@ class MiniLMEmbedder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         model = self._load()
-        vecs = model.encode(
-            [t or "" for t in texts], batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False
-        )
+        vecs = model.encode([t or "" for t in texts], batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False)
         return np.asarray(vecs, dtype=np.float32)
-
 
     def remote_job(self) -> "MiniLMJob":
         """What a worker needs to build the same embedder (for :func:`embed_batch`)."""
@@ -140,8 +147,15 @@ class CachedEmbedder:
 
     flush_every = 256  # new vectors buffered before one batched write (a table's bulk embedding flushes per batch)
 
-    def __init__(self, inner: Embedder, path: str | os.PathLike | None = None, executor: Any = None, batch: int = 256, *,
-                 memory_entries: int | None = None) -> None:
+    def __init__(
+        self,
+        inner: Embedder,
+        path: str | os.PathLike | None = None,
+        executor: Any = None,
+        batch: int = 256,
+        *,
+        memory_entries: int | None = None,
+    ) -> None:
         self.inner = inner
         self.batch = batch  # texts per inner.embed call (per task on an executor)
         self.executor = executor  # a thrifty.calibration.executors executor: embed missing texts on its workers

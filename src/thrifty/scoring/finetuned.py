@@ -69,7 +69,15 @@ def _features(queries: Sequence[str], answers: Sequence[str]) -> np.ndarray:
 class FineTunedScorer:
     """A fine-tuned MiniLM pair scorer behind the :class:`thrifty.types.Scorer` protocol."""
 
-    def __init__(self, net: Any, tokenizer: Any, models: Sequence[str], config: FineTuneConfig, feat_stats: tuple[np.ndarray, np.ndarray] | None, info: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        net: Any,
+        tokenizer: Any,
+        models: Sequence[str],
+        config: FineTuneConfig,
+        feat_stats: tuple[np.ndarray, np.ndarray] | None,
+        info: dict[str, Any] | None = None,
+    ) -> None:
         self.net = net
         self.tokenizer = tokenizer
         self.models = tuple(models)
@@ -115,7 +123,11 @@ class FineTunedScorer:
         if unknown:
             from thrifty.errors import ConfigError
 
-            raise ConfigError(f"the fine-tuned scorer has no output for model(s) {unknown}", key="model", fix=f"fit it with those models; known: {', '.join(self.models)}")
+            raise ConfigError(
+                f"the fine-tuned scorer has no output for model(s) {unknown}",
+                key="model",
+                fix=f"fit it with those models; known: {', '.join(self.models)}",
+            )
         idx = np.array([self.models.index(m) for m in names], dtype=np.int64)
         feats = self._std(_features(queries, answers)) if self.config.features else None
         out = np.zeros(len(queries))
@@ -124,7 +136,11 @@ class FineTunedScorer:
         with torch.inference_mode():
             for s in range(0, len(queries), batch_size):
                 sl = slice(s, s + batch_size)
-                logit = self.net(self._encode(queries[sl], answers[sl]), torch.from_numpy(idx[sl]), None if feats is None else torch.from_numpy(feats[sl]))
+                logit = self.net(
+                    self._encode(queries[sl], answers[sl]),
+                    torch.from_numpy(idx[sl]),
+                    None if feats is None else torch.from_numpy(feats[sl]),
+                )
                 out[sl] = torch.sigmoid(logit).numpy()
         return out
 
@@ -145,8 +161,12 @@ class FineTunedScorer:
 
     def _encode(self, queries: Sequence[str], answers: Sequence[str]) -> dict:
         return self.tokenizer(
-            [q or "" for q in queries], [a or "" for a in answers],
-            truncation="longest_first", max_length=self.config.max_length, padding=True, return_tensors="pt",
+            [q or "" for q in queries],
+            [a or "" for a in answers],
+            truncation="longest_first",
+            max_length=self.config.max_length,
+            padding=True,
+            return_tensors="pt",
         )
 
 
@@ -164,7 +184,9 @@ def _build_net(torch, encoder, n_models: int, n_feats: int):
             nn.init.zeros_(self.out.bias)
 
         def forward(self, enc, model_idx, feats=None):
-            h = self.encoder(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], token_type_ids=enc.get("token_type_ids")).last_hidden_state
+            h = self.encoder(
+                input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], token_type_ids=enc.get("token_type_ids")
+            ).last_hidden_state
             m = enc["attention_mask"].unsqueeze(-1).to(h.dtype)
             pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)
             z = self.drop(pooled)
@@ -257,7 +279,9 @@ def table_pairs(table, models: Sequence[str], only_available: bool = True):
 _MEMO: LRUMemo[str, tuple[FineTunedScorer, np.ndarray]] = LRUMemo(4, name="finetuned-scorers")
 
 
-def fit_finetuned_scorer(table, models: Sequence[str], config: FineTuneConfig = FineTuneConfig(), inner_folds: int = 2) -> tuple[FineTunedScorer, np.ndarray]:
+def fit_finetuned_scorer(
+    table, models: Sequence[str], config: FineTuneConfig = FineTuneConfig(), inner_folds: int = 2
+) -> tuple[FineTunedScorer, np.ndarray]:
     """The cascade hook: (scorer refitted on every available pair, (P, K) out-of-fold scores).
 
     Prompts are split into ``inner_folds`` groups (all of a prompt's answers in one group); each
@@ -284,7 +308,11 @@ def _fit_finetuned_scorer(table, models: Sequence[str], config: FineTuneConfig, 
     if not table.has_answers:
         from thrifty.errors import ConfigError
 
-        raise ConfigError("the fine-tuned scorer needs answer text", key="scorer", fix="use the default scorer (scorer=features) for tables without answers")
+        raise ConfigError(
+            "the fine-tuned scorer needs answer text",
+            key="scorer",
+            fix="use the default scorer (scorer=features) for tables without answers",
+        )
     qs, ans, names, rows, cols = table_pairs(table, models)
     y = np.array([table.quality[p, table.model_index(m)] for p, m in zip(rows, names)])
     S = np.full((table.n_prompts, len(models)), np.nan)
@@ -292,7 +320,9 @@ def _fit_finetuned_scorer(table, models: Sequence[str], config: FineTuneConfig, 
         for k, test_prompts in enumerate(make_folds(table.n_prompts, inner_folds, config.seed + 7)):
             te = np.isin(rows, test_prompts)
             tr = np.flatnonzero(~te)
-            sub = fit_finetuned([qs[i] for i in tr], [ans[i] for i in tr], y[tr], [names[i] for i in tr], replace(config, seed=config.seed + 1 + k), models)
+            sub = fit_finetuned(
+                [qs[i] for i in tr], [ans[i] for i in tr], y[tr], [names[i] for i in tr], replace(config, seed=config.seed + 1 + k), models
+            )
             tei = np.flatnonzero(te)
             S[rows[tei], cols[tei]] = sub.predict([qs[i] for i in tei], [ans[i] for i in tei], [names[i] for i in tei])
     scorer = fit_finetuned(qs, ans, y, names, config, models)

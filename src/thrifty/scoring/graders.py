@@ -44,7 +44,7 @@ def parse_number(text: Any) -> float | None:
     for marker in (r"####", r"answer is", r"answer:"):
         m = re.search(marker, s, re.IGNORECASE)
         if m:
-            tail = _NUM.search(s[m.end():])
+            tail = _NUM.search(s[m.end() :])
             if tail:
                 return _to_float(tail.group())
     nums = _NUM.findall(s)

@@ -24,7 +24,18 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-__all__ = ["HeadConfig", "Head", "SharedHead", "fit_shared", "fit_head", "design_matrix", "inner_folds", "configs_for", "single_threaded", "DEFAULT_CONFIGS"]
+__all__ = [
+    "HeadConfig",
+    "Head",
+    "SharedHead",
+    "fit_shared",
+    "fit_head",
+    "design_matrix",
+    "inner_folds",
+    "configs_for",
+    "single_threaded",
+    "DEFAULT_CONFIGS",
+]
 
 
 @dataclass(frozen=True)

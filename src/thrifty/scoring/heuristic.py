@@ -18,9 +18,25 @@ from thrifty.types import ChatRequest, Completion
 __all__ = ["HeuristicScorer", "REFUSALS"]
 
 REFUSALS = (
-    "i'm sorry", "i am sorry", "i apologize", "i apologise", "sorry, but", "i cannot", "i can't", "i can not",
-    "i'm not able", "i am not able", "i'm unable", "i am unable", "as an ai", "as a language model",
-    "i don't know", "i do not know", "i'm not sure", "i am not sure", "not able to help",
+    "i'm sorry",
+    "i am sorry",
+    "i apologize",
+    "i apologise",
+    "sorry, but",
+    "i cannot",
+    "i can't",
+    "i can not",
+    "i'm not able",
+    "i am not able",
+    "i'm unable",
+    "i am unable",
+    "as an ai",
+    "as a language model",
+    "i don't know",
+    "i do not know",
+    "i'm not sure",
+    "i am not sure",
+    "not able to help",
 )
 _WORD = re.compile(r"\w+", re.UNICODE)
 _TRANSCRIPT = re.compile(r"(^|\n)\s*(user|assistant|human|ai|question|answer)\s*:", re.IGNORECASE)
@@ -79,8 +95,13 @@ class HeuristicScorer:
         if not text:
             return {"empty": 0.9 if completion.tool_calls else 0.0}
         f: dict[str, float] = {}
-        odd = sum(1 for ch in text if ch == "\ufffd" or (unicodedata.category(ch)[0] == "C" and ch not in "\n\t")
-                  or (not ch.isalnum() and ch not in _OK_SYMBOLS and unicodedata.category(ch)[0] != "S"))
+        odd = sum(
+            1
+            for ch in text
+            if ch == "\ufffd"
+            or (unicodedata.category(ch)[0] == "C" and ch not in "\n\t")
+            or (not ch.isalnum() and ch not in _OK_SYMBOLS and unicodedata.category(ch)[0] != "S")
+        )
         odd += sum(1 for ch in text if unicodedata.category(ch) == "So")  # symbols/emoji soup
         share = odd / max(len(text), 20)  # a stray symbol in a two-word answer is not junk
         f["junk"] = 1.0 if share <= 0.1 else max(0.0, 1.0 - (share - 0.1) / 0.3)

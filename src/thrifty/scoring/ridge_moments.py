@@ -37,9 +37,7 @@ def moments(Z: np.ndarray, Y: np.ndarray) -> Moments:
     return Moments(len(Z), Z.sum(axis=0), Z.T @ Z, Y.sum(axis=0), Z.T @ Y)
 
 
-def fit_from_moments(
-    mom: Moments, n_emb: int, settings: Sequence[tuple[int | None, float]], feat_weight: float
-) -> list[dict[str, Any]]:
+def fit_from_moments(mom: Moments, n_emb: int, settings: Sequence[tuple[int | None, float]], feat_weight: float) -> list[dict[str, Any]]:
     """Per (rank, alpha): the fitted head's state ``{coef, bias, x_mean, f_mu, f_sd, rank, alpha}``
     (the fields of :class:`~thrifty.scoring.router_heads.MFHead`), sharing one eigendecomposition."""
     n = max(mom.n, 1)

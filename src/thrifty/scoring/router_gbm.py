@@ -37,8 +37,15 @@ def _regressor(n_iter: int, seed: int):
         from thrifty.errors import ConfigError
 
         raise ConfigError("the gbm router needs scikit-learn", key="--policy", fix="pip install 'thrifty[lab]'") from exc
-    return HistGradientBoostingRegressor(max_iter=n_iter, learning_rate=0.05, max_depth=3, min_samples_leaf=20,
-                                         l2_regularization=1.0, early_stopping=False, random_state=seed)
+    return HistGradientBoostingRegressor(
+        max_iter=n_iter,
+        learning_rate=0.05,
+        max_depth=3,
+        min_samples_leaf=20,
+        l2_regularization=1.0,
+        early_stopping=False,
+        random_state=seed,
+    )
 
 
 @dataclass
@@ -107,8 +114,16 @@ class GBMHead:
         with threadpool_limits(1):  # OpenMP threads only fight each other on a few hundred rows
             for k in range(R):
                 state.models.append(_regressor(n_iter, self.seed).fit(X, Z[:, k]))
-        return [GBMHead(rank=int(g.get("rank", self.rank)), n_iter=int(g.get("n_iter", self.n_iter)),
-                        n_comp=self.n_comp, seed=self.seed, state=state) for g in grid]
+        return [
+            GBMHead(
+                rank=int(g.get("rank", self.rank)),
+                n_iter=int(g.get("n_iter", self.n_iter)),
+                n_comp=self.n_comp,
+                seed=self.seed,
+                state=state,
+            )
+            for g in grid
+        ]
 
     def predict(self, emb: np.ndarray, feats: np.ndarray) -> np.ndarray:
         assert self.state is not None, "fit the head first"

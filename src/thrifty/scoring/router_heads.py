@@ -100,9 +100,7 @@ class KNNHead:
         have = ~np.isnan(q)
         wq = np.einsum("nk,nkm->nm", w, np.where(have, q, 0.0))
         ws = np.einsum("nk,nkm->nm", w, have.astype(float))
-        return (wq + self.shrink * self.mean[None, :] * w.max(axis=1, keepdims=True)) / (
-            ws + self.shrink * w.max(axis=1, keepdims=True)
-        )
+        return (wq + self.shrink * self.mean[None, :] * w.max(axis=1, keepdims=True)) / (ws + self.shrink * w.max(axis=1, keepdims=True))
 
     def predict(self, emb: np.ndarray, feats: np.ndarray) -> np.ndarray:
         e = emb.astype(np.float32)
@@ -182,7 +180,6 @@ class FittedPredictor:
 
 def apply_calibration(pred: np.ndarray, knots: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     return np.column_stack([np.interp(pred[:, m], x, y) for m, (x, y) in enumerate(knots)])
-
 
 
 @dataclass

@@ -86,8 +86,13 @@ class StaticMiniLMEmbedder:
         self._load()
         assert self._tok is not None and self._table is not None
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, enc in enumerate(self._tok.encode_batch([t or "" for t in texts], add_special_tokens=False) if len(texts) > 1
-                                else [self._tok.encode(texts[0] or "", add_special_tokens=False)] if texts else []):
+        for i, enc in enumerate(
+            self._tok.encode_batch([t or "" for t in texts], add_special_tokens=False)
+            if len(texts) > 1
+            else [self._tok.encode(texts[0] or "", add_special_tokens=False)]
+            if texts
+            else []
+        ):
             if enc.ids:
                 v = self._table[enc.ids].mean(axis=0)
                 out[i] = v / (np.linalg.norm(v) or 1.0)

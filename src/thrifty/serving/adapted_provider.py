@@ -59,8 +59,13 @@ def _text_field(row: Mapping[str, Any], key: str, path: Path, line: int) -> str:
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         v = str(v)  # a CSV/JSON number as a label
     if not isinstance(v, str) or not v.strip():
-        raise DataError(f"missing or empty {key!r}", file=str(path), line=line, field=key,
-                        expected='rows {"input": "...", "output": "..."} or {"messages": [..., user, assistant]}')
+        raise DataError(
+            f"missing or empty {key!r}",
+            file=str(path),
+            line=line,
+            field=key,
+            expected='rows {"input": "...", "output": "..."} or {"messages": [..., user, assistant]}',
+        )
     return v.strip()
 
 
@@ -80,8 +85,10 @@ def read_examples(path: str | os.PathLike[str]) -> list[Example]:
             if not isinstance(msgs, list):
                 raise DataError("not a list", file=str(path), line=line, field="messages", expected="a list of chat messages")
             last = {m.get("role"): m.get("content") for m in msgs if isinstance(m, Mapping)}
-            row = {"input": message_text(last.get("user")) if "user" in last else None,
-                   "output": message_text(last.get("assistant")) if "assistant" in last else None}
+            row = {
+                "input": message_text(last.get("user")) if "user" in last else None,
+                "output": message_text(last.get("assistant")) if "assistant" in last else None,
+            }
         out.append(Example(_text_field(row, "input", path, line), _text_field(row, "output", path, line)))
     if not out:
         raise DataError("no examples", file=str(path), expected="at least one row")
@@ -133,8 +140,14 @@ class FewShotAdapter:
         self.k, self.budget_tokens, self.layout = int(k), budget_tokens, layout
         self.prefix = strip_prefix.replace("\r\n", "\n").strip() if strip_prefix and strip_prefix.strip() else None
         self.kept = [b for b in _blocks(self.prefix) if not _EXAMPLE_BLOCK.match(b)] if self.prefix else []
-        spec = {"pool": [[e.input, e.output] for e in self.pool], "k": self.k, "budget": budget_tokens, "layout": layout,
-                "prefix": self.prefix, "embedder": embedder_name}
+        spec = {
+            "pool": [[e.input, e.output] for e in self.pool],
+            "k": self.k,
+            "budget": budget_tokens,
+            "layout": layout,
+            "prefix": self.prefix,
+            "embedder": embedder_name,
+        }
         self.fingerprint = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
         self._selector: ShotSelector | None = None
         self._memo: LRUMemo[str, list[Example]] = LRUMemo(name="few-shot-selections")
@@ -162,7 +175,7 @@ class FewShotAdapter:
             return request, None
         text = message_text(request.messages[at].get("content")).replace("\r\n", "\n")
         stripped = self.prefix is not None and text.lstrip().startswith(self.prefix)
-        rest = text.lstrip()[len(self.prefix):].strip() if stripped and self.prefix else text.strip()
+        rest = text.lstrip()[len(self.prefix) :].strip() if stripped and self.prefix else text.strip()
         kept = self.kept if stripped else []
         query = _query(rest)
         if not query:

@@ -141,8 +141,13 @@ class Artefact:
             from thrifty.policy.router import RouterPolicy
 
             r = self.manifest["router"]
-            return RouterPolicy(tuple(r["models"]), self.predictor(embedder), [float(c) for c in r["expected_cost"]], lam=_float(p["lam"]),
-                                target=p.get("target"))
+            return RouterPolicy(
+                tuple(r["models"]),
+                self.predictor(embedder),
+                [float(c) for c in r["expected_cost"]],
+                lam=_float(p["lam"]),
+                target=p.get("target"),
+            )
         tiers, thr = self.cascade_for(budget)
         cascade = CascadePolicy(tiers, thr, self.scorer(embedder) if len(tiers) > 1 else None, select=self.select_for(budget))
         if self.kind == "cascade":
@@ -154,8 +159,9 @@ class Artefact:
         return HybridPolicy(cascade, self.predictor(embedder), tuple(r["models"]), cost, _float(p["lam"]))
 
 
-def write_artefact(path: str | Path, manifest: dict[str, Any], heads: dict[str, Any], kind: str = "cascade",
-                   files: dict[str, bytes] | None = None) -> Path:
+def write_artefact(
+    path: str | Path, manifest: dict[str, Any], heads: dict[str, Any], kind: str = "cascade", files: dict[str, bytes] | None = None
+) -> Path:
     """Write ``manifest`` (format/version/kind/created are added), ``heads`` (the kind's fitted
     objects, see the module docstring) and ``files`` (name → bytes, e.g. a scorer's state dict) into
     directory ``path``."""
@@ -214,18 +220,23 @@ def load_artefact(path: str | Path) -> Artefact:
     if not isinstance(manifest, dict) or manifest.get("format") not in FORMATS:
         raise ConfigError(
             f"{mf} is not a thrifty artefact (format {manifest.get('format') if isinstance(manifest, dict) else None!r})",
-            key="artefact", fix=f"expected format {FORMAT!r}",
+            key="artefact",
+            fix=f"expected format {FORMAT!r}",
         )
     version = manifest.get("version")
     if version not in SUPPORTED_VERSIONS:
         raise ConfigError(
             f"artefact {root} has format version {version!r}; this thrifty reads version(s) {', '.join(map(str, SUPPORTED_VERSIONS))}",
-            key="artefact", fix="re-create it with `thrifty fit`, or use the thrifty release that wrote it",
+            key="artefact",
+            fix="re-create it with `thrifty fit`, or use the thrifty release that wrote it",
         )
     kind = manifest.get("kind", "cascade")
     if kind not in KINDS or (version == 1 and kind != "cascade"):
-        raise ConfigError(f"artefact {root} has kind {kind!r}; this thrifty reads {', '.join(KINDS)} (version 1: cascade only)",
-                          key="artefact", fix="re-create it with `thrifty fit --policy cascade|router|hybrid`")
+        raise ConfigError(
+            f"artefact {root} has kind {kind!r}; this thrifty reads {', '.join(KINDS)} (version 1: cascade only)",
+            key="artefact",
+            fix="re-create it with `thrifty fit --policy cascade|router|hybrid`",
+        )
     hf = manifest.get("heads_file") or {}
     blob_path = root / str(hf.get("name", "heads.pkl"))
     if not blob_path.is_file():

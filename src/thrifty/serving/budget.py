@@ -162,8 +162,11 @@ class BudgetLedger:
         dead = [str(r[0]) for r in rows if r[0] != self._owner and not _owner_alive(str(r[0]))]
         if not dead:
             return 0
-        return int(self._store.run_in_transaction(
-            lambda conn: sum(conn.execute("DELETE FROM reservations WHERE owner = ?", (o,)).rowcount for o in dead)))
+        return int(
+            self._store.run_in_transaction(
+                lambda conn: sum(conn.execute("DELETE FROM reservations WHERE owner = ?", (o,)).rowcount for o in dead)
+            )
+        )
 
     def limit(self, scope: str, name: str) -> float | None:
         return self._limits.get((scope, name))
@@ -175,8 +178,11 @@ class BudgetLedger:
         """(spent, held) of one scope: its settled spend in its limit's current period, and its holds
         whose lease has not lapsed (a hold counts whatever period it was taken in)."""
         row = period_key(self.period(scope, name), now)
-        spent_sql = ("(SELECT spent_usd FROM spend WHERE scope = ?1 AND name = ?2)" if row is None else
-                     "(SELECT spent_usd FROM spend_period WHERE scope = ?1 AND name = ?2 AND period = ?4)")
+        spent_sql = (
+            "(SELECT spent_usd FROM spend WHERE scope = ?1 AND name = ?2)"
+            if row is None
+            else "(SELECT spent_usd FROM spend_period WHERE scope = ?1 AND name = ?2 AND period = ?4)"
+        )
         spent, held = conn.execute(
             f"SELECT {spent_sql},"
             " (SELECT COALESCE(SUM(amount_usd), 0) FROM reservations WHERE scope = ?1 AND name = ?2"
@@ -207,8 +213,9 @@ class BudgetLedger:
         """Hold ``amount_usd`` against the key's and the profile's limits, or raise BudgetExceeded."""
         if not self._limited(key, profile):  # nothing held, nothing stored: no id needed (no uuid4 per request)
             return Reservation("", (), float(amount_usd))
-        held: Reservation = self._store.run_serialized(self.lock_names(key=key, profile=profile), self.reserve_in,
-                                                       key=key, profile=profile, amount_usd=amount_usd)
+        held: Reservation = self._store.run_serialized(
+            self.lock_names(key=key, profile=profile), self.reserve_in, key=key, profile=profile, amount_usd=amount_usd
+        )
         return held
 
     def reserve_in(self, conn: sqlite3.Connection, *, key: str | None, profile: str | None, amount_usd: float) -> Reservation:
@@ -240,8 +247,9 @@ class BudgetLedger:
         )
         return Reservation(rid, tuple(limited), float(amount_usd))
 
-    def settle_in(self, conn: sqlite3.Connection, reservation: Reservation | None, actual_usd: float, *,
-                  key: str | None, profile: str | None) -> None:
+    def settle_in(
+        self, conn: sqlite3.Connection, reservation: Reservation | None, actual_usd: float, *, key: str | None, profile: str | None
+    ) -> None:
         """Release the hold and add the real cost to each scope's spend (lifetime, this UTC day and
         this UTC month), inside the caller's transaction."""
         if reservation is not None and reservation.scopes:
@@ -280,7 +288,11 @@ class BudgetLedger:
 def ledger_for(store: LogStore, settings: "Settings") -> BudgetLedger:
     """The ledger enforcing ``settings``' key limits and profile budgets (with their periods)."""
     keys, profiles = settings.keys.values(), settings.profiles.values()
-    return BudgetLedger(store, {k.name: k.limit_usd for k in keys}, {p.name: p.budget_usd for p in profiles},
-                        key_periods={k.name: k.limit_period for k in keys},
-                        profile_periods={p.name: p.budget_period for p in profiles},
-                        lease_s=settings.server.hold_lease_s)
+    return BudgetLedger(
+        store,
+        {k.name: k.limit_usd for k in keys},
+        {p.name: p.budget_usd for p in profiles},
+        key_periods={k.name: k.limit_period for k in keys},
+        profile_periods={p.name: p.budget_period for p in profiles},
+        lease_s=settings.server.hold_lease_s,
+    )

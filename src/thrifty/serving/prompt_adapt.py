@@ -93,7 +93,12 @@ class ShotSelector:
         self._cost = [count_tokens(format_example(e)) + 1 for e in self.pool]  # +1: the blank line between shots
 
     def select(
-        self, query: str, k: int = 8, budget_tokens: int | None = None, *, query_vector: np.ndarray | None = None,
+        self,
+        query: str,
+        k: int = 8,
+        budget_tokens: int | None = None,
+        *,
+        query_vector: np.ndarray | None = None,
         exclude_input: bool = True,
     ) -> list[Example]:
         """Up to ``k`` examples in decreasing similarity whose summed formatted tokens fit
@@ -196,8 +201,15 @@ def split_answers(completion: str, n: int, labels: Sequence[str] | None = None, 
 
 # ---- helpers that run through a provider -------------------------------------------------------
 async def complete_few_shot(
-    provider: Any, instruction: str, selector: ShotSelector, query: str, *, k: int = 8,
-    budget_tokens: int | None = None, labels: Sequence[str] | None = None, **params: Any,
+    provider: Any,
+    instruction: str,
+    selector: ShotSelector,
+    query: str,
+    *,
+    k: int = 8,
+    budget_tokens: int | None = None,
+    labels: Sequence[str] | None = None,
+    **params: Any,
 ) -> tuple[str | None, Completion]:
     """Ask ``query`` with selected shots; returns (label or stripped answer, the completion)."""
     prompt = few_shot_prompt(instruction, selector.select(query, k, budget_tokens), query)
@@ -207,9 +219,15 @@ async def complete_few_shot(
 
 
 async def complete_batched(
-    provider: Any, instruction: str, queries: Sequence[str], *, size: int = 4,
-    shots: Sequence[Sequence[Example]] = (), labels: Sequence[str] | None = None,
-    retry_single: bool = True, **params: Any,
+    provider: Any,
+    instruction: str,
+    queries: Sequence[str],
+    *,
+    size: int = 4,
+    shots: Sequence[Sequence[Example]] = (),
+    labels: Sequence[str] | None = None,
+    retry_single: bool = True,
+    **params: Any,
 ) -> tuple[list[str | None], list[Completion]]:
     """Answer ``queries`` ``size`` at a time; answers the split could not recover are asked again
     one by one when ``retry_single`` (with the first ``shots`` batch as plain few-shot examples).

@@ -33,17 +33,20 @@ def parse_target(target: str | os.PathLike) -> tuple[str, str]:
     """``("sqlite", path)`` or ``("postgresql", url)`` for a store setting."""
     text = os.fspath(target)
     if text.startswith("sqlite:///"):
-        return "sqlite", text[len("sqlite:///"):]  # sqlite:///relative, sqlite:////absolute (SQLAlchemy's spelling)
+        return "sqlite", text[len("sqlite:///") :]  # sqlite:///relative, sqlite:////absolute (SQLAlchemy's spelling)
     if text.startswith("sqlite://"):
-        return "sqlite", text[len("sqlite://"):]
+        return "sqlite", text[len("sqlite://") :]
     scheme = text.split("://", 1)[0] if "://" in text else ""
     if scheme in ("postgresql", "postgres"):
         return "postgresql", text
     if scheme:
         from thrifty.errors import ConfigError
 
-        raise ConfigError(f"unknown store URL scheme {scheme!r} in {text!r}", key="server.store",
-                          fix="use a file path, sqlite:///path/logs.sqlite3 or postgresql://user@host:5432/dbname")
+        raise ConfigError(
+            f"unknown store URL scheme {scheme!r} in {text!r}",
+            key="server.store",
+            fix="use a file path, sqlite:///path/logs.sqlite3 or postgresql://user@host:5432/dbname",
+        )
     return "sqlite", text
 
 

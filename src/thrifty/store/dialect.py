@@ -45,7 +45,7 @@ def to_postgres(sql: str) -> tuple[str, tuple[int, ...] | None]:
     numbered = False
     pos = 0
     for m in _TOKEN.finditer(sql):
-        out.append(sql[pos:m.start()])
+        out.append(sql[pos : m.start()])
         pos = m.end()
         if m.group(1) or m.group(2):
             out.append(m.group(0))

@@ -37,7 +37,9 @@ class ExportSummary(dict):
     """Counts written: prompts, outcomes, by quality source, pending (unlabelled) answers."""
 
 
-def export_table(db: LogStore | str | os.PathLike, out_dir: str | os.PathLike, *, quality: str = "auto", since: float | None = None) -> ExportSummary:
+def export_table(
+    db: LogStore | str | os.PathLike, out_dir: str | os.PathLike, *, quality: str = "auto", since: float | None = None
+) -> ExportSummary:
     """Write the log at ``db`` as a routing-table folder ``out_dir``; return what was written."""
     import numpy as np
 
@@ -77,8 +79,17 @@ def export_table(db: LogStore | str | os.PathLike, out_dir: str | os.PathLike, *
         elif quality == "auto" and r["score"] is not None:
             q, src = min(1.0, max(0.0, float(r["score"]))), "score"
         if q is None:
-            pending.append({"prompt_id": rid, "model": r["model"], "output": r["answer"], "prompt": r["prompt"],
-                            "cost_usd": float(r["cost_usd"] or 0.0), "input_tokens": r["input_tokens"], "output_tokens": r["output_tokens"]})
+            pending.append(
+                {
+                    "prompt_id": rid,
+                    "model": r["model"],
+                    "output": r["answer"],
+                    "prompt": r["prompt"],
+                    "cost_usd": float(r["cost_usd"] or 0.0),
+                    "input_tokens": r["input_tokens"],
+                    "output_tokens": r["output_tokens"],
+                }
+            )
             continue
         if rid not in pindex:
             pindex[rid] = len(prompt_ids)
@@ -90,9 +101,18 @@ def export_table(db: LogStore | str | os.PathLike, out_dir: str | os.PathLike, *
         if r["model"] not in models:
             models.append(r["model"])
         nan = float("nan")
-        cells.append((pindex[rid], models.index(r["model"]), q, float(r["cost_usd"] or 0.0),
-                      nan if r["input_tokens"] is None else float(r["input_tokens"]),
-                      nan if r["output_tokens"] is None else float(r["output_tokens"]), r["answer"], src))
+        cells.append(
+            (
+                pindex[rid],
+                models.index(r["model"]),
+                q,
+                float(r["cost_usd"] or 0.0),
+                nan if r["input_tokens"] is None else float(r["input_tokens"]),
+                nan if r["output_tokens"] is None else float(r["output_tokens"]),
+                r["answer"],
+                src,
+            )
+        )
         counts[src] += 1
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -116,13 +136,23 @@ def export_table(db: LogStore | str | os.PathLike, out_dir: str | os.PathLike, *
     for p, m, q, c, i, o, a, s in cells:
         quality_arr[p, m], cost[p, m], tin[p, m], tout[p, m], answers[p, m], source[p, m] = q, c, i, o, a or "", s
     table = RoutingTable(
-        prompt_ids=tuple(prompt_ids), prompts=tuple(prompts), models=tuple(models), quality=quality_arr, cost=cost,
-        answers=answers, input_tokens=tin, output_tokens=tout, prices={}, prompt_meta={k: tuple(v) for k, v in meta.items()},
+        prompt_ids=tuple(prompt_ids),
+        prompts=tuple(prompts),
+        models=tuple(models),
+        quality=quality_arr,
+        cost=cost,
+        answers=answers,
+        input_tokens=tin,
+        output_tokens=tout,
+        prices={},
+        prompt_meta={k: tuple(v) for k, v in meta.items()},
         source=str(store.path),
     )
     write_table(table, out)
     _add_quality_source(out, source, prompt_ids, models)
-    return ExportSummary(prompts=P, outcomes=len(cells), labelled=counts["label"], scored=counts["score"], pending=len(pending), out_dir=str(out))
+    return ExportSummary(
+        prompts=P, outcomes=len(cells), labelled=counts["label"], scored=counts["score"], pending=len(pending), out_dir=str(out)
+    )
 
 
 def _add_quality_source(out: Path, source: Any, prompt_ids: list[str], models: list[str]) -> None:

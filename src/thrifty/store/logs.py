@@ -301,7 +301,6 @@ class LogStore:
             return c.execute(sql, tuple(params)).fetchall()
 
 
-
 _MAX_BATCH = 256  # jobs per group commit at most
 
 
@@ -310,8 +309,9 @@ class _Task:
 
     __slots__ = ("fn", "args", "kwargs", "in_transaction", "locks", "future")
 
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], *, in_transaction: bool,
-                 locks: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], *, in_transaction: bool, locks: tuple[str, ...] = ()
+    ) -> None:
         self.fn, self.args, self.kwargs, self.in_transaction, self.locks = fn, args, kwargs, in_transaction, locks
         self.future: Future = Future()
 
@@ -340,15 +340,44 @@ def _rows(rec: RequestRecord) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
         if s.decision not in _DECISIONS:
             raise ValueError(f"step decision must be one of {_DECISIONS}, got {s.decision!r}")
     row = (
-        rec.id, rec.created, rec.key_name, rec.profile, rec.model_requested,
-        json.dumps(rec.request, ensure_ascii=False, default=str), rec.prompt, rec.final_model,
-        json.dumps(list(rec.tiers_tried)), rec.answer, rec.input_tokens, rec.output_tokens,
-        float(rec.cost_usd), rec.latency_s, int(rec.status), rec.error, int(rec.stream), rec.cache,
+        rec.id,
+        rec.created,
+        rec.key_name,
+        rec.profile,
+        rec.model_requested,
+        json.dumps(rec.request, ensure_ascii=False, default=str),
+        rec.prompt,
+        rec.final_model,
+        json.dumps(list(rec.tiers_tried)),
+        rec.answer,
+        rec.input_tokens,
+        rec.output_tokens,
+        float(rec.cost_usd),
+        rec.latency_s,
+        int(rec.status),
+        rec.error,
+        int(rec.stream),
+        rec.cache,
         _flag(rec.tokens_estimated),
     )
     steps = [
-        (rec.id, i, s.tier, s.model, s.answer, s.score, s.threshold, float(s.cost_usd), s.latency_s,
-         s.input_tokens, s.output_tokens, s.decision, s.error, s.cache, _flag(s.tokens_estimated))
+        (
+            rec.id,
+            i,
+            s.tier,
+            s.model,
+            s.answer,
+            s.score,
+            s.threshold,
+            float(s.cost_usd),
+            s.latency_s,
+            s.input_tokens,
+            s.output_tokens,
+            s.decision,
+            s.error,
+            s.cache,
+            _flag(s.tokens_estimated),
+        )
         for i, s in enumerate(rec.steps)
     ]
     return row, steps
@@ -358,8 +387,9 @@ def _flag(value: bool | None) -> int | None:
     return None if value is None else int(value)
 
 
-def _insert(c: sqlite3.Connection, row: tuple[Any, ...], steps: list[tuple[Any, ...]],
-            also: Callable[[sqlite3.Connection], None] | None) -> None:
+def _insert(
+    c: sqlite3.Connection, row: tuple[Any, ...], steps: list[tuple[Any, ...]], also: Callable[[sqlite3.Connection], None] | None
+) -> None:
     """Insert one request and its steps (and run ``also``) inside the caller's transaction."""
     c.execute(
         "INSERT INTO requests (id, created, key_name, profile, model_requested, request_json, prompt,"

@@ -44,8 +44,9 @@ def _psycopg() -> Any:
     try:
         import psycopg
     except ImportError:
-        raise ConfigError("a postgresql:// store needs psycopg 3", key=_KEY,
-                          fix="pip install 'thrifty[postgres]' (psycopg[binary] and psycopg-pool)") from None
+        raise ConfigError(
+            "a postgresql:// store needs psycopg 3", key=_KEY, fix="pip install 'thrifty[postgres]' (psycopg[binary] and psycopg-pool)"
+        ) from None
     return psycopg
 
 
@@ -72,7 +73,7 @@ class _Cursor:
         return self._rows[self._at - 1]
 
     def fetchall(self) -> list[Any]:
-        rows, self._at = self._rows[self._at:], len(self._rows)
+        rows, self._at = self._rows[self._at :], len(self._rows)
         return rows
 
     def __iter__(self) -> Any:
@@ -141,8 +142,11 @@ def _conninfo(url: str, password_env: str | None) -> dict[str, Any]:
     if password_env:
         value = os.environ.get(password_env)
         if value is None:
-            raise ConfigError(f"the environment variable {password_env} (the store's password) is not set", key="server.store_password_env",
-                              fix=f"export {password_env}=<the database password>, or remove store_password_env to use $PGPASSWORD")
+            raise ConfigError(
+                f"the environment variable {password_env} (the store's password) is not set",
+                key="server.store_password_env",
+                fix=f"export {password_env}=<the database password>, or remove store_password_env to use $PGPASSWORD",
+            )
         kwargs["password"] = value
     return kwargs
 

@@ -48,8 +48,9 @@ def list_tables(conn: Any, dialect: str) -> list[str]:
     if dialect == "sqlite":
         rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'").fetchall()
     else:
-        rows = conn.execute("SELECT table_name FROM information_schema.tables"
-                            " WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'").fetchall()
+        rows = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"
+        ).fetchall()
     names = sorted(r[0] for r in rows if r[0] not in SKIPPED_TABLES)
     return sorted(names, key=lambda n: n != "requests")  # parents first: steps (and others) reference requests
 
@@ -61,14 +62,24 @@ def _columns(conn: Any, dialect: str, table: str) -> tuple[list[str], list[str]]
         cols = [r[1] for r in info]
         pk = [r[1] for r in sorted((r for r in info if r[5]), key=lambda r: r[5])]
         return cols, pk or ["rowid"]
-    cols = [r[0] for r in conn.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = ?"
-        " ORDER BY ordinal_position", (table,)).fetchall()]
-    pk = [r[0] for r in conn.execute(
-        "SELECT k.column_name FROM information_schema.table_constraints c JOIN information_schema.key_column_usage k"
-        " ON k.constraint_name = c.constraint_name AND k.table_schema = c.table_schema AND k.table_name = c.table_name"
-        " WHERE c.constraint_type = 'PRIMARY KEY' AND c.table_schema = current_schema() AND c.table_name = ?"
-        " ORDER BY k.ordinal_position", (table,)).fetchall()]
+    cols = [
+        r[0]
+        for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = ?"
+            " ORDER BY ordinal_position",
+            (table,),
+        ).fetchall()
+    ]
+    pk = [
+        r[0]
+        for r in conn.execute(
+            "SELECT k.column_name FROM information_schema.table_constraints c JOIN information_schema.key_column_usage k"
+            " ON k.constraint_name = c.constraint_name AND k.table_schema = c.table_schema AND k.table_name = c.table_name"
+            " WHERE c.constraint_type = 'PRIMARY KEY' AND c.table_schema = current_schema() AND c.table_name = ?"
+            " ORDER BY k.ordinal_position",
+            (table,),
+        ).fetchall()
+    ]
     return cols, pk or cols
 
 
@@ -116,21 +127,32 @@ def copy_store(src: LogStore, dst: LogStore, *, batch: int = 5000, progress: Cal
     dst_tables = set(dst.read(list_tables, dst.dialect))
     missing = [t for t in src_tables if t not in dst_tables]
     if missing:
-        raise DataError(f"the target store has no table {', '.join(missing)}", file=str(dst.path),
-                        expected="the same thrifty version on both sides (upgrade the one that is older)")
+        raise DataError(
+            f"the target store has no table {', '.join(missing)}",
+            file=str(dst.path),
+            expected="the same thrifty version on both sides (upgrade the one that is older)",
+        )
     for table in src_tables:
         cols, pk = src.read(_columns, src.dialect, table)
         dst_cols, _ = dst.read(_columns, dst.dialect, table)
         if set(cols) - set(dst_cols):
-            raise DataError(f"table {table} of the target lacks columns {sorted(set(cols) - set(dst_cols))}", file=str(dst.path),
-                            expected="the same thrifty version on both sides")
+            raise DataError(
+                f"table {table} of the target lacks columns {sorted(set(cols) - set(dst_cols))}",
+                file=str(dst.path),
+                expected="the same thrifty version on both sides",
+            )
         copied, n, total = 0, 0, 0
         have = dst.read(_count, table)
         want = table_summary(src, table, batch=batch) if have else None  # an empty target: hash while copying
         done = want is not None and have == want[0] and table_summary(dst, table, batch=batch) == want
         if not done:
-            insert = (f'INSERT INTO "{table}" (' + ", ".join(f'"{c}"' for c in cols) + ") VALUES ("
-                      + ", ".join("?" for _ in cols) + ") ON CONFLICT DO NOTHING")
+            insert = (
+                f'INSERT INTO "{table}" ('
+                + ", ".join(f'"{c}"' for c in cols)
+                + ") VALUES ("
+                + ", ".join("?" for _ in cols)
+                + ") ON CONFLICT DO NOTHING"
+            )
             for page in _pages(src, table, cols, pk, batch):
                 copied += dst.run_in_transaction(_insert_rows, table, cols, insert, page)
                 n, total = n + len(page), (total + sum(_row_hash(r) for r in page)) % _MOD
@@ -140,10 +162,13 @@ def copy_store(src: LogStore, dst: LogStore, *, batch: int = 5000, progress: Cal
             want = (n, f"{total:064x}")
         got = want if done else table_summary(dst, table, batch=batch)
         if got != want:
-            raise DataError(f"table {table} differs after the copy: source {want[0]} rows (checksum {want[1][:12]}),"
-                            f" target {got[0]} rows (checksum {got[1][:12]})", file=str(dst.path),
-                            expected="an empty target or an earlier copy of the same source (rows the source lacks, or"
-                                     " changed since, are not overwritten)")
+            raise DataError(
+                f"table {table} differs after the copy: source {want[0]} rows (checksum {want[1][:12]}),"
+                f" target {got[0]} rows (checksum {got[1][:12]})",
+                file=str(dst.path),
+                expected="an empty target or an earlier copy of the same source (rows the source lacks, or"
+                " changed since, are not overwritten)",
+            )
         report.tables[table] = {"rows": want[0], "copied": copied, "checksum": want[1]}
     return report
 

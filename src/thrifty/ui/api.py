@@ -22,8 +22,18 @@ from thrifty.ui.graph import request_graph
 from thrifty.ui.optional_tables import audit_for_request, audit_summary, refit_history
 from thrifty.ui.rollup import Roller
 
-__all__ = ["register_api", "admin_scope", "run_query", "overview_doc", "profiles_doc", "profile_doc", "keys_doc",
-           "requests_doc", "request_doc", "DashboardState"]
+__all__ = [
+    "register_api",
+    "admin_scope",
+    "run_query",
+    "overview_doc",
+    "profiles_doc",
+    "profile_doc",
+    "keys_doc",
+    "requests_doc",
+    "request_doc",
+    "DashboardState",
+]
 
 _REALM = 'Basic realm="thrifty dashboard", charset="UTF-8"'
 
@@ -43,9 +53,11 @@ def _state(app: Any) -> DashboardState:
     st = getattr(app.state, "dashboard", None)
     rt = app.state.runtime
     if st is None or st.reader.path != rt.store.path:
-        st = DashboardState(queries.Reader(rt.store.path),
-                            Roller(rt.store.path, settle_s=rt.settings.server.request_timeout_s + SETTLE_MARGIN_S),
-                            ThreadPoolExecutor(2, thread_name_prefix="thrifty-ui", initializer=_background_priority))
+        st = DashboardState(
+            queries.Reader(rt.store.path),
+            Roller(rt.store.path, settle_s=rt.settings.server.request_timeout_s + SETTLE_MARGIN_S),
+            ThreadPoolExecutor(2, thread_name_prefix="thrifty-ui", initializer=_background_priority),
+        )
         app.state.dashboard = st
     return st
 
@@ -96,8 +108,7 @@ def admin_scope(request: Any) -> str | None:
         return None
     digest = settings.server.admin_sha256
     if not digest:
-        raise AuthError("the dashboard needs the admin key, and none is configured: set [server] admin_sha256 "
-                        "(thrifty keys hash <key>)")
+        raise AuthError("the dashboard needs the admin key, and none is configured: set [server] admin_sha256 (thrifty keys hash <key>)")
     key = _presented_key(request)
     if key is None:
         raise AuthError("the dashboard needs the admin key: send 'Authorization: Bearer <admin key>' (or Basic auth)")
@@ -111,8 +122,9 @@ def unauthorized(exc: AuthError) -> Any:
 
     from thrifty.gateway.errors import error_body
 
-    return JSONResponse(error_body(str(exc), "authentication_error", code="invalid_api_key"), status_code=401,
-                        headers={"www-authenticate": _REALM})
+    return JSONResponse(
+        error_body(str(exc), "authentication_error", code="invalid_api_key"), status_code=401, headers={"www-authenticate": _REALM}
+    )
 
 
 def _request_error(exc: RequestError) -> Any:
@@ -129,8 +141,11 @@ def known_profile(rt: Any, name: str) -> dict[str, Any]:
     for p in context.profiles_in_service(rt):
         if p["name"] == name:
             return p
-    raise RequestError(f"unknown profile {name!r}; profiles in service: {[p['name'] for p in context.profiles_in_service(rt)]}",
-                       param="profile", code="profile_not_found")
+    raise RequestError(
+        f"unknown profile {name!r}; profiles in service: {[p['name'] for p in context.profiles_in_service(rt)]}",
+        param="profile",
+        code="profile_not_found",
+    )
 
 
 # ---- documents (sync: they run on the dashboard's threads) --------------------------------------
@@ -160,8 +175,11 @@ def profile_doc(db: queries.Reader, rt: Any, window: queries.Window, scope: str 
     name = profile["name"]
     spent = queries.period_spend(db, "profile", [name], {name: profile["budget_period_key"]})[name]
     return {
-        "profile": {**profile, "budget_spent_usd": spent,
-                    "budget_left_usd": None if profile["budget_usd"] is None else max(0.0, profile["budget_usd"] - spent)},
+        "profile": {
+            **profile,
+            "budget_spent_usd": spent,
+            "budget_left_usd": None if profile["budget_usd"] is None else max(0.0, profile["budget_usd"] - spent),
+        },
         "series": queries.profile_series(db, window, name, scope_key=scope),
         "overview": overview_doc(db, rt, window, scope, profile=name),
         "refits": refit_history(db, name),
@@ -177,8 +195,12 @@ def keys_doc(db: queries.Reader, rt: Any, window: queries.Window, scope: str | N
         k["left_usd"] = None if k["limit_usd"] is None else max(0.0, k["limit_usd"] - spent[k["name"]])
         k.update(in_window.pop(k["name"], {"requests": 0, "spend_usd": 0.0, "errors": 0}))
     others = [{"name": name or "(no key)", **v} for name, v in sorted(in_window.items())]
-    return {"keys": keys, "unconfigured": others, "refused_by_budget_since_start": context.budget_refusals(rt),
-            "window": {"start": window.start, "end": window.end, "bucket_s": window.bucket_s}}
+    return {
+        "keys": keys,
+        "unconfigured": others,
+        "refused_by_budget_since_start": context.budget_refusals(rt),
+        "window": {"start": window.start, "end": window.end, "bucket_s": window.bucket_s},
+    }
 
 
 def requests_doc(db: queries.Reader, f: queries.RequestFilter, scope: str | None, limit: int, before: Any) -> dict[str, Any]:
@@ -221,12 +243,14 @@ def register_api(app: Any) -> None:
             if prof is not None:
                 known_profile(rt, prof)
             return await run_query(request, overview_doc, rt, window, scope, prof)
+
         return await guarded(request, body)
 
     @app.get("/ui/api/profiles", include_in_schema=False)
     async def api_profiles(request: Request) -> Any:
         async def body(scope: Any) -> Any:
             return await run_query(request, profiles_doc, request.app.state.runtime, params.window_from(q(request)), scope)
+
         return await guarded(request, body)
 
     @app.get("/ui/api/profiles/{name}", include_in_schema=False)
@@ -235,12 +259,14 @@ def register_api(app: Any) -> None:
             rt = request.app.state.runtime
             window, prof = params.window_from(q(request)), known_profile(rt, name)
             return await run_query(request, profile_doc, rt, window, scope, prof)
+
         return await guarded(request, body)
 
     @app.get("/ui/api/keys", include_in_schema=False)
     async def api_keys(request: Request) -> Any:
         async def body(scope: Any) -> Any:
             return await run_query(request, keys_doc, request.app.state.runtime, params.window_from(q(request)), scope)
+
         return await guarded(request, body)
 
     @app.get("/ui/api/requests", include_in_schema=False)
@@ -248,6 +274,7 @@ def register_api(app: Any) -> None:
         async def body(scope: Any) -> Any:
             qs = q(request)
             return await run_query(request, requests_doc, params.request_filter(qs), scope, params.page_size(qs), params.cursor(qs))
+
         return await guarded(request, body)
 
     @app.get("/ui/api/requests/{request_id}", include_in_schema=False)
@@ -257,6 +284,7 @@ def register_api(app: Any) -> None:
             if doc is None:
                 raise RequestError(f"no logged request {request_id!r}", param="request_id", code="not_found")
             return doc
+
         return await guarded(request, body)
 
     @app.get("/ui/api/lab", include_in_schema=False)
@@ -265,4 +293,5 @@ def register_api(app: Any) -> None:
 
         async def body(scope: Any) -> Any:
             return await asyncio.to_thread(lab_listing, request.app.state.runtime, q(request).get("file"))
+
         return await guarded(request, body)

@@ -49,8 +49,11 @@ def artefact_summary(path: Path | None) -> dict[str, Any] | None:
         "created": created,
         "data": {k: data.get(k) for k in ("source", "hash", "n_prompts", "prompts") if k in data},
         "selected": manifest.get("selected"),
-        "front": [{"cost": p.get("train_cost", p.get("cost")), "quality": p.get("train_quality", p.get("quality"))}
-                  for p in manifest.get("front") or [] if isinstance(p, dict)],
+        "front": [
+            {"cost": p.get("train_cost", p.get("cost")), "quality": p.get("train_quality", p.get("quality"))}
+            for p in manifest.get("front") or []
+            if isinstance(p, dict)
+        ],
     }
 
 
@@ -62,22 +65,27 @@ def profiles_in_service(rt: Any) -> list[dict[str, Any]]:
     out = []
     for name, route in sorted(_profile_routes(rt).items()):
         profile, policy = route.profile, route.engine.policy
-        out.append({
-            "name": name,
-            "model_id": f"thrifty/{name}",
-            "policy": type(policy).__name__,
-            "tiers": list(getattr(policy, "tiers", profile.tiers)),
-            "thresholds": [float(t) for t in getattr(policy, "thresholds", ()) or ()],
-            "scorer": profile.scorer,
-            "artefact": artefact_summary(profile.artefact),
-            "cache": profile.cache.mode if profile.cache is not None else None,
-            "prompt_adaptation": ({"k": profile.prompt_adaptation.k, "layout": profile.prompt_adaptation.layout}
-                                  if profile.prompt_adaptation is not None else None),
-            "budget_usd": profile.budget_usd,
-            "budget_period": profile.budget_period,
-            "budget_period_key": period_key(profile.budget_period, now),
-            "baseline_price": list(route.baseline_price) if route.baseline_price else None,
-        })
+        out.append(
+            {
+                "name": name,
+                "model_id": f"thrifty/{name}",
+                "policy": type(policy).__name__,
+                "tiers": list(getattr(policy, "tiers", profile.tiers)),
+                "thresholds": [float(t) for t in getattr(policy, "thresholds", ()) or ()],
+                "scorer": profile.scorer,
+                "artefact": artefact_summary(profile.artefact),
+                "cache": profile.cache.mode if profile.cache is not None else None,
+                "prompt_adaptation": (
+                    {"k": profile.prompt_adaptation.k, "layout": profile.prompt_adaptation.layout}
+                    if profile.prompt_adaptation is not None
+                    else None
+                ),
+                "budget_usd": profile.budget_usd,
+                "budget_period": profile.budget_period,
+                "budget_period_key": period_key(profile.budget_period, now),
+                "baseline_price": list(route.baseline_price) if route.baseline_price else None,
+            }
+        )
     return out
 
 
@@ -86,8 +94,10 @@ def keys_configured(rt: Any) -> list[dict[str, Any]]:
     from thrifty.serving.budget import period_key
 
     now = time.time()
-    return [{"name": k.name, "limit_usd": k.limit_usd, "limit_period": k.limit_period,
-             "period_key": period_key(k.limit_period, now)} for k in sorted(rt.settings.keys.values(), key=lambda k: k.name)]
+    return [
+        {"name": k.name, "limit_usd": k.limit_usd, "limit_period": k.limit_period, "period_key": period_key(k.limit_period, now)}
+        for k in sorted(rt.settings.keys.values(), key=lambda k: k.name)
+    ]
 
 
 def budget_refusals(rt: Any) -> int | None:

@@ -38,24 +38,50 @@ def _prompt_text(detail: Mapping[str, Any]) -> str:
     return "\n\n".join(f"{m.get('role')}: {m.get('content')}" for m in msgs if isinstance(m, dict))
 
 
-def request_graph(detail: Mapping[str, Any], *, profile: Mapping[str, Any] | None = None,
-                  audit: Mapping[str, Any] | None = None, audit_answers: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+def request_graph(
+    detail: Mapping[str, Any],
+    *,
+    profile: Mapping[str, Any] | None = None,
+    audit: Mapping[str, Any] | None = None,
+    audit_answers: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
     nodes: list[dict[str, Any]] = []
     edges: list[dict[str, Any]] = []
     status = int(detail["status"])
-    last = _node(nodes, "request", "request", f"request → {detail.get('model_requested')}", _prompt_text(detail),
-                 key=detail.get("key_name"), profile=detail.get("profile"), stream=bool(detail.get("stream")))
+    last = _node(
+        nodes,
+        "request",
+        "request",
+        f"request → {detail.get('model_requested')}",
+        _prompt_text(detail),
+        key=detail.get("key_name"),
+        profile=detail.get("profile"),
+        stream=bool(detail.get("stream")),
+    )
     if detail.get("cache") is not None:
-        cache = _node(nodes, "cache", "cache", f"cache: {detail['cache']}",
-                      "the answer was served from the cache" if detail["cache"] in ("hit", "semantic")
-                      else f"cache status {detail['cache']}: the tiers were called", status=detail["cache"])
+        cache = _node(
+            nodes,
+            "cache",
+            "cache",
+            f"cache: {detail['cache']}",
+            "the answer was served from the cache"
+            if detail["cache"] in ("hit", "semantic")
+            else f"cache status {detail['cache']}: the tiers were called",
+            status=detail["cache"],
+        )
         _edge(edges, last, cache, "lookup")
         last = cache
     adaptation = (profile or {}).get("prompt_adaptation")
     if adaptation:
-        shots = _node(nodes, "shots", "shots", f"prompt adaptation: ≤{adaptation.get('k')} shots",
-                      f"few-shot examples chosen per request (layout {adaptation.get('layout')}); the number used is "
-                      "sent in the x-thrifty-shots header", **dict(adaptation))
+        shots = _node(
+            nodes,
+            "shots",
+            "shots",
+            f"prompt adaptation: ≤{adaptation.get('k')} shots",
+            f"few-shot examples chosen per request (layout {adaptation.get('layout')}); the number used is "
+            "sent in the x-thrifty-shots header",
+            **dict(adaptation),
+        )
         _edge(edges, last, shots, "adapt")
         last = shots
     steps = list(detail.get("steps") or [])
@@ -65,11 +91,24 @@ def request_graph(detail: Mapping[str, Any], *, profile: Mapping[str, Any] | Non
         decision = s.get("decision")
         label = f"tier {s.get('tier')}: {s.get('model')} · {decision}"
         if s.get("score") is not None:
-            label += f"\nscore {_fmt(s.get('score'))}" + (f" / threshold {_fmt(s.get('threshold'))}" if s.get("threshold") is not None else "")
+            label += f"\nscore {_fmt(s.get('score'))}" + (
+                f" / threshold {_fmt(s.get('threshold'))}" if s.get("threshold") is not None else ""
+            )
         text = s.get("answer") or s.get("error") or ""
-        node = _node(nodes, f"tier{s['idx']}", "tier-" + str(decision), label, text, decision=decision, score=s.get("score"),
-                     threshold=s.get("threshold"), cost_usd=s.get("cost_usd"), latency_s=s.get("latency_s"), cache=s.get("cache"),
-                     error=s.get("error"))
+        node = _node(
+            nodes,
+            f"tier{s['idx']}",
+            "tier-" + str(decision),
+            label,
+            text,
+            decision=decision,
+            score=s.get("score"),
+            threshold=s.get("threshold"),
+            cost_usd=s.get("cost_usd"),
+            latency_s=s.get("latency_s"),
+            cache=s.get("cache"),
+            error=s.get("error"),
+        )
         _edge(edges, last, node, prev_label)
         last = node
         if decision == "accepted":
@@ -82,8 +121,16 @@ def request_graph(detail: Mapping[str, Any], *, profile: Mapping[str, Any] | Non
     if status < 400:
         answer_text = detail.get("answer") or ""
         label = "answer (streamed)" if detail.get("stream") else "answer"
-        end = _node(nodes, "answer", "answer", f"{label} · {status}", answer_text, model=detail.get("final_model"),
-                    cost_usd=detail.get("cost_usd"), latency_s=detail.get("latency_s"))
+        end = _node(
+            nodes,
+            "answer",
+            "answer",
+            f"{label} · {status}",
+            answer_text,
+            model=detail.get("final_model"),
+            cost_usd=detail.get("cost_usd"),
+            latency_s=detail.get("latency_s"),
+        )
         _edge(edges, answered or last, end, "accepted" if answered else "served")
     else:
         partial = detail.get("answer")
@@ -92,14 +139,26 @@ def request_graph(detail: Mapping[str, Any], *, profile: Mapping[str, Any] | Non
         end = _node(nodes, "error", "error", f"error {status} ({where})", text, error=detail.get("error"))
         _edge(edges, last, end, "stopped here" if steps else "stopped before any tier")
     if audit:
-        a = _node(nodes, "audit", "audit", f"audit vs {audit.get('reference', 'reference')}",
-                  json.dumps({k: v for k, v in audit.items() if k not in ("request_id",)}, default=str, indent=1),
-                  audit_cost_usd=audit.get("audit_cost_usd"))
+        a = _node(
+            nodes,
+            "audit",
+            "audit",
+            f"audit vs {audit.get('reference', 'reference')}",
+            json.dumps({k: v for k, v in audit.items() if k not in ("request_id",)}, default=str, indent=1),
+            audit_cost_usd=audit.get("audit_cost_usd"),
+        )
         _edge(edges, end, a, "sampled")
         for i, v in enumerate(audit_answers):
             good = v.get("at_least_as_good")
             verdict = "no verdict" if good is None else ("≥ reference" if good else "< reference")
-            j = _node(nodes, f"verdict{i}", "verdict", f"judge: {v.get('model')} {verdict}", v.get("output") or "",
-                      quality=v.get("quality"), at_least_as_good=good)
+            j = _node(
+                nodes,
+                f"verdict{i}",
+                "verdict",
+                f"judge: {v.get('model')} {verdict}",
+                v.get("output") or "",
+                quality=v.get("quality"),
+                at_least_as_good=good,
+            )
             _edge(edges, a, j, "judged")
     return {"nodes": nodes, "edges": edges}

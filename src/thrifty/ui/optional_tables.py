@@ -65,9 +65,15 @@ def audit_summary(db: Reader, window: Window, *, scope_key: str | None, profile:
         return {"enabled": False, "reason": "audits off (no audited request in this period)"}
     judged, good = int(r.get("judged") or 0), int(r.get("good") or 0)
     ci = wilson_interval(good, judged)
-    return {"enabled": True, "audited": n, "judged": judged, "at_least_as_good": good,
-            "share": good / judged if judged else None, "ci95": list(ci) if ci else None,
-            "audit_cost_usd": float(r.get("cost") or 0.0)}
+    return {
+        "enabled": True,
+        "audited": n,
+        "judged": judged,
+        "at_least_as_good": good,
+        "share": good / judged if judged else None,
+        "ci95": list(ci) if ci else None,
+        "audit_cost_usd": float(r.get("cost") or 0.0),
+    }
 
 
 def refit_history(db: Reader, profile: str, *, limit: int = 50) -> dict[str, Any]:
@@ -92,5 +98,7 @@ def audit_for_request(db: Reader, request_id: str) -> tuple[dict[str, Any] | Non
     rows = db.rows("SELECT * FROM audits WHERE request_id = ?", (request_id,))
     if not rows:
         return None, []
-    answers = db.rows("SELECT * FROM audit_answers WHERE request_id = ?", (request_id,)) if answer_cols and "request_id" in answer_cols else []
+    answers = (
+        db.rows("SELECT * FROM audit_answers WHERE request_id = ?", (request_id,)) if answer_cols and "request_id" in answer_cols else []
+    )
     return rows[0], answers

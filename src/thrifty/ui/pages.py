@@ -19,8 +19,13 @@ from thrifty.ui import api, context, params
 __all__ = ["register_dashboard"]
 
 _HERE = Path(__file__).resolve().parent
-NAV = (("overview", "/ui", "Overview"), ("profiles", "/ui/profiles", "Profiles"), ("keys", "/ui/keys", "Keys & budgets"),
-       ("requests", "/ui/requests", "Requests"), ("lab", "/ui/lab", "Lab"))
+NAV = (
+    ("overview", "/ui", "Overview"),
+    ("profiles", "/ui/profiles", "Profiles"),
+    ("keys", "/ui/keys", "Keys & budgets"),
+    ("requests", "/ui/requests", "Requests"),
+    ("lab", "/ui/lab", "Lab"),
+)
 
 
 def usd(v: Any) -> str:
@@ -74,9 +79,16 @@ def _env() -> Any:
         import jinja2
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ConfigError("the dashboard needs Jinja2", key="serve", fix="pip install 'thrifty[serve]'") from exc
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(_HERE / "templates")), autoescape=True,
-                             trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
-    env.filters.update(usd=usd, pct=pct, ms=ms, le_ms=le_ms, utc=utc, meta=meta, tojson_compact=lambda v: json.dumps(v, separators=(",", ":"), default=str))
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(_HERE / "templates")),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters.update(
+        usd=usd, pct=pct, ms=ms, le_ms=le_ms, utc=utc, meta=meta, tojson_compact=lambda v: json.dumps(v, separators=(",", ":"), default=str)
+    )
     return env
 
 
@@ -112,6 +124,7 @@ def register_dashboard(app: Any) -> None:
             rt, window = request.app.state.runtime, params.window_from(q)
             doc = await api.run_query(request, api.overview_doc, rt, window, None)
             return "overview.html", {"doc": doc, "sel_range": q.get("range") or "24h"}
+
         return await page(request, "overview", build)
 
     @app.get("/ui/profiles", include_in_schema=False)
@@ -120,6 +133,7 @@ def register_dashboard(app: Any) -> None:
             rt, window = request.app.state.runtime, params.window_from(q)
             doc = await api.run_query(request, api.profiles_doc, rt, window, None)
             return "profiles.html", {"doc": doc, "sel_range": q.get("range") or "24h"}
+
         return await page(request, "profiles", build)
 
     @app.get("/ui/profiles/{name}", include_in_schema=False)
@@ -129,6 +143,7 @@ def register_dashboard(app: Any) -> None:
             prof = api.known_profile(rt, name)
             doc = await api.run_query(request, api.profile_doc, rt, window, None, prof)
             return "profile.html", {"doc": doc, "sel_range": q.get("range") or "24h"}
+
         return await page(request, "profiles", build)
 
     @app.get("/ui/keys", include_in_schema=False)
@@ -137,6 +152,7 @@ def register_dashboard(app: Any) -> None:
             rt, window = request.app.state.runtime, params.window_from(q)
             doc = await api.run_query(request, api.keys_doc, rt, window, None)
             return "keys.html", {"doc": doc, "sel_range": q.get("range") or "30d"}
+
         return await page(request, "keys", build)
 
     @app.get("/ui/requests", include_in_schema=False)
@@ -148,6 +164,7 @@ def register_dashboard(app: Any) -> None:
             profiles = [p["name"] for p in context.profiles_in_service(rt)]
             keys = [k["name"] for k in context.keys_configured(rt)]
             return "requests.html", {"doc": doc, "profiles": profiles, "keys": keys}
+
         return await page(request, "requests", build)
 
     @app.get("/ui/requests/{request_id}", include_in_schema=False)
@@ -157,6 +174,7 @@ def register_dashboard(app: Any) -> None:
             if doc is None:
                 raise RequestError(f"no logged request {request_id!r}", param="request_id", code="not_found")
             return "request.html", {"doc": doc}
+
         return await page(request, "requests", build)
 
     @app.get("/ui/lab", include_in_schema=False)
@@ -168,4 +186,5 @@ def register_dashboard(app: Any) -> None:
         async def build(q: dict[str, str]) -> Any:
             listing = await asyncio.to_thread(lab_listing, request.app.state.runtime)
             return "lab.html", {"listing": listing}
+
         return await page(request, "lab", build)

@@ -30,8 +30,9 @@ def _time(name: str, raw: str) -> float:
     try:
         t = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
-        raise RequestError(f"{name}={raw!r} is not a time: give unix seconds or ISO 8601 (2026-12-01T10:00:00Z)",
-                           param=name, code="invalid_value") from None
+        raise RequestError(
+            f"{name}={raw!r} is not a time: give unix seconds or ISO 8601 (2026-12-01T10:00:00Z)", param=name, code="invalid_value"
+        ) from None
     if t.tzinfo is None:
         t = t.replace(tzinfo=timezone.utc)
     return t.timestamp()
@@ -58,12 +59,16 @@ def window_from(q: Mapping[str, str], *, now: float | None = None) -> Window:
     if not end > start:
         raise RequestError(f"end ({end:.0f}) must be after start ({start:.0f})", param="end", code="invalid_value")
     if end - start > MAX_SPAN_S:
-        raise RequestError(f"the time range spans {(end - start) / 86_400:.0f} days; at most {MAX_SPAN_S // 86_400}",
-                           param="start", code="invalid_value")
+        raise RequestError(
+            f"the time range spans {(end - start) / 86_400:.0f} days; at most {MAX_SPAN_S // 86_400}", param="start", code="invalid_value"
+        )
     w = Window(float(start), float(end), width)
     if w.n_buckets > MAX_BUCKETS:
-        raise RequestError(f"{w.n_buckets} {bucket} buckets requested; at most {MAX_BUCKETS}: use bucket=day or a shorter range",
-                           param="bucket", code="invalid_value")
+        raise RequestError(
+            f"{w.n_buckets} {bucket} buckets requested; at most {MAX_BUCKETS}: use bucket=day or a shorter range",
+            param="bucket",
+            code="invalid_value",
+        )
     return w
 
 
@@ -110,8 +115,9 @@ def request_filter(q: Mapping[str, str]) -> RequestFilter:
     end = _time("end", q["end"]) if opt("end") else None
     if start is not None and end is not None and not end > start:
         raise RequestError("end must be after start", param="end", code="invalid_value")
-    return RequestFilter(profile=opt("profile"), key=opt("key"), model=opt("model"), status=status, cache=cache,
-                         text=text, start=start, end=end)
+    return RequestFilter(
+        profile=opt("profile"), key=opt("key"), model=opt("model"), status=status, cache=cache, text=text, start=start, end=end
+    )
 
 
 def as_dict(f: RequestFilter) -> dict[str, Any]:

@@ -20,8 +20,19 @@ from typing import Any, Mapping, Sequence
 
 from thrifty.ui.rollup import CACHE_CLASS_SQL, DAY, ESCALATED_SQL, HOUR, latency_bucket_sql, rolled_until
 
-__all__ = ["Reader", "Window", "overview", "latency_percentiles", "profile_series", "key_spend", "period_spend",
-           "list_requests", "request_detail", "has_rows", "table_columns"]
+__all__ = [
+    "Reader",
+    "Window",
+    "overview",
+    "latency_percentiles",
+    "profile_series",
+    "key_spend",
+    "period_spend",
+    "list_requests",
+    "request_detail",
+    "has_rows",
+    "table_columns",
+]
 
 
 class Reader:
@@ -139,32 +150,50 @@ _BUCKET = "CAST((created - ?) / ? AS INTEGER)"
 _ROLLED_BUCKET = "CAST((bucket_start - ?) / ? AS INTEGER)"
 
 
-def _grouped(db: Reader, window: Window, scope_key: str | None, profile: str | None, *, raw_cols: str, rolled_cols: str,
-             raw_aggs: str, rolled_aggs: str, n_keys: int, raw_where: str = "", rolled_where: str = "",
-             table: str = "dash_hourly", bucketed: bool = True) -> list[dict[str, Any]]:
+def _grouped(
+    db: Reader,
+    window: Window,
+    scope_key: str | None,
+    profile: str | None,
+    *,
+    raw_cols: str,
+    rolled_cols: str,
+    raw_aggs: str,
+    rolled_aggs: str,
+    n_keys: int,
+    raw_where: str = "",
+    rolled_where: str = "",
+    table: str = "dash_hourly",
+    bucketed: bool = True,
+) -> list[dict[str, Any]]:
     """The same GROUP BY over the raw parts of the window and over its rolled-up hours and days, concatenated
     (callers fold the groups; there are at most a few thousand)."""
     # a key's own view reads its rows (the roll-ups, but for dash_hourly_keys, have no key column)
-    raw_parts, rolled = (_parts(db, window, bucketed=bucketed) if scope_key is None or table == "dash_hourly_keys"
-                         else ([(window.start, window.end)], []))
+    raw_parts, rolled = (
+        _parts(db, window, bucketed=bucketed) if scope_key is None or table == "dash_hourly_keys" else ([(window.start, window.end)], [])
+    )
     extra, extra_params = _scope_sql(scope_key, profile)
     by = ", ".join(str(i + 1) for i in range(n_keys))
     out: list[dict[str, Any]] = []
     for start, end in raw_parts:
         head = f"{_BUCKET} AS b, " if bucketed else ""
-        out += db.rows(f"SELECT {head}{raw_cols}, {raw_aggs} FROM requests WHERE created >= ? AND created < ?{extra}{raw_where}"
-                       f" GROUP BY {by}",  # noqa: S608 - fixed fragments, values bound
-                       [*([window.origin, window.bucket_s] if bucketed else []), start, end, *extra_params])
+        out += db.rows(
+            f"SELECT {head}{raw_cols}, {raw_aggs} FROM requests WHERE created >= ? AND created < ?{extra}{raw_where} GROUP BY {by}",  # noqa: S608 - fixed fragments, values bound
+            [*([window.origin, window.bucket_s] if bucketed else []), start, end, *extra_params],
+        )
     for span, lo, hi in rolled:
         head = f"{_ROLLED_BUCKET} AS b, " if bucketed else ""
-        out += db.rows(f"SELECT {head}{rolled_cols}, {rolled_aggs} FROM {table} WHERE span = ? AND bucket_start >= ? AND bucket_start < ?"
-                       f"{extra}{rolled_where} GROUP BY {by}",  # noqa: S608
-                       [*([window.origin, window.bucket_s] if bucketed else []), span, lo, hi, *extra_params])
+        out += db.rows(
+            f"SELECT {head}{rolled_cols}, {rolled_aggs} FROM {table} WHERE span = ? AND bucket_start >= ? AND bucket_start < ?"
+            f"{extra}{rolled_where} GROUP BY {by}",  # noqa: S608
+            [*([window.origin, window.bucket_s] if bucketed else []), span, lo, hi, *extra_params],
+        )
     return out
 
 
-def overview(db: Reader, window: Window, *, scope_key: str | None, baseline: Mapping[str, tuple[float, float]],
-             profile: str | None = None) -> dict[str, Any]:
+def overview(
+    db: Reader, window: Window, *, scope_key: str | None, baseline: Mapping[str, tuple[float, float]], profile: str | None = None
+) -> dict[str, Any]:
     """Requests, spend, saving against the dearest tier, errors, cache and escalation — per bucket and in total.
 
     ``baseline``: profile → (input, output) USD per 1M tokens of its dearest tier. The saving of a
@@ -172,11 +201,16 @@ def overview(db: Reader, window: Window, *, scope_key: str | None, baseline: Map
     pass-through models (no profile) and failed requests save nothing.
     """
     groups = _grouped(
-        db, window, scope_key, profile, n_keys=5,
+        db,
+        window,
+        scope_key,
+        profile,
+        n_keys=5,
         raw_cols=f"COALESCE(profile, '') AS profile, status, {CACHE_CLASS_SQL} AS cache_class, {ESCALATED_SQL} AS escalated",
         raw_aggs="COUNT(*) AS n, SUM(cost_usd) AS cost, SUM(COALESCE(input_tokens, 0)) AS tin, SUM(COALESCE(output_tokens, 0)) AS tout",
         rolled_cols="profile, status, cache_class, escalated",
-        rolled_aggs="SUM(n) AS n, SUM(cost_usd) AS cost, SUM(input_tokens) AS tin, SUM(output_tokens) AS tout")
+        rolled_aggs="SUM(n) AS n, SUM(cost_usd) AS cost, SUM(input_tokens) AS tin, SUM(output_tokens) AS tout",
+    )
     nb = window.n_buckets
     series = {k: [0.0] * nb for k in ("requests", "spend_usd", "saved_usd", "errors", "escalated", "cache_hits")}
     total = dict.fromkeys(("requests", "spend_usd", "dearest_usd", "ok", "errors", "escalated", "cache_hits", "cache_lookups"), 0.0)
@@ -226,14 +260,26 @@ def overview(db: Reader, window: Window, *, scope_key: str | None, baseline: Map
     }
 
 
-def latency_percentiles(db: Reader, window: Window, *, scope_key: str | None, profile: str | None = None,
-                        qs: Sequence[float] = (0.5, 0.99)) -> dict[str, float | None]:
+def latency_percentiles(
+    db: Reader, window: Window, *, scope_key: str | None, profile: str | None = None, qs: Sequence[float] = (0.5, 0.99)
+) -> dict[str, float | None]:
     """Nearest-rank percentiles of answered requests' latency, as the bound of the bucket
     (:data:`~thrifty.ui.rollup.LATENCY_LE_MS`) they fall in: the database counts requests per
     bucket, Python walks those few dozen counts."""
-    hist = _grouped(db, window, scope_key, profile, n_keys=1, bucketed=False, table="dash_hourly_latency",
-                    raw_cols=f"{latency_bucket_sql()} AS le", raw_aggs="COUNT(*) AS n",
-                    raw_where=" AND status < 400 AND latency_s IS NOT NULL", rolled_cols="le_ms AS le", rolled_aggs="SUM(n) AS n")
+    hist = _grouped(
+        db,
+        window,
+        scope_key,
+        profile,
+        n_keys=1,
+        bucketed=False,
+        table="dash_hourly_latency",
+        raw_cols=f"{latency_bucket_sql()} AS le",
+        raw_aggs="COUNT(*) AS n",
+        raw_where=" AND status < 400 AND latency_s IS NOT NULL",
+        rolled_cols="le_ms AS le",
+        rolled_aggs="SUM(n) AS n",
+    )
     counts: dict[int, int] = {}
     for h in hist:
         counts[int(h["le"])] = counts.get(int(h["le"]), 0) + int(h["n"])
@@ -253,9 +299,19 @@ def latency_percentiles(db: Reader, window: Window, *, scope_key: str | None, pr
 
 def profile_series(db: Reader, window: Window, profile: str, *, scope_key: str | None) -> dict[str, Any]:
     """Per bucket: requests answered by each model (tier shares) and escalated requests."""
-    groups = _grouped(db, window, scope_key, profile, n_keys=3, raw_where=" AND status < 400", rolled_where=" AND status < 400",
-                      raw_cols=f"COALESCE(final_model, '') AS model, {ESCALATED_SQL} AS escalated", raw_aggs="COUNT(*) AS n",
-                      rolled_cols="final_model AS model, escalated", rolled_aggs="SUM(n) AS n")
+    groups = _grouped(
+        db,
+        window,
+        scope_key,
+        profile,
+        n_keys=3,
+        raw_where=" AND status < 400",
+        rolled_where=" AND status < 400",
+        raw_cols=f"COALESCE(final_model, '') AS model, {ESCALATED_SQL} AS escalated",
+        raw_aggs="COUNT(*) AS n",
+        rolled_cols="final_model AS model, escalated",
+        rolled_aggs="SUM(n) AS n",
+    )
     nb = window.n_buckets
     shares: dict[str, list[float]] = {}
     answered, escalated = [0.0] * nb, [0.0] * nb
@@ -272,10 +328,19 @@ def profile_series(db: Reader, window: Window, profile: str, *, scope_key: str |
 
 def key_spend(db: Reader, window: Window, *, scope_key: str | None) -> dict[str, dict[str, Any]]:
     """Per key name ('' for none): requests, errors and spend inside the window."""
-    groups = _grouped(db, window, scope_key, None, n_keys=1, bucketed=False, table="dash_hourly_keys",
-                      raw_cols="COALESCE(key_name, '') AS key_name",
-                      raw_aggs="COUNT(*) AS n, SUM(cost_usd) AS cost, SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS errors",
-                      rolled_cols="key_name", rolled_aggs="SUM(n) AS n, SUM(cost_usd) AS cost, SUM(failed * n) AS errors")
+    groups = _grouped(
+        db,
+        window,
+        scope_key,
+        None,
+        n_keys=1,
+        bucketed=False,
+        table="dash_hourly_keys",
+        raw_cols="COALESCE(key_name, '') AS key_name",
+        raw_aggs="COUNT(*) AS n, SUM(cost_usd) AS cost, SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS errors",
+        rolled_cols="key_name",
+        rolled_aggs="SUM(n) AS n, SUM(cost_usd) AS cost, SUM(failed * n) AS errors",
+    )
     out: dict[str, dict[str, Any]] = {}
     for r in groups:
         d = out.setdefault(r["key_name"], {"requests": 0, "spend_usd": 0.0, "errors": 0})
@@ -311,8 +376,9 @@ class RequestFilter:
     end: float | None = None
 
 
-def list_requests(db: Reader, f: RequestFilter, *, scope_key: str | None, limit: int, before: tuple[float, str] | None
-                  ) -> tuple[list[dict[str, Any]], bool]:
+def list_requests(
+    db: Reader, f: RequestFilter, *, scope_key: str | None, limit: int, before: tuple[float, str] | None
+) -> tuple[list[dict[str, Any]], bool]:
     """Newest first, at most ``limit`` rows older than the ``before`` cursor (created, id); and
     whether more follow. Keyset paging: a deep page costs what the first one does."""
     sql: list[str] = ["1 = 1"]

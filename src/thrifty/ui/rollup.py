@@ -24,15 +24,60 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LATENCY_LE_MS", "OVERFLOW_MS", "latency_bucket_ms", "latency_bucket_sql", "CACHE_CLASS_SQL", "ESCALATED_SQL",
-           "HOUR", "DAY", "Roller", "rolled_until"]
+__all__ = [
+    "LATENCY_LE_MS",
+    "OVERFLOW_MS",
+    "latency_bucket_ms",
+    "latency_bucket_sql",
+    "CACHE_CLASS_SQL",
+    "ESCALATED_SQL",
+    "HOUR",
+    "DAY",
+    "Roller",
+    "rolled_until",
+]
 
 HOUR = 3_600
 DAY = 86_400
 #: latency bucket upper bounds (ms); a percentile is reported as its bucket's bound (≤ ~40% above)
-LATENCY_LE_MS: tuple[int, ...] = (1, 2, 3, 5, 7, 10, 15, 20, 30, 40, 50, 70, 100, 150, 200, 300, 400, 500, 700, 1_000, 1_500,
-                                  2_000, 3_000, 4_000, 5_000, 7_000, 10_000, 15_000, 20_000, 30_000, 45_000, 60_000, 90_000,
-                                  120_000, 180_000, 300_000)
+LATENCY_LE_MS: tuple[int, ...] = (
+    1,
+    2,
+    3,
+    5,
+    7,
+    10,
+    15,
+    20,
+    30,
+    40,
+    50,
+    70,
+    100,
+    150,
+    200,
+    300,
+    400,
+    500,
+    700,
+    1_000,
+    1_500,
+    2_000,
+    3_000,
+    4_000,
+    5_000,
+    7_000,
+    10_000,
+    15_000,
+    20_000,
+    30_000,
+    45_000,
+    60_000,
+    90_000,
+    120_000,
+    180_000,
+    300_000,
+)
 OVERFLOW_MS = 600_000
 CACHE_CLASS_SQL = "CASE WHEN cache IN ('hit', 'semantic') THEN 'hit' WHEN cache = 'miss' THEN 'miss' ELSE 'none' END"
 ESCALATED_SQL = "CASE WHEN tiers_tried LIKE '%,%' THEN 1 ELSE 0 END"  # a JSON list with more than one model
@@ -56,8 +101,11 @@ _DIMS = {  # table → (dimension columns, sums) of its roll-up rows
     "dash_hourly_latency": ("profile, le_ms", "n"),
 }
 _FROM_REQUESTS = {  # table → the SELECT list over ``requests`` that fills its dimensions and sums
-    "dash_hourly": ("COALESCE(profile, ''), COALESCE(final_model, ''), status, " f"{CACHE_CLASS_SQL}, {ESCALATED_SQL}",
-                    "COUNT(*), SUM(cost_usd), SUM(COALESCE(input_tokens, 0)), SUM(COALESCE(output_tokens, 0))", ""),
+    "dash_hourly": (
+        f"COALESCE(profile, ''), COALESCE(final_model, ''), status, {CACHE_CLASS_SQL}, {ESCALATED_SQL}",
+        "COUNT(*), SUM(cost_usd), SUM(COALESCE(input_tokens, 0)), SUM(COALESCE(output_tokens, 0))",
+        "",
+    ),
     "dash_hourly_keys": ("COALESCE(key_name, ''), CASE WHEN status >= 400 THEN 1 ELSE 0 END", "COUNT(*), SUM(cost_usd)", ""),
     "dash_hourly_latency": (f"COALESCE(profile, ''), {latency_bucket_sql()}", "COUNT(*)", " AND status < 400 AND latency_s IS NOT NULL"),
 }
@@ -67,15 +115,19 @@ def _roll_hour_sql(table: str) -> str:
     dims, sums = _DIMS[table]
     sel_dims, sel_sums, where = _FROM_REQUESTS[table]
     by = ", ".join(str(i + 3) for i in range(len(dims.split(","))))
-    return (f"INSERT INTO {table} (span, bucket_start, {dims}, {sums}) SELECT {HOUR}, CAST(? AS BIGINT), {sel_dims}, {sel_sums}"  # noqa: S608
-            f" FROM requests WHERE created >= ? AND created < ?{where} GROUP BY {by}")
+    return (
+        f"INSERT INTO {table} (span, bucket_start, {dims}, {sums}) SELECT {HOUR}, CAST(? AS BIGINT), {sel_dims}, {sel_sums}"  # noqa: S608
+        f" FROM requests WHERE created >= ? AND created < ?{where} GROUP BY {by}"
+    )
 
 
 def _roll_day_sql(table: str) -> str:
     dims, sums = _DIMS[table]
     sum_list = ", ".join(f"SUM({c})" for c in sums.split(", "))
-    return (f"INSERT INTO {table} (span, bucket_start, {dims}, {sums}) SELECT {DAY}, CAST(? AS BIGINT), {dims}, {sum_list}"  # noqa: S608
-            f" FROM {table} WHERE span = {HOUR} AND bucket_start >= ? AND bucket_start < ? GROUP BY {dims}")
+    return (
+        f"INSERT INTO {table} (span, bucket_start, {dims}, {sums}) SELECT {DAY}, CAST(? AS BIGINT), {dims}, {sum_list}"  # noqa: S608
+        f" FROM {table} WHERE span = {HOUR} AND bucket_start >= ? AND bucket_start < ? GROUP BY {dims}"
+    )
 
 
 class Roller:
@@ -104,18 +156,31 @@ class Roller:
                 return self.done_until
             self._last = now
             conn = self._connection()
-            hours = self._advance(conn, "hourly", HOUR, int(now - self.settle_s) // HOUR * HOUR, _STEP_HOURS,
-                                  lambda c: c.execute("SELECT MIN(created) FROM requests").fetchone()[0],
-                                  [(_roll_hour_sql(t), t) for t in _DIMS])
-            self._advance(conn, "daily", DAY, hours // DAY * DAY, _STEP_DAYS,
-                          lambda c: c.execute(f"SELECT MIN(bucket_start) FROM dash_hourly_keys WHERE span = {HOUR}").fetchone()[0],
-                          [(_roll_day_sql(t), t) for t in _DIMS])
+            hours = self._advance(
+                conn,
+                "hourly",
+                HOUR,
+                int(now - self.settle_s) // HOUR * HOUR,
+                _STEP_HOURS,
+                lambda c: c.execute("SELECT MIN(created) FROM requests").fetchone()[0],
+                [(_roll_hour_sql(t), t) for t in _DIMS],
+            )
+            self._advance(
+                conn,
+                "daily",
+                DAY,
+                hours // DAY * DAY,
+                _STEP_DAYS,
+                lambda c: c.execute(f"SELECT MIN(bucket_start) FROM dash_hourly_keys WHERE span = {HOUR}").fetchone()[0],
+                [(_roll_day_sql(t), t) for t in _DIMS],
+            )
             self.done_until = hours
             return hours
 
     @staticmethod
-    def _advance(conn: sqlite3.Connection, name: str, span: int, target: int, step: int, first: Any,
-                 statements: list[tuple[str, str]]) -> int:
+    def _advance(
+        conn: sqlite3.Connection, name: str, span: int, target: int, step: int, first: Any, statements: list[tuple[str, str]]
+    ) -> int:
         """Roll ``span``-long buckets up to ``target``, ``step`` buckets per transaction; how far it got."""
         while True:
             conn.execute("BEGIN IMMEDIATE")
@@ -131,8 +196,11 @@ class Roller:
                     for sql, _ in statements:
                         conn.execute(sql, (b, b, b + span))
                 if stop > start:
-                    conn.execute("INSERT INTO dash_rollup_state (name, done_until) VALUES (?, ?)"
-                                 " ON CONFLICT (name) DO UPDATE SET done_until = excluded.done_until", (name, stop))
+                    conn.execute(
+                        "INSERT INTO dash_rollup_state (name, done_until) VALUES (?, ?)"
+                        " ON CONFLICT (name) DO UPDATE SET done_until = excluded.done_until",
+                        (name, stop),
+                    )
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")

@@ -43,8 +43,13 @@ def __getattr__(name: str) -> Any:
 
 
 def make_store(
-    *, redis_url: str | None = None, path: str | None = None, ttl_s: float | None = 7 * 24 * 3600.0,
-    max_entries: int | None = 100_000, max_bytes: int | None = None, prefix: str = "thrifty:cache:",
+    *,
+    redis_url: str | None = None,
+    path: str | None = None,
+    ttl_s: float | None = 7 * 24 * 3600.0,
+    max_entries: int | None = 100_000,
+    max_bytes: int | None = None,
+    prefix: str = "thrifty:cache:",
 ) -> CacheStore:
     """A Redis store when ``redis_url`` is set, else a SQLite store at ``path`` (default cache dir)."""
     if redis_url:

@@ -96,9 +96,7 @@ def semantic_query(request: ChatRequest) -> str | None:
     if last.get("role") != "user" or request.has_images:
         return None
     content = last.get("content")
-    if isinstance(content, (list, tuple)) and any(
-        not (isinstance(p, Mapping) and p.get("type") == "text") for p in content
-    ):
+    if isinstance(content, (list, tuple)) and any(not (isinstance(p, Mapping) and p.get("type") == "text") for p in content):
         return None
     text = message_text(content).strip()
     return text or None

@@ -47,7 +47,9 @@ class RedisStore:
         stream again (0: every semantic lookup reads the events since the last one, one round trip)."""
         _check_caps(ttl_s, max_entries, None)
         if not index_refresh_s >= 0:
-            raise ConfigError(f"must be >= 0, got {index_refresh_s!r}", key="cache.index_refresh_s", fix="use 0 (always current) or a few seconds")
+            raise ConfigError(
+                f"must be >= 0, got {index_refresh_s!r}", key="cache.index_refresh_s", fix="use 0 (always current) or a few seconds"
+            )
         self.url = url
         self.ttl_s = ttl_s
         self.max_entries = max_entries

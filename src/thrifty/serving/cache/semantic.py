@@ -100,7 +100,11 @@ class SemanticMatcher:
         if not -1.0 <= float(self.threshold) <= 1.0:
             from thrifty.errors import ConfigError
 
-            raise ConfigError(f"threshold must be a cosine in [-1, 1], got {self.threshold!r}", key="cache.semantic_threshold", fix=f"use the calibrated default {DEFAULT_THRESHOLD}")
+            raise ConfigError(
+                f"threshold must be a cosine in [-1, 1], got {self.threshold!r}",
+                key="cache.semantic_threshold",
+                fix=f"use the calibrated default {DEFAULT_THRESHOLD}",
+            )
 
     def eligible(self, query: str | None) -> bool:
         return bool(query) and len(query) <= self.max_chars  # type: ignore[arg-type]

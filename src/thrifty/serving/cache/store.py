@@ -131,7 +131,9 @@ class CacheStore(Protocol):
 def _check_caps(ttl_s: float | None, max_entries: int | None, max_bytes: int | None) -> None:
     for name, v in (("ttl_s", ttl_s), ("max_entries", max_entries), ("max_bytes", max_bytes)):
         if v is not None and not v > 0:
-            raise ConfigError(f"must be > 0, got {v!r}", key=f"cache.{name}", fix=f"set cache.{name} to a positive number or leave it unset")
+            raise ConfigError(
+                f"must be > 0, got {v!r}", key=f"cache.{name}", fix=f"set cache.{name} to a positive number or leave it unset"
+            )
 
 
 class SQLiteStore:
@@ -237,19 +239,21 @@ class SQLiteStore:
     def candidates(self, context: str) -> list[Candidate]:
         now = self.clock()
         with self._lock:
-            rows = self._conn().execute(
-                "SELECT key, query, vec FROM cache_entries WHERE context = ? AND vec IS NOT NULL"
-                " AND query IS NOT NULL AND (expires_at IS NULL OR expires_at > ?)",
-                (context, now),
-            ).fetchall()
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT key, query, vec FROM cache_entries WHERE context = ? AND vec IS NOT NULL"
+                    " AND query IS NOT NULL AND (expires_at IS NULL OR expires_at > ?)",
+                    (context, now),
+                )
+                .fetchall()
+            )
         return [Candidate(k, q, np.frombuffer(v, dtype=np.float32)) for k, q, v in rows]
 
     def __len__(self) -> int:
         now = self.clock()
         with self._lock:
-            (n,) = self._conn().execute(
-                "SELECT COUNT(*) FROM cache_entries WHERE expires_at IS NULL OR expires_at > ?", (now,)
-            ).fetchone()
+            (n,) = self._conn().execute("SELECT COUNT(*) FROM cache_entries WHERE expires_at IS NULL OR expires_at > ?", (now,)).fetchone()
         return int(n)
 
     def clear(self) -> None:

@@ -128,8 +128,7 @@ def redact(err: ProviderError, secrets: Iterable[str | None]) -> ProviderError:
 
 
 @contextlib.contextmanager
-def provider_errors(provider: str, secrets: Iterable[str | None] = (), *,
-                    known: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+def provider_errors(provider: str, secrets: Iterable[str | None] = (), *, known: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
     """Re-raise a known upstream failure from the block as ``ProviderError(...) from exc``.
 
     Cancellation, thrifty's own errors (ProviderError, ConfigError, …) and unknown exceptions (bugs,

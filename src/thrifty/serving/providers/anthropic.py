@@ -93,8 +93,14 @@ def to_messages_request(request: ChatRequest, model: str, default_max_tokens: in
             for call in m.get("tool_calls") or ():
                 fn = call.get("function") or {}
                 args = fn.get("arguments") or "{}"
-                blocks.append({"type": "tool_use", "id": call.get("id", ""), "name": fn.get("name", ""),
-                               "input": json.loads(args) if isinstance(args, str) else args})
+                blocks.append(
+                    {
+                        "type": "tool_use",
+                        "id": call.get("id", ""),
+                        "name": fn.get("name", ""),
+                        "input": json.loads(args) if isinstance(args, str) else args,
+                    }
+                )
             add("assistant", blocks)
         elif role == "tool":
             add("user", [{"type": "tool_result", "tool_use_id": m.get("tool_call_id", ""), "content": message_text(m.get("content"))}])
@@ -114,9 +120,13 @@ def to_messages_request(request: ChatRequest, model: str, default_max_tokens: in
         kwargs["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
     if request.tools:
         kwargs["tools"] = [
-            {"name": t["function"]["name"], "description": t["function"].get("description", ""),
-             "input_schema": t["function"].get("parameters") or {"type": "object", "properties": {}}}
-            for t in request.tools if t.get("type", "function") == "function"
+            {
+                "name": t["function"]["name"],
+                "description": t["function"].get("description", ""),
+                "input_schema": t["function"].get("parameters") or {"type": "object", "properties": {}},
+            }
+            for t in request.tools
+            if t.get("type", "function") == "function"
         ]
         choice = _tool_choice(request.tool_choice)
         if choice is not None:
@@ -148,13 +158,17 @@ class AnthropicProvider:
         if api_key is None and api_key_env:
             api_key = os.environ.get(api_key_env)
         if not api_key:
-            raise ConfigError(f"no API key: environment variable {api_key_env} is not set",
-                              key=config_key or f"{name}.api_key_env", fix=f"export {api_key_env}=<your key>")
+            raise ConfigError(
+                f"no API key: environment variable {api_key_env} is not set",
+                key=config_key or f"{name}.api_key_env",
+                fix=f"export {api_key_env}=<your key>",
+            )
         self.name, self.model = name, model
         self.base_url, self.vision, self.timeout_s, self.max_tokens = base_url, bool(vision), float(timeout_s), int(max_tokens)
         self._api_key = api_key
-        self.price_in, self.price_out = resolve_prices(model, price_in=price_in, price_out=price_out, provider_id="anthropic",
-                                                       key=config_key or f"{name}.price_in")
+        self.price_in, self.price_out = resolve_prices(
+            model, price_in=price_in, price_out=price_out, provider_id="anthropic", key=config_key or f"{name}.price_in"
+        )
         self.cache_prices = cache_prices(model, self.price_in, provider_id="anthropic", configured=price_in is not None)
         self._client: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -168,10 +182,10 @@ class AnthropicProvider:
             try:
                 import anthropic
             except ImportError as exc:
-                raise ConfigError("the anthropic SDK is not installed", key=f"{self.name}.provider",
-                                  fix="pip install 'thrifty[serve]'") from exc
-            self._client = anthropic.AsyncAnthropic(api_key=self._api_key, base_url=self.base_url,
-                                                    timeout=self.timeout_s, max_retries=0)
+                raise ConfigError(
+                    "the anthropic SDK is not installed", key=f"{self.name}.provider", fix="pip install 'thrifty[serve]'"
+                ) from exc
+            self._client = anthropic.AsyncAnthropic(api_key=self._api_key, base_url=self.base_url, timeout=self.timeout_s, max_retries=0)
             self._loop = loop
         return self._client
 
@@ -189,18 +203,22 @@ class AnthropicProvider:
             if block.type == "text":
                 texts.append(block.text)
             elif block.type == "tool_use":
-                calls.append({"id": block.id, "type": "function",
-                              "function": {"name": block.name, "arguments": json.dumps(block.input)}})
+                calls.append({"id": block.id, "type": "function", "function": {"name": block.name, "arguments": json.dumps(block.input)}})
         u = message.usage
         written = int(getattr(u, "cache_creation_input_tokens", 0) or 0)
         read = int(getattr(u, "cache_read_input_tokens", 0) or 0)
-        usage = Usage(int(u.input_tokens or 0) + written + read, int(u.output_tokens or 0),
-                      cache_read_tokens=read, cache_write_tokens=written)
+        usage = Usage(
+            int(u.input_tokens or 0) + written + read, int(u.output_tokens or 0), cache_read_tokens=read, cache_write_tokens=written
+        )
         return Completion(
-            text="".join(texts), model=self.model, usage=usage,
+            text="".join(texts),
+            model=self.model,
+            usage=usage,
             cost_usd=cost_usd(usage, self.price_in, self.price_out, self.cache_prices),
-            latency_s=time.perf_counter() - started, finish_reason=_FINISH.get(message.stop_reason or "", "stop"),
-            tool_calls=tuple(calls) or None, raw=message,
+            latency_s=time.perf_counter() - started,
+            finish_reason=_FINISH.get(message.stop_reason or "", "stop"),
+            tool_calls=tuple(calls) or None,
+            raw=message,
         )
 
     async def complete(self, request: ChatRequest) -> Completion:

@@ -108,8 +108,7 @@ async def stream_of(provider: Any, request: ChatRequest) -> AsyncIterator[Stream
     yield completion
 
 
-def cost_usd(usage: Usage, price_in: float | None, price_out: float | None,
-             cache_prices: tuple[float, float] | None = None) -> float:
+def cost_usd(usage: Usage, price_in: float | None, price_out: float | None, cache_prices: tuple[float, float] | None = None) -> float:
     """USD cost of ``usage`` at per-1M-token prices (an unknown price counts as 0).
 
     ``cache_prices`` = (cache read, cache write) per 1M tokens: those parts of ``input_tokens`` are

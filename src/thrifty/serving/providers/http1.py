@@ -45,16 +45,19 @@ class ResponseTooLarge(ProviderError):
     """The upstream's answer is larger than the configured cap (not retried: it would be again)."""
 
     def __init__(self, limit: int, provider: str = "?") -> None:
-        super().__init__(f"upstream response exceeds max_response_bytes = {limit} bytes "
-                         "(raise the provider option max_response_bytes if such answers are expected)",
-                         provider=provider, status=502, retryable=False)
+        super().__init__(
+            f"upstream response exceeds max_response_bytes = {limit} bytes "
+            "(raise the provider option max_response_bytes if such answers are expected)",
+            provider=provider,
+            status=502,
+            retryable=False,
+        )
         self.limit = limit
 
 
 def usable_for(base_url: str) -> bool:
     """True for a plain ``http://`` URL without credentials in it and with no proxy set in the environment."""
-    return (base_url.startswith("http://") and "@" not in urlsplit(base_url).netloc
-            and not any(os.environ.get(v) for v in _PROXY_ENV))
+    return base_url.startswith("http://") and "@" not in urlsplit(base_url).netloc and not any(os.environ.get(v) for v in _PROXY_ENV)
 
 
 class _Connection(asyncio.Protocol):
@@ -138,8 +141,16 @@ class _Connection(asyncio.Protocol):
 class Http1Pool:
     """Keep-alive connections to the origin of ``base_url`` (which must be ``http://``)."""
 
-    def __init__(self, base_url: str, headers: Mapping[str, str], *, max_idle: int = 32, connect_timeout: float = 10.0,
-                 max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES, name: str = "?") -> None:
+    def __init__(
+        self,
+        base_url: str,
+        headers: Mapping[str, str],
+        *,
+        max_idle: int = 32,
+        connect_timeout: float = 10.0,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        name: str = "?",
+    ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"not a plain http URL: {base_url!r}")
@@ -148,8 +159,13 @@ class Http1Pool:
         self.host = parts.hostname
         self.port = parts.port or 80
         self.prefix = parts.path.rstrip("/")
-        fixed = {"host": parts.netloc, "user-agent": "thrifty", "accept": "application/json", "accept-encoding": "gzip, deflate",
-                 "content-type": "application/json"}
+        fixed = {
+            "host": parts.netloc,
+            "user-agent": "thrifty",
+            "accept": "application/json",
+            "accept-encoding": "gzip, deflate",
+            "content-type": "application/json",
+        }
         fixed.update({k.lower(): v for k, v in headers.items()})
         self._head = "".join(f"{k}: {v}\r\n" for k, v in fixed.items() if k != "content-length")
         self.max_idle = max_idle

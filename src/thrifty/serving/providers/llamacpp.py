@@ -43,8 +43,13 @@ _TRANSCRIPT_STOPS = ("\nUser:", "\nAssistant:", "User:", "\n\n\n")
 _PASS_PARAMS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "presence_penalty", "frequency_penalty", "seed")
 
 
-def transcript_prompt(messages: Sequence[Mapping[str, Any]], preamble: str = DEFAULT_PREAMBLE,
-                      examples: Sequence[tuple[str, str]] = (), user: str = "User", assistant: str = "Assistant") -> str:
+def transcript_prompt(
+    messages: Sequence[Mapping[str, Any]],
+    preamble: str = DEFAULT_PREAMBLE,
+    examples: Sequence[tuple[str, str]] = (),
+    user: str = "User",
+    assistant: str = "Assistant",
+) -> str:
     """A base-model prompt: the system text (or ``preamble``), few-shot ``examples`` as (question, answer)
     turns, then the conversation as ``User:`` / ``Assistant:`` lines, ending with ``Assistant:``."""
     system = "\n".join(message_text(m.get("content")) for m in messages if m.get("role") in ("system", "developer")).strip()
@@ -177,8 +182,11 @@ class LlamaCppProvider:
         # writing to /dev/null. One load at a time per process.
         with _LOAD_LOCK:
             llm = llama_cpp.Llama(
-                model_path=self.model_path, n_ctx=self.n_ctx, n_threads=self.n_threads,
-                n_threads_batch=self.n_threads_batch, verbose=False,
+                model_path=self.model_path,
+                n_ctx=self.n_ctx,
+                n_threads=self.n_threads,
+                n_threads_batch=self.n_threads_batch,
+                verbose=False,
             )
         formatter = None
         if self.mode == "chat":
@@ -193,7 +201,8 @@ class LlamaCppProvider:
                 return str(llm.detokenize([t], special=True).decode("utf-8", "ignore")) if t >= 0 else ""
 
             formatter = Jinja2ChatFormatter(  # type: ignore[no-untyped-call]  # llama_cpp ships no annotations here
-                template=template, eos_token=text(eos), bos_token=text(bos), stop_token_ids=[eos])
+                template=template, eos_token=text(eos), bos_token=text(bos), stop_token_ids=[eos]
+            )
         slot.llm, slot.formatter, slot.load_s = llm, formatter, time.perf_counter() - t0
         return slot
 
@@ -236,7 +245,9 @@ class LlamaCppProvider:
         max_tokens = param(request, "max_completion_tokens", "max_tokens", default=self.defaults["max_tokens"])
         room = self.n_ctx - len(tokens)
         if room <= 0:
-            raise ProviderError(f"prompt of {len(tokens)} tokens does not fit the {self.n_ctx}-token context", provider=self.name, status=400)
+            raise ProviderError(
+                f"prompt of {len(tokens)} tokens does not fit the {self.n_ctx}-token context", provider=self.name, status=400
+            )
         kwargs["max_tokens"] = max(1, min(int(max_tokens), room))
         kwargs["stop"] = stops
         return tokens, kwargs, extra_stop
@@ -274,8 +285,12 @@ class LlamaCppProvider:
         # sampled tokens (an end-of-generation token included); the final bookkeeping call is not one
         usage = Usage(len(tokens), max(calls[0] - 1, 1 if text else 0))
         return Completion(
-            text=text, model=self.model, usage=usage, cost_usd=cost_usd(usage, self.price_in, self.price_out),
-            latency_s=time.perf_counter() - started, finish_reason=finish,
+            text=text,
+            model=self.model,
+            usage=usage,
+            cost_usd=cost_usd(usage, self.price_in, self.price_out),
+            latency_s=time.perf_counter() - started,
+            finish_reason=finish,
         )
 
     async def complete(self, request: ChatRequest) -> Completion:

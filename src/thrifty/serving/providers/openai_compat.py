@@ -64,10 +64,14 @@ class OpenAICompatProvider:
         self.vision = bool(vision)
         self.timeout_s = float(timeout_s)
         self.stream_usage = stream_usage
-        if max_response_bytes is not None and (isinstance(max_response_bytes, bool) or not isinstance(max_response_bytes, int)
-                                               or max_response_bytes < 1):
-            raise ConfigError(f"max_response_bytes must be a positive integer, got {max_response_bytes!r}",
-                              key=f"{config_key or name}.options.max_response_bytes", fix="write max_response_bytes = 16777216")
+        if max_response_bytes is not None and (
+            isinstance(max_response_bytes, bool) or not isinstance(max_response_bytes, int) or max_response_bytes < 1
+        ):
+            raise ConfigError(
+                f"max_response_bytes must be a positive integer, got {max_response_bytes!r}",
+                key=f"{config_key or name}.options.max_response_bytes",
+                fix="write max_response_bytes = 16777216",
+            )
         self.max_response_bytes = max_response_bytes
         if api_key is None and api_key_env:
             api_key = os.environ.get(api_key_env)
@@ -82,7 +86,10 @@ class OpenAICompatProvider:
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
         self.price_in, self.price_out = resolve_prices(
-            model, price_in=price_in, price_out=price_out, provider_id=provider_id,
+            model,
+            price_in=price_in,
+            price_out=price_out,
+            provider_id=provider_id,
             key=config_key or f"{name}.price_in",
         )
         self._client: Any = None
@@ -173,8 +180,9 @@ class OpenAICompatProvider:
                 completion: Completion = await within(self._complete(request, started), self.timeout_s)  # no extra Task per call
                 return completion
             except asyncio.TimeoutError:
-                raise ProviderError(f"timed out: no complete answer within {self.timeout_s:g}s", provider=self.name,
-                                    status=504, retryable=True) from None
+                raise ProviderError(
+                    f"timed out: no complete answer within {self.timeout_s:g}s", provider=self.name, status=504, retryable=True
+                ) from None
 
     async def _complete(self, request: ChatRequest, started: float) -> Completion:
         with provider_errors(self.name, self._secrets):
@@ -238,8 +246,9 @@ class OpenAICompatProvider:
                         if choice.get("finish_reason"):
                             finish = choice["finish_reason"]
         if not done and finish is None:  # the connection closed before the answer was finished
-            raise ProviderError("stream ended before the answer was complete (no finish_reason, no [DONE])",
-                                provider=self.name, status=502, retryable=True)
+            raise ProviderError(
+                "stream ended before the answer was complete (no finish_reason, no [DONE])", provider=self.name, status=502, retryable=True
+            )
         text = "".join(parts)
         tool_calls = [calls[i] for i in sorted(calls)]
         yield self._completion(text, _usage(usage_data, request, text, chunks=len(parts)), finish, tool_calls, started, None)

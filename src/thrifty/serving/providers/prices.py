@@ -78,8 +78,10 @@ def _lookup_cache_prices(model: str, provider_id: str | None) -> tuple[float, fl
         return None
     out = []
     # input_tokens counts every prompt token, the cached ones included (genai-prices' convention too)
-    for usage in (genai_prices.Usage(input_tokens=_PROBE_TOKENS, cache_read_tokens=_PROBE_TOKENS),
-                  genai_prices.Usage(input_tokens=_PROBE_TOKENS, cache_write_tokens=_PROBE_TOKENS)):
+    for usage in (
+        genai_prices.Usage(input_tokens=_PROBE_TOKENS, cache_read_tokens=_PROBE_TOKENS),
+        genai_prices.Usage(input_tokens=_PROBE_TOKENS, cache_write_tokens=_PROBE_TOKENS),
+    ):
         try:
             out.append(float(genai_prices.calc_price(usage, model, provider_id=provider_id).total_price) * 1_000_000 / _PROBE_TOKENS)
         except (LookupError, ValueError):

@@ -34,8 +34,11 @@ def student_embedder(name: str | None = None) -> Any:
 
     emb = get_embedder()
     if name is not None and name != emb.name:
-        raise ConfigError(f"the student was trained on {name!r} embeddings, but students embed with {emb.name!r}",
-                          key="student.embedder", fix="retrain it: thrifty student train DIR --out student.json")
+        raise ConfigError(
+            f"the student was trained on {name!r} embeddings, but students embed with {emb.name!r}",
+            key="student.embedder",
+            fix="retrain it: thrifty student train DIR --out student.json",
+        )
     return emb
 
 
@@ -59,7 +62,7 @@ class Student:
             if m:
                 text = m.group(1)
         if self.prefix and text.startswith(self.prefix):
-            text = text[len(self.prefix):]
+            text = text[len(self.prefix) :]
         return text
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
@@ -80,9 +83,14 @@ class Student:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         doc = {
-            "kind": ARTEFACT_KIND, "embedder": self.embedder, "classes": list(self.classes),
-            "coef": np.round(self.coef, 7).tolist(), "intercept": np.round(self.intercept, 7).tolist(),
-            "prefix": self.prefix, "template": self.template, "meta": self.meta,
+            "kind": ARTEFACT_KIND,
+            "embedder": self.embedder,
+            "classes": list(self.classes),
+            "coef": np.round(self.coef, 7).tolist(),
+            "intercept": np.round(self.intercept, 7).tolist(),
+            "prefix": self.prefix,
+            "template": self.template,
+            "meta": self.meta,
         }
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(doc), encoding="utf-8")
@@ -95,8 +103,11 @@ class Student:
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
-            raise ConfigError(f"cannot read student artefact {str(path)!r}: {exc.strerror or exc}", key="student",
-                              fix="train one with: thrifty student train DIR --out student.json") from None
+            raise ConfigError(
+                f"cannot read student artefact {str(path)!r}: {exc.strerror or exc}",
+                key="student",
+                fix="train one with: thrifty student train DIR --out student.json",
+            ) from None
         except json.JSONDecodeError as exc:
             raise DataError(f"invalid JSON: {exc.msg}", file=str(path), line=exc.lineno) from None
         except UnicodeDecodeError:
@@ -117,8 +128,12 @@ class Student:
             raise DataError(f"got {type(doc['meta']).__name__}", file=str(path), field="meta", expected="an object or null")
         name, emb = doc.get("embedder", cls.embedder), student_embedder()
         if name != emb.name or coef.shape[1] != emb.dim:
-            raise DataError(f"weights for {name!r} ({coef.shape[1]}-d) embeddings", file=str(path), field="embedder",
-                            expected=f"a student trained on {emb.name!r} ({emb.dim}-d): retrain it with thrifty student train")
+            raise DataError(
+                f"weights for {name!r} ({coef.shape[1]}-d) embeddings",
+                file=str(path),
+                field="embedder",
+                expected=f"a student trained on {emb.name!r} ({emb.dim}-d): retrain it with thrifty student train",
+            )
         return cls(classes, coef, icpt, name, doc.get("prefix"), doc.get("template"), doc.get("meta") or {})
 
 
@@ -132,8 +147,12 @@ def _weights(doc: dict[str, Any], key: str, path: Path, ndim: int) -> np.ndarray
     except (TypeError, ValueError):
         raise DataError("not numeric weights", file=str(path), field=key, expected=what) from None
     if arr.ndim != ndim or arr.size == 0 or not np.isfinite(arr).all():
-        raise DataError(f"{arr.ndim}-d array of {arr.size} values, finite: {bool(np.isfinite(arr).all())}",
-                        file=str(path), field=key, expected=f"{what}, all finite")
+        raise DataError(
+            f"{arr.ndim}-d array of {arr.size} values, finite: {bool(np.isfinite(arr).all())}",
+            file=str(path),
+            field=key,
+            expected=f"{what}, all finite",
+        )
     return arr
 
 
@@ -170,8 +189,14 @@ class StudentProvider:
     async def complete(self, request: ChatRequest) -> Completion:
         t0 = time.perf_counter()
         label, conf, probs = await asyncio.to_thread(self.answer, request.prompt_text)
-        return Completion(text=label, model=self.name, usage=Usage(0, 0), cost_usd=self.cost_per_call,
-                          latency_s=time.perf_counter() - t0, raw={"confidence": conf, "probs": probs})
+        return Completion(
+            text=label,
+            model=self.name,
+            usage=Usage(0, 0),
+            cost_usd=self.cost_per_call,
+            latency_s=time.perf_counter() - t0,
+            raw={"confidence": conf, "probs": probs},
+        )
 
 
 class ConfidenceScorer:
