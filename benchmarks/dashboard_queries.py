@@ -138,10 +138,10 @@ def time_queries(db_path: Path, reps: int) -> dict[str, dict[str, float]]:
 
     rt = build_runtime(settings_for(db_path.parent), db_path=db_path)
     t0 = time.perf_counter()
-    Roller(db_path, settle_s=rt.settings.server.request_timeout_s + api.SETTLE_MARGIN_S).catch_up(force=True)
+    Roller(rt.store, settle_s=rt.settings.server.request_timeout_s + api.SETTLE_MARGIN_S).catch_up(force=True)
     backfill_s = time.perf_counter() - t0
     print(f"  rolled up the settled hours in {backfill_s:.1f}s (once per database; then an hour at a time)", flush=True)
-    db = queries.Reader(db_path)
+    db = queries.Reader(rt.store)
     w = {r: params.window_from({"range": r}) for r in params.RANGES}
     prof = next(p for p in api.context.profiles_in_service(rt) if p["name"] == "cascade")
     newest = queries.RequestFilter()

@@ -16,8 +16,13 @@ from thrifty.store.dialect import reorder, row_class, to_postgres
 
 def test_question_marks_become_percent_s_outside_literals_and_comments() -> None:
     sql, order = to_postgres("SELECT a FROM t WHERE b = ? AND c = '?' AND d LIKE 'x%' -- what?\n AND e = ?")
-    assert sql == "SELECT a FROM t WHERE b = %s AND c = '?' AND d LIKE 'x%' \n AND e = %s"
+    assert sql == "SELECT a FROM t WHERE b = %s AND c = '?' AND d LIKE 'x%%' \n AND e = %s"
     assert order is None
+
+
+def test_a_percent_inside_a_string_literal_is_escaped_too() -> None:
+    """psycopg scans the whole text for placeholders, literals included (it gets a parameter tuple always)."""
+    assert to_postgres("SELECT 1 WHERE t LIKE '%,%' AND \"a%b\" = ?")[0] == "SELECT 1 WHERE t LIKE '%%,%%' AND \"a%b\" = %s"
 
 
 def test_a_literal_percent_outside_strings_is_escaped() -> None:

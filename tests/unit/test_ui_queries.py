@@ -61,7 +61,7 @@ def _fill(store: LogStore, n: int, seed: int = 1) -> None:
 def log(tmp_path: Path):
     store = LogStore(tmp_path / "logs.sqlite3")
     _fill(store, 600)
-    db = queries.Reader(store.path)
+    db = queries.Reader(store)
     yield store, db
     db.close()
     store.close()
@@ -96,7 +96,7 @@ def _close(a, b) -> bool:
 def test_rolled_up_hours_give_the_same_figures_as_the_raw_log(log) -> None:
     store, db = log
     before = _all_figures(db)
-    roller = Roller(store.path, settle_s=3_600)
+    roller = Roller(store, settle_s=3_600)
     until = roller.catch_up(now=NOW, force=True)
     assert until == (int(NOW) - 3_600) // 3_600 * 3_600
     assert db.rows("SELECT COUNT(*) AS n FROM dash_hourly WHERE span = 86400")[0]["n"] > 0  # whole days too
@@ -133,7 +133,7 @@ def test_overview_totals_equal_a_recount(log) -> None:
 
 def test_a_key_scope_never_sees_another_keys_rows(log) -> None:
     store, db = log
-    Roller(store.path, settle_s=3_600).catch_up(now=NOW, force=True)
+    Roller(store, settle_s=3_600).catch_up(now=NOW, force=True)
     w = params.window_from({"range": "7d"}, now=NOW)
     alice = queries.overview(db, w, scope_key="alice", baseline=BASELINE)
     assert alice["totals"]["requests"] == db.rows("SELECT COUNT(*) AS n FROM requests WHERE key_name = 'alice'")[0]["n"]
@@ -250,38 +250,20 @@ def test_a_stream_that_died_ends_in_an_error_node() -> None:
     assert err["id"] == "error" and "stopped mid-stream" in err["label"] and "par" in err["text"]
 
 
-def test_optional_panels_are_off_without_their_tables(log) -> None:
-    _, db = log
+def test_optional_panels_are_off_without_their_rows_and_show_refits(log) -> None:
+    from thrifty.store.artefacts import record
+
+    store, db = log
     w = params.window_from({"range": "24h"}, now=NOW)
     assert audit_summary(db, w, scope_key=None)["enabled"] is False
-    assert refit_history(db, "p1")["enabled"] is False
+    assert refit_history(db, "p1")["rows"] == []  # migration 0007_artefact_history: the table is there, empty
+    store.run_in_transaction(record, "p1", "refused", {"rule": "held-out gain below 0.01"}, created=NOW - 60)
+    store.run_in_transaction(record, "p1", "serving", {"rule": "ok"}, path="/a/v2", created=NOW)
+    store.run_in_transaction(record, "p2", "serving", {"rule": "ok"}, path="/b/v1", created=NOW)
+    refits = refit_history(db, "p1")
+    assert refits["enabled"] and [(r["version"], r["status"]) for r in refits["rows"]] == [(2, "serving"), (1, "refused")]
     lo, hi = wilson_interval(45, 50)
     assert lo < 0.9 < hi and wilson_interval(0, 0) is None
-
-
-def test_audit_panel_reads_an_audits_table(tmp_path: Path) -> None:
-    store = LogStore(tmp_path / "logs.sqlite3")
-    _fill(store, 20)
-    ids = [r["id"] for r in store.iter_rows("SELECT id FROM requests WHERE status < 400 ORDER BY id LIMIT 10")]
-    c = store.connection
-    # the tables of migration 0006_audits (thrifty.store.audits)
-    for i, rid in enumerate(ids):
-        served = store.iter_rows("SELECT final_model FROM requests WHERE id = ?", (rid,))[0][0]
-        c.execute(
-            "INSERT INTO audits (request_id, profile, created, status, attempts, updated, request_json, tiers, reference, judge,"
-            " explore, served_model, audit_cost_usd) VALUES (?, 'p1', ?, 'done', 1, ?, '{}', '[]', 'big', 'match:agree', 'all', ?, 0.002)",
-            (rid, NOW - 100, NOW - 100, served),
-        )
-        c.execute(
-            "INSERT INTO audit_answers (request_id, model, tier, answer, quality, at_least_as_good) VALUES (?, ?, 0, 'x', 0.8, ?)",
-            (rid, served, int(i < 7)),
-        )
-    db = queries.Reader(store.path)
-    doc = audit_summary(db, params.window_from({"range": "24h"}, now=NOW), scope_key=None)
-    assert (doc["enabled"], doc["audited"], doc["judged"], doc["at_least_as_good"]) == (True, 10, 10, 7)
-    assert math.isclose(doc["audit_cost_usd"], 0.02) and doc["ci95"][0] < 0.7 < doc["ci95"][1]
-    db.close()
-    store.close()
 
 
 def test_reader_opens_a_path_with_uri_characters_read_only(tmp_path: Path) -> None:
@@ -289,7 +271,7 @@ def test_reader_opens_a_path_with_uri_characters_read_only(tmp_path: Path) -> No
 
     store = LogStore(tmp_path / "a b#c?d%e" / "logs.sqlite3")
     _fill(store, 3)
-    db = queries.Reader(store.path)
+    db = queries.Reader(store)
     assert db.rows("SELECT COUNT(*) AS n FROM requests")[0]["n"] == 3
     with pytest.raises(sqlite3.OperationalError):  # the dashboard cannot write through its reader
         db.rows("DELETE FROM requests")

@@ -5,7 +5,9 @@ or ``postgresql://user@host:port/db`` — and returns a backend with three ways 
 
 - ``writer()``: the connection of the store's one writer thread (group commits);
 - ``session()``: a connection for one transaction or read on the calling thread;
-- both yield connections speaking the same portable SQL (:mod:`thrifty.store.dialect`).
+- ``read_session()``: a connection for read-only queries (SQLite: a read-only connection of the
+  calling thread, so a long read never waits for the writer's lock in WAL mode; PostgreSQL: the pool);
+- all yield connections speaking the same portable SQL (:mod:`thrifty.store.dialect`).
 
 SQLite has one connection behind a lock (a file has one writer anyway). PostgreSQL has a psycopg
 pool: the writer thread keeps one connection, callers borrow others, so reads never queue behind
@@ -68,6 +70,8 @@ class SqliteBackend:
         self.label = str(self.path)
         self.conn = connect(self.path)
         self.lock = threading.Lock()
+        self._readers = threading.local()
+        self._all_readers: list[Any] = []
 
     @contextlib.contextmanager
     def writer(self) -> Iterator[Any]:
@@ -76,11 +80,32 @@ class SqliteBackend:
 
     session = writer
 
+    @contextlib.contextmanager
+    def read_session(self) -> Iterator[Any]:
+        """This thread's read-only connection (opened on first use; WAL: never blocks the writer)."""
+        conn = getattr(self._readers, "conn", None)
+        if conn is None:
+            import sqlite3
+            from urllib.parse import quote
+
+            conn = sqlite3.connect(
+                f"file:{quote(str(self.path.resolve()))}?mode=ro", uri=True, check_same_thread=False, timeout=10.0, isolation_level=None
+            )
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA query_only=ON")
+            self._readers.conn = conn
+            with self.lock:
+                self._all_readers.append(conn)
+        yield conn
+
     def serial_locks(self, conn: Any, names: list[str]) -> None:
         """Nothing: ``BEGIN IMMEDIATE`` already holds the database's one write lock."""
 
     def close(self) -> None:
         with self.lock:
+            for reader in self._all_readers:
+                reader.close()
+            self._all_readers.clear()
             self.conn.close()
 
 
@@ -117,6 +142,8 @@ class PgBackend:
     def session(self) -> Iterator[Any]:
         with self.pool.connection(timeout=30) as raw:
             yield self._wrap(raw)
+
+    read_session = session  # pooled connections: a read never queues behind the writer
 
     def serial_locks(self, conn: Any, names: list[str]) -> None:
         for name in sorted(set(names)):

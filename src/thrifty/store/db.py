@@ -20,7 +20,7 @@ from typing import Any
 
 from thrifty.errors import ConfigError
 
-__all__ = ["MIGRATIONS", "PG_OVERRIDES", "connect", "migrate", "applied_migrations", "dialect_of"]
+__all__ = ["MIGRATIONS", "PG_OVERRIDES", "connect", "migrate", "applied_migrations", "dialect_of", "table_columns"]
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -277,6 +277,20 @@ _MIGRATION_LOCK = 7_204_211_001  # pg_advisory_xact_lock key: one replica migrat
 def dialect_of(conn: Any) -> str:
     """``"sqlite"`` or ``"postgresql"``."""
     return getattr(conn, "dialect", "sqlite")
+
+
+def table_columns(conn: Any, table: str) -> tuple[str, ...] | None:
+    """The column names of ``table`` in table order, None when it does not exist (either engine's
+    catalogue: probing with a failing SELECT would abort a PostgreSQL transaction)."""
+    if dialect_of(conn) == "postgresql":
+        rows = conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema()"
+            " AND table_name = ? ORDER BY ordinal_position",
+            (table,),
+        ).fetchall()
+    else:
+        rows = conn.execute("SELECT name FROM pragma_table_info(?) ORDER BY cid", (table,)).fetchall()
+    return tuple(str(r[0]) for r in rows) or None
 
 
 def connect(path: str | os.PathLike, *, migrate_now: bool = True) -> sqlite3.Connection:

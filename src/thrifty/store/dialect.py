@@ -5,7 +5,8 @@ TEXT/REAL/INTEGER/BIGINT columns, ``INSERT … ON CONFLICT``. SQLite runs it as 
 :func:`to_postgres` rewrites, outside string literals and comments:
 
 - ``?`` → ``%s`` and ``?N`` → ``%s`` with the parameters reordered (:func:`reorder`);
-- a literal ``%`` → ``%%`` (psycopg's placeholder syntax);
+- a literal ``%`` → ``%%``, in string literals too (psycopg's placeholder syntax; statements are
+  always sent with a parameter tuple, empty or not, so psycopg always turns ``%%`` back into ``%``);
 - ``REAL`` → ``DOUBLE PRECISION`` (PostgreSQL's REAL is 4 bytes: a unix time would lose its
   seconds), ``BEGIN IMMEDIATE`` → ``BEGIN``.
 
@@ -47,7 +48,9 @@ def to_postgres(sql: str) -> tuple[str, tuple[int, ...] | None]:
     for m in _TOKEN.finditer(sql):
         out.append(sql[pos : m.start()])
         pos = m.end()
-        if m.group(1) or m.group(2):
+        if m.group(1):  # psycopg reads '%' even inside literals: LIKE '%,%' must reach it as '%%,%%'
+            out.append(m.group(0).replace("%", "%%"))
+        elif m.group(2):
             out.append(m.group(0))
         elif m.group(3):
             continue  # comments go: psycopg would read a '?' or '%' in them

@@ -117,6 +117,12 @@ class LogStore:
         with self._backend.session() as c:
             return fn(c, *args, **kwargs)
 
+    def read_only(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """``fn(connection, *args, **kwargs)`` on a read-only connection of the calling thread (SQLite:
+        its own WAL reader, so it never waits for the writer; PostgreSQL: one from the pool)."""
+        with self._backend.read_session() as c:
+            return fn(c, *args, **kwargs)
+
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         """Run ``fn(*args, **kwargs)`` on the store's writer thread, after everything submitted
         before it (one thread: writes keep their order, and a hold taken after a settlement sees

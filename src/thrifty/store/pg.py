@@ -91,7 +91,7 @@ class PgConnection:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> _Cursor:
         text, order = to_postgres(sql)
         with self.raw.cursor(row_factory=_row_factory) as cur:
-            cur.execute(text, reorder(tuple(params), order) if params else None)
+            cur.execute(text, reorder(tuple(params), order))  # always a tuple: psycopg then undoes the '%%' of to_postgres
             rows = cur.fetchall() if cur.description is not None else []
             return _Cursor(rows, cur.rowcount)
 

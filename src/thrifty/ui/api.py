@@ -4,7 +4,8 @@ Access: with no ``[keys]`` configured the gateway is open and so is the dashboar
 once keys exist, every ``/ui`` path needs the admin key (``[server] admin_sha256``) as
 ``Authorization: Bearer <key>`` or as the password of HTTP Basic auth (what a browser prompts for) —
 anything else is a 401 with the OpenAI error body. Queries run on the dashboard's own two threads
-with read-only connections, so a slow aggregation never holds the event loop or the log writer.
+with read-only connections (SQLite: WAL readers; PostgreSQL: the store's pool), so a slow
+aggregation never holds the event loop or the log writer.
 """
 
 import asyncio
@@ -52,10 +53,10 @@ SETTLE_MARGIN_S = 300.0
 def _state(app: Any) -> DashboardState:
     st = getattr(app.state, "dashboard", None)
     rt = app.state.runtime
-    if st is None or st.reader.path != rt.store.path:
+    if st is None or st.reader.store is not rt.store:  # a reload may have opened another store
         st = DashboardState(
-            queries.Reader(rt.store.path),
-            Roller(rt.store.path, settle_s=rt.settings.server.request_timeout_s + SETTLE_MARGIN_S),
+            queries.Reader(rt.store),
+            Roller(rt.store, settle_s=rt.settings.server.request_timeout_s + SETTLE_MARGIN_S),
             ThreadPoolExecutor(2, thread_name_prefix="thrifty-ui", initializer=_background_priority),
         )
         app.state.dashboard = st

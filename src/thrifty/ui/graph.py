@@ -156,7 +156,7 @@ def request_graph(
                 f"verdict{i}",
                 "verdict",
                 f"judge: {v.get('model')} {verdict}",
-                v.get("output") or "",
+                v.get("answer") or v.get("error") or "",
                 quality=v.get("quality"),
                 at_least_as_good=good,
             )

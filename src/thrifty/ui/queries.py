@@ -4,20 +4,18 @@ Each query groups the log into at most a few thousand rows (time bucket × profi
 Python only folds those groups. The ``0008_dashboard_indexes`` migration adds the covering indexes
 these scans read instead of the wide ``requests`` rows (prompts and answers stay on disk).
 
-Portable SQL only (``?`` placeholders, CASE, CAST, LIKE), so the same text runs on PostgreSQL.
+Portable SQL only (``?`` placeholders, CASE, CAST, LIKE), so the same text runs on SQLite and PostgreSQL.
 ``scope_key`` — a key's name or None for the admin — is applied to every query that touches
 ``requests``: a key's view never contains another key's rows.
 """
 
 from __future__ import annotations
 
-import os
-import sqlite3
-import threading
 from dataclasses import dataclass
-from pathlib import Path
+from decimal import Decimal
 from typing import Any, Mapping, Sequence
 
+from thrifty.store.db import table_columns as store_table_columns
 from thrifty.ui.rollup import CACHE_CLASS_SQL, DAY, ESCALATED_SQL, HOUR, latency_bucket_sql, rolled_until
 
 __all__ = [
@@ -32,51 +30,46 @@ __all__ = [
     "request_detail",
     "has_rows",
     "table_columns",
+    "floor_sql",
 ]
 
 
 class Reader:
-    """Read-only connections to the log database, one per thread (WAL: readers never block the
-    gateway's writer, and the writer's lock is never taken)."""
+    """The dashboard's read-only view of the log store, SQLite or PostgreSQL, through
+    :meth:`thrifty.store.logs.LogStore.read_only` (SQLite: a read-only WAL connection per thread that
+    never takes the writer's lock; PostgreSQL: a pooled connection, so reads never queue behind the
+    writer). Call from a worker thread: every method blocks on the database."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._guard = threading.Lock()
-
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            from urllib.parse import quote
-
-            conn = sqlite3.connect(f"file:{quote(str(self.path.resolve()))}?mode=ro", uri=True, check_same_thread=False, timeout=10.0)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA query_only=ON")
-            self._local.conn = conn
-            with self._guard:
-                self._all.append(conn)
-        return conn
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.path = store.path
+        self.dialect: str = getattr(store, "dialect", "sqlite")
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        return [dict(r) for r in self._conn().execute(sql, tuple(params)).fetchall()]
+        def read(c: Any) -> list[dict[str, Any]]:
+            return [{k: _plain(v) for k, v in zip(r.keys(), tuple(r))} for r in c.execute(sql, tuple(params)).fetchall()]
+
+        return self.store.read_only(read)
+
+    def columns(self, table: str) -> tuple[str, ...] | None:
+        return self.store.read_only(store_table_columns, table)
 
     def close(self) -> None:
-        with self._guard:
-            for c in self._all:
-                c.close()
-            self._all.clear()
+        """Nothing to release: the store owns its connections and closes them with itself."""
+
+
+def _plain(value: Any) -> Any:
+    """PostgreSQL sums BIGINTs as NUMERIC (a Decimal): back to the int or float SQLite gives."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
 
 
 def table_columns(db: Reader, table: str) -> tuple[str, ...] | None:
-    """The column names of ``table``, None when it does not exist (portable: a zero-row SELECT)."""
+    """The column names of ``table``, None when it does not exist (read from the engine's catalogue)."""
     if not table.replace("_", "").isalnum():
         raise ValueError(f"not a table name: {table!r}")
-    try:
-        cur = db._conn().execute(f"SELECT * FROM {table} LIMIT 0")  # noqa: S608 - name checked above
-    except sqlite3.OperationalError:
-        return None
-    return tuple(d[0] for d in cur.description)
+    return db.columns(table)
 
 
 def has_rows(db: Reader, table: str) -> bool:
@@ -145,9 +138,16 @@ def _parts(db: Reader, window: Window, *, bucketed: bool) -> tuple[list[tuple[fl
     return raw, rolled
 
 
-#: created - origin >= 0 here, so CAST truncation is floor (PostgreSQL: FLOOR(...))
-_BUCKET = "CAST((created - ?) / ? AS INTEGER)"
-_ROLLED_BUCKET = "CAST((bucket_start - ?) / ? AS INTEGER)"
+def floor_sql(expr: str) -> str:
+    """FLOOR of ``expr`` in portable SQL: CAST to INTEGER truncates on SQLite and rounds on
+    PostgreSQL, and SQLite may lack FLOOR(); a cast that landed above the value is one too high."""
+    return f"(CAST({expr} AS BIGINT) - CASE WHEN CAST({expr} AS BIGINT) > {expr} THEN 1 ELSE 0 END)"
+
+
+#: the bucket index of a row; binds (origin, bucket_s) :data:`_BUCKET_BINDS` times
+_BUCKET = floor_sql("((created - ?) / ?)")
+_BUCKET_BINDS = _BUCKET.count("?") // 2
+_ROLLED_BUCKET = "((bucket_start - ?) / ?)"  # both integers: integer division on both engines, and >= 0
 
 
 def _grouped(
@@ -179,7 +179,7 @@ def _grouped(
         head = f"{_BUCKET} AS b, " if bucketed else ""
         out += db.rows(
             f"SELECT {head}{raw_cols}, {raw_aggs} FROM requests WHERE created >= ? AND created < ?{extra}{raw_where} GROUP BY {by}",  # noqa: S608 - fixed fragments, values bound
-            [*([window.origin, window.bucket_s] if bucketed else []), start, end, *extra_params],
+            [*([window.origin, window.bucket_s] * _BUCKET_BINDS if bucketed else []), start, end, *extra_params],
         )
     for span, lo, hi in rolled:
         head = f"{_ROLLED_BUCKET} AS b, " if bucketed else ""
