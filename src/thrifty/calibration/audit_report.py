@@ -24,6 +24,8 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Sequence
 
+from thrifty.store.audits import audit_rows, audit_status_counts, serving_spend
+
 __all__ = ["Z95", "wilson", "newcombe_difference", "bootstrap_saving", "profile_report", "audit_report"]
 
 Z95 = 1.959963984540054  # the 97.5% quantile of the standard normal
@@ -167,7 +169,6 @@ def profile_report(
 
 def audit_report(store: Any, profile: str | None = None, since: float | None = None, *, windows: int = 5, seed: int = 0) -> dict[str, Any]:
     """``{"since", "profiles": {name: profile_report(...)}}`` for every audited profile in the log store."""
-    from thrifty.store.audits import audit_rows, audit_status_counts, serving_spend
 
     rows = audit_rows(store, profile, since)
     status = audit_status_counts(store, profile, since)

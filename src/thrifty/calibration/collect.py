@@ -21,9 +21,13 @@ from typing import Any, Callable, Mapping, Sequence
 
 from thrifty.calibration.executors import Executor, LocalExecutor
 from thrifty.calibration.remote_calls import CallJob, answer_batch, batched, call_one, complete_with_retries
+from thrifty.calibration.student import StudentProvider
+from thrifty.config.settings import ProviderSettings, config_path, load_settings
 from thrifty.data.outcomes_log import OutcomeLog
 from thrifty.data.prompts_file import PromptItem, build_request
 from thrifty.errors import ConfigError, DataError
+from thrifty.serving.local import GEMMA3, NOTIONAL_PRICES, SMOLLM2
+from thrifty.serving.profiles import build_profile, build_provider, build_providers
 from thrifty.types import Completion, Provider
 
 __all__ = ["CollectResult", "collect", "complete_with_retries", "prompt_rows", "resolve_providers", "builtin_local", "BUILTIN_LOCAL"]
@@ -64,7 +68,6 @@ def resolve_providers(names: Sequence[str], config: str | None = None, *, settin
     ``student:PATH`` (a trained student artefact), or the built-in local models ``smollm2`` and
     ``gemma3-270m``. ``settings`` (already parsed) replaces reading ``config`` — how a Ray worker
     builds the driver's providers without the config file."""
-    from thrifty.config.settings import load_settings
 
     providers: dict[str, Any] | None = None
     out: dict[str, Provider] = {}
@@ -72,20 +75,14 @@ def resolve_providers(names: Sequence[str], config: str | None = None, *, settin
         if name in out:
             raise ConfigError(f"model {name!r} is listed twice", key="--models", fix="list each model once")
         if name.startswith("student:"):
-            from thrifty.calibration.student import StudentProvider
-
             out[name] = StudentProvider.load(name.split(":", 1)[1], name=name)
             continue
         if settings is None:
             settings = load_settings(config)
         profile = name.removeprefix("thrifty/")
         if name in settings.providers:
-            from thrifty.serving.profiles import build_provider
-
             out[name] = build_provider(settings.providers[name])
         elif profile in settings.profiles:
-            from thrifty.serving.profiles import build_profile, build_providers
-
             if providers is None:  # one object per provider, shared by every profile that uses it
                 providers = build_providers(settings)
             out[name] = build_profile(settings, settings.profiles[profile], providers).engine
@@ -103,8 +100,6 @@ def provider_factory(names: Sequence[str], config: str | None = None) -> Callabl
     ``student:PATH`` paths are made absolute, so a worker in another working directory builds the
     same providers. Secrets (``api_key_env``) are read from each worker's environment."""
     from functools import partial
-
-    from thrifty.config.settings import config_path, load_settings
 
     path = config_path(config)
     settings = load_settings(path.resolve() if path is not None else None)
@@ -124,9 +119,6 @@ def builtin_local(name: str) -> Provider:
     text is the prompt verbatim, so a few-shot prefix ending in ``A:`` is continued as written).
     Both carry the embedded default's notional prices (:data:`thrifty.serving.local.NOTIONAL_PRICES`), so a
     collected table has the same costs the gateway reports; ``--price`` overrides them."""
-    from thrifty.config.settings import ProviderSettings
-    from thrifty.serving.local import GEMMA3, NOTIONAL_PRICES, SMOLLM2
-    from thrifty.serving.profiles import build_provider
 
     how: dict[str, dict[str, Any]] = {
         "smollm2": {"model_path": "builtin:smollm2", "mode": "chat"},

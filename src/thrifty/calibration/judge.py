@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from thrifty.calibration.collect import _drive, check_run_options
 from thrifty.calibration.executors import LocalExecutor
 from thrifty.calibration.label import LABEL_COLUMNS, LabelSummary, _summarise, needs_label, rows_to_label
 from thrifty.calibration.remote_calls import CallJob, answer_batch, batched, complete_with_retries
@@ -126,7 +127,6 @@ def judge_folder(
 
     With a non-local ``executor`` (a Ray cluster) the judge calls run on its workers, which build the
     judge with ``build`` (:func:`thrifty.calibration.collect.provider_factory`); the labels are written here."""
-    from thrifty.calibration.collect import _drive, check_run_options
 
     check_run_options(concurrency, retries)
     if unparseable is not None and not 0.0 <= unparseable <= 1.0:

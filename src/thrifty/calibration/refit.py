@@ -45,7 +45,11 @@ import numpy as np
 from thrifty.calibration.audit_types import AuditOutcome
 from thrifty.calibration.guardrail import wilson
 from thrifty.data.table import RoutingTable
+from thrifty.offline.cascade_policy import CascadeOffline, lookup_requests, replay_policy
+from thrifty.offline.optimise import CascadeSpec, replay_arrays
 from thrifty.policy.cascade import CascadePolicy
+from thrifty.scoring.heads import inner_folds, single_threaded
+from thrifty.serving.artefact import json_number, write_artefact
 from thrifty.types import ChatRequest
 
 __all__ = [
@@ -159,7 +163,6 @@ def good_matrix(table: RoutingTable, reference: str) -> np.ndarray:
 def _scores(serving: ServingPolicy, table: RoutingTable) -> tuple[list[ChatRequest], Any]:
     """Requests for every row of ``table`` and the scorer to drive ``serving`` with: the batch
     scores of a fitted cascade looked up per (request, model), else the live scorer itself."""
-    from thrifty.offline.cascade_policy import lookup_requests
 
     if serving.fitted is not None and len(serving.tiers) > 1:
         sub = table.select_models(serving.fitted.models)
@@ -170,7 +173,6 @@ def _scores(serving: ServingPolicy, table: RoutingTable) -> tuple[list[ChatReque
 def replay(serving: ServingPolicy, table: RoutingTable, good: np.ndarray, offset: float = 0.0) -> dict[str, np.ndarray]:
     """Per-row cost, quality, good-enough flag and chosen column of ``serving`` (+ offset) on ``table``,
     by driving the live :class:`CascadePolicy` over the recorded answers."""
-    from thrifty.offline.cascade_policy import replay_policy
 
     requests, scorer = _scores(serving, table)
     policy = replace(serving, scorer=scorer).policy(offset)
@@ -186,11 +188,9 @@ def _point(lab: Any, fitted: Any, table: RoutingTable, good: np.ndarray, setting
     """The front point for the profile's goal (see the module docstring). The target's share is
     measured on the scorer's out-of-fold scores (what the lab fitted the thresholds on), not on
     in-sample scores, which would overstate it."""
-    from thrifty.offline.optimise import replay_arrays
 
     if settings.budget is not None or settings.target is None:
         return next(iter(fitted.picks.values()))
-    from thrifty.offline.optimise import CascadeSpec
 
     cols = [table.model_index(m) for m in fitted.models]
     S = lab.fit_feature_scorer(table, fitted.models, fitted.inputs_kw)[1]
@@ -210,8 +210,6 @@ def _point(lab: Any, fitted: Any, table: RoutingTable, good: np.ndarray, setting
 
 def fit_candidate(table: RoutingTable, good: np.ndarray, settings: RefitSettings, seed: int = 0) -> ServingPolicy:
     """Fit the lab's cascade on ``table`` and return the point for the goal as a ServingPolicy."""
-    from thrifty.offline.cascade_policy import CascadeOffline
-    from thrifty.scoring.heads import single_threaded
 
     stats = [s for s in table.model_stats() if s.n > 0]
     if not stats:
@@ -272,7 +270,6 @@ def validate(
     table: RoutingTable, good: np.ndarray, serving: ServingPolicy, offset: float, settings: RefitSettings, seed: int = 0
 ) -> dict[str, Any]:
     """K-fold CV on the audits: candidate (fitted on the other folds) vs the policy in service."""
-    from thrifty.scoring.heads import inner_folds
 
     k = max(2, min(settings.folds, table.n_prompts // 10))
     cand = {key: np.zeros(table.n_prompts) for key in ("cost", "quality", "good")}
@@ -320,8 +317,6 @@ def write_candidate_artefact(path: str | Path, candidate: ServingPolicy, table: 
     """Write ``candidate`` as a ``thrifty fit``-format cascade artefact (the gateway and ``thrifty
     eval --opt artefact=`` read it)."""
     import copy
-
-    from thrifty.serving.artefact import json_number, write_artefact
 
     fitted = candidate.fitted
     front = [

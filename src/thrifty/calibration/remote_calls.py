@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
+from thrifty.policy.cascade import CascadePolicy
+from thrifty.serving.engine import Engine
 from thrifty.types import ChatRequest, Completion, Policy, Provider
 
 __all__ = ["Call", "CallJob", "Outcome", "answer_batch", "batched", "complete_with_retries"]
@@ -33,8 +35,6 @@ async def complete_with_retries(
 ) -> Completion:
     """``provider.complete(request)`` with the engine's retry rules (exponential backoff honouring
     ``retry_after``, foreign errors translated); raises :class:`ProviderError` when it gives up."""
-    from thrifty.policy.cascade import CascadePolicy
-    from thrifty.serving.engine import Engine
 
     name = getattr(provider, "name", "provider")
     policy = cast(

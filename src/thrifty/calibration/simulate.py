@@ -25,9 +25,13 @@ import numpy as np
 
 from thrifty.calibration.audit_types import AuditOutcome, TierVerdict
 from thrifty.calibration.loop import LearningLoop, LoopConfig, LoopEvent, run_refit
-from thrifty.calibration.refit import ServingPolicy, good_matrix
+from thrifty.calibration.refit import ServingPolicy, _scores, good_matrix
 from thrifty.data.table import RoutingTable
 from thrifty.errors import ConfigError
+from thrifty.offline.api import recorded_completion
+from thrifty.offline.optimise import pareto_front
+from thrifty.policy.drive import drive
+from thrifty.scoring.heuristic import HeuristicScorer
 
 __all__ = ["SimConfig", "SeedRun", "simulate", "simulate_seed", "cold_policy", "profile_tiers", "audit_outcome"]
 
@@ -65,7 +69,6 @@ class SeedRun:
 
 def profile_tiers(table: RoutingTable, models: Sequence[str] | None = None) -> tuple[str, ...]:
     """The tiers, cheapest first: ``models`` or the table's single-model Pareto front (cost vs quality)."""
-    from thrifty.offline.optimise import pareto_front
 
     if models:
         names = [table.models[table.model_index(m)] for m in models]
@@ -85,7 +88,6 @@ def cold_policy(cfg: SimConfig) -> ServingPolicy:
         raise ConfigError(f"{len(cfg.tiers)} tiers need {n} thresholds, got {len(thr)}", key="--thresholds")
     if cfg.scorer != "heuristic":
         raise ConfigError(f"unknown cold-start scorer {cfg.scorer!r}", key="--scorer", fix="use heuristic")
-    from thrifty.scoring.heuristic import HeuristicScorer
 
     return ServingPolicy(0, cfg.tiers, tuple(thr), HeuristicScorer() if n else None, source="default")
 
@@ -129,9 +131,6 @@ class _Server:
         self._policy: Any = None
 
     def serve(self, loop: LearningLoop, row: int) -> tuple[float, int, np.ndarray]:
-        from thrifty.calibration.refit import _scores
-        from thrifty.offline.api import recorded_completion
-        from thrifty.policy.drive import drive
 
         key = (loop.serving.version, loop.offset)
         if self._version is None or self._version[0] != key[0]:

@@ -27,9 +27,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from thrifty.calibration.refit import good_matrix
+from thrifty.calibration.refit import fit_candidate, good_matrix, replay
 from thrifty.calibration.simulate import SeedRun, SimConfig
 from thrifty.data.table import RoutingTable
+from thrifty.offline.cascade_policy import CascadeOffline
+from thrifty.offline.curves import majorant
+from thrifty.offline.evaluate import default_knobs
+from thrifty.offline.plots import pyplot
 
 __all__ = ["offline_heldout", "summarise", "plot_png"]
 
@@ -40,9 +44,6 @@ def offline_heldout(
     """Held-out per-prompt (cost, quality, good) of the lab's cascade over ``cfg.tiers`` — one row
     per budget knob, then one per single tier — and of the loop's own refit fitted on the training
     folds (``refit``: the ceiling of what audits of every request could teach it)."""
-    from thrifty.calibration.refit import fit_candidate, replay
-    from thrifty.offline.cascade_policy import CascadeOffline
-    from thrifty.offline.evaluate import default_knobs
 
     table = table.select_models(cfg.tiers)
     good_raw = good_matrix(table, cfg.reference)
@@ -77,7 +78,6 @@ def offline_heldout(
 
 
 def _curve(off: dict[str, Any], rows: np.ndarray | slice):
-    from thrifty.offline.curves import majorant
 
     return majorant(np.stack([off["cost"][:, rows].mean(1), off["quality"][:, rows].mean(1)], 1))
 
@@ -179,7 +179,6 @@ def summarise(
 def plot_png(path: str, runs: Sequence[SeedRun], summary: dict[str, Any], title: str = "thrifty simulate") -> str:
     """Cumulative mean cost and quality against requests served (each seed, thin; their mean, bold),
     beside always-the-reference, the best single tier and the offline held-out optimum."""
-    from thrifty.offline.plots import pyplot
 
     plt = pyplot()
     fig, (ax_q, ax_c) = plt.subplots(1, 2, figsize=(11, 4.2))

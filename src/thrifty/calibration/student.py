@@ -24,6 +24,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from thrifty.calibration.label import parse_choice
+from thrifty.data.outcomes_log import OutcomeLog
+from thrifty.data.prompts_file import render_prompt
 from thrifty.errors import ConfigError, DataError
 from thrifty.serving.providers.student import ARTEFACT_KIND, ConfidenceScorer, Student, StudentProvider, student_embedder
 
@@ -85,7 +88,6 @@ def train_student(
 
 
 def _folder_rows(folder: str | os.PathLike) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    from thrifty.data.outcomes_log import OutcomeLog
 
     log = OutcomeLog(folder)
     prompts = log.prompts()
@@ -103,7 +105,6 @@ def student_data(
     prompt_ids: set[str] | None = None,
 ) -> tuple[list[str], list[str], dict[str, Any]]:
     """(bare queries, labels, info) from a collection folder: the teacher's parsed answers or gold."""
-    from thrifty.calibration.label import parse_choice
 
     if (teacher is None) == (gold is None):
         raise ConfigError("choose the labels: a teacher model or a gold column", key="--teacher/--gold", fix="pass exactly one of them")
@@ -157,7 +158,6 @@ def export_finetune(
     system: str | None = None,
 ) -> int:
     """Write the teacher's answers as chat-format JSONL (``{"messages": [...]}`` per line); returns rows."""
-    from thrifty.data.prompts_file import render_prompt
 
     if min_quality is not None and not (isinstance(min_quality, (int, float)) and 0.0 <= min_quality <= 1.0):
         raise ConfigError(f"a quality is in [0, 1], got {min_quality!r}", key="--min-quality", fix="pass --min-quality 0.8")

@@ -16,7 +16,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-from thrifty.config.settings import Settings
+from thrifty import __version__
+from thrifty.config.settings import Settings, load_settings
+from thrifty.gateway.audits import Auditor
+from thrifty.gateway.build import build_routes
+from thrifty.gateway.errors import fast_route, install_handlers
+from thrifty.gateway.learning import start_learning, stop_learning
+from thrifty.gateway.metrics import Metrics
+from thrifty.gateway.reload import close_providers, close_routes, register_admin, reload_runtime, warm_providers
+from thrifty.gateway.replica_sync import start as start_replica_sync
+from thrifty.gateway.routes import register_routes
+from thrifty.scoring.memo import set_memo_entries
+from thrifty.serving.budget import ledger_for
+from thrifty.store.logs import LogStore
 
 __all__ = ["create_app", "Runtime", "app_from_env"]
 
@@ -47,11 +59,6 @@ class Runtime:
 
 
 def build_runtime(settings: Settings, *, db_path: Path | None = None) -> Runtime:
-    from thrifty.gateway.build import build_routes
-    from thrifty.gateway.metrics import Metrics
-    from thrifty.scoring.memo import set_memo_entries
-    from thrifty.serving.budget import ledger_for
-    from thrifty.store.logs import LogStore
 
     set_memo_entries(settings.server.memo_entries)
     routes, providers = build_routes(settings)
@@ -72,11 +79,6 @@ def create_app(settings: Settings | None = None, *, db_path: Path | None = None,
         from thrifty.errors import ConfigError
 
         raise ConfigError("the gateway needs FastAPI", key="serve", fix="pip install 'thrifty[serve]'") from exc
-    from thrifty import __version__
-    from thrifty.gateway.errors import install_handlers
-    from thrifty.gateway.reload import close_providers, close_routes, register_admin, warm_providers
-    from thrifty.gateway.replica_sync import start as start_replica_sync
-    from thrifty.gateway.routes import register_routes
 
     settings = settings or Settings()
 
@@ -88,7 +90,6 @@ def create_app(settings: Settings | None = None, *, db_path: Path | None = None,
         await _start_audits(app, rt)
         hup = _install_sighup(rt)
         sync = await start_replica_sync(rt)  # budget leases + artefact versions shared with other replicas
-        from thrifty.gateway.learning import start_learning, stop_learning
 
         learners = start_learning(app, rt)  # [profiles.NAME.refit]: audits → refits (thrifty.gateway.learning)
         try:
@@ -131,8 +132,6 @@ def create_app(settings: Settings | None = None, *, db_path: Path | None = None,
     chat = register_routes(app)
     register_admin(app, settings.server.admin_sha256)
     if not settings.server.cors_origins:  # with middleware configured, every request goes through the stack
-        from thrifty.gateway.errors import fast_route
-
         app.fast_chat = fast_route(chat)
     return app
 
@@ -167,7 +166,6 @@ def _gateway_class(fastapi_cls: Any) -> Any:
 
 async def _start_audits(app: Any, rt: Runtime) -> None:
     """Start the sampled-audit worker (issue #12); it also re-queues audits left pending by a crash."""
-    from thrifty.gateway.audits import Auditor
 
     rt.auditor = Auditor(rt, app.state.audit_listeners)
     await rt.auditor.start()
@@ -183,7 +181,6 @@ def _install_sighup(rt: Runtime) -> bool:
         return False
 
     def on_hup() -> None:
-        from thrifty.gateway.reload import reload_runtime
 
         async def go() -> None:
             try:
@@ -205,8 +202,6 @@ def _install_sighup(rt: Runtime) -> bool:
 def app_from_env() -> Any:
     """Factory for ``uvicorn --factory`` / multiple workers: settings from ``$THRIFTY_CONFIG``."""
     import os
-
-    from thrifty.config.settings import load_settings
 
     settings = load_settings()
     port = os.environ.get("THRIFTY_SERVER_PORT")

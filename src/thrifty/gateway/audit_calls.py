@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Mapping
 
 from thrifty.calibration.audit import JUDGE_MAX_TOKENS, TierAnswer
+from thrifty.calibration.collect import complete_with_retries
 from thrifty.errors import ProviderError
 from thrifty.types import ChatRequest, Completion
 
@@ -56,7 +57,6 @@ def provider_for(rt: Any, profile: str, model: str) -> Any:
 
 async def call_tier(rt: Any, profile: str, model: str, request: ChatRequest) -> Completion:
     """One tier's answer to the audited request (one retry, inside the server's request timeout)."""
-    from thrifty.calibration.collect import complete_with_retries
 
     return await complete_with_retries(
         provider_for(rt, profile, model), request, retries=1, deadline_s=rt.settings.server.request_timeout_s
@@ -67,7 +67,6 @@ def judge_asker(rt: Any, judge: str) -> Callable[[str], Awaitable[Completion]]:
     """``ask(rubric text) -> Completion`` from the LLM judge: a provider, else a profile's engine."""
 
     async def ask(text: str) -> Completion:
-        from thrifty.calibration.collect import complete_with_retries
 
         provider = rt.providers.get(judge)
         if provider is None:

@@ -28,6 +28,7 @@ import time
 from typing import Any, Callable
 
 from thrifty.calibration.audit import AuditFailed, TierAnswer, audit_sampled, rubric_version, run_audit
+from thrifty.calibration.audit_report import audit_report
 from thrifty.calibration.audit_types import AuditOutcome, TierVerdict
 from thrifty.gateway.audit_calls import answers_at_hand, audit_request, call_tier, dearest_tier, judge_asker, period_key, period_start
 from thrifty.gateway.audit_metrics import AuditMetrics
@@ -242,7 +243,6 @@ class Auditor:
         if not force and time.monotonic() - self._last_refresh < self.refresh_s:
             return
         self._last_refresh = time.monotonic()
-        from thrifty.calibration.audit_report import audit_report
 
         try:
             self.metrics.publish(await asyncio.to_thread(audit_report, self.rt.store))

@@ -15,7 +15,11 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from thrifty.config.settings import DEFAULT_PROFILE, ProfileSettings, Settings
+from thrifty.policy.cascade import CascadePolicy
 from thrifty.serving.budget import TierPrice
+from thrifty.serving.engine import Engine
+from thrifty.serving.profiles import build_profile, build_providers, default_profile, tier_price
+from thrifty.types import Policy
 
 __all__ = ["Route", "build_routes"]
 
@@ -64,10 +68,6 @@ class Route:
 
 def build_routes(settings: Settings, *, deadline_s: float | None = None) -> tuple[dict[str, Route], dict[str, Any]]:
     """Model id → Route for every profile and provider; plus the provider objects (to close)."""
-    from thrifty.policy.cascade import CascadePolicy
-    from thrifty.serving.engine import Engine
-    from thrifty.serving.profiles import build_profile, build_providers, default_profile, tier_price
-    from thrifty.types import Policy
 
     deadline = deadline_s or settings.server.request_timeout_s
     providers: dict[str, Any] = build_providers(settings)

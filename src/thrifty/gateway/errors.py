@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping, Sequence
 
-from thrifty.errors import AuthError, BudgetExceeded, ConfigError, ProviderError, RequestError
+from thrifty.errors import AuthError, BudgetExceeded, ConfigError, ProviderError, RequestError, ThriftyError
 
 __all__ = ["error_body", "status_and_body", "install_handlers", "PayloadTooLarge", "fast_route"]
 
@@ -167,8 +167,6 @@ def install_handlers(app: Any) -> None:
         return JSONResponse(error_body(msg, "invalid_request_error", param=param, code="invalid_value"), status_code=400)
 
     from pydantic import ValidationError
-
-    from thrifty.errors import ThriftyError
 
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_validation)

@@ -39,6 +39,11 @@ from thrifty.calibration.audit_types import AuditOutcome
 from thrifty.calibration.guardrail import GuardrailConfig
 from thrifty.calibration.loop import LearningLoop, LoopConfig, LoopEvent, RefitJob, run_refit
 from thrifty.calibration.refit import RefitResult, ServingPolicy, write_candidate_artefact
+from thrifty.policy.cascade import CascadePolicy
+from thrifty.serving.artefact import load_artefact
+from thrifty.serving.engine import Engine
+from thrifty.serving.profiles import tier_price
+from thrifty.store import artefacts
 
 __all__ = ["ProfileLearner", "start_learning", "stop_learning", "loop_config", "serving_from_policy", "install_policy"]
 
@@ -60,7 +65,6 @@ def loop_config(refit: Any, seed: int = 0) -> LoopConfig:
 
 def serving_from_policy(policy: Any, version: int = 0, source: str = "config") -> ServingPolicy | None:
     """The loop's view of a live cascade policy (None for a router or hybrid: not learnable here)."""
-    from thrifty.policy.cascade import CascadePolicy
 
     if not isinstance(policy, CascadePolicy):
         return None
@@ -70,8 +74,6 @@ def serving_from_policy(policy: Any, version: int = 0, source: str = "config") -
 def install_policy(rt: Any, model_id: str, policy: Any) -> None:
     """Replace the engine of ``model_id``'s route (and of every id aliasing that route) by one that
     runs ``policy`` over the same tier providers. Call on the event loop."""
-    from thrifty.serving.engine import Engine
-    from thrifty.serving.profiles import tier_price
 
     route = rt.routes[model_id]
     old = route.engine
@@ -138,7 +140,6 @@ class ProfileLearner:
 
     def _finish(self, job: RefitJob, result: RefitResult) -> LoopEvent:
         """Write the artefact and the history row; swap in or record the refusal (serving untouched on any failure)."""
-        from thrifty.store import artefacts
 
         path = None
         if result.swap and result.candidate is not None:
@@ -203,8 +204,6 @@ def _metrics(rt: Any) -> dict[str, Any]:
 
 def _restore(rt: Any, profile: Any, loop: LearningLoop) -> None:
     """Put the newest ``serving`` artefact of the history in service (a restart keeps what was learned)."""
-    from thrifty.serving.artefact import load_artefact
-    from thrifty.store import artefacts
 
     row = rt.store.run_in_transaction(artefacts.current, profile.name)
     if row is None or not row.path or not Path(row.path).exists():

@@ -28,6 +28,14 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from thrifty.config.settings import hash_key, load_settings
+from thrifty.errors import AuthError
+from thrifty.gateway.build import build_routes
+from thrifty.gateway.errors import error_body
+from thrifty.gateway.routes import bearer_token
+from thrifty.serving.budget import ledger_for
+from thrifty.serving.providers.base import Wrapper
+
 # no ``from __future__ import annotations``: FastAPI reads the endpoint's ``Request`` annotation at runtime
 
 __all__ = ["reload_runtime", "retire", "close_routes", "close_providers", "warm_providers", "summary", "register_admin"]
@@ -59,9 +67,6 @@ async def reload_runtime(rt: Any) -> dict[str, Any]:
 
     Raises what loading or building raised (ConfigError, DataError …) with ``rt`` untouched.
     """
-    from thrifty.config.settings import load_settings
-    from thrifty.gateway.build import build_routes
-    from thrifty.serving.budget import ledger_for
 
     async with rt.reload_lock:
         t0 = time.perf_counter()
@@ -116,7 +121,6 @@ async def retire(rt: Any, generation: int, providers: dict[str, Any], max_wait_s
 def _wrappers(routes: dict[str, Any]) -> list[Any]:
     """Every wrapper layer (:class:`~thrifty.serving.providers.base.Wrapper`: a cache, a prompt adapter) around
     the tiers of ``routes``' engines, each once; the providers they wrap are closed separately."""
-    from thrifty.serving.providers.base import Wrapper
 
     found: dict[int, Any] = {}
     for route in routes.values():
@@ -157,10 +161,6 @@ def _authenticate_admin(digest: str, request: Any) -> None:
     """AuthError (401) unless the request carries the admin key whose SHA-256 is ``digest``."""
     import hmac
 
-    from thrifty.config.settings import hash_key
-    from thrifty.errors import AuthError
-    from thrifty.gateway.routes import bearer_token
-
     if not hmac.compare_digest(hash_key(bearer_token(request, "admin key")), digest):
         raise AuthError("not the admin key")
 
@@ -181,7 +181,6 @@ def register_admin(app: Any, admin_sha256: str | None) -> None:
     )
     async def reload(request: Request) -> Any:
         """Rebuild every route from the config file and its fitted artefacts; in-flight requests finish first."""
-        from thrifty.gateway.errors import error_body
 
         _authenticate_admin(admin_sha256, request)
         try:

@@ -25,6 +25,9 @@ import socket
 import time
 from typing import Any
 
+from thrifty.gateway.reload import reload_runtime
+from thrifty.store.versions import artefact_digest, publish_in, read_versions
+
 __all__ = ["ReplicaSync", "publish_served", "start"]
 
 log = logging.getLogger("thrifty.gateway")
@@ -37,7 +40,6 @@ def _artefacts(settings: Any) -> dict[str, str]:
 
 def publish_served(store: Any, settings: Any) -> dict[str, Any]:
     """Publish the digest of every artefact ``settings`` serves; return the version rows after (blocking)."""
-    from thrifty.store.versions import artefact_digest, publish_in, read_versions
 
     digests = {}
     for profile, path in _artefacts(settings).items():
@@ -79,8 +81,6 @@ class ReplicaSync:
         await asyncio.wrap_future(self.rt.store.submit_in_transaction(ledger.renew_in))
 
     async def poll(self) -> None:
-        from thrifty.gateway.reload import reload_runtime
-        from thrifty.store.versions import read_versions
 
         if self.rt.generation != self.seen_generation:  # reloaded by /admin/reload or SIGHUP
             await self.publish()

@@ -21,6 +21,8 @@ from thrifty.errors import AuthError, ProviderError, RequestError
 from thrifty.gateway.build import Route
 from thrifty.gateway.errors import PayloadTooLarge, json_error, status_and_body
 from thrifty.gateway.jobs import Job, reserve
+from thrifty.gateway.schemas import ChatCompletionRequest, chunk_body, completion_body, models_body, to_chat_request, tool_call_deltas
+from thrifty.serving.budget import max_cost_usd
 from thrifty.serving.engine import aclose_quietly
 from thrifty.serving.profiles import system_prompt
 from thrifty.serving.trace import Routed, TextDelta, Trace, new_request_id
@@ -111,8 +113,6 @@ def _headers(
 
 async def _admit(rt: Any, request: Any) -> Job:
     """Everything that can refuse a request before any model runs."""
-    from thrifty.gateway.schemas import ChatCompletionRequest, to_chat_request
-    from thrifty.serving.budget import max_cost_usd
 
     t0 = time.perf_counter()
     key_name = _authenticate(rt, request)
@@ -149,8 +149,6 @@ async def _admit(rt: Any, request: Any) -> Job:
 async def _complete(job: Job) -> Any:
     from fastapi.responses import JSONResponse
 
-    from thrifty.gateway.schemas import completion_body
-
     try:
         trace = await job.route.engine.run(job.req, request_id=job.rid)
     except ProviderError as exc:
@@ -181,8 +179,6 @@ def _sse(obj: Any) -> bytes:
 
 async def _stream(job: Job) -> Any:
     from fastapi.responses import StreamingResponse
-
-    from thrifty.gateway.schemas import chunk_body, tool_call_deltas
 
     events = job.route.engine.stream(job.req, request_id=job.rid).__aiter__()
     try:
@@ -292,8 +288,6 @@ def register_routes(app: Any) -> Any:
     :func:`thrifty.gateway.errors.fast_route`."""
     from fastapi import Request
     from fastapi.responses import JSONResponse, Response
-
-    from thrifty.gateway.schemas import ChatCompletionRequest, models_body
 
     request_schema = ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
     definitions = request_schema.pop("$defs", {})

@@ -27,8 +27,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from thrifty.data.prompts_file import render_prompt
 from thrifty.data.table import RoutingTable
 from thrifty.errors import ConfigError
+from thrifty.scoring.graders import make_grader, normalise
+from thrifty.serving.cache.semantic import SemanticMatcher, similarities
+from thrifty.serving.cache.store import Candidate
 
 __all__ = ["CacheHits", "request_texts", "stream_hits", "gold_grader", "gold_agreement", "grade_hits", "cached_points", "CACHE_MODES"]
 
@@ -74,7 +78,6 @@ class CacheHits:
 
 def request_texts(table: RoutingTable) -> list[str]:
     """The request text of each prompt: ``prefix`` + prompt, inside ``template`` when those columns exist."""
-    from thrifty.data.prompts_file import render_prompt
 
     if not table.has_prompt_text:
         raise ConfigError(
@@ -97,8 +100,6 @@ def stream_hits(texts: Sequence[str], mode: str = "semantic", matcher: Any = Non
     source, kind = np.full(n, -1, dtype=int), np.full(n, "", dtype=object)
     if mode == "off":
         return source, kind, 0
-    from thrifty.serving.cache.semantic import SemanticMatcher
-    from thrifty.serving.cache.store import Candidate
 
     if mode == "semantic" and matcher is None:
         matcher = SemanticMatcher()
@@ -127,7 +128,6 @@ def stream_hits(texts: Sequence[str], mode: str = "semantic", matcher: Any = Non
 
 def _guard_rejections(matcher: Any, text: str, vector: np.ndarray, cands: list[Any], hit: Any) -> int:
     """Candidates more similar than the served one (or all above the threshold on a miss): refused by the guard."""
-    from thrifty.serving.cache.semantic import similarities
 
     sims = similarities(vector, np.stack([c.vector for c in cands]))
     floor = hit.similarity if hit is not None else matcher.threshold
@@ -139,7 +139,6 @@ def gold_grader(table: RoutingTable, gold: str = "gold", match: str = "choice", 
     golds = table.prompt_meta.get(gold)
     if golds is None:
         return None
-    from thrifty.scoring.graders import make_grader
 
     grader = make_grader(match, choices=choices, golds=golds)
     return lambda answer, i: grader.grade(answer, golds[i], where=f"prompt {table.prompt_ids[i]!r}")[0]
@@ -151,7 +150,6 @@ def gold_agreement(table: RoutingTable, source: np.ndarray, gold: str = "gold") 
     rows = np.flatnonzero(source >= 0)
     if golds is None or not len(rows):
         return None
-    from thrifty.scoring.graders import normalise
 
     return float(np.mean([normalise(golds[i]) == normalise(golds[source[i]]) for i in rows]))
 

@@ -33,6 +33,11 @@ from thrifty.offline.batch_replay import Replayed, cascade_batch
 from thrifty.offline.optimise import CascadeSpec, Front, candidate_models, optimise, replay_arrays
 from thrifty.policy.cascade import CascadePolicy
 from thrifty.policy.drive import drive
+from thrifty.scoring.answer_scorer import embed_mode, fit_answer_scorer, table_inputs
+from thrifty.scoring.blend import fit_blend_scorer
+from thrifty.scoring.finetuned import FineTuneConfig, fit_finetuned_scorer
+from thrifty.scoring.heads import configs_for, inner_folds, single_threaded
+from thrifty.serving.artefact import load_artefact
 from thrifty.types import ChatRequest, Completion
 
 __all__ = [
@@ -192,12 +197,10 @@ class FittedCascade:
     def score(self, table: RoutingTable) -> np.ndarray:
         if hasattr(self.scorer, "score_rows"):  # scorers that read the table themselves (fine-tuned)
             return self.scorer.score_rows(table, self.models)
-        from thrifty.scoring.answer_scorer import table_inputs
 
         return self.scorer.score_table(table_inputs(table, self.models, **self.inputs_kw))
 
     def replay(self, table: RoutingTable) -> list[OperatingPoint]:
-        from thrifty.scoring.heads import single_threaded
 
         with single_threaded():
             S = self.score(table)
@@ -257,7 +260,6 @@ class CascadeOffline:
         ft_max_steps: int | str | None = None,
         good_length: bool | str = False,
     ) -> None:
-        from thrifty.scoring.heads import configs_for
 
         self.artefact = artefact
         self.head_configs = configs_for(str(heads).replace("+", ","))
@@ -267,7 +269,6 @@ class CascadeOffline:
         self.emb_heads = emb_heads if isinstance(emb_heads, bool) else str(emb_heads).lower() not in ("0", "false", "no")
         self.max_tiers = int(max_tiers)
         self.max_candidates = None if max_candidates in (None, "none", "all", 0, "0") else int(max_candidates)
-        from thrifty.scoring.answer_scorer import embed_mode
 
         self.embed = embed_mode(embed)
         self.inputs = inputs
@@ -302,7 +303,6 @@ class CascadeOffline:
         ]
 
     def fit(self, train: RoutingTable, knobs: Sequence[float] | np.ndarray) -> FittedCascade:
-        from thrifty.scoring.heads import single_threaded
 
         if self.artefact:
             return from_artefact(self.artefact, knobs)
@@ -321,7 +321,6 @@ class CascadeOffline:
     ) -> tuple[Any, np.ndarray]:
         """The feature answer scorer over ``models`` (this policy's heads options) and its calibrated
         out-of-fold scores of the training answers (:func:`~thrifty.scoring.answer_scorer.fit_answer_scorer`)."""
-        from thrifty.scoring.answer_scorer import fit_answer_scorer, table_inputs
 
         return fit_answer_scorer(
             train,
@@ -337,20 +336,14 @@ class CascadeOffline:
         )
 
     def _fit(self, train: RoutingTable, knobs: Sequence[float] | np.ndarray) -> FittedCascade:
-        from thrifty.scoring.heads import inner_folds
 
         cand, models, kw = self.candidates(train)
         scorer: Any  # FineTunedScorer, BlendScorer or AnswerScorer, per self.scorer (FittedCascade.scorer)
         if self.scorer == "finetuned":
-            from thrifty.scoring.finetuned import FineTuneConfig, fit_finetuned_scorer
-
             scorer, S = fit_finetuned_scorer(train, models, FineTuneConfig(**self.ft), self.ft_inner_folds)
         else:
             scorer, S = self.fit_feature_scorer(train, models, kw)
             if self.scorer == "blend":
-                from thrifty.scoring.blend import fit_blend_scorer
-                from thrifty.scoring.finetuned import FineTuneConfig
-
                 scorer, S = fit_blend_scorer(train, models, (scorer, S), FineTuneConfig(**self.ft), self.ft_inner_folds)
         Q, C = train.quality[:, cand], train.cost[:, cand]
         knobs = [float(k) for k in knobs] if len(knobs) else sorted({s.cost for s in train.model_stats() if s.n})
@@ -407,7 +400,6 @@ class CascadeOffline:
 def from_artefact(path: str, knobs: Sequence[float] | np.ndarray) -> FittedCascade:
     """A fitted cascade read from a ``thrifty fit`` artefact (no training: ``--opt artefact=DIR``
     evaluates that artefact as it is — held-out only if it was fitted on other prompts)."""
-    from thrifty.serving.artefact import load_artefact
 
     art = load_artefact(path)
     sc = art.manifest["scorer"]

@@ -40,6 +40,7 @@ from thrifty.errors import ConfigError
 from thrifty.offline import metrics as M
 from thrifty.offline.cache_replay import CacheHits, cached_points
 from thrifty.offline.curves import majorant
+from thrifty.offline.evaluate import evaluate
 
 __all__ = ["Stage", "StageResult", "ContributionReport", "cumulative_stages", "contributions"]
 
@@ -158,7 +159,6 @@ def contributions(
     ``hits`` (from :func:`thrifty.offline.cache_replay.grade_hits` on ``table``) is required by
     any stage with ``cache=True``.
     """
-    from thrifty.offline.evaluate import evaluate
 
     if not stages:
         raise ConfigError("no stages to evaluate", key="--contributions")

@@ -24,6 +24,8 @@ from thrifty.offline import metrics as M
 from thrifty.offline.api import OfflinePolicy, OperatingPoint
 from thrifty.offline.baselines import Hull, OracleCurve, oracle_curve, random_point, single_hull
 from thrifty.offline.curves import Curve, majorant
+from thrifty.offline.prediction_ceiling import mean_correlation
+from thrifty.offline.registry import get_policy
 
 __all__ = ["evaluate", "EvalReport", "PooledPoint", "default_knobs", "BUDGET_TOLERANCE"]
 
@@ -184,8 +186,6 @@ def evaluate(
     """
     t_start = time.perf_counter()
     if isinstance(policy, str):
-        from thrifty.offline.registry import get_policy
-
         policy = get_policy(policy, options)
     if (strong is None) != (weak is None):
         raise ConfigError("--strong and --weak go together", key="--strong/--weak", fix="give both models of the pair")
@@ -293,7 +293,6 @@ def _headline(curve: Curve, hull: Curve, oracle: Curve, best: ModelStats, lo: fl
 def _oof_correlation(table: RoutingTable, heldout: list[tuple[np.ndarray, Any]]) -> float | None:
     """Mean over models of the Pearson correlation between the policy's out-of-fold predictions
     (router: predicted quality; cascade: answer score) and the labels, pooled over the folds."""
-    from thrifty.offline.prediction_ceiling import mean_correlation
 
     models = tuple(heldout[0][1][1])
     if any(tuple(h[1][1]) != models for h in heldout):

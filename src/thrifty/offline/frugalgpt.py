@@ -24,6 +24,8 @@ from thrifty.data.table import RoutingTable
 from thrifty.offline.api import OperatingPoint
 from thrifty.offline.cascade_policy import replay_cascades
 from thrifty.offline.optimise import pareto_front
+from thrifty.scoring.answer_scorer import AnswerScorer, embed_mode, table_inputs
+from thrifty.scoring.heads import HeadConfig, fit_head, single_threaded
 
 __all__ = ["FrugalGPTOffline", "FittedFrugalGPT", "search_lists"]
 
@@ -89,8 +91,6 @@ class FittedFrugalGPT:
     info: dict[str, Any] = field(default_factory=dict)
 
     def replay(self, table: RoutingTable) -> list[OperatingPoint]:
-        from thrifty.scoring.answer_scorer import table_inputs
-        from thrifty.scoring.heads import single_threaded
 
         with single_threaded():
             S = self.scorer.score_table(table_inputs(table, self.models, **self.inputs_kw))
@@ -106,20 +106,16 @@ class FrugalGPTOffline:
 
     def __init__(self, grid: int | str = 10, embed: bool | str = "none", alpha: float | str = 100.0, variant: str | None = None) -> None:
         self.grid = int(grid)
-        from thrifty.scoring.answer_scorer import embed_mode
 
         self.embed = embed_mode(embed)
         self.alpha = float(alpha)
 
     def fit(self, train: RoutingTable, knobs: Sequence[float] | np.ndarray) -> FittedFrugalGPT:
-        from thrifty.scoring.heads import single_threaded
 
         with single_threaded():
             return self._fit(train, knobs)
 
     def _fit(self, train: RoutingTable, knobs: Sequence[float] | np.ndarray) -> FittedFrugalGPT:
-        from thrifty.scoring.answer_scorer import AnswerScorer, table_inputs
-        from thrifty.scoring.heads import HeadConfig, fit_head
 
         models = train.models
         mode = "answer" if train.has_answers else "query"

@@ -31,12 +31,18 @@ from typing import Any, Sequence
 import numpy as np
 
 from thrifty.data.table import RoutingTable
+from thrifty.errors import ConfigError
 from thrifty.offline.api import OperatingPoint
+from thrifty.offline.batch_replay import cascade_batch
+from thrifty.offline.cascade_policy import CascadeOffline
 from thrifty.offline.optimise import CascadeSpec, optimise, pareto_front
 from thrifty.offline.router_policy import RouterOffline
 from thrifty.offline.routers import FittedPredictor, lambda_grid, route
 from thrifty.policy.cascade import CascadePolicy
-from thrifty.policy.hybrid import HybridPolicy
+from thrifty.policy.hybrid import HybridPolicy, start_tiers
+from thrifty.scoring.answer_scorer import table_inputs
+from thrifty.scoring.embedders import embedder_spec, resolve_embedder
+from thrifty.scoring.heads import single_threaded
 
 __all__ = ["HybridOffline", "FittedHybrid", "skip_mask"]
 
@@ -119,15 +125,11 @@ class FittedHybrid:
         return HybridPolicy(cascade, self.predictor, self.models, self.expected_cost(), lam)
 
     def replay(self, table: RoutingTable) -> list[OperatingPoint]:
-        from thrifty.scoring.heads import single_threaded
 
         with single_threaded():
             return self._replay(table)
 
     def _replay(self, table: RoutingTable) -> list[OperatingPoint]:
-        from thrifty.offline.batch_replay import cascade_batch
-        from thrifty.policy.hybrid import start_tiers
-        from thrifty.scoring.answer_scorer import table_inputs
 
         S = self.scorer.score_table(table_inputs(table, self.models, embedder=self.embedder, **self.inputs_kw))
         R = self.predictor.predict_texts(list(table.prompts))
@@ -185,8 +187,6 @@ class HybridOffline:
         variant: str | None = None,
         **cascade_opts: Any,
     ) -> None:
-        from thrifty.offline.cascade_policy import CascadeOffline
-        from thrifty.scoring.embedders import embedder_spec
 
         self.router = router or variant
         self.grid, self.smooth, self.n_lams, self.seed = int(grid), int(smooth), int(n_lams), int(seed)
@@ -196,8 +196,6 @@ class HybridOffline:
         self.cascade = CascadeOffline(seed=self.seed, **cascade_opts)  # validates and normalises the options
         # the hybrid fits the feature scorer and returns the last tier's answer: say so rather than ignore
         if self.cascade.scorer != "features" or self.cascade.selects != ("last",):
-            from thrifty.errors import ConfigError
-
             raise ConfigError(
                 "the hybrid supports scorer=features and select=last only",
                 key="--opt",
@@ -205,13 +203,11 @@ class HybridOffline:
             )
 
     def fit(self, train: RoutingTable, knobs: Sequence[float] | np.ndarray) -> FittedHybrid:
-        from thrifty.scoring.heads import single_threaded
 
         with single_threaded():
             return self._fit(train, knobs)
 
     def _fit(self, train: RoutingTable, knobs: Sequence[float] | np.ndarray) -> FittedHybrid:
-        from thrifty.scoring.embedders import resolve_embedder
 
         if isinstance(self._embedder, str):  # a name (static, module:Factory …): one object for scorer and router
             self._embedder = resolve_embedder(self._embedder)

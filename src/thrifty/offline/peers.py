@@ -16,6 +16,7 @@ import numpy as np
 
 from thrifty.offline import metrics as M
 from thrifty.offline.curves import majorant
+from thrifty.offline.evaluate import _headline
 
 __all__ = ["PEERS", "headline_samples", "paired_difference", "compare", "best_single_samples"]
 
@@ -30,7 +31,6 @@ def _weights(n: int, n_boot: int, seed: int) -> np.ndarray:
 
 def headline_samples(report: Any, n_boot: int = 200, seed: int = 0) -> dict[str, np.ndarray]:
     """Per resample (rows of :func:`metrics.resample_weights`), the report's headline metrics (NaN: undefined)."""
-    from thrifty.offline.evaluate import _headline
 
     table, best = report.table, report.best_single
     W = _weights(table.n_prompts, n_boot, seed)

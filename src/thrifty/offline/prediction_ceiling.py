@@ -29,7 +29,10 @@ from typing import Sequence
 import numpy as np
 
 from thrifty.data.table import RoutingTable
+from thrifty.offline import metrics as M
 from thrifty.offline.api import OperatingPoint
+from thrifty.offline.router_policy import calibrate_budget, calibrate_share
+from thrifty.offline.routers import route
 
 __all__ = ["noisy_truth", "NoisyTruthRouter", "share_oracle_apgr", "share_oracle_metrics", "heldout_correlation", "mean_correlation"]
 
@@ -73,7 +76,6 @@ class _FittedNoisy:
     lambdas: tuple[float, ...]
 
     def replay(self, table: RoutingTable) -> list[OperatingPoint]:
-        from thrifty.offline.routers import route
 
         rng = np.random.default_rng(self.seed + 7919)
         pred = noisy_truth(table.quality, self.rho, rng)
@@ -108,7 +110,6 @@ class NoisyTruthRouter:
         self.name = f"noisy-truth router (ρ={self.rho:g})"
 
     def fit(self, train: RoutingTable, knobs: Sequence[float] | np.ndarray) -> _FittedNoisy:
-        from thrifty.offline.router_policy import calibrate_budget, calibrate_share
 
         exp_cost = np.nanmean(train.cost, axis=0)
         pred = noisy_truth(train.quality, self.rho, np.random.default_rng(self.seed))
@@ -125,7 +126,6 @@ def share_oracle_metrics(q_weak: np.ndarray, q_strong: np.ndarray) -> dict[str, 
     """APGR, CPT(50%), CPT(80%) of the best possible router of a pair: strong calls go to the prompts
     of largest true gain ``q_strong − q_weak`` first (a share s of calls gains the top-s gains; the
     curve is concave, so it is its own majorant). None unless the strong model is better on average."""
-    from thrifty.offline import metrics as M
 
     gain = np.sort(q_strong - q_weak)[::-1]
     n = len(gain)

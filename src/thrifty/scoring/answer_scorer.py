@@ -20,7 +20,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from thrifty.errors import ConfigError
 from thrifty.scoring.features import FEATURE_NAMES, answer_features, feature_matrix, with_cosine
+from thrifty.scoring.good_length import fit_good_length
 from thrifty.scoring.heads import DEFAULT_CONFIGS, Head, HeadConfig, SharedHead, design_matrix, fit_head, fit_shared
 from thrifty.scoring.memo import LRUMemo
 from thrifty.types import ChatRequest, Completion
@@ -186,8 +188,6 @@ class AnswerScorer:
     def score(self, request: ChatRequest, completion: Completion | None, model: str) -> float:
         head = self.heads.get(model)
         if head is None:
-            from thrifty.errors import ConfigError
-
             raise ConfigError(
                 f"the scorer has no head for model {model!r}", key="model", fix=f"fit it with that model; known: {', '.join(self.heads)}"
             )
@@ -235,8 +235,6 @@ def fit_answer_scorer(
         )
     gl = None
     if good_length:  # length against the expected good-answer length, out-of-fold on these prompts
-        from thrifty.scoring.good_length import fit_good_length
-
         cols = [table.model_index(m) for m in inputs.models]
         gl, pred = fit_good_length(inputs.X, table.quality[:, cols], seed=seed)
         f = inputs.n_features

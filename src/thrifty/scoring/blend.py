@@ -23,6 +23,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from thrifty.scoring.answer_scorer import table_inputs
+from thrifty.scoring.finetuned import fit_finetuned_scorer
 from thrifty.scoring.heads import _platt, _sigmoid
 
 __all__ = ["BlendScorer", "fit_blend", "fit_blend_scorer"]
@@ -62,7 +64,6 @@ class BlendScorer:
 
     def score_rows(self, table, models: Sequence[str]) -> np.ndarray:
         """(P, K) blended scores of every prompt of ``table`` × ``models``."""
-        from thrifty.scoring.answer_scorer import table_inputs
 
         A = self.a.score_table(table_inputs(table, models, inputs=self.a.inputs, embed=self.a.embed))
         B = self.b.score_rows(table, models)
@@ -118,7 +119,6 @@ def fit_blend_scorer(
 ) -> tuple[BlendScorer, np.ndarray]:
     """The cascade hook: fine-tune MiniLM on ``table`` (:func:`fit_finetuned_scorer`), blend it with the
     already fitted feature scorer ``(scorer, OOF scores)``; returns (blend, (P, K) OOF blend scores)."""
-    from thrifty.scoring.finetuned import fit_finetuned_scorer
 
     a, Sa = feature_scorer
     b, Sb = fit_finetuned_scorer(table, models, ft_config, ft_inner_folds)

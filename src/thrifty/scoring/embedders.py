@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from thrifty.errors import ConfigError
+from thrifty.scoring.static_embedding import StaticMiniLMEmbedder
 
 __all__ = ["embedder_spec", "resolve_embedder", "LazyEmbedder"]
 
@@ -55,8 +56,6 @@ def resolve_embedder(spec: Any) -> Any:
 
         return get_embedder()
     if spec == "static":
-        from thrifty.scoring.static_embedding import StaticMiniLMEmbedder
-
         return StaticMiniLMEmbedder()
     module, _, attr = spec.partition(":")
     try:

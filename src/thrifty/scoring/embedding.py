@@ -22,6 +22,7 @@ from typing import Any, Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from thrifty.errors import ConfigError
 from thrifty.scoring.memo import LRUMemo
 
 __all__ = [
@@ -274,8 +275,6 @@ def get_embedder(name: str = "minilm") -> CachedEmbedder:
     """The process-wide cached embedder (created on first use, never at import)."""
     if name not in _DEFAULT:
         if name != "minilm":
-            from thrifty.errors import ConfigError
-
             raise ConfigError(f"unknown embedder {name!r}", key="embedder", fix="use 'minilm'")
         _DEFAULT[name] = CachedEmbedder(MiniLMEmbedder())
     return _DEFAULT[name]

@@ -27,7 +27,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from thrifty.errors import ConfigError
 from thrifty.scoring.embedding import load_minilm
+from thrifty.scoring.features import feature_matrix
+from thrifty.scoring.heads import inner_folds as make_folds
 from thrifty.scoring.memo import LRUMemo
 
 __all__ = ["FineTuneConfig", "FineTunedScorer", "fit_finetuned", "fit_finetuned_scorer", "table_pairs"]
@@ -61,7 +64,6 @@ def _torch():
 
 
 def _features(queries: Sequence[str], answers: Sequence[str]) -> np.ndarray:
-    from thrifty.scoring.features import feature_matrix
 
     return np.asarray(feature_matrix(list(queries), list(answers)), np.float32)
 
@@ -121,8 +123,6 @@ class FineTunedScorer:
         names = [model] * len(queries) if isinstance(model, str) else list(model)
         unknown = sorted(set(names) - set(self.models))
         if unknown:
-            from thrifty.errors import ConfigError
-
             raise ConfigError(
                 f"the fine-tuned scorer has no output for model(s) {unknown}",
                 key="model",
@@ -303,11 +303,8 @@ def fit_finetuned_scorer(
 
 
 def _fit_finetuned_scorer(table, models: Sequence[str], config: FineTuneConfig, inner_folds: int) -> tuple[FineTunedScorer, np.ndarray]:
-    from thrifty.scoring.heads import inner_folds as make_folds
 
     if not table.has_answers:
-        from thrifty.errors import ConfigError
-
         raise ConfigError(
             "the fine-tuned scorer needs answer text",
             key="scorer",

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from thrifty.scoring.embedding import load_minilm, minilm_dir
+from thrifty.scoring.embedding import cache_dir, load_minilm, minilm_dir
 
 __all__ = ["StaticMiniLMEmbedder", "distil_static_table"]
 
@@ -71,8 +71,6 @@ class StaticMiniLMEmbedder:
             if self._table is not None:
                 return
             from tokenizers import Tokenizer
-
-            from thrifty.scoring.embedding import cache_dir
 
             path = self.table_path or cache_dir() / "static_minilm_v1.npy"
             table = np.load(path) if path.exists() else distil_static_table(path)

@@ -42,6 +42,7 @@ from typing import Any, AsyncIterator, Callable, Mapping, Sequence
 
 import numpy as np
 
+from thrifty.data.table_io import _rows
 from thrifty.errors import DataError
 from thrifty.scoring.memo import LRUMemo
 from thrifty.serving.prompt_adapt import Example, ShotSelector, approx_tokens, format_example
@@ -73,7 +74,6 @@ def read_examples(path: str | os.PathLike[str]) -> list[Example]:
     """The labelled examples in ``path`` (JSONL or CSV, ``.gz`` allowed): ``input`` and ``output``
     per row, or ``messages`` (the chat fine-tuning format) whose last user and last assistant turns
     are the pair. Raises :class:`~thrifty.errors.DataError` naming the file, line and field."""
-    from thrifty.data.table_io import _rows  # the one line-numbered row reader
 
     path = Path(path)
     if not path.is_file():

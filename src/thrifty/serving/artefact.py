@@ -38,8 +38,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from thrifty import __version__
 from thrifty.errors import ConfigError
+from thrifty.policy.cascade import CascadePolicy
+from thrifty.policy.hybrid import HybridPolicy
+from thrifty.policy.router import RouterPolicy
+from thrifty.scoring.answer_scorer import AnswerScorer
 from thrifty.scoring.embedders import LazyEmbedder
+from thrifty.scoring.router_heads import QueryEncoder
 
 __all__ = ["FORMAT", "VERSION", "KINDS", "Artefact", "write_artefact", "load_artefact", "json_number"]
 
@@ -101,7 +107,6 @@ class Artefact:
             if getattr(sc, "embed", "none") != "none":
                 sc._embedder = embedder if embedder is not None else (self._lazy_embedder() if self.kind == "hybrid" else None)
             return sc
-        from thrifty.scoring.answer_scorer import AnswerScorer  # version 1: per-model heads only
 
         sc = self.manifest["scorer"]
         return AnswerScorer(self.heads, inputs=sc["inputs"], embed=sc["embed"], embedder=embedder)
@@ -126,20 +131,15 @@ class Artefact:
         (``embedder`` or, lazily, the one named in the manifest)."""
         from dataclasses import replace
 
-        from thrifty.scoring.router_heads import QueryEncoder
-
         if self.kind not in ("router", "hybrid"):
             raise ConfigError(f"a {self.kind} artefact has no router", key="artefact")
         return replace(self.heads["predictor"], encoder=QueryEncoder(embedder if embedder is not None else self._lazy_embedder()))
 
     def policy(self, budget: float | None = None, embedder: Any = None) -> Any:
         """The live sans-I/O policy of this artefact for the selected point (or ``budget``)."""
-        from thrifty.policy.cascade import CascadePolicy
 
         p = self.point(budget)
         if self.kind == "router":
-            from thrifty.policy.router import RouterPolicy
-
             r = self.manifest["router"]
             return RouterPolicy(
                 tuple(r["models"]),
@@ -152,7 +152,6 @@ class Artefact:
         cascade = CascadePolicy(tiers, thr, self.scorer(embedder) if len(tiers) > 1 else None, select=self.select_for(budget))
         if self.kind == "cascade":
             return cascade
-        from thrifty.policy.hybrid import HybridPolicy
 
         r = self.manifest["router"]
         cost = {m: float(c) for m, c in zip(r["models"], r["expected_cost"])}
@@ -165,7 +164,6 @@ def write_artefact(
     """Write ``manifest`` (format/version/kind/created are added), ``heads`` (the kind's fitted
     objects, see the module docstring) and ``files`` (name → bytes, e.g. a scorer's state dict) into
     directory ``path``."""
-    from thrifty import __version__
 
     if kind not in KINDS:
         raise ValueError(f"unknown artefact kind {kind!r}")

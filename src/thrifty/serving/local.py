@@ -27,6 +27,10 @@ from typing import TYPE_CHECKING, Mapping
 
 from thrifty.config.settings import default_data_dir
 from thrifty.errors import ConfigError
+from thrifty.policy.cascade import CascadePolicy
+from thrifty.scoring.heuristic import HeuristicScorer
+from thrifty.scoring.verifiers import EMBEDDED_CHECKS, VerifiedScorer, build_checks
+from thrifty.serving.providers.llamacpp import LlamaCppProvider
 
 if TYPE_CHECKING:
     from thrifty.policy.cascade import CascadePolicy
@@ -140,10 +144,6 @@ def embedded_default(
         raise ConfigError(
             "llama-cpp-python is not installed, so the embedded local models cannot run", key="embedded", fix=_INSTALL
         ) from exc
-    from thrifty.policy.cascade import CascadePolicy
-    from thrifty.scoring.heuristic import HeuristicScorer
-    from thrifty.scoring.verifiers import EMBEDDED_CHECKS, VerifiedScorer, build_checks
-    from thrifty.serving.providers.llamacpp import LlamaCppProvider
 
     prices = {**NOTIONAL_PRICES, **dict(prices or {})}
     sampling = {"max_tokens": max_tokens, "temperature": 0.2, "repeat_penalty": 1.1, "seed": 0}

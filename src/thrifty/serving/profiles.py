@@ -24,8 +24,15 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from thrifty.config.settings import DEFAULT_PROFILE, ProfileSettings, ProviderSettings, Settings
-from thrifty.errors import ConfigError
+from thrifty.errors import ConfigError, DataError
+from thrifty.policy.cascade import CascadePolicy
+from thrifty.scoring.embedders import LazyEmbedder
+from thrifty.scoring.verifiers import VerifiedScorer, build_checks
+from thrifty.serving.adapted_provider import AdaptedProvider, FewShotAdapter, read_examples
 from thrifty.serving.budget import TierPrice
+from thrifty.serving.cache import CachedProvider, SemanticMatcher, make_store
+from thrifty.serving.cache.semantic import DEFAULT_THRESHOLD
+from thrifty.serving.engine import Engine
 
 __all__ = [
     "SCORERS",
@@ -158,7 +165,6 @@ def profile_policy(profile: ProfileSettings) -> Any:
     fitted on, so the profile must list them all. A router or hybrid embeds each query with the
     embedder it was fitted with (loaded on the first request; a missing extra fails here).
     """
-    from thrifty.policy.cascade import CascadePolicy
 
     if profile.artefact is not None:
         key = f"profiles.{profile.name}.artefact"
@@ -197,7 +203,6 @@ def _with_checks(scorer: Any, profile: ProfileSettings) -> Any:
     """``scorer`` behind the profile's answer checks (issue #16); unchanged when it declares none."""
     if not profile.checks:
         return scorer
-    from thrifty.scoring.verifiers import VerifiedScorer, build_checks
 
     specs = [c if isinstance(c, str) else {c[0]: c[1]} for c in profile.checks]
     return VerifiedScorer(scorer, build_checks(specs))
@@ -237,7 +242,6 @@ def build_profile(
     engine_name: str | None = None,
 ) -> BuiltProfile:
     """Policy (:func:`profile_policy` unless given), tiers from ``providers`` and an Engine for ``profile``."""
-    from thrifty.serving.engine import Engine
 
     policy = profile_policy(profile) if policy is None else policy
     caps = caps if caps is not None else {n: p.max_tokens for n, p in settings.providers.items()}
@@ -285,8 +289,6 @@ def cached_tiers(profile: ProfileSettings, tiers: Mapping[str, Any], settings: S
     Namespace ``<profile>/<tier>/<upstream model>``: answers are never shared across profiles, tiers
     or a provider whose model was changed. One store (SQLite file or Redis) serves all of them.
     """
-    from thrifty.serving.cache import CachedProvider, SemanticMatcher, make_store
-    from thrifty.serving.cache.semantic import DEFAULT_THRESHOLD
 
     cfg = profile.cache
     assert cfg is not None
@@ -328,9 +330,6 @@ def adapted_tiers(profile: ProfileSettings, tiers: Mapping[str, Any]) -> dict[st
     """The tiers of ``profile`` named by ``[profiles.NAME.prompt_adaptation]`` (all by default) behind
     one shared :class:`~thrifty.serving.adapted_provider.FewShotAdapter` (so an escalated request reuses its
     selection). The examples file is read here; a bad row is a ConfigError naming file, line and field."""
-    from thrifty.errors import DataError
-    from thrifty.scoring.embedders import LazyEmbedder
-    from thrifty.serving.adapted_provider import AdaptedProvider, FewShotAdapter, read_examples
 
     cfg = profile.prompt_adaptation
     assert cfg is not None

@@ -6,6 +6,7 @@ that ``thrifty eval`` and ``thrifty fit`` read.
 """
 
 from thrifty.store.db import MIGRATIONS, connect, migrate
+from thrifty.store.export import export_table
 from thrifty.store.logs import LogStore, RequestRecord, StepRecord
 
 __all__ = ["LogStore", "RequestRecord", "StepRecord", "connect", "migrate", "MIGRATIONS", "export_table"]
@@ -13,7 +14,5 @@ __all__ = ["LogStore", "RequestRecord", "StepRecord", "connect", "migrate", "MIG
 
 def __getattr__(name: str):  # export pulls numpy: import it only when asked for
     if name == "export_table":
-        from thrifty.store.export import export_table
-
         return export_table
     raise AttributeError(name)

@@ -22,6 +22,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from thrifty.data.table import RoutingTable
+
 __all__ = [
     "AUDIT_STATUSES",
     "PendingAudit",
@@ -268,8 +270,6 @@ def audited_table(store: Any, profile: str, since: float | None = None) -> Any:
     reference outside the tiers last), quality, cost, answer and tokens per cell; NaN where a tier's
     call failed. Prompt metadata: ``created``, ``served_model``."""
     import numpy as np
-
-    from thrifty.data.table import RoutingTable
 
     audits = audit_rows(store, profile, since)
     prompts = {

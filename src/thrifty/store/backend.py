@@ -26,7 +26,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from thrifty.errors import ConfigError
 from thrifty.store.db import connect, migrate
+from thrifty.store.pg import PgConnection, open_pool, redact
 
 __all__ = ["PgBackend", "SqliteBackend", "open_backend", "parse_target", "store_label"]
 
@@ -42,8 +44,6 @@ def parse_target(target: str | os.PathLike) -> tuple[str, str]:
     if scheme in ("postgresql", "postgres"):
         return "postgresql", text
     if scheme:
-        from thrifty.errors import ConfigError
-
         raise ConfigError(
             f"unknown store URL scheme {scheme!r} in {text!r}",
             key="server.store",
@@ -57,7 +57,6 @@ def store_label(target: str | os.PathLike) -> str:
     kind, where = parse_target(target)
     if kind == "sqlite":
         return where
-    from thrifty.store.pg import redact
 
     return redact(where)
 
@@ -113,7 +112,6 @@ class PgBackend:
     dialect = "postgresql"
 
     def __init__(self, url: str, *, password_env: str | None = None, pool_size: int = 4) -> None:
-        from thrifty.store.pg import PgConnection, open_pool, redact
 
         self.url = url
         self.label = redact(url)

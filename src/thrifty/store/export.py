@@ -25,6 +25,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from thrifty.data.table import RoutingTable
+from thrifty.data.table_io import write_table
 from thrifty.errors import DataError
 from thrifty.store.logs import LogStore
 
@@ -42,9 +44,6 @@ def export_table(
 ) -> ExportSummary:
     """Write the log at ``db`` as a routing-table folder ``out_dir``; return what was written."""
     import numpy as np
-
-    from thrifty.data.table import RoutingTable
-    from thrifty.data.table_io import write_table
 
     if quality not in QUALITY_MODES:
         raise DataError(f"unknown quality mode {quality!r}", field="quality", expected=" or ".join(QUALITY_MODES))

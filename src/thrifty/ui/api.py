@@ -16,10 +16,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
+from thrifty.config.settings import hash_key
+
 # no ``from __future__ import annotations``: FastAPI reads the endpoints' ``Request`` annotation at runtime
 from thrifty.errors import AuthError, RequestError
+from thrifty.gateway.errors import error_body
 from thrifty.ui import context, params, queries
 from thrifty.ui.graph import request_graph
+from thrifty.ui.lab import lab_listing
 from thrifty.ui.optional_tables import audit_for_request, audit_summary, refit_history
 from thrifty.ui.rollup import Roller
 
@@ -102,7 +106,6 @@ def _presented_key(request: Any) -> str | None:
 
 def admin_scope(request: Any) -> str | None:
     """The key scope of the request — None: the admin, who sees every key's rows — or AuthError (401)."""
-    from thrifty.config.settings import hash_key
 
     settings = request.app.state.runtime.settings
     if not settings.auth_required:
@@ -121,8 +124,6 @@ def admin_scope(request: Any) -> str | None:
 def unauthorized(exc: AuthError) -> Any:
     from fastapi.responses import JSONResponse
 
-    from thrifty.gateway.errors import error_body
-
     return JSONResponse(
         error_body(str(exc), "authentication_error", code="invalid_api_key"), status_code=401, headers={"www-authenticate": _REALM}
     )
@@ -131,8 +132,6 @@ def unauthorized(exc: AuthError) -> Any:
 def _request_error(exc: RequestError) -> Any:
     """400 for a bad parameter, 404 for an unknown profile, request or lab file."""
     from fastapi.responses import JSONResponse
-
-    from thrifty.gateway.errors import error_body
 
     status = 404 if exc.code in ("not_found", "profile_not_found") else 400
     return JSONResponse(error_body(str(exc), "invalid_request_error", param=exc.param, code=exc.code), status_code=status)
@@ -290,7 +289,6 @@ def register_api(app: Any) -> None:
 
     @app.get("/ui/api/lab", include_in_schema=False)
     async def api_lab(request: Request) -> Any:
-        from thrifty.ui.lab import lab_listing
 
         async def body(scope: Any) -> Any:
             return await asyncio.to_thread(lab_listing, request.app.state.runtime, q(request).get("file"))

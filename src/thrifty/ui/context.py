@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from thrifty.serving.budget import period_key
+
 __all__ = ["baseline_prices", "profiles_in_service", "keys_configured", "budget_refusals", "artefact_summary"]
 
 
@@ -59,7 +61,6 @@ def artefact_summary(path: Path | None) -> dict[str, Any] | None:
 
 def profiles_in_service(rt: Any) -> list[dict[str, Any]]:
     """One entry per profile: what the live policy runs, the artefact it came from, its budget."""
-    from thrifty.serving.budget import period_key
 
     now = time.time()
     out = []
@@ -91,7 +92,6 @@ def profiles_in_service(rt: Any) -> list[dict[str, Any]]:
 
 def keys_configured(rt: Any) -> list[dict[str, Any]]:
     """Configured keys by name with their limit (never the key or its hash)."""
-    from thrifty.serving.budget import period_key
 
     now = time.time()
     return [

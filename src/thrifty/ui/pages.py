@@ -15,6 +15,7 @@ from typing import Any
 # no ``from __future__ import annotations``: FastAPI reads the endpoints' ``Request`` annotation at runtime
 from thrifty.errors import AuthError, ConfigError, RequestError
 from thrifty.ui import api, context, params
+from thrifty.ui.lab import lab_listing
 
 __all__ = ["register_dashboard"]
 
@@ -180,8 +181,6 @@ def register_dashboard(app: Any) -> None:
     @app.get("/ui/lab", include_in_schema=False)
     async def lab(request: Request) -> Any:
         import asyncio
-
-        from thrifty.ui.lab import lab_listing
 
         async def build(q: dict[str, str]) -> Any:
             listing = await asyncio.to_thread(lab_listing, request.app.state.runtime)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from thrifty.gateway.app import app_from_env as gateway_app
+from thrifty.ui.pages import register_dashboard
+
 __all__ = ["with_dashboard", "app_from_env"]
 
 
 def with_dashboard(app: Any) -> Any:
     """``app`` with ``/ui``, ``/ui/api/...`` and ``/ui/static/...`` added; returns it."""
-    from thrifty.ui.pages import register_dashboard
 
     register_dashboard(app)
     return app
@@ -21,6 +23,5 @@ def with_dashboard(app: Any) -> Any:
 
 def app_from_env() -> Any:
     """Factory for ``uvicorn --factory`` / several workers: :func:`thrifty.gateway.app.app_from_env` plus ``/ui``."""
-    from thrifty.gateway.app import app_from_env as gateway_app
 
     return with_dashboard(gateway_app())

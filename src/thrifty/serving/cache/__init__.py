@@ -15,6 +15,7 @@ from typing import Any
 
 from thrifty.serving.cache.keys import RequestKeys, canonical_json, request_keys
 from thrifty.serving.cache.provider import CachedProvider, CacheStats
+from thrifty.serving.cache.redis_store import RedisStore
 from thrifty.serving.cache.semantic import DEFAULT_THRESHOLD, SemanticMatcher
 from thrifty.serving.cache.store import CacheEntry, CacheStore, SQLiteStore
 
@@ -36,8 +37,6 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "RedisStore":
-        from thrifty.serving.cache.redis_store import RedisStore
-
         return RedisStore
     raise AttributeError(name)
 
@@ -53,7 +52,5 @@ def make_store(
 ) -> CacheStore:
     """A Redis store when ``redis_url`` is set, else a SQLite store at ``path`` (default cache dir)."""
     if redis_url:
-        from thrifty.serving.cache.redis_store import RedisStore
-
         return RedisStore(redis_url, ttl_s=ttl_s, max_entries=max_entries, prefix=prefix)
     return SQLiteStore(path, ttl_s=ttl_s, max_entries=max_entries, max_bytes=max_bytes)

@@ -40,6 +40,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from thrifty.errors import ConfigError
 from thrifty.serving.cache.guard import lexical_mismatch
 from thrifty.serving.cache.store import Candidate, CandidateSet
 
@@ -94,12 +95,8 @@ class SemanticMatcher:
         if isinstance(guard, bool):
             self.guard = "strict" if guard else "off"
         if self.guard not in ("strict", "lexical", "off"):
-            from thrifty.errors import ConfigError
-
             raise ConfigError(f"unknown guard {self.guard!r}", key="cache.guard", fix='use "strict", "lexical" or "off"')
         if not -1.0 <= float(self.threshold) <= 1.0:
-            from thrifty.errors import ConfigError
-
             raise ConfigError(
                 f"threshold must be a cosine in [-1, 1], got {self.threshold!r}",
                 key="cache.semantic_threshold",

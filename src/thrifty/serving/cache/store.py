@@ -25,6 +25,7 @@ from typing import Any, Callable, Protocol, Sequence, overload, runtime_checkabl
 import numpy as np
 
 from thrifty.errors import ConfigError
+from thrifty.scoring.embedding import cache_dir
 from thrifty.types import Completion, Usage
 
 __all__ = ["CacheEntry", "Candidate", "CandidateSet", "CacheStore", "SQLiteStore", "completion_to_dict", "completion_from_dict"]
@@ -150,8 +151,6 @@ class SQLiteStore:
     ) -> None:
         _check_caps(ttl_s, max_entries, max_bytes)
         if path is None:
-            from thrifty.scoring.embedding import cache_dir
-
             path = cache_dir() / "completions.sqlite"
         self.path = Path(path) if str(path) != ":memory:" else path
         self.ttl_s = ttl_s

@@ -16,6 +16,7 @@ from typing import Any, AsyncIterator, Mapping
 
 from thrifty.errors import ConfigError, ProviderError
 from thrifty.serving.aio import within
+from thrifty.serving.providers import http1
 from thrifty.serving.providers._errors import provider_errors, redact, status_error
 from thrifty.serving.providers.base import StreamItem, cost_usd
 from thrifty.serving.providers.prices import resolve_prices
@@ -120,8 +121,6 @@ class OpenAICompatProvider:
         """The lean HTTP/1.1 pool for non-streamed calls to a plain ``http://`` upstream (no proxy), else None."""
         loop = asyncio.get_running_loop()
         if self._pool is None or self._pool_loop is not loop:
-            from thrifty.serving.providers import http1
-
             if not http1.usable_for(self.base_url):  # decided once per event loop (reads proxy variables)
                 self._pool, self._pool_loop = False, loop
                 return None

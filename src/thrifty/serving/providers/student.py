@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from thrifty.errors import ConfigError, DataError
+from thrifty.scoring.heuristic import HeuristicScorer
 from thrifty.types import ChatRequest, Completion, Usage
 
 __all__ = ["ARTEFACT_KIND", "Student", "StudentProvider", "ConfidenceScorer", "student_embedder"]
@@ -212,7 +213,5 @@ class ConfidenceScorer:
         if isinstance(raw, dict) and isinstance(raw.get("confidence"), (int, float)):
             return float(raw["confidence"])
         if self._fallback is None:
-            from thrifty.scoring.heuristic import HeuristicScorer
-
             self._fallback = HeuristicScorer()
         return float(self._fallback.score(request, completion, model))
