@@ -3,7 +3,8 @@
 Per profile and per tier: audited n, the share of served answers judged at least as good as the
 reference (95% Wilson interval), the estimated saving against always calling the reference (95%
 bootstrap interval), audit spend as a share of serving spend, and the drift between the first and the
-last window (:mod:`thrifty.calibration.audit_report`). The log is found like ``thrifty logs``'s.
+last window (:mod:`thrifty.calibration.audit_report`). The log store is found like ``thrifty logs``'s:
+``--store URL`` (SQLite path or ``postgresql://…``), ``--db FILE``, else ``[server] store``.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import json
 import re
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
+
+from thrifty.cli.logs_cmd import _store, add_store_args
 
 __all__ = ["register", "parse_since"]
 
@@ -53,8 +55,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     )
     asub = p.add_subparsers(dest="audit_command", metavar="COMMAND")
     r = asub.add_parser("report", help="per profile and tier: audited n, share at least as good as the reference, saving, spend, drift")
-    r.add_argument("--config", metavar="FILE", help="thrifty.toml (locates the data dir)")
-    r.add_argument("--db", metavar="FILE", help="the log database (default <data dir>/logs.sqlite3)")
+    add_store_args(r)
     r.add_argument("--profile", help="only this profile")
     r.add_argument("--since", help="only requests since: unix seconds, an ISO date (UTC) or an age such as 24h / 7d")
     r.add_argument("--windows", type=int, default=5, help="drift: compare the first and last of this many equal-count windows (default 5)")
@@ -66,17 +67,6 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
         return 2
 
     p.set_defaults(func=usage)
-
-
-def _store(args: argparse.Namespace) -> Any:
-    from thrifty.config.settings import load_settings
-    from thrifty.errors import ConfigError
-    from thrifty.store import LogStore
-
-    path = Path(args.db) if args.db else load_settings(args.config).server.resolved_data_dir() / "logs.sqlite3"
-    if not path.exists():
-        raise ConfigError(f"no request log at {path}", key="--db", fix="start `thrifty serve` with an audited profile, or pass --db FILE")
-    return LogStore(path)
 
 
 def _pct(stat: dict[str, Any], key: str) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 
+from thrifty.cli.logs_cmd import add_store_args
 from thrifty.cli.table_args import add_table_args, load_pool
 from thrifty.errors import ConfigError
 
@@ -34,8 +35,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
         help="fit on the gateway's audited requests (the audits tables of the log store) instead of --data",
     )
     p.add_argument("--profile", metavar="P", help="with --from-logs: the profile whose audits to fit on (required there)")
-    p.add_argument("--config", metavar="FILE", help="with --from-logs: thrifty.toml (locates the data dir)")
-    p.add_argument("--db", metavar="FILE", help="with --from-logs: the log database (default <data dir>/logs.sqlite3)")
+    add_store_args(p, config_help="with --from-logs: thrifty.toml (locates the data dir)")
     p.add_argument("--max-tiers", type=int, default=3, metavar="L", help="most tiers in a cascade, 1–3 (default 3)")
     goal = p.add_mutually_exclusive_group()
     goal.add_argument("--budget", type=float, metavar="USD", help="target mean cost per query")

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["register"]
+__all__ = ["add_store_args", "register"]
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -21,9 +21,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
         help="list, show and export the gateway's request log",
         description="Read the gateway's request log; export it as a routing table for thrifty eval / thrifty fit.",
     )
-    p.add_argument("--config", metavar="FILE", help="thrifty.toml (locates the data dir)")
-    p.add_argument("--db", metavar="FILE", help="the log database (default server.store, else <data dir>/logs.sqlite3)")
-    p.add_argument("--store", metavar="URL", help="the log store: a SQLite path or postgresql://user@host/db (password from $PGPASSWORD)")
+    add_store_args(p)
     lsub = p.add_subparsers(dest="logs_command", metavar="COMMAND")
     ls = lsub.add_parser("list", help="newest requests first")
     ls.add_argument("--limit", type=int, default=20)
@@ -56,24 +54,38 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.set_defaults(func=usage)
 
 
+def add_store_args(p: argparse.ArgumentParser, *, config_help: str = "thrifty.toml (locates the data dir)") -> None:
+    """``--config``, ``--db`` and ``--store``: where a command finds the log store (see :func:`_store`)."""
+    p.add_argument("--config", metavar="FILE", help=config_help)
+    p.add_argument("--db", metavar="FILE", help="the log database (default server.store, else <data dir>/logs.sqlite3)")
+    p.add_argument("--store", metavar="URL", help="the log store: a SQLite path or postgresql://user@host/db (password from $PGPASSWORD)")
+
+
 def _store(args: argparse.Namespace):
+    """The log store of ``--store`` URL, else ``--db`` FILE, else ``[server] store`` of ``--config``."""
     from thrifty.config.settings import load_settings
     from thrifty.errors import ConfigError
     from thrifty.store import LogStore
+    from thrifty.store.backend import parse_target
 
-    target = getattr(args, "store", None) or args.db
+    target = getattr(args, "store", None) or getattr(args, "db", None)
+    flag = "--store" if getattr(args, "store", None) else "--db"
     password_env = None
     if not target:
-        server = load_settings(args.config).server
-        target, password_env = server.resolved_store(), server.store_password_env
-    if str(target).startswith(("postgresql://", "postgres://")):
-        return LogStore(str(target), password_env=password_env)
-    if str(target).startswith("sqlite://"):
-        target = str(target)[len("sqlite:///") :] if str(target).startswith("sqlite:///") else str(target)[len("sqlite://") :]
-    path = Path(target)
+        server = load_settings(getattr(args, "config", None)).server
+        target, password_env, flag = server.resolved_store(), server.store_password_env, "server.store"
+    try:
+        kind, where = parse_target(str(target))
+        if kind == "postgresql":
+            return LogStore(where, password_env=password_env)
+    except ConfigError as e:  # the store layer says server.store; name the flag the user actually typed
+        if e.key != "server.store" or flag == "server.store":
+            raise
+        raise ConfigError(str(e).removeprefix(f"{e.key}: ").split(" — fix: ")[0], key=flag, fix=e.fix) from None
+    path = Path(where)
     if not path.exists():
         raise ConfigError(
-            f"no request log at {path}", key="--db", fix="start `thrifty serve` and send a request, or pass --db FILE / --store URL"
+            f"no request log at {path}", key=flag, fix="start `thrifty serve` and send a request, or pass --db FILE / --store URL"
         )
     return LogStore(path)
 
