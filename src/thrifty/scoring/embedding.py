@@ -146,7 +146,7 @@ def embed_batch(job: MiniLMJob, texts: Sequence[str]) -> np.ndarray:
 class CachedEmbedder:
     """Embed each distinct text once; vectors persist in SQLite keyed by embedder name + text hash."""
 
-    flush_every = 256  # new vectors buffered before one batched write (a table's bulk embedding flushes per batch)
+    flush_every = 256  # new vectors buffered before one batched write; a bulk embed() call flushes when it returns
 
     def __init__(
         self,
@@ -263,6 +263,8 @@ class CachedEmbedder:
             finally:
                 if ctx is not None:
                     ctx.stop()
+            if len(todo) > 1:  # a bulk call (a table, a batch job) is on disk when it returns; live single texts stay buffered
+                self.flush()
         if not keys:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.stack([found[k] for k in keys])
