@@ -67,3 +67,16 @@ def test_escalates_when_missed_and_saves_when_well_above() -> None:
 def test_disabled_without_target() -> None:
     ctl = Guardrail(GuardrailConfig(target=None))
     assert all(ctl.observe(False) is None for _ in range(100)) and ctl.offset == 0.0
+
+
+def test_default_checkpoint_ignores_a_few_early_misses_at_a_setting_on_target() -> None:
+    # 3 misses in the first 20 audits (Wilson hi 0.948 < 0.95) are likely (~6%) at a share of
+    # 0.955 and used to escalate a freshly validated setting; the default checkpoint waits for 40
+    ctl = Guardrail(GuardrailConfig(target=0.95))
+    assert ctl.config.min_audits == 40
+    flags = [False] * 3 + [True] * 37
+    assert all(ctl.observe(f) is None for f in flags) and ctl.offset == 0.0
+    ctl = Guardrail(GuardrailConfig(target=0.95))
+    flags = [False] * 8 + [True] * 32  # 80% good: the target is clearly missed at the checkpoint
+    moves = [ctl.observe(f) for f in flags]
+    assert moves[-1] is not None and moves[-1].action == "escalate"

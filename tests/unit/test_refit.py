@@ -83,3 +83,29 @@ def test_crashing_refit_leaves_the_policy_in_service(table) -> None:
     event = loop.apply(job, result)
     assert event.kind == "refit_failed" and "error" in event.evidence
     assert loop.serving is before and loop.policy().thresholds == before.policy().thresholds
+
+
+def test_refine_lowers_the_grid_threshold_to_the_cheapest_that_meets_the_target() -> None:
+    from thrifty.calibration.refit import _refine
+    from thrifty.offline.optimise import CascadeSpec, replay_arrays
+
+    rng = np.random.default_rng(0)
+    P = 400
+    s = rng.random(P)  # the cheap tier's score; it is good enough where the score is high
+    G = np.stack([(rng.random(P) < s).astype(float), np.ones(P)], 1)  # the last tier is the reference
+    S = np.stack([s, np.zeros(P)], 1)
+    C = np.tile([1.0, 10.0], (P, 1))
+    grid_point = CascadeSpec((0, 1), (0.9,), 0.0, 0.0)
+    share_at = lambda t: replay_arrays(S, G, C, CascadeSpec((0, 1), (t,), 0.0, 0.0))[1].mean()  # noqa: E731
+    target = 0.9
+    assert share_at(0.9) >= target
+    spec = _refine(S, G, C, grid_point, target)
+    t = spec.thresholds[0]
+    assert t < 0.9 and share_at(t) >= target  # cheaper than the grid point, still meets the target
+    lower = np.max(s[s < t])  # the next distinct score below: it would miss the target
+    assert share_at(lower) < target
+    assert spec.cost == pytest.approx(replay_arrays(S, G, C, spec)[0].mean())
+    # a single tier and a grid point that already sits on the cheapest score are kept as they are
+    single = CascadeSpec((1,), (), 10.0, 1.0)
+    assert _refine(S, G, C, single, target) is single
+    assert _refine(S, G, C, spec, target).thresholds == spec.thresholds

@@ -56,7 +56,7 @@ class GuardrailConfig:
     step: float = 0.05
     max_up: float = 1.0
     max_down: float = 0.3
-    min_audits: int = 20
+    min_audits: int = 40
     window: int = 400
     slack: float = 0.02
     z: float = 1.96

@@ -14,7 +14,9 @@ picks one point of its training front for the profile's goal:
 
 - ``budget`` (mean USD per request) set: the lab's own pick for that budget;
 - else ``target`` (share of answers at least as good as the reference): the cheapest front point
-  whose share on the audits reaches the target (the highest share when none does);
+  whose share on the audits reaches the target (the highest share when none does), its threshold
+  into the last tier then lowered along the distinct out-of-fold scores while the share still
+  reaches the target (:func:`_refine`: the lab's 16-quantile grid alone overshoots the target);
 - neither: the lab's pick at the best single tier's mean cost.
 
 :func:`validate` is K-fold cross-validation on the audits: on each fold the candidate is fitted on
@@ -202,9 +204,31 @@ def _point(lab: Any, fitted: Any, table: RoutingTable, good: np.ndarray, setting
     for spec in sorted([*fitted.front.points, *singles], key=lambda p: p.cost):  # cheapest first
         _, share = replay_arrays(S, G, C, spec)
         if share.mean() >= settings.target - 1e-12:
-            return spec
+            return _refine(S, G, C, spec, settings.target)
         if share.mean() > best_share + 1e-12:
             best, best_share = spec, float(share.mean())
+    return best
+
+
+def _refine(S: np.ndarray, G: np.ndarray, C: np.ndarray, spec: CascadeSpec, target: float) -> CascadeSpec:
+    """Lower the threshold into the last tier to the cheapest score that still meets ``target``.
+
+    The lab's grid has 16 quantiles per tier, so its cheapest point meeting the target escalates up
+    to 1/16 of the prompts more than needed (a share well above the target, paid for). Between two
+    grid points every distinct out-of-fold score of that tier is a threshold of its own; this keeps
+    the grid's tiers and the other thresholds and tries them, cheapest meeting the target wins."""
+    if len(spec.tiers) < 2:
+        return spec
+    k = len(spec.tiers) - 2
+    scores = np.unique(np.nan_to_num(S[:, spec.tiers[k]], nan=-np.inf))
+    tries = scores[scores < spec.thresholds[k]]
+    best = spec
+    for t in tries[::-1]:  # from the grid point downwards: cheaper and cheaper
+        cand = replace(spec, thresholds=(*spec.thresholds[:k], float(t), *spec.thresholds[k + 1 :]))
+        cost, share = replay_arrays(S, G, C, cand)
+        if share.mean() < target - 1e-12:
+            break
+        best = replace(cand, cost=float(cost.mean()))
     return best
 
 
