@@ -93,6 +93,30 @@ class OracleCurve:
         return Curve(x, y)
 
 
+def _two_model_rows(table: RoutingTable, base_c: np.ndarray, base_q: np.ndarray, sp: list, sdc: list, sdq: list) -> np.ndarray:
+    """The per-prompt hulls of prompts with one or two finite available points, as arrays (what
+    :func:`majorant` gives on them, without a Python call per prompt); returns which rows it did."""
+    avail = table.available & np.isfinite(table.cost) & np.isfinite(table.quality)
+    fast = (avail.sum(axis=1) <= 2) & (avail.sum(axis=1) >= 1) & (avail == table.available).all(axis=1)
+    rows = np.flatnonzero(fast)
+    if len(rows) == 0:
+        return fast
+    a = avail[rows]
+    j0 = np.argmax(a, axis=1)  # first available column
+    j1 = a.shape[1] - 1 - np.argmax(a[:, ::-1], axis=1)  # last (the same one when only one)
+    c0, q0 = table.cost[rows, j0].astype(float), table.quality[rows, j0].astype(float)
+    c1, q1 = table.cost[rows, j1].astype(float), table.quality[rows, j1].astype(float)
+    swap = (c1 < c0) | ((c1 == c0) & (q1 > q0))  # majorant's order: by cost, the better first on ties
+    lo_c, lo_q = np.where(swap, c1, c0), np.where(swap, q1, q0)
+    hi_c, hi_q = np.where(swap, c0, c1), np.where(swap, q0, q1)
+    base_c[rows], base_q[rows] = lo_c, lo_q
+    seg = (hi_c != lo_c) & (hi_q > lo_q)  # a dearer point that is strictly better: one segment
+    sp.append(rows[seg])
+    sdc.append(hi_c[seg] - lo_c[seg])
+    sdq.append(hi_q[seg] - lo_q[seg])
+    return fast
+
+
 def oracle_curve(table: RoutingTable) -> OracleCurve:
     """The exact oracle curve of ``table`` (see the module docstring)."""
     n = table.n_prompts
@@ -102,10 +126,12 @@ def oracle_curve(table: RoutingTable) -> OracleCurve:
     sdc: list[np.ndarray] = []
     sdq: list[np.ndarray] = []
     avail = table.available
-    for i in range(n):
+    if not avail.any(axis=1).all():
+        empty = int(np.flatnonzero(~avail.any(axis=1))[0])
+        raise ConfigError(f"prompt {table.prompt_ids[empty]!r} has no available model in the pool", key="--models/--exclude")
+    fast = _two_model_rows(table, base_c, base_q, sp, sdc, sdq)
+    for i in np.flatnonzero(~fast):
         m = avail[i]
-        if not m.any():
-            raise ConfigError(f"prompt {table.prompt_ids[i]!r} has no available model in the pool", key="--models/--exclude")
         hull = majorant(np.column_stack([table.cost[i, m], table.quality[i, m]]))
         base_c[i], base_q[i] = hull.x[0], hull.y[0]
         if len(hull.x) > 1:
@@ -114,6 +140,8 @@ def oracle_curve(table: RoutingTable) -> OracleCurve:
             sp.append(np.full(len(hull.x) - 1, i))
     if sp:
         seg_p, dc, dq = np.concatenate(sp), np.concatenate(sdc), np.concatenate(sdq)
+        first = np.argsort(seg_p, kind="stable")  # prompt order, each prompt's segments in hull order
+        seg_p, dc, dq = seg_p[first], dc[first], dq[first]
     else:
         seg_p, dc, dq = np.zeros(0, int), np.zeros(0), np.zeros(0)
     order = np.argsort(-(dq / dc), kind="stable")

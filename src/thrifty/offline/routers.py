@@ -127,13 +127,18 @@ def _fit_predictor(emb, feats, quality, cost, exp_cost, variant, encoder, models
     variants = SINGLE_HEADS if variant == "auto" else (variant,)
     search: list[dict[str, Any]] = []
     best: tuple[float, str, dict[str, Any], np.ndarray] | None = None
+    cache: dict[str, Any] = {}  # the linear heads' moments of all rows, for the refit below
     for v in variants:
         g = grid if (grid is not None and variant != "auto") else grid_for(v)
-        s, params, oof, rows = search_head(v, g, emb, feats, quality, folds, score)
+        s, params, oof, rows = search_head(v, g, emb, feats, quality, folds, score, cache)
         search += rows
         if best is None or s > best[0] + 1e-12:
             best = (s, v, params, oof)
     assert best is not None
     s, v, params, oof = best
-    head = make_head(v, params).fit(emb, feats, quality)
+    head = make_head(v, params)
+    if isinstance(head, MFHead) and "moments" in cache:  # refit from the search's moments: no Gram pass
+        head = head.from_moments(cache["moments"], emb.shape[1], [(head.rank, head.alpha)])[0]
+    else:
+        head = head.fit(emb, feats, quality)
     return FittedPredictor(v, dict(params), head, encoder, tuple(models), exp_cost, s, oof, search)

@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from thrifty.errors import ConfigError
-from thrifty.scoring.features import FEATURE_NAMES, answer_features, feature_matrix, with_cosine
+from thrifty.scoring.features import FEATURE_NAMES, QueryPart, answer_features, feature_matrix, query_part, with_cosine
 from thrifty.scoring.good_length import fit_good_length
 from thrifty.scoring.heads import DEFAULT_CONFIGS, Head, HeadConfig, SharedHead, design_matrix, fit_head, fit_shared
 from thrifty.scoring.memo import LRUMemo
@@ -33,14 +33,19 @@ EMB_DIM = 384
 _FEATURES: LRUMemo[tuple[str, str | None], np.ndarray] = LRUMemo(name="answer-features")  # (query, answer) → feature row; pure
 
 
-def _features(queries: Sequence[str], answers: Sequence[str | None]) -> np.ndarray:
-    """:func:`feature_matrix` with an in-process memo (folds of one table share their rows)."""
+def _features(queries: Sequence[str], answers: Sequence[str | None], parts: dict[str, QueryPart] | None = None) -> np.ndarray:
+    """:func:`feature_matrix` with an in-process memo (folds of one table share their rows);
+    ``parts``: the queries' :func:`query_part`, shared by a table's models (filled as needed)."""
+    parts = {} if parts is None else parts
     rows = []
     for q, a in zip(queries, answers):
         key = (q, a)
         row = _FEATURES.get(key)
         if row is None:
-            row = _FEATURES.put(key, answer_features(q, a))
+            part = parts.get(q)
+            if part is None:
+                part = parts[q] = query_part(q)
+            row = _FEATURES.put(key, answer_features(q, a, part))
         rows.append(row)
     return np.stack(rows) if rows else feature_matrix([], [])
 
@@ -83,10 +88,11 @@ def table_inputs(table, models: Sequence[str], *, inputs: str = "answer", embed:
     emb = _embedder(embedder) if embed != "none" else None
     q_emb = emb.embed(prompts) if emb is not None else None
     Xs = []
+    parts: dict[str, QueryPart] = {}
     for name in models:
         j = table.model_index(name)
         answers = [table.answers[p, j] or "" for p in range(table.n_prompts)] if inputs == "answer" else [None] * table.n_prompts
-        feats = _features(prompts, answers)
+        feats = _features(prompts, answers, parts)
         a_emb = emb.embed(answers) if (emb is not None and embed == "full" and inputs == "answer") else None
         feats = with_cosine(feats, q_emb, a_emb)
         Xs.append(design_matrix(feats, q_emb, a_emb))

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["FEATURE_NAMES", "answer_features", "feature_matrix", "with_cosine", "REFUSAL_MARKERS"]
+__all__ = ["FEATURE_NAMES", "QueryPart", "query_part", "answer_features", "feature_matrix", "with_cosine", "REFUSAL_MARKERS"]
 
 REFUSAL_MARKERS: tuple[str, ...] = (
     "i'm sorry",
@@ -89,17 +89,42 @@ def _log1p(x: float) -> float:
     return math.log1p(max(0.0, x))
 
 
-def answer_features(query: str | None, answer: str | None) -> np.ndarray:
-    """Feature vector (``len(FEATURE_NAMES)`` floats) of one (query, answer) pair."""
+_ASCII_DIGITS = b"0123456789"
+# Literal text each pattern's every match holds: a text holding none of them skips the regular
+# expression (exact: these patterns are case-sensitive or run on the already lower-cased text).
+_CODE_HINT_NEEDS = ("def", "class", "return", "import", "function", "var", "const", "public", "printf", "SELECT",
+                    "#include", "{", "}", ";")  # fmt: skip
+_MATH_NEEDS = ("$", "\\frac", "\\sqrt", "=", "≈", "≤", "≥", "×", "÷", "√", "∑", "∫")
+_OPS = ("-", "+", "*", "/", "^", "=")
+_LIST_NEEDS = ("-", "*", "•", "+")
+
+
+def _has(text: str, needs: Sequence[str]) -> bool:
+    return any(w in text for w in needs)
+
+
+QueryPart = tuple[list[float], list[str]]  # the query's features and its lower-cased words
+
+
+def query_part(query: str | None) -> QueryPart:
+    """The query's share of :func:`answer_features` (the same for every answer to it)."""
     q = query or ""
     q_words = _RX_WORD.findall(q.lower())
-    out = [
+    return [
         _log1p(len(q)),
         _log1p(len(q_words)),
         float(bool(_RX_QUERY_CODE.search(q))),
         float(bool(_RX_QUERY_MATH.search(q))),
         float("?" in q),
-    ]
+    ], q_words
+
+
+def answer_features(query: str | None, answer: str | None, part: QueryPart | None = None) -> np.ndarray:
+    """Feature vector (``len(FEATURE_NAMES)`` floats) of one (query, answer) pair. ``part``: the
+    query's :func:`query_part`, when a batch has it already (one pass per query, not per answer)."""
+    q = query or ""
+    q_out, q_words = query_part(q) if part is None else part
+    out = list(q_out)
     if answer is None:
         return np.asarray(out + [0.0] * (len(FEATURE_NAMES) - len(out)), dtype=np.float64)
     a = answer
@@ -110,25 +135,35 @@ def answer_features(query: str | None, answer: str | None) -> np.ndarray:
     lines = [ln.strip() for ln in stripped.splitlines() if ln.strip()]
     head = low[:160]
     uniq_lines = len(set(lines))
+    ascii_ = stripped.isascii()
+    if ascii_:  # the same count as \d over ASCII text, in C
+        b = stripped.encode("ascii")
+        n_digits = len(b) - len(b.translate(None, _ASCII_DIGITS))
+    else:
+        n_digits = len(_RX_DIGIT.findall(stripped))
+    low2k = low[:2000]
+    refusal = any(m in low2k for m in REFUSAL_MARKERS)  # the pattern is these literals: none → no match
+    maths = _has(stripped, _MATH_NEEDS) or (n_digits > 0 and _has(stripped, _OPS))
+    listy = _has(stripped, _LIST_NEEDS) or (n_digits > 0 and ("." in stripped or ")" in stripped))
     out += [
         float(n_chars < 2),
         _log1p(n_chars),
         _log1p(n_words),
         _log1p(len(lines)),
         math.log((n_chars + 1.0) / (len(q) + 1.0)),
-        float(len(_RX_REFUSAL.findall(low[:2000]))),
-        float(bool(_RX_REFUSAL.search(head))),
-        _log1p(len(_RX_LIST.findall(stripped))),
-        _log1p(len(_RX_HEADER.findall(stripped))),
-        _log1p(len(_RX_BOLD.findall(stripped))),
-        float(len(_RX_CODE_FENCE.findall(stripped)) >= 2),
-        _log1p(len(_RX_CODE_HINT.findall(stripped))),
-        _log1p(len(_RX_MATH.findall(stripped))),
-        len(_RX_DIGIT.findall(stripped)) / max(1, n_chars),
+        float(len(_RX_REFUSAL.findall(low2k))) if refusal else 0.0,
+        float(bool(_RX_REFUSAL.search(head))) if refusal else 0.0,
+        _log1p(len(_RX_LIST.findall(stripped)) if listy else 0),
+        _log1p(len(_RX_HEADER.findall(stripped)) if "#" in stripped else 0),
+        _log1p(len(_RX_BOLD.findall(stripped)) if "**" in stripped else 0),
+        float(stripped.count("```") >= 2),  # non-overlapping, as findall counts a literal
+        _log1p(len(_RX_CODE_HINT.findall(stripped)) if _has(stripped, _CODE_HINT_NEEDS) else 0),
+        _log1p(len(_RX_MATH.findall(stripped)) if maths else 0),
+        n_digits / max(1, n_chars),
         len(set(words)) / max(1, n_words),
         1.0 - uniq_lines / max(1, len(lines)),
         float(stripped[-1:] in ".!?)]}`\"'*" if stripped else 0.0),
-        sum(1 for ch in stripped if ord(ch) > 127) / max(1, n_chars),
+        0.0 if ascii_ else (n_chars - len(stripped.encode("ascii", "ignore"))) / max(1, n_chars),  # chars > U+007F
         len(set(q_words) & set(words)) / max(1, len(set(q_words))),
     ]
     return np.asarray(out, dtype=np.float64)
@@ -140,7 +175,8 @@ def feature_matrix(queries: Sequence[str | None], answers: Sequence[str | None])
         raise ValueError("queries and answers differ in length")
     if not len(queries):
         return np.zeros((0, len(FEATURE_NAMES)))
-    return np.stack([answer_features(q, a) for q, a in zip(queries, answers)])
+    parts = {q: query_part(q) for q in set(queries)}
+    return np.stack([answer_features(q, a, parts[q]) for q, a in zip(queries, answers)])
 
 
 def with_cosine(features: np.ndarray, query_emb: np.ndarray | None, answer_emb: np.ndarray | None) -> np.ndarray:

@@ -28,6 +28,9 @@ class Moments:
     y_sum: np.ndarray  # (M,)
     zy: np.ndarray  # (d, M) ZᵀY
 
+    def __add__(self, other: "Moments") -> "Moments":
+        return Moments(self.n + other.n, self.z_sum + other.z_sum, self.gram + other.gram, self.y_sum + other.y_sum, self.zy + other.zy)
+
     def __sub__(self, other: "Moments") -> "Moments":
         return Moments(self.n - other.n, self.z_sum - other.z_sum, self.gram - other.gram, self.y_sum - other.y_sum, self.zy - other.zy)
 
