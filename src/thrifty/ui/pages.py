@@ -119,23 +119,23 @@ def register_dashboard(app: Any) -> None:
             status = 404 if exc.code in ("not_found", "profile_not_found") else 400
             return _render("error.html", status=status, active=active, query={}, message=str(exc), param=exc.param)
 
-    @app.get("/ui", include_in_schema=False)
-    async def overview(request: Request) -> Any:
+    async def windowed(request: Request, active: str, template: str, doc_fn: Any, default_range: str = "24h") -> Any:
+        """A page that shows one document of the chosen time window (overview, profiles, keys)."""
+
         async def build(q: dict[str, str]) -> Any:
             rt, window = request.app.state.runtime, params.window_from(q)
-            doc = await api.run_query(request, api.overview_doc, rt, window, None)
-            return "overview.html", {"doc": doc, "sel_range": q.get("range") or "24h"}
+            doc = await api.run_query(request, doc_fn, rt, window, None)
+            return template, {"doc": doc, "sel_range": q.get("range") or default_range}
 
-        return await page(request, "overview", build)
+        return await page(request, active, build)
+
+    @app.get("/ui", include_in_schema=False)
+    async def overview(request: Request) -> Any:
+        return await windowed(request, "overview", "overview.html", api.overview_doc)
 
     @app.get("/ui/profiles", include_in_schema=False)
     async def profiles(request: Request) -> Any:
-        async def build(q: dict[str, str]) -> Any:
-            rt, window = request.app.state.runtime, params.window_from(q)
-            doc = await api.run_query(request, api.profiles_doc, rt, window, None)
-            return "profiles.html", {"doc": doc, "sel_range": q.get("range") or "24h"}
-
-        return await page(request, "profiles", build)
+        return await windowed(request, "profiles", "profiles.html", api.profiles_doc)
 
     @app.get("/ui/profiles/{name}", include_in_schema=False)
     async def profile(request: Request, name: str) -> Any:
@@ -149,12 +149,7 @@ def register_dashboard(app: Any) -> None:
 
     @app.get("/ui/keys", include_in_schema=False)
     async def keys(request: Request) -> Any:
-        async def build(q: dict[str, str]) -> Any:
-            rt, window = request.app.state.runtime, params.window_from(q)
-            doc = await api.run_query(request, api.keys_doc, rt, window, None)
-            return "keys.html", {"doc": doc, "sel_range": q.get("range") or "30d"}
-
-        return await page(request, "keys", build)
+        return await windowed(request, "keys", "keys.html", api.keys_doc, default_range="30d")
 
     @app.get("/ui/requests", include_in_schema=False)
     async def requests_page(request: Request) -> Any:
