@@ -177,7 +177,7 @@ def load_test(db_path: Path, duration: float, n_rounds: int = 4, poll_every: flo
     import shutil
 
     import httpx
-    from gateway_load import run_wrk, start_upstream, stop, wait_http
+    from gateway_load import free_port, run_wrk, start_upstream, stop, wait_http
 
     if not shutil.which("wrk"):
         return {"skipped": "wrk is not installed (apt-get install -y wrk)"}
@@ -195,7 +195,7 @@ def load_test(db_path: Path, duration: float, n_rounds: int = 4, poll_every: flo
             )
         lines.append('[profiles.default]\ntiers = ["cheap"]\n\n[profiles.cascade]\ntiers = ["cheap", "strong"]\nthresholds = [0.0]\n')
         cfg.write_text("\n".join(lines))
-        port = _free_port()
+        port = free_port()
         env = {**os.environ, "THRIFTY_CONFIG": str(cfg), "PYTHONPATH": str(ROOT / "src")}
         log = open(data_dir / "server.log", "ab")
         gw = subprocess.Popen(
@@ -296,14 +296,6 @@ def load_test(db_path: Path, duration: float, n_rounds: int = 4, poll_every: flo
     finally:
         stop(gw)
         stop(up)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def main(argv: list[str] | None = None) -> int:
