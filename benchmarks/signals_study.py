@@ -1,0 +1,152 @@
+"""Issue #16 signals, held-out on more than one table: pooled IRT target, label shrinkage, tier agreement.
+
+Every policy runs the harness's 5 fixed folds (hyperparameters chosen inside the training folds);
+each variant is compared with the current default of its kind (``router`` = mf, or ``cascade``) AND
+with kNN-50, by the paired difference of the headline metrics on common bootstrap resamples of the
+prompts (:mod:`thrifty.offline.peers`). Evaluation always uses the raw held-out labels.
+
+Tables (``--table``):
+
+``alpaca``      AlpacaEval-56 (``THRIFTY_BENCHMARK_DIR`` or /work/shared/data/alpaca_eval_routing), MiniLM
+``synthetic``   ``benchmarks/lab_scale.py``'s generator, binary correctness, 3,000 prompts × 5 models
+                (latent topic + difficulty, per-model skill and topic affinity; embeddings given)
+``headlines``   HEADLINES local tiers (smollm2, gemma3-270m; ``runs/headlines/test``), static MiniLM
+``headlines4``  the same prompts with the two distilled students (cost 0) — a 3-tier cascade, for
+                the agreement signal (the student's answer label as the first tier's answer)
+
+Studies (``--study``): ``router`` (router, kNN-50, router:irt, shrink=mean, shrink=prompt) and
+``agreement`` (cascade, kNN-50, cascade + agreement).
+
+    PYTHONPATH=src python benchmarks/signals_study.py --table alpaca --study router
+    PYTHONPATH=src python benchmarks/signals_study.py --table synthetic --study agreement
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROUTER = "router"
+STUDIES: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
+    "router": [
+        ("router (mf, default)", "router", {}),
+        ("kNN-50", "router:knn", {"k": 50}),
+        ("router:irt", "router:irt", {}),
+        ("router shrink=mean", "router", {"shrink": "mean"}),
+        ("router shrink=prompt", "router", {"shrink": "prompt"}),
+        ("router:irt shrink=prompt", "router:irt", {"shrink": "prompt"}),
+    ],
+    "agreement": [
+        ("cascade (default)", "cascade", {}),
+        ("kNN-50", "router:knn", {"k": 50}),
+        ("cascade + agreement", "cascade", {"agreement": True}),
+    ],
+}
+
+
+def load(name: str):
+    """(table, embedder option for routers, cascade options) of a ``--table`` name."""
+    from thrifty.data.table_io import benchmark_dir, load_table
+
+    if name == "alpaca":
+        return load_table(benchmark_dir()), None, {}
+    if name == "synthetic":
+        sys.path.insert(0, str(Path(__file__).parent))
+        from lab_scale import LookupEmbedder, synthetic_table
+
+        table, emb = synthetic_table(3000, 5, graded=False, seed=0)
+        return table, LookupEmbedder(table.prompts, emb), {"embed": "none"}
+    if name in ("headlines", "headlines4"):
+        folder = os.environ.get("THRIFTY_HEADLINES_RUN", "runs/headlines") + "/test"
+        models = ["smollm2", "gemma3-270m"] + (["student-gold", "student-distil"] if name == "headlines4" else [])
+        return load_table(folder, models=models), "static", {"embed": "none"}
+    raise SystemExit(f"unknown table {name!r}")
+
+
+def main() -> None:
+    from thrifty.offline.evaluate import evaluate
+    from thrifty.offline.peers import headline_samples, paired_difference
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--table", choices=("alpaca", "synthetic", "headlines", "headlines4"), default="alpaca")
+    ap.add_argument("--study", choices=sorted(STUDIES), default="router")
+    ap.add_argument("--only", default=None, help="comma list of row labels to run (the first row always runs)")
+    ap.add_argument("--bootstrap", type=int, default=200)
+    ap.add_argument("--json", default=None, help="default: results/signals_<study>_<table>.json")
+    args = ap.parse_args()
+    table, embedder, cascade_opts = load(args.table)
+    rows = STUDIES[args.study]
+    if args.only:
+        keep = {x.strip() for x in args.only.split(",")}
+        rows = [r for i, r in enumerate(rows) if i < 2 or r[0] in keep]
+    reports = []
+    for label, name, opts in rows:
+        o = dict(opts)
+        if name.startswith(ROUTER) and embedder is not None:
+            o["embedder"] = embedder
+        elif name == "cascade":
+            o = {**cascade_opts, **o}
+        t0 = time.perf_counter()
+        rep = evaluate(table, name, options=o, n_boot=args.bootstrap)
+        m = rep.metrics
+        sav = m["savings_at_parity"]
+        print(
+            f"{label:>26}: q@best {m['quality_at_best_single_cost']:.4f}  savings {'—' if sav is None else f'{100 * sav:.1f}%'}  "
+            f"gap closed {100 * (m['oracle_gap_closed'] or 0):.1f}%  oof corr {m.get('oof_pred_corr') or float('nan'):.3f}  "
+            f"({time.perf_counter() - t0:.0f} s)",
+            flush=True,
+        )
+        reports.append((label, rep, time.perf_counter() - t0))
+    samples = {lb: headline_samples(rep, args.bootstrap) for lb, rep, _ in reports}
+    base, knn = reports[0][0], reports[1][0]
+    diffs = []
+    print(f"\n| variant − reference | quality @ best cost | savings at parity | gap closed |\n|---|---|---|---|")
+    for lb, _, _ in reports[1:]:
+        for ref in (base, knn):
+            if ref == lb:
+                continue
+            d = paired_difference(samples[lb], samples[ref])
+            cells = []
+            for k in ("quality_at_best_single_cost", "savings_at_parity", "oracle_gap_closed"):
+                v = d.get(k) or {}
+                ci = v.get("ci95")
+                cells.append("—" if v.get("diff") is None else f"{v['diff']:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}] {v['verdict']}" if ci else f"{v['diff']:+.4f}")
+            print(f"| {lb} − {ref} | " + " | ".join(cells) + " |")
+            diffs.append({"variant": lb, "vs": ref, "paired": d})
+    b = table.best_single()
+    doc = {
+        "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
+        "command": "PYTHONPATH=src python benchmarks/signals_study.py " + " ".join(sys.argv[1:]),
+        "study": args.study,
+        "table": args.table,
+        "source": table.source,
+        "shape": [table.n_prompts, table.n_models],
+        "best_single": {"model": b.model, "quality": b.quality, "cost": b.cost},
+        "load_average": os.getloadavg(),
+        "policies": [
+            {
+                "label": lb,
+                "seconds": round(sec, 1),
+                **{k: rep.metrics.get(k) for k in ("quality_at_best_single_cost", "savings_at_parity", "oracle_gap_closed", "oof_pred_corr")},
+            }
+            for lb, rep, sec in reports
+        ],
+        "differences": diffs,
+    }
+    out = Path(args.json or f"results/signals_{args.study}_{args.table}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1, default=float))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
