@@ -72,6 +72,7 @@ def load(name: str):
 
 
 def main() -> None:
+    from thrifty.errors import ConfigError
     from thrifty.offline.evaluate import evaluate
     from thrifty.offline.peers import headline_samples, paired_difference
 
@@ -88,6 +89,7 @@ def main() -> None:
         keep = {x.strip() for x in args.only.split(",")}
         rows = [r for i, r in enumerate(rows) if i < 2 or r[0] in keep]
     reports = []
+    skipped: list[dict[str, str]] = []
     for label, name, opts in rows:
         o = dict(opts)
         if name.startswith(ROUTER) and embedder is not None:
@@ -95,7 +97,12 @@ def main() -> None:
         elif name == "cascade":
             o = {**cascade_opts, **o}
         t0 = time.perf_counter()
-        rep = evaluate(table, name, options=o, n_boot=args.bootstrap)
+        try:
+            rep = evaluate(table, name, options=o, n_boot=args.bootstrap)
+        except ConfigError as exc:  # a signal that does not apply to this table says why
+            print(f"{label:>26}: not applicable — {exc}", flush=True)
+            skipped.append({"label": label, "reason": str(exc)})
+            continue
         m = rep.metrics
         sav = m["savings_at_parity"]
         print(
@@ -108,7 +115,7 @@ def main() -> None:
     samples = {lb: headline_samples(rep, args.bootstrap) for lb, rep, _ in reports}
     base, knn = reports[0][0], reports[1][0]
     diffs = []
-    print(f"\n| variant − reference | quality @ best cost | savings at parity | gap closed |\n|---|---|---|---|")
+    print("\n| variant − reference | quality @ best cost | savings at parity | gap closed |\n|---|---|---|---|")
     for lb, _, _ in reports[1:]:
         for ref in (base, knn):
             if ref == lb:
@@ -140,6 +147,7 @@ def main() -> None:
             for lb, rep, sec in reports
         ],
         "differences": diffs,
+        "not_applicable": skipped,
     }
     out = Path(args.json or f"results/signals_{args.study}_{args.table}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -17,8 +17,10 @@ noise). Two priors:
 The noise variance comes from, in this order: ``reliability`` given (``label_reliability=r``: the
 noise is (1 − r) of the labels' median per-model variance); a replicate pair in the table (the same
 model run twice, :func:`~thrifty.offline.ceilings.find_replicate`: noise = (1 − ρ)·their mean
-variance); for binary labels, the Bernoulli variance of the prior (``p(1 − p)`` per cell: a binary
-label's noise around its own success probability). Otherwise a :class:`ConfigError` asks for
+variance); for binary labels and the ``prompt`` prior, the Bernoulli variance of the prior
+(``p(1 − p)`` per cell: a binary label's noise around its own success probability — around the
+model's mean alone that is the whole variance, r = 0, which is why ``mean`` needs one of the
+others; measured: a constant router on HEADLINES). Otherwise a :class:`ConfigError` asks for
 ``label_reliability``. Evaluation always uses the raw held-out labels: only the fit sees q̃.
 """
 
@@ -96,11 +98,12 @@ def shrink_table(table: RoutingTable, mode: str, reliability: float | None = Non
         a, b, rho = rep
         pair = var[[table.model_index(a), table.model_index(b)]]
         noise, source = (1.0 - rho) * float(pair.mean()), f"replicate pair {a} / {b} (ρ = {rho:.3f})"
-    elif is_binary(Q):
+    elif is_binary(Q) and mode == "prompt":
         noise, source = None, "bernoulli"
     else:
         raise ConfigError(
-            "label shrinkage needs a noise estimate: the table has no replicate pair and its labels are not binary",
+            "label shrinkage needs a noise estimate: the table has no replicate pair"
+            + (" (binary labels: the Bernoulli estimate needs shrink=prompt; around the model's mean it is the whole variance)" if is_binary(Q) else ""),
             key="label_reliability",
             fix="pass --opt label_reliability=r (the correlation of two judgements of the same answers)",
         )
