@@ -71,6 +71,28 @@ def load(name: str):
     raise SystemExit(f"unknown table {name!r}")
 
 
+def at_cost_samples(report, model: str, n_boot: int, seed: int = 0) -> tuple[float, np.ndarray]:
+    """Quality of the report's pooled held-out curve at ``model``'s mean cost: the point estimate and
+    one value per bootstrap resample of the prompts (the same resamples for every report: paired)."""
+    from thrifty.offline import metrics as M
+    from thrifty.offline.curves import majorant
+
+    table = report.table
+    j = table.model_index(model)
+    C = np.stack([p.cost for p in report.points])
+    Q = np.stack([p.quality for p in report.points])
+    have = table.available[:, j]
+    cj = np.where(have, np.nan_to_num(table.cost[:, j]), 0.0)
+
+    def one(w: np.ndarray) -> float:
+        ref = float(w @ cj / max(w @ have, 1e-12))
+        v = M.quality_at_best_single_cost(majorant(np.column_stack([C @ w / w.sum(), Q @ w / w.sum()])), ref)
+        return float("nan") if v is None else float(v)
+
+    W = M.resample_weights(table.n_prompts, n_boot, seed + 104729)
+    return one(np.ones(table.n_prompts)), np.array([one(w) for w in W])
+
+
 def main() -> None:
     from thrifty.errors import ConfigError
     from thrifty.offline.evaluate import evaluate
@@ -81,6 +103,7 @@ def main() -> None:
     ap.add_argument("--study", choices=sorted(STUDIES), default="router")
     ap.add_argument("--only", default=None, help="comma list of row labels to run (the first row always runs)")
     ap.add_argument("--bootstrap", type=int, default=200)
+    ap.add_argument("--ref-model", default=None, help="also report quality at this model's cost (paired), e.g. gemma3-270m")
     ap.add_argument("--json", default=None, help="default: results/signals_<study>_<table>.json")
     args = ap.parse_args()
     table, embedder, cascade_opts = load(args.table)
@@ -128,6 +151,22 @@ def main() -> None:
                 cells.append("—" if v.get("diff") is None else f"{v['diff']:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}] {v['verdict']}" if ci else f"{v['diff']:+.4f}")
             print(f"| {lb} − {ref} | " + " | ".join(cells) + " |")
             diffs.append({"variant": lb, "vs": ref, "paired": d})
+    at_ref: dict[str, Any] = {}
+    if args.ref_model:
+        est = {lb: at_cost_samples(rep, args.ref_model, args.bootstrap) for lb, rep, _ in reports}
+        print(f"\nquality at {args.ref_model}'s cost:")
+        for lb, (v, _) in est.items():
+            print(f"  {lb}: {v:.4f}")
+            at_ref[lb] = {"quality": v}
+        for lb in list(est)[1:]:
+            for ref in (base, knn):
+                if ref != lb:
+                    d = est[lb][1] - est[ref][1]
+                    d = d[np.isfinite(d)]
+                    lo, hi = (float(x) for x in np.percentile(d, [2.5, 97.5]))
+                    verdict = "better" if lo > 0 else "worse" if hi < 0 else "not better" if d.mean() >= 0 else "not worse"
+                    print(f"  {lb} − {ref}: {d.mean():+.4f} [{lo:+.4f}, {hi:+.4f}] {verdict}")
+                    at_ref[lb][f"vs {ref}"] = {"diff": float(d.mean()), "ci95": [lo, hi], "verdict": verdict}
     b = table.best_single()
     doc = {
         "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
@@ -148,6 +187,7 @@ def main() -> None:
         ],
         "differences": diffs,
         "not_applicable": skipped,
+        "at_ref_model_cost": {"model": args.ref_model, **at_ref} if args.ref_model else None,
     }
     out = Path(args.json or f"results/signals_{args.study}_{args.table}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ from thrifty.scoring.router_irt import IRTHead, irt_design, sigmoid
 
 __all__ = ["IRT_GRID", "IRTFit", "pooled_traits", "fit_links"]
 
-IRT_GRID: list[dict[str, Any]] = [{"dims": d, "alpha": a} for d in (1, 2, 4) for a in (3.0, 10.0, 30.0, 100.0)]
+IRT_GRID: list[dict[str, Any]] = [{"dims": d, "alpha": a} for d in (1, 2, 4, 8) for a in (1.0, 3.0, 10.0, 30.0)]
 
 
 def pooled_traits(Q: np.ndarray, dims: int) -> np.ndarray:
