@@ -48,6 +48,7 @@ STUDIES: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
         ("cascade (default)", "cascade", {}),
         ("kNN-50", "router:knn", {"k": 50}),
         ("cascade + agreement", "cascade", {"agreement": True}),
+        ("cascade start=cheapest (control)", "cascade", {"start": "cheapest"}),
     ],
 }
 

@@ -94,7 +94,8 @@ class CascadeOffline:
     :mod:`thrifty.scoring.good_length`), ``agreement`` (false: later tiers' scorers also see how far
     their answer agrees with the first tier's, :mod:`thrifty.scoring.agreement`; multi-tier cascades
     then start at the cheapest candidate, whose answer the feature reads; offline only; needs answer
-    text), ``budget_margin`` (0), ``gates`` (significance gates z tried by nested CV; 0,1), ``overspend_penalty`` (0.5: nested-CV penalty per unit
+    text), ``start`` (``any``; ``cheapest``: every multi-tier cascade starts at the cheapest candidate,
+    which ``agreement`` implies — alone, the control for what that constraint costs), ``budget_margin`` (0), ``gates`` (significance gates z tried by nested CV; 0,1), ``overspend_penalty`` (0.5: nested-CV penalty per unit
     of relative overspend), ``seed``, ``artefact`` (replay a ``thrifty fit`` artefact instead of fitting),
     ``scorer`` (``features``: the heads above; ``finetuned``: :mod:`thrifty.scoring.finetuned`, MiniLM
     fine-tuned on the CPU; ``blend``: :mod:`thrifty.scoring.blend`, the rank blend of the two; with ``ft_epochs`` (1), ``ft_max_length`` (128), ``ft_features`` (false),
@@ -132,7 +133,11 @@ class CascadeOffline:
         ft_max_steps: int | str | None = None,
         good_length: bool | str = False,
         agreement: bool | str = False,
+        start: str = "any",
     ) -> None:
+        if start not in ("any", "cheapest"):
+            raise ConfigError(f"unknown start {start!r}", key="start", fix="use start=any or start=cheapest")
+        self.start = start
         self.agreement = agreement if isinstance(agreement, bool) else str(agreement).lower() in ("1", "true", "yes")
 
         self.artefact = artefact
@@ -191,9 +196,14 @@ class CascadeOffline:
         cand = candidate_models(train.quality, train.cost, self.max_candidates)
         mode = self.inputs if train.has_answers else "query"
         kw: dict[str, Any] = {"inputs": mode, "embed": self.embed}
-        if self.agreement:  # the anchor: the cheapest candidate, the first tier of every multi-tier cascade
-            kw["agreement_with"] = train.models[min(cand, key=lambda j: float(np.nanmean(train.cost[:, j])))]
+        if self.agreement:  # the anchor: the first tier of every multi-tier cascade
+            kw["agreement_with"] = self.anchor(train, cand)
         return cand, tuple(train.models[j] for j in cand), kw
+
+    @staticmethod
+    def anchor(train: RoutingTable, cand: list[int]) -> str:
+        """The cheapest candidate by mean training cost."""
+        return train.models[min(cand, key=lambda j: float(np.nanmean(train.cost[:, j])))]
 
     def fit_feature_scorer(
         self, train: RoutingTable, models: Sequence[str], kw: dict[str, Any], embedder: Any = None
@@ -225,8 +235,8 @@ class CascadeOffline:
             if self.scorer == "blend":
                 scorer, S = fit_blend_scorer(train, models, (scorer, S), FineTuneConfig(**self.ft), self.ft_inner_folds)
         Q, C = train.quality[:, cand], train.cost[:, cand]
-        first = models.index(kw["agreement_with"]) if "agreement_with" in kw else None
-        if first is not None:
+        first = models.index(self.anchor(train, cand)) if (self.agreement or self.start == "cheapest") else None
+        if "agreement_with" in kw:
             scorer.agreement_with = kw["agreement_with"]  # the live scorer refuses: it never sees the first answer
         knobs = [float(k) for k in knobs] if len(knobs) else sorted({s.cost for s in train.model_stats() if s.n})
         sel_knobs = knob_range(train, knobs)
@@ -275,7 +285,8 @@ class CascadeOffline:
                 for m, h in scorer.heads.items()
             },
             "front_size": len(front.points),
-            **({"agreement_with": kw["agreement_with"]} if first is not None else {}),
+            **({"agreement_with": kw["agreement_with"]} if "agreement_with" in kw else {}),
+            **({"first_tier": models[first]} if first is not None else {}),
         }
         return FittedCascade(models, scorer, front, picks, kw, info)
 

@@ -107,13 +107,13 @@ def table_inputs(
     if agreement_with is not None:
         ja = table.model_index(agreement_with)
         anchor = [table.answers[p, ja] or "" for p in range(table.n_prompts)]
-        anchor_emb = emb.embed(anchor) if full else None
+        anchor_emb = emb.embed(anchor) if (full and emb is not None) else None
     n_agree = 0
     for name in models:
         j = table.model_index(name)
         answers = [table.answers[p, j] or "" for p in range(table.n_prompts)] if inputs == "answer" else [None] * table.n_prompts
         feats = _features(prompts, answers, parts)
-        a_emb = emb.embed(answers) if full else None
+        a_emb = emb.embed(answers) if (full and emb is not None) else None
         feats = with_cosine(feats, q_emb, a_emb)
         if agreement_with is not None:
             agree = agreement_features(answers, anchor, a_emb, anchor_emb)
