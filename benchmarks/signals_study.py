@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 ROUTER = "router"
+EXTRA_REFS = {"cascade + agreement": "cascade start=cheapest (control)"}  # the signal against its constraint alone
 STUDIES: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
     "router": [
         ("router (mf, default)", "router", {}),
@@ -141,7 +142,7 @@ def main() -> None:
     diffs = []
     print("\n| variant − reference | quality @ best cost | savings at parity | gap closed |\n|---|---|---|---|")
     for lb, _, _ in reports[1:]:
-        for ref in (base, knn):
+        for ref in (base, knn, *([EXTRA_REFS[lb]] if EXTRA_REFS.get(lb) in samples else [])):
             if ref == lb:
                 continue
             d = paired_difference(samples[lb], samples[ref])
