@@ -114,3 +114,36 @@ def test_shrink_table_noise_sources_and_errors():
     assert "replicate pair m / m-togetherai" in s.source
     with pytest.raises(ConfigError):
         shrink_table(_table(graded), "mean", reliability=1.5)
+
+
+class _RowEmbedder:
+    """Looks a prompt's vector up by its text (the "already embedded" case)."""
+
+    def __init__(self, texts, emb):
+        self.row = {t: i for i, t in enumerate(texts)}
+        self.emb = emb
+
+    def embed(self, texts):
+        return self.emb[[self.row[t] for t in texts]]
+
+
+def test_router_irt_and_shrinkage_options_fit_and_the_head_pickles():
+    import pickle
+
+    from thrifty.offline.router_policy import RouterOffline
+
+    emb, _, Q, _ = _irt_data(n=240, M=3)
+    texts = tuple(f"prompt {i}" for i in range(240))
+    t = RoutingTable(tuple(f"p{i}" for i in range(240)), texts, ("a", "b", "c"), Q, np.tile([1.0, 2.0, 4.0], (240, 1)))
+    pol = RouterOffline(variant="irt", embedder=_RowEmbedder(texts, emb), shrink="prompt")
+    assert pol.name == "router:irt (shrink=prompt)"
+    fitted = pol.fit(t, [1.5, 3.0])
+    head = fitted.predictor.head
+    assert isinstance(head, IRTHead)
+    clone = pickle.loads(pickle.dumps(head))  # what a router artefact stores
+    e, f = fitted.predictor.encoder.encode(list(texts))
+    assert np.allclose(clone.predict(e, f), head.predict(e, f))
+    assert len(fitted.replay(t)) == 2
+    with pytest.raises(ConfigError) as e:
+        RouterOffline(shrink="median")
+    assert e.value.key == "shrink"
