@@ -63,7 +63,9 @@ def main() -> None:
             rows.append(row)
     print("| later tier m | earlier tier f | Jaccard ρ (partial on length) | cosine ρ (partial on length) |\n|---|---|---|---|")
     for r in rows:
-        print(f"| {r['later']} | {r['earlier']} | {r['jaccard']:+.3f} ({r['jaccard_partial_length']:+.3f}) | {r['cosine']:+.3f} ({r['cosine_partial_length']:+.3f}) |")
+        print(
+            f"| {r['later']} | {r['earlier']} | {r['jaccard']:+.3f} ({r['jaccard_partial_length']:+.3f}) | {r['cosine']:+.3f} ({r['cosine_partial_length']:+.3f}) |"
+        )
     part = np.array([[r["jaccard_partial_length"], r["cosine_partial_length"]] for r in rows])
     summary = {
         "pairs": len(rows),

@@ -150,7 +150,13 @@ def main() -> None:
             for k in ("quality_at_best_single_cost", "savings_at_parity", "oracle_gap_closed"):
                 v = d.get(k) or {}
                 ci = v.get("ci95")
-                cells.append("—" if v.get("diff") is None else f"{v['diff']:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}] {v['verdict']}" if ci else f"{v['diff']:+.4f}")
+                cells.append(
+                    "—"
+                    if v.get("diff") is None
+                    else f"{v['diff']:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}] {v['verdict']}"
+                    if ci
+                    else f"{v['diff']:+.4f}"
+                )
             print(f"| {lb} − {ref} | " + " | ".join(cells) + " |")
             diffs.append({"variant": lb, "vs": ref, "paired": d})
     at_ref: dict[str, Any] = {}
@@ -183,7 +189,10 @@ def main() -> None:
             {
                 "label": lb,
                 "seconds": round(sec, 1),
-                **{k: rep.metrics.get(k) for k in ("quality_at_best_single_cost", "savings_at_parity", "oracle_gap_closed", "oof_pred_corr")},
+                **{
+                    k: rep.metrics.get(k)
+                    for k in ("quality_at_best_single_cost", "savings_at_parity", "oracle_gap_closed", "oof_pred_corr")
+                },
             }
             for lb, rep, sec in reports
         ],

@@ -162,7 +162,9 @@ class CascadeOffline:
             raise ValueError(f"scorer must be features, finetuned or blend, not {scorer!r}")
         self.scorer = scorer
         if self.agreement and scorer != "features":
-            raise ConfigError("the agreement feature is a feature of the feature scorer", key="agreement", fix="use scorer=features with agreement=true")
+            raise ConfigError(
+                "the agreement feature is a feature of the feature scorer", key="agreement", fix="use scorer=features with agreement=true"
+            )
         self.selects = tuple(x.strip() for x in (select.replace("/", ",").split(",") if isinstance(select, str) else select) if x.strip())
         if not self.selects or any(x not in ("last", "best", "running") for x in self.selects):
             raise ValueError(f"select must be last, best, running or a comma list (nested CV chooses), not {select!r}")

@@ -103,7 +103,11 @@ def shrink_table(table: RoutingTable, mode: str, reliability: float | None = Non
     else:
         raise ConfigError(
             "label shrinkage needs a noise estimate: the table has no replicate pair"
-            + (" (binary labels: the Bernoulli estimate needs shrink=prompt; around the model's mean it is the whole variance)" if is_binary(Q) else ""),
+            + (
+                " (binary labels: the Bernoulli estimate needs shrink=prompt; around the model's mean it is the whole variance)"
+                if is_binary(Q)
+                else ""
+            ),
             key="label_reliability",
             fix="pass --opt label_reliability=r (the correlation of two judgements of the same answers)",
         )
