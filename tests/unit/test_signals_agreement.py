@@ -90,3 +90,13 @@ def test_cascade_with_agreement_fits_replays_and_refuses_live_scoring():
         fitted.scorer.score(ChatRequest.from_prompt("q"), Completion(text="a", model=t.models[1]), t.models[1])
     with pytest.raises(ConfigError):
         CascadeOffline(agreement=True, scorer="finetuned")
+
+
+def test_the_hybrid_refuses_agreement_its_router_may_skip_the_first_tier():
+    from thrifty.offline.hybrid_policy import HybridOffline
+
+    with pytest.raises(ConfigError) as e:
+        HybridOffline(agreement="true")
+    assert e.value.key == "agreement"
+    with pytest.raises(ConfigError):
+        HybridOffline(start="cheapest")
