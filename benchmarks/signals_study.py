@@ -8,6 +8,7 @@ prompts (:mod:`thrifty.offline.peers`). Evaluation always uses the raw held-out 
 Tables (``--table``):
 
 ``alpaca``      AlpacaEval-56 (``THRIFTY_BENCHMARK_DIR`` or /work/shared/data/alpaca_eval_routing), MiniLM
+``alpaca_binary`` the same with preference > 0.5 → 1 (a correctness table; same prompts, so not independent)
 ``synthetic``   ``benchmarks/lab_scale.py``'s generator, binary correctness, 3,000 prompts × 5 models
                 (latent topic + difficulty, per-model skill and topic affinity; embeddings given)
 ``headlines``   HEADLINES local tiers (smollm2, gemma3-270m; ``runs/headlines/test``), static MiniLM
@@ -29,6 +30,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,10 @@ def load(name: str):
 
     if name == "alpaca":
         return load_table(benchmark_dir()), None, {}
+    if name == "alpaca_binary":  # preference > 0.5 → 1: a correctness table, but the same prompts (not independent)
+        t = load_table(benchmark_dir())
+        q = t.quality
+        return replace(t, quality=np.where(np.isnan(q), np.nan, (q > 0.5).astype(float)), source=t.source + " (binarised > 0.5)"), None, {}
     if name == "synthetic":
         sys.path.insert(0, str(Path(__file__).parent))
         from lab_scale import LookupEmbedder, synthetic_table
@@ -101,7 +107,7 @@ def main() -> None:
     from thrifty.offline.peers import headline_samples, paired_difference
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--table", choices=("alpaca", "synthetic", "headlines", "headlines4"), default="alpaca")
+    ap.add_argument("--table", choices=("alpaca", "alpaca_binary", "synthetic", "headlines", "headlines4"), default="alpaca")
     ap.add_argument("--study", choices=sorted(STUDIES), default="router")
     ap.add_argument("--only", default=None, help="comma list of row labels to run (the first row always runs)")
     ap.add_argument("--bootstrap", type=int, default=200)
