@@ -49,7 +49,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("--heads", default="ridge", help="head kinds to choose from by nested CV: ridge, gbm, ridge,gbm (default ridge)")
     p.add_argument("--max-candidates", type=int, default=8, help="models the optimiser searches over (0 = whole pool; default 8)")
     p.add_argument(
-        "--variant", choices=("knn", "mf", "linear", "gbm", "ensemble", "auto"), help="router / hybrid: the router's head (default mf)"
+        "--variant",
+        choices=("knn", "mf", "linear", "gbm", "ensemble", "irt", "auto"),
+        help="router / hybrid: the router's head (default mf)",
     )
     p.add_argument(
         "--embedder",

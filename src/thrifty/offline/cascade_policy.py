@@ -23,22 +23,20 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from thrifty.data.table import RoutingTable
-from thrifty.offline.api import OperatingPoint, recorded_completion
-from thrifty.offline.batch_replay import Replayed, cascade_batch
+from thrifty.errors import ConfigError
+from thrifty.offline.api import OperatingPoint
+from thrifty.offline.cascade_replay import LookupScorer, Replayed, knob_range, lookup_requests, replay_cascades, replay_policy, select_knobs
 from thrifty.offline.optimise import CascadeSpec, Front, candidate_models, optimise, replay_arrays
-from thrifty.policy.cascade import CascadePolicy
-from thrifty.policy.drive import drive
 from thrifty.scoring.answer_scorer import embed_mode, fit_answer_scorer, table_inputs
 from thrifty.scoring.blend import fit_blend_scorer
 from thrifty.scoring.finetuned import FineTuneConfig, fit_finetuned_scorer
 from thrifty.scoring.heads import configs_for, inner_folds, single_threaded
 from thrifty.serving.artefact import load_artefact
-from thrifty.types import ChatRequest, Completion
 
 __all__ = [
     "CascadeOffline",
@@ -50,135 +48,6 @@ __all__ = [
     "LookupScorer",
     "select_knobs",
 ]
-
-
-class LookupScorer:
-    """Scores precomputed by the fitted scorer, looked up by (request object, model)."""
-
-    def __init__(self) -> None:
-        self.table: dict[tuple[int, str], float] = {}
-
-    def score(self, request: ChatRequest, completion: Completion | None, model: str) -> float:
-        return self.table[(id(request), model)]
-
-
-def lookup_requests(table: RoutingTable, scores: np.ndarray, models: Sequence[str]) -> tuple[list[ChatRequest], LookupScorer]:
-    """One request per prompt of ``table`` and a scorer that returns ``scores[p, j]`` for model
-    ``models[j]``'s recorded answer to request p."""
-    requests = [ChatRequest.from_prompt(t or "") for t in table.prompts]
-    scorer = LookupScorer()
-    for i, req in enumerate(requests):
-        for j, m in enumerate(models):
-            scorer.table[(id(req), m)] = float(scores[i, j])
-    return requests, scorer
-
-
-def replay_policy(
-    table: RoutingTable, requests: Sequence[ChatRequest], policy: Any, plan_kw: Callable[[int], dict] | None = None
-) -> Replayed:
-    """Drive ``policy.plan(requests[i], **plan_kw(i))`` on every prompt with :func:`drive`, answering
-    each ``Call(k)`` with the recorded completion of ``policy.tiers[k]`` (a missing pair fails, as a
-    provider error would live). The one replay loop of the cascade, FrugalGPT and hybrid policies."""
-    P = table.n_prompts
-    tindex = [table.model_index(m) for m in policy.tiers]
-    out = Replayed(np.zeros(P), np.zeros(P), np.zeros((P, table.n_models), dtype=bool), np.full(P, -1), np.zeros(P, dtype=int))
-    for i, req in enumerate(requests):
-
-        def call(k: int, i: int = i) -> Completion:
-            m = tindex[k]
-            out.calls[i, m] = True
-            return recorded_completion(table, i, m)
-
-        d = drive(policy.plan(req, **(plan_kw(i) if plan_kw else {})), call)
-        out.start[i] = d.steps[0].tier if d.steps else 0
-        out.cost[i] = d.cost_usd
-        if d.completion is not None:
-            out.chosen[i] = tindex[d.tier]
-            out.quality[i] = table.quality[i, out.chosen[i]]
-    return out
-
-
-def replay_cascades(
-    table: RoutingTable,
-    scores: np.ndarray,
-    models: Sequence[str],
-    cascades: dict[float, tuple],
-    budgets: dict[float, float | None] | None = None,
-    label: str = "cascade",
-) -> list[OperatingPoint]:
-    """Drive ``CascadePolicy`` on every prompt of ``table`` for each knob → OperatingPoints.
-
-    ``scores[p, j]`` is the scorer's score of model ``models[j]``'s recorded answer on prompt p;
-    ``cascades[knob] = (tier model names, thresholds[, select])`` (select defaults to ``"last"``).
-    """
-    lookup: tuple[list[ChatRequest], LookupScorer] | None = None  # built only for the live loop
-    done: dict[tuple, OperatingPoint] = {}
-    out = []
-    for knob, (tiers, thresholds, *rest) in cascades.items():
-        select = rest[0] if rest else "last"
-        key = (tuple(tiers), tuple(thresholds), select)
-        if key not in done:
-            if select == "last" or len(tiers) == 1:  # the batch form of the live loop (held equal by the tests)
-                r = cascade_batch(table, scores, models, tiers, thresholds)
-            else:
-                lookup = lookup or lookup_requests(table, scores, models)
-                policy = CascadePolicy(tiers, thresholds, lookup[1] if len(tiers) > 1 else None, select=select)
-                r = replay_policy(table, lookup[0], policy)
-            params = {"tiers": list(tiers), "thresholds": list(thresholds)} | ({"select": select} if select != "last" else {})
-            done[key] = OperatingPoint(0.0, r.cost, r.quality, r.calls, r.chosen, params=params)
-        base = done[key]
-        out.append(
-            OperatingPoint(
-                float(knob),
-                base.cost,
-                base.quality,
-                base.calls,
-                base.chosen,
-                target_budget=None if budgets is None else budgets.get(knob),
-                label=label,
-                params=dict(base.params),
-            )
-        )
-    return out
-
-
-def select_knobs(
-    front: Front,
-    knobs: Sequence[float] | np.ndarray,
-    margin: float = 0.0,
-    gate: tuple[Front, np.ndarray, np.ndarray, np.ndarray, float] | None = None,
-) -> dict[float, CascadeSpec]:
-    """The front's pick per knob (mean cost ≤ knob·(1 − margin)).
-
-    ``gate = (singles, S, Q, C, z)``: keep a multi-tier pick only if its paired per-prompt quality
-    gain over the best *single model* within the same budget (``singles`` = the 1-tier front), on
-    the training rows (S, Q, C), is at least ``z`` standard errors — otherwise take that single
-    model. A threshold whose training gain is noise then costs nothing held-out.
-    """
-    out: dict[float, CascadeSpec] = {}
-    memo: dict[tuple, bool] = {}
-    for b in knobs:
-        spec = front.for_budget(float(b) * (1.0 - margin))
-        if gate is not None and len(spec.tiers) > 1 and gate[4] > 0:
-            singles, S, Q, C, z = gate
-            single = singles.for_budget(float(b) * (1.0 - margin))
-            key = (spec.tiers, spec.thresholds, single.tiers)
-            if key not in memo:
-                _, q1 = replay_arrays(S, Q, C, spec)
-                _, q0 = replay_arrays(S, Q, C, single)
-                d = q1 - q0
-                memo[key] = d.mean() >= z * d.std(ddof=1) / np.sqrt(max(1, len(d) - 1))
-            if not memo[key] and single.cost <= spec.cost:
-                spec = single
-        out[float(b)] = spec
-    return out
-
-
-def _knob_range(train: RoutingTable, knobs: Sequence[float] | np.ndarray) -> list[float]:
-    costs = [s.cost for s in train.model_stats() if s.n > 0]
-    lo, hi = min(costs), max(costs)
-    inside = [float(k) for k in knobs if lo <= k <= hi]
-    return inside or [float(k) for k in knobs]
 
 
 @dataclass
@@ -222,7 +91,11 @@ class CascadeOffline:
     best answer so far — see :class:`CascadePolicy` and :mod:`optimise`; a comma list: nested CV
     chooses),
     ``good_length`` (false: add the answer's log length against the predicted good-answer length,
-    :mod:`thrifty.scoring.good_length`), ``budget_margin`` (0), ``gates`` (significance gates z tried by nested CV; 0,1), ``overspend_penalty`` (0.5: nested-CV penalty per unit
+    :mod:`thrifty.scoring.good_length`), ``agreement`` (false: later tiers' scorers also see how far
+    their answer agrees with the first tier's, :mod:`thrifty.scoring.agreement`; multi-tier cascades
+    then start at the cheapest candidate, whose answer the feature reads; offline only; needs answer
+    text), ``start`` (``any``; ``cheapest``: every multi-tier cascade starts at the cheapest candidate,
+    which ``agreement`` implies — alone, the control for what that constraint costs), ``budget_margin`` (0), ``gates`` (significance gates z tried by nested CV; 0,1), ``overspend_penalty`` (0.5: nested-CV penalty per unit
     of relative overspend), ``seed``, ``artefact`` (replay a ``thrifty fit`` artefact instead of fitting),
     ``scorer`` (``features``: the heads above; ``finetuned``: :mod:`thrifty.scoring.finetuned`, MiniLM
     fine-tuned on the CPU; ``blend``: :mod:`thrifty.scoring.blend`, the rank blend of the two; with ``ft_epochs`` (1), ``ft_max_length`` (128), ``ft_features`` (false),
@@ -259,7 +132,13 @@ class CascadeOffline:
         ft_inner_folds: int | str = 2,
         ft_max_steps: int | str | None = None,
         good_length: bool | str = False,
+        agreement: bool | str = False,
+        start: str = "any",
     ) -> None:
+        if start not in ("any", "cheapest"):
+            raise ConfigError(f"unknown start {start!r}", key="start", fix="use start=any or start=cheapest")
+        self.start = start
+        self.agreement = agreement if isinstance(agreement, bool) else str(agreement).lower() in ("1", "true", "yes")
 
         self.artefact = artefact
         self.head_configs = configs_for(str(heads).replace("+", ","))
@@ -282,6 +161,10 @@ class CascadeOffline:
         if scorer not in ("features", "finetuned", "blend"):
             raise ValueError(f"scorer must be features, finetuned or blend, not {scorer!r}")
         self.scorer = scorer
+        if self.agreement and scorer != "features":
+            raise ConfigError(
+                "the agreement feature is a feature of the feature scorer", key="agreement", fix="use scorer=features with agreement=true"
+            )
         self.selects = tuple(x.strip() for x in (select.replace("/", ",").split(",") if isinstance(select, str) else select) if x.strip())
         if not self.selects or any(x not in ("last", "best", "running") for x in self.selects):
             raise ValueError(f"select must be last, best, running or a comma list (nested CV chooses), not {select!r}")
@@ -314,7 +197,15 @@ class CascadeOffline:
         settings (query-only when the table has no answer text)."""
         cand = candidate_models(train.quality, train.cost, self.max_candidates)
         mode = self.inputs if train.has_answers else "query"
-        return cand, tuple(train.models[j] for j in cand), {"inputs": mode, "embed": self.embed}
+        kw: dict[str, Any] = {"inputs": mode, "embed": self.embed}
+        if self.agreement:  # the anchor: the first tier of every multi-tier cascade
+            kw["agreement_with"] = self.anchor(train, cand)
+        return cand, tuple(train.models[j] for j in cand), kw
+
+    @staticmethod
+    def anchor(train: RoutingTable, cand: list[int]) -> str:
+        """The cheapest candidate by mean training cost."""
+        return train.models[min(cand, key=lambda j: float(np.nanmean(train.cost[:, j])))]
 
     def fit_feature_scorer(
         self, train: RoutingTable, models: Sequence[str], kw: dict[str, Any], embedder: Any = None
@@ -346,8 +237,11 @@ class CascadeOffline:
             if self.scorer == "blend":
                 scorer, S = fit_blend_scorer(train, models, (scorer, S), FineTuneConfig(**self.ft), self.ft_inner_folds)
         Q, C = train.quality[:, cand], train.cost[:, cand]
+        first = models.index(self.anchor(train, cand)) if (self.agreement or self.start == "cheapest") else None
+        if "agreement_with" in kw:
+            scorer.agreement_with = kw["agreement_with"]  # the live scorer refuses: it never sees the first answer
         knobs = [float(k) for k in knobs] if len(knobs) else sorted({s.cost for s in train.model_stats() if s.n})
-        sel_knobs = _knob_range(train, knobs)
+        sel_knobs = knob_range(train, knobs)
 
         # nested CV over (L, grid, smooth, select, gate z) on the out-of-fold scores of the training prompts
         scores = {}
@@ -364,7 +258,7 @@ class CascadeOffline:
                 held: dict[CascadeSpec, tuple[float, float]] = {}  # a pick's inner-test (mean cost, mean quality), shared by configs
                 for ci, (L, G, r, sel, z) in enumerate(configs):
                     if (L, G, r, sel) not in fronts:
-                        fronts[(L, G, r, sel)] = optimise(Str, Qtr, Ctr, max_tiers=L, grid=G, smooth=r, select=sel)
+                        fronts[(L, G, r, sel)] = optimise(Str, Qtr, Ctr, max_tiers=L, grid=G, smooth=r, select=sel, first=first)
                     picks = select_knobs(fronts[(L, G, r, sel)], sel_knobs, self.budget_margin, (singles, Str, Qtr, Ctr, z))
                     val = 0.0
                     for b, spec in picks.items():
@@ -380,7 +274,7 @@ class CascadeOffline:
             L, G, r, sel, z = configs[int(np.argmax(totals))]
         else:
             L, G, r, sel, z = configs[0]
-        front = optimise(S, Q, C, max_tiers=L, grid=G, smooth=r, select=sel)
+        front = optimise(S, Q, C, max_tiers=L, grid=G, smooth=r, select=sel, first=first)
         picks = select_knobs(front, knobs, self.budget_margin, (optimise(S, Q, C, max_tiers=1), S, Q, C, z))
         info = {
             "candidates": list(models),
@@ -393,6 +287,8 @@ class CascadeOffline:
                 for m, h in scorer.heads.items()
             },
             "front_size": len(front.points),
+            **({"agreement_with": kw["agreement_with"]} if "agreement_with" in kw else {}),
+            **({"first_tier": models[first]} if first is not None else {}),
         }
         return FittedCascade(models, scorer, front, picks, kw, info)
 

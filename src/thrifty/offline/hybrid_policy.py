@@ -201,6 +201,12 @@ class HybridOffline:
                 key="--opt",
                 fix="drop scorer=/select= for hybrid, or use --policy cascade for those options",
             )
+        if self.cascade.agreement or self.cascade.start != "any":  # the router may start past the first tier
+            raise ConfigError(
+                "the hybrid's router chooses the first tier, so agreement=/start= do not apply",
+                key="agreement",
+                fix="use --policy cascade for agreement=true or start=cheapest",
+            )
 
     def fit(self, train: RoutingTable, knobs: Sequence[float] | np.ndarray) -> FittedHybrid:
 

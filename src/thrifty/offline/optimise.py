@@ -209,12 +209,15 @@ def optimise(
     smooth: int = 0,
     ordered: str = "any",
     select: str = "last",
+    first: int | None = None,
 ) -> Front:
     """Pareto front of all cascades over ``candidates`` with ≤ ``max_tiers`` tiers (module docstring).
 
     ``ordered="cheap-first"`` keeps only orders whose tiers get more expensive (mean training cost),
     the usual FrugalGPT-style cascade; ``"any"`` searches every permutation. ``select="best"`` also
-    searches cascades that return the best-scored answer when no tier accepts (step 6).
+    searches cascades that return the best-scored answer when no tier accepts (step 6). ``first`` (a
+    candidate): every multi-tier cascade starts with that model (single models are all kept) — for
+    scores that read the first tier's answer (the agreement feature).
     """
     if max_tiers < 1 or max_tiers > 3:
         raise ValueError("max_tiers must be 1, 2 or 3")
@@ -238,6 +241,8 @@ def optimise(
         runs += [(o, "best") for n in range(2, L + 1) for o in itertools.permutations(cand, n)]
     if select == "running" and L >= 3:  # shorter running cascades are best-answer ones, or embedded by -inf
         runs += [(o, "running") for o in itertools.permutations(cand, L)]
+    if first is not None:  # later tiers' scores read the first tier's answer: it must have been paid for
+        runs = [(o, r) for o, r in runs if o[0] == first] + [((m,), "last") for m in cand if m != first]
     Sz, Qz, Cz = _clean(S, Q, C)
     for order, rule in runs:
         if ordered == "cheap-first" and any(mean_cost[a] > mean_cost[b] for a, b in zip(order, order[1:])):

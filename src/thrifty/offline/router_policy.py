@@ -34,6 +34,7 @@ import numpy as np
 from thrifty.data.table import RoutingTable
 from thrifty.errors import ConfigError
 from thrifty.offline.api import OperatingPoint, recorded_completion
+from thrifty.offline.label_shrink import SHRINK_MODES, shrink_table
 from thrifty.offline.routers import VARIANTS, FittedPredictor, QueryEncoder, fit_predictor, lambda_grid, route
 from thrifty.policy.drive import drive
 from thrifty.policy.router import RouterPolicy, preference_orders
@@ -231,7 +232,8 @@ class FittedRouter:
 class RouterOffline:
     """Pre-generation router over the pool; see the module docstring. Options (``--opt k=v``):
     ``variant`` (knn | mf | linear | gbm | ensemble | auto), ``calibrate`` (budget | share | target), ``shares`` (grid size for
-    share calibration), ``inner_folds``, ``k`` (knn only: fix the neighbour count), ``embedder`` (``minilm`` (default, cached), ``static`` (distilled MiniLM lookup table,
+    share calibration), ``inner_folds``, ``k`` (knn only: fix the neighbour count), ``shrink`` (``none`` | ``mean`` | ``prompt``: fit on
+    empirical-Bayes de-noised labels, :mod:`thrifty.offline.label_shrink`), ``label_reliability`` (its noise estimate), ``embedder`` (``minilm`` (default, cached), ``static`` (distilled MiniLM lookup table,
     ~0.1–0.5 ms) or an object with ``embed(texts)``)."""
 
     name = "router"
@@ -245,8 +247,14 @@ class RouterOffline:
         seed: int | str = 0,
         embedder: Any = None,
         k: int | str | None = None,
+        shrink: str = "none",
+        label_reliability: float | str | None = None,
     ) -> None:
         variant = variant or DEFAULT_VARIANT
+        if shrink not in SHRINK_MODES:
+            raise ConfigError(f"unknown shrinkage {shrink!r}", key="shrink", fix="use shrink=none, mean or prompt")
+        self.shrink = shrink
+        self.label_reliability = None if label_reliability in (None, "", "none") else float(label_reliability)
         if variant not in (*VARIANTS, "auto"):
             raise ConfigError(f"unknown router variant {variant!r}", key="--policy", fix=f"use router:{'|'.join((*VARIANTS, 'auto'))}")
         if calibrate not in ("budget", "share", "target"):
@@ -256,6 +264,7 @@ class RouterOffline:
             ("router" if variant == DEFAULT_VARIANT else f"router:{variant}")
             + (f" ({embedder} emb.)" if isinstance(embedder, str) and embedder != "minilm" else "")
             + (" (target)" if calibrate == "target" else "")
+            + (f" (shrink={shrink})" if shrink != "none" else "")
         )
         self.shares = np.linspace(0.0, 1.0, int(shares) + 1)
         self.inner_folds, self.seed = int(inner_folds), int(seed)
@@ -275,10 +284,12 @@ class RouterOffline:
     def fit_predictor(self, train: RoutingTable) -> FittedPredictor:
         enc = self.encoder()
         emb, feats = enc.encode(list(train.prompts))
+        # shrink=mean|prompt: the head (and its inner CV) sees de-noised labels; λ is still calibrated on raw ones
+        quality = train.quality if self.shrink == "none" else shrink_table(train, self.shrink, self.label_reliability)[0].quality
         return fit_predictor(
             emb,
             feats,
-            train.quality,
+            quality,
             train.cost,
             variant=self.variant,
             encoder=enc,

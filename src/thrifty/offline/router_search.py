@@ -7,6 +7,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from thrifty.offline.router_irt import IRT_GRID, IRTFit
 from thrifty.scoring.ridge_moments import Moments, fit_from_moments, moments, predict_rows
 from thrifty.scoring.router_gbm import GBM_GRID, GBMHead
 from thrifty.scoring.router_heads import KNN_CHUNK, KNNHead, LinearHead, MFHead, fill_missing
@@ -27,6 +28,8 @@ def grid_for(variant: str) -> list[dict[str, Any]]:
     """The inner-CV hyperparameter grid of a single head."""
     if variant == "gbm":
         return GBM_GRID
+    if variant == "irt":
+        return IRT_GRID
     return _GRIDS[variant]
 
 
@@ -39,6 +42,8 @@ def make_head(variant: str, params: dict[str, Any]):
         return LinearHead(**params)
     if variant == "gbm":
         return GBMHead(**params)
+    if variant == "irt":
+        return IRTFit(**params)
     raise ValueError(f"unknown router variant {variant!r}")
 
 
@@ -77,12 +82,12 @@ def _oof(variant: str, grid: list[dict[str, Any]], emb, feats, Q, folds, cache: 
     moments in ``cache["moments"]`` (the final refit on all rows reuses them)."""
     n, M = Q.shape
     outs = [np.zeros((n, M)) for _ in grid]
-    if variant not in ("knn", "gbm"):
+    if variant not in ("knn", "gbm", "irt"):
         Z, per_fold, total, partition = _fold_moments(emb, feats, Q, folds)
         if cache is not None:
             cache["moments"] = total
     for k, test in enumerate(folds):
-        train = np.setdiff1d(np.arange(n), test) if variant in ("knn", "gbm") else test
+        train = np.setdiff1d(np.arange(n), test) if variant in ("knn", "gbm", "irt") else test
         if variant == "knn":
             heads = [KNNHead(**params).fit(emb[train], feats[train], Q[train]) for params in grid]
             e_train = emb[train].astype(np.float32).T
@@ -91,7 +96,7 @@ def _oof(variant: str, grid: list[dict[str, Any]], emb, feats, Q, folds, cache: 
                 sims = emb[rows].astype(np.float32) @ e_train
                 for g, head in enumerate(heads):
                     outs[g][rows] = head.predict_from_sims(sims)
-        elif variant == "gbm":
+        elif variant in ("gbm", "irt"):
             fitted = make_head(variant, {}).fit_path(emb[train], feats[train], Q[train], grid)
             for g, head in enumerate(fitted):
                 outs[g][test] = head.predict(emb[test], feats[test])

@@ -15,6 +15,8 @@ sentence embedding of the query (MiniLM, L2-normalised) and the cheap :mod:`quer
 ``linear``  ridge regression per model (the full-rank case of ``mf``).
 ``gbm``     boosted trees on PCA-reduced embeddings + query features, predicting the top principal
             components of the quality matrix (:mod:`thrifty.scoring.router_gbm`).
+``irt``     item-response head: pooled prompt traits (easiness first) read by ridge from the query,
+            per-model logistic links (:mod:`thrifty.offline.router_irt`); not among ``auto``'s heads.
 ``ensemble`` a weighted mean of the members' per-model linearly recalibrated predictions, members
             and weights chosen by the same inner CV (:mod:`thrifty.offline.router_ensemble`).
 
@@ -66,7 +68,7 @@ __all__ = [
     "LinearHead",
 ]
 
-VARIANTS = ("knn", "mf", "linear", "gbm", "ensemble")
+VARIANTS = ("knn", "mf", "linear", "gbm", "ensemble", "irt")
 
 
 def routing_area(pred: np.ndarray, quality: np.ndarray, cost: np.ndarray, exp_cost: np.ndarray, lams: np.ndarray | None = None) -> float:

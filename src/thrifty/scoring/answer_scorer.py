@@ -21,6 +21,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from thrifty.errors import ConfigError
+from thrifty.scoring.agreement import agreement_features
 from thrifty.scoring.features import FEATURE_NAMES, QueryPart, answer_features, feature_matrix, query_part, with_cosine
 from thrifty.scoring.good_length import fit_good_length
 from thrifty.scoring.heads import DEFAULT_CONFIGS, Head, HeadConfig, SharedHead, design_matrix, fit_head, fit_shared
@@ -79,8 +80,19 @@ def embed_mode(embed: bool | str) -> str:
     return e
 
 
-def table_inputs(table, models: Sequence[str], *, inputs: str = "answer", embed: bool | str = "full", embedder=None) -> TableInputs:
-    """Design matrices for ``models`` over every prompt of ``table`` (missing answers → empty text)."""
+def table_inputs(
+    table, models: Sequence[str], *, inputs: str = "answer", embed: bool | str = "full", embedder=None, agreement_with: str | None = None
+) -> TableInputs:
+    """Design matrices for ``models`` over every prompt of ``table`` (missing answers → empty text).
+
+    ``agreement_with`` (a model of ``models``): every other model's rows also get the agreement of its
+    answer with that model's answer (:mod:`thrifty.scoring.agreement`; zeros in that model's own rows)."""
+    if agreement_with is not None and not (inputs == "answer" and table.has_answers):
+        raise ConfigError(
+            "the agreement feature compares answers, and this table has no answer text",
+            key="agreement",
+            fix="drop --opt agreement=true, or use a table whose outcomes carry the answers",
+        )
     if inputs == "answer" and not table.has_answers:
         inputs = "query"
     embed = embed_mode(embed)
@@ -89,15 +101,27 @@ def table_inputs(table, models: Sequence[str], *, inputs: str = "answer", embed:
     q_emb = emb.embed(prompts) if emb is not None else None
     Xs = []
     parts: dict[str, QueryPart] = {}
+    full = emb is not None and embed == "full" and inputs == "answer"
+    anchor: list[str | None] = []
+    anchor_emb = None
+    if agreement_with is not None:
+        ja = table.model_index(agreement_with)
+        anchor = [table.answers[p, ja] or "" for p in range(table.n_prompts)]
+        anchor_emb = emb.embed(anchor) if (full and emb is not None) else None
+    n_agree = 0
     for name in models:
         j = table.model_index(name)
         answers = [table.answers[p, j] or "" for p in range(table.n_prompts)] if inputs == "answer" else [None] * table.n_prompts
         feats = _features(prompts, answers, parts)
-        a_emb = emb.embed(answers) if (emb is not None and embed == "full" and inputs == "answer") else None
+        a_emb = emb.embed(answers) if (full and emb is not None) else None
         feats = with_cosine(feats, q_emb, a_emb)
+        if agreement_with is not None:
+            agree = agreement_features(answers, anchor, a_emb, anchor_emb)
+            feats = np.hstack([feats, np.zeros_like(agree) if name == agreement_with else agree])
+            n_agree = agree.shape[1]
         Xs.append(design_matrix(feats, q_emb, a_emb))
     dims = ((EMB_DIM,) if emb is not None else ()) + ((EMB_DIM,) if embed == "full" and inputs == "answer" else ())
-    return TableInputs(tuple(models), Xs, len(FEATURE_NAMES) + 1, dims)
+    return TableInputs(tuple(models), Xs, len(FEATURE_NAMES) + 1 + n_agree, dims)
 
 
 @dataclass
@@ -196,6 +220,12 @@ class AnswerScorer:
         if head is None:
             raise ConfigError(
                 f"the scorer has no head for model {model!r}", key="model", fix=f"fit it with that model; known: {', '.join(self.heads)}"
+            )
+        if getattr(self, "agreement_with", None):  # its rows need the earlier tier's answer, which score() never sees
+            raise ConfigError(
+                "an answer scorer fitted with the agreement feature scores offline tables only",
+                key="agreement",
+                fix="fit the served cascade without --opt agreement=true",
             )
         text = completion.text if completion is not None else None
         return float(head.predict(self.augment(self.row(request.prompt_text, text), model))[0])
