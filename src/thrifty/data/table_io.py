@@ -193,9 +193,9 @@ def load_table(folder: str | os.PathLike, *, models: list[str] | None = None, ex
         rec_p.append(p)
         rec_m.append(m)
         rec_q.append(q)
-        rec_c.append(cost)  # noqa: E702
+        rec_c.append(cost)
         rec_in.append(np.nan if tin is None else tin)
-        rec_out.append(np.nan if tout is None else tout)  # noqa: E702
+        rec_out.append(np.nan if tout is None else tout)
         rec_ans.append(ans)
     if seen_cols is None:
         raise DataError("no outcome rows", file=str(out_path), expected="at least one (prompt, model) row")

@@ -122,7 +122,7 @@ class Engine:
         else:
             status = 502
         err = ProviderError("no tier produced an answer: " + ("; ".join(errors) or "no tier was called"), provider=self.name, status=status)
-        err.trace = trace  # type: ignore[attr-defined]
+        err.trace = trace
         return err
 
     async def _step(self, plan: Any, value: Any, *, first: bool = False) -> Any:
@@ -216,8 +216,8 @@ class Engine:
                     if live.get("emitted") and live.get("tier") == k:  # died mid-stream
                         decision = Decision(k, None, _final_steps(plan, result))
                         trace = self._trace(request, rid, decision, att, started, completion=live.get("partial"), streamed=True)
-                        result.partial = True  # type: ignore[attr-defined]
-                        result.trace = trace  # type: ignore[attr-defined]
+                        result.partial = True
+                        result.trace = trace
                         raise result
                 call = await self._step(plan, result)
         except _PlanDone as stop:
