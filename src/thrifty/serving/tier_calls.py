@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from dataclasses import KW_ONLY, dataclass
 from typing import Any, AsyncGenerator, Mapping
 
 from thrifty.errors import ConfigError, ProviderError
@@ -39,25 +40,17 @@ class Attempts:
         self.deadline_hit = False
 
 
+@dataclass(frozen=True)
 class TierCaller:
     """Calls tier k's provider (``providers[k]``, capability flags ``flags[k]``) for the engine."""
 
-    def __init__(
-        self,
-        tiers: tuple[str, ...],
-        providers: tuple[Provider, ...],
-        flags: tuple[ProviderInfo, ...],
-        *,
-        deadline_s: float,
-        max_retries: int,
-        backoff_s: float,
-    ) -> None:
-        self.tiers = tiers
-        self.providers = providers
-        self.flags = flags
-        self.deadline_s = deadline_s
-        self.max_retries = max_retries
-        self.backoff_s = backoff_s
+    tiers: tuple[str, ...]
+    providers: tuple[Provider, ...]
+    flags: tuple[ProviderInfo, ...]
+    _: KW_ONLY
+    deadline_s: float
+    max_retries: int
+    backoff_s: float
 
     def _precheck(self, k: int, request: ChatRequest) -> ProviderError | None:
         flags = self.flags[k]
