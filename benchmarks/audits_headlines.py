@@ -18,23 +18,18 @@ import csv
 import json
 import os
 import random
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from harness.measure import git_commit
+from harness.servers import start_serve, stop
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 CHOICES = ["up", "down", "neutral", "none"]
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _config(data_dir: Path, rate: float, threshold: float) -> str:
@@ -59,24 +54,9 @@ def _run(items: list[tuple[str, str]], prefix: str, rate: float, work: Path, thr
     from thrifty.store.logs import LogStore
 
     data = work / f"rate{rate:g}"
-    data.mkdir(parents=True, exist_ok=True)
-    (data / "thrifty.toml").write_text(_config(data, rate, threshold))
-    port = _port()
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "thrifty", "serve", "--config", str(data / "thrifty.toml"), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
+    proc, port = start_serve(data, _config(data, rate, threshold), timeout=300)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
         latency, rids = [], []
         with httpx.Client(timeout=120) as client:
             for query, _ in items:
@@ -119,8 +99,7 @@ def _run(items: list[tuple[str, str]], prefix: str, rate: float, work: Path, thr
         store.close()
         return out
     finally:
-        proc.terminate()
-        proc.wait(20)
+        stop(proc)
 
 
 def main() -> int:
@@ -166,7 +145,7 @@ def main() -> int:
         f" on {on['latency_p50_s']:.3f} / {on['latency_p90_s']:.3f} s; audits drained {on['audits_drained_s_after_last_answer']:.1f} s after the last answer"
     )
     if args.json:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
+        commit = git_commit()
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(
             json.dumps(

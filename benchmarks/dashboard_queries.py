@@ -16,7 +16,7 @@ dashboard polls.
    gateway − direct upstream in the same round; medians over ``--rounds``, with the spread of the
    quiet runs alone as the noise it must be compared with.
 
-    python benchmarks/dashboard_queries.py [--rows 1000000] [--reps 20] [--duration 8] [--no-load]
+    python benchmarks/dashboard_queries.py [--rows 1000000] [--reps 20] [--duration 8] [--no-load] [--quick]
 
 Writes ``results/dashboard_queries.json`` (with the git commit it ran on).
 """
@@ -28,7 +28,6 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,9 +35,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from harness.load import run_wrk
+from harness.measure import git_commit
+from harness.servers import start_upstream, start_uvicorn, stop
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 KEYS = ["team-a", "team-b", "team-c", "batch", "ci"]
 PROFILES = ["default", "cascade", "escalate", "cached"]
@@ -177,7 +179,6 @@ def load_test(db_path: Path, duration: float, n_rounds: int = 4, poll_every: flo
     import shutil
 
     import httpx
-    from gateway_load import free_port, run_wrk, start_upstream, stop, wait_http
 
     if not shutil.which("wrk"):
         return {"skipped": "wrk is not installed (apt-get install -y wrk)"}
@@ -185,7 +186,6 @@ def load_test(db_path: Path, duration: float, n_rounds: int = 4, poll_every: flo
     gw = None
     try:
         data_dir = db_path.parent
-        cfg = data_dir / "thrifty.toml"
         s = settings_for(data_dir, up_port)  # the same profiles, now pointing at the live upstream
         lines = [f'[server]\ndata_dir = "{data_dir}"\nrequest_timeout_s = 30\n']
         for n, p in s.providers.items():
@@ -194,33 +194,8 @@ def load_test(db_path: Path, duration: float, n_rounds: int = 4, poll_every: flo
                 f"prices = {{ input = {p.price_input}, output = {p.price_output} }}\ntimeout_s = 10\nmax_tokens = 16\n"
             )
         lines.append('[profiles.default]\ntiers = ["cheap"]\n\n[profiles.cascade]\ntiers = ["cheap", "strong"]\nthresholds = [0.0]\n')
-        cfg.write_text("\n".join(lines))
-        port = free_port()
-        env = {**os.environ, "THRIFTY_CONFIG": str(cfg), "PYTHONPATH": str(ROOT / "src")}
-        log = open(data_dir / "server.log", "ab")
-        gw = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "thrifty.ui.serve:app_from_env",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-            cwd=str(data_dir),
-        )
-        log.close()
-        wait_http(f"http://127.0.0.1:{port}/healthz", gw, timeout=300)  # the 0008 indexes exist already
+        # the 0008 indexes exist already; the dashboard's app (thrifty serve's, with /ui)
+        gw, port = start_uvicorn(data_dir, "\n".join(lines), app="thrifty.ui.serve:app_from_env", timeout=300)
         base = f"http://127.0.0.1:{port}"
         polls: list[float] = []
         stop_poll = threading.Event()
@@ -308,7 +283,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--poll-every", type=float, default=1.0, help="seconds between dashboard polls (an open page: 15)")
     ap.add_argument("--out", default=str(ROOT / "results" / "dashboard_queries.json"))
     ap.add_argument("--db", help="keep the database at this path (…/logs.sqlite3) and reuse it when it exists")
+    ap.add_argument("--quick", action="store_true", help="a smoke run: 20,000 rows, 3 reps, one 1 s wrk round")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.rows, args.reps, args.duration, args.rounds = 20_000, 3, 1.0, 1
     with tempfile.TemporaryDirectory(prefix="thrifty-dash-") as tmp:
         if args.db:  # reuse a database filled by an earlier run (its roll-ups are kept)
             tmp = str(Path(args.db).parent)
@@ -320,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         load = {"skipped": "--no-load"} if args.no_load else load_test(db_path, args.duration, args.rounds, args.poll_every)
     backfill_s = queries.pop("_backfill")["seconds"]
     target = {k: v["p95_ms"] <= 300 for k, v in queries.items() if k.startswith(("overview", "profile"))}
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = git_commit()
     doc = {
         "benchmark": "dashboard_queries",
         "commit": commit,

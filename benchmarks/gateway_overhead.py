@@ -20,51 +20,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
+from harness.servers import free_port, launch, start_serve, stop, wait_http
 
-ROOT = Path(__file__).resolve().parents[1]
 PROMPT = [{"role": "user", "content": "Name three colours."}]
 LONG_PROMPT = [{"role": "user", "content": "Describe the sea in a few sentences."}]  # long enough to fill 32 tokens
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait(url: str, proc: subprocess.Popen, timeout: float = 300) -> float:
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < timeout:
-        if proc.poll() is not None:
-            raise SystemExit(f"{proc.args[:4]} exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return time.perf_counter() - t0
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise SystemExit(f"timed out waiting for {url}")
-
-
-def thrifty(args: list[str], tmp: Path, name: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    env.pop("THRIFTY_CONFIG", None)
-    return subprocess.Popen(
-        [sys.executable, "-c", "from thrifty.cli.main import entry; entry()", "serve", *args],
-        stdout=(tmp / f"{name}.log").open("w"),
-        stderr=subprocess.STDOUT,
-        env=env,
-        cwd=tmp,
-    )
 
 
 def chat(client: httpx.Client, url: str, model: str, tokens: int, messages: list | None = None) -> tuple[float, dict]:
@@ -76,14 +42,6 @@ def chat(client: httpx.Client, url: str, model: str, tokens: int, messages: list
     return dt, r.json()
 
 
-def stop(p: subprocess.Popen) -> None:
-    p.terminate()
-    try:
-        p.wait(10)
-    except subprocess.TimeoutExpired:
-        p.kill()
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=40, help="direct/gateway pairs for the overhead (default 40)")
@@ -91,21 +49,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tokens", type=int, default=32, help="answer length for per-tier latency (default 32)")
     ap.add_argument("--overhead-tokens", type=int, default=4, help="answer length for the overhead pairs (default 4)")
     ap.add_argument("--json", metavar="FILE", help="write the results as one JSON object")
+    ap.add_argument("--quick", action="store_true", help="a smoke run: 3 pairs, 1 answer per tier, 8-token answers")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.reps, args.tier_reps, args.tokens = 3, 1, 8
 
     from thrifty.serving.local import GEMMA3, SMOLLM2, gemma3_path, smollm2_path
 
     gemma3_path()  # assemble once up front: cold start below measures serving, not unpacking
     tmp = Path(tempfile.mkdtemp(prefix="thrifty-bench-"))
-    procs: list[subprocess.Popen] = []
+    procs = []
     out: dict = {"machine": {"cpus": os.cpu_count(), "load_avg_1m_at_start": os.getloadavg()[0]}, "tokens": args.tokens}
     try:
         # 1. cold start of the embedded default
-        port = free_port()
         t0 = time.perf_counter()
-        p = thrifty(["--port", str(port), "--data-dir", str(tmp / "d1")], tmp, "embedded")
+        p, port = start_serve(tmp / "d1", None, args=["--data-dir", str(tmp / "d1")], log="embedded.log", timeout=300)
         procs.append(p)
-        wait(f"http://127.0.0.1:{port}/healthz", p)
         out["cold_start_s"] = time.perf_counter() - t0
         # 2. per-tier latency through the gateway (pass-through model names)
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
@@ -122,40 +81,18 @@ def main(argv: list[str] | None = None) -> int:
         procs.remove(p)
 
         # 3. added latency over calling the llama.cpp server directly
-        lport, gport = free_port(), free_port()
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "llama_cpp.server",
-                "--model",
-                str(smollm2_path()),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(lport),
-                "--n_threads",
-                "1",
-                "--n_threads_batch",
-                "1",
-                "--n_ctx",
-                "1024",
-                "--model_alias",
-                "smollm2",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        lport = free_port()
+        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_path()), "--host", "127.0.0.1", "--port", str(lport)]
+        cmd += ["--n_threads", "1", "--n_threads_batch", "1", "--n_ctx", "1024", "--model_alias", "smollm2"]
+        server = launch(cmd, log=None)
         procs.append(server)
-        wait(f"http://127.0.0.1:{lport}/v1/models", server)
-        cfg = tmp / "thrifty.toml"
-        cfg.write_text(
-            f'[server]\nport = {gport}\n[providers.remote]\nkind = "openai"\nbase_url = "http://127.0.0.1:{lport}/v1"\n'
+        wait_http(f"http://127.0.0.1:{lport}/v1/models", server, timeout=300)
+        cfg = (
+            f'[providers.remote]\nkind = "openai"\nbase_url = "http://127.0.0.1:{lport}/v1"\n'
             f'model = "smollm2"\nprices = {{ input = 0.0, output = 0.0 }}\n[profiles.default]\ntiers = ["remote"]\n'
         )
-        gw = thrifty(["--config", str(cfg), "--data-dir", str(tmp / "d2")], tmp, "passthrough")
+        gw, gport = start_serve(tmp / "d2", cfg, args=["--data-dir", str(tmp / "d2")], log="passthrough.log", timeout=300)
         procs.append(gw)
-        wait(f"http://127.0.0.1:{gport}/healthz", gw)
         direct_url = f"http://127.0.0.1:{lport}/v1/chat/completions"
         gw_url = f"http://127.0.0.1:{gport}/v1/chat/completions"
         with httpx.Client(timeout=120) as c:

@@ -18,7 +18,7 @@ milliseconds per request during the throughput run (utime + stime from ``/proc/<
 server's process tree — the number that holds on a busy machine, unlike req/s). Between phases the
 script waits until the server is idle again, so a backlog of one phase is not timed in the next.
 
-    python benchmarks/gateway_vs_litellm.py [--duration 5] [--json results/gateway_vs_litellm.json]
+    python benchmarks/gateway_vs_litellm.py [--duration 5] [--quick] [--json results/gateway_vs_litellm.json]
 """
 
 from __future__ import annotations
@@ -36,34 +36,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gateway_load import ROOT, Result, free_port, run_wrk, start_upstream, stop, wait_http  # noqa: E402
+from harness.cpu import settle, tree_cpu_s
+from harness.load import Result, run_wrk
+from harness.measure import add_added_latency, git_commit, measure
+from harness.servers import free_port, launch, start_serve, start_upstream, stop, wait_http
 
 KEY = "sk-bench-0123456789"
 MODEL = "bench-cheap"
-
-
-def tree_cpu_s(root: int) -> float:
-    """CPU seconds (user + system) of ``root`` and every live descendant, plus children ``root`` reaped."""
-    tick = os.sysconf("SC_CLK_TCK")
-    stats: dict[int, tuple[int, list[str]]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        stats[int(stat.parent.name)] = (int(fields[1]), fields)  # ppid, fields (state ppid pgrp … utime(11) stime(12))
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in stats.items():
-        children.setdefault(ppid, []).append(pid)
-    total, todo = 0, [root]
-    while todo:
-        pid = todo.pop()
-        if pid in stats:
-            f = stats[pid][1]
-            total += int(f[11]) + int(f[12]) + (int(f[13]) + int(f[14]) if pid == root else 0)
-        todo.extend(children.get(pid, ()))
-    return total / tick
 
 
 def thrifty_config(upstream_port: int, data_dir: Path) -> str:
@@ -76,25 +55,8 @@ def thrifty_config(upstream_port: int, data_dir: Path) -> str:
 
 
 def start_thrifty(upstream_port: int, data_dir: Path) -> tuple[subprocess.Popen, int]:
-    """``thrifty serve`` exactly as a user starts it (``python -m thrifty`` is the ``thrifty`` script)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    cfg = data_dir / "thrifty.toml"
-    cfg.write_text(thrifty_config(upstream_port, data_dir))
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    env.pop("THRIFTY_CONFIG", None)
-    log = open(data_dir / "server.log", "ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "thrifty", "serve", "--config", str(cfg), "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-        cwd=str(data_dir),
-    )
-    log.close()
-    wait_http(f"http://127.0.0.1:{port}/healthz", proc)
-    return proc, port
+    """``thrifty serve`` exactly as a user starts it."""
+    return start_serve(data_dir, thrifty_config(upstream_port, data_dir))
 
 
 def litellm_venv(path: Path) -> Path:
@@ -129,64 +91,26 @@ def start_litellm(exe: Path, upstream_port: int, data_dir: Path) -> tuple[subpro
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "DATABASE_URL")}
     env.update(LITELLM_MASTER_KEY=KEY, LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_TELEMETRY="False", LITELLM_LOG="ERROR")
-    log = open(data_dir / "litellm.log", "ab")
-    proc = subprocess.Popen(
-        [str(exe), "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-        cwd=str(data_dir),
-    )
-    log.close()
+    cmd = [str(exe), "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
+    proc = launch(cmd, log=data_dir / "litellm.log", env=env, cwd=data_dir)
     wait_http(f"http://127.0.0.1:{port}/health/liveliness", proc, timeout=180)
     return proc, port
 
 
-def settle(pid: int, *, idle_share: float = 0.05, timeout_s: float = 60.0) -> None:
-    """Wait until the server's process tree is idle (< ``idle_share`` of a core over 0.5 s): a slow
-    server is still working off the requests queued by the previous load when wrk stops, and that
-    backlog would otherwise show up as the next measurement's latency."""
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        c0 = tree_cpu_s(pid)
-        time.sleep(0.5)
-        if tree_cpu_s(pid) - c0 < idle_share * 0.5:
-            return
-
-
 def run_measure(url: str, *, pid: int, auth: bool, duration: float, lat_conns: int, tput_conns: int) -> Result:
-    """Warm-up, latency at ``lat_conns``, throughput at ``tput_conns`` with the server's CPU per
-    completed request (CPU read when wrk stops), the server left idle between the phases."""
+    """Two warm-up seconds, latency at ``lat_conns``, throughput at ``tput_conns`` with the server's
+    CPU per completed request (its process tree, read when wrk stops), the server left idle between
+    the phases."""
     headers = {"Authorization": f"Bearer {KEY}"} if auth else None
-    run_wrk(url, MODEL, tput_conns, 2, headers=headers)  # warm-up: connections, lazy imports, first log rows
-    settle(pid)
-    lat = run_wrk(url, MODEL, lat_conns, duration, headers=headers)
-    settle(pid)
-    cpu0 = tree_cpu_s(pid)
-    tput = run_wrk(url, MODEL, tput_conns, duration, headers=headers)
-    cpu_ms = (tree_cpu_s(pid) - cpu0) * 1e3 / max(1, tput.requests)
-    settle(pid)
-    return Result(
-        "",
-        url,
-        p50_ms=lat.p50_ms,
-        p90_ms=lat.p90_ms,
-        p99_ms=lat.p99_ms,
-        rps=tput.rps,
-        errors=lat.errors + tput.errors,
-        requests=lat.requests + tput.requests,
-        extra={
-            "rps_at_latency_conns": round(lat.rps, 1),
-            "p50_ms_at_throughput_conns": round(tput.p50_ms, 3),
-            "server_cpu_ms_per_request": round(cpu_ms, 3),
-        },
+    return measure(
+        lambda c, d: run_wrk(url, MODEL, c, d, headers=headers),
+        duration=duration,
+        lat_conns=lat_conns,
+        tput_conns=tput_conns,
+        warmup_s=2,
+        cpu={"server": lambda: tree_cpu_s(pid)},
+        settle=lambda: settle(pid),
     )
-
-
-def git_commit() -> str:
-    out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
-    return out.stdout.strip() or "?"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,8 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tput-conns", type=int, default=32)
     ap.add_argument("--litellm-venv", type=Path, default=Path("/tmp/litellm-venv"), help="LiteLLM's own virtualenv")
     ap.add_argument("--skip-litellm", action="store_true", help="measure thrifty only (profiling runs)")
+    ap.add_argument("--quick", action="store_true", help="1 s per measurement (a smoke run: the numbers are noise)")
     ap.add_argument("--json", type=Path, help="write the results here (e.g. results/gateway_vs_litellm.json)")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.duration = 1.0
     if not shutil.which("wrk"):
         print(
             "gateway_vs_litellm: needs wrk (apt-get install -y wrk); an in-process Python load generator would measure itself",
@@ -237,9 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         stop(upstream)
         shutil.rmtree(tmp, ignore_errors=True)
 
-    for r in rows[1:]:
-        r.extra["added_p50_ms"] = round(r.p50_ms - direct.p50_ms, 3)
-        r.extra["added_p99_ms"] = round(r.p99_ms - direct.p99_ms, 3)
+    add_added_latency(rows[1:], direct)
     out: dict[str, Any] = {
         "benchmark": "gateway_vs_litellm",
         "git_commit": git_commit(),

@@ -28,42 +28,21 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from harness.measure import git_commit
+from harness.servers import free_port, launch, src_env, start_upstream
+
 RAY = Path(sys.executable).with_name("ray")
 # Ray rewrites 127.0.0.1 (and localhost) to the machine's outward IP; another loopback address keeps it on lo
 LOOPBACK = "127.0.0.2"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _env() -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""), RAY_USAGE_STATS_ENABLED="0")
+    return src_env({"RAY_USAGE_STATS_ENABLED": "0"})
 
 
 def _node(args: list[str], cpus: int) -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            str(RAY),
-            "start",
-            *args,
-            "--num-cpus",
-            str(cpus),
-            "--object-store-memory",
-            str(100 * 1024 * 1024),
-            "--node-ip-address",
-            LOOPBACK,
-            "--disable-usage-stats",
-            "--block",
-        ],
-        env=_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    cmd = [str(RAY), "start", *args, "--num-cpus", str(cpus), "--object-store-memory", str(100 * 1024 * 1024)]
+    return launch([*cmd, "--node-ip-address", LOOPBACK, "--disable-usage-stats", "--block"], log=None, env=_env())
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -130,15 +109,7 @@ def main() -> int:
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="thrifty-rb-", dir="/tmp"))
-    upstream = subprocess.Popen(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_upstream.py")],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=_env(),
-        start_new_session=True,
-    )
-    assert upstream.stdout is not None
-    up_port = int(upstream.stdout.readline().split()[1])
+    upstream, up_port = start_upstream()
     prompts = work / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt_id": f"p{i}", "prompt": f"Question number {i}?"}) + "\n" for i in range(args.n)))
     cfg = work / "thrifty.toml"
@@ -150,7 +121,7 @@ def main() -> int:
     nodes: list[subprocess.Popen] = []
     try:
         results["local"] = _collect(prompts, cfg, work / "local", args.concurrency, None)
-        port = _free_port()
+        port = free_port()
         address = f"{LOOPBACK}:{port}"
         nodes.append(_node(["--head", "--port", str(port), "--include-dashboard=false", "--temp-dir", str(work / "ray")], args.cpus))
         _wait_cpus(address, args.cpus)
@@ -167,7 +138,7 @@ def main() -> int:
     for name, r in results.items():
         print(f"{name:28s} {r['rows']:6d} {r['collect_s']:10.1f} {r['calls_per_s']:9.1f} {r['wall_s']:8.1f}")
     if args.json:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        commit = git_commit()
         Path(args.json).write_text(
             json.dumps(
                 {"commit": commit, "n": args.n, "cores": os.cpu_count(), "concurrency": args.concurrency, "results": results}, indent=2

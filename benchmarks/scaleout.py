@@ -33,12 +33,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tests" / "e2e")]
+from harness.cpu import children_of, group_cpu_s, pids_cpu_s
+from harness.load import Result, run_wrk_scripts
+from harness.measure import git_commit, measure
+from harness.servers import ROOT, start_upstream, start_uvicorn, stop
 
-from gateway_load import _ms, free_port, group_cpu_s, start_upstream, stop, wait_http  # noqa: E402 - after the path setup
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))  # db_servers: the PostgreSQL and Redis the e2e tests start
 
 KEY = "sk-bench-scaleout-0123456789abcdef"
 
@@ -64,133 +66,47 @@ def _config(upstream_port: int, data_dir: Path, store: str | None, redis: bool) 
     )
 
 
-def _start_replica(cfg: str, data_dir: Path, env: dict[str, str]) -> tuple[subprocess.Popen, int]:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    (data_dir / "thrifty.toml").write_text(cfg)
-    port = free_port()
-    full_env = {
-        **os.environ,
-        **env,
-        "THRIFTY_CONFIG": str(data_dir / "thrifty.toml"),
-        "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
-    }
-    log = open(data_dir / "server.log", "ab")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "thrifty.gateway.app:app_from_env",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=full_env,
-        start_new_session=True,
-        cwd=str(data_dir),
-    )
-    log.close()
-    wait_http(f"http://127.0.0.1:{port}/healthz", proc)
-    return proc, port
-
-
-def _wrk(ports: list[int], connections: int, duration: float, tag: str) -> dict[str, Any]:
+def _wrk(ports: list[int], connections: int, duration: float, tag: str) -> Result:
     """One wrk per port at once, ``connections`` split between them; summed req/s, mean p50, max p99."""
-    import re
-
-    scripts, procs = [], []
     per = max(1, connections // len(ports))
-    for i, port in enumerate(ports):
-        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
-            fh.write(_LUA % (f"{tag}-{i}-{time.time_ns()}", KEY))
-            scripts.append(fh.name)
-        procs.append(
-            subprocess.Popen(
-                [
-                    "wrk",
-                    "-t1",
-                    f"-c{per}",
-                    f"-d{max(1, round(duration))}s",
-                    "--latency",
-                    "--timeout",
-                    "10s",
-                    "-s",
-                    fh.name,
-                    f"http://127.0.0.1:{port}",
-                ],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-        )
-    outs = [p.communicate(timeout=duration + 60)[0] for p in procs]
-    for s in scripts:
-        os.unlink(s)
-    p50s, p99s, rps, n, errors = [], [], 0.0, 0, 0
-    for out in outs:
-        p50s.append(_ms(re.search(r"^\s+50%\s+(\S+)", out, re.MULTILINE).group(1)))
-        p99s.append(_ms(re.search(r"^\s+99%\s+(\S+)", out, re.MULTILINE).group(1)))
-        rps += float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-        n += int(re.search(r"(\d+) requests in", out).group(1))
-        m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-        errors += int(m.group(1)) if m else 0
-    return {"p50_ms": sum(p50s) / len(p50s), "p99_ms": max(p99s), "rps": rps, "requests": n, "errors": errors}
-
-
-def _pids_cpu_s(pids: list[int]) -> float:
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])  # own + waited-for children
-    return total / tick
+    stamp = f"{tag}-{time.time_ns()}"  # every prompt unique: the cache misses
+    runs = run_wrk_scripts([(f"http://127.0.0.1:{port}", _LUA % (f"{stamp}-{i}", KEY)) for i, port in enumerate(ports)], per, duration)
+    return Result(
+        tag,
+        ",".join(str(p) for p in ports),
+        p50_ms=sum(r.p50_ms for r in runs) / len(runs),
+        p99_ms=max(r.p99_ms for r in runs),
+        rps=sum(r.rps for r in runs),
+        requests=sum(r.requests for r in runs),
+        errors=sum(r.errors for r in runs),
+    )
 
 
 def _postgres_pids(data: Path) -> list[int]:
     """The postmaster and its children (the backends serving the replicas)."""
     master = int((data / "postmaster.pid").read_text().split()[0])
-    pids = [master]
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == master:
-                pids.append(int(stat.parent.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return pids
+    return [master, *children_of(master)]
 
 
 def _measure(
-    name: str, ports: list[int], procs: list[subprocess.Popen], extra_pids: dict[str, Any], args: argparse.Namespace
+    name: str, ports: list[int], procs: list[subprocess.Popen], extra_pids: dict[str, Callable[[], list[int]]], args: argparse.Namespace
 ) -> dict[str, Any]:
-    _wrk(ports, args.tput_conns, 1, f"warm-{name}")
-    lat = _wrk(ports, len(ports), args.duration, f"lat-{name}")
-    cpu0 = sum(group_cpu_s(p.pid) for p in procs)
-    other0 = {k: _pids_cpu_s(f()) for k, f in extra_pids.items()}
-    tput = _wrk(ports, args.tput_conns, args.duration, f"tput-{name}")
-    n = max(1, tput["requests"])
-    row = {
+    """Latency at 1 connection per replica, throughput at ``--tput-conns`` in all; CPU per request of
+    the replicas (their process groups) and of each of ``extra_pids`` (PostgreSQL, Redis)."""
+    cpu: dict[str, Callable[[], float]] = {"gateway": lambda: sum(group_cpu_s(p.pid) for p in procs)}
+    cpu.update({k: (lambda f=f: pids_cpu_s(f())) for k, f in extra_pids.items()})
+    r = measure(lambda c, d: _wrk(ports, c, d, name), duration=args.duration, lat_conns=len(ports), tput_conns=args.tput_conns, cpu=cpu)
+    return {
         "name": name,
         "replicas": len(ports),
-        "p50_ms": lat["p50_ms"],
-        "p99_ms": lat["p99_ms"],
-        "rps": tput["rps"],
-        "p50_ms_at_throughput": tput["p50_ms"],
-        "errors": lat["errors"] + tput["errors"],
-        "requests": lat["requests"] + tput["requests"],
-        "gateway_cpu_ms_per_request": (sum(group_cpu_s(p.pid) for p in procs) - cpu0) * 1e3 / n,
+        "p50_ms": r.p50_ms,
+        "p99_ms": r.p99_ms,
+        "rps": r.rps,
+        "p50_ms_at_throughput": r.extra["p50_ms_at_throughput_conns"],
+        "errors": r.errors,
+        "requests": r.requests,
+        **{k: v for k, v in r.extra.items() if k.endswith("_cpu_ms_per_request")},
     }
-    for k, f in extra_pids.items():
-        row[f"{k}_cpu_ms_per_request"] = (_pids_cpu_s(f()) - other0[k]) * 1e3 / n
-    return row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -213,8 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     upstream, up_port = start_upstream()
     try:
         direct = _wrk([up_port], 1, args.duration, "direct")
-        rows.append({"name": "upstream direct", "replicas": 0, **direct, "gateway_cpu_ms_per_request": 0.0})
-        proc, port = _start_replica(_config(up_port, tmp / "sqlite", None, False), tmp / "sqlite", {})
+        rows.append(
+            {
+                "name": "upstream direct",
+                "replicas": 0,
+                **{k: getattr(direct, k) for k in ("p50_ms", "p99_ms", "rps", "requests", "errors")},
+                "gateway_cpu_ms_per_request": 0.0,
+            }
+        )
+        proc, port = start_uvicorn(tmp / "sqlite", _config(up_port, tmp / "sqlite", None, False))
         try:
             rows.append(_measure("1 replica, SQLite", [port], [proc], {}, args))
         finally:
@@ -225,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             for n, use_redis in [(1, False)] + [(k, True) for k in range(2, args.max_replicas + 1)]:
                 store = pg.create_database()
                 started = [
-                    _start_replica(_config(up_port, tmp / f"pg{n}-{i}", store, use_redis), tmp / f"pg{n}-{i}", env) for i in range(n)
+                    start_uvicorn(tmp / f"pg{n}-{i}", _config(up_port, tmp / f"pg{n}-{i}", store, use_redis), env=env) for i in range(n)
                 ]
                 try:
                     extra = dict(pg_pids)
@@ -245,10 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         r["added_p50_ms"] = r["p50_ms"] - base["p50_ms"]
         r["added_p99_ms"] = r["p99_ms"] - base["p99_ms"]
         r["store_cpu_ms_per_request"] = r.get("postgres_cpu_ms_per_request", 0.0) + r.get("redis_cpu_ms_per_request", 0.0)
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    except OSError:
-        commit = ""
+    commit = git_commit()
     doc = {
         "benchmark": "scaleout",
         "commit": commit,

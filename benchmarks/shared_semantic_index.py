@@ -21,16 +21,15 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import socket
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from harness.measure import git_commit
+from harness.servers import free_port, launch, stop, wait_tcp
 
-ROOT = Path(__file__).resolve().parents[1]
 DIM = 384
 
 
@@ -105,26 +104,14 @@ def main() -> int:
     server = shutil.which("redis-server")
     if server is None:
         raise SystemExit("redis-server not installed (apt-get install redis-server)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     workdir = tempfile.mkdtemp(prefix="thrifty-redis-")
-    proc = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = launch([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir], log=None)
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_tcp(port, proc)
         rows = [run(f"redis://127.0.0.1:{port}/0", int(n), args.lookups) for n in args.n.split(",")]
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        stop(proc)
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"{'entries':>8s} {'bootstrap ms':>13s} {'index p50/p99 ms':>18s} {'fetch-all p50/p99 ms':>22s} {'mirror MB':>10s}")
     for r in rows:
@@ -133,7 +120,7 @@ def main() -> int:
             f"{r['fetch_all_p50_ms']:>10.2f} / {r['fetch_all_p99_ms']:<9.2f} {r['mirror_mb']:10.1f}"
         )
     if args.json:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        commit = git_commit()
         Path(args.json).write_text(json.dumps({"commit": commit, "lookups": args.lookups, "results": rows}, indent=2) + "\n")
     return 0
 

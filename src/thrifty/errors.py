@@ -16,6 +16,8 @@ Each surface maps these to exit codes (CLI) or HTTP status (gateway) in exactly 
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "ThriftyError",
     "ConfigError",
@@ -76,6 +78,11 @@ class DataError(ThriftyError):
 
 class ProviderError(ThriftyError):
     """An upstream model call failed. ``retryable`` says whether trying again may help."""
+
+    # set by the engine when the whole request failed: its Trace (a thrifty.serving.trace.Trace,
+    # which this bottom layer cannot name), and whether answer text had already been streamed
+    trace: Any = None
+    partial: bool = False
 
     def __init__(
         self,

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the command's imports stay lazy (start-up time)
+    from thrifty.calibration.label import LabelSummary
 
 __all__ = ["register"]
 
 
-def _print_summary(summary, folder: str) -> None:  # type: ignore[no-untyped-def]
+def _print_summary(summary: LabelSummary, folder: str) -> None:
     print(
         f"labelled {summary.labelled} outcomes ({summary.skipped} already labelled"
         + (f", {summary.unparseable} unparseable verdicts" if summary.unparseable else "")

@@ -27,7 +27,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from thrifty.data.table_io import _rows, read_models, write_models  # _rows: the one line-numbered row reader
+from thrifty.data.rows import read_rows
+from thrifty.data.table_io import read_models, write_models
 from thrifty.errors import DataError
 
 __all__ = ["OutcomeLog", "read_jsonl", "write_jsonl_atomic"]
@@ -35,7 +36,7 @@ __all__ = ["OutcomeLog", "read_jsonl", "write_jsonl_atomic"]
 
 def read_jsonl(path: Path, *, repair_tail: bool = False, require: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """Rows of a JSONL(.gz) file (``[]`` when it does not exist), parsed by the one line-numbered row
-    reader (:func:`thrifty.data.table_io._rows`). With ``repair_tail`` a torn final line (no newline: the
+    reader (:func:`thrifty.data.rows.read_rows`). With ``repair_tail`` a torn final line (no newline: the
     writer died mid-row) is cut off a plain file first. A row without a value for a ``require`` column
     is a :class:`DataError` naming the file, line and column."""
     if not path.exists():
@@ -43,7 +44,7 @@ def read_jsonl(path: Path, *, repair_tail: bool = False, require: tuple[str, ...
     if repair_tail and not path.name.endswith(".gz"):
         _cut_torn_tail(path)
     rows = []
-    for line, row in _rows(path):
+    for line, row in read_rows(path):
         for key in require:
             if row.get(key) is None:
                 raise DataError("missing value", file=str(path), line=line, field=key, expected=f"a {key} on every row")

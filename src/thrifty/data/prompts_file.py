@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from thrifty.data.table_io import _rows  # the one row reader (line-numbered, CSV/JSONL/gz/parquet)
+from thrifty.data.rows import read_rows  # the one row reader (line-numbered, CSV/JSONL/gz/parquet)
 from thrifty.errors import ConfigError, DataError
 from thrifty.types import ChatRequest
 
@@ -128,7 +128,7 @@ def read_prompts(
         raise DataError("template has no {prompt} placeholder", file="--template", expected="text containing {prompt}")
     items: list[PromptItem] = []
     seen: dict[str, int] = {}
-    for line, row in _rows(path):
+    for line, row in read_rows(path):
         pid = row.get("prompt_id", row.get("id"))
         if pid is None or (isinstance(pid, str) and not pid.strip()) or isinstance(pid, (bool, list, dict)):
             raise DataError(

@@ -20,20 +20,18 @@ import gzip
 import hashlib
 import io
 import json
-import math
 import os
-import zlib
 from pathlib import Path
-from typing import Any, Iterator, Literal, overload
+from typing import Any
 
 import numpy as np
 
+from thrifty.data.rows import find_file, number_field, prompt_id_field, read_rows
 from thrifty.data.table import RoutingTable
 from thrifty.errors import DataError
 
 __all__ = ["load_table", "write_table", "read_models", "write_models", "find_file", "benchmark_dir"]
 
-_EXTS = (".jsonl", ".jsonl.gz", ".csv", ".csv.gz", ".parquet")
 PROMPT_TEXT_FIELDS = ("instruction", "prompt", "text", "query", "question")
 ANSWER_FIELDS = ("output", "answer", "response", "completion")
 
@@ -51,125 +49,20 @@ def benchmark_dir() -> Path:
     return Path.cwd().parent / "shared" / "data" / "alpaca_eval_routing"
 
 
-def find_file(folder: Path, stem: str, required: bool = True) -> Path | None:
-    for ext in _EXTS:
-        p = folder / f"{stem}{ext}"
-        if p.exists():
-            return p
-    if required:
-        raise DataError(f"no {stem} file in {folder}", file=str(folder), expected=f"one of {', '.join(stem + e for e in _EXTS)}")
-    return None
-
-
-def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, row) pairs; the CSV header is line 1, JSONL lines count from 1."""
-    name = path.name
-    if name.endswith(".parquet"):
-        try:
-            import pyarrow.parquet as pq
-        except ImportError as exc:  # pragma: no cover - depends on extras
-            raise DataError("reading Parquet needs pyarrow: pip install 'thrifty[lab]'", file=str(path)) from exc
-        import pyarrow as pa
-
-        try:
-            rows = pq.read_table(path).to_pylist()
-        except (pa.ArrowException, OSError, ValueError) as exc:
-            raise DataError(f"unreadable Parquet: {exc}", file=str(path)) from None
-        for i, row in enumerate(rows):
-            if not isinstance(row, dict):
-                raise DataError("row is not a record", file=str(path), line=i + 1)
-            yield i + 1, row
-        return
-    opener = gzip.open if name.endswith(".gz") else open
-    try:
-        fh = opener(path, "rt", encoding="utf-8", newline="")
-    except OSError as exc:
-        raise DataError(f"cannot open: {exc}", file=str(path)) from exc
-    with fh:
-        if ".csv" in name:
-            reader = csv.DictReader(fh)
-            try:
-                if not reader.fieldnames:
-                    raise DataError("empty CSV file", file=str(path), line=1, expected="a header row")
-                for row in reader:
-                    yield reader.line_num, {k: (None if v == "" else v) for k, v in row.items() if k is not None}
-            except (csv.Error, UnicodeDecodeError, EOFError, OSError, zlib.error) as exc:
-                raise DataError(f"unreadable CSV: {exc}", file=str(path), line=reader.line_num) from exc
-        else:
-            try:
-                for i, line in enumerate(fh, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except ValueError as exc:  # JSONDecodeError, or an integer too long to parse
-                        msg = getattr(exc, "msg", str(exc))
-                        raise DataError(f"invalid JSON: {msg}", file=str(path), line=i, expected="one JSON object per line") from None
-                    if not isinstance(row, dict):
-                        raise DataError("row is not a JSON object", file=str(path), line=i, expected="a JSON object")
-                    yield i, row
-            except (UnicodeDecodeError, EOFError, gzip.BadGzipFile, OSError, zlib.error) as exc:
-                raise DataError(f"unreadable file: {exc}", file=str(path)) from exc
-
-
-@overload
-def _num(
-    row: dict,
-    key: str,
-    path: Path,
-    line: int,
-    *,
-    required: Literal[True],
-    lo: float | None = None,
-    hi: float | None = None,
-    what: str = "a number",
-) -> float: ...
-@overload
-def _num(
-    row: dict, key: str, path: Path, line: int, *, required: bool, lo: float | None = None, hi: float | None = None, what: str = "a number"
-) -> float | None: ...
-def _num(
-    row: dict, key: str, path: Path, line: int, *, required: bool, lo: float | None = None, hi: float | None = None, what: str = "a number"
-) -> float | None:
-    v = row.get(key)
-    if v is None:
-        if required:
-            raise DataError("missing value", file=str(path), line=line, field=key, expected=what)
-        return None
-    if isinstance(v, bool):
-        raise DataError(f"got {v!r}", file=str(path), line=line, field=key, expected=what)
-    try:
-        x = float(v)
-    except (TypeError, ValueError, OverflowError):
-        raise DataError(f"got {v!r}", file=str(path), line=line, field=key, expected=what) from None
-    if math.isnan(x) or math.isinf(x) or (lo is not None and x < lo) or (hi is not None and x > hi):
-        raise DataError(f"got {v!r}", file=str(path), line=line, field=key, expected=what)
-    return x
-
-
-def _pid(row: dict, path: Path, line: int) -> str:
-    v = row.get("prompt_id")
-    if v is None or (isinstance(v, str) and not v.strip()):
-        raise DataError("missing value", file=str(path), line=line, field="prompt_id", expected="a prompt id")
-    if isinstance(v, float) and v.is_integer():
-        v = int(v)
-    return str(v)
-
-
 def _load_models(path: Path | None) -> tuple[dict[str, tuple[float | None, float | None]], dict[str, int]]:
     prices: dict[str, tuple[float | None, float | None]] = {}
     lines: dict[str, int] = {}
     if path is None:
         return prices, lines
-    for line, row in _rows(path):
+    for line, row in read_rows(path):
         name = row.get("model")
         if not name:
             raise DataError("missing value", file=str(path), line=line, field="model", expected="a model name")
         name = str(name)
         if name in prices:
             raise DataError(f"duplicate model {name!r} (first on line {lines[name]})", file=str(path), line=line, field="model")
-        pin = _num(row, "usd_per_1m_input", path, line, required=False, lo=0, what="a price ≥ 0 in USD per 1M tokens")
-        pout = _num(row, "usd_per_1m_output", path, line, required=False, lo=0, what="a price ≥ 0 in USD per 1M tokens")
+        pin = number_field(row, "usd_per_1m_input", path, line, required=False, lo=0, what="a price ≥ 0 in USD per 1M tokens")
+        pout = number_field(row, "usd_per_1m_output", path, line, required=False, lo=0, what="a price ≥ 0 in USD per 1M tokens")
         prices[name], lines[name] = (pin, pout), line
     return prices, lines
 
@@ -181,8 +74,8 @@ def _load_prompts(path: Path | None) -> tuple[list[str], list[str | None], dict[
     where: dict[str, int] = {}
     if path is None:
         return ids, texts, meta, where
-    for line, row in _rows(path):
-        pid = _pid(row, path, line)
+    for line, row in read_rows(path):
+        pid = prompt_id_field(row, path, line)
         if pid in where:
             raise DataError(f"duplicate prompt_id {pid!r} (first on line {where[pid]})", file=str(path), line=line, field="prompt_id")
         where[pid] = line
@@ -226,13 +119,13 @@ def load_table(folder: str | os.PathLike, *, models: list[str] | None = None, ex
     rec_ans: list[str | None] = []
     any_answer = False
     seen_cols: set[str] | None = None
-    for line, row in _rows(out_path):
+    for line, row in read_rows(out_path):
         if seen_cols is None:
             seen_cols = set(row)
             for col in ("prompt_id", "model", "quality"):
                 if col not in row:
                     raise DataError("missing column", file=str(out_path), line=line, field=col, expected=f"a '{col}' column")
-        pid = _pid(row, out_path, line)
+        pid = prompt_id_field(row, out_path, line)
         name = row.get("model")
         if not name:
             raise DataError("missing value", file=str(out_path), line=line, field="model", expected="a model name")
@@ -269,10 +162,10 @@ def load_table(folder: str | os.PathLike, *, models: list[str] | None = None, ex
                 field="model",
             )
         cells[(p, m)] = line
-        q = _num(row, "quality", out_path, line, required=True, lo=0.0, hi=1.0, what="a number in [0, 1]")
-        tin = _num(row, "input_tokens", out_path, line, required=False, lo=0, what="a token count ≥ 0")
-        tout = _num(row, "output_tokens", out_path, line, required=False, lo=0, what="a token count ≥ 0")
-        cost = _num(row, "cost_usd", out_path, line, required=False, lo=0, what="a cost ≥ 0 in USD")
+        q = number_field(row, "quality", out_path, line, required=True, lo=0.0, hi=1.0, what="a number in [0, 1]")
+        tin = number_field(row, "input_tokens", out_path, line, required=False, lo=0, what="a token count ≥ 0")
+        tout = number_field(row, "output_tokens", out_path, line, required=False, lo=0, what="a token count ≥ 0")
+        cost = number_field(row, "cost_usd", out_path, line, required=False, lo=0, what="a cost ≥ 0 in USD")
         if cost is None:
             pin, pout = prices.get(name, (None, None))
             if pin is None or pout is None:
@@ -300,9 +193,9 @@ def load_table(folder: str | os.PathLike, *, models: list[str] | None = None, ex
         rec_p.append(p)
         rec_m.append(m)
         rec_q.append(q)
-        rec_c.append(cost)  # noqa: E702
+        rec_c.append(cost)
         rec_in.append(np.nan if tin is None else tin)
-        rec_out.append(np.nan if tout is None else tout)  # noqa: E702
+        rec_out.append(np.nan if tout is None else tout)
         rec_ans.append(ans)
     if seen_cols is None:
         raise DataError("no outcome rows", file=str(out_path), expected="at least one (prompt, model) row")

@@ -144,7 +144,7 @@ def _gateway_class(fastapi_cls: Any) -> Any:
     the route stays registered for the OpenAPI schema and for apps with middleware)."""
     if not _GATEWAY_CLASS:
 
-        class Gateway(fastapi_cls):  # type: ignore[misc, valid-type]
+        class Gateway(fastapi_cls):
             fast_chat: Any = None
 
             async def __call__(self, scope: Any, receive: Any, send: Any) -> None:

@@ -42,7 +42,7 @@ from typing import Any, AsyncIterator, Callable, Mapping, Sequence
 
 import numpy as np
 
-from thrifty.data.table_io import _rows
+from thrifty.data.rows import read_rows
 from thrifty.errors import DataError
 from thrifty.scoring.memo import LRUMemo
 from thrifty.serving.prompt_adapt import Example, ShotSelector, approx_tokens, format_example
@@ -79,7 +79,7 @@ def read_examples(path: str | os.PathLike[str]) -> list[Example]:
     if not path.is_file():
         raise DataError("no such file", file=str(path), expected="a JSONL or CSV file of examples")
     out: list[Example] = []
-    for line, row in _rows(path):
+    for line, row in read_rows(path):
         if row.get("messages") is not None:
             msgs = row["messages"]
             if not isinstance(msgs, list):

@@ -86,7 +86,7 @@ class Row(tuple):
     _names: tuple[str, ...] = ()
     _index: dict[str, int] = {}  # noqa: RUF012 - replaced per subclass by row_class, never mutated
 
-    def __getitem__(self, key: Any) -> Any:  # type: ignore[override]
+    def __getitem__(self, key: Any) -> Any:
         if isinstance(key, str):
             return tuple.__getitem__(self, self._index[key])
         return tuple.__getitem__(self, key)

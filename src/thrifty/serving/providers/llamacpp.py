@@ -200,9 +200,7 @@ class LlamaCppProvider:
             def text(t: int) -> str:
                 return str(llm.detokenize([t], special=True).decode("utf-8", "ignore")) if t >= 0 else ""
 
-            formatter = Jinja2ChatFormatter(  # type: ignore[no-untyped-call]  # llama_cpp ships no annotations here
-                template=template, eos_token=text(eos), bos_token=text(bos), stop_token_ids=[eos]
-            )
+            formatter = Jinja2ChatFormatter(template=template, eos_token=text(eos), bos_token=text(bos), stop_token_ids=[eos])
         slot.llm, slot.formatter, slot.load_s = llm, formatter, time.perf_counter() - t0
         return slot
 
