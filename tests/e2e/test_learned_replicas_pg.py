@@ -49,7 +49,9 @@ def pg() -> Iterator[PostgresServer]:
 
 def _table() -> tuple[list[str], dict[str, str], dict[str, str]]:
     rng = random.Random(3)
-    prompts = [f"Is claim {i} about the {rng.choice(['river', 'market', 'comet', 'harbour'])} true? Answer yes or no." for i in range(EVERY)]
+    prompts = [
+        f"Is claim {i} about the {rng.choice(['river', 'market', 'comet', 'harbour'])} true? Answer yes or no." for i in range(EVERY)
+    ]
     strong = {q: rng.choice(["yes", "no"]) for q in prompts}
     cheap = {q: (a if i % 3 == 0 else {"yes": "no", "no": "yes"}[a]) for i, (q, a) in enumerate(strong.items())}
     return prompts, cheap, strong

@@ -101,3 +101,46 @@ def test_the_replica_sync_hands_learned_profiles_to_their_learner_and_never_publ
 
     asyncio.run(poll())
     assert [(r.version, r.path) for r in learner.rows] == [(1, "/shared/v3")] and reloads == []
+
+
+def _learner(tmp_path: Path) -> Any:
+    from thrifty.calibration.loop import LearningLoop, LoopConfig
+    from thrifty.calibration.refit import ServingPolicy
+    from thrifty.config.settings import ServerSettings
+    from thrifty.gateway.learning import ProfileLearner
+
+    store = LogStore(tmp_path / "l.db")
+    rt = SimpleNamespace(store=store, settings=SimpleNamespace(server=ServerSettings(data_dir=tmp_path)), artefact_versions={})
+    configured = ServingPolicy(0, ("small", "big"), (0.5,), scorer=object(), source="config")
+    learned = ServingPolicy(3, ("small", "big"), (0.9,), scorer=object(), source="refit")
+    loop = LearningLoop("hl", ("small", "big"), LoopConfig(every=10), learned)
+    event_loop = asyncio.new_event_loop()  # not running: installs are only queued
+    learner = ProfileLearner(rt, SimpleNamespace(name="hl"), "thrifty/hl", loop, event_loop, configured=configured)
+    return learner, configured, learned, event_loop
+
+
+def test_a_learner_follows_a_rollback_to_the_config_and_refuses_an_unshared_folder(tmp_path: Path, caplog: Any) -> None:
+    learner, configured, learned, event_loop = _learner(tmp_path)
+    store = learner.rt.store
+    try:
+        missing = str(tmp_path / "on-another-machine" / "v4")
+        store.run_in_transaction(publish_in, "hl", "f" * 64, path=missing, source="refit|b|2")
+        learner.request_follow(store.read(read_versions)["hl"])
+        learner.executor.submit(lambda: None).result(timeout=10)
+        assert learner.loop.serving is learned and learner.store_version == 1  # kept serving; not retried every poll
+        assert "cannot serve version 1" in caplog.text and "artefact_dir" in caplog.text
+
+        here = _folder(tmp_path, "v5", '{"kind": "cascade"}')
+        store.run_in_transaction(publish_in, "hl", "0" * 64, path=here, source="refit|b|2")  # a different folder than published
+        learner.request_follow(store.read(read_versions)["hl"])
+        learner.executor.submit(lambda: None).result(timeout=10)
+        assert learner.loop.serving is learned and "differs from the one published" in caplog.text
+
+        store.run_in_transaction(serve_config_in, "hl", source="cli rollback")
+        learner.request_follow(store.read(read_versions)["hl"])
+        learner.executor.submit(lambda: None).result(timeout=10)
+        assert learner.loop.serving is configured and learner.store_version == 3
+        assert learner.live_policy is not None and learner.live_policy.thresholds == (0.5,)
+    finally:
+        learner.close()
+        event_loop.close()

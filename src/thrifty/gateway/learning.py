@@ -163,7 +163,7 @@ class ProfileLearner:
         path = digest = None
         if result.swap and result.candidate is not None:
             try:
-                path = self._write(job, result)
+                path = self._write(job, result.candidate, result.evidence)
                 digest = artefact_digest(path)
             except Exception as exc:  # noqa: BLE001 - a failed write is a failed refit
                 result = RefitResult(False, None, result.evidence, error=f"writing the artefact failed: {type(exc).__name__}: {exc}")
@@ -183,12 +183,12 @@ class ProfileLearner:
             self._install(published)
         return event
 
-    def _write(self, job: RefitJob, result: RefitResult) -> str:
+    def _write(self, job: RefitJob, candidate: ServingPolicy, evidence: dict[str, Any]) -> str:
         """The candidate's folder ``v<n>`` (written aside, then renamed: two processes never share a half-written folder)."""
         version = 1 + max([r.version for r in self.rt.store.run_in_transaction(artefacts.history, self.profile.name)] or [0])
         self.artefact_root.mkdir(parents=True, exist_ok=True)
         tmp = self.artefact_root / f".tmp-{uuid.uuid4().hex}"
-        write_candidate_artefact(tmp, result.candidate, job.table, result.evidence)
+        write_candidate_artefact(tmp, candidate, job.table, evidence)
         final = self.artefact_root / f"v{version}"
         try:
             tmp.rename(final)
@@ -242,7 +242,8 @@ class ProfileLearner:
         self._install(row)
 
     def _serving_of(self, row: ArtefactVersion) -> ServingPolicy:
-        if row.sha256 == CONFIG_DIGEST or not row.path:
+        configured_file = getattr(self.profile, "artefact", None)
+        if row.sha256 == CONFIG_DIGEST or not row.path or (configured_file is not None and Path(row.path) == Path(configured_file)):
             return self.configured
         if not Path(row.path).exists():
             raise FileNotFoundError(f"no artefact folder {row.path} on this machine")
@@ -259,7 +260,9 @@ class ProfileLearner:
         route = self.rt.routes.get(self.model_id)
         fresh = serving_from_policy(route.engine.policy) if route is not None else None
         if fresh is None or tuple(fresh.tiers) != tuple(self.configured.tiers):
-            log.warning("thrifty.learning: profile %s: the reloaded config changed its policy's kind or tiers; not learning", self.profile.name)
+            log.warning(
+                "thrifty.learning: profile %s: the reloaded config changed its policy's kind or tiers; not learning", self.profile.name
+            )
             return
         self.executor.submit(self._reloaded, fresh)
 
