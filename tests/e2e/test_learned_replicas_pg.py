@@ -14,6 +14,7 @@ a candidate in (the rule: only the candidate meets the target, or its share is h
 - replica B (no audits, no refit of its own yet) serves A's artefact within a few poll intervals:
   ``/healthz`` shows the same version and digest, its log names the shared folder, and the same
   prompts are answered by the same tiers on A and B;
+- a config reload on B (``POST /admin/reload``) keeps serving the learned policy;
 - ``thrifty artefacts rollback --store URL`` (the CLI) publishes the config file's policy: both
   replicas move to a new version and answer from the cheap tier again, with no restart.
 """
@@ -38,6 +39,7 @@ pytest.importorskip("sklearn", reason="the refit needs scikit-learn (pip install
 pytestmark = pytest.mark.slow
 
 EVERY = 30
+ADMIN_KEY = "admin-secret-key"
 POLL_S = 0.5
 
 
@@ -84,6 +86,7 @@ def _until(what: str, check: Any, timeout_s: float, gws: list[GatewayProcess]) -
 
 def test_a_learned_swap_on_replica_a_is_served_by_replica_b_and_a_rollback_moves_both(tmp_path: Path, pg: PostgresServer) -> None:
     from thrifty.cli.main import main
+    from thrifty.config.settings import hash_key
     from thrifty.store.versions import artefact_digest
 
     prompts, cheap, strong = _table()
@@ -91,7 +94,8 @@ def test_a_learned_swap_on_replica_a_is_served_by_replica_b_and_a_rollback_moves
     shared = tmp_path / "shared-artefacts"
     with FaultUpstream(answers=cheap) as up_cheap, FaultUpstream(answers=strong) as up_strong:
         cfg = (
-            f'[server]\nstore = "{store}"\nartefact_poll_s = {POLL_S}\nartefact_dir = "{shared}"\nrequest_timeout_s = 30\n\n'
+            f'[server]\nstore = "{store}"\nartefact_poll_s = {POLL_S}\nartefact_dir = "{shared}"\nrequest_timeout_s = 30\n'
+            f'admin_sha256 = "{hash_key(ADMIN_KEY)}"\n\n'
             + toml_provider("cheap", up_cheap.base_url("table"), price_in=1.0, price_out=2.0, timeout_s=10)
             + toml_provider("strong", up_strong.base_url("table"), price_in=10.0, price_out=20.0, timeout_s=10)
             + '[profiles.qa]\ntiers = ["cheap", "strong"]\nthresholds = [0.0]\n\n'
@@ -122,6 +126,10 @@ def test_a_learned_swap_on_replica_a_is_served_by_replica_b_and_a_rollback_moves
             on_a_tiers, on_b_tiers = _served(a, again), _served(b, again)
             assert on_a_tiers == on_b_tiers and "strong" in on_b_tiers, (on_a_tiers, on_b_tiers)
             assert _health(a)["generation"] == _health(b)["generation"] == 1  # no reload, no restart
+            # a config reload on B rebuilds its routes from the file, then puts the learned policy back
+            r = httpx.post(b.base_url + "/admin/reload", headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=60)
+            assert r.status_code == 200 and r.json()["generation"] == 2, r.text
+            assert _served(b, again[:5]) == on_b_tiers[:5]
 
             os.environ.update(pg.env())
             assert main(["artefacts", "--store", store, "rollback", "qa"]) == 0

@@ -264,6 +264,8 @@ class ProfileLearner:
                 "thrifty.learning: profile %s: the reloaded config changed its policy's kind or tiers; not learning", self.profile.name
             )
             return
+        if self.live_policy is not None and self.loop.serving is not self.configured:
+            install_policy(self.rt, self.model_id, self.live_policy)  # now: no request after the reload sees the file's policy
         self.executor.submit(self._reloaded, fresh)
 
     def _reloaded(self, fresh: ServingPolicy) -> None:
