@@ -82,6 +82,19 @@ def _config(data_dir: Path) -> str:
     )
 
 
+def _link_assembled_gemma(data_dir: Path) -> None:
+    """``builtin:gemma3`` joins and hashes 250 MB of weights into ``<data dir>/models`` once per data
+    dir; link the copy already verified in the default data dir (its stamp stays valid) to spare that."""
+    from thrifty.serving.local import gemma3_path
+
+    done = gemma3_path()
+    models = data_dir / "models"
+    models.mkdir(parents=True)
+    (models / done.name).symlink_to(done)
+    stamp = done.with_name(done.name + ".sha256")
+    (models / stamp.name).write_text(stamp.read_text())
+
+
 def _ask(client: Any, headline: str) -> tuple[str, str]:
     raw = client.chat.completions.with_raw_response.create(
         model=f"thrifty/{PROFILE}", messages=[{"role": "user", "content": f"{PREFIX}Q: {headline}\nA:"}], max_tokens=2, temperature=0
@@ -142,6 +155,7 @@ def test_serve_audits_refits_swaps_and_the_report_equals_a_recount(tmp_path: Pat
 
     t0 = time.monotonic()
     data = tmp_path / "gw"
+    _link_assembled_gemma(data)
     with GatewayProcess(_config(data), data, cli=True) as gw:
         client = OpenAI(base_url=gw.base_url + "/v1", api_key="unused", max_retries=0, timeout=120)
         health0 = httpx.get(gw.base_url + "/healthz", timeout=10).json()

@@ -144,3 +144,19 @@ def test_a_learner_follows_a_rollback_to_the_config_and_refuses_an_unshared_fold
     finally:
         learner.close()
         event_loop.close()
+
+
+def test_a_learner_never_goes_back_to_an_older_version_than_its_own_swap(tmp_path: Path) -> None:
+    learner, configured, learned, event_loop = _learner(tmp_path)
+    try:
+        store = learner.rt.store
+        store.run_in_transaction(serve_config_in, "hl", source="cli rollback")
+        old = store.read(read_versions)["hl"]
+        learner.store_version = 2  # this replica's refit published version 2 while the follow of 1 waited
+        learner.request_follow(old)
+        learner.follow(old)
+        learner.executor.submit(lambda: None).result(timeout=10)
+        assert learner.loop.serving is learned and learner.store_version == 2
+    finally:
+        learner.close()
+        event_loop.close()

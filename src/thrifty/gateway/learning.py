@@ -212,8 +212,8 @@ class ProfileLearner:
     # ---- following the store's version row (other replicas' swaps, rollbacks, publishes) -------------
     def request_follow(self, row: ArtefactVersion) -> None:
         """Called on the event loop by the replica sync when the version row moved: follow it in the worker thread."""
-        if row.version in (self.store_version, self._following):
-            return
+        if row.version <= max(self.store_version or 0, self._following or 0):
+            return  # followed, queued, or older than this replica's own swap (versions only grow)
         self._following = row.version
         self.executor.submit(self._guarded_follow, row)
 
@@ -230,11 +230,13 @@ class ProfileLearner:
 
     def follow(self, row: ArtefactVersion) -> None:
         """Serve what version row ``row`` names (runs in the worker thread; raises when its folder is unreadable)."""
-        if row.version == self.store_version:
-            return
+        if self.store_version is not None and row.version <= self.store_version:
+            return  # e.g. this replica swapped a newer one in while the follow waited behind its refit
         self.loop.serving = self._serving_of(row)
         self.loop.guardrail.reset()
         self.store_version = row.version
+        if self.metrics:
+            self.metrics["version"].labels(self.profile.name).set(self.loop.serving.version)
         log.warning(
             "thrifty.learning: profile %s: now serving version %d (%s, published by %s)",
             self.profile.name, row.version, row.path or "the config file's policy", row.source,
