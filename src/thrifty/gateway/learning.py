@@ -252,7 +252,7 @@ class ProfileLearner:
         if row.sha256 and artefact_digest(row.path) != row.sha256:
             raise ValueError(f"the folder {row.path} here differs from the one published (sha256 {row.sha256[:12]})")
         serving = serving_from_policy(load_artefact(row.path).policy(), source=f"artefact:{row.path}")
-        if serving is None or serving.tiers and not set(serving.tiers) <= set(self.loop.tiers):
+        if serving is None or (serving.tiers and not set(serving.tiers) <= set(self.loop.tiers)):
             raise ValueError(f"{row.path} is not a cascade over the profile's tiers {list(self.loop.tiers)}")
         learned = self.rt.store.run_in_transaction(artefacts.by_path, self.profile.name, row.path)
         return replace(serving, version=learned.version if learned is not None else row.version)
