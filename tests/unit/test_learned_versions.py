@@ -10,6 +10,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from thrifty.gateway.replica_sync import ReplicaSync, publish_served
 from thrifty.store import LogStore, artefacts
 from thrifty.store.versions import CONFIG_DIGEST, artefact_digest, publish_in, read_versions, serve_config_in
@@ -160,3 +162,17 @@ def test_a_learner_never_goes_back_to_an_older_version_than_its_own_swap(tmp_pat
     finally:
         learner.close()
         event_loop.close()
+
+
+def test_artefact_dir_is_relative_to_the_config_file_and_defaults_to_the_data_dir(tmp_path: Path) -> None:
+    from thrifty.config.settings import load_settings
+    from thrifty.errors import ConfigError
+
+    cfg = tmp_path / "thrifty.toml"
+    cfg.write_text('[server]\ndata_dir = "data"\nartefact_dir = "shared/artefacts"\n')
+    assert load_settings(cfg).server.resolved_artefact_dir() == tmp_path / "shared" / "artefacts"
+    cfg.write_text('[server]\ndata_dir = "data"\n')
+    assert load_settings(cfg).server.resolved_artefact_dir() == tmp_path / "data" / "artefacts"
+    cfg.write_text("[server]\nartefact_dir = 3\n")
+    with pytest.raises(ConfigError, match="server.artefact_dir"):
+        load_settings(cfg)
