@@ -43,7 +43,7 @@ def test_gateway_learner_makes_the_same_swaps(table, tmp_path) -> None:
     the same swaps, refusals and guardrail moves, and the history rows match."""
     from thrifty.calibration.loop import LearningLoop
     from thrifty.calibration.simulate import cold_policy
-    from thrifty.config.settings import RefitConfig
+    from thrifty.config.settings import RefitConfig, ServerSettings
     from thrifty.gateway.learning import ProfileLearner
     from thrifty.store import LogStore, artefacts
     from thrifty.store.logs import RequestRecord
@@ -57,7 +57,7 @@ def test_gateway_learner_makes_the_same_swaps(table, tmp_path) -> None:
     from dataclasses import replace
 
     loop = LearningLoop("p", cfg.tiers, replace(cfg.loop, seed=cfg.loop.seed + 1000 * 0), cold_policy(cfg))
-    rt = SimpleNamespace(store=store, settings=SimpleNamespace(server=SimpleNamespace(resolved_data_dir=lambda: tmp_path)))
+    rt = SimpleNamespace(store=store, settings=SimpleNamespace(server=ServerSettings(data_dir=tmp_path)), artefact_versions={})
     event_loop = asyncio.new_event_loop()  # swaps are scheduled on it; nothing to install here
     learner = ProfileLearner(rt, SimpleNamespace(name="p", refit=RefitConfig()), "thrifty/p", loop, event_loop)
     events = []

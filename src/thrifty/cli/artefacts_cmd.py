@@ -3,7 +3,9 @@
 Every refit of a profile with ``[profiles.NAME.refit]`` leaves a row: ``serving`` (swapped in, with
 its artefact directory), ``refused`` (validated worse, or crashed) or ``rolled_back``; each with the
 evidence it was decided on (:mod:`thrifty.store.artefacts`). ``rollback`` marks the artefact in
-service rolled back, so the one below it (or the config's policy) serves from the next start.
+service rolled back and publishes the one below it (or the config's policy) in the store's version
+row: every running replica on the store serves it within ``server.artefact_poll_s`` (and from the
+next start).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
+
+from thrifty.cli.logs_cmd import add_store_args
 
 __all__ = ["register"]
 
@@ -21,8 +25,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
         help="the learning loop's artefact history: list, show, rollback",
         description="List, show and roll back the artefacts the gateway's learning loop swapped in or refused.",
     )
-    p.add_argument("--config", metavar="FILE", help="thrifty.toml (locates the data dir)")
-    p.add_argument("--db", metavar="FILE", help="the log database (default <data dir>/logs.sqlite3)")
+    add_store_args(p)
     asub = p.add_subparsers(dest="artefacts_command", metavar="COMMAND")
     ls = asub.add_parser("list", help="every refit, newest first")
     ls.add_argument("--profile", metavar="P")
@@ -33,7 +36,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     sh.add_argument("version", type=int)
     sh.add_argument("--json", action="store_true")
     sh.set_defaults(func=run_show)
-    rb = asub.add_parser("rollback", help="stop serving the profile's current artefact (the previous one serves from the next start)")
+    rb = asub.add_parser(
+        "rollback", help="stop serving the profile's current artefact: every replica serves the previous one (or the config's policy)"
+    )
     rb.add_argument("profile")
     rb.set_defaults(func=run_rollback)
 
@@ -104,7 +109,7 @@ def run_rollback(args: argparse.Namespace) -> int:
 
     store = _store(args)
     try:
-        old, now = store.run_in_transaction(artefacts.rollback, args.profile)
+        old, now = store.run_in_transaction(artefacts.rollback_and_publish, args.profile, source="cli rollback")
     finally:
         store.close()
     if old is None:
@@ -114,5 +119,5 @@ def run_rollback(args: argparse.Namespace) -> int:
             fix="see `thrifty artefacts list`; the config's policy is already serving",
         )
     after = f"v{now.version} ({now.path})" if now is not None else "the policy in the config file"
-    print(f"rolled back {args.profile} v{old.version}; from the next start it serves {after}")
+    print(f"rolled back {args.profile} v{old.version}; it now serves {after} (running replicas within server.artefact_poll_s)")
     return 0

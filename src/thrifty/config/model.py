@@ -82,10 +82,15 @@ class ServerSettings:
     store_password_env: str | None = None  # env var holding the database password (else $PGPASSWORD)
     hold_lease_s: float = 60.0  # a budget hold lapses this long after its replica last renewed it
     artefact_poll_s: float = 5.0  # how often a replica checks the store's artefact versions (0: never)
+    artefact_dir: Path | None = None  # where refits write learned artefacts; None: <data_dir>/artefacts (share it between replicas)
     memo_entries: int = 10_000  # entries per in-process LRU memo (thrifty.scoring.memo)
 
     def resolved_data_dir(self) -> Path:
         return self.data_dir if self.data_dir is not None else default_data_dir()
+
+    def resolved_artefact_dir(self) -> Path:
+        """Where the learning loop writes the artefacts it swaps in (replicas must all read this folder)."""
+        return self.artefact_dir if self.artefact_dir is not None else self.resolved_data_dir() / "artefacts"
 
     def resolved_store(self) -> str:
         """The log store: ``store`` when set, else ``<data dir>/logs.sqlite3``."""

@@ -58,6 +58,7 @@ def _server(tbl: Mapping[str, Any], base_dir: Path | None) -> ServerSettings:
             "store_password_env",
             "hold_lease_s",
             "artefact_poll_s",
+            "artefact_dir",
             "memo_entries",
         ),
         "server",
@@ -75,6 +76,7 @@ def _server(tbl: Mapping[str, Any], base_dir: Path | None) -> ServerSettings:
     data_dir = str_field(tbl, "data_dir", "server")
     if data_dir is not None:
         data_dir = resolve_path(data_dir, base_dir)
+    artefact_dir = str_field(tbl, "artefact_dir", "server")
     admin = str_field(tbl, "admin_sha256", "server")
     if admin is not None and not _HEX64.match(admin.lower()):
         raise ConfigError(
@@ -94,6 +96,7 @@ def _server(tbl: Mapping[str, Any], base_dir: Path | None) -> ServerSettings:
         store_password_env=str_field(tbl, "store_password_env", "server"),
         hold_lease_s=float(num_field(tbl, "hold_lease_s", "server", 60.0, strict=True)),
         artefact_poll_s=float(num_field(tbl, "artefact_poll_s", "server", 5.0)),  # 0: never poll
+        artefact_dir=None if artefact_dir is None else resolve_path(artefact_dir, base_dir),
         memo_entries=num_field(tbl, "memo_entries", "server", 10_000, lo=0, integer=True, strict=True),
     )
 

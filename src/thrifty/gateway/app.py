@@ -48,6 +48,7 @@ class Runtime:
     auditor: Any = None  # the sampled-audit queue (thrifty.gateway.audits), started with the app
     artefact_versions: dict[str, Any] = field(default_factory=dict)  # profile → version in service (thrifty.gateway.replica_sync)
     replica_sync: Any = None
+    learners: list[Any] = field(default_factory=list)  # one per profile with [profiles.NAME.refit] (thrifty.gateway.learning)
     _reload_lock: asyncio.Lock | None = None
 
     @property
@@ -89,9 +90,8 @@ def create_app(settings: Settings | None = None, *, db_path: Path | None = None,
         await warm_providers(rt.providers)  # load local weights now, not on the first request
         await _start_audits(app, rt)
         hup = _install_sighup(rt)
-        sync = await start_replica_sync(rt)  # budget leases + artefact versions shared with other replicas
-
         learners = start_learning(app, rt)  # [profiles.NAME.refit]: audits → refits (thrifty.gateway.learning)
+        sync = await start_replica_sync(rt)  # budget leases + artefact versions (learned ones too) shared with other replicas
         try:
             yield
         finally:

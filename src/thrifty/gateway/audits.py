@@ -253,6 +253,8 @@ class Auditor:
         row = await asyncio.to_thread(db.load_audit, self.rt.store, rid)
         if row is None or row["status"] not in ("pending", "error"):
             return
+        if row["status"] == "pending" and row["attempts"] and row["owner"] != self._owner and _owner_alive(row["owner"] or ""):
+            return  # a sweep queued it here before another live worker process started it: it runs there
         name, now = row["profile"], time.time()
         profile = self.rt.settings.profiles.get(name)
         a = getattr(profile, "audit", None)

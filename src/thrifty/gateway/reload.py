@@ -10,7 +10,8 @@ What happens, in order:
 2. providers, policies (fitted artefacts loaded from disk again) and engines are built in a worker
    thread, so the event loop keeps serving meanwhile;
 3. if anything fails, nothing changes: the old routes keep serving and the error is returned;
-4. otherwise the route table, keys and budget limits are swapped in one step. A request admitted
+4. otherwise the route table, keys and budget limits are swapped in one step (profiles with a
+   learning loop then get their learned policy back: :meth:`~thrifty.gateway.learning.ProfileLearner.after_reload`). A request admitted
    before the swap finishes on the engine it started with; the replaced providers — and the
    wrappers the old profiles put around them (completion-cache stores: SQLite connections, Redis
    pools) — are closed once the last such request has finished (at the latest after
@@ -86,6 +87,8 @@ async def reload_runtime(rt: Any) -> dict[str, Any]:
         old_generation, old_providers, old_routes = rt.generation, rt.providers, rt.routes
         rt.settings, rt.routes, rt.providers, rt.ledger = settings, routes, providers, ledger
         rt.generation += 1
+        for learner in getattr(rt, "learners", ()):  # the routes came from the file: put the learned policies back
+            learner.after_reload()
         task = asyncio.get_running_loop().create_task(
             retire(rt, old_generation, old_providers, current.server.request_timeout_s, routes=old_routes)
         )

@@ -13,6 +13,11 @@
   reload. A reload caused by a version move adopts that version without publishing (replicas
   whose files differ cannot bump each other in a loop). ``/healthz`` shows the version in service
   per profile.
+- **Learned artefacts.** A profile with a learning loop (``[profiles.NAME.refit]``) is not reloaded
+  from the config file: its learner publishes its own swaps in the version row, and a move it did
+  not make (another replica's swap, ``thrifty artefacts rollback``, ``thrifty store publish``) is
+  handed to :meth:`~thrifty.gateway.learning.ProfileLearner.request_follow`, which loads that folder
+  off the event loop. Such profiles are never published from here.
 
 Polling (not ``LISTEN/NOTIFY``) works the same on SQLite and PostgreSQL and survives a lost
 connection without any resubscription logic; one indexed read every few seconds costs nothing.
@@ -33,16 +38,23 @@ __all__ = ["ReplicaSync", "publish_served", "start"]
 log = logging.getLogger("thrifty.gateway")
 
 
-def _artefacts(settings: Any) -> dict[str, str]:
-    """Profile → the artefact path it serves (profiles with fitted artefacts only)."""
-    return {name: str(p.artefact) for name, p in settings.profiles.items() if getattr(p, "artefact", None) is not None}
+def _artefacts(settings: Any, learned: Any = ()) -> dict[str, str]:
+    """Profile → the artefact path it serves (profiles with fitted artefacts only, minus the ``learned`` ones)."""
+    return {
+        name: str(p.artefact) for name, p in settings.profiles.items() if getattr(p, "artefact", None) is not None and name not in learned
+    }
 
 
-def publish_served(store: Any, settings: Any) -> dict[str, Any]:
-    """Publish the digest of every artefact ``settings`` serves; return the version rows after (blocking)."""
+def _learners(rt: Any) -> dict[str, Any]:
+    return {learner.profile.name: learner for learner in getattr(rt, "learners", None) or ()}
+
+
+def publish_served(store: Any, settings: Any, learned: Any = ()) -> dict[str, Any]:
+    """Publish the digest of every artefact ``settings`` serves (but the ``learned`` profiles'); return
+    the version rows after (blocking)."""
 
     digests = {}
-    for profile, path in _artefacts(settings).items():
+    for profile, path in _artefacts(settings, learned).items():
         try:
             digests[profile] = (artefact_digest(path), path)
         except OSError:
@@ -67,13 +79,15 @@ class ReplicaSync:
         self.reloads = 0
 
     def adopt(self, versions: dict[str, Any]) -> None:
-        served = _artefacts(self.rt.settings)
+        learned = _learners(self.rt)
+        served = _artefacts(self.rt.settings, learned)
         self.in_service = {p: v.version for p, v in versions.items() if p in served}
-        self.rt.artefact_versions = {p: {"version": v.version, "sha256": v.sha256[:12]} for p, v in versions.items() if p in served}
+        shown = {p: v for p, v in self.rt.artefact_versions.items() if p in learned}  # the learners keep theirs current
+        self.rt.artefact_versions = shown | {p: {"version": v.version, "sha256": v.sha256[:12]} for p, v in versions.items() if p in served}
         self.seen_generation = self.rt.generation
 
     async def publish(self) -> None:
-        versions = await asyncio.to_thread(publish_served, self.rt.store, self.rt.settings)
+        versions = await asyncio.to_thread(publish_served, self.rt.store, self.rt.settings, _learners(self.rt))
         self.adopt(versions)
 
     async def renew(self) -> None:
@@ -86,7 +100,11 @@ class ReplicaSync:
             await self.publish()
             return
         versions = await asyncio.to_thread(self.rt.store.read, read_versions)
-        served = _artefacts(self.rt.settings)
+        learned = _learners(self.rt)
+        for name, learner in learned.items():
+            if name in versions:
+                learner.request_follow(versions[name])  # off the event loop, after any refit in progress
+        served = _artefacts(self.rt.settings, learned)
         moved = [p for p in served if p in versions and versions[p].version != self.in_service.get(p)]
         if not moved:
             return

@@ -5,6 +5,10 @@
 artefact is kept) or ``rolled_back``. The artefact in service is the newest ``serving`` row, so the
 rows form a stack: a swap pushes, :func:`rollback` marks the top ``rolled_back`` and the one below
 serves again. Portable SQL (``?`` placeholders, no SQLite-only functions).
+
+What every replica on the store serves follows the profile's version row
+(:mod:`thrifty.store.versions`): a swap publishes its folder there, and :func:`rollback_and_publish`
+publishes what serves after a rollback, so replicas switch without a restart.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["HistoryRow", "record", "history", "get", "current", "rollback", "STATUSES"]
+__all__ = ["HistoryRow", "record", "history", "get", "current", "by_path", "rollback", "rollback_and_publish", "STATUSES"]
 
 STATUSES = ("serving", "refused", "rolled_back")
 
@@ -84,6 +88,14 @@ def current(conn: sqlite3.Connection, profile: str) -> HistoryRow | None:
     return None if r is None else _row(r)
 
 
+def by_path(conn: sqlite3.Connection, profile: str, path: str) -> HistoryRow | None:
+    """The newest row of ``profile`` whose artefact folder is ``path`` (None: not a learned artefact)."""
+    r = conn.execute(
+        f"SELECT {_COLS} FROM artefact_history WHERE profile = ? AND path = ? ORDER BY version DESC LIMIT 1", (profile, path)
+    ).fetchone()
+    return None if r is None else _row(r)
+
+
 def rollback(conn: sqlite3.Connection, profile: str) -> tuple[HistoryRow | None, HistoryRow | None]:
     """Mark the artefact in service ``rolled_back`` (inside a write transaction); returns
     (the row rolled back, the row now serving — None: the configured policy)."""
@@ -92,3 +104,18 @@ def rollback(conn: sqlite3.Connection, profile: str) -> tuple[HistoryRow | None,
         return None, None
     conn.execute("UPDATE artefact_history SET status = ? WHERE profile = ? AND version = ?", ("rolled_back", profile, top.version))
     return top, current(conn, profile)
+
+
+def rollback_and_publish(conn: Any, profile: str, *, source: str = "cli") -> tuple[HistoryRow | None, HistoryRow | None]:
+    """:func:`rollback`, then a new version row for what serves now (its folder's digest, or the
+    config file's policy), in the same transaction: every replica on the store switches to it."""
+    from thrifty.store.versions import artefact_digest, bump_in, serve_config_in
+
+    old, now = rollback(conn, profile)
+    if old is None:
+        return old, now
+    if now is not None and now.path:
+        bump_in(conn, profile, sha256=artefact_digest(now.path), path=now.path, source=source)
+    else:
+        serve_config_in(conn, profile, source=source)
+    return old, now

@@ -6,6 +6,11 @@ A replica (or the CLI) that loads or writes a profile's artefact *publishes* its
 again). Every replica polls :func:`read_versions` and reloads when a version moved
 (:mod:`thrifty.gateway.replica_sync`). :func:`bump_in` forces a new version (a rollback that put
 back an older file, or "reload everywhere").
+
+The learning loop publishes through the same row: a refit swapped in on one replica publishes its
+artefact folder (:func:`publish_in`); ``thrifty artefacts rollback`` publishes the artefact now in
+service (:func:`bump_in`) or, when none is left, :func:`serve_config_in` — digest
+:data:`CONFIG_DIGEST`, no path: "the policy in the config file".
 """
 
 from __future__ import annotations
@@ -16,7 +21,10 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-__all__ = ["ArtefactVersion", "artefact_digest", "bump_in", "publish_in", "read_versions"]
+__all__ = ["ArtefactVersion", "CONFIG_DIGEST", "artefact_digest", "bump_in", "publish_in", "read_versions", "serve_config_in"]
+
+#: the digest of a version row that means "serve the policy of the config file" (a learned artefact rolled back)
+CONFIG_DIGEST = "config"
 
 
 class ArtefactVersion(NamedTuple):
@@ -67,5 +75,16 @@ def bump_in(conn: Any, profile: str, *, sha256: str = "", path: str | None = Non
         " sha256 = COALESCE(NULLIF(excluded.sha256, ''), artefact_versions.sha256),"
         " path = COALESCE(excluded.path, artefact_versions.path), updated = excluded.updated, source = excluded.source",
         (profile, sha256, path, time.time(), source),
+    )
+    return int(conn.execute("SELECT version FROM artefact_versions WHERE profile = ?", (profile,)).fetchone()[0])
+
+
+def serve_config_in(conn: Any, profile: str, *, source: str | None = None) -> int:
+    """A new version of ``profile`` that says "the config file's policy" (digest :data:`CONFIG_DIGEST`, no path)."""
+    conn.execute(
+        "INSERT INTO artefact_versions (profile, version, sha256, path, updated, source) VALUES (?, 1, ?, NULL, ?, ?)"
+        " ON CONFLICT(profile) DO UPDATE SET version = artefact_versions.version + 1, sha256 = excluded.sha256,"
+        " path = NULL, updated = excluded.updated, source = excluded.source",
+        (profile, CONFIG_DIGEST, time.time(), source),
     )
     return int(conn.execute("SELECT version FROM artefact_versions WHERE profile = ?", (profile,)).fetchone()[0])
