@@ -37,7 +37,6 @@ from thrifty.calibration.loop import LoopConfig
 from thrifty.calibration.simulate import SimConfig, profile_tiers, simulate
 from thrifty.calibration.simulate_report import offline_heldout, plot_png, summarise
 
-
 #: the second synthetic structure (``binary_table`` keyword arguments): a cheap tier right ~66% of the
 #: time, the reference ~80%, prices 0.5 / 6 USD per 1M tokens, a flatter difficulty curve, a weaker
 #: prompt signal and stronger hedging

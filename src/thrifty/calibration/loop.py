@@ -56,9 +56,7 @@ class LoopConfig:
         return replace(self.guardrail or GuardrailConfig(), target=self.target)
 
     def refit_settings(self) -> RefitSettings:
-        return RefitSettings(
-            target=self.target, budget=self.budget, folds=self.folds, min_gain=self.min_gain, share_z=self.share_z
-        )
+        return RefitSettings(target=self.target, budget=self.budget, folds=self.folds, min_gain=self.min_gain, share_z=self.share_z)
 
 
 @dataclass(frozen=True)

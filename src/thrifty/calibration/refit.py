@@ -14,9 +14,10 @@ picks one point of its training front for the profile's goal:
 
 - ``budget`` (mean USD per request) set: the lab's own pick for that budget;
 - else ``target`` (share of answers at least as good as the reference): the cheapest front point
-  whose share on the audits reaches the target (the highest share when none does), its threshold
-  into the last tier then lowered along the distinct out-of-fold scores while the share still
-  reaches the target (:func:`_refine`: the lab's 16-quantile grid alone overshoots the target);
+  whose share on the audits — its Wilson lower bound at ``share_z`` (:func:`share_bound`), not the
+  point estimate — reaches the target (the highest share when none does), its threshold into the
+  last tier then lowered along the distinct out-of-fold scores while that bound still reaches the
+  target (:func:`_refine`: the lab's 16-quantile grid alone overshoots it);
 - neither: the lab's pick at the best single tier's mean cost.
 
 :func:`validate` is K-fold cross-validation on the audits: on each fold the candidate is fitted on
@@ -212,15 +213,12 @@ def _point(lab: Any, fitted: Any, table: RoutingTable, good: np.ndarray, setting
 
 
 def share_bound(good: np.ndarray, z: float) -> float:
-    """Wilson lower bound (one-sided ``z``) of the good-enough share of the 0/1 flags ``good``; the
-    point estimate when ``z`` is 0. A pick whose bound clears the target meets it on new traffic
-    with probability about Φ(z), where a pick on the point estimate misses it about half the time
-    (the cheapest threshold that reaches the target on n audits is, by construction, the one whose
-    share was overestimated the most)."""
-    n = len(good)
-    if n == 0:
+    """Wilson lower bound (one-sided ``z``; 0: the point estimate) of the share of 0/1 flags. A pick
+    on the point estimate misses the target about half the time (the cheapest threshold that reaches
+    it on n audits is the one whose share was overestimated most); one on the bound about 1 − Φ(z)."""
+    if len(good) == 0:
         return 0.0
-    return wilson(int(round(float(np.sum(good)))), n, z)[0] if z > 0 else float(np.mean(good))
+    return wilson(int(round(float(np.sum(good)))), len(good), z)[0] if z > 0 else float(np.mean(good))
 
 
 def _refine(S: np.ndarray, G: np.ndarray, C: np.ndarray, spec: CascadeSpec, target: float, z: float = 0.0) -> CascadeSpec:
