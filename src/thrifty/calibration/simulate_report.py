@@ -187,6 +187,7 @@ def summarise(
         "reference": cfg.reference,
         "rate": cfg.rate,
         "every": cfg.loop.every,
+        "share_z": cfg.loop.share_z,
         "budget": cfg.loop.budget,
         "baselines": {
             "always_reference": {"model": ref.model, "quality": ref.quality, "cost_usd": ref.cost},
