@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from harness.measure import git_commit
 
 from thrifty.calibration.loop import LoopConfig
 from thrifty.calibration.simulate import SimConfig, profile_tiers, simulate
@@ -49,13 +50,6 @@ SECOND_STRUCTURE: dict = {
 }
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except Exception:  # noqa: BLE001
-        return "unknown"
-
-
 def _num(x: float | None) -> str:
     return "—" if x is None else f"{x:.2f}"
 
@@ -67,7 +61,7 @@ def run_case(name: str, table, cfg: SimConfig, png: Path | None) -> dict:
     offline = offline_heldout(table, cfg)
     summary = summarise(table, cfg, runs, offline)
     summary["seconds"] = {"stream": round(t1 - t0, 1), "offline": round(time.perf_counter() - t1, 1)}
-    summary["commit"] = _commit()
+    summary["commit"] = git_commit()
     if png is not None:
         summary["plot"] = plot_png(
             str(png), runs, summary, title=f"{name}: {cfg.rate:.0%} audits, refit every {cfg.loop.every}, target {cfg.loop.target}"
@@ -99,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     seeds = (0, 1) if args.quick else tuple(range(args.seeds))
-    out: dict = {"commit": _commit(), "seeds": len(seeds), "share_z": args.share_z, "cases": {}}
+    out: dict = {"commit": git_commit(), "seeds": len(seeds), "share_z": args.share_z, "cases": {}}
     if args.only and Path(args.json).exists():  # one case rerun: keep the others
         out["cases"] = json.loads(Path(args.json).read_text())["cases"]
         out["commit_per_case"] = {k: v.get("commit") for k, v in out["cases"].items()}

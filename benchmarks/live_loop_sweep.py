@@ -15,28 +15,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+from harness.measure import git_commit
+from live_loop import SECOND_STRUCTURE
 
 from thrifty.calibration.loop import LoopConfig
 from thrifty.calibration.refit import fit_candidate, good_matrix, replay
 from thrifty.calibration.simulate import SimConfig, simulate_seed
 from thrifty.calibration.synthetic import binary_table
 
-sys.path.insert(0, str(Path(__file__).parent))
-from live_loop import SECOND_STRUCTURE  # noqa: E402
-
 TARGET = 0.95
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except Exception:  # noqa: BLE001
-        return "unknown"
 
 
 def ceiling(table, loop: LoopConfig) -> dict[str, np.ndarray]:
@@ -89,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default="results/live_loop_sweep.json")
     args = ap.parse_args(argv)
     tables = {"synthetic_3model": binary_table(5000, seed=0), "synthetic_2model": binary_table(5000, seed=0, **SECOND_STRUCTURE)}
-    out: dict = {"commit": _commit(), "target": TARGET, "rate": 0.1, "every": 100, "cases": {}}
+    out: dict = {"commit": git_commit(), "target": TARGET, "rate": 0.1, "every": 100, "cases": {}}
     print(
         f"{'case':<18} {'z':>5} {'ceiling share/saving':>21} {'met':>6} {'share mean/min':>15} {'saving':>7} {'savings share (range)':>24} {'miss=0':>7}"
     )
