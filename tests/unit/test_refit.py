@@ -109,3 +109,55 @@ def test_refine_lowers_the_grid_threshold_to_the_cheapest_that_meets_the_target(
     single = CascadeSpec((1,), (), 10.0, 1.0)
     assert _refine(S, G, C, single, target) is single
     assert _refine(S, G, C, spec, target).thresholds == spec.thresholds
+
+
+def test_share_bound_is_the_point_at_z0_and_the_wilson_lower_bound_above() -> None:
+    from thrifty.calibration.guardrail import wilson
+    from thrifty.calibration.refit import share_bound
+
+    g = np.array([1.0] * 95 + [0.0] * 5)
+    assert share_bound(g, 0.0) == pytest.approx(0.95)
+    assert share_bound(g, 1.0) == pytest.approx(wilson(95, 100, 1.0)[0])
+    assert share_bound(g, 1.645) < share_bound(g, 1.0) < 0.95
+    assert share_bound(np.array([]), 1.0) == 0.0
+
+
+def test_refine_with_a_lower_bound_keeps_a_margin_above_the_target() -> None:
+    """At z > 0 the refined threshold is the cheapest whose *lower bound* reaches the target: dearer
+    than the point-estimate pick, and the next cheaper score's bound misses it."""
+    from thrifty.calibration.guardrail import wilson
+    from thrifty.calibration.refit import _refine
+    from thrifty.offline.optimise import CascadeSpec, replay_arrays
+
+    rng = np.random.default_rng(1)
+    P = 500
+    s = rng.random(P)
+    G = np.stack([(rng.random(P) < 0.5 + 0.5 * s).astype(float), np.ones(P)], 1)
+    S = np.stack([s, np.zeros(P)], 1)
+    C = np.tile([1.0, 10.0], (P, 1))
+    grid_point = CascadeSpec((0, 1), (0.95,), 0.0, 0.0)
+    target = 0.9
+    good_at = lambda t: replay_arrays(S, G, C, CascadeSpec((0, 1), (t,), 0.0, 0.0))[1]  # noqa: E731
+    lower = lambda t: wilson(int(good_at(t).sum()), P, 1.0)[0]  # noqa: E731
+    point, bound = _refine(S, G, C, grid_point, target, 0.0), _refine(S, G, C, grid_point, target, 1.0)
+    assert bound.thresholds[0] > point.thresholds[0] and bound.cost > point.cost
+    assert lower(bound.thresholds[0]) >= target and good_at(bound.thresholds[0]).mean() > target + 0.01
+    assert lower(np.max(s[s < bound.thresholds[0]])) < target
+
+
+def test_validation_folds_keep_the_full_fit_margin(table, monkeypatch) -> None:
+    """The candidates fitted on (k−1)/k of the audits get z·sqrt((k−1)/k), so their margin above
+    the target matches the one the candidate fitted on every audit keeps (not a more cautious one)."""
+    import thrifty.calibration.refit as refit_mod
+
+    seen: list[float] = []
+    real = refit_mod.fit_candidate
+
+    def spy(t, g, settings, seed=0):
+        seen.append(settings.share_z)
+        return real(t, g, settings, seed)
+
+    monkeypatch.setattr(refit_mod, "fit_candidate", spy)
+    good = good_matrix(table, "large")
+    refit_mod.validate(table, good, _always("large", table.models), 0.0, RefitSettings(target=0.9, folds=3, share_z=1.2), seed=0)
+    assert seen == [pytest.approx(1.2 * np.sqrt(2 / 3))] * 3

@@ -46,6 +46,7 @@ class LoopConfig:
     budget: float | None = None
     folds: int = 3
     min_gain: float = 0.01
+    share_z: float = 1.0  # refit picks: the share's one-sided lower bound at this z must reach the target
     seed: int = 0
     guardrail: GuardrailConfig | None = None  # None: the defaults at ``target``
 
@@ -55,7 +56,7 @@ class LoopConfig:
         return replace(self.guardrail or GuardrailConfig(), target=self.target)
 
     def refit_settings(self) -> RefitSettings:
-        return RefitSettings(target=self.target, budget=self.budget, folds=self.folds, min_gain=self.min_gain)
+        return RefitSettings(target=self.target, budget=self.budget, folds=self.folds, min_gain=self.min_gain, share_z=self.share_z)
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,10 @@ picks one point of its training front for the profile's goal:
 
 - ``budget`` (mean USD per request) set: the lab's own pick for that budget;
 - else ``target`` (share of answers at least as good as the reference): the cheapest front point
-  whose share on the audits reaches the target (the highest share when none does), its threshold
-  into the last tier then lowered along the distinct out-of-fold scores while the share still
-  reaches the target (:func:`_refine`: the lab's 16-quantile grid alone overshoots the target);
+  whose share on the audits — its Wilson lower bound at ``share_z`` (:func:`share_bound`), not the
+  point estimate — reaches the target (the highest share when none does), its threshold into the
+  last tier then lowered along the distinct out-of-fold scores while that bound still reaches the
+  target (:func:`_refine`: the lab's 16-quantile grid alone overshoots it);
 - neither: the lab's pick at the best single tier's mean cost.
 
 :func:`validate` is K-fold cross-validation on the audits: on each fold the candidate is fitted on
@@ -116,6 +117,7 @@ class RefitSettings:
     budget: float | None = None  # mean USD per request
     folds: int = 3
     min_gain: float = 0.01
+    share_z: float = 1.0  # one-sided z of the lower bound a target-mode pick must clear (0: the point estimate)
     fit_options: Mapping[str, Any] = field(default_factory=lambda: dict(FIT_OPTIONS))
 
 
@@ -203,14 +205,23 @@ def _point(lab: Any, fitted: Any, table: RoutingTable, good: np.ndarray, setting
     best, best_share = None, -1.0
     for spec in sorted([*fitted.front.points, *singles], key=lambda p: p.cost):  # cheapest first
         _, share = replay_arrays(S, G, C, spec)
-        if share.mean() >= settings.target - 1e-12:
-            return _refine(S, G, C, spec, settings.target)
+        if share_bound(share, settings.share_z) >= settings.target - 1e-12:
+            return _refine(S, G, C, spec, settings.target, settings.share_z)
         if share.mean() > best_share + 1e-12:
             best, best_share = spec, float(share.mean())
     return best
 
 
-def _refine(S: np.ndarray, G: np.ndarray, C: np.ndarray, spec: CascadeSpec, target: float) -> CascadeSpec:
+def share_bound(good: np.ndarray, z: float) -> float:
+    """Wilson lower bound (one-sided ``z``; 0: the point estimate) of the share of 0/1 flags. A pick
+    on the point estimate misses the target about half the time (the cheapest threshold that reaches
+    it on n audits is the one whose share was overestimated most); one on the bound about 1 − Φ(z)."""
+    if len(good) == 0:
+        return 0.0
+    return wilson(int(round(float(np.sum(good)))), len(good), z)[0] if z > 0 else float(np.mean(good))
+
+
+def _refine(S: np.ndarray, G: np.ndarray, C: np.ndarray, spec: CascadeSpec, target: float, z: float = 0.0) -> CascadeSpec:
     """Lower the threshold into the last tier to the cheapest score that still meets ``target``.
 
     The lab's grid has 16 quantiles per tier, so its cheapest point meeting the target escalates up
@@ -226,7 +237,7 @@ def _refine(S: np.ndarray, G: np.ndarray, C: np.ndarray, spec: CascadeSpec, targ
     for t in tries[::-1]:  # from the grid point downwards: cheaper and cheaper
         cand = replace(spec, thresholds=(*spec.thresholds[:k], float(t), *spec.thresholds[k + 1 :]))
         cost, share = replay_arrays(S, G, C, cand)
-        if share.mean() < target - 1e-12:
+        if share_bound(share, z) < target - 1e-12:
             break
         best = replace(cand, cost=float(cost.mean()))
     return best
@@ -298,9 +309,13 @@ def validate(
     k = max(2, min(settings.folds, table.n_prompts // 10))
     cand = {key: np.zeros(table.n_prompts) for key in ("cost", "quality", "good")}
     serv = replay(serving, table, good, offset)
+    # a fold's candidate is fitted on (k-1)/k of the audits; the margin its lower bound keeps above
+    # the target grows as 1/sqrt(rows), so at the same z it would be more cautious than the candidate
+    # fitted on every audit that is to be swapped in, and lose to the policy in service for that alone
+    fold_settings = replace(settings, share_z=settings.share_z * float(np.sqrt((k - 1) / k)))
     for test in inner_folds(table.n_prompts, k, seed):
         train_rows = np.setdiff1d(np.arange(table.n_prompts), test)
-        c = fit_candidate(table.take(train_rows), good[train_rows], settings, seed)
+        c = fit_candidate(table.take(train_rows), good[train_rows], fold_settings, seed)
         r = replay(c, table.take(test), good[test])
         for key in cand:
             cand[key][test] = r[key]

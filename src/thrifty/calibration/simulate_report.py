@@ -15,7 +15,11 @@
   for the same goal) fitted on the training folds of the whole table — an audit of every request —
   replayed held-out: the ceiling of what the stream can learn. ``savings_share_of_offline`` = the
   final window's saving against always calling the reference divided by that policy's saving on
-  the same prompts;
+  the same prompts. A saving bought by missing the target is no saving: per seed,
+  ``target_met_final`` says whether the final window's good-enough share reached the target (and
+  ``target_missed_significantly`` whether its Wilson 95% interval lies wholly below it), and
+  ``savings_share_of_offline_if_met`` counts a seed that missed as 0 (the headline); the summary
+  gives the mean, the spread and the number of seeds that met the target;
 - ``target_met_share_of_windows``: the stream cut into ``windows`` equal windows; the share whose
   good-enough share reaches the target;
 - ``audit_cost_share``: what audits paid / what serving paid.
@@ -27,6 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from thrifty.calibration.guardrail import wilson
 from thrifty.calibration.refit import fit_candidate, good_matrix, replay
 from thrifty.calibration.simulate import SeedRun, SimConfig
 from thrifty.data.table import RoutingTable
@@ -82,6 +87,11 @@ def _curve(off: dict[str, Any], rows: np.ndarray | slice):
     return majorant(np.stack([off["cost"][:, rows].mean(1), off["quality"][:, rows].mean(1)], 1))
 
 
+def _range(vals: Sequence[float | None]) -> list[float] | None:
+    v = [x for x in vals if x is not None]
+    return [float(min(v)), float(max(v))] if v else None
+
+
 def _window(run: SeedRun, lo: float, hi: float) -> slice:
     n = len(run.cost)
     return slice(int(round(lo * n)), int(round(hi * n)))
@@ -107,6 +117,10 @@ def summarise(
         ref_cost = float(off["reference_cost"][rows].mean())
         saving = 1.0 - fc / ref_cost if ref_cost > 0 else 0.0
         off_saving = 1.0 - float(rf["cost"][rows].mean()) / ref_cost if ref_cost > 0 else 0.0
+        ratio = saving / off_saving if off_saving > 0.01 else None  # a ratio of two near-zero savings means nothing
+        n_w = len(run.good[w])
+        met_final = None if target is None else bool(fg >= target - 1e-12)
+        missed = None if target is None else bool(wilson(int(round(fg * n_w)), n_w)[1] < target)
         per_seed.append(
             {
                 "seed": run.seed,
@@ -125,7 +139,10 @@ def summarise(
                     "good_share": float(rf["good"][rows].mean()),
                     "saving_vs_reference": off_saving,
                 },
-                "savings_share_of_offline": saving / off_saving if off_saving > 1e-9 else None,
+                "savings_share_of_offline": ratio,
+                "target_met_final": met_final,
+                "target_missed_significantly": missed,
+                "savings_share_of_offline_if_met": None if ratio is None or met_final is None else (ratio if met_final else 0.0),
                 "swaps": sum(e.kind == "swap" for e in run.events),
                 "refusals": sum(e.kind == "refuse" for e in run.events),
                 "refit_failures": sum(e.kind == "refit_failed" for e in run.events),
@@ -161,11 +178,16 @@ def summarise(
             "saving_vs_reference": 1.0 - float(rf["cost"].mean()) / ref.cost if ref.cost > 0 else 0.0,
         },
         "savings_share_of_offline": mean("savings_share_of_offline"),
+        "savings_share_of_offline_if_met": mean("savings_share_of_offline_if_met"),
+        "savings_share_of_offline_range": _range([s["savings_share_of_offline"] for s in per_seed]),
+        "seeds_target_met_final": None if target is None else sum(bool(s["target_met_final"]) for s in per_seed),
+        "seeds_target_missed_significantly": None if target is None else sum(bool(s["target_missed_significantly"]) for s in per_seed),
         "seeds": len(runs),
         "tiers": list(cfg.tiers),
         "reference": cfg.reference,
         "rate": cfg.rate,
         "every": cfg.loop.every,
+        "share_z": cfg.loop.share_z,
         "budget": cfg.loop.budget,
         "baselines": {
             "always_reference": {"model": ref.model, "quality": ref.quality, "cost_usd": ref.cost},
