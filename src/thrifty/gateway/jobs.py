@@ -42,9 +42,16 @@ def _steps(trace: Trace | None) -> tuple[StepRecord, ...]:
                 error=s.error,
                 cache=a.cache if a else None,
                 tokens_estimated=a.usage.estimated if a else None,
+                shots=_shot_ids(a),
             )
         )
     return tuple(out)
+
+
+def _shot_ids(answer: Any) -> tuple[str, ...] | None:
+    """The ids of the few-shot examples prompt adaptation gave this answer's tier (None: not adapted)."""
+    info = answer.adaptation if answer is not None else None
+    return tuple(info.get("shot_ids") or ()) if info else None
 
 
 async def _written(fut: Future) -> Any:
