@@ -13,7 +13,9 @@ from typing import Any
 
 from thrifty.gateway.build import Route
 from thrifty.serving.trace import Trace
+from thrifty.errors import BudgetExceeded
 from thrifty.store.logs import RequestRecord, StepRecord
+from thrifty.store.refusals import record_refusal
 from thrifty.types import ChatRequest
 
 __all__ = ["Job", "reserve"]
@@ -73,6 +75,13 @@ async def reserve(rt: Any, key: str | None, profile: str | None, amount_usd: flo
     )
     try:
         return await _written(fut)
+    except BudgetExceeded as exc:  # counted in the store, so every replica's refusals add up (keys page, /metrics)
+        counted = rt.store.submit_in_transaction(record_refusal, key=key, profile=profile, scope=exc.scope or "key", at=time.time())
+        try:  # committed before the 429 goes out: a client that saw it finds it counted
+            await _written(counted)
+        except Exception as failed:  # noqa: BLE001 - the refusal stands; only its count is lost
+            log.error("thrifty: could not count a budget refusal: %s", failed)
+        raise
     except asyncio.CancelledError:  # never ran, so nothing will settle it: drop the hold once it is taken
         fut.add_done_callback(lambda f: f.cancelled() or f.exception() or ledger.release(f.result()))
         raise

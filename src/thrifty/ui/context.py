@@ -1,6 +1,6 @@
 """What the dashboard reads from the running gateway instead of the log: the profiles in service
 (tiers, thresholds or artefact, budget), the configured keys and their limits, the dearest tier's
-prices (the "always the best model" baseline), and the refusals counted since start."""
+prices (the "always the best model" baseline)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from thrifty.serving.budget import period_key
 
-__all__ = ["baseline_prices", "profiles_in_service", "keys_configured", "budget_refusals", "artefact_summary"]
+__all__ = ["baseline_prices", "profiles_in_service", "keys_configured", "artefact_summary"]
 
 
 def _profile_routes(rt: Any) -> dict[str, Any]:
@@ -98,15 +98,3 @@ def keys_configured(rt: Any) -> list[dict[str, Any]]:
         {"name": k.name, "limit_usd": k.limit_usd, "limit_period": k.limit_period, "period_key": period_key(k.limit_period, now)}
         for k in sorted(rt.settings.keys.values(), key=lambda k: k.name)
     ]
-
-
-def budget_refusals(rt: Any) -> int | None:
-    """Requests refused with 429 before reaching a model (over a budget) since this process started.
-
-    Refusals are not logged (nothing ran), so this comes from the in-process metrics counter; with
-    several workers it is this worker's count."""
-    registry = getattr(rt.metrics, "registry", None)
-    if registry is None:
-        return None
-    value = registry.get_sample_value("thrifty_requests_total", {"model": "-", "status": "429"})
-    return int(value or 0)
