@@ -38,13 +38,14 @@ MIN_CHARS = 3  # a trigram index cannot narrow a shorter text
 _SQLITE_SCHEMA = (
     f"CREATE VIRTUAL TABLE {FTS_TABLE} USING fts5(prompt, content='requests', content_rowid='rowid', tokenize='trigram')",
     # external content: the index must be told the old text to forget it, exactly as it was indexed
-    f"CREATE TRIGGER requests_fts_insert AFTER INSERT ON requests WHEN new.prompt IS NOT NULL BEGIN"
+    # every row, NULL prompts too: the index keeps a size row per content row (FTS5's integrity-check counts them)
+    f"CREATE TRIGGER requests_fts_insert AFTER INSERT ON requests BEGIN"
     f" INSERT INTO {FTS_TABLE}(rowid, prompt) VALUES (new.rowid, new.prompt); END",
-    f"CREATE TRIGGER requests_fts_delete AFTER DELETE ON requests WHEN old.prompt IS NOT NULL BEGIN"
+    f"CREATE TRIGGER requests_fts_delete AFTER DELETE ON requests BEGIN"
     f" INSERT INTO {FTS_TABLE}({FTS_TABLE}, rowid, prompt) VALUES ('delete', old.rowid, old.prompt); END",
     f"CREATE TRIGGER requests_fts_update AFTER UPDATE OF prompt ON requests BEGIN"
-    f" INSERT INTO {FTS_TABLE}({FTS_TABLE}, rowid, prompt) SELECT 'delete', old.rowid, old.prompt WHERE old.prompt IS NOT NULL;"
-    f" INSERT INTO {FTS_TABLE}(rowid, prompt) SELECT new.rowid, new.prompt WHERE new.prompt IS NOT NULL; END",
+    f" INSERT INTO {FTS_TABLE}({FTS_TABLE}, rowid, prompt) VALUES ('delete', old.rowid, old.prompt);"
+    f" INSERT INTO {FTS_TABLE}(rowid, prompt) VALUES (new.rowid, new.prompt); END",
 )
 _PG_FIX = (
     "install PostgreSQL's contrib extensions (Debian: the postgresql package ships pg_trgm), then as the database owner or a"

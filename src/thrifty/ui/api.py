@@ -210,7 +210,8 @@ def keys_doc(db: queries.Reader, rt: Any, window: queries.Window, scope: str | N
 def requests_doc(db: queries.Reader, f: queries.RequestFilter, scope: str | None, limit: int, before: Any) -> dict[str, Any]:
     rows, more = queries.list_requests(db, f, scope_key=scope, limit=limit, before=before)
     nxt = f"{rows[-1]['created']!r}:{rows[-1]['id']}" if more and rows else None
-    return {"requests": rows, "next": nxt, "filter": params.as_dict(f), "limit": limit}
+    search = db.search_mode() if f.text else None  # fts5 | trigram (indexed) | scan
+    return {"requests": rows, "next": nxt, "filter": params.as_dict(f), "limit": limit, "search": search}
 
 
 def request_doc(db: queries.Reader, rt: Any, request_id: str, scope: str | None) -> dict[str, Any] | None:
@@ -220,7 +221,9 @@ def request_doc(db: queries.Reader, rt: Any, request_id: str, scope: str | None)
     profile = next((p for p in context.profiles_in_service(rt) if p["name"] == detail.get("profile")), None)
     audit, answers = audit_for_request(db, request_id)
     detail.pop("request_json", None)
-    return {"request": detail, "graph": request_graph({**detail}, profile=profile, audit=audit, audit_answers=answers)}
+    texts = context.shot_texts(((profile or {}).get("prompt_adaptation") or {}).get("examples"))
+    graph = request_graph({**detail}, profile=profile, audit=audit, audit_answers=answers, shot_texts=texts)
+    return {"request": detail, "graph": graph}
 
 
 def register_api(app: Any) -> None:

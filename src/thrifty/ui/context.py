@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import json
 import time
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from thrifty.errors import DataError
+from thrifty.serving.adapted_provider import read_examples
 from thrifty.serving.budget import period_key
+from thrifty.serving.prompt_adapt import example_id
 
-__all__ = ["baseline_prices", "profiles_in_service", "keys_configured", "artefact_summary"]
+__all__ = ["baseline_prices", "profiles_in_service", "keys_configured", "artefact_summary", "shot_texts"]
 
 
 def _profile_routes(rt: Any) -> dict[str, Any]:
@@ -77,7 +81,11 @@ def profiles_in_service(rt: Any) -> list[dict[str, Any]]:
                 "artefact": artefact_summary(profile.artefact),
                 "cache": profile.cache.mode if profile.cache is not None else None,
                 "prompt_adaptation": (
-                    {"k": profile.prompt_adaptation.k, "layout": profile.prompt_adaptation.layout}
+                    {
+                        "k": profile.prompt_adaptation.k,
+                        "layout": profile.prompt_adaptation.layout,
+                        "examples": str(profile.prompt_adaptation.examples),
+                    }
                     if profile.prompt_adaptation is not None
                     else None
                 ),
@@ -98,3 +106,23 @@ def keys_configured(rt: Any) -> list[dict[str, Any]]:
         {"name": k.name, "limit_usd": k.limit_usd, "limit_period": k.limit_period, "period_key": period_key(k.limit_period, now)}
         for k in sorted(rt.settings.keys.values(), key=lambda k: k.name)
     ]
+
+
+def shot_texts(path: str | None) -> dict[str, tuple[str, str]]:
+    """Example id → (input, output) of a profile's examples file, to show the text of the shots a
+    request's log row names ({} when the file is gone or unreadable: the ids are shown alone)."""
+    if not path:
+        return {}
+    try:
+        mtime = Path(path).stat().st_mtime_ns
+    except OSError:
+        return {}
+    return _shot_texts(path, mtime)
+
+
+@lru_cache(maxsize=8)
+def _shot_texts(path: str, mtime_ns: int) -> dict[str, tuple[str, str]]:  # keyed by mtime: an edited file is read again
+    try:
+        return {example_id(e): (e.input, e.output) for e in read_examples(path)}
+    except (DataError, OSError):
+        return {}

@@ -19,8 +19,8 @@ __all__ = ["FTS_CAP", "RARE", "fts_narrowing", "RequestFilter", "list_requests",
 
 #: a trigram in fewer prompts than this narrows the search on its own (a probe reads at most this many entries)
 RARE = 2_000
-#: more candidates than this (the rarest trigrams together): walk the newest rows instead — the text is then
-#: in at least ~1 prompt in 50 of a 1M-row log, so the page fills within a few thousand rows
+#: the rarest trigram in more prompts than this: walk the newest rows instead — the text is then likely
+#: common (the trigram is in ≥ 2% of a 1M-row log), so the page fills within a few thousand rows
 FTS_CAP = 20_000
 _MAX_PROBES = 24  # trigrams probed at most, spread over the text (a 200-character text has ~200)
 
@@ -47,9 +47,9 @@ def fts_narrowing(db: Reader, text: str) -> str | None:
     counts = {g: _count(db, search.fts_phrase(g), RARE) for g in grams}
     rarest = sorted(grams, key=lambda g: counts[g])[:3]
     expr = " AND ".join(search.fts_phrase(g) for g in rarest)
-    if counts[rarest[0]] < RARE or _count(db, expr, FTS_CAP) < FTS_CAP:
-        return expr
-    return None
+    if counts[rarest[0]] >= RARE and _count(db, search.fts_phrase(rarest[0]), FTS_CAP) >= FTS_CAP:
+        return None  # even its rarest trigram is in FTS_CAP prompts or more (one doclist read: cheap to count)
+    return expr
 
 
 @dataclass(frozen=True)
