@@ -193,7 +193,9 @@ def test_prompt_search_on_postgres_equals_a_recount(
         db = queries.Reader(store)
         indexed = owner == "thrifty"  # pg_trgm is a trusted extension: the database's owner may create it
         assert db.search_mode() == ("trigram" if indexed else "scan")
-        assert ("prompt search is not indexed" in caplog.text) == (not indexed) and ("CREATE EXTENSION pg_trgm" in caplog.text) == (not indexed)
+        assert ("prompt search is not indexed" in caplog.text) == (not indexed) and ("CREATE EXTENSION pg_trgm" in caplog.text) == (
+            not indexed
+        )
         rows = _sql(pg.url(name), "SELECT id, prompt FROM requests ORDER BY created DESC, id DESC")
         for text in SEARCH_TEXTS:
             assert _search_all(db, text) == [r["id"] for r in rows if r["prompt"] and text.lower() in r["prompt"].lower()], text

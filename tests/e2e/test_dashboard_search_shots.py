@@ -113,11 +113,8 @@ def two_gateways(tmp_path_factory: pytest.TempPathFactory):
                 OpenAI(base_url=gw.base_url + "/v1", api_key=ALICE, max_retries=0, timeout=30).chat.completions.create(
                     model="thrifty/fast", messages=[{"role": "user", "content": prompt}]
                 )
-            raw = (
-                OpenAI(base_url=two.base_url + "/v1", api_key=BOB, max_retries=0, timeout=60)
-                .chat.completions.with_raw_response.create(
-                    model="thrifty/adapted", messages=[{"role": "user", "content": "gold falls $7 as dollar strengthens"}]
-                )
+            raw = OpenAI(base_url=two.base_url + "/v1", api_key=BOB, max_retries=0, timeout=60).chat.completions.with_raw_response.create(
+                model="thrifty/adapted", messages=[{"role": "user", "content": "gold falls $7 as dollar strengthens"}]
             )
             adapted = {"id": raw.headers["x-thrifty-request-id"], "shots": int(raw.headers["x-thrifty-shots"])}
             for gw, n in ((one, 2), (two, 3)):  # carol's key limit refuses, in both processes

@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 
-from thrifty.store import LogStore, RequestRecord, StepRecord
+from thrifty.store import LogStore, RequestRecord, StepRecord, search
 from thrifty.store.refusals import record_refusal, refusal_totals, refusals_by_key
 from thrifty.ui import queries, request_list
 from thrifty.ui.graph import request_graph
@@ -72,21 +73,37 @@ def _search(db: queries.Reader, text: str, limit: int = 7, **f: str) -> list[str
 QUERIES = ["tides", "TIDES", "moon gravity", "100%", "%", "_", "snake_case", "back\\slash", "école", "ÉCOLE", "42 #1", "a", "zz", "nothing"]
 
 
-@pytest.mark.parametrize("rare", [2_000, 1])  # 1: every trigram counts as common (the AND-count path and the walk)
+@pytest.mark.parametrize("rare", [2_000, 1])  # 1: every trigram counts as common (the capped-count path)
 def test_search_equals_a_recount_from_the_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rare: int) -> None:
     monkeypatch.setattr(request_list, "RARE", rare)
-    monkeypatch.setattr(request_list, "FTS_CAP", 2_000 if rare > 1 else 40)
+    monkeypatch.setattr(request_list, "FTS_CAP", 2_000 if rare > 1 else 300)
     store = LogStore(tmp_path / "logs.sqlite3")
     try:
-        _fill(store, 600)
+        _fill(store, 600)  # written on this thread: not indexed yet
+        assert store.index_search(400) == 400  # the index reaches the 400th row; 200 rows after it are read directly
         db = queries.Reader(store)
         assert db.search_mode() == "fts5"
         used_index = 0
         for text in QUERIES:
             assert _search(db, text) == _recount(db, text), text
             used_index += request_list.fts_narrowing(db, text) is not None
-        assert (5 if rare > 1 else 1) <= used_index < len(QUERIES)  # both paths ran: index-narrowed and newest-first
+        assert (5 if rare > 1 else 1) <= used_index < len(QUERIES)  # both ran: index-narrowed (+ the tail) and newest-first
         assert _search(db, "moon", key="alice") == _recount(db, "moon", key_name="alice")
+    finally:
+        store.close()
+
+
+def test_the_writer_thread_indexes_new_rows_in_batches(tmp_path: Path) -> None:
+    store = LogStore(tmp_path / "logs.sqlite3")
+    try:
+        for i in range(50):
+            store.submit_record(RequestRecord(id=f"w{i}", created=float(i), model_requested="m", request={}, status=200, prompt=f"p {i}"))
+        store.submit_in_transaction(lambda c: None).result(10)
+        deadline = time.monotonic() + 10
+        while store.read(search.indexed_until) < 50:  # within about a second of the rows' commit
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert store.read(lambda c: c.execute("SELECT rowid FROM requests_fts WHERE requests_fts MATCH '\"p 4\"'").fetchall())
     finally:
         store.close()
 
@@ -95,11 +112,14 @@ def test_index_follows_updates_and_deletes(tmp_path: Path) -> None:
     store = LogStore(tmp_path / "logs.sqlite3")
     try:
         _fill(store, 120)
+        store.index_search(100)  # rows 101-120 are not indexed yet: their updates and deletes must not touch the index
         db = queries.Reader(store)
-        store.run_in_transaction(lambda c: c.execute("UPDATE requests SET prompt = 'a quokka smiles' WHERE id = 'r00005'"))
+        store.run_in_transaction(lambda c: c.execute("UPDATE requests SET prompt = 'a quokka smiles' WHERE id IN ('r00005', 'r00110')"))
         store.run_in_transaction(lambda c: c.execute("DELETE FROM requests WHERE prompt LIKE '%tides%' AND id < 'r00060'"))
-        assert _search(db, "quokka") == ["r00005"]
+        assert _search(db, "quokka") == ["r00110", "r00005"]
         assert _search(db, "tides") == _recount(db, "tides")
+        store.index_search()
+        assert _search(db, "quokka") == ["r00110", "r00005"] and _search(db, "tides") == _recount(db, "tides")
         # FTS5's own check of an external-content index against its table
         store.run_in_transaction(lambda c: c.execute("INSERT INTO requests_fts(requests_fts, rank) VALUES ('integrity-check', 1)"))
     finally:
@@ -122,7 +142,8 @@ def test_migration_backfills_rows_logged_before_it(tmp_path: Path) -> None:
     try:
         db = queries.Reader(store)
         assert db.search_mode() == "fts5"
-        assert request_list.fts_narrowing(db, "gravity") is not None
+        narrowing = request_list.fts_narrowing(db, "gravity")
+        assert narrowing is not None and narrowing[1] == 200  # every row already logged is in the index
         assert _search(db, "gravity") == _recount(db, "gravity") != []
     finally:
         store.close()

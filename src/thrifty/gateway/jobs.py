@@ -11,9 +11,9 @@ import time
 from concurrent.futures import Future
 from typing import Any
 
+from thrifty.errors import BudgetExceeded
 from thrifty.gateway.build import Route
 from thrifty.serving.trace import Trace
-from thrifty.errors import BudgetExceeded
 from thrifty.store.logs import RequestRecord, StepRecord
 from thrifty.store.refusals import record_refusal
 from thrifty.types import ChatRequest

@@ -119,7 +119,5 @@ def refusals_exposition(rows: list[tuple[str, str, str, int]]) -> bytes:
         "# HELP thrifty_budget_refusals_total Requests refused by a budget, every replica's (from the log store)",
         "# TYPE thrifty_budget_refusals_total counter",
     ]
-    lines += [
-        f'thrifty_budget_refusals_total{{key="{_label(k)}",profile="{_label(p)}",scope="{_label(s)}"}} {n}' for k, p, s, n in rows
-    ]
+    lines += [f'thrifty_budget_refusals_total{{key="{_label(k)}",profile="{_label(p)}",scope="{_label(s)}"}} {n}' for k, p, s, n in rows]
     return ("\n".join(lines) + "\n").encode()

@@ -264,7 +264,7 @@ MIGRATIONS: list[tuple[str, str]] = [
         """,
     ),
     ("0012_dash_prompt_search", "-- a trigram index of requests.prompt per engine: thrifty.store.search.install (MIGRATION_STEPS)"),
-    ("0012_dash_shots", "ALTER TABLE steps ADD COLUMN shots TEXT;  -- JSON list of the ids of the few-shot examples the tier got; NULL: none"),
+    ("0012_dash_shots", "ALTER TABLE steps ADD COLUMN shots TEXT;  -- JSON list: ids of the few-shot examples the tier got"),
 ]
 
 #: migrations whose work is Python (engine-specific, with a fallback): run after their SQL, in the same transaction

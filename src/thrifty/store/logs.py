@@ -23,20 +23,23 @@ from __future__ import annotations
 
 import builtins
 import json
+import logging
 import os
 import queue
 import sqlite3
 import threading
+import time
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from thrifty.store import search
 from thrifty.store.backend import SqliteBackend, open_backend
 from thrifty.store.records import RequestRecord, StepRecord, insert_record, record_rows
 
 __all__ = ["StepRecord", "RequestRecord", "LogStore"]
 
-
+log = logging.getLogger("thrifty.store")
 
 
 class LogStore:
@@ -52,6 +55,9 @@ class LogStore:
         self._writer: threading.Thread | None = None  # started by the first submit
         self._writer_guard = threading.Lock()
         self._closed = False
+        # SQLite's prompt-search index takes new rows in batches, on the writer thread (thrifty.store.search)
+        self._search_batches = self.dialect == "sqlite" and self.read(search.mode) == "fts5"
+        self._indexed_at = 0.0
 
     @property
     def connection(self) -> sqlite3.Connection:
@@ -125,10 +131,24 @@ class LogStore:
             self._queue.put(task)
         return task.future
 
+    def index_search(self, limit: int | None = None) -> int:
+        """Put up to ``limit`` rows logged since the last time into the prompt-search index (SQLite;
+        one short write transaction); returns how many. The writer thread does it at least every
+        second while rows arrive; the dashboard before it reads."""
+        if not self._search_batches:
+            return 0
+        self._indexed_at = time.monotonic()
+        return int(self.run_serialized(["dash_search"], search.catch_up, limit or _SEARCH_BATCH))
+
     def _write_loop(self) -> None:
         stop = False
         while not stop:
-            batch = [self._queue.get()]
+            try:
+                first = self._queue.get(timeout=_SEARCH_EVERY_S) if self._search_batches else self._queue.get()
+            except queue.Empty:  # idle: a good moment to index what arrived
+                self._index_quietly()
+                continue
+            batch = [first]
             while len(batch) < _MAX_BATCH:  # everything already waiting joins this round
                 try:
                     batch.append(self._queue.get_nowait())
@@ -145,6 +165,14 @@ class LogStore:
                     group = []
                     task.run_alone()
             self._commit_group(group)
+            if self._search_batches and time.monotonic() - self._indexed_at >= _SEARCH_EVERY_S:
+                self._index_quietly()
+
+    def _index_quietly(self) -> None:
+        try:
+            self.index_search()
+        except Exception as exc:  # noqa: BLE001 - search then reads the rows after the index: slower, still right
+            log.warning("thrifty: could not index new prompts for search: %s", exc)
 
     def _commit_group(self, group: "list[_Task]") -> None:
         group = [t for t in group if t.future.set_running_or_notify_cancel()]
@@ -264,6 +292,8 @@ class LogStore:
 
 
 _MAX_BATCH = 256  # jobs per group commit at most
+_SEARCH_EVERY_S = 1.0  # the writer indexes new prompts at least this often while rows arrive
+_SEARCH_BATCH = 2_000  # rows per indexing transaction (~40 ms on one core: the log rows wait at most that)
 
 
 class _Task:

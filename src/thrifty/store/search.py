@@ -5,10 +5,14 @@ ignoring case — ``LOWER(prompt) LIKE '%text%'`` with ``%``, ``_`` and ``\\`` t
 condition is always what decides; the index only narrows the rows it is tested on:
 
 - **SQLite**: an FTS5 table ``requests_fts`` with the ``trigram`` tokenizer over ``requests.prompt``
-  (external content: the index stores no second copy of the text), kept in step by triggers on
-  ``requests`` (insert, delete, update of ``prompt``), so every writer — the gateway, ``thrifty
-  store migrate``, an import — keeps it current. A trigram phrase query finds every prompt that
-  contains the text (case-folded), a superset of the LIKE matches, which the LIKE then confirms.
+  (external content: the index stores no second copy of the text). New rows are indexed in batches
+  (:func:`catch_up`, run by the log store's writer thread when it is idle, at least every second):
+  FTS5 writes a segment per transaction, so indexing each request in its own transaction would cost
+  ~0.7 ms of CPU per request, a batch ~0.02 ms per row. ``dash_rollup_state`` row ``search_rowid``
+  records how far the index reaches; a search reads the rows after it directly (a short tail), so
+  results never lag. Triggers keep the indexed rows in step (delete, update of ``prompt``). Every
+  prompt containing the text has the text's trigrams (case-folded): the index's candidates are a
+  superset of the LIKE matches, which the LIKE then confirms.
 - **PostgreSQL**: a ``pg_trgm`` GIN index on ``LOWER(prompt)``, which the planner uses for the very
   same ``LOWER(prompt) LIKE ?`` (PostgreSQL's LOWER folds every script; SQLite's only ASCII).
 
@@ -27,7 +31,7 @@ import logging
 import time
 from typing import Any
 
-__all__ = ["FTS_TABLE", "PG_INDEX", "MIN_CHARS", "install", "install_postgres_index", "mode", "like_pattern", "fts_phrase"]
+__all__ = ["FTS_TABLE", "PG_INDEX", "MIN_CHARS", "STATE", "install", "catch_up", "indexed_until", "install_postgres_index", "mode", "like_pattern", "fts_phrase"]
 
 log = logging.getLogger("thrifty.store")
 
@@ -35,15 +39,18 @@ FTS_TABLE = "requests_fts"
 PG_INDEX = "requests_prompt_trgm"
 MIN_CHARS = 3  # a trigram index cannot narrow a shorter text
 
+STATE = "search_rowid"  # dash_rollup_state row: every requests row with a rowid up to this is indexed
+_INDEXED = f"(SELECT done_until FROM dash_rollup_state WHERE name = '{STATE}')"
 _SQLITE_SCHEMA = (
-    f"CREATE VIRTUAL TABLE {FTS_TABLE} USING fts5(prompt, content='requests', content_rowid='rowid', tokenize='trigram')",
-    # external content: the index must be told the old text to forget it, exactly as it was indexed
-    # every row, NULL prompts too: the index keeps a size row per content row (FTS5's integrity-check counts them)
-    f"CREATE TRIGGER requests_fts_insert AFTER INSERT ON requests BEGIN"
+    # detail=none: no positions (the LIKE decides), a third of the index; queries are single trigrams ANDed
+    f"CREATE VIRTUAL TABLE {FTS_TABLE} USING fts5(prompt, content='requests', content_rowid='rowid', tokenize='trigram', detail=none)",
+    # new rows are indexed in batches by catch_up (off the request path); the triggers keep the indexed
+    # part in step: an external-content index must be told a row's old text to forget it
+    f"CREATE TRIGGER requests_fts_insert AFTER INSERT ON requests WHEN new.rowid <= {_INDEXED} BEGIN"
     f" INSERT INTO {FTS_TABLE}(rowid, prompt) VALUES (new.rowid, new.prompt); END",
-    f"CREATE TRIGGER requests_fts_delete AFTER DELETE ON requests BEGIN"
+    f"CREATE TRIGGER requests_fts_delete AFTER DELETE ON requests WHEN old.rowid <= {_INDEXED} BEGIN"
     f" INSERT INTO {FTS_TABLE}({FTS_TABLE}, rowid, prompt) VALUES ('delete', old.rowid, old.prompt); END",
-    f"CREATE TRIGGER requests_fts_update AFTER UPDATE OF prompt ON requests BEGIN"
+    f"CREATE TRIGGER requests_fts_update AFTER UPDATE OF prompt ON requests WHEN old.rowid <= {_INDEXED} BEGIN"
     f" INSERT INTO {FTS_TABLE}({FTS_TABLE}, rowid, prompt) VALUES ('delete', old.rowid, old.prompt);"
     f" INSERT INTO {FTS_TABLE}(rowid, prompt) VALUES (new.rowid, new.prompt); END",
 )
@@ -72,10 +79,17 @@ def install(conn: Any) -> None:
         except Exception as exc:  # noqa: BLE001 - sqlite3.OperationalError: no such module fts5 / tokenizer trigram
             conn.execute("ROLLBACK TO fts_probe")
             conn.execute("RELEASE fts_probe")
-            log.warning("thrifty: prompt search is not indexed (SQLite %s has no FTS5 trigram tokenizer: %s); it scans", _version(conn), exc)
+            log.warning(
+                "thrifty: prompt search is not indexed (SQLite %s has no FTS5 trigram tokenizer: %s); it scans", _version(conn), exc
+            )
             return
         conn.execute("RELEASE fts_probe")
         conn.execute(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}) VALUES ('rebuild')")  # the rows logged before this migration
+        conn.execute(
+            "INSERT INTO dash_rollup_state (name, done_until) SELECT ?, COALESCE(MAX(rowid), 0) FROM requests WHERE 1 = 1"  # WHERE: SQLite parses ON CONFLICT after it
+            " ON CONFLICT (name) DO UPDATE SET done_until = excluded.done_until",
+            (STATE,),
+        )
     n = conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
     if n:
         log.info("thrifty: indexed the prompts of %d logged requests for search in %.1fs", n, time.perf_counter() - t0)
@@ -96,6 +110,26 @@ def install_postgres_index(conn: Any) -> bool:
     conn.execute("RELEASE SAVEPOINT trgm_probe")
     conn.execute(f"CREATE INDEX IF NOT EXISTS {PG_INDEX} ON requests USING gin (LOWER(prompt) gin_trgm_ops)")
     return True
+
+
+def indexed_until(conn: Any) -> int:
+    """SQLite: the ``requests`` rowid up to which every row is in the FTS5 index (rows after it: not yet)."""
+    row = conn.execute("SELECT done_until FROM dash_rollup_state WHERE name = ?", (STATE,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def catch_up(conn: Any, limit: int = 2_000) -> int:
+    """Index up to ``limit`` rows logged since the last call (SQLite, inside the caller's write
+    transaction); returns how many rowids it advanced over. Batched, a row costs ~1/40 of what
+    indexing it in its own request's transaction does (FTS5 writes a segment per transaction)."""
+    done = indexed_until(conn)
+    top = int(conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM requests").fetchone()[0])
+    upto = min(top, done + int(limit))
+    if upto <= done:
+        return 0
+    conn.execute(f"INSERT INTO {FTS_TABLE}(rowid, prompt) SELECT rowid, prompt FROM requests WHERE rowid > ? AND rowid <= ?", (done, upto))
+    conn.execute("UPDATE dash_rollup_state SET done_until = ? WHERE name = ?", (upto, STATE))
+    return upto - done
 
 
 def _version(conn: Any) -> str:

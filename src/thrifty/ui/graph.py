@@ -51,7 +51,10 @@ def _shot_ids(step: Mapping[str, Any]) -> list[str] | None:
 
 
 def _shots_node(
-    nodes: list[dict[str, Any]], steps: Sequence[Mapping[str, Any]], settings: Mapping[str, Any] | None, texts: Mapping[str, tuple[str, str]]
+    nodes: list[dict[str, Any]],
+    steps: Sequence[Mapping[str, Any]],
+    settings: Mapping[str, Any] | None,
+    texts: Mapping[str, tuple[str, str]],
 ) -> str | None:
     """The prompt-adaptation node: the shots logged for the request's tiers, else (a row from before
     0012_dash_shots, a cached answer, a request with history) the profile's settings, saying so."""
@@ -61,7 +64,9 @@ def _shots_node(
         blocks = []
         for i, sid in enumerate(ids, 1):
             pair = texts.get(sid)
-            blocks.append(f"shot {i} [{sid}]\nQ: {pair[0]}\nA: {pair[1]}" if pair else f"shot {i} [{sid}] (not in the examples file in service)")
+            blocks.append(
+                f"shot {i} [{sid}]\nQ: {pair[0]}\nA: {pair[1]}" if pair else f"shot {i} [{sid}] (not in the examples file in service)"
+            )
         differ = [f"tier {s.get('tier')}: {len(x)} shots" for s, x in used if x != ids]
         text = "\n\n".join(blocks) if blocks else "no example fitted the token budget: the prompt went unchanged"
         if differ:

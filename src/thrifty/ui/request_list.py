@@ -33,14 +33,18 @@ def _count(db: Reader, expr: str, cap: int) -> int:
     return int(rows[0]["n"])
 
 
-def fts_narrowing(db: Reader, text: str) -> str | None:
+def fts_narrowing(db: Reader, text: str) -> tuple[str, int] | None:
     """The FTS5 expression that narrows a search for ``text`` — its rarest trigrams, ANDed (every prompt
-    containing the text contains them; the LIKE decides) — or None: walk the newest rows instead
-    (no FTS5 index, under 3 characters, or a text whose trigrams are all in very many prompts).
+    containing the text contains them; the LIKE decides) — with the rowid the index reaches (later rows
+    are read directly); or None: walk the newest rows instead (no FTS5 index, under 3 characters, a
+    text whose trigrams are all in very many prompts, or many rows not indexed yet).
 
     Why not the text as one phrase: FTS5 walks every prompt holding all its trigrams to check their
     positions, which for a text made of common trigrams is a large share of the log."""
     if len(text) < search.MIN_CHARS or db.search_mode() != "fts5":
+        return None
+    upto = int(db.call(search.indexed_until))
+    if int(db.rows("SELECT COALESCE(MAX(rowid), 0) AS top FROM requests")[0]["top"]) - upto > FTS_CAP:
         return None
     grams = sorted({text[i : i + 3] for i in range(len(text) - 2)})
     grams = grams[:: max(1, -(-len(grams) // _MAX_PROBES))]
@@ -49,7 +53,7 @@ def fts_narrowing(db: Reader, text: str) -> str | None:
     expr = " AND ".join(search.fts_phrase(g) for g in rarest)
     if counts[rarest[0]] >= RARE and _count(db, search.fts_phrase(rarest[0]), FTS_CAP) >= FTS_CAP:
         return None  # even its rarest trigram is in FTS_CAP prompts or more (one doclist read: cheap to count)
-    return expr
+    return expr, upto
 
 
 @dataclass(frozen=True)
@@ -97,9 +101,9 @@ def list_requests(
         sql.append("LOWER(prompt) LIKE ? ESCAPE '\\'")
         params.append(search.like_pattern(f.text))
         narrowing = fts_narrowing(db, f.text)
-        if narrowing is not None:
-            sql.append(f"rowid IN (SELECT rowid FROM {search.FTS_TABLE} WHERE {search.FTS_TABLE} MATCH ?)")
-            params.append(narrowing)
+        if narrowing is not None:  # the index's candidates, and the few rows logged since it was last fed
+            sql.append(f"(rowid IN (SELECT rowid FROM {search.FTS_TABLE} WHERE {search.FTS_TABLE} MATCH ?) OR rowid > ?)")
+            params.extend(narrowing)
     if before is not None:
         sql.append("(created < ? OR (created = ? AND id < ?))")
         params.extend([before[0], before[0], before[1]])
