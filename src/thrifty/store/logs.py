@@ -57,7 +57,7 @@ class LogStore:
         self._closed = False
         # SQLite's prompt-search index takes new rows in batches, on the writer thread (thrifty.store.search)
         self._search_batches = self.dialect == "sqlite" and self.read(search.mode) == "fts5"
-        self._indexed_at = 0.0
+        self._indexed_at = time.monotonic()  # the migration indexed every row there is: next look in a second
 
     @property
     def connection(self) -> sqlite3.Connection:
@@ -138,6 +138,8 @@ class LogStore:
         if not self._search_batches:
             return 0
         self._indexed_at = time.monotonic()
+        if not self.read(search.behind):  # nothing new: no write transaction
+            return 0
         return int(self.run_serialized(["dash_search"], search.catch_up, limit or _SEARCH_BATCH))
 
     def _write_loop(self) -> None:

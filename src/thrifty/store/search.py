@@ -31,7 +31,7 @@ import logging
 import time
 from typing import Any
 
-__all__ = ["FTS_TABLE", "PG_INDEX", "MIN_CHARS", "STATE", "install", "catch_up", "indexed_until", "install_postgres_index", "mode", "like_pattern", "fts_phrase"]
+__all__ = ["FTS_TABLE", "PG_INDEX", "MIN_CHARS", "STATE", "install", "behind", "catch_up", "indexed_until", "install_postgres_index", "mode", "like_pattern", "fts_phrase"]
 
 log = logging.getLogger("thrifty.store")
 
@@ -116,6 +116,11 @@ def indexed_until(conn: Any) -> int:
     """SQLite: the ``requests`` rowid up to which every row is in the FTS5 index (rows after it: not yet)."""
     row = conn.execute("SELECT done_until FROM dash_rollup_state WHERE name = ?", (STATE,)).fetchone()
     return int(row[0]) if row else 0
+
+
+def behind(conn: Any) -> bool:
+    """Whether rows were logged after the last one indexed (two index lookups)."""
+    return int(conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM requests").fetchone()[0]) > indexed_until(conn)
 
 
 def catch_up(conn: Any, limit: int = 2_000) -> int:
