@@ -31,7 +31,20 @@ import logging
 import time
 from typing import Any
 
-__all__ = ["FTS_TABLE", "PG_INDEX", "MIN_CHARS", "STATE", "install", "behind", "catch_up", "indexed_until", "install_postgres_index", "mode", "like_pattern", "fts_phrase"]
+__all__ = [
+    "FTS_TABLE",
+    "PG_INDEX",
+    "MIN_CHARS",
+    "STATE",
+    "install",
+    "behind",
+    "catch_up",
+    "indexed_until",
+    "install_postgres_index",
+    "mode",
+    "like_pattern",
+    "fts_phrase",
+]
 
 log = logging.getLogger("thrifty.store")
 

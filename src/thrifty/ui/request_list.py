@@ -49,10 +49,16 @@ def fts_narrowing(db: Reader, text: str) -> tuple[str, int] | None:
     grams = sorted({text[i : i + 3] for i in range(len(text) - 2)})
     grams = grams[:: max(1, -(-len(grams) // _MAX_PROBES))]
     counts = {g: _count(db, search.fts_phrase(g), RARE) for g in grams}
+    if min(counts.values()) >= RARE:  # every trigram hit the cap: count again, higher, until a rare-enough one turns up
+        counts = dict.fromkeys(grams, FTS_CAP)  # not counted again: taken as common
+        for g in grams:
+            counts[g] = _count(db, search.fts_phrase(g), FTS_CAP)
+            if counts[g] < FTS_CAP // 4:
+                break
+        if min(counts.values()) >= FTS_CAP:
+            return None  # even its rarest trigram is in FTS_CAP prompts or more: a common text
     rarest = sorted(grams, key=lambda g: counts[g])[:3]
     expr = " AND ".join(search.fts_phrase(g) for g in rarest)
-    if counts[rarest[0]] >= RARE and _count(db, search.fts_phrase(rarest[0]), FTS_CAP) >= FTS_CAP:
-        return None  # even its rarest trigram is in FTS_CAP prompts or more (one doclist read: cheap to count)
     return expr, upto
 
 
@@ -73,39 +79,44 @@ def list_requests(
 ) -> tuple[list[dict[str, Any]], bool]:
     """Newest first, at most ``limit`` rows older than the ``before`` cursor (created, id); and
     whether more follow. Keyset paging: a deep page costs what the first one does."""
+    narrowing = fts_narrowing(db, f.text) if f.text else None
+    # with the index's rowids in hand, they drive: a unary + keeps SQLite off the other columns' indexes
+    c = (lambda col: "+" + col) if narrowing is not None else (lambda col: col)
     sql: list[str] = ["1 = 1"]
     params: list[Any] = []
     for col, val in (("profile", f.profile), ("key_name", f.key if scope_key is None else scope_key), ("final_model", f.model)):
         if val is not None:
-            sql.append(f"{col} = ?")
+            sql.append(f"{c(col)} = ?")
             params.append(val)
     if f.status == "ok":
         sql.append("status < 400")
     elif f.status == "error":
         sql.append("status >= 400")
     elif f.status is not None:
-        sql.append("status = ?")
+        sql.append(f"{c('status')} = ?")
         params.append(int(f.status))
     if f.cache == "none":
         sql.append("cache IS NULL")
     elif f.cache is not None:
-        sql.append("cache = ?")
+        sql.append(f"{c('cache')} = ?")
         params.append(f.cache)
     if f.start is not None:
-        sql.append("created >= ?")
+        sql.append(f"{c('created')} >= ?")
         params.append(f.start)
     if f.end is not None:
-        sql.append("created < ?")
+        sql.append(f"{c('created')} < ?")
         params.append(f.end)
     if f.text:  # what matches is always this LIKE; an index only narrows the rows it is tested on
         sql.append("LOWER(prompt) LIKE ? ESCAPE '\\'")
         params.append(search.like_pattern(f.text))
-        narrowing = fts_narrowing(db, f.text)
-        if narrowing is not None:  # the index's candidates, and the few rows logged since it was last fed
-            sql.append(f"(rowid IN (SELECT rowid FROM {search.FTS_TABLE} WHERE {search.FTS_TABLE} MATCH ?) OR rowid > ?)")
-            params.extend(narrowing)
+    if narrowing is not None:  # the index's candidates, and the few rows logged since it was last fed
+        sql.append(
+            f"rowid IN (SELECT rowid FROM {search.FTS_TABLE} WHERE {search.FTS_TABLE} MATCH ?"  # noqa: S608
+            " UNION ALL SELECT rowid FROM requests WHERE rowid > ?)"  # one list of rowids: looked up one by one
+        )
+        params.extend(narrowing)
     if before is not None:
-        sql.append("(created < ? OR (created = ? AND id < ?))")
+        sql.append(f"({c('created')} < ? OR ({c('created')} = ? AND {c('id')} < ?))")
         params.extend([before[0], before[0], before[1]])
     rows = db.rows(
         "SELECT id, created, key_name, profile, model_requested, final_model, tiers_tried, cost_usd, latency_s, status,"
