@@ -135,6 +135,7 @@ def test_migration_backfills_rows_logged_before_it(tmp_path: Path) -> None:
     for trigger in ("requests_fts_insert", "requests_fts_delete", "requests_fts_update"):
         conn.execute(f"DROP TRIGGER {trigger}")
     conn.execute("DROP TABLE requests_fts")
+    conn.execute("DROP TABLE requests_fts_state")
     conn.execute("DELETE FROM migrations WHERE name = '0012_dash_prompt_search'")
     conn.commit()
     conn.close()

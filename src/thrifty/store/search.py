@@ -8,7 +8,7 @@ condition is always what decides; the index only narrows the rows it is tested o
   (external content: the index stores no second copy of the text). New rows are indexed in batches
   (:func:`catch_up`, run by the log store's writer thread when it is idle, at least every second):
   FTS5 writes a segment per transaction, so indexing each request in its own transaction would cost
-  ~0.7 ms of CPU per request, a batch ~0.02 ms per row. ``dash_rollup_state`` row ``search_rowid``
+  ~0.7 ms of CPU per request, a batch ~0.02 ms per row. ``requests_fts_state``
   records how far the index reaches; a search reads the rows after it directly (a short tail), so
   results never lag. Triggers keep the indexed rows in step (delete, update of ``prompt``). Every
   prompt containing the text has the text's trigrams (case-folded): the index's candidates are a
@@ -52,9 +52,10 @@ FTS_TABLE = "requests_fts"
 PG_INDEX = "requests_prompt_trgm"
 MIN_CHARS = 3  # a trigram index cannot narrow a shorter text
 
-STATE = "search_rowid"  # dash_rollup_state row: every requests row with a rowid up to this is indexed
-_INDEXED = f"(SELECT done_until FROM dash_rollup_state WHERE name = '{STATE}')"
+STATE = f"{FTS_TABLE}_state"  # one row: every requests row with a rowid up to done_until is indexed (never copied by
+_INDEXED = f"(SELECT done_until FROM {STATE})"  # thrifty store migrate, like the index: both are rebuilt there)
 _SQLITE_SCHEMA = (
+    f"CREATE TABLE {STATE} (done_until BIGINT NOT NULL)",
     # detail=none: no positions (the LIKE decides), a third of the index; queries are single trigrams ANDed
     f"CREATE VIRTUAL TABLE {FTS_TABLE} USING fts5(prompt, content='requests', content_rowid='rowid', tokenize='trigram', detail=none)",
     # new rows are indexed in batches by catch_up (off the request path); the triggers keep the indexed
@@ -98,11 +99,7 @@ def install(conn: Any) -> None:
             return
         conn.execute("RELEASE fts_probe")
         conn.execute(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}) VALUES ('rebuild')")  # the rows logged before this migration
-        conn.execute(
-            "INSERT INTO dash_rollup_state (name, done_until) SELECT ?, COALESCE(MAX(rowid), 0) FROM requests WHERE 1 = 1"  # WHERE: SQLite parses ON CONFLICT after it
-            " ON CONFLICT (name) DO UPDATE SET done_until = excluded.done_until",
-            (STATE,),
-        )
+        conn.execute(f"INSERT INTO {STATE} (done_until) SELECT COALESCE(MAX(rowid), 0) FROM requests")
     n = conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
     if n:
         log.info("thrifty: indexed the prompts of %d logged requests for search in %.1fs", n, time.perf_counter() - t0)
@@ -127,8 +124,12 @@ def install_postgres_index(conn: Any) -> bool:
 
 def indexed_until(conn: Any) -> int:
     """SQLite: the ``requests`` rowid up to which every row is in the FTS5 index (rows after it: not yet)."""
-    row = conn.execute("SELECT done_until FROM dash_rollup_state WHERE name = ?", (STATE,)).fetchone()
+    row = conn.execute(f"SELECT done_until FROM {STATE}").fetchone()  # noqa: S608
     return int(row[0]) if row else 0
+
+
+def set_indexed_until(conn: Any, rowid: int) -> None:
+    conn.execute(f"UPDATE {STATE} SET done_until = ?", (int(rowid),))  # noqa: S608
 
 
 def behind(conn: Any) -> bool:
@@ -146,7 +147,7 @@ def catch_up(conn: Any, limit: int = 2_000) -> int:
     if upto <= done:
         return 0
     conn.execute(f"INSERT INTO {FTS_TABLE}(rowid, prompt) SELECT rowid, prompt FROM requests WHERE rowid > ? AND rowid <= ?", (done, upto))
-    conn.execute("UPDATE dash_rollup_state SET done_until = ? WHERE name = ?", (upto, STATE))
+    set_indexed_until(conn, upto)
     return upto - done
 
 
