@@ -17,7 +17,8 @@ condition is always what decides; the index only narrows the rows it is tested o
   same ``LOWER(prompt) LIKE ?`` (PostgreSQL's LOWER folds every script; SQLite's only ASCII).
 
 Texts under 3 characters have no trigram, and a text found in very many prompts is faster to find by
-walking the newest rows: both are answered by the scan (:func:`plan`), which stops at the page's end.
+walking the newest rows, which stops at the page's end: the dashboard's request list
+(``thrifty.ui.request_list.fts_narrowing``) chooses per search.
 
 The migration ``0012_dash_prompt_search`` runs :func:`install`. Where the engine cannot index (an
 SQLite built without FTS5, PostgreSQL without the ``pg_trgm`` extension — Debian ships it in the
@@ -40,6 +41,7 @@ __all__ = [
     "behind",
     "catch_up",
     "indexed_until",
+    "set_indexed_until",
     "install_postgres_index",
     "mode",
     "like_pattern",
@@ -52,8 +54,10 @@ FTS_TABLE = "requests_fts"
 PG_INDEX = "requests_prompt_trgm"
 MIN_CHARS = 3  # a trigram index cannot narrow a shorter text
 
-STATE = f"{FTS_TABLE}_state"  # one row: every requests row with a rowid up to done_until is indexed (never copied by
-_INDEXED = f"(SELECT done_until FROM {STATE})"  # thrifty store migrate, like the index: both are rebuilt there)
+#: one row: every requests row with a rowid up to done_until is indexed. Named like the index, so
+#: ``thrifty store migrate`` copies neither (the target indexes its own rows, from 0)
+STATE = f"{FTS_TABLE}_state"
+_INDEXED = f"(SELECT done_until FROM {STATE})"
 _SQLITE_SCHEMA = (
     f"CREATE TABLE {STATE} (done_until BIGINT NOT NULL)",
     # detail=none: no positions (the LIKE decides), a third of the index; queries are single trigrams ANDed
