@@ -103,9 +103,10 @@ class ProviderError(ThriftyError):
 class BudgetExceeded(ThriftyError):
     """Spending this request would exceed a key's or profile's budget."""
 
-    def __init__(self, message: str, *, limit_usd: float | None = None, spent_usd: float | None = None):
+    def __init__(self, message: str, *, limit_usd: float | None = None, spent_usd: float | None = None, scope: str | None = None):
         self.limit_usd = limit_usd
         self.spent_usd = spent_usd
+        self.scope = scope  # the limit that refused: "key" | "profile" (None: not said)
         super().__init__(message)
 
 

@@ -150,6 +150,66 @@ def test_same_figures_on_sqlite_and_postgres_before_and_after_rollups(
         post.close()
 
 
+SEARCH_WORDS = ["Tides", "moon", "gravity", "ocean", "ticket", "42", "100%", "snake_case", "back\\slash", "a", "zz"]
+SEARCH_TEXTS = ["tides", "TIDES", "moon gravity", "100%", "%", "_", "snake_case", "back\\slash", "42 #1", "a", "zz", "nothing"]
+
+
+def _search_all(db: Any, text: str) -> list[str]:
+    from thrifty.ui import queries
+
+    out: list[str] = []
+    before = None
+    while True:
+        rows, more = queries.list_requests(db, queries.RequestFilter(text=text), scope_key=None, limit=9, before=before)
+        out += [r["id"] for r in rows]
+        if not more:
+            return out
+        before = (rows[-1]["created"], rows[-1]["id"])
+
+
+def _fill_prompts(store: Any, n: int) -> None:
+    from thrifty.store import RequestRecord
+
+    rng = random.Random(5)
+    for i in range(n):
+        prompt = None if i % 37 == 0 else " ".join(rng.choice(SEARCH_WORDS) for _ in range(rng.randint(1, 5))) + f" #{i}"
+        store.record(RequestRecord(id=f"s{i:04d}", created=NOW + i, model_requested="m", request={}, status=200, prompt=prompt))
+
+
+@pytest.mark.parametrize("owner", ["thrifty", "postgres"])  # postgres: thrifty may not CREATE EXTENSION there
+def test_prompt_search_on_postgres_equals_a_recount(
+    pg: PostgresServer, owner: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from thrifty.store import LogStore
+    from thrifty.ui import queries
+
+    monkeypatch.setenv("PGPASSWORD", PASSWORD)
+    name = f"search_{owner}"
+    pg.admin(f'CREATE DATABASE "{name}" OWNER {owner}')
+    pg.admin("GRANT CREATE, USAGE ON SCHEMA public TO thrifty", dbname=name)
+    store = LogStore(pg.url(name))
+    try:
+        _fill_prompts(store, 400)
+        db = queries.Reader(store)
+        indexed = owner == "thrifty"  # pg_trgm is a trusted extension: the database's owner may create it
+        assert db.search_mode() == ("trigram" if indexed else "scan")
+        assert ("prompt search is not indexed" in caplog.text) == (not indexed) and ("CREATE EXTENSION pg_trgm" in caplog.text) == (
+            not indexed
+        )
+        rows = _sql(pg.url(name), "SELECT id, prompt FROM requests ORDER BY created DESC, id DESC")
+        for text in SEARCH_TEXTS:
+            assert _search_all(db, text) == [r["id"] for r in rows if r["prompt"] and text.lower() in r["prompt"].lower()], text
+        if indexed:  # the index serves the very condition the dashboard sends (seq scans off: a 400-row table)
+            import psycopg
+
+            with psycopg.connect(pg.url(name), password=PASSWORD, autocommit=True) as conn:
+                conn.execute("SET enable_seqscan = off")
+                plan = " ".join(r[0] for r in conn.execute("EXPLAIN SELECT id FROM requests WHERE LOWER(prompt) LIKE '%gravity%'"))
+            assert "requests_prompt_trgm" in plan, plan
+    finally:
+        store.close()
+
+
 def _config(up: FaultUpstream) -> str:
     import hashlib
 
@@ -235,6 +295,11 @@ def test_api_figures_equal_a_recount_from_postgres(served_pg, monkeypatch: pytes
         r["id"] for r in rows if r["status"] >= 400
     ]
     assert [r["id"] for r in _api(gw, "/ui/api/requests?limit=50&q=PRIME")["requests"]] == [ids["cached"], ids["accepted"]]
+    for text in ("audit me", "PRIME", "fails", "zebra"):  # through the pg_trgm index: a recount from the rows
+        found = _api(gw, f"/ui/api/requests?limit=50&q={text.replace(' ', '+')}")
+        newest = sorted(rows, key=lambda r: (r["created"], r["id"]), reverse=True)
+        assert found["search"] == "trigram"
+        assert [r["id"] for r in found["requests"]] == [r["id"] for r in newest if text.lower() in (r["prompt"] or "").lower()], text
     detail = _api(gw, f"/ui/api/requests/{ids['escalated']}")
     steps = _sql(url, "SELECT model, decision FROM steps WHERE request_id = %s ORDER BY idx", (ids["escalated"],))
     assert [(s["model"], s["decision"]) for s in detail["request"]["steps"]] == [(s["model"], s["decision"]) for s in steps]

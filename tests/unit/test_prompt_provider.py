@@ -13,7 +13,7 @@ import pytest
 from thrifty.config.settings import parse_settings
 from thrifty.errors import ConfigError, DataError
 from thrifty.serving.adapted_provider import AdaptedProvider, FewShotAdapter, read_examples
-from thrifty.serving.prompt_adapt import Example, approx_tokens, format_example
+from thrifty.serving.prompt_adapt import Example, approx_tokens, example_id, format_example
 from thrifty.types import ChatRequest, Completion, Usage
 
 VOCAB = ("gold", "silver", "oil", "up", "rises", "gains", "down", "falls", "drops", "steady", "flat", "record")
@@ -119,6 +119,7 @@ def test_text_layout_replaces_the_fixed_shots_and_keeps_the_instruction() -> Non
     assert body.index("gold rises to record") < body.index("gold falls sharply") < body.index("Q: gold falls after record")
     assert info == {
         "shots": 2,
+        "shot_ids": [example_id(Example("gold rises to record", "up")), example_id(Example("gold falls sharply", "down"))],
         "stripped": True,
         "layout": "text",
         "tokens_saved": approx_tokens(PREFIX + "Q: gold falls after record\nA:") - approx_tokens(body),

@@ -11,9 +11,11 @@ import time
 from concurrent.futures import Future
 from typing import Any
 
+from thrifty.errors import BudgetExceeded
 from thrifty.gateway.build import Route
 from thrifty.serving.trace import Trace
 from thrifty.store.logs import RequestRecord, StepRecord
+from thrifty.store.refusals import record_refusal
 from thrifty.types import ChatRequest
 
 __all__ = ["Job", "reserve"]
@@ -42,9 +44,16 @@ def _steps(trace: Trace | None) -> tuple[StepRecord, ...]:
                 error=s.error,
                 cache=a.cache if a else None,
                 tokens_estimated=a.usage.estimated if a else None,
+                shots=_shot_ids(a),
             )
         )
     return tuple(out)
+
+
+def _shot_ids(answer: Any) -> tuple[str, ...] | None:
+    """The ids of the few-shot examples prompt adaptation gave this answer's tier (None: not adapted)."""
+    info = answer.adaptation if answer is not None else None
+    return tuple(info.get("shot_ids") or ()) if info else None
 
 
 async def _written(fut: Future) -> Any:
@@ -66,6 +75,13 @@ async def reserve(rt: Any, key: str | None, profile: str | None, amount_usd: flo
     )
     try:
         return await _written(fut)
+    except BudgetExceeded as exc:  # counted in the store, so every replica's refusals add up (keys page, /metrics)
+        counted = rt.store.submit_in_transaction(record_refusal, key=key, profile=profile, scope=exc.scope or "key", at=time.time())
+        try:  # committed before the 429 goes out: a client that saw it finds it counted
+            await _written(counted)
+        except Exception as failed:  # noqa: BLE001 - the refusal stands; only its count is lost
+            log.error("thrifty: could not count a budget refusal: %s", failed)
+        raise
     except asyncio.CancelledError:  # never ran, so nothing will settle it: drop the hold once it is taken
         fut.add_done_callback(lambda f: f.cancelled() or f.exception() or ledger.release(f.result()))
         raise

@@ -10,6 +10,9 @@
 - ``thrifty_tier_answers_total{model,tier,decision}`` steps by outcome (accepted/escalated/failed)
 - ``thrifty_request_latency_seconds{model}``       request latency histogram
 - ``thrifty_tier_latency_seconds{tier}``           per-tier call latency histogram
+- ``thrifty_budget_refusals_total{key,profile,scope}`` requests a budget refused (429), read from the
+  log store at each scrape: every replica's refusals, so each replica reports the same figure
+  (aggregate with ``max``, not ``sum``); ``scope`` is the limit that refused (key | profile)
 
 With several worker processes (``thrifty serve --workers N``) the supervisor sets
 ``PROMETHEUS_MULTIPROC_DIR`` before the workers start; each worker then writes its values to files
@@ -22,7 +25,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-__all__ = ["Metrics", "multiprocess_dir"]
+__all__ = ["Metrics", "multiprocess_dir", "refusals_exposition"]
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
@@ -103,3 +106,18 @@ class Metrics:
 def multiprocess_dir() -> str | None:
     """The folder of prometheus_client's multiprocess mode, when the supervisor set one."""
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir") or None
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def refusals_exposition(rows: list[tuple[str, str, str, int]]) -> bytes:
+    """``thrifty_budget_refusals_total`` in the text exposition format, from the store's
+    ``(key, profile, scope, count)`` rows ('' key or profile: none)."""
+    lines = [
+        "# HELP thrifty_budget_refusals_total Requests refused by a budget, every replica's (from the log store)",
+        "# TYPE thrifty_budget_refusals_total counter",
+    ]
+    lines += [f'thrifty_budget_refusals_total{{key="{_label(k)}",profile="{_label(p)}",scope="{_label(s)}"}} {n}' for k, p, s, n in rows]
+    return ("\n".join(lines) + "\n").encode()

@@ -21,12 +21,14 @@ from thrifty.errors import AuthError, ProviderError, RequestError
 from thrifty.gateway.build import Route
 from thrifty.gateway.errors import PayloadTooLarge, json_error, status_and_body
 from thrifty.gateway.jobs import Job, reserve
+from thrifty.gateway.metrics import refusals_exposition
 from thrifty.gateway.schemas import ChatCompletionRequest, chunk_body, completion_body, models_body, to_chat_request, tool_call_deltas
 from thrifty.serving.budget import max_cost_usd
 from thrifty.serving.engine import aclose_quietly
 from thrifty.serving.profiles import system_prompt
 from thrifty.serving.trace import Routed, TextDelta, Trace, new_request_id
 from thrifty.store.logs import StepRecord
+from thrifty.store.refusals import refusal_totals
 from thrifty.types import ChatRequest
 
 __all__ = ["register_routes", "bearer_token"]
@@ -357,7 +359,9 @@ def register_routes(app: Any) -> Any:
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Any:
-        data, ctype = request.app.state.runtime.metrics.render()
-        return Response(data, media_type=ctype)
+        rt = request.app.state.runtime
+        data, ctype = rt.metrics.render()
+        refused = await asyncio.to_thread(rt.store.read_only, refusal_totals)  # every replica's, from the store
+        return Response(data + refusals_exposition(refused), media_type=ctype)
 
     return chat_completions

@@ -20,6 +20,7 @@ For each request:
 
 Requests with history, tool results or images pass through unchanged. The answer's
 :attr:`~thrifty.types.Completion.adaptation` says what was done: ``shots``, ``stripped`` and
+``shot_ids`` (:func:`~thrifty.serving.prompt_adapt.example_id` of each shot, logged with the tier's step) and
 ``tokens_saved`` — approximate tokens of the original messages' text minus those of the adapted
 ones (negative when the added shots outweigh what was stripped). The upstream's usage counts the
 tokens actually sent, so cost needs no correction.
@@ -45,7 +46,7 @@ import numpy as np
 from thrifty.data.rows import read_rows
 from thrifty.errors import DataError
 from thrifty.scoring.memo import LRUMemo
-from thrifty.serving.prompt_adapt import Example, ShotSelector, approx_tokens, format_example
+from thrifty.serving.prompt_adapt import Example, ShotSelector, approx_tokens, example_id, format_example
 from thrifty.serving.providers.base import Wrapper, stream_of
 from thrifty.types import ChatRequest, Completion, message_text
 
@@ -193,7 +194,13 @@ class FewShotAdapter:
             messages = [*head, *pairs, {**request.messages[at], "content": body}]
         before = sum(approx_tokens(message_text(m.get("content"))) for m in request.messages)
         after = sum(approx_tokens(message_text(m.get("content"))) for m in messages)
-        info = {"shots": len(shots), "stripped": stripped, "tokens_saved": before - after, "layout": self.layout}
+        info = {
+            "shots": len(shots),
+            "shot_ids": [example_id(s) for s in shots],  # logged per tier (steps.shots): which examples, not only how many
+            "stripped": stripped,
+            "tokens_saved": before - after,
+            "layout": self.layout,
+        }
         return replace(request, messages=tuple(messages)), info
 
 

@@ -240,6 +240,7 @@ class BudgetLedger:
                     f" this request may cost up to ${amount_usd:.6f}",
                     limit_usd=limit,
                     spent_usd=used,
+                    scope=scope,
                 )
         conn.executemany(
             "INSERT INTO reservations (id, scope, name, amount_usd, created, owner, expires) VALUES (?, ?, ?, ?, ?, ?, ?)",

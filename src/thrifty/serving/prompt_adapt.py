@@ -19,6 +19,7 @@ caller can re-ask those queries one by one (:func:`complete_batched` does).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from thrifty.types import ChatRequest, Completion
 
 __all__ = [
     "Example",
+    "example_id",
     "approx_tokens",
     "format_example",
     "ShotSelector",
@@ -56,6 +58,12 @@ def approx_tokens(text: str) -> int:
 class Example:
     input: str
     output: str
+
+
+def example_id(ex: Example) -> str:
+    """A short stable id of an example (12 hex digits of the SHA-256 of its input and output): what the
+    log records for each shot a request got, found again in the examples file by the dashboard."""
+    return hashlib.sha256(f"{ex.input}\x1f{ex.output}".encode()).hexdigest()[:12]
 
 
 def format_example(ex: Example, q: str = "Q: ", a: str = "A: ") -> str:

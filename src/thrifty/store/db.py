@@ -16,11 +16,12 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from thrifty.errors import ConfigError
+from thrifty.store.search import install as install_prompt_search
 
-__all__ = ["MIGRATIONS", "PG_OVERRIDES", "connect", "migrate", "applied_migrations", "dialect_of", "table_columns"]
+__all__ = ["MIGRATIONS", "MIGRATION_STEPS", "PG_OVERRIDES", "connect", "migrate", "applied_migrations", "dialect_of", "table_columns"]
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -248,7 +249,26 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE steps ADD COLUMN tokens_estimated INTEGER;     -- 1: that tier's counts are estimates; NULL: no answer
         """,
     ),
+    (
+        "0012_dash_budget_refusals",
+        """
+        CREATE TABLE budget_refusals (                 -- requests a budget refused before any model ran (no requests row)
+            hour      BIGINT NOT NULL,                 -- unix time of the UTC hour's start
+            key_name  TEXT NOT NULL,                   -- '' for none
+            profile   TEXT NOT NULL,                   -- '' for pass-through
+            scope     TEXT NOT NULL,                   -- the limit that refused: key | profile
+            n         BIGINT NOT NULL,
+            last      REAL NOT NULL,                   -- unix time of the latest refusal
+            PRIMARY KEY (hour, key_name, profile, scope)
+        );
+        """,
+    ),
+    ("0012_dash_prompt_search", "-- a trigram index of requests.prompt per engine: thrifty.store.search.install (MIGRATION_STEPS)"),
+    ("0012_dash_shots", "ALTER TABLE steps ADD COLUMN shots TEXT;  -- JSON list: ids of the few-shot examples the tier got"),
 ]
+
+#: migrations whose work is Python (engine-specific, with a fallback): run after their SQL, in the same transaction
+MIGRATION_STEPS: dict[str, Callable[[Any], None]] = {"0012_dash_prompt_search": install_prompt_search}
 
 
 #: PostgreSQL text of the migrations whose portable SQL cannot say it (SQLite-only date functions)
@@ -358,6 +378,8 @@ def migrate(conn: Any, *, where: str = "") -> list[str]:
                 continue
             for stmt in _statements(PG_OVERRIDES.get(name, sql) if pg else sql):
                 conn.execute(stmt)
+            if name in MIGRATION_STEPS:
+                MIGRATION_STEPS[name](conn)
             conn.execute("INSERT INTO migrations (name, applied) VALUES (?, ?)", (name, time.time()))
             conn.execute("COMMIT")
         except BaseException:

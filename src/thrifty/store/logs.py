@@ -23,64 +23,23 @@ from __future__ import annotations
 
 import builtins
 import json
+import logging
 import os
 import queue
 import sqlite3
 import threading
+import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from thrifty.store import search
 from thrifty.store.backend import SqliteBackend, open_backend
+from thrifty.store.records import RequestRecord, StepRecord, insert_record, record_rows
 
 __all__ = ["StepRecord", "RequestRecord", "LogStore"]
 
-
-@dataclass(frozen=True)
-class StepRecord:
-    """One tier called for a request. ``decision``: accepted | escalated | failed."""
-
-    tier: int
-    model: str
-    decision: str
-    answer: str | None = None
-    score: float | None = None
-    threshold: float | None = None
-    cost_usd: float = 0.0
-    latency_s: float | None = None
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    error: str | None = None
-    cache: str | None = None  # hit | semantic | miss | bypass; None: the tier has no cache
-    tokens_estimated: bool | None = None  # True: the upstream reported no usage (counts estimated); None: no answer
-
-
-@dataclass(frozen=True)
-class RequestRecord:
-    id: str
-    created: float
-    model_requested: str
-    request: dict[str, Any]
-    status: int
-    key_name: str | None = None
-    profile: str | None = None
-    prompt: str | None = None
-    final_model: str | None = None
-    tiers_tried: tuple[str, ...] = ()
-    answer: str | None = None
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    cost_usd: float = 0.0
-    latency_s: float | None = None
-    error: str | None = None
-    stream: bool = False
-    steps: tuple[StepRecord, ...] = field(default_factory=tuple)
-    cache: str | None = None  # the served answer's cache status (the x-thrifty-cache header); None: no cache
-    tokens_estimated: bool | None = None  # True: the answer's token counts are estimates (no upstream usage)
-
-
-_DECISIONS = ("accepted", "escalated", "failed")
+log = logging.getLogger("thrifty.store")
 
 
 class LogStore:
@@ -96,6 +55,9 @@ class LogStore:
         self._writer: threading.Thread | None = None  # started by the first submit
         self._writer_guard = threading.Lock()
         self._closed = False
+        # SQLite's prompt-search index takes new rows in batches, on the writer thread (thrifty.store.search)
+        self._search_batches = self.dialect == "sqlite" and self.read(search.mode) == "fts5"
+        self._indexed_at = time.monotonic()  # the migration indexed every row there is: next look in a second
 
     @property
     def connection(self) -> sqlite3.Connection:
@@ -169,10 +131,26 @@ class LogStore:
             self._queue.put(task)
         return task.future
 
+    def index_search(self, limit: int | None = None) -> int:
+        """Put up to ``limit`` rows logged since the last time into the prompt-search index (SQLite;
+        one short write transaction); returns how many. The writer thread does it at least every
+        second while rows arrive; the dashboard before it reads."""
+        if not self._search_batches:
+            return 0
+        self._indexed_at = time.monotonic()
+        if not self.read(search.behind):  # nothing new: no write transaction
+            return 0
+        return int(self.run_serialized(["dash_search"], search.catch_up, limit or _SEARCH_BATCH))
+
     def _write_loop(self) -> None:
         stop = False
         while not stop:
-            batch = [self._queue.get()]
+            try:
+                first = self._queue.get(timeout=_SEARCH_EVERY_S) if self._search_batches else self._queue.get()
+            except queue.Empty:  # idle: a good moment to index what arrived
+                self._index_quietly()
+                continue
+            batch = [first]
             while len(batch) < _MAX_BATCH:  # everything already waiting joins this round
                 try:
                     batch.append(self._queue.get_nowait())
@@ -189,6 +167,14 @@ class LogStore:
                     group = []
                     task.run_alone()
             self._commit_group(group)
+            if self._search_batches and time.monotonic() - self._indexed_at >= _SEARCH_EVERY_S:
+                self._index_quietly()
+
+    def _index_quietly(self) -> None:
+        try:
+            self.index_search()
+        except Exception as exc:  # noqa: BLE001 - search then reads the rows after the index: slower, still right
+            log.warning("thrifty: could not index new prompts for search: %s", exc)
 
     def _commit_group(self, group: "list[_Task]") -> None:
         group = [t for t in group if t.future.set_running_or_notify_cancel()]
@@ -249,13 +235,13 @@ class LogStore:
         ``also(conn)`` runs inside the same transaction (the budget ledger settles spend there), so
         a logged request and the spend it caused are committed together.
         """
-        row, steps = _rows(rec)
-        self.run_in_transaction(_insert, row, steps, also)
+        row, steps = record_rows(rec)
+        self.run_in_transaction(insert_record, row, steps, also)
 
     def submit_record(self, rec: RequestRecord, also: Callable[[sqlite3.Connection], None] | None = None) -> Future:
         """:meth:`record` on the writer thread, group-committed with the other queued writes."""
-        row, steps = _rows(rec)
-        return self.submit_in_transaction(_insert, row, steps, also)
+        row, steps = record_rows(rec)
+        return self.submit_in_transaction(insert_record, row, steps, also)
 
     def set_label(self, request_id: str, label: float, *, idx: int | None = None) -> bool:
         """Store a quality label in [0, 1] for a request (or one of its steps). False if absent."""
@@ -308,6 +294,8 @@ class LogStore:
 
 
 _MAX_BATCH = 256  # jobs per group commit at most
+_SEARCH_EVERY_S = 1.0  # the writer indexes new prompts at least this often while rows arrive
+_SEARCH_BATCH = 2_000  # rows per indexing transaction (~40 ms on one core: the log rows wait at most that)
 
 
 class _Task:
@@ -338,75 +326,3 @@ def _rollback(c: Any) -> None:
         c.execute("ROLLBACK")
     except Exception:  # noqa: BLE001 - the original error is the one to report
         pass
-
-
-def _rows(rec: RequestRecord) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
-    """The ``requests`` row and ``steps`` rows of ``rec`` (ValueError on an unknown decision)."""
-    for s in rec.steps:
-        if s.decision not in _DECISIONS:
-            raise ValueError(f"step decision must be one of {_DECISIONS}, got {s.decision!r}")
-    row = (
-        rec.id,
-        rec.created,
-        rec.key_name,
-        rec.profile,
-        rec.model_requested,
-        json.dumps(rec.request, ensure_ascii=False, default=str),
-        rec.prompt,
-        rec.final_model,
-        json.dumps(list(rec.tiers_tried)),
-        rec.answer,
-        rec.input_tokens,
-        rec.output_tokens,
-        float(rec.cost_usd),
-        rec.latency_s,
-        int(rec.status),
-        rec.error,
-        int(rec.stream),
-        rec.cache,
-        _flag(rec.tokens_estimated),
-    )
-    steps = [
-        (
-            rec.id,
-            i,
-            s.tier,
-            s.model,
-            s.answer,
-            s.score,
-            s.threshold,
-            float(s.cost_usd),
-            s.latency_s,
-            s.input_tokens,
-            s.output_tokens,
-            s.decision,
-            s.error,
-            s.cache,
-            _flag(s.tokens_estimated),
-        )
-        for i, s in enumerate(rec.steps)
-    ]
-    return row, steps
-
-
-def _flag(value: bool | None) -> int | None:
-    return None if value is None else int(value)
-
-
-def _insert(
-    c: sqlite3.Connection, row: tuple[Any, ...], steps: list[tuple[Any, ...]], also: Callable[[sqlite3.Connection], None] | None
-) -> None:
-    """Insert one request and its steps (and run ``also``) inside the caller's transaction."""
-    c.execute(
-        "INSERT INTO requests (id, created, key_name, profile, model_requested, request_json, prompt,"
-        " final_model, tiers_tried, answer, input_tokens, output_tokens, cost_usd, latency_s, status,"
-        " error, stream, cache, tokens_estimated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        row,
-    )
-    c.executemany(
-        "INSERT INTO steps (request_id, idx, tier, model, answer, score, threshold, cost_usd, latency_s,"
-        " input_tokens, output_tokens, decision, error, cache, tokens_estimated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        steps,
-    )
-    if also is not None:
-        also(c)

@@ -22,6 +22,7 @@ from typing import Any
 
 from thrifty.errors import DataError
 from thrifty.store.logs import LogStore
+from thrifty.store.search import FTS_TABLE
 
 __all__ = ["SKIPPED_TABLES", "TransferReport", "copy_store", "list_tables", "table_summary"]
 
@@ -51,7 +52,8 @@ def list_tables(conn: Any, dialect: str) -> list[str]:
         rows = conn.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"
         ).fetchall()
-    names = sorted(r[0] for r in rows if r[0] not in SKIPPED_TABLES)
+    # the search index (thrifty.store.search) is rebuilt by the target's own triggers, never copied
+    names = sorted(r[0] for r in rows if r[0] not in SKIPPED_TABLES and not r[0].startswith(FTS_TABLE))
     return sorted(names, key=lambda n: n != "requests")  # parents first: steps (and others) reference requests
 
 

@@ -190,15 +190,19 @@ def keys_doc(db: queries.Reader, rt: Any, window: queries.Window, scope: str | N
     keys = context.keys_configured(rt)
     spent = queries.period_spend(db, "key", [k["name"] for k in keys], {k["name"]: k["period_key"] for k in keys})
     in_window = queries.key_spend(db, window, scope_key=scope)
+    refused = queries.key_refusals(db, window, scope_key=scope)  # every replica's, from the store
     for k in keys:
         k["spent_in_period_usd"] = spent[k["name"]]
         k["left_usd"] = None if k["limit_usd"] is None else max(0.0, k["limit_usd"] - spent[k["name"]])
         k.update(in_window.pop(k["name"], {"requests": 0, "spend_usd": 0.0, "errors": 0}))
-    others = [{"name": name or "(no key)", **v} for name, v in sorted(in_window.items())]
+        k["refused"] = refused.pop(k["name"], {"total": 0, "key": 0, "profile": 0})
+    for name, r in refused.items():  # refusals of a key no longer configured, or of requests without a key
+        in_window.setdefault(name, {"requests": 0, "spend_usd": 0.0, "errors": 0})["refused"] = r
+    others = [{"name": name or "(no key)", "refused": {"total": 0, "key": 0, "profile": 0}, **v} for name, v in sorted(in_window.items())]
     return {
         "keys": keys,
         "unconfigured": others,
-        "refused_by_budget_since_start": context.budget_refusals(rt),
+        "refused_by_budget": sum(k["refused"]["total"] for k in keys) + sum(o["refused"]["total"] for o in others),
         "window": {"start": window.start, "end": window.end, "bucket_s": window.bucket_s},
     }
 
@@ -206,7 +210,8 @@ def keys_doc(db: queries.Reader, rt: Any, window: queries.Window, scope: str | N
 def requests_doc(db: queries.Reader, f: queries.RequestFilter, scope: str | None, limit: int, before: Any) -> dict[str, Any]:
     rows, more = queries.list_requests(db, f, scope_key=scope, limit=limit, before=before)
     nxt = f"{rows[-1]['created']!r}:{rows[-1]['id']}" if more and rows else None
-    return {"requests": rows, "next": nxt, "filter": params.as_dict(f), "limit": limit}
+    search = db.search_mode() if f.text else None  # fts5 | trigram (indexed) | scan
+    return {"requests": rows, "next": nxt, "filter": params.as_dict(f), "limit": limit, "search": search}
 
 
 def request_doc(db: queries.Reader, rt: Any, request_id: str, scope: str | None) -> dict[str, Any] | None:
@@ -216,7 +221,9 @@ def request_doc(db: queries.Reader, rt: Any, request_id: str, scope: str | None)
     profile = next((p for p in context.profiles_in_service(rt) if p["name"] == detail.get("profile")), None)
     audit, answers = audit_for_request(db, request_id)
     detail.pop("request_json", None)
-    return {"request": detail, "graph": request_graph({**detail}, profile=profile, audit=audit, audit_answers=answers)}
+    texts = context.shot_texts(((profile or {}).get("prompt_adaptation") or {}).get("examples"))
+    graph = request_graph({**detail}, profile=profile, audit=audit, audit_answers=answers, shot_texts=texts)
+    return {"request": detail, "graph": graph}
 
 
 def register_api(app: Any) -> None:

@@ -1,17 +1,21 @@
 """What the dashboard reads from the running gateway instead of the log: the profiles in service
 (tiers, thresholds or artefact, budget), the configured keys and their limits, the dearest tier's
-prices (the "always the best model" baseline), and the refusals counted since start."""
+prices (the "always the best model" baseline)."""
 
 from __future__ import annotations
 
 import json
 import time
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from thrifty.errors import DataError
+from thrifty.serving.adapted_provider import read_examples
 from thrifty.serving.budget import period_key
+from thrifty.serving.prompt_adapt import example_id
 
-__all__ = ["baseline_prices", "profiles_in_service", "keys_configured", "budget_refusals", "artefact_summary"]
+__all__ = ["baseline_prices", "profiles_in_service", "keys_configured", "artefact_summary", "shot_texts"]
 
 
 def _profile_routes(rt: Any) -> dict[str, Any]:
@@ -77,7 +81,11 @@ def profiles_in_service(rt: Any) -> list[dict[str, Any]]:
                 "artefact": artefact_summary(profile.artefact),
                 "cache": profile.cache.mode if profile.cache is not None else None,
                 "prompt_adaptation": (
-                    {"k": profile.prompt_adaptation.k, "layout": profile.prompt_adaptation.layout}
+                    {
+                        "k": profile.prompt_adaptation.k,
+                        "layout": profile.prompt_adaptation.layout,
+                        "examples": str(profile.prompt_adaptation.examples),
+                    }
                     if profile.prompt_adaptation is not None
                     else None
                 ),
@@ -100,13 +108,21 @@ def keys_configured(rt: Any) -> list[dict[str, Any]]:
     ]
 
 
-def budget_refusals(rt: Any) -> int | None:
-    """Requests refused with 429 before reaching a model (over a budget) since this process started.
+def shot_texts(path: str | None) -> dict[str, tuple[str, str]]:
+    """Example id → (input, output) of a profile's examples file, to show the text of the shots a
+    request's log row names ({} when the file is gone or unreadable: the ids are shown alone)."""
+    if not path:
+        return {}
+    try:
+        mtime = Path(path).stat().st_mtime_ns
+    except OSError:
+        return {}
+    return _shot_texts(path, mtime)
 
-    Refusals are not logged (nothing ran), so this comes from the in-process metrics counter; with
-    several workers it is this worker's count."""
-    registry = getattr(rt.metrics, "registry", None)
-    if registry is None:
-        return None
-    value = registry.get_sample_value("thrifty_requests_total", {"model": "-", "status": "429"})
-    return int(value or 0)
+
+@lru_cache(maxsize=8)
+def _shot_texts(path: str, mtime_ns: int) -> dict[str, tuple[str, str]]:  # keyed by mtime: an edited file is read again
+    try:
+        return {example_id(e): (e.input, e.output) for e in read_examples(path)}
+    except (DataError, OSError):
+        return {}

@@ -38,13 +38,74 @@ def _prompt_text(detail: Mapping[str, Any]) -> str:
     return "\n\n".join(f"{m.get('role')}: {m.get('content')}" for m in msgs if isinstance(m, dict))
 
 
+def _shot_ids(step: Mapping[str, Any]) -> list[str] | None:
+    """The ids of the shots a tier's prompt got (``steps.shots``, JSON), None when not adapted."""
+    raw = step.get("shots")
+    if raw is None:
+        return None
+    try:
+        ids = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        return None
+    return [str(i) for i in ids] if isinstance(ids, list) else None
+
+
+def _shots_node(
+    nodes: list[dict[str, Any]],
+    steps: Sequence[Mapping[str, Any]],
+    settings: Mapping[str, Any] | None,
+    texts: Mapping[str, tuple[str, str]],
+) -> str | None:
+    """The prompt-adaptation node: the shots logged for the request's tiers, else (a row from before
+    0012_dash_shots, a cached answer, a request with history) the profile's settings, saying so."""
+    used = [(s, ids) for s in steps if (ids := _shot_ids(s)) is not None]
+    if used:
+        ids = used[0][1]
+        blocks = []
+        for i, sid in enumerate(ids, 1):
+            pair = texts.get(sid)
+            blocks.append(
+                f"shot {i} [{sid}]\nQ: {pair[0]}\nA: {pair[1]}" if pair else f"shot {i} [{sid}] (not in the examples file in service)"
+            )
+        differ = [f"tier {s.get('tier')}: {len(x)} shots" for s, x in used if x != ids]
+        text = "\n\n".join(blocks) if blocks else "no example fitted the token budget: the prompt went unchanged"
+        if differ:
+            text += "\n\nother tiers got other shots: " + ", ".join(differ)
+        return _node(
+            nodes,
+            "shots",
+            "shots",
+            f"prompt adaptation: {len(ids)} shot{'s' if len(ids) != 1 else ''}",
+            text,
+            shots=len(ids),
+            shot_ids=ids,
+            tiers=[s.get("tier") for s, _ in used],
+            **{k: v for k, v in (settings or {}).items() if k in ("k", "layout")},
+        )
+    if not settings:
+        return None
+    return _node(
+        nodes,
+        "shots",
+        "shots",
+        f"prompt adaptation: ≤{settings.get('k')} shots (none logged)",
+        f"the profile selects up to {settings.get('k')} few-shot examples per request (layout {settings.get('layout')}); no shots are "
+        "logged for this request: an answer from the cache, a request with history, tools or images (not adapted), or a row "
+        "logged before shots were recorded",
+        **{k: v for k, v in settings.items() if k in ("k", "layout")},
+    )
+
+
 def request_graph(
     detail: Mapping[str, Any],
     *,
     profile: Mapping[str, Any] | None = None,
     audit: Mapping[str, Any] | None = None,
     audit_answers: Sequence[Mapping[str, Any]] = (),
+    shot_texts: Mapping[str, tuple[str, str]] | None = None,
 ) -> dict[str, Any]:
+    """``shot_texts``: example id → (input, output) of the profile's examples file, to show each
+    logged shot's text (an id not found there — the file changed since — is shown as the id alone)."""
     nodes: list[dict[str, Any]] = []
     edges: list[dict[str, Any]] = []
     status = int(detail["status"])
@@ -71,20 +132,11 @@ def request_graph(
         )
         _edge(edges, last, cache, "lookup")
         last = cache
-    adaptation = (profile or {}).get("prompt_adaptation")
-    if adaptation:
-        shots = _node(
-            nodes,
-            "shots",
-            "shots",
-            f"prompt adaptation: ≤{adaptation.get('k')} shots",
-            f"few-shot examples chosen per request (layout {adaptation.get('layout')}); the number used is "
-            "sent in the x-thrifty-shots header",
-            **dict(adaptation),
-        )
-        _edge(edges, last, shots, "adapt")
-        last = shots
     steps = list(detail.get("steps") or [])
+    shots_node = _shots_node(nodes, steps, (profile or {}).get("prompt_adaptation"), shot_texts or {})
+    if shots_node is not None:
+        _edge(edges, last, shots_node, "adapt")
+        last = shots_node
     prev_label = "call"
     answered = None
     for s in steps:
@@ -108,6 +160,7 @@ def request_graph(
             latency_s=s.get("latency_s"),
             cache=s.get("cache"),
             error=s.get("error"),
+            shots=len(_shot_ids(s) or ()) if _shot_ids(s) is not None else None,
         )
         _edge(edges, last, node, prev_label)
         last = node

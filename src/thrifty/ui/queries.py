@@ -12,10 +12,11 @@ Portable SQL only (``?`` placeholders, CASE, CAST, LIKE), so the same text runs 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any, Mapping, Sequence
 
-from thrifty.store.db import table_columns as store_table_columns
+from thrifty.store.refusals import refusals_by_key
+from thrifty.ui.reader import Reader, has_rows, table_columns
+from thrifty.ui.request_list import RequestFilter, list_requests, request_detail
 from thrifty.ui.rollup import CACHE_CLASS_SQL, DAY, ESCALATED_SQL, HOUR, latency_bucket_sql, rolled_until
 
 __all__ = [
@@ -26,54 +27,14 @@ __all__ = [
     "profile_series",
     "key_spend",
     "period_spend",
+    "key_refusals",
+    "RequestFilter",
     "list_requests",
     "request_detail",
     "has_rows",
     "table_columns",
     "floor_sql",
 ]
-
-
-class Reader:
-    """The dashboard's read-only view of the log store, SQLite or PostgreSQL, through
-    :meth:`thrifty.store.logs.LogStore.read_only` (SQLite: a read-only WAL connection per thread that
-    never takes the writer's lock; PostgreSQL: a pooled connection, so reads never queue behind the
-    writer). Call from a worker thread: every method blocks on the database."""
-
-    def __init__(self, store: Any) -> None:
-        self.store = store
-        self.path = store.path
-        self.dialect: str = getattr(store, "dialect", "sqlite")
-
-    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        def read(c: Any) -> list[dict[str, Any]]:
-            return [{k: _plain(v) for k, v in zip(r.keys(), tuple(r))} for r in c.execute(sql, tuple(params)).fetchall()]
-
-        return self.store.read_only(read)
-
-    def columns(self, table: str) -> tuple[str, ...] | None:
-        return self.store.read_only(store_table_columns, table)
-
-    def close(self) -> None:
-        """Nothing to release: the store owns its connections and closes them with itself."""
-
-
-def _plain(value: Any) -> Any:
-    """PostgreSQL sums BIGINTs as NUMERIC (a Decimal): back to the int or float SQLite gives."""
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    return value
-
-
-def table_columns(db: Reader, table: str) -> tuple[str, ...] | None:
-    """The column names of ``table``, None when it does not exist (read from the engine's catalogue)."""
-    if not table.replace("_", "").isalnum():
-        raise ValueError(f"not a table name: {table!r}")
-    return db.columns(table)
-
-
-def has_rows(db: Reader, table: str) -> bool:
-    return table_columns(db, table) is not None and bool(db.rows(f"SELECT 1 AS x FROM {table} LIMIT 1"))  # noqa: S608
 
 
 @dataclass(frozen=True)
@@ -364,71 +325,9 @@ def period_spend(db: Reader, scope: str, names: Sequence[str], periods: Mapping[
     return out
 
 
-@dataclass(frozen=True)
-class RequestFilter:
-    profile: str | None = None
-    key: str | None = None
-    model: str | None = None
-    status: str | None = None  # "ok" | "error" | a status code
-    cache: str | None = None  # hit | semantic | miss | bypass | none
-    text: str | None = None
-    start: float | None = None
-    end: float | None = None
-
-
-def list_requests(
-    db: Reader, f: RequestFilter, *, scope_key: str | None, limit: int, before: tuple[float, str] | None
-) -> tuple[list[dict[str, Any]], bool]:
-    """Newest first, at most ``limit`` rows older than the ``before`` cursor (created, id); and
-    whether more follow. Keyset paging: a deep page costs what the first one does."""
-    sql: list[str] = ["1 = 1"]
-    params: list[Any] = []
-    for col, val in (("profile", f.profile), ("key_name", f.key if scope_key is None else scope_key), ("final_model", f.model)):
-        if val is not None:
-            sql.append(f"{col} = ?")
-            params.append(val)
-    if f.status == "ok":
-        sql.append("status < 400")
-    elif f.status == "error":
-        sql.append("status >= 400")
-    elif f.status is not None:
-        sql.append("status = ?")
-        params.append(int(f.status))
-    if f.cache == "none":
-        sql.append("cache IS NULL")
-    elif f.cache is not None:
-        sql.append("cache = ?")
-        params.append(f.cache)
-    if f.start is not None:
-        sql.append("created >= ?")
-        params.append(f.start)
-    if f.end is not None:
-        sql.append("created < ?")
-        params.append(f.end)
-    if f.text:
-        sql.append("LOWER(prompt) LIKE ? ESCAPE '\\'")
-        params.append("%" + f.text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
-    if before is not None:
-        sql.append("(created < ? OR (created = ? AND id < ?))")
-        params.extend([before[0], before[0], before[1]])
-    rows = db.rows(
-        "SELECT id, created, key_name, profile, model_requested, final_model, tiers_tried, cost_usd, latency_s, status,"
-        f" cache, stream, SUBSTR(prompt, 1, 160) AS prompt FROM requests WHERE {' AND '.join(sql)}"  # noqa: S608
-        " ORDER BY created DESC, id DESC LIMIT ?",
-        [*params, limit + 1],
-    )
-    return rows[:limit], len(rows) > limit
-
-
-def request_detail(db: Reader, request_id: str, *, scope_key: str | None) -> dict[str, Any] | None:
-    """The request row and its steps; None when absent or outside ``scope_key``."""
-    sql, params = "SELECT * FROM requests WHERE id = ?", [request_id]
-    if scope_key is not None:
-        sql += " AND key_name = ?"
-        params.append(scope_key)
-    rows = db.rows(sql, params)
-    if not rows:
-        return None
-    row = rows[0]
-    row["steps"] = db.rows("SELECT * FROM steps WHERE request_id = ? ORDER BY idx", (request_id,))
-    return row
+def key_refusals(db: Reader, window: Window, *, scope_key: str | None) -> dict[str, dict[str, int]]:
+    """Per key name ('' for none): requests refused by a budget in the hours overlapping the window —
+    every replica's (the store counts them; :mod:`thrifty.store.refusals`) — in total and by the limit
+    that refused (``key``: the key's own limit, ``profile``: the profile's budget)."""
+    out = db.call(refusals_by_key, window.start, window.end)
+    return out if scope_key is None else {k: v for k, v in out.items() if k == scope_key}

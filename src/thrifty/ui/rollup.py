@@ -129,6 +129,9 @@ def _roll_day_sql(table: str) -> str:
     )
 
 
+_SEARCH_STEPS = 25  # at most 50,000 rows indexed per look (~1 s); search reads any later rows directly
+
+
 class Roller:
     """Brings the roll-ups of one log store (SQLite or PostgreSQL) up to date; thread-safe, at most
     every ``min_interval_s``. Each step is one transaction of the store
@@ -167,6 +170,10 @@ class Roller:
                 [_roll_day_sql(t) for t in _DIMS],
             )
             self.done_until = hours
+            index = getattr(self.store, "index_search", None)  # prompts logged outside the gateway's writer
+            for _ in range(_SEARCH_STEPS):
+                if index is None or index() == 0:
+                    break
             return hours
 
     def _advance(self, name: str, span: int, target: int, step: int, first_sql: str, statements: list[str]) -> int:
