@@ -123,6 +123,13 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _cpu_s(who: int = resource.RUSAGE_SELF) -> float:
+    """User + system CPU seconds of this process (or of its waited-for children): unlike wall time,
+    hardly moved by the other jobs on a shared machine."""
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
 def run_policy(table, emb, policy: str, progress: bool) -> dict:
     from thrifty.offline.evaluate import evaluate
 
@@ -130,13 +137,14 @@ def run_policy(table, emb, policy: str, progress: bool) -> dict:
     opts = {"embedder": embedder}
     if policy == "hybrid":
         opts["embed"] = "none"  # the answer scorer's cheap features (the cascade's measured default)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_s()
     rep = evaluate(table, policy, options=opts, progress=progress, n_boot=50)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, _cpu_s() - c0
     m = rep.metrics
     return {
         "policy": policy,
         "seconds": round(wall, 2),
+        "cpu_seconds": round(cpu, 2),
         "timing": {k: round(v, 2) for k, v in rep.timing.items()},
         "quality_at_best_single_cost": m["quality_at_best_single_cost"],
         "oracle_gap_closed": m["oracle_gap_closed"],
@@ -177,9 +185,9 @@ def run_cold(n: int, progress: bool) -> dict:
         str(tmp / "out"),
         "--json",
     ]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_s(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=None if progress else subprocess.PIPE, text=True)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, _cpu_s(resource.RUSAGE_CHILDREN) - c0
     if proc.returncode != 0:
         raise SystemExit(f"cold run failed: {proc.stderr or ''}")
     doc = json.loads(proc.stdout)
@@ -188,6 +196,8 @@ def run_cold(n: int, progress: bool) -> dict:
         "run": f"{n // 1000}k x 2 cold",
         "command": " ".join(cmd[1:]),
         "seconds": round(wall, 2),
+        "cpu_seconds": round(cpu, 2),
+        "max_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0),
         "static_table_reused": reused,
         "quality_at_best_single_cost": doc.get("quality_at_best_single_cost"),
     }
@@ -218,10 +228,10 @@ def run_embed(n: int) -> list[dict]:
         e = cls()
         e.embed(texts[:8])  # load outside the timing
         k = n if name == "static" else min(n, 1000)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu_s()
         e.embed(texts[:k])
-        dt = time.perf_counter() - t0
-        out.append({"embedder": name, "prompts": k, "seconds": round(dt, 2), "prompts_per_s": round(k / dt)})
+        dt, cpu = time.perf_counter() - t0, _cpu_s() - c0
+        out.append({"embedder": name, "prompts": k, "seconds": round(dt, 2), "cpu_seconds": round(cpu, 2), "prompts_per_s": round(k / dt)})
     return out
 
 
@@ -259,7 +269,7 @@ def main() -> None:
                 r.update(run=f"{n} x {m}", table_build_s=round(built, 1), load_average=os.getloadavg())
                 rows.append(r)
                 print(
-                    f"{r['run']:>12} {pol:>7}: {r['seconds']:7.1f} s  (fit+replay {r['timing']['fit_replay_s']:.1f} s)  "
+                    f"{r['run']:>12} {pol:>7}: {r['seconds']:7.1f} s wall, {r['cpu_seconds']:7.1f} s CPU  (fit+replay {r['timing']['fit_replay_s']:.1f} s)  "
                     f"q@best={r['quality_at_best_single_cost']:.3f}  rss={r['max_rss_mb']:.0f} MB",
                     flush=True,
                 )
@@ -267,7 +277,7 @@ def main() -> None:
             r = run_cold(int(14_000 * args.scale), args.progress)
             r["load_average"] = os.getloadavg()
             rows.append(r)
-            print(f"{r['run']:>12}  router: {r['seconds']:7.1f} s end to end", flush=True)
+            print(f"{r['run']:>12}  router: {r['seconds']:7.1f} s wall, {r['cpu_seconds']:.1f} s CPU end to end", flush=True)
         elif run == "embed":
             for r in run_embed(int(5000 * args.scale)):
                 rows.append({"run": "embedding", **r})

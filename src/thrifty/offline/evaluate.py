@@ -26,6 +26,7 @@ from thrifty.offline.baselines import Hull, OracleCurve, oracle_curve, random_po
 from thrifty.offline.curves import Curve, majorant
 from thrifty.offline.prediction_ceiling import mean_correlation
 from thrifty.offline.registry import get_policy
+from thrifty.scoring.feature_store import table_feature_scope
 
 __all__ = ["evaluate", "EvalReport", "PooledPoint", "default_knobs", "BUDGET_TOLERANCE"]
 
@@ -203,14 +204,15 @@ def evaluate(
     bar = _progress(progress, len(folds), policy.name)
     try:
         heldout: list[tuple[np.ndarray, Any]] = []  # (rows, (predictions, model names)) where the policy exposes them
-        for _k, train, test, rows in folds:
-            fitted = policy.fit(train, knob_grid)
-            per_fold.append((rows, list(fitted.replay(test))))
-            pred = getattr(fitted, "heldout_pred", None)  # optional: (predictions, model names) of the last replay
-            if pred is not None:
-                heldout.append((rows, pred))
-            if bar:
-                bar[0].advance(bar[1])
+        with table_feature_scope():  # every answer's features once for all folds, not once per fold
+            for _k, train, test, rows in folds:
+                fitted = policy.fit(train, knob_grid)
+                per_fold.append((rows, list(fitted.replay(test))))
+                pred = getattr(fitted, "heldout_pred", None)  # optional: (predictions, model names) of the last replay
+                if pred is not None:
+                    heldout.append((rows, pred))
+                if bar:
+                    bar[0].advance(bar[1])
     finally:
         if bar:
             bar[0].stop()
