@@ -38,3 +38,16 @@ def test_scope_is_used_by_the_scorer_features_nests_and_is_freed():
         assert len(outer) == 4
     assert active_store() is None
     np.testing.assert_array_equal(_features(QUERIES, ANSWERS), feature_matrix(QUERIES, ANSWERS))
+
+
+def test_fast_word_split_equals_the_word_regex():
+    import random
+    import re
+
+    from thrifty.scoring.features import _words
+
+    rng = random.Random(0)
+    alphabet = [chr(i) for i in range(128)] + ["é", "ſ", "²", "_", "\u00a0", "\u2028", "日"]
+    for n in range(3000):
+        text = "".join(rng.choice(alphabet if n % 3 == 0 else alphabet[:128]) for _ in range(rng.randint(0, 50)))
+        assert _words(text) == re.findall(r"\w+", text), repr(text)

@@ -136,11 +136,15 @@ def _box(x: np.ndarray, r: int) -> np.ndarray:
     out = x.copy()
     for axis in range(x.ndim):
         n = x.shape[axis]
-        first, last = np.take(out, [0] * r, axis=axis), np.take(out, [n - 1] * r, axis=axis)
-        xp = np.concatenate([first, out, last], axis=axis)  # edge padding (np.pad's "edge", without its overhead)
+
+        def cut(a: np.ndarray, lo: int, hi: int, axis: int = axis) -> np.ndarray:  # a[lo:hi] along axis
+            return a[(slice(None),) * axis + (slice(lo, hi),)]
+
+        # edge padding by r (as np.pad's "edge"), a running sum, and the window sums as differences
+        xp = np.concatenate([cut(out, 0, 1)] * r + [out] + [cut(out, n - 1, n)] * r, axis=axis)
         cs = np.cumsum(xp, axis=axis)
-        cs = np.concatenate([np.zeros_like(np.take(cs, [0], axis=axis)), cs], axis=axis)
-        out = (np.take(cs, np.arange(2 * r + 1, n + 2 * r + 1), axis=axis) - np.take(cs, np.arange(0, n), axis=axis)) / (2 * r + 1)
+        cs = np.concatenate([np.zeros_like(cut(cs, 0, 1)), cs], axis=axis)
+        out = (cut(cs, 2 * r + 1, n + 2 * r + 1) - cut(cs, 0, n)) / (2 * r + 1)
     return out
 
 
@@ -215,7 +219,12 @@ def _order_grid(Sz, Qz, Cz, order, grids, select="last", G=None, cache=None):
         return tail_q.mean(0), tail_c.mean(0), tier_grids
     if L == 3:
         a1, r1 = _accept(Sz, order[0], tier_grids[0], cache)
-        gq = (a1 * q[0][:, None]).sum(0)[:, None] + r1.T @ tail_q
+        head = cache.get(("head", order[0])) if cache is not None else None
+        if head is None:  # mean quality of the first tier's accepted answers, per threshold
+            head = (a1 * q[0][:, None]).sum(0)[:, None]
+            if cache is not None:
+                cache[("head", order[0])] = head
+        gq = head + r1.T @ tail_q
         gc = c[0].sum() + r1.T @ tail_c
         return gq / P, gc / P, tier_grids
     raise ValueError("the grid optimiser handles up to 3 tiers; pass max_tiers ≤ 3")
