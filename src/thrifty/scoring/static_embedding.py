@@ -19,7 +19,6 @@ becomes the full one; afterwards only numpy and ``tokenizers`` are imported.
 from __future__ import annotations
 
 import os
-import sys
 import threading
 from pathlib import Path
 from typing import Any, Sequence
@@ -27,11 +26,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from thrifty.scoring.embedding import cache_dir, load_minilm, minilm_dir
+from thrifty.scoring.progress import step
 
 __all__ = ["StaticMiniLMEmbedder", "distil_static_table", "BATCH"]
 
 _NAME = "all-MiniLM-L6-v2-static"
 BATCH = 512  # token ids per forward pass; fixed, so a row never depends on the other rows of its batch
+_CHUNK = 4096  # texts per tokenizer call when embedding a whole table
 
 
 class _TokenDistiller:
@@ -135,7 +136,7 @@ class StaticMiniLMEmbedder:
         todo = np.concatenate([missing, others])[:n]
         if self._distiller is None:
             self._distiller = _TokenDistiller()
-        bar = _bar(len(todo))
+        bar = step(f"distilling {len(todo)} MiniLM token vectors (kept for next time)", len(todo), min_total=4 * BATCH)
         for b in range(0, len(todo), BATCH):
             chunk = todo[b : b + BATCH]
             if len(chunk) < BATCH:  # the table's last rows: pad with done ids so the batch keeps its size
@@ -147,9 +148,9 @@ class StaticMiniLMEmbedder:
             self._table[chunk] = self._half[chunk].astype(np.float32)
             self._done[chunk] = True
             if bar:
-                bar.advance(bar.task_ids[0], len(chunk))
+                bar.advance(len(chunk))
         if bar:
-            bar.stop()
+            bar.close()
         half, done = self._half, self._done
         if done.all():
             _save_atomic(self.path, lambda fh: np.save(fh, half))
@@ -161,6 +162,16 @@ class StaticMiniLMEmbedder:
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         self._load()
         assert self._tok is not None
+        if len(texts) > _CHUNK:  # a table: in chunks, with a bar inside a progress scope
+            bar = step(f"embedding {len(texts)} texts (static)", len(texts), min_total=2 * _CHUNK)
+            parts = []
+            for b in range(0, len(texts), _CHUNK):
+                parts.append(self.embed(texts[b : b + _CHUNK]))
+                if bar:
+                    bar.advance(len(parts[-1]))
+            if bar:
+                bar.close()
+            return np.concatenate(parts)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         encs = (
             self._tok.encode_batch([t or "" for t in texts], add_special_tokens=False)
@@ -180,16 +191,3 @@ class StaticMiniLMEmbedder:
                 v = table[enc.ids].mean(axis=0)
                 out[i] = v / (np.linalg.norm(v) or 1.0)
         return out
-
-
-def _bar(total: int) -> Any:
-    """A progress bar on a terminal for a distillation of more than a few batches (else None)."""
-    if total <= 4 * BATCH or not sys.stderr.isatty():
-        return None
-    from rich.console import Console
-    from rich.progress import Progress
-
-    bar = Progress(console=Console(file=sys.stderr), transient=True)
-    bar.add_task(f"distilling {total} MiniLM token vectors (once per machine)", total=total)
-    bar.start()
-    return bar
