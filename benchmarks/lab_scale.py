@@ -17,8 +17,8 @@ Runs (each a fresh process is not needed: every run builds its own table):
 - ``100k x 2``, ``20k x 20``: router (``mf``) and hybrid fit + 5-fold evaluation with the prompt
   embeddings precomputed (the "once embedded" case: an embedder that looks vectors up);
 - ``14k x 2 cold``: the same router evaluation through the real static embedder, from an empty
-  embedding cache (``THRIFTY_CACHE_DIR`` a fresh folder; the distilled token table is reused from the
-  normal cache when present — say so in the JSON);
+  embedding cache (``THRIFTY_CACHE_DIR`` a fresh folder) and no distilled token table: the rows
+  the prompts need are distilled on the way (``--reuse-static``: reuse this machine's table);
 - embedding throughput of the static embedder and (if installed) MiniLM through torch.
 
     PYTHONPATH=src python benchmarks/lab_scale.py [--runs 100k2,20k20,14k2cold,embed] [--policies router,hybrid]
@@ -123,6 +123,13 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _cpu_s(who: int = resource.RUSAGE_SELF) -> float:
+    """User + system CPU seconds of this process (or of its waited-for children): unlike wall time,
+    hardly moved by the other jobs on a shared machine."""
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
 def run_policy(table, emb, policy: str, progress: bool) -> dict:
     from thrifty.offline.evaluate import evaluate
 
@@ -130,13 +137,14 @@ def run_policy(table, emb, policy: str, progress: bool) -> dict:
     opts = {"embedder": embedder}
     if policy == "hybrid":
         opts["embed"] = "none"  # the answer scorer's cheap features (the cascade's measured default)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_s()
     rep = evaluate(table, policy, options=opts, progress=progress, n_boot=50)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, _cpu_s() - c0
     m = rep.metrics
     return {
         "policy": policy,
         "seconds": round(wall, 2),
+        "cpu_seconds": round(cpu, 2),
         "timing": {k: round(v, 2) for k, v in rep.timing.items()},
         "quality_at_best_single_cost": m["quality_at_best_single_cost"],
         "oracle_gap_closed": m["oracle_gap_closed"],
@@ -145,8 +153,10 @@ def run_policy(table, emb, policy: str, progress: bool) -> dict:
     }
 
 
-def run_cold(n: int, progress: bool) -> dict:
-    """14k × 2 router evaluation end to end through the CLI, static embedder, empty embedding cache."""
+def run_cold(n: int, progress: bool, reuse_static: bool = False) -> dict:
+    """14k × 2 router evaluation end to end through the CLI, static embedder, empty embedding cache
+    and (unless ``reuse_static``) no distilled token table: the rows the prompts need are distilled
+    on the way (:mod:`thrifty.scoring.static_embedding`)."""
     import tempfile
 
     from thrifty.data.table_io import write_table
@@ -157,7 +167,7 @@ def run_cold(n: int, progress: bool) -> dict:
     write_table(table, path)
     env = dict(os.environ, THRIFTY_CACHE_DIR=str(tmp / "cache"), PYTHONPATH=os.environ.get("PYTHONPATH", "src"))
     static = Path(_default_cache()) / "static_minilm_v1.npy"
-    reused = static.exists()
+    reused = reuse_static and static.exists()
     if reused:  # the distilled token table is per machine, not per table: reuse it (stated in the JSON)
         (tmp / "cache").mkdir()
         os.symlink(static, tmp / "cache" / "static_minilm_v1.npy")
@@ -177,18 +187,23 @@ def run_cold(n: int, progress: bool) -> dict:
         str(tmp / "out"),
         "--json",
     ]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_s(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=None if progress else subprocess.PIPE, text=True)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, _cpu_s(resource.RUSAGE_CHILDREN) - c0
     if proc.returncode != 0:
         raise SystemExit(f"cold run failed: {proc.stderr or ''}")
+    partial = tmp / "cache" / "static_minilm_v1.partial.npz"
+    rows = int(np.load(partial)["done"].sum()) if partial.exists() else None
     doc = json.loads(proc.stdout)
     doc = doc[0] if isinstance(doc, list) else doc.get("policies", [doc])[0] if "policies" in doc else doc
     return {
         "run": f"{n // 1000}k x 2 cold",
         "command": " ".join(cmd[1:]),
         "seconds": round(wall, 2),
+        "cpu_seconds": round(cpu, 2),
+        "max_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0),
         "static_table_reused": reused,
+        "static_rows_distilled": rows,
         "quality_at_best_single_cost": doc.get("quality_at_best_single_cost"),
     }
 
@@ -218,10 +233,10 @@ def run_embed(n: int) -> list[dict]:
         e = cls()
         e.embed(texts[:8])  # load outside the timing
         k = n if name == "static" else min(n, 1000)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu_s()
         e.embed(texts[:k])
-        dt = time.perf_counter() - t0
-        out.append({"embedder": name, "prompts": k, "seconds": round(dt, 2), "prompts_per_s": round(k / dt)})
+        dt, cpu = time.perf_counter() - t0, _cpu_s() - c0
+        out.append({"embedder": name, "prompts": k, "seconds": round(dt, 2), "cpu_seconds": round(cpu, 2), "prompts_per_s": round(k / dt)})
     return out
 
 
@@ -236,6 +251,7 @@ def main() -> None:
     ap.add_argument("--json", default="results/lab_scale.json")
     ap.add_argument("--profile", default=None, help="write a cProfile of the fit runs here")
     ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--reuse-static", action="store_true", help="14k2cold: reuse this machine's distilled token table")
     args = ap.parse_args()
     rows: list[dict] = []
     prof = None
@@ -259,15 +275,15 @@ def main() -> None:
                 r.update(run=f"{n} x {m}", table_build_s=round(built, 1), load_average=os.getloadavg())
                 rows.append(r)
                 print(
-                    f"{r['run']:>12} {pol:>7}: {r['seconds']:7.1f} s  (fit+replay {r['timing']['fit_replay_s']:.1f} s)  "
+                    f"{r['run']:>12} {pol:>7}: {r['seconds']:7.1f} s wall, {r['cpu_seconds']:7.1f} s CPU  (fit+replay {r['timing']['fit_replay_s']:.1f} s)  "
                     f"q@best={r['quality_at_best_single_cost']:.3f}  rss={r['max_rss_mb']:.0f} MB",
                     flush=True,
                 )
         elif run == "14k2cold":
-            r = run_cold(int(14_000 * args.scale), args.progress)
+            r = run_cold(int(14_000 * args.scale), args.progress, args.reuse_static)
             r["load_average"] = os.getloadavg()
             rows.append(r)
-            print(f"{r['run']:>12}  router: {r['seconds']:7.1f} s end to end", flush=True)
+            print(f"{r['run']:>12}  router: {r['seconds']:7.1f} s wall, {r['cpu_seconds']:.1f} s CPU end to end", flush=True)
         elif run == "embed":
             for r in run_embed(int(5000 * args.scale)):
                 rows.append({"run": "embedding", **r})

@@ -161,3 +161,26 @@ def test_cascade_options_the_hybrid_does_not_support_are_refused_not_ignored():
         with pytest.raises(ConfigError, match="scorer=features and select=last"):
             HybridOffline(**opts)
     HybridOffline(scorer="features", select="last")  # the defaults, spelled out, are fine
+
+
+@pytest.mark.parametrize("lam", [0.0, 30.0, 3000.0, math.inf])
+def test_batched_train_replay_gives_the_very_same_numbers(lam):
+    """The batched re-scoring (blocks of cascades as rows) is bit-for-bit the one-cascade replay."""
+    from thrifty.offline.hybrid_policy import train_replay, train_replay_many
+    from thrifty.offline.optimise import CascadeSpec
+
+    rng = np.random.default_rng(2)
+    P = 301
+    exp_cost = np.array([1e-5, 1e-4, 1e-3, 1e-2])
+    S, Q, R = rng.random((P, 4)), rng.random((P, 4)), rng.random((P, 4))
+    C = exp_cost[None, :] * rng.uniform(0.5, 1.5, (P, 4))
+    for p, m in [(5, 1), (9, 0), (11, 3), (12, 2)]:
+        Q[p, m] = S[p, m] = C[p, m] = np.nan
+    S[20, 2] = np.nan  # a score missing where the label is not
+    specs = [CascadeSpec((3,), (), 0.0, 0.0)]
+    for tiers in [(0, 1), (0, 2, 3), (1, 2, 3), (0, 3)]:
+        for _ in range(40):  # more than one block of a tier group
+            specs.append(CascadeSpec(tiers, tuple(rng.choice([-np.inf, *rng.random(3), np.inf], len(tiers) - 1)), 0.0, 0.0))
+    got = train_replay_many(S, Q, C, R, exp_cost, lam, specs, block=16)
+    want = np.array([train_replay(S, Q, C, R, exp_cost, lam, sp) for sp in specs])
+    np.testing.assert_array_equal(got, want)

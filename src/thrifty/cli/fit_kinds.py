@@ -18,11 +18,13 @@ import dataclasses
 import json
 import sys
 import time
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
 
 from thrifty.errors import ConfigError
+from thrifty.scoring.progress import progress_scope, step
 
 __all__ = ["fit_and_write", "select_point", "pareto_points", "goal_of", "portable_scorer"]
 
@@ -204,7 +206,9 @@ def fit_and_write(args: argparse.Namespace, table: Any, knobs: list[float], opts
     best = table.best_single()
     t0 = time.perf_counter()
     try:
-        front, extra, payload, info, files = FITTERS[args.policy](args, table, knobs, opts)
+        with progress_scope(sys.stderr.isatty()):  # the fit, and any long step inside it (embedding …)
+            with step(f"fitting a {args.policy} on {table.n_prompts} prompts × {table.n_models} models", None) or nullcontext():
+                front, extra, payload, info, files = FITTERS[args.policy](args, table, knobs, opts)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"bad option for the {args.policy}: {exc}", key="--opt") from None
     fit_s = time.perf_counter() - t0

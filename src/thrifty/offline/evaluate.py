@@ -11,7 +11,6 @@ single-model hull and the exact oracle of the whole pool.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -26,6 +25,8 @@ from thrifty.offline.baselines import Hull, OracleCurve, oracle_curve, random_po
 from thrifty.offline.curves import Curve, majorant
 from thrifty.offline.prediction_ceiling import mean_correlation
 from thrifty.offline.registry import get_policy
+from thrifty.scoring.feature_store import table_feature_scope
+from thrifty.scoring.progress import progress_scope, step
 
 __all__ = ["evaluate", "EvalReport", "PooledPoint", "default_knobs", "BUDGET_TOLERANCE"]
 
@@ -200,9 +201,11 @@ def evaluate(
     per_fold: list[tuple[np.ndarray, list[OperatingPoint]]] = []
     folds = list(table.splits(n_folds, seed))
     t0 = time.perf_counter()
-    bar = _progress(progress, len(folds), policy.name)
-    try:
-        heldout: list[tuple[np.ndarray, Any]] = []  # (rows, (predictions, model names)) where the policy exposes them
+    heldout: list[tuple[np.ndarray, Any]] = []  # (rows, (predictions, model names)) where the policy exposes them
+    # every answer's features once for all folds (not once per fold); bars for the folds and for any
+    # long step inside them (embedding the prompts, distilling the static token table)
+    with progress_scope(progress), table_feature_scope():
+        bar = step(f"{policy.name}: folds", len(folds))
         for _k, train, test, rows in folds:
             fitted = policy.fit(train, knob_grid)
             per_fold.append((rows, list(fitted.replay(test))))
@@ -210,10 +213,9 @@ def evaluate(
             if pred is not None:
                 heldout.append((rows, pred))
             if bar:
-                bar[0].advance(bar[1])
-    finally:
+                bar.advance()
         if bar:
-            bar[0].stop()
+            bar.close()
     t_fit = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -358,21 +360,3 @@ def _bootstrap(
         return out
 
     return M.bootstrap_ci(stat, np.arange(n_boot))
-
-
-def _progress(enabled: bool, total: int, name: str):
-    if not enabled:
-        return None
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    prog = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(file=sys.stderr),
-        transient=True,
-    )
-    prog.start()
-    return prog, prog.add_task(f"{name}: folds", total=total)

@@ -135,13 +135,16 @@ def _box(x: np.ndarray, r: int) -> np.ndarray:
         return x
     out = x.copy()
     for axis in range(x.ndim):
-        pad = [(0, 0)] * x.ndim
-        pad[axis] = (r, r)
-        xp = np.pad(out, pad, mode="edge")
-        cs = np.cumsum(xp, axis=axis)
-        cs = np.concatenate([np.zeros_like(np.take(cs, [0], axis=axis)), cs], axis=axis)
         n = x.shape[axis]
-        out = (np.take(cs, np.arange(2 * r + 1, n + 2 * r + 1), axis=axis) - np.take(cs, np.arange(0, n), axis=axis)) / (2 * r + 1)
+
+        def cut(a: np.ndarray, lo: int, hi: int, axis: int = axis) -> np.ndarray:  # a[lo:hi] along axis
+            return a[(slice(None),) * axis + (slice(lo, hi),)]
+
+        # edge padding by r (as np.pad's "edge"), a running sum, and the window sums as differences
+        xp = np.concatenate([cut(out, 0, 1)] * r + [out] + [cut(out, n - 1, n)] * r, axis=axis)
+        cs = np.cumsum(xp, axis=axis)
+        cs = np.concatenate([np.zeros_like(cut(cs, 0, 1)), cs], axis=axis)
+        out = (cut(cs, 2 * r + 1, n + 2 * r + 1) - cut(cs, 0, n)) / (2 * r + 1)
     return out
 
 
@@ -164,9 +167,24 @@ def _clean(S: np.ndarray, Q: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, np.
     return np.nan_to_num(S, nan=-np.inf), np.nan_to_num(Q), np.nan_to_num(C)
 
 
-def _order_grid(Sz, Qz, Cz, order, grids, select="last", G=None):
+def _accept(Sz: np.ndarray, m: int, grid: np.ndarray, cache: dict | None) -> tuple[np.ndarray, np.ndarray]:
+    """(P, G) accept indicators of model ``m``'s scores over its threshold grid, and 1 − that
+    (one per model and optimise call: every order that asks ``m`` first or second reuses them)."""
+    got = cache.get(("acc", m)) if cache is not None else None
+    if got is None:
+        a = (Sz[:, m][:, None] >= grid[None, :]).astype(np.float64)
+        got = (a, 1 - a)
+        if cache is not None:
+            cache[("acc", m)] = got
+    return got
+
+
+def _order_grid(Sz, Qz, Cz, order, grids, select="last", G=None, cache=None):
     """Mean quality and cost over the full threshold grid of one order (arrays of shape G1×…×G(L-1)),
-    and the threshold grid of each non-final tier (``Sz``, ``Qz``, ``Cz``: :func:`_clean`'s arrays)."""
+    and the threshold grid of each non-final tier (``Sz``, ``Qz``, ``Cz``: :func:`_clean`'s arrays).
+    ``cache`` (a dict, one per optimise call): the pieces that only depend on a model or a pair of
+    models — the accept matrices and the last two tiers' tail — computed once, not once per order;
+    the same arithmetic on the same arrays, so the same numbers."""
     P = Sz.shape[0]
     L = len(order)
     q = [Qz[:, m] for m in order]
@@ -177,23 +195,37 @@ def _order_grid(Sz, Qz, Cz, order, grids, select="last", G=None):
     tier_grids = [grids[m] for m in order[:-1]]
     if select != "last":
         q[-1] = _best_of(Sz, Qz, order)
+        cache = None  # the last tier's column depends on the whole order
     if select == "running":  # tier k tests the best score so far and returns that answer (step 7)
         for k in range(1, L - 1):
             take = s[k] >= s[k - 1]
             s[k] = np.where(take, s[k], s[k - 1])
             q[k] = np.where(take, q[k], q[k - 1])
             tier_grids[k] = _grid(s[k], G)
-    acc = [(sk[:, None] >= g[None, :]).astype(np.float64) for sk, g in zip(s, tier_grids)]
     # tail value/cost of reaching tier L-1 (0-based L-2) onward, as (P, G_last) then fold backwards
-    aL = acc[-1]
-    tail_q = aL * q[-2][:, None] + (1 - aL) * q[-1][:, None]
-    tail_c = c[-2][:, None] + (1 - aL) * c[-1][:, None]
+    pair = (order[-2], order[-1])
+    tail = cache["tail"][1] if cache is not None and cache.get("tail", (None,))[0] == pair else None
+    if tail is None:
+        if select == "running":
+            aL = (s[-1][:, None] >= tier_grids[-1][None, :]).astype(np.float64)
+            rL = 1 - aL
+        else:
+            aL, rL = _accept(Sz, order[-2], tier_grids[-1], cache)
+        tail = (aL * q[-2][:, None] + rL * q[-1][:, None], c[-2][:, None] + rL * c[-1][:, None])
+        if cache is not None:  # one tail held at a time: the caller runs the orders grouped by tail
+            cache["tail"] = (pair, tail)
+    tail_q, tail_c = tail
     if L == 2:
         return tail_q.mean(0), tail_c.mean(0), tier_grids
     if L == 3:
-        a1 = acc[0]
-        gq = (a1 * q[0][:, None]).sum(0)[:, None] + (1 - a1).T @ tail_q
-        gc = c[0].sum() + (1 - a1).T @ tail_c
+        a1, r1 = _accept(Sz, order[0], tier_grids[0], cache)
+        head = cache.get(("head", order[0])) if cache is not None else None
+        if head is None:  # mean quality of the first tier's accepted answers, per threshold
+            head = (a1 * q[0][:, None]).sum(0)[:, None]
+            if cache is not None:
+                cache[("head", order[0])] = head
+        gq = head + r1.T @ tail_q
+        gc = c[0].sum() + r1.T @ tail_c
         return gq / P, gc / P, tier_grids
     raise ValueError("the grid optimiser handles up to 3 tiers; pass max_tiers ≤ 3")
 
@@ -244,10 +276,17 @@ def optimise(
     if first is not None:  # later tiers' scores read the first tier's answer: it must have been paid for
         runs = [(o, r) for o, r in runs if o[0] == first] + [((m,), "last") for m in cand if m != first]
     Sz, Qz, Cz = _clean(S, Q, C)
-    for order, rule in runs:
-        if ordered == "cheap-first" and any(mean_cost[a] > mean_cost[b] for a, b in zip(order, order[1:])):
-            continue
-        gq, gc, tgrids = _order_grid(Sz, Qz, Cz, order, grids, rule, grid)
+    if ordered == "cheap-first":
+        runs = [(o, r) for o, r in runs if not any(mean_cost[a] > mean_cost[b] for a, b in zip(o, o[1:]))]
+    # computed grouped by the last two tiers (whose tail is then built once), collected in the
+    # original order below (ties on the front resolve as they always did)
+    cache: dict = {}
+    grids_of = {}
+    for i in sorted(range(len(runs)), key=lambda i: (runs[i][1], runs[i][0][-2:], runs[i][0])):
+        grids_of[i] = _order_grid(Sz, Qz, Cz, runs[i][0], grids, runs[i][1], grid, cache)
+    cache.clear()
+    for i, (order, rule) in enumerate(runs):
+        gq, gc, tgrids = grids_of.pop(i)
         gq, gc = _box(np.asarray(gq), smooth), _box(np.asarray(gc), smooth)
         n_eval += gq.size
         keep = pareto_front(gc.ravel(), gq.ravel())

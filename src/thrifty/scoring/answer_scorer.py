@@ -22,6 +22,7 @@ import numpy as np
 
 from thrifty.errors import ConfigError
 from thrifty.scoring.agreement import agreement_features
+from thrifty.scoring.feature_store import active_store
 from thrifty.scoring.features import FEATURE_NAMES, QueryPart, answer_features, feature_matrix, query_part, with_cosine
 from thrifty.scoring.good_length import fit_good_length
 from thrifty.scoring.heads import DEFAULT_CONFIGS, Head, HeadConfig, SharedHead, design_matrix, fit_head, fit_shared
@@ -35,8 +36,12 @@ _FEATURES: LRUMemo[tuple[str, str | None], np.ndarray] = LRUMemo(name="answer-fe
 
 
 def _features(queries: Sequence[str], answers: Sequence[str | None], parts: dict[str, QueryPart] | None = None) -> np.ndarray:
-    """:func:`feature_matrix` with an in-process memo (folds of one table share their rows);
-    ``parts``: the queries' :func:`query_part`, shared by a table's models (filled as needed)."""
+    """:func:`feature_matrix` with an in-process memo (folds of one table share their rows: inside a
+    :func:`~thrifty.scoring.feature_store.table_feature_scope` all of them, else as many as the
+    bounded memo holds); ``parts``: the queries' :func:`query_part`, shared by a table's models."""
+    store = active_store()
+    if store is not None:
+        return store.rows(queries, answers)
     parts = {} if parts is None else parts
     rows = []
     for q, a in zip(queries, answers):

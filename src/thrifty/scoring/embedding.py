@@ -24,6 +24,7 @@ import numpy as np
 
 from thrifty.errors import ConfigError
 from thrifty.scoring.memo import LRUMemo
+from thrifty.scoring.progress import progress_scope, step
 
 __all__ = [
     "Embedder",
@@ -248,21 +249,13 @@ class CachedEmbedder:
         if todo_keys:
             first = {k: t for k, t in zip(keys, texts)}
             todo = [first[k] for k in todo_keys]
-            batch = self.batch
-            ctx = None
-            if progress:
-                from rich.progress import Progress
-
-                ctx = Progress(transient=True)
-                ctx.start()
-                task = ctx.add_task(f"embedding {len(todo)} texts", total=len(todo))
-            try:
-                for done in self._embed_todo(todo, todo_keys, batch, found):
-                    if ctx is not None:
-                        ctx.update(task, advance=done)
-            finally:
-                if ctx is not None:
-                    ctx.stop()
+            with progress_scope(progress):  # a bar inside a scope (thrifty eval / fit), or when asked here
+                bar = step(f"embedding {len(todo)} texts ({self.name})", len(todo), min_total=1 if progress else 2 * self.batch)
+                for done in self._embed_todo(todo, todo_keys, self.batch, found):
+                    if bar:
+                        bar.advance(done)
+                if bar:
+                    bar.close()
             if len(todo) > 1:  # a bulk call (a table, a batch job) is on disk when it returns; live single texts stay buffered
                 self.flush()
         if not keys:

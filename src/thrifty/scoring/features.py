@@ -99,24 +99,35 @@ _OPS = ("-", "+", "*", "/", "^", "=")
 _LIST_NEEDS = ("-", "*", "•", "+")
 
 
+# ASCII bytes that are not \w (letters, digits, underscore) → space: splitting that is \w+'s findall, in C
+_NON_WORD_TO_SPACE = bytes(c if (chr(c).isalnum() or c == 95) else 32 for c in range(128)) + b" " * 128
+
+
+def _words(text: str) -> list[str]:
+    """``re.findall(r"\\w+", text)``; ASCII text goes through ``bytes.translate`` (3–5× faster)."""
+    if text.isascii():
+        return text.encode("ascii").translate(_NON_WORD_TO_SPACE).decode("ascii").split()
+    return _RX_WORD.findall(text)
+
+
 def _has(text: str, needs: Sequence[str]) -> bool:
-    return any(w in text for w in needs)
+    return any(map(text.__contains__, needs))  # map over a bound method: no generator frame per text
 
 
-QueryPart = tuple[list[float], list[str]]  # the query's features and its lower-cased words
+QueryPart = tuple[list[float], frozenset[str]]  # the query's features and its distinct lower-cased words
 
 
 def query_part(query: str | None) -> QueryPart:
     """The query's share of :func:`answer_features` (the same for every answer to it)."""
     q = query or ""
-    q_words = _RX_WORD.findall(q.lower())
+    q_words = _words(q.lower())
     return [
         _log1p(len(q)),
         _log1p(len(q_words)),
         float(bool(_RX_QUERY_CODE.search(q))),
         float(bool(_RX_QUERY_MATH.search(q))),
         float("?" in q),
-    ], q_words
+    ], frozenset(q_words)
 
 
 def answer_features(query: str | None, answer: str | None, part: QueryPart | None = None) -> np.ndarray:
@@ -124,15 +135,16 @@ def answer_features(query: str | None, answer: str | None, part: QueryPart | Non
     query's :func:`query_part`, when a batch has it already (one pass per query, not per answer)."""
     q = query or ""
     q_out, q_words = query_part(q) if part is None else part
+    log1p = math.log1p
     out = list(q_out)
     if answer is None:
         return np.asarray(out + [0.0] * (len(FEATURE_NAMES) - len(out)), dtype=np.float64)
     a = answer
     stripped = a.strip()
     low = stripped.lower()
-    words = _RX_WORD.findall(low)
+    words = _words(low)
     n_chars, n_words = len(stripped), len(words)
-    lines = [ln.strip() for ln in stripped.splitlines() if ln.strip()]
+    lines = [ln for ln in map(str.strip, stripped.splitlines()) if ln]
     head = low[:160]
     uniq_lines = len(set(lines))
     ascii_ = stripped.isascii()
@@ -142,29 +154,29 @@ def answer_features(query: str | None, answer: str | None, part: QueryPart | Non
     else:
         n_digits = len(_RX_DIGIT.findall(stripped))
     low2k = low[:2000]
-    refusal = any(m in low2k for m in REFUSAL_MARKERS)  # the pattern is these literals: none → no match
+    refusal = _has(low2k, REFUSAL_MARKERS)  # the pattern is these literals: none → no match
     maths = _has(stripped, _MATH_NEEDS) or (n_digits > 0 and _has(stripped, _OPS))
     listy = _has(stripped, _LIST_NEEDS) or (n_digits > 0 and ("." in stripped or ")" in stripped))
     out += [
         float(n_chars < 2),
-        _log1p(n_chars),
-        _log1p(n_words),
-        _log1p(len(lines)),
+        log1p(n_chars),
+        log1p(n_words),
+        log1p(len(lines)),
         math.log((n_chars + 1.0) / (len(q) + 1.0)),
         float(len(_RX_REFUSAL.findall(low2k))) if refusal else 0.0,
         float(bool(_RX_REFUSAL.search(head))) if refusal else 0.0,
-        _log1p(len(_RX_LIST.findall(stripped)) if listy else 0),
-        _log1p(len(_RX_HEADER.findall(stripped)) if "#" in stripped else 0),
-        _log1p(len(_RX_BOLD.findall(stripped)) if "**" in stripped else 0),
+        log1p(len(_RX_LIST.findall(stripped))) if listy else 0.0,
+        log1p(len(_RX_HEADER.findall(stripped))) if "#" in stripped else 0.0,
+        log1p(len(_RX_BOLD.findall(stripped))) if "**" in stripped else 0.0,
         float(stripped.count("```") >= 2),  # non-overlapping, as findall counts a literal
-        _log1p(len(_RX_CODE_HINT.findall(stripped)) if _has(stripped, _CODE_HINT_NEEDS) else 0),
-        _log1p(len(_RX_MATH.findall(stripped)) if maths else 0),
+        log1p(len(_RX_CODE_HINT.findall(stripped))) if _has(stripped, _CODE_HINT_NEEDS) else 0.0,
+        log1p(len(_RX_MATH.findall(stripped))) if maths else 0.0,
         n_digits / max(1, n_chars),
         len(set(words)) / max(1, n_words),
         1.0 - uniq_lines / max(1, len(lines)),
         float(stripped[-1:] in ".!?)]}`\"'*" if stripped else 0.0),
         0.0 if ascii_ else (n_chars - len(stripped.encode("ascii", "ignore"))) / max(1, n_chars),  # chars > U+007F
-        len(set(q_words) & set(words)) / max(1, len(set(q_words))),
+        len(q_words.intersection(words)) / max(1, len(q_words)),
     ]
     return np.asarray(out, dtype=np.float64)
 
