@@ -28,6 +28,7 @@ Runs (each a fresh process is not needed: every run builds its own table):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -153,7 +154,32 @@ def run_policy(table, emb, policy: str, progress: bool) -> dict:
     }
 
 
-def run_cold(n: int, progress: bool, reuse_static: bool = False) -> dict:
+def _real_texts(path: str, n: int) -> list[str]:
+    """``n`` distinct texts from the first column of the CSV files at ``path`` (a file or a folder,
+    e.g. HEADLINES' train.csv + test.csv): real vocabulary for the cold run's embedding. When the
+    files hold fewer, the rest are two of them joined ("A / B"), still only real words."""
+    import csv
+
+    files = sorted(Path(path).glob("*.csv")) if Path(path).is_dir() else [Path(path)]
+    seen: dict[str, None] = {}
+    for f in files:
+        with f.open(newline="", encoding="utf-8") as fh:
+            for row in csv.reader(fh):
+                text = row[0].strip() if row else ""
+                if text and text not in seen:
+                    seen[text] = None
+    texts = list(seen)
+    if not texts:
+        raise SystemExit(f"--cold-text {path}: no texts in the first column")
+    k = len(texts)
+    out, i = texts[:n], 0
+    while len(out) < n:
+        out.append(f"{texts[i % k]} / {texts[(7 * i + 1) % k]}")
+        i += 1
+    return out
+
+
+def run_cold(n: int, progress: bool, reuse_static: bool = False, text_from: str | None = None) -> dict:
     """14k × 2 router evaluation end to end through the CLI, static embedder, empty embedding cache
     and (unless ``reuse_static``) no distilled token table: the rows the prompts need are distilled
     on the way (:mod:`thrifty.scoring.static_embedding`)."""
@@ -162,6 +188,8 @@ def run_cold(n: int, progress: bool, reuse_static: bool = False) -> dict:
     from thrifty.data.table_io import write_table
 
     table, _ = synthetic_table(n, 2, graded=False, seed=3, answers=False)
+    if text_from:  # the same outcomes, real prompt texts: the token table rows real vocabulary needs
+        table = dataclasses.replace(table, prompts=tuple(_real_texts(text_from, n)), source=f"{table.source}+text:{text_from}")
     tmp = Path(tempfile.mkdtemp(prefix="lab_scale_"))
     path = tmp / "table"
     write_table(table, path)
@@ -197,7 +225,8 @@ def run_cold(n: int, progress: bool, reuse_static: bool = False) -> dict:
     doc = json.loads(proc.stdout)
     doc = doc[0] if isinstance(doc, list) else doc.get("policies", [doc])[0] if "policies" in doc else doc
     return {
-        "run": f"{n // 1000}k x 2 cold",
+        "run": f"{n // 1000}k x 2 cold" + (" (real text)" if text_from else ""),
+        "prompt_text": text_from or "synthetic",
         "command": " ".join(cmd[1:]),
         "seconds": round(wall, 2),
         "cpu_seconds": round(cpu, 2),
@@ -252,6 +281,7 @@ def main() -> None:
     ap.add_argument("--profile", default=None, help="write a cProfile of the fit runs here")
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--reuse-static", action="store_true", help="14k2cold: reuse this machine's distilled token table")
+    ap.add_argument("--cold-text", default=None, help="14k2cold: real prompt texts from this CSV file or folder (first column)")
     args = ap.parse_args()
     rows: list[dict] = []
     prof = None
@@ -280,7 +310,7 @@ def main() -> None:
                     flush=True,
                 )
         elif run == "14k2cold":
-            r = run_cold(int(14_000 * args.scale), args.progress, args.reuse_static)
+            r = run_cold(int(14_000 * args.scale), args.progress, args.reuse_static, args.cold_text)
             r["load_average"] = os.getloadavg()
             rows.append(r)
             print(f"{r['run']:>12}  router: {r['seconds']:7.1f} s wall, {r['cpu_seconds']:.1f} s CPU end to end", flush=True)
