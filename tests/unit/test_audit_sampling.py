@@ -37,6 +37,8 @@ def test_samplings_match_the_config() -> None:
 def test_distance_is_the_closest_thresholded_step() -> None:
     assert threshold_distance([_Step(0.9, 0.5), _Step(0.42, 0.5), _Step(0.1, None)]) == pytest.approx(0.08)
     assert threshold_distance([_Step(None, None), _Step(0.3, None)]) is None
+    assert threshold_distance([_Step(0.2, 0.5), _Step(0.9, 0.7)], one_sided=True) == 0.0  # accepted: distance 0
+    assert threshold_distance([_Step(0.2, 0.5), _Step(0.6, 0.7)], one_sided=True) == pytest.approx(0.1)
 
 
 @pytest.mark.parametrize("rate", [0.02, 0.1, 0.3])

@@ -11,6 +11,11 @@ threshold is where the decision is uncertain and where a refit moving that thres
     w(d) = floor + (1 − floor) · exp(−d / (width · mean_d))
     p    = min(1, rate · w(d) / mean_w)
 
+``sampling = "near_or_above_threshold"``: the same with ``d = max(0, threshold − score)``: every
+answer a cheaper tier's score *accepted* is at distance 0 (the wrong answers that cost the target
+hide among them), and only the requests escalated far below a threshold — whose served answer came
+from a stronger tier and tells little about the threshold — are audited less.
+
 ``mean_d`` and ``mean_w`` are running means (exponential, memory about ``1 / decay`` requests) over
 every request the sampler saw, updated *after* its probability is computed, so the expected audit
 rate stays ``rate`` whatever the scale of the scores (it is scale-free) and one request's
@@ -30,7 +35,7 @@ import numpy as np
 
 __all__ = ["SAMPLINGS", "AuditSampler", "threshold_distance", "uniform_draw", "kish_n", "weighted_share", "ipw_weights"]
 
-SAMPLINGS = ("uniform", "near_threshold")
+SAMPLINGS = ("uniform", "near_threshold", "near_or_above_threshold")
 
 
 def uniform_draw(request_id: str, seed: int = 0) -> float:
@@ -39,9 +44,11 @@ def uniform_draw(request_id: str, seed: int = 0) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
-def threshold_distance(steps: Iterable[Any]) -> float | None:
-    """The smallest |score − threshold| among the steps that compared a score with a threshold."""
-    ds = [abs(float(s.score) - float(s.threshold)) for s in steps if getattr(s, "score", None) is not None and getattr(s, "threshold", None) is not None]
+def threshold_distance(steps: Iterable[Any], one_sided: bool = False) -> float | None:
+    """The smallest |score − threshold| among the steps that compared a score with a threshold
+    (``one_sided``: max(0, threshold − score), so an accepted answer is at distance 0)."""
+    pairs = [(float(s.score), float(s.threshold)) for s in steps if getattr(s, "score", None) is not None and getattr(s, "threshold", None) is not None]
+    ds = [max(0.0, t - x) if one_sided else abs(x - t) for x, t in pairs]
     ds = [d for d in ds if math.isfinite(d)]
     return min(ds) if ds else None
 
@@ -85,7 +92,7 @@ class AuditSampler:
 
     def sample(self, steps: Iterable[Any], draw: float) -> tuple[bool, float]:
         """(audited, probability) of one request from its trace's steps and a uniform ``draw``."""
-        p = self.probability(threshold_distance(steps))
+        p = self.probability(threshold_distance(steps, one_sided=self.sampling == "near_or_above_threshold"))
         return draw < p, p
 
 

@@ -36,7 +36,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("--rate", type=float, default=0.1, help="share of requests audited (default 0.1)")
     p.add_argument(
         "--sampling",
-        choices=("uniform", "near_threshold"),
+        choices=("uniform", "near_threshold", "near_or_above_threshold"),
         default="uniform",
         help="audit sampling: uniform, or near_threshold (oversample requests scored near a threshold, same mean rate; default uniform)",
     )

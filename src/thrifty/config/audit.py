@@ -36,7 +36,7 @@ _KEYS = (
     "sampling",
 )
 #: how requests are picked for audit (thrifty.calibration.audit_sampling.SAMPLINGS; a unit test keeps them equal)
-AUDIT_SAMPLINGS = ("uniform", "near_threshold")
+AUDIT_SAMPLINGS = ("uniform", "near_threshold", "near_or_above_threshold")
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class AuditSettings:
     choices: tuple[str, ...] = ()  # match:choice (and optionally match:agree): the allowed labels
     queue_size: int = 256  # audits waiting in memory at most; a full queue drops (and counts) the audit
     max_attempts: int = 3  # a failing audit is retried until it has been tried this many times
-    sampling: str = "uniform"  # "uniform" | "near_threshold": oversample requests whose score sat near a threshold
+    sampling: str = "uniform"  # | "near_threshold" | "near_or_above_threshold": oversample requests scored near a threshold
 
     @property
     def match(self) -> str | None:
@@ -156,7 +156,8 @@ def parse_audit(tbl: Any, path: str, tiers: tuple[str, ...], providers: Mapping[
         raise ConfigError(
             f"unknown sampling {sampling!r}",
             key=f"{path}.sampling",
-            fix='use "uniform" (every request at rate) or "near_threshold" (oversample requests scored near a threshold, same mean rate)',
+            fix='use "uniform" (every request at rate), "near_threshold" or "near_or_above_threshold" (oversample requests '
+            "scored near a threshold, same mean rate; docs/learning_loop.md)",
         )
     return AuditSettings(
         rate=float(rate),
