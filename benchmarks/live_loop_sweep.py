@@ -55,7 +55,16 @@ def run(table, z: float, seeds: range, sampling: str = "uniform") -> dict:
         ceil_saving = 1 - ceil["cost"][rows].mean() / ref_cost[rows].mean()
         share = float(r.good[w].mean())
         ratio = float(saving / ceil_saving) if ceil_saving > 0.01 else None
-        per_seed.append({"seed": s, "audits": int(r.audited.sum()), "good_share": share, "met": share >= TARGET, "saving": float(saving), "savings_share": ratio})
+        per_seed.append(
+            {
+                "seed": s,
+                "audits": int(r.audited.sum()),
+                "good_share": share,
+                "met": share >= TARGET,
+                "saving": float(saving),
+                "savings_share": ratio,
+            }
+        )
     met = [p["met"] for p in per_seed]
     ratios = [p["savings_share"] or 0.0 for p in per_seed]
     return {

@@ -189,7 +189,9 @@ def profile_report(
             "served": sum(1 for a, _ in rows if a.get("served_model") == m),
             "served_at_least_as_good": share_interval([bool(x["at_least_as_good"]) for _, x in mine], ws([_weight(a) for a, _ in mine])),
             "reused": sum(1 for _, x in rows if x["reused"]),
-            "saving_if_always": bootstrap_saving([p for p, _, _ in pairs], [r for _, r, _ in pairs], seed=seed, weights=ws([w for *_, w in pairs])),
+            "saving_if_always": bootstrap_saving(
+                [p for p, _, _ in pairs], [r for _, r, _ in pairs], seed=seed, weights=ws([w for *_, w in pairs])
+            ),
         }
     spent = audit_cost_usd if audit_cost_usd is not None else sum(float(a["audit_cost_usd"]) for a in audits)
     wins = _windows(audits, windows) if audits else []

@@ -47,7 +47,11 @@ def uniform_draw(request_id: str, seed: int = 0) -> float:
 def threshold_distance(steps: Iterable[Any], one_sided: bool = False) -> float | None:
     """The smallest |score − threshold| among the steps that compared a score with a threshold
     (``one_sided``: max(0, threshold − score), so an accepted answer is at distance 0)."""
-    pairs = [(float(s.score), float(s.threshold)) for s in steps if getattr(s, "score", None) is not None and getattr(s, "threshold", None) is not None]
+    pairs = [
+        (float(s.score), float(s.threshold))
+        for s in steps
+        if getattr(s, "score", None) is not None and getattr(s, "threshold", None) is not None
+    ]
     ds = [max(0.0, t - x) if one_sided else abs(x - t) for x, t in pairs]
     ds = [d for d in ds if math.isfinite(d)]
     return min(ds) if ds else None

@@ -40,7 +40,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
         default="uniform",
         help="audit sampling: uniform, or near_threshold (oversample requests scored near a threshold, same mean rate; default uniform)",
     )
-    p.add_argument("--share-z", type=float, default=1.0, help="the refit's confidence: one-sided z of the share's lower bound (default 1.0)")
+    p.add_argument(
+        "--share-z", type=float, default=1.0, help="the refit's confidence: one-sided z of the share's lower bound (default 1.0)"
+    )
     p.add_argument("--every", type=int, default=20, help="refit after this many new audits (default 20)")
     p.add_argument("--target", type=float, default=0.95, help="share of answers at least as good as the reference (default 0.95)")
     p.add_argument("--mean-cost-usd", type=float, help="pick refits by this mean cost per request instead of the target")

@@ -83,7 +83,13 @@ def parse_refit(tbl: Any, path: str) -> RefitConfig | None:
     folds = _number(tbl, "folds", path, 3, 2, math.inf, integer=True, fix="write folds = 3")
     gain = _number(tbl, "min_gain", path, 0.01, 0, math.inf, fix="write min_gain = 0.01")
     share_z = _number(
-        tbl, "share_z", path, 1.0, 0, 5, fix="write share_z = 1.0 (the refit's confidence: 0 picks on the point estimate, 1.645 ≈ 95% one-sided)"
+        tbl,
+        "share_z",
+        path,
+        1.0,
+        0,
+        5,
+        fix="write share_z = 1.0 (the refit's confidence: 0 picks on the point estimate, 1.645 ≈ 95% one-sided)",
     )
     return RefitConfig(
         every=int(every),
