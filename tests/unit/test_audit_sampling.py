@@ -102,3 +102,34 @@ def test_guardrail_with_equal_weights_is_the_unweighted_one() -> None:
         ma, mb = a.observe(bool(f)), b.observe(bool(f), 5.0)
         assert (ma is None) == (mb is None)
     assert a.offset == b.offset > 0
+
+
+def test_gateway_claim_uses_the_same_sampler() -> None:
+    """The gateway's Auditor.claim picks with the sampler simulate runs and stores each audit's p."""
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry
+
+    from thrifty.config.audit import AuditSettings
+    from thrifty.gateway.audits import Auditor
+    from thrifty.types import ChatRequest, Step
+
+    rt = SimpleNamespace(metrics=SimpleNamespace(registry=CollectorRegistry()), providers={})
+    auditor = Auditor(rt, [])
+    settings = AuditSettings(rate=0.2, judge="match:agree", reference="big", sampling="near_threshold", seed=3)
+    profile = SimpleNamespace(name="p", audit=settings, tiers=("small", "big"))
+    twin = AuditSampler(0.2, "near_threshold")
+    d, _ = _population(3000)
+    claimed = 0
+    for i, x in enumerate(d):
+        steps = (Step(0, "small", score=0.5 + float(x), threshold=0.5, accepted=True),)
+        job = SimpleNamespace(route=SimpleNamespace(profile=profile), rid=f"req_{i}", created=float(i), req=ChatRequest.from_prompt("q"))
+        trace = SimpleNamespace(completion=object(), steps=steps, model="small", cost_usd=0.001)
+        pending = auditor.claim(job, 200, trace)
+        hit, p = twin.sample(steps, uniform_draw(f"req_{i}", 3))
+        assert (pending is not None) == hit
+        if pending is not None:
+            assert pending.sample_prob == pytest.approx(p)
+            auditor._release(job.rid)  # the queue bound is not what is tested here
+            claimed += 1
+    assert claimed / len(d) == pytest.approx(0.2, rel=0.15)
