@@ -267,9 +267,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("0012_dash_shots", "ALTER TABLE steps ADD COLUMN shots TEXT;  -- JSON list: ids of the few-shot examples the tier got"),
     (
         "0014_loop4_audit_sample_prob",
-        """
-        ALTER TABLE audits ADD COLUMN sample_prob REAL;  -- its audit probability under non-uniform sampling; NULL: uniform
-        """,
+        "ALTER TABLE audits ADD COLUMN sample_prob REAL;  -- audit probability when not uniform; NULL: uniform",
     ),
 ]
 
