@@ -89,11 +89,17 @@ def main(argv: list[str] | None = None) -> int:
         "--share-z", type=float, default=1.0, help="refit picks on the share's lower bound at this z (0: the old point-estimate rule)"
     )
     ap.add_argument(
+        "--sampling",
+        default="uniform",
+        choices=("uniform", "near_threshold", "near_or_above_threshold"),
+        help="audit sampling (thrifty.calibration.audit_sampling; default uniform)",
+    )
+    ap.add_argument(
         "--only", choices=("alpaca", "alpaca_budget", "synthetic", "synthetic_2model"), help="run one case only (merged into --json)"
     )
     args = ap.parse_args(argv)
     seeds = (0, 1) if args.quick else tuple(range(args.seeds))
-    out: dict = {"commit": git_commit(), "seeds": len(seeds), "share_z": args.share_z, "cases": {}}
+    out: dict = {"commit": git_commit(), "seeds": len(seeds), "share_z": args.share_z, "sampling": args.sampling, "cases": {}}
     if args.only and Path(args.json).exists():  # one case rerun: keep the others
         out["cases"] = json.loads(Path(args.json).read_text())["cases"]
         out["commit_per_case"] = {k: v.get("commit") for k, v in out["cases"].items()}
@@ -111,10 +117,17 @@ def main(argv: list[str] | None = None) -> int:
             tiers = profile_tiers(table)
             ref = tiers[-1]
             best = table.select_models([ref]).model_stats()[0]
-            cfg = SimConfig(tiers, ref, 0.1, LoopConfig(every=20, target=0.95, share_z=args.share_z), seeds=seeds)
+            cfg = SimConfig(tiers, ref, 0.1, LoopConfig(every=20, target=0.95, share_z=args.share_z), seeds=seeds, sampling=args.sampling)
             if args.only != "alpaca_budget":
                 out["cases"]["alpaca_target"] = run_case("alpaca-56 target 0.95", table, cfg, png_dir / "live_loop_alpaca.png")
-            cfg_b = SimConfig(tiers, ref, 0.1, LoopConfig(every=20, target=None, budget=best.cost, share_z=args.share_z), seeds=seeds)
+            cfg_b = SimConfig(
+                tiers,
+                ref,
+                0.1,
+                LoopConfig(every=20, target=None, budget=best.cost, share_z=args.share_z),
+                seeds=seeds,
+                sampling=args.sampling,
+            )
             out["cases"]["alpaca_budget"] = run_case(
                 "alpaca-56 mean cost = best single", table, cfg_b, png_dir / "live_loop_alpaca_budget.png"
             )
@@ -123,7 +136,14 @@ def main(argv: list[str] | None = None) -> int:
 
         n = 2000 if args.quick else 5000
         table = binary_table(n, seed=0)
-        cfg = SimConfig(table.models, table.models[-1], 0.1, LoopConfig(every=100, target=0.95, share_z=args.share_z), seeds=seeds)
+        cfg = SimConfig(
+            table.models,
+            table.models[-1],
+            0.1,
+            LoopConfig(every=100, target=0.95, share_z=args.share_z),
+            seeds=seeds,
+            sampling=args.sampling,
+        )
         out["cases"]["synthetic_binary"] = run_case(f"synthetic binary {n}x3 target 0.95", table, cfg, png_dir / "live_loop_synthetic.png")
         out["cases"]["synthetic_binary"]["structure"] = "thrifty.calibration.synthetic.binary_table defaults (see its docstring)"
     if args.only in (None, "synthetic_2model"):
@@ -131,7 +151,14 @@ def main(argv: list[str] | None = None) -> int:
 
         n = 2000 if args.quick else 5000
         table = binary_table(n, seed=0, **SECOND_STRUCTURE)
-        cfg = SimConfig(table.models, table.models[-1], 0.1, LoopConfig(every=100, target=0.95, share_z=args.share_z), seeds=seeds)
+        cfg = SimConfig(
+            table.models,
+            table.models[-1],
+            0.1,
+            LoopConfig(every=100, target=0.95, share_z=args.share_z),
+            seeds=seeds,
+            sampling=args.sampling,
+        )
         case = run_case(f"synthetic binary {n}x2 target 0.95", table, cfg, png_dir / "live_loop_synthetic_2model.png")
         out["cases"]["synthetic_2model"] = case | {"structure": {k: v for k, v in SECOND_STRUCTURE.items()}}
     out["headlines"] = "skipped: no HEADLINES routing table with the local tiers is stored here (docs/headlines.json holds aggregates only)"

@@ -41,9 +41,9 @@ def ceiling(table, loop: LoopConfig) -> dict[str, np.ndarray]:
     return out
 
 
-def run(table, z: float, seeds: range) -> dict:
+def run(table, z: float, seeds: range, sampling: str = "uniform") -> dict:
     loop = LoopConfig(every=100, target=TARGET, share_z=z)
-    cfg = SimConfig(table.models, table.models[-1], 0.1, loop, seeds=())
+    cfg = SimConfig(table.models, table.models[-1], 0.1, loop, seeds=(), sampling=sampling)
     ceil = ceiling(table, loop)
     ref_cost = table.cost[:, -1]
     per_seed = []
@@ -55,11 +55,22 @@ def run(table, z: float, seeds: range) -> dict:
         ceil_saving = 1 - ceil["cost"][rows].mean() / ref_cost[rows].mean()
         share = float(r.good[w].mean())
         ratio = float(saving / ceil_saving) if ceil_saving > 0.01 else None
-        per_seed.append({"seed": s, "good_share": share, "met": share >= TARGET, "saving": float(saving), "savings_share": ratio})
+        per_seed.append(
+            {
+                "seed": s,
+                "audits": int(r.audited.sum()),
+                "good_share": share,
+                "met": share >= TARGET,
+                "saving": float(saving),
+                "savings_share": ratio,
+            }
+        )
     met = [p["met"] for p in per_seed]
     ratios = [p["savings_share"] or 0.0 for p in per_seed]
     return {
         "share_z": z,
+        "sampling": sampling,
+        "mean_audits": float(np.mean([p["audits"] for p in per_seed])),
         "ceiling": {"good_share": float(ceil["good"].mean()), "saving": float(1 - ceil["cost"].mean() / ref_cost.mean())},
         "seeds_met": int(sum(met)),
         "seeds": len(per_seed),
@@ -77,20 +88,21 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--z", default="0,1", help="comma-separated share_z values")
+    ap.add_argument("--sampling", default="uniform", help="comma-separated audit samplings: uniform, near_threshold")
     ap.add_argument("--json", default="results/live_loop_sweep.json")
     args = ap.parse_args(argv)
     tables = {"synthetic_3model": binary_table(5000, seed=0), "synthetic_2model": binary_table(5000, seed=0, **SECOND_STRUCTURE)}
     out: dict = {"commit": git_commit(), "target": TARGET, "rate": 0.1, "every": 100, "cases": {}}
     print(
-        f"{'case':<18} {'z':>5} {'ceiling share/saving':>21} {'met':>6} {'share mean/min':>15} {'saving':>7} {'savings share (range)':>24} {'miss=0':>7}"
+        f"{'case':<18} {'sampling':<15} {'z':>5} {'ceiling share/saving':>21} {'met':>6} {'share mean/min':>15} {'saving':>7} {'savings share (range)':>24} {'miss=0':>7}"
     )
     for name, table in tables.items():
-        for z in (float(x) for x in args.z.split(",")):
-            r = run(table, z, range(args.seeds))
-            out["cases"][f"{name}@z={z:g}"] = r
+        for z, sampling in ((float(x), m) for x in args.z.split(",") for m in args.sampling.split(",")):
+            r = run(table, z, range(args.seeds), sampling)
+            out["cases"][f"{name}@z={z:g}" + ("" if sampling == "uniform" else f"@{sampling}")] = r
             c = r["ceiling"]
             print(
-                f"{name:<18} {z:>5g} {c['good_share']:>10.3f}/{c['saving']:>9.1%} {r['seeds_met']:>3}/{r['seeds']:<2} "
+                f"{name:<18} {sampling:<15} {z:>5g} {c['good_share']:>10.3f}/{c['saving']:>9.1%} {r['seeds_met']:>3}/{r['seeds']:<2} "
                 f"{r['mean_good_share']:>8.4f}/{r['min_good_share']:.3f} {r['mean_saving']:>7.1%} "
                 f"{r['savings_share']:>8.0%} ({r['savings_share_range'][0]:.2f}..{r['savings_share_range'][1]:.2f}) {r['savings_share_if_met']:>7.0%}",
                 flush=True,

@@ -281,3 +281,60 @@ def test_audit_listeners_get_each_committed_outcome(tmp_path: Path) -> None:
         assert {m: (q, bool(g), pytest.approx(c), a, bool(r)) for m, q, g, c, a, r in rows} == {
             m: (v.quality, v.at_least_as_good, v.cost_usd, v.output, v.reused) for m, v in o.answers.items()
         }
+
+
+def test_near_threshold_sampling_stores_each_audits_probability(tmp_path: Path) -> None:
+    """``sampling = "near_threshold"``: the gateway keeps each audit's probability in its row, hands it
+    to the listeners, and the report weights by it."""
+    import tomllib
+    import uvicorn
+
+    from thrifty.calibration.audit_report import audit_report
+    from thrifty.calibration.audit_types import AuditOutcome
+    from thrifty.config.settings import parse_settings
+    from thrifty.gateway.app import create_app
+    from thrifty.store.logs import LogStore
+
+    with FaultUpstream() as up:
+        cfg = (
+            toml_provider("cheap", up.base_url("normal"), price_in=1.0, price_out=2.0, timeout_s=5)
+            + toml_provider("strong", up.base_url("normal"), price_in=10.0, price_out=20.0, timeout_s=5)
+            + '[profiles.support]\ntiers = ["cheap", "strong"]\nthresholds = [0.5]\n\n'
+            + '[profiles.support.audit]\nrate = 0.5\njudge = "match:agree"\nsampling = "near_threshold"\n'
+        )
+        app = create_app(parse_settings(tomllib.loads(cfg)), db_path=tmp_path / "logs.sqlite3")
+        got: list[AuditOutcome] = []
+        app.state.audit_listeners.append(got.append)
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 20
+            while not server.started and time.monotonic() < deadline:
+                time.sleep(0.05)
+            client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+            for i in range(40):
+                client.chat.completions.create(
+                    model="thrifty/support", messages=[{"role": "user", "content": f"question {i}" * (i % 5 + 1)}]
+                )
+            db = tmp_path / "logs.sqlite3"
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                n = read_db(db, "SELECT COUNT(*) FROM audits")[0][0]
+                if n and len(got) >= n:
+                    break
+                time.sleep(0.1)
+        finally:
+            server.should_exit = True
+            thread.join(10)
+    rows = read_db(db, "SELECT request_id, sample_prob, status FROM audits")
+    assert 5 <= len(rows) <= 35 and all(s == "done" for _, _, s in rows)
+    assert all(p is not None and 0 < p <= 1 for _, p, _ in rows)
+    assert {o.request_id: o.sample_prob for o in got} == pytest.approx({r: p for r, p, _ in rows})
+    store = LogStore(db)
+    try:
+        report = audit_report(store)["profiles"]["support"]
+    finally:
+        store.close()
+    assert report["sampling"] == "weighted" and report["served"]["n"] == len(rows) and "n_eff" in report["served"]

@@ -42,14 +42,31 @@ def test_simulate_writes_json_plot_and_is_reproducible(tmp_path, capsys) -> None
     assert 0 < saved["audits"] < 400 and saved["audit_cost_share"] > 0
     assert (tmp_path / "a.png").stat().st_size > 10_000
     assert main(args + ["--out", str(tmp_path / "b.json")]) == 0  # the rich table; the same numbers again
-    assert "thrifty simulate" in capsys.readouterr().out
+    table = capsys.readouterr().out
+    assert "thrifty simulate" in table
     again = json.loads((tmp_path / "b.json").read_text())
     assert again["per_seed"] == saved["per_seed"]
+    # the per-seed columns: final share, met at the end (yes/no), savings share with a miss as 0
+    first = saved["per_seed"][0]
+    ratio = first["savings_share_of_offline_if_met"]
+    line = f"seed 0: {first['final_window']['good_share']:.3f} / {'yes' if first['target_met_final'] else 'no'} / "
+    assert line + ("—" if ratio is None else f"{ratio:.0%}") in table
+    assert f"met the target in {saved['seeds_target_met_final']}/2 seeds" in table
+    # audits sampled near the thresholds: same mean rate, and the summary says how audits were sampled
+    assert main(args + ["--sampling", "near_threshold", "--json"]) == 0
+    weighted = json.loads(capsys.readouterr().out)
+    assert weighted["sampling"] == "near_threshold" and 0.15 * 400 < weighted["audits"] < 0.45 * 400
 
 
 @pytest.mark.parametrize(
     ("flag", "value", "key"),
-    [("--every", "0", "--every"), ("--target", "1.5", "--target"), ("--rate", "0", "--rate"), ("--reference", "nobody", "--reference")],
+    [
+        ("--every", "0", "--every"),
+        ("--target", "1.5", "--target"),
+        ("--rate", "0", "--rate"),
+        ("--reference", "nobody", "--reference"),
+        ("--share-z", "9", "--share-z"),
+    ],
 )
 def test_simulate_bad_input_names_the_flag(tmp_path, capsys, flag: str, value: str, key: str) -> None:
     from thrifty.calibration.synthetic import binary_table

@@ -87,6 +87,7 @@ def test_defaults_and_match_judges() -> None:
         ({"rate": 0.1, "judge": "match:agree", "queue_size": 0}, "profiles.support.audit.queue_size", "> 0"),
         ({"rate": 0.1, "judge": "match:agree", "max_attempts": 1.5}, "profiles.support.audit.max_attempts", "integer"),
         ({"rate": 0.1, "judge": "match:agree", "every": 50}, "profiles.support.audit.every", "rate, judge"),
+        ({"rate": 0.1, "judge": "match:agree", "sampling": "stratified"}, "profiles.support.audit.sampling", "near_threshold"),
     ],
 )
 def test_bad_values_name_the_key_and_the_fix(audit: dict, key: str, fix: str) -> None:
@@ -107,3 +108,9 @@ def test_budget_periods_match_the_ledger() -> None:
     from thrifty.serving.budget import PERIODS
 
     assert _PERIODS == PERIODS
+
+
+def test_sampling_key() -> None:
+    assert parse_settings(_doc({"rate": 0.1, "judge": "match:agree"})).profiles["support"].audit.sampling == "uniform"
+    a = parse_settings(_doc({"rate": 0.1, "judge": "match:agree", "sampling": "near_threshold"})).profiles["support"].audit
+    assert a.sampling == "near_threshold"

@@ -141,3 +141,24 @@ def test_audit_rows_survive_with_their_request(tmp_path: Path) -> None:
         s.record(rec, also=boom)
     assert s.count() == 0 and s.connection.execute("SELECT COUNT(*) FROM audits").fetchone()[0] == 0
     s.close()
+
+
+def test_weighted_report_recounts_with_inverse_probabilities(store: LogStore) -> None:
+    """Audits sampled with unequal probabilities: every share and saving is weighted by 1/p."""
+    conn = store.connection
+    conn.execute("UPDATE audits SET sample_prob = CASE WHEN served_model = 'small' THEN 0.4 ELSE 0.05 END")
+    conn.commit()
+    plain = audit_report(store, windows=4)["profiles"]["p"]
+    assert plain["sampling"] == "weighted"
+    done = conn.execute(
+        "SELECT a.request_id, a.served_model, a.served_cost_usd, a.sample_prob FROM audits a WHERE profile = 'p' AND status = 'done'"
+    ).fetchall()
+    ans = {(r[0], r[1]): r for r in conn.execute("SELECT request_id, model, at_least_as_good, cost_usd FROM audit_answers").fetchall()}
+    w = np.array([1 / r[3] for r in done])
+    ok = np.array([float(ans[(r[0], r[1])][2]) for r in done])
+    assert plain["served"]["share"] == pytest.approx(float((w * ok).sum() / w.sum()))
+    assert plain["served"]["share"] != pytest.approx(float(ok.mean()))  # the unweighted share differs here
+    assert plain["served"]["n"] == len(done) and plain["served"]["n_eff"] > 0
+    paid, ref = np.array([r[2] for r in done]), np.array([ans[(r[0], "big")][3] for r in done])
+    assert plain["saving"]["saving"] == pytest.approx(1 - (w * paid).sum() / (w * ref).sum())
+    assert plain["served"]["low"] <= plain["served"]["share"] <= plain["served"]["high"]

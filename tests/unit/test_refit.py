@@ -153,9 +153,9 @@ def test_validation_folds_keep_the_full_fit_margin(table, monkeypatch) -> None:
     seen: list[float] = []
     real = refit_mod.fit_candidate
 
-    def spy(t, g, settings, seed=0):
+    def spy(t, g, settings, seed=0, weights=None):
         seen.append(settings.share_z)
-        return real(t, g, settings, seed)
+        return real(t, g, settings, seed, weights)
 
     monkeypatch.setattr(refit_mod, "fit_candidate", spy)
     good = good_matrix(table, "large")

@@ -44,3 +44,15 @@ def test_bad_values_name_the_key_and_the_fix(refit: dict, key: str, fix: str) ->
     with pytest.raises(ConfigError) as err:
         parse_settings(_doc(refit))
     assert err.value.key == key and fix in (err.value.fix or "")
+
+
+def test_share_z_key() -> None:
+    from thrifty.gateway.learning import loop_config
+
+    r = parse_settings(_doc({"share_z": 1.645})).profiles["p"].refit
+    assert r.share_z == 1.645 and loop_config(r).share_z == 1.645
+    assert parse_settings(_doc({})).profiles["p"].refit.share_z == 1.0
+    for bad in (-1, 6, "1", True):
+        with pytest.raises(ConfigError) as e:
+            parse_settings(_doc({"share_z": bad}))
+        assert e.value.key == "profiles.p.refit.share_z" and "share_z = 1.0" in (e.value.fix or "")

@@ -38,7 +38,8 @@ def test_same_seed_same_stream(table) -> None:
     assert "swap" in kinds  # the loop learned something from the cold start
 
 
-def test_gateway_learner_makes_the_same_swaps(table, tmp_path) -> None:
+@pytest.mark.parametrize("sampling", ["uniform", "near_or_above_threshold"])
+def test_gateway_learner_makes_the_same_swaps(table, tmp_path, sampling) -> None:
     """Feed the AuditOutcomes simulate produced to the gateway's ProfileLearner (real SQLite store):
     the same swaps, refusals and guardrail moves, and the history rows match."""
     from thrifty.calibration.loop import LearningLoop
@@ -48,9 +49,11 @@ def test_gateway_learner_makes_the_same_swaps(table, tmp_path) -> None:
     from thrifty.store import LogStore, artefacts
     from thrifty.store.logs import RequestRecord
 
-    cfg = _cfg(table)
+    cfg = _cfg(table, sampling=sampling)
     run = simulate_seed(table, cfg, 0)
     assert run.fed, "simulate records what it fed the loop"
+    probs = {o.sample_prob for o, _ in run.fed}
+    assert probs == {None} if sampling == "uniform" else (None not in probs and len(probs) > 10)
     store = LogStore(tmp_path / "logs.sqlite3")
     for o, prompt in run.fed:
         store.record(RequestRecord(o.request_id, o.created, "thrifty/p", {}, 200, profile="p", prompt=prompt))

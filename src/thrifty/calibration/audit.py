@@ -13,10 +13,10 @@ obtained and judged against the reference, and what the audit cost.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping, Sequence
 
+from thrifty.calibration.audit_sampling import uniform_draw
 from thrifty.calibration.judge import RUBRICS, parse_preference, parse_rating
 from thrifty.calibration.label import make_grader, normalise, parse_choice, parse_number
 from thrifty.errors import ProviderError
@@ -44,8 +44,7 @@ def audit_sampled(request_id: str, rate: float, seed: int = 0) -> bool:
         return True
     if rate <= 0.0:
         return False
-    digest = hashlib.sha256(f"{int(seed)}:{request_id}".encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0**64 < rate
+    return uniform_draw(request_id, seed) < rate
 
 
 def rubric_version(judge: str, rubric: str | None) -> str:

@@ -37,3 +37,4 @@ class AuditOutcome:
     reference: str  # the reference model's name
     answers: Mapping[str, TierVerdict] = field(default_factory=dict)  # model -> verdict
     audit_cost_usd: float = 0.0  # what the audit itself paid (kept apart from serving)
+    sample_prob: float | None = None  # its audit probability when sampling was not uniform (weight 1/p)

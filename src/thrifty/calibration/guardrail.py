@@ -34,11 +34,16 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from thrifty.calibration.audit_sampling import weighted_share
+
 __all__ = ["GuardrailConfig", "GuardrailMove", "Guardrail", "wilson"]
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a binomial share k/n (``(0, 1)`` when n = 0)."""
+def wilson(k: float, n: float, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a binomial share k/n (``(0, 1)`` when n = 0; a weighted share
+    passes k = share·n_eff and the effective n)."""
     if n <= 0:
         return 0.0, 1.0
     p = k / n
@@ -95,12 +100,14 @@ class Guardrail:
     floor: float = float("-inf")
     moves: int = 0
     _window: deque = field(default_factory=deque)
+    _weights: deque = field(default_factory=deque)
     _since_check: int = 0
 
     def reset(self) -> None:
         """Back to ``δ = 0``, no floor, empty window (a new artefact came into service)."""
         self.offset, self.floor = 0.0, float("-inf")
         self._window.clear()
+        self._weights.clear()
         self._since_check = 0
 
     @property
@@ -109,23 +116,34 @@ class Guardrail:
         return len(self._window), int(sum(self._window))
 
     def interval(self) -> tuple[float, float]:
-        n, k = self.window
-        return wilson(k, n, self.config.z)
+        return self._interval(self.config.z)
 
-    def observe(self, good: bool) -> GuardrailMove | None:
-        """Record one audited served answer; return the move it triggered, if any."""
+    def _interval(self, z: float) -> tuple[float, float]:
+        n, k = self.window
+        if len(self._weights) == n and n and any(w != 1.0 for w in self._weights):
+            # inverse-probability weights (non-uniform audit sampling): Hájek share, Kish effective n
+            w = np.array(self._weights)
+            share, n_eff = weighted_share(np.array(self._window, dtype=float), w)
+            return wilson(share * n_eff, n_eff, z)
+        return wilson(k, n, z)
+
+    def observe(self, good: bool, weight: float = 1.0) -> GuardrailMove | None:
+        """Record one audited served answer (``weight``: 1/its audit probability when sampling was
+        not uniform); return the move it triggered, if any."""
         cfg = self.config
         if cfg.target is None:
             return None
         self._window.append(1 if good else 0)
+        self._weights.append(float(weight))
         while len(self._window) > cfg.window:
             self._window.popleft()
+            self._weights.popleft()
         self._since_check += 1
         if self._since_check < cfg.min_audits:
             return None
         self._since_check = 0
         n, k = self.window
-        lo, hi = wilson(k, n, cfg.z)
+        lo, hi = self._interval(cfg.z)
         before = self.offset
         if hi < cfg.target and self.offset < cfg.max_up - 1e-12:
             self.offset = min(self.offset + cfg.step, cfg.max_up)
@@ -139,4 +157,5 @@ class Guardrail:
         self.offset = round(self.offset, 12)
         self.moves += 1
         self._window.clear()
+        self._weights.clear()
         return GuardrailMove(action, before, self.offset, n, k, (lo, hi), cfg.target)

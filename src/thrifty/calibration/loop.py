@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from thrifty.calibration.audit_sampling import ipw_weights
 from thrifty.calibration.audit_types import AuditOutcome
 from thrifty.calibration.guardrail import Guardrail, GuardrailConfig
 from thrifty.calibration.refit import RefitResult, RefitSettings, ServingPolicy, audits_table, refit
@@ -84,11 +85,12 @@ class RefitJob:
     offset: float
     settings: RefitSettings
     seed: int
+    weights: np.ndarray | None = None  # inverse-probability weights of non-uniformly sampled audits
 
 
 def run_refit(job: RefitJob) -> RefitResult:
     """Fit + validate (pure CPU; never raises: a crash comes back as ``RefitResult.error``)."""
-    return refit(job.table, job.good, job.serving, job.offset, job.settings, job.seed)
+    return refit(job.table, job.good, job.serving, job.offset, job.settings, job.seed, job.weights)
 
 
 class LearningLoop:
@@ -122,7 +124,8 @@ class LearningLoop:
         served = outcome.answers.get(outcome.served_model) if outcome.served_model else None
         if served is None or served.at_least_as_good is None:
             return None
-        move = self.guardrail.observe(bool(served.at_least_as_good))
+        weight = 1.0 / outcome.sample_prob if outcome.sample_prob else 1.0
+        move = self.guardrail.observe(bool(served.at_least_as_good), weight)
         if move is None:
             return None
         return self._log("guardrail", move.to_json() | {"thresholds": [round(t, 6) for t in self.policy().thresholds]})
@@ -136,8 +139,16 @@ class LearningLoop:
         table, good = audits_table(self.audits, self.tiers)
         self.since_refit = 0
         self.refits += 1
+        weights = ipw_weights([o.sample_prob for o, _ in self.audits])
         return RefitJob(
-            self.refits, table, good, self.serving, self.guardrail.offset, self.config.refit_settings(), self.config.seed + self.refits
+            self.refits,
+            table,
+            good,
+            self.serving,
+            self.guardrail.offset,
+            self.config.refit_settings(),
+            self.config.seed + self.refits,
+            weights,
         )
 
     def apply(self, job: RefitJob, result: RefitResult) -> LoopEvent:

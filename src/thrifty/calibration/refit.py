@@ -40,19 +40,19 @@ per-request cost, quality and good-enough flags are pooled over the folds, paire
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from thrifty.calibration.audit_sampling import weighted_share
 from thrifty.calibration.audit_types import AuditOutcome
 from thrifty.calibration.guardrail import wilson
+from thrifty.calibration.refit_artefact import write_candidate_artefact
 from thrifty.data.table import RoutingTable
 from thrifty.offline.cascade_policy import CascadeOffline, lookup_requests, replay_policy
 from thrifty.offline.optimise import CascadeSpec, replay_arrays
 from thrifty.policy.cascade import CascadePolicy
 from thrifty.scoring.heads import inner_folds, single_threaded
-from thrifty.serving.artefact import json_number, write_artefact
 from thrifty.types import ChatRequest
 
 __all__ = [
@@ -188,7 +188,7 @@ def replay(serving: ServingPolicy, table: RoutingTable, good: np.ndarray, offset
     return {"cost": r.cost, "quality": r.quality, "good": g, "chosen": r.chosen}
 
 
-def _point(lab: Any, fitted: Any, table: RoutingTable, good: np.ndarray, settings: RefitSettings) -> Any:
+def _point(lab: Any, fitted: Any, table: RoutingTable, good: np.ndarray, settings: RefitSettings, w: np.ndarray | None = None) -> Any:
     """The front point for the profile's goal (see the module docstring). The target's share is
     measured on the scorer's out-of-fold scores (what the lab fitted the thresholds on), not on
     in-sample scores, which would overstate it."""
@@ -201,27 +201,39 @@ def _point(lab: Any, fitted: Any, table: RoutingTable, good: np.ndarray, setting
     G, C = np.nan_to_num(good[:, cols]), table.cost[:, cols]
     # every tier alone is a candidate too: the front may have dropped "always the reference" (a
     # cascade into it looked better in training), yet that one meets any target by definition
-    singles = [CascadeSpec((j,), (), float(np.nanmean(C[:, j])), float(np.nanmean(table.quality[:, cols[j]]))) for j in range(len(cols))]
+    singles = [CascadeSpec((j,), (), _mean(C[:, j], w), _mean(table.quality[:, cols[j]], w)) for j in range(len(cols))]
     best, best_share = None, -1.0
     for spec in sorted([*fitted.front.points, *singles], key=lambda p: p.cost):  # cheapest first
         _, share = replay_arrays(S, G, C, spec)
-        if share_bound(share, settings.share_z) >= settings.target - 1e-12:
-            return _refine(S, G, C, spec, settings.target, settings.share_z)
-        if share.mean() > best_share + 1e-12:
-            best, best_share = spec, float(share.mean())
+        if share_bound(share, settings.share_z, w) >= settings.target - 1e-12:
+            return _refine(S, G, C, spec, settings.target, settings.share_z, w)
+        if _mean(share, w) > best_share + 1e-12:
+            best, best_share = spec, _mean(share, w)
     return best
 
 
-def share_bound(good: np.ndarray, z: float) -> float:
-    """Wilson lower bound (one-sided ``z``; 0: the point estimate) of the share of 0/1 flags. A pick
-    on the point estimate misses the target about half the time (the cheapest threshold that reaches
-    it on n audits is the one whose share was overestimated most); one on the bound about 1 − Φ(z)."""
+def _mean(x: np.ndarray, w: np.ndarray | None) -> float:
+    """Mean of ``x`` (NaN skipped), inverse-probability weighted when ``w`` is given."""
+    ok = ~np.isnan(x)
+    return float(np.average(x[ok], weights=None if w is None else w[ok])) if ok.any() else float("nan")
+
+
+def share_bound(good: np.ndarray, z: float, w: np.ndarray | None = None) -> float:
+    """Wilson lower bound (one-sided ``z``; 0: the point estimate) of the share of 0/1 flags — with
+    weights ``w``, of the weighted share at Kish's effective n. A pick on the point estimate misses
+    the target about half the time (the cheapest threshold that reaches it on n audits is the one
+    whose share was overestimated most); one on the bound about 1 − Φ(z)."""
     if len(good) == 0:
         return 0.0
+    if w is not None:
+        share, n_eff = weighted_share(good, w)
+        return wilson(share * n_eff, n_eff, z)[0] if z > 0 else share
     return wilson(int(round(float(np.sum(good)))), len(good), z)[0] if z > 0 else float(np.mean(good))
 
 
-def _refine(S: np.ndarray, G: np.ndarray, C: np.ndarray, spec: CascadeSpec, target: float, z: float = 0.0) -> CascadeSpec:
+def _refine(
+    S: np.ndarray, G: np.ndarray, C: np.ndarray, spec: CascadeSpec, target: float, z: float = 0.0, w: np.ndarray | None = None
+) -> CascadeSpec:
     """Lower the threshold into the last tier to the cheapest score that still meets ``target``.
 
     The lab's grid has 16 quantiles per tier, so its cheapest point meeting the target escalates up
@@ -237,14 +249,17 @@ def _refine(S: np.ndarray, G: np.ndarray, C: np.ndarray, spec: CascadeSpec, targ
     for t in tries[::-1]:  # from the grid point downwards: cheaper and cheaper
         cand = replace(spec, thresholds=(*spec.thresholds[:k], float(t), *spec.thresholds[k + 1 :]))
         cost, share = replay_arrays(S, G, C, cand)
-        if share_bound(share, z) < target - 1e-12:
+        if share_bound(share, z, w) < target - 1e-12:
             break
-        best = replace(cand, cost=float(cost.mean()))
+        best = replace(cand, cost=_mean(cost, w))
     return best
 
 
-def fit_candidate(table: RoutingTable, good: np.ndarray, settings: RefitSettings, seed: int = 0) -> ServingPolicy:
-    """Fit the lab's cascade on ``table`` and return the point for the goal as a ServingPolicy."""
+def fit_candidate(
+    table: RoutingTable, good: np.ndarray, settings: RefitSettings, seed: int = 0, weights: np.ndarray | None = None
+) -> ServingPolicy:
+    """Fit the lab's cascade on ``table`` and return the point for the goal as a ServingPolicy
+    (``weights``: the audits' inverse-probability weights, for the target's share and the costs)."""
 
     stats = [s for s in table.model_stats() if s.n > 0]
     if not stats:
@@ -255,19 +270,20 @@ def fit_candidate(table: RoutingTable, good: np.ndarray, settings: RefitSettings
     lab = CascadeOffline(**{**dict(settings.fit_options), "seed": seed})
     with single_threaded():
         fitted = lab.fit(table, knobs)
-        spec = _point(lab, fitted, table, good, settings)
+        spec = _point(lab, fitted, table, good, settings, weights)
     fitted.picks = {knobs[0]: spec}
     tiers = tuple(fitted.models[t] for t in spec.tiers)
     return ServingPolicy(-1, tiers, tuple(float(t) for t in spec.thresholds), fitted.scorer, spec.select, "refit", fitted)
 
 
-def _summary(r: dict[str, np.ndarray]) -> dict[str, Any]:
+def _summary(r: dict[str, np.ndarray], w: np.ndarray | None = None) -> dict[str, Any]:
     n, k = len(r["good"]), int(r["good"].sum())
+    share, n_eff = weighted_share(r["good"], w) if n else (0.0, 0.0)
     return {
-        "cost_usd": float(r["cost"].mean()),
-        "quality": float(r["quality"].mean()),
-        "good_share": k / max(1, n),
-        "good_interval": [round(x, 4) for x in wilson(k, n)],
+        "cost_usd": _mean(r["cost"], w),
+        "quality": _mean(r["quality"], w),
+        "good_share": share,
+        "good_interval": [round(x, 4) for x in (wilson(k, n) if w is None else wilson(share * n_eff, n_eff))],
     }
 
 
@@ -302,7 +318,13 @@ def decide(cand: dict[str, Any], serv: dict[str, Any], settings: RefitSettings, 
 
 
 def validate(
-    table: RoutingTable, good: np.ndarray, serving: ServingPolicy, offset: float, settings: RefitSettings, seed: int = 0
+    table: RoutingTable,
+    good: np.ndarray,
+    serving: ServingPolicy,
+    offset: float,
+    settings: RefitSettings,
+    seed: int = 0,
+    weights: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """K-fold CV on the audits: candidate (fitted on the other folds) vs the policy in service."""
 
@@ -315,11 +337,11 @@ def validate(
     fold_settings = replace(settings, share_z=settings.share_z * float(np.sqrt((k - 1) / k)))
     for test in inner_folds(table.n_prompts, k, seed):
         train_rows = np.setdiff1d(np.arange(table.n_prompts), test)
-        c = fit_candidate(table.take(train_rows), good[train_rows], fold_settings, seed)
+        c = fit_candidate(table.take(train_rows), good[train_rows], fold_settings, seed, None if weights is None else weights[train_rows])
         r = replay(c, table.take(test), good[test])
         for key in cand:
             cand[key][test] = r[key]
-    cs, ss = _summary(cand), _summary(serv)
+    cs, ss = _summary(cand, weights), _summary(serv, weights)
     d = cand["quality"] - serv["quality"]
     se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
     swap, rule = decide(cs, ss, settings, se)
@@ -337,62 +359,22 @@ def validate(
 
 
 def refit(
-    table: RoutingTable, good: np.ndarray, serving: ServingPolicy, offset: float, settings: RefitSettings, seed: int = 0
+    table: RoutingTable,
+    good: np.ndarray,
+    serving: ServingPolicy,
+    offset: float,
+    settings: RefitSettings,
+    seed: int = 0,
+    weights: np.ndarray | None = None,
 ) -> RefitResult:
     """Fit a candidate on every audit, validate it by CV against ``serving``; never raises — a crash
     is returned as ``RefitResult(error=...)`` and the policy in service stays."""
     try:
-        evidence = validate(table, good, serving, offset, settings, seed)
-        candidate = fit_candidate(table, good, settings, seed) if evidence["swap"] else None
+        evidence = validate(table, good, serving, offset, settings, seed, weights)
+        candidate = fit_candidate(table, good, settings, seed, weights) if evidence["swap"] else None
         if candidate is not None:
             evidence["candidate"] = candidate.describe() | {"train": {"front_size": len(candidate.fitted.front.points)}}
         evidence["serving"] = serving.describe()
         return RefitResult(bool(evidence["swap"]), candidate, evidence)
     except Exception as exc:  # noqa: BLE001 - a failed refit must leave the policy in service untouched
         return RefitResult(False, None, {"n": table.n_prompts, "serving": serving.describe()}, error=f"{type(exc).__name__}: {exc}")
-
-
-def write_candidate_artefact(path: str | Path, candidate: ServingPolicy, table: RoutingTable, evidence: Mapping[str, Any]) -> Path:
-    """Write ``candidate`` as a ``thrifty fit``-format cascade artefact (the gateway and ``thrifty
-    eval --opt artefact=`` read it)."""
-    import copy
-
-    fitted = candidate.fitted
-    front = [
-        {
-            "tiers": [fitted.models[t] for t in s.tiers],
-            "thresholds": [json_number(t) for t in s.thresholds],
-            "select": s.select,
-            "train_cost": s.cost,
-            "train_quality": s.quality,
-        }
-        for s in fitted.front.points
-    ]
-    selected = {
-        "tiers": list(candidate.tiers),
-        "thresholds": [json_number(t) for t in candidate.thresholds],
-        "select": candidate.select,
-        "train_cost": float(np.nanmean(evidence.get("candidate_cv", {}).get("cost_usd", np.nan))),
-        "train_quality": float(evidence.get("candidate_cv", {}).get("quality", np.nan)),
-    }
-    scorer = copy.copy(fitted.scorer)
-    if hasattr(scorer, "_embedder"):
-        scorer._embedder = None
-    best = table.best_single()
-    manifest = {
-        "data": {"source": "audits", "hash": table.data_hash, "n_prompts": table.n_prompts},
-        "pool": list(table.models),
-        "best_single": {"model": best.model, "quality": best.quality, "cost": best.cost},
-        "goal": {k: v for k, v in evidence.get("goal", {}).items() if v is not None},
-        "selected": selected,
-        "scorer": {
-            "inputs": fitted.inputs_kw["inputs"],
-            "embed": fitted.inputs_kw["embed"],
-            "embedder": "all-MiniLM-L6-v2",
-            "kind": "features",
-            "models": list(fitted.models),
-        },
-        "front": front,
-        "training": {**fitted.info, "refit_evidence": dict(evidence)},
-    }
-    return write_artefact(path, manifest, {"scorer": scorer}, kind="cascade")

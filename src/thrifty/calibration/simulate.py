@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from thrifty.calibration.audit_sampling import SAMPLINGS, AuditSampler
 from thrifty.calibration.audit_types import AuditOutcome, TierVerdict
 from thrifty.calibration.loop import LearningLoop, LoopConfig, LoopEvent, run_refit
 from thrifty.calibration.refit import ServingPolicy, _scores, good_matrix
@@ -48,6 +49,7 @@ class SimConfig:
     thresholds: tuple[float, ...] | None = None  # cold start; None: 0.75 for every tier but the last
     scorer: str = "heuristic"
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    sampling: str = "uniform"  # audit sampling: "uniform" | "near_threshold" (thrifty.calibration.audit_sampling)
 
 
 @dataclass
@@ -130,7 +132,7 @@ class _Server:
         self._requests: list[Any] = []
         self._policy: Any = None
 
-    def serve(self, loop: LearningLoop, row: int) -> tuple[float, int, np.ndarray]:
+    def serve(self, loop: LearningLoop, row: int) -> tuple[float, int, np.ndarray, tuple[Any, ...]]:
 
         key = (loop.serving.version, loop.offset)
         if self._version is None or self._version[0] != key[0]:
@@ -149,7 +151,7 @@ class _Server:
             return recorded_completion(self.table, row, tindex[k])
 
         d = drive(self._policy.plan(self._requests[row]), call)
-        return d.cost_usd, (tindex[d.tier] if d.completion is not None else -1), called
+        return d.cost_usd, (tindex[d.tier] if d.completion is not None else -1), called, d.steps
 
 
 def simulate_seed(
@@ -160,7 +162,9 @@ def simulate_seed(
     good = good_matrix(table, cfg.reference) if good is None else good
     rng = np.random.default_rng(seed)
     order = rng.permutation(table.n_prompts)
-    audit_draw = rng.random(table.n_prompts) < cfg.rate
+    draws = rng.random(table.n_prompts)
+    audit_draw = draws < cfg.rate
+    sampler = AuditSampler(cfg.rate, cfg.sampling)
     from dataclasses import replace
 
     loop = LearningLoop("simulate", cfg.tiers, replace(cfg.loop, seed=cfg.loop.seed + 1000 * seed), cold_policy(cfg))
@@ -170,12 +174,17 @@ def simulate_seed(
         seed, order, np.zeros(n), np.zeros(n), np.zeros(n), audit_draw.copy(), np.zeros(n), np.zeros(n, dtype=int), loop.events, loop.audits
     )
     for i, row in enumerate(order):
-        cost, chosen, called = server.serve(loop, int(row))
+        cost, chosen, called, steps = server.serve(loop, int(row))
+        if sampler.weighted:  # the same sampler the gateway's auditor runs, on the seeded draw
+            audit_draw[i], prob = sampler.sample(steps, float(draws[i]))
+            run.audited[i] = audit_draw[i]
         run.cost[i], run.version[i] = cost, loop.serving.version
         if chosen >= 0:
             run.quality[i], run.good[i] = table.quality[row, chosen], np.nan_to_num(good[row, chosen])
         if audit_draw[i]:
             outcome = audit_outcome(table, good, int(row), f"{seed}-{i}", chosen, called, cost, cfg.reference, float(i))
+            if sampler.weighted:
+                outcome = replace(outcome, sample_prob=prob)
             run.audit_cost[i] = outcome.audit_cost_usd
             loop.observe(outcome, table.prompts[row])
             if loop.refit_due:
@@ -190,6 +199,8 @@ def simulate(table: RoutingTable, cfg: SimConfig, *, progress: bool = False) -> 
     """Every seed of ``cfg`` (a rich progress bar when ``progress``)."""
     if cfg.reference not in cfg.tiers:
         raise ConfigError(f"the reference {cfg.reference!r} is not a tier", key="--reference", fix=f"use one of: {', '.join(cfg.tiers)}")
+    if cfg.sampling not in SAMPLINGS:
+        raise ConfigError(f"unknown audit sampling {cfg.sampling!r}", key="--sampling", fix=f"use one of: {', '.join(SAMPLINGS)}")
     if not 0.0 < cfg.rate <= 1.0:
         raise ConfigError(f"audit rate {cfg.rate} is outside (0, 1]", key="--rate", fix="use e.g. --rate 0.1")
     if not progress:

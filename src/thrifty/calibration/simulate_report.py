@@ -188,6 +188,7 @@ def summarise(
         "rate": cfg.rate,
         "every": cfg.loop.every,
         "share_z": cfg.loop.share_z,
+        "sampling": cfg.sampling,
         "budget": cfg.loop.budget,
         "baselines": {
             "always_reference": {"model": ref.model, "quality": ref.quality, "cost_usd": ref.cost},

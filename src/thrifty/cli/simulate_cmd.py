@@ -34,6 +34,15 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("--tiers", help="the profile's tiers, comma list (default: the table's single-model Pareto front, cheapest first)")
     p.add_argument("--reference", help="the tier answers are judged against (default: the dearest tier)")
     p.add_argument("--rate", type=float, default=0.1, help="share of requests audited (default 0.1)")
+    p.add_argument(
+        "--sampling",
+        choices=("uniform", "near_threshold", "near_or_above_threshold"),
+        default="uniform",
+        help="audit sampling: uniform, or near_threshold (oversample requests scored near a threshold, same mean rate; default uniform)",
+    )
+    p.add_argument(
+        "--share-z", type=float, default=1.0, help="the refit's confidence: one-sided z of the share's lower bound (default 1.0)"
+    )
     p.add_argument("--every", type=int, default=20, help="refit after this many new audits (default 20)")
     p.add_argument("--target", type=float, default=0.95, help="share of answers at least as good as the reference (default 0.95)")
     p.add_argument("--mean-cost-usd", type=float, help="pick refits by this mean cost per request instead of the target")
@@ -65,8 +74,10 @@ def config_from_args(args: argparse.Namespace, table: Any) -> SimConfig:
     costs = {s.model: s.cost for s in table.model_stats()}
     reference = args.reference or max(tiers, key=lambda m: costs[m])
     thr = tuple(float(x) for x in comma_list(args.thresholds) or ()) if args.thresholds else None
-    loop = LoopConfig(every=args.every, target=args.target, budget=args.mean_cost_usd)
-    return SimConfig(tiers, reference, args.rate, loop, thr, seeds=tuple(range(args.seeds)))
+    if not 0 <= args.share_z <= 5:
+        raise ConfigError(f"--share-z {args.share_z} is outside [0, 5]", key="--share-z", fix="e.g. --share-z 1 (0: the point estimate)")
+    loop = LoopConfig(every=args.every, target=args.target, budget=args.mean_cost_usd, share_z=args.share_z)
+    return SimConfig(tiers, reference, args.rate, loop, thr, seeds=tuple(range(args.seeds)), sampling=args.sampling)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,6 +105,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print_table(summary)
     return 0
+
+
+def _yes_no(v: bool | None) -> str:
+    return "—" if v is None else ("yes" if v else "no")
+
+
+def _share(v: float | None) -> str:
+    return "—" if v is None else f"{v:.0%}"
 
 
 def print_table(summary: dict) -> None:
@@ -143,6 +162,19 @@ def print_table(summary: dict) -> None:
         "",
     )
     Console().print(t)
+    # the final window per seed, on lines of their own (a narrow terminal would cut extra columns)
+    print("final window (last 20%) per seed: share ≥ reference / met the target / savings share of the offline refit (a miss counts 0)")
+    for s in summary["per_seed"]:
+        fw_s = s["final_window"]
+        print(
+            f"  seed {s['seed']}: {fw_s['good_share']:.3f} / {_yes_no(s.get('target_met_final'))} / "
+            f"{_share(s.get('savings_share_of_offline_if_met'))}"
+        )
+    if summary.get("seeds_target_met_final") is not None:
+        print(
+            f"  met the target in {summary['seeds_target_met_final']}/{summary['seeds']} seeds; savings share, a miss as 0: "
+            f"{_share(summary.get('savings_share_of_offline_if_met'))}"
+        )
     b = summary["baselines"]
     print(
         f"always {b['always_reference']['model']}: quality {b['always_reference']['quality']:.4f} at ${b['always_reference']['cost_usd']:.3g}; "

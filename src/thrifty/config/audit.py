@@ -14,14 +14,29 @@ from typing import Any, Mapping
 
 from thrifty.errors import ConfigError
 
-__all__ = ["AuditSettings", "AUDIT_MATCHES", "AUDIT_RUBRICS", "parse_audit", "check_audit_judges"]
+__all__ = ["AuditSettings", "AUDIT_MATCHES", "AUDIT_SAMPLINGS", "AUDIT_RUBRICS", "parse_audit", "check_audit_judges"]
 
 #: the judges that need no model: each answer is compared with the reference's answer
 AUDIT_MATCHES = ("exact", "choice", "numeric", "agree")
 #: the versioned rubrics of :mod:`thrifty.calibration.judge` an LLM judge can use
 AUDIT_RUBRICS = ("absolute", "pairwise")
 _PERIODS = ("total", "day", "month")  # thrifty.serving.budget.PERIODS (a unit test keeps them equal)
-_KEYS = ("rate", "judge", "rubric", "reference", "explore", "budget_usd", "budget_period", "seed", "choices", "queue_size", "max_attempts")
+_KEYS = (
+    "rate",
+    "judge",
+    "rubric",
+    "reference",
+    "explore",
+    "budget_usd",
+    "budget_period",
+    "seed",
+    "choices",
+    "queue_size",
+    "max_attempts",
+    "sampling",
+)
+#: how requests are picked for audit (thrifty.calibration.audit_sampling.SAMPLINGS; a unit test keeps them equal)
+AUDIT_SAMPLINGS = ("uniform", "near_threshold", "near_or_above_threshold")
 
 
 @dataclass(frozen=True)
@@ -42,6 +57,7 @@ class AuditSettings:
     choices: tuple[str, ...] = ()  # match:choice (and optionally match:agree): the allowed labels
     queue_size: int = 256  # audits waiting in memory at most; a full queue drops (and counts) the audit
     max_attempts: int = 3  # a failing audit is retried until it has been tried this many times
+    sampling: str = "uniform"  # | "near_threshold" | "near_or_above_threshold": oversample requests scored near a threshold
 
     @property
     def match(self) -> str | None:
@@ -135,6 +151,14 @@ def parse_audit(tbl: Any, path: str, tiers: tuple[str, ...], providers: Mapping[
             fix='write budget_period = "day" (resets 00:00 UTC), "month" or "total" (never resets)',
         )
     budget = _number(tbl, "budget_usd", path, None)
+    sampling = _text(tbl, "sampling", path, "uniform", '"uniform"')
+    if sampling not in AUDIT_SAMPLINGS:
+        raise ConfigError(
+            f"unknown sampling {sampling!r}",
+            key=f"{path}.sampling",
+            fix='use "uniform" (every request at rate), "near_threshold" or "near_or_above_threshold" (oversample requests '
+            "scored near a threshold, same mean rate; docs/learning_loop.md)",
+        )
     return AuditSettings(
         rate=float(rate),
         judge=judge,
@@ -147,6 +171,7 @@ def parse_audit(tbl: Any, path: str, tiers: tuple[str, ...], providers: Mapping[
         choices=tuple(c.strip() for c in choices),
         queue_size=int(_number(tbl, "queue_size", path, 256, integer=True, positive=True)),
         max_attempts=int(_number(tbl, "max_attempts", path, 3, integer=True, positive=True)),
+        sampling=str(sampling),
     )
 
 

@@ -10,6 +10,8 @@ kept apart from the other sections so the object and its parser live together.
     step = 0.05          # the quality guardrail's threshold step, in (0, 1]
     folds = 3            # cross-validation folds of the refit's validation (≥ 2)
     min_gain = 0.01      # relative gain a candidate must show to be swapped in (≥ 0)
+    share_z = 1.0        # confidence of the refit's pick: the share's one-sided lower bound at this
+                         # z must reach the target (0: the point estimate; 0 to 5)
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from thrifty.errors import ConfigError
 
 __all__ = ["RefitConfig", "parse_refit"]
 
-_KEYS = ("every", "target", "mean_cost_usd", "step", "folds", "min_gain")
+_KEYS = ("every", "target", "mean_cost_usd", "step", "folds", "min_gain", "share_z")
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class RefitConfig:
     step: float = 0.05
     folds: int = 3
     min_gain: float = 0.01
+    share_z: float = 1.0
 
 
 def _number(
@@ -79,6 +82,15 @@ def parse_refit(tbl: Any, path: str) -> RefitConfig | None:
     step = _number(tbl, "step", path, 0.05, 0, 1, lo_open=True, fix="write step = 0.05")
     folds = _number(tbl, "folds", path, 3, 2, math.inf, integer=True, fix="write folds = 3")
     gain = _number(tbl, "min_gain", path, 0.01, 0, math.inf, fix="write min_gain = 0.01")
+    share_z = _number(
+        tbl,
+        "share_z",
+        path,
+        1.0,
+        0,
+        5,
+        fix="write share_z = 1.0 (the refit's confidence: 0 picks on the point estimate, 1.645 ≈ 95% one-sided)",
+    )
     return RefitConfig(
         every=int(every),
         target=float(target),
@@ -86,4 +98,5 @@ def parse_refit(tbl: Any, path: str) -> RefitConfig | None:
         step=float(step),
         folds=int(folds),
         min_gain=float(gain),
+        share_z=float(share_z),
     )

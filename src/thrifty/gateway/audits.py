@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 from thrifty.calibration.audit import AuditFailed, TierAnswer, audit_sampled, rubric_version, run_audit
 from thrifty.calibration.audit_report import audit_report
+from thrifty.calibration.audit_sampling import AuditSampler, uniform_draw
 from thrifty.calibration.audit_types import AuditOutcome, TierVerdict
 from thrifty.gateway.audit_calls import answers_at_hand, audit_request, call_tier, dearest_tier, judge_asker, period_key, period_start
 from thrifty.gateway.audit_metrics import AuditMetrics
@@ -60,6 +61,7 @@ class Auditor:
         self._claimed: dict[str, int] = {}  # profile → audits claimed while serving, not yet finished
         self._claims: dict[str, str] = {}  # request id → profile (claimed ones)
         self._exhausted: dict[str, str] = {}  # profile → the budget period whose audit budget is spent
+        self._samplers: dict[str, tuple[tuple[float, str], AuditSampler]] = {}  # profile → its non-uniform sampler
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
@@ -87,9 +89,20 @@ class Auditor:
         a = getattr(profile, "audit", None)
         if a is None or status != 200 or trace is None or trace.completion is None:
             return None
-        if not audit_sampled(job.rid, a.rate, a.seed):
-            return None
         name = profile.name
+        prob: float | None = None
+        if getattr(a, "sampling", "uniform") != "uniform":
+            # the sans-I/O sampler thrifty simulate runs: probability from the trace's score distance
+            key = (a.rate, a.sampling)
+            sampler = self._samplers.get(name)
+            if sampler is None or sampler[0] != key:
+                sampler = self._samplers[name] = (key, AuditSampler(a.rate, a.sampling))
+            hit, prob = sampler[1].sample(trace.steps, uniform_draw(job.rid, a.seed))
+            prob = prob if sampler[1].weighted else None
+            if not hit:
+                return None
+        elif not audit_sampled(job.rid, a.rate, a.seed):
+            return None
         if self._exhausted.get(name) == period_key(a.budget_period, time.time()):
             self.metrics.count(name, "skipped_budget")
             return None
@@ -117,6 +130,7 @@ class Auditor:
             explore=a.explore,
             served_model=trace.model,
             served_cost_usd=float(trace.cost_usd),
+            sample_prob=prob,
         )
 
     def with_pending(self, also: Callable[[Any], None], pending: db.PendingAudit) -> Callable[[Any], None]:
@@ -322,7 +336,15 @@ class Auditor:
         }
         audit_cost = sum(v.cost_usd for v in answers.values() if not v.reused) + result.judge_cost_usd
         outcome = AuditOutcome(
-            rid, name, float(row["created"]), row["served_model"], float(row["served_cost_usd"]), reference, answers, audit_cost
+            rid,
+            name,
+            float(row["created"]),
+            row["served_model"],
+            float(row["served_cost_usd"]),
+            reference,
+            answers,
+            audit_cost,
+            row.get("sample_prob"),
         )
         await self._notify(outcome)
 

@@ -71,6 +71,7 @@ def loop_config(refit: Any, seed: int = 0) -> LoopConfig:
         budget=refit.mean_cost_usd,
         folds=refit.folds,
         min_gain=refit.min_gain,
+        share_z=refit.share_z,
         seed=seed,
         guardrail=GuardrailConfig(step=refit.step),
     )

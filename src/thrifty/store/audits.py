@@ -61,14 +61,15 @@ class PendingAudit:
     explore: str
     served_model: str | None
     served_cost_usd: float
+    sample_prob: float | None = None  # audit probability under non-uniform sampling (weight 1/p); None: uniform
 
 
 def insert_pending_in(conn: sqlite3.Connection, p: PendingAudit) -> None:
     """The ``pending`` row, inside the caller's transaction (the request's own log write)."""
     conn.execute(
         "INSERT INTO audits (request_id, profile, created, status, attempts, updated, request_json, tiers, reference, judge,"
-        " rubric, rubric_version, explore, served_model, served_cost_usd, audit_cost_usd)"
-        " VALUES (?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+        " rubric, rubric_version, explore, served_model, served_cost_usd, audit_cost_usd, sample_prob)"
+        " VALUES (?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
         (
             p.request_id,
             p.profile,
@@ -83,6 +84,7 @@ def insert_pending_in(conn: sqlite3.Connection, p: PendingAudit) -> None:
             p.explore,
             p.served_model,
             float(p.served_cost_usd),
+            None if p.sample_prob is None else float(p.sample_prob),
         ),
     )
 
@@ -215,7 +217,7 @@ def audit_rows(store: Any, profile: str | None = None, since: float | None = Non
     where, params = _where(profile, since, "a")
     audits = store.iter_rows(
         "SELECT request_id, profile, created, status, attempts, reference, judge, rubric, rubric_version, explore, served_model,"
-        f" served_cost_usd, audit_cost_usd, error FROM audits a WHERE {where} AND a.status = ? ORDER BY a.created, a.request_id",
+        f" served_cost_usd, audit_cost_usd, error, sample_prob FROM audits a WHERE {where} AND a.status = ? ORDER BY a.created, a.request_id",
         [*params, status],
     )
     answers = store.iter_rows(

@@ -265,6 +265,10 @@ MIGRATIONS: list[tuple[str, str]] = [
     ),
     ("0012_dash_prompt_search", "-- a trigram index of requests.prompt per engine: thrifty.store.search.install (MIGRATION_STEPS)"),
     ("0012_dash_shots", "ALTER TABLE steps ADD COLUMN shots TEXT;  -- JSON list: ids of the few-shot examples the tier got"),
+    (
+        "0014_loop4_audit_sample_prob",
+        "ALTER TABLE audits ADD COLUMN sample_prob REAL;  -- audit probability when not uniform; NULL: uniform",
+    ),
 ]
 
 #: migrations whose work is Python (engine-specific, with a fallback): run after their SQL, in the same transaction
