@@ -20,16 +20,7 @@ def write_candidate_artefact(path: str | Path, candidate: Any, table: RoutingTab
     import copy
 
     fitted = candidate.fitted
-    front = [
-        {
-            "tiers": [fitted.models[t] for t in s.tiers],
-            "thresholds": [json_number(t) for t in s.thresholds],
-            "select": s.select,
-            "train_cost": s.cost,
-            "train_quality": s.quality,
-        }
-        for s in fitted.front.points
-    ]
+    front = fitted.front_json()
     selected = {
         "tiers": list(candidate.tiers),
         "thresholds": [json_number(t) for t in candidate.thresholds],

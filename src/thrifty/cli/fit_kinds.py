@@ -99,22 +99,12 @@ def _router_block(fp: Any, models: Any, spec: str) -> dict[str, Any]:
 
 def _fit_cascade(args: argparse.Namespace, table: Any, knobs: list[float], opts: dict[str, Any]):
     from thrifty.offline.cascade_policy import CascadeOffline
-    from thrifty.serving.artefact import json_number
 
     pol = CascadeOffline(
         **{"max_tiers": args.max_tiers, "max_candidates": args.max_candidates or None, "embed": args.embed, "heads": args.heads, **opts}
     )
     fitted = pol.fit(table, knobs)
-    front = [
-        {
-            "tiers": [fitted.models[t] for t in s.tiers],
-            "thresholds": [json_number(t) for t in s.thresholds],
-            "select": s.select,
-            "train_cost": s.cost,
-            "train_quality": s.quality,
-        }
-        for s in fitted.front.points
-    ]
+    front = fitted.front_json()
     scorer, files = portable_scorer(fitted.scorer)
     extra = {
         "scorer": {

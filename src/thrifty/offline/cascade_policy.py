@@ -36,7 +36,7 @@ from thrifty.scoring.answer_scorer import embed_mode, fit_answer_scorer, table_i
 from thrifty.scoring.blend import fit_blend_scorer
 from thrifty.scoring.finetuned import FineTuneConfig, fit_finetuned_scorer
 from thrifty.scoring.heads import configs_for, inner_folds, single_threaded
-from thrifty.serving.artefact import load_artefact
+from thrifty.serving.artefact import json_number, load_artefact
 
 __all__ = [
     "CascadeOffline",
@@ -62,6 +62,19 @@ class FittedCascade:
     def cascades(self) -> dict[float, tuple[tuple[str, ...], tuple[float, ...], str]]:
         """knob → (tier model names, thresholds, select)."""
         return {k: (tuple(self.models[t] for t in s.tiers), s.thresholds, s.select) for k, s in self.picks.items()}
+
+    def front_json(self) -> list[dict[str, Any]]:
+        """The training front as an artefact's ``front`` list (``thrifty fit`` and the refit write it)."""
+        return [
+            {
+                "tiers": [self.models[t] for t in s.tiers],
+                "thresholds": [json_number(t) for t in s.thresholds],
+                "select": s.select,
+                "train_cost": s.cost,
+                "train_quality": s.quality,
+            }
+            for s in self.front.points
+        ]
 
     def score(self, table: RoutingTable) -> np.ndarray:
         if hasattr(self.scorer, "score_rows"):  # scorers that read the table themselves (fine-tuned)
