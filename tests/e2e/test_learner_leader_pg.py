@@ -109,6 +109,8 @@ def test_one_leader_refits_on_the_sum_of_both_replicas_audits_and_a_survivor_tak
             leader = sql("SELECT holder, term FROM learner_leases WHERE profile = 'qa'")
             assert leader and leader[0][0].split("|")[1] == str(a.proc.pid) and leader[0][1] == 1, leader  # A came up first
             assert "this process leads the learning (term 1)" in a.output()
+            states = [httpx.get(g.base_url + "/healthz", timeout=10).json()["learning"]["qa"] for g in gws]
+            assert [s["leader"] for s in states] == [True, False] and states[0]["holder"] == states[1]["holder"] == leader[0][0]
 
             t0 = time.monotonic()
             served = [_ask(a if i % 2 == 0 else b, q) for i, q in enumerate(prompts[:EVERY])]  # 15 audits per replica
@@ -122,7 +124,10 @@ def test_one_leader_refits_on_the_sum_of_both_replicas_audits_and_a_survivor_tak
             assert version[1].startswith("refit|") and version[1].endswith(f"|{a.proc.pid}")  # published once, by the leader
             on_both = _until(
                 "both replicas serving the refit",
-                lambda: all(httpx.get(g.base_url + "/healthz", timeout=10).json()["artefacts"].get("qa", {}).get("version") == version[0] for g in gws),
+                lambda: all(
+                    httpx.get(g.base_url + "/healthz", timeout=10).json()["artefacts"].get("qa", {}).get("version") == version[0]
+                    for g in gws
+                ),
                 30,
                 gws,
             )
@@ -149,6 +154,11 @@ def test_one_leader_refits_on_the_sum_of_both_replicas_audits_and_a_survivor_tak
             took_over = time.monotonic() - t1
             assert '"audits": 60' in rows[1][2], rows[1]
             holder = sql("SELECT holder, term FROM learner_leases WHERE profile = 'qa'")[0]
+            assert httpx.get(b.base_url + "/healthz", timeout=10).json()["learning"]["qa"] == {
+                "leader": True,
+                "term": 2,
+                "holder": holder[0],
+            }
             assert holder[0].split("|")[1] == str(b.proc.pid) and holder[1] == 2
             if rows[1][1] == "serving":
                 assert sql("SELECT source FROM artefact_versions WHERE profile = 'qa'")[0][0].endswith(f"|{b.proc.pid}")

@@ -86,6 +86,11 @@ class LearnerLease:
     def leading(self) -> bool:
         return self.term is not None
 
+    def status(self) -> dict[str, Any]:
+        """For ``/healthz``: does this process lead the profile's learning, in which term, and who does."""
+        row = self.row
+        return {"leader": self.granted is not None, "term": row.term if row else None, "holder": row.holder if row else None}
+
     # ---- hooks the learner calls (worker thread) ------------------------------------------------------
     def accept(self, outcome: AuditOutcome) -> bool:
         """Learn from this audit of this process? Only while leading, and once."""
@@ -115,9 +120,7 @@ class LearnerLease:
             start = 0
             if leases.read_lease(conn, self.profile) is None:  # the first lease: count `every` from the audits there now
                 start = int(
-                    conn.execute(
-                        "SELECT COUNT(*) FROM audits WHERE profile = ? AND status = 'done'", (self.profile,)
-                    ).fetchone()[0]
+                    conn.execute("SELECT COUNT(*) FROM audits WHERE profile = ? AND status = 'done'", (self.profile,)).fetchone()[0]
                 )
             row = leases.acquire_in(conn, self.profile, self.holder, lease_s=self.lease_s, refit_at=start)
             if row.holder != self.holder and not _owner_alive(row.holder):  # a dead process of this host: take it now
@@ -191,8 +194,6 @@ class LearnerLease:
         if len(self.seen) > 10_000:  # forget ids fed long before the look-back window
             horizon = time.time() - 4 * FEED_LAG_S
             self.seen = {k: t for k, t in self.seen.items() if t >= horizon}
-        with contextlib.suppress(Exception):
-            self.store.run_in_transaction(lambda conn: self.fence_in(conn))
 
     def _step_down(self, row: leases.Lease) -> None:
         if self.term is None:

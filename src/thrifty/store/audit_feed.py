@@ -17,7 +17,8 @@ __all__ = ["done_audits"]
 def done_audits(store: Any, profile: str, *, updated_since: float | None = None, exclude_owner: str | None = None) -> list[dict[str, Any]]:
     """``profile``'s done audits (oldest finish first): request_id, created, updated, owner,
     served_model, served_cost_usd, reference, audit_cost_usd, prompt and ``answers`` {model: row}."""
-    where, params = ["a.profile = ?", "a.status = 'done'"], [profile]
+    where: list[str] = ["a.profile = ?", "a.status = 'done'"]
+    params: list[Any] = [profile]
     if updated_since is not None:
         where.append("a.updated >= ?")
         params.append(float(updated_since))

@@ -106,7 +106,8 @@ def fence_in(
     """Renew the lease and record the cursor and/or the guardrail state (version, offset, floor) —
     only while ``holder`` still holds it in ``term``; False when another process took it."""
     now = time.time() if now is None else now
-    sets, params = ["expires = ?", "updated = ?"], [now + lease_s, now]
+    sets: list[str] = ["expires = ?", "updated = ?"]
+    params: list[Any] = [now + lease_s, now]
     if refit_at is not None:
         sets.append("refit_at = ?")
         params.append(int(refit_at))
