@@ -118,4 +118,30 @@ def test_one_leader_learns_from_every_process_and_a_new_leader_resumes_the_count
     assert outcome.answers.keys() == fed[0][0].answers.keys() and outcome.served_model == fed[0][0].served_model
     for x in (a, b):
         x.close()
+        x.event_loop.close()
+    store.close()
+
+
+def test_followers_serve_the_leaders_guardrail_offset_on_the_same_version(fed, tmp_path: Path) -> None:
+    tiers = tuple(fed[0][0].answers)
+    sim = SimConfig(tiers, "large", rate=0.5, loop=LoopConfig(every=1000, target=0.9), seeds=(0,))
+    store = LogStore(tmp_path / "logs.sqlite3")
+    a = _learner(store, tmp_path, A, tiers, lambda: LearningLoop("p", tiers, sim.loop, cold_policy(sim)))
+    b = _learner(store, tmp_path, B, tiers, lambda: LearningLoop("p", tiers, sim.loop, cold_policy(sim)))
+    a.lease._take_over(a.lease._acquire())
+    row = b.lease._acquire()
+    assert row.holder == A
+    a.loop.guardrail.offset = a.loop.guardrail.floor = 0.1  # as after an escalation
+    a.lease.save_guard()
+    row = b.lease._acquire()
+    assert (row.guard_version, row.guard_offset, row.guard_floor) == (0, 0.1, 0.1)
+    b.lease._follow_guard(row)
+    assert b.loop.guardrail.offset == 0.1 and b.loop.policy().thresholds == a.loop.policy().thresholds
+    b.store_version = 3  # B already serves a newer version than the one the offset was measured on: not applied
+    b.loop.guardrail.reset()
+    b.lease._follow_guard(row)
+    assert b.loop.guardrail.offset == 0.0
+    for x in (a, b):
+        x.close()
+        x.event_loop.close()
     store.close()
