@@ -161,7 +161,11 @@ class LearnerLease:
     # ---- worker-thread steps -------------------------------------------------------------------------
     def _take_over(self, row: leases.Lease) -> None:
         learner, loop = self.learner, self.learner.loop
-        rows = done_audits(self.store, self.profile)
+        try:
+            rows = done_audits(self.store, self.profile)
+        except Exception:
+            self.granted = None  # the next tick queues the takeover again
+            raise
         loop.audits = [(outcome_of_row(self.profile, r), r["prompt"]) for r in rows]
         loop.since_refit = max(0, len(rows) - row.refit_at)
         self.seen = {r["request_id"]: time.time() for r in rows}
