@@ -64,6 +64,7 @@ def outcome_of_row(profile: str, row: dict[str, Any]) -> AuditOutcome:
         row["reference"],
         answers,
         float(row["audit_cost_usd"] or 0.0),
+        None if row.get("sample_prob") is None else float(row["sample_prob"]),  # the refit weighs it by 1/p
     )
 
 

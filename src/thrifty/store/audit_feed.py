@@ -16,7 +16,7 @@ __all__ = ["done_audits"]
 
 def done_audits(store: Any, profile: str, *, updated_since: float | None = None, exclude_owner: str | None = None) -> list[dict[str, Any]]:
     """``profile``'s done audits (oldest finish first): request_id, created, updated, owner,
-    served_model, served_cost_usd, reference, audit_cost_usd, prompt and ``answers`` {model: row}."""
+    served_model, served_cost_usd, reference, audit_cost_usd, sample_prob, prompt and ``answers`` {model: row}."""
     where: list[str] = ["a.profile = ?", "a.status = 'done'"]
     params: list[Any] = [profile]
     if updated_since is not None:
@@ -27,7 +27,7 @@ def done_audits(store: Any, profile: str, *, updated_since: float | None = None,
         params.append(exclude_owner)
     sql_where = " AND ".join(where)
     audits = store.iter_rows(
-        "SELECT a.request_id, a.created, a.updated, a.owner, a.served_model, a.served_cost_usd, a.reference, a.audit_cost_usd,"
+        "SELECT a.request_id, a.created, a.updated, a.owner, a.served_model, a.served_cost_usd, a.reference, a.audit_cost_usd, a.sample_prob,"
         f" r.prompt FROM audits a LEFT JOIN requests r ON r.id = a.request_id WHERE {sql_where} ORDER BY a.updated, a.request_id",
         params,
     )
