@@ -21,6 +21,7 @@ from thrifty.config.settings import Settings, load_settings
 from thrifty.gateway.audits import Auditor
 from thrifty.gateway.build import build_routes
 from thrifty.gateway.errors import fast_route, install_handlers
+from thrifty.gateway.leadership import start_leadership
 from thrifty.gateway.learning import start_learning, stop_learning
 from thrifty.gateway.metrics import Metrics
 from thrifty.gateway.reload import close_providers, close_routes, register_admin, reload_runtime, warm_providers
@@ -91,12 +92,14 @@ def create_app(settings: Settings | None = None, *, db_path: Path | None = None,
         await _start_audits(app, rt)
         hup = _install_sighup(rt)
         learners = start_learning(app, rt)  # [profiles.NAME.refit]: audits → refits (thrifty.gateway.learning)
+        leadership = await start_leadership(learners, rt.settings)  # one learner per profile across processes on the store
         sync = await start_replica_sync(rt)  # budget leases + artefact versions (learned ones too) shared with other replicas
         try:
             yield
         finally:
             if rt.auditor is not None:  # unfinished audits stay pending on disk for the next start
                 await rt.auditor.close()
+            await leadership.stop()  # a clean stop lets the lease go at once
             stop_learning(learners)
             sync.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -32,6 +32,11 @@ rollback past the first artefact, the config file's policy, into the loop and th
 the version row is followed the same way (a store without one: the newest ``serving`` row of the
 history), so a restart keeps what was learned. A config reload rebuilds the routes from the file
 and then puts the learned policy back (a config policy in service takes the file's new thresholds).
+
+Only one process on the store learns per profile: the one holding its lease
+(:mod:`thrifty.gateway.leadership` sets :attr:`ProfileLearner.lease`); it learns from every process's
+audits and fences its refit's write with the lease's term. The others drop their own audits
+(the leader reads them from the store) and follow.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import socket
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -51,10 +57,9 @@ from thrifty.calibration.audit_types import AuditOutcome
 from thrifty.calibration.guardrail import GuardrailConfig
 from thrifty.calibration.loop import LearningLoop, LoopConfig, LoopEvent, RefitJob, run_refit
 from thrifty.calibration.refit import RefitResult, ServingPolicy, write_candidate_artefact
+from thrifty.gateway.learned_policy import install_policy, learning_metrics, serving_from_policy
 from thrifty.policy.cascade import CascadePolicy
 from thrifty.serving.artefact import load_artefact
-from thrifty.serving.engine import Engine
-from thrifty.serving.profiles import tier_price
 from thrifty.store import artefacts
 from thrifty.store.versions import CONFIG_DIGEST, ArtefactVersion, artefact_digest, publish_in, read_versions
 
@@ -75,34 +80,6 @@ def loop_config(refit: Any, seed: int = 0) -> LoopConfig:
         seed=seed,
         guardrail=GuardrailConfig(step=refit.step),
     )
-
-
-def serving_from_policy(policy: Any, version: int = 0, source: str = "config") -> ServingPolicy | None:
-    """The loop's view of a live cascade policy (None for a router or hybrid: not learnable here)."""
-
-    if not isinstance(policy, CascadePolicy):
-        return None
-    return ServingPolicy(version, policy.tiers, policy.thresholds, policy.scorer, policy.select, source)
-
-
-def install_policy(rt: Any, model_id: str, policy: Any) -> None:
-    """Replace the engine of ``model_id``'s route (and of every id aliasing that route) by one that
-    runs ``policy`` over the same tier providers. Call on the event loop."""
-
-    route = rt.routes[model_id]
-    old = route.engine
-    by_name = dict(zip(old.tiers, old.providers))
-    prices = dict(zip(old.tiers, route.tier_prices))
-    caps = {n: p.max_tokens for n, p in rt.settings.providers.items()}
-    for t in policy.tiers:
-        if t not in by_name:  # a tier the old policy skipped: the bare provider
-            by_name[t] = rt.providers[t]
-            prices[t] = tier_price(rt.providers[t], caps.get(t, 512))
-    engine = Engine(policy, by_name, deadline_s=old.deadline_s, max_retries=old.max_retries, backoff_s=old.backoff_s, name=old.name)
-    new = replace(route, engine=engine, tier_prices=tuple(prices[t] for t in policy.tiers))
-    for mid, r in list(rt.routes.items()):
-        if r is route:
-            rt.routes[mid] = new
 
 
 class ProfileLearner:
@@ -128,6 +105,7 @@ class ProfileLearner:
         self._following: int | None = None  # a version handed to the worker thread, not yet followed
         self.live_policy: CascadePolicy | None = None  # the policy last installed by this learner
         self.source = f"refit|{socket.gethostname()}|{os.getpid()}"
+        self.lease: Any = None  # thrifty.gateway.leadership.LearnerLease: learn only while this process leads
 
     def __call__(self, outcome: AuditOutcome) -> None:
         if outcome.profile != self.profile.name:
@@ -135,6 +113,8 @@ class ProfileLearner:
         self.executor.submit(self._guarded, outcome)
 
     def _guarded(self, outcome: AuditOutcome) -> None:
+        if self.lease is not None and not self.lease.accept(outcome):
+            return  # another process leads (it reads this audit from the store), or already fed
         try:
             self.handle(outcome)
         except Exception:  # noqa: BLE001 - the loop must not die on one bad audit; serving goes on
@@ -144,22 +124,37 @@ class ProfileLearner:
         rows = self.rt.store.iter_rows("SELECT prompt FROM requests WHERE id = ?", (request_id,))
         return rows[0][0] if rows else None
 
-    def handle(self, outcome: AuditOutcome) -> list[LoopEvent]:
+    def handle(self, outcome: AuditOutcome, prompt: str | None = None) -> list[LoopEvent]:
         """Feed one audit; refit when due (runs in the worker thread). Returns the events."""
         events = []
-        moved = self.loop.observe(outcome, self._prompt(outcome.request_id))
+        moved = self.loop.observe(outcome, prompt if prompt is not None else self._prompt(outcome.request_id))
         if moved is not None:
             events.append(moved)
             self._install()
-        if self.loop.refit_due:
-            job = self.loop.begin_refit()
-            events.append(self._finish(job, run_refit(job)))
+            if self.lease is not None:
+                self.lease.save_guard()  # the followers serve the same offset
+        events += self._refit_if_due()
         for e in events:
             self._report(e)
         return events
 
-    def _finish(self, job: RefitJob, result: RefitResult) -> LoopEvent:
-        """Write the artefact and the history row; swap in or record the refusal (serving untouched on any failure)."""
+    def refit_if_due(self) -> list[LoopEvent]:
+        """Refit now if ``every`` audits arrived since the last refit (e.g. right after taking the lease)."""
+        events = self._refit_if_due()
+        for e in events:
+            self._report(e)
+        return events
+
+    def _refit_if_due(self) -> list[LoopEvent]:
+        if not self.loop.refit_due:
+            return []
+        job = self.loop.begin_refit()
+        event = self._finish(job, run_refit(job))
+        return [] if event is None else [event]
+
+    def _finish(self, job: RefitJob, result: RefitResult) -> LoopEvent | None:
+        """Write the artefact and the history row; swap in or record the refusal (serving untouched on any failure).
+        None: this process lost the lease meanwhile, so nothing is recorded (the new leader refits)."""
 
         path = digest = None
         if result.swap and result.candidate is not None:
@@ -168,17 +163,32 @@ class ProfileLearner:
                 digest = artefact_digest(path)
             except Exception as exc:  # noqa: BLE001 - a failed write is a failed refit
                 result = RefitResult(False, None, result.evidence, error=f"writing the artefact failed: {type(exc).__name__}: {exc}")
+        guard, refit_at = self.loop.guardrail, len(self.loop.audits) - self.loop.since_refit
+        before = (self.loop.serving, guard.offset, guard.floor)
         event = self.loop.apply(job, result)
-        name, swapped = self.profile.name, event.kind == "swap"
+        name, swapped, lease = self.profile.name, event.kind == "swap", self.lease
 
         def write(conn: Any) -> ArtefactVersion | None:
+            if lease is not None and not lease.fence_in(conn, refit_at=refit_at):  # locks the lease row first
+                raise _LeaseLost
             artefacts.record(conn, name, "serving" if swapped else "refused", _jsonable(event.to_json()), path)
             if not swapped or path is None or digest is None:
                 return None
             publish_in(conn, name, digest, path=path, source=self.source)  # every replica on the store follows
-            return read_versions(conn)[name]
+            row = read_versions(conn)[name]
+            if lease is not None:
+                lease.fence_in(conn, guard_version=row.version)  # the guardrail starts afresh on the new version
+            return row
 
-        published = self.rt.store.run_in_transaction(write)
+        try:
+            published = self.rt.store.run_in_transaction(write)
+        except _LeaseLost:
+            self.loop.serving, guard.offset, guard.floor = before
+            self.loop.events.pop()
+            if path is not None:
+                shutil.rmtree(path, ignore_errors=True)
+            log.warning("thrifty.learning: profile %s: lost the lease during refit %d; nothing recorded", name, job.number)
+            return None
         if published is not None:
             self.store_version = published.version  # before the next poll: this replica must not follow its own swap
             self._install(published)
@@ -236,6 +246,8 @@ class ProfileLearner:
         self.loop.serving = self._serving_of(row)
         self.loop.guardrail.reset()
         self.store_version = row.version
+        if self.lease is not None:
+            self.lease.save_guard()  # leading: the guardrail state now applies to this version
         if self.metrics:
             self.metrics["version"].labels(self.profile.name).set(self.loop.serving.version)
         log.warning(
@@ -297,27 +309,12 @@ class ProfileLearner:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
+class _LeaseLost(Exception):
+    """Another process took the profile's lease: this refit must not be recorded."""
+
+
 def _jsonable(x: Any) -> Any:
     return json.loads(json.dumps(x, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
-
-
-def _metrics(rt: Any) -> dict[str, Any]:
-    try:
-        from prometheus_client import Counter, Gauge
-    except ImportError:  # pragma: no cover - comes with the serve extra
-        return {}
-    reg = rt.metrics.registry
-    return {
-        "events": Counter(
-            "thrifty_learning_events", "Learning-loop events (swap, refuse, refit_failed, guardrail)", ["profile", "kind"], registry=reg
-        ),
-        "offset": Gauge(
-            "thrifty_guardrail_offset", "Guardrail offset on the thresholds in service", ["profile"], registry=reg, multiprocess_mode="max"
-        ),
-        "version": Gauge(
-            "thrifty_artefact_version", "Loop version in service (0: configured policy)", ["profile"], registry=reg, multiprocess_mode="max"
-        ),
-    }
 
 
 def _restore(rt: Any, profile: Any, learner: ProfileLearner) -> None:
@@ -356,7 +353,7 @@ def start_learning(app: Any, rt: Any) -> list[ProfileLearner]:
         if serving is None:
             log.warning("thrifty.learning: profile %s runs a router or hybrid; the learning loop refits cascades only", name)
             continue
-        metrics = metrics if metrics is not None else _metrics(rt)
+        metrics = metrics if metrics is not None else learning_metrics(rt)
         loop = LearningLoop(name, tuple(profile.tiers), loop_config(profile.refit), serving)
         learner = ProfileLearner(rt, profile, model_id, loop, event_loop, metrics, configured=serving)
         try:

@@ -352,6 +352,7 @@ def register_routes(app: Any) -> Any:
                 "generation": rt.generation,
                 "uptime_s": round(time.time() - rt.started_at, 3),
                 "artefacts": rt.artefact_versions,
+                "learning": {x.profile.name: x.lease.status() for x in rt.learners if getattr(x, "lease", None) is not None},
                 "store": rt.store.dialect,
                 "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
             }

@@ -269,6 +269,22 @@ MIGRATIONS: list[tuple[str, str]] = [
         "0014_loop4_audit_sample_prob",
         "ALTER TABLE audits ADD COLUMN sample_prob REAL;  -- audit probability when not uniform; NULL: uniform",
     ),
+    (
+        "0015_leader_leases",
+        """
+        CREATE TABLE learner_leases (                   -- one learner per profile across the processes on this store
+            profile       TEXT PRIMARY KEY,
+            holder        TEXT NOT NULL,                -- host|pid|start of the process leading (thrifty.store.leases)
+            term          BIGINT NOT NULL,              -- +1 at every change of holder: a leader's writes are fenced by it
+            expires       REAL NOT NULL,                -- unix time the lease lapses unless its holder renews it
+            refit_at      BIGINT NOT NULL,              -- done audits the last refit began on: a new leader counts `every` from here
+            guard_version BIGINT NOT NULL,              -- the artefact version the guardrail state below applies to
+            guard_offset  REAL NOT NULL,                -- the guardrail's offset on that version's thresholds (followers apply it)
+            guard_floor   REAL,                         -- its floor; NULL: none
+            updated       REAL NOT NULL
+        );
+        """,
+    ),
 ]
 
 #: migrations whose work is Python (engine-specific, with a fallback): run after their SQL, in the same transaction

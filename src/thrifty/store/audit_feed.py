@@ -1,0 +1,52 @@
+"""Done audits read back as the learner's input: every process's audits of a profile, in the order
+they were finished (``updated``, then request id), with each tier's judged answer and the prompt.
+
+The leading learner (:mod:`thrifty.gateway.leadership`) reads all of them when it takes the lease
+and then, every few seconds, the ones finished since its cursor (``updated_since``: the newest
+``updated`` it has seen minus a lag, so an audit whose transaction committed a little after a later
+one is still found; the caller drops the ones it has already fed).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["done_audits"]
+
+
+def done_audits(store: Any, profile: str, *, updated_since: float | None = None, exclude_owner: str | None = None) -> list[dict[str, Any]]:
+    """``profile``'s done audits (oldest finish first): request_id, created, updated, owner,
+    served_model, served_cost_usd, reference, audit_cost_usd, sample_prob, prompt and ``answers`` {model: row}."""
+    where: list[str] = ["a.profile = ?", "a.status = 'done'"]
+    params: list[Any] = [profile]
+    if updated_since is not None:
+        where.append("a.updated >= ?")
+        params.append(float(updated_since))
+    if exclude_owner is not None:
+        where.append("(a.owner IS NULL OR a.owner <> ?)")
+        params.append(exclude_owner)
+    sql_where = " AND ".join(where)
+    audits = store.iter_rows(
+        "SELECT a.request_id, a.created, a.updated, a.owner, a.served_model, a.served_cost_usd, a.reference, a.audit_cost_usd, a.sample_prob,"
+        f" r.prompt FROM audits a LEFT JOIN requests r ON r.id = a.request_id WHERE {sql_where} ORDER BY a.updated, a.request_id",
+        params,
+    )
+    if not audits:
+        return []
+    answers = store.iter_rows(
+        "SELECT x.request_id, x.model, x.quality, x.at_least_as_good, x.cost_usd, x.answer, x.reused"
+        f" FROM audit_answers x JOIN audits a ON a.request_id = x.request_id WHERE {sql_where} ORDER BY x.request_id, x.tier, x.model",
+        params,
+    )
+    by_id: dict[str, dict[str, dict[str, Any]]] = {}
+    for x in answers:
+        d = dict(x)
+        d["reused"] = bool(d["reused"])
+        d["at_least_as_good"] = None if d["at_least_as_good"] is None else bool(d["at_least_as_good"])
+        by_id.setdefault(d["request_id"], {})[d["model"]] = d
+    out = []
+    for a in audits:
+        d = dict(a)
+        d["answers"] = by_id.get(d["request_id"], {})
+        out.append(d)
+    return out
