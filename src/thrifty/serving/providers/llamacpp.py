@@ -22,6 +22,8 @@ tokens from the tokenizer, output tokens generated); cost = tokens × configured
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import logging
 import os
 import threading
@@ -84,6 +86,25 @@ class _Loaded:
 
 _MODELS: dict[tuple[str, int, int, int], _Loaded] = {}
 _MODELS_LOCK = threading.Lock()
+_EXIT_HOOK: list[bool] = []  # registered once, on the first load (no work at import time)
+
+
+def _close_models_at_exit() -> None:
+    """Free the loaded models while the interpreter is still whole. Left to llama-cpp-python's own
+    ``__del__``, they are freed during teardown, after the C bindings it calls are gone, and every
+    process that loaded one prints "Exception ignored … TypeError" as it exits. A model still busy
+    in a daemon thread after a second is left alone (freeing it under that thread would crash)."""
+    with _MODELS_LOCK:
+        slots = list(_MODELS.values())
+    for slot in slots:
+        if slot.llm is None or not slot.lock.acquire(timeout=1.0):
+            continue
+        try:
+            llm, slot.llm = slot.llm, None
+            with contextlib.suppress(Exception):  # best effort at exit: nothing is left to report to
+                llm.close()
+        finally:
+            slot.lock.release()
 
 
 def _import_llama() -> Any:
@@ -202,6 +223,10 @@ class LlamaCppProvider:
 
             formatter = Jinja2ChatFormatter(template=template, eos_token=text(eos), bos_token=text(bos), stop_token_ids=[eos])
         slot.llm, slot.formatter, slot.load_s = llm, formatter, time.perf_counter() - t0
+        with _MODELS_LOCK:
+            if not _EXIT_HOOK:
+                atexit.register(_close_models_at_exit)
+                _EXIT_HOOK.append(True)
         return slot
 
     def load(self) -> float:
