@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from thrifty.store.audits import with_answers
+
 __all__ = ["done_audits"]
 
 
@@ -38,15 +40,4 @@ def done_audits(store: Any, profile: str, *, updated_since: float | None = None,
         f" FROM audit_answers x JOIN audits a ON a.request_id = x.request_id WHERE {sql_where} ORDER BY x.request_id, x.tier, x.model",
         params,
     )
-    by_id: dict[str, dict[str, dict[str, Any]]] = {}
-    for x in answers:
-        d = dict(x)
-        d["reused"] = bool(d["reused"])
-        d["at_least_as_good"] = None if d["at_least_as_good"] is None else bool(d["at_least_as_good"])
-        by_id.setdefault(d["request_id"], {})[d["model"]] = d
-    out = []
-    for a in audits:
-        d = dict(a)
-        d["answers"] = by_id.get(d["request_id"], {})
-        out.append(d)
-    return out
+    return with_answers(audits, answers)

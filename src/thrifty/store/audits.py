@@ -225,18 +225,18 @@ def audit_rows(store: Any, profile: str | None = None, since: float | None = Non
         f" WHERE {where} AND a.status = ? ORDER BY x.request_id, x.tier, x.model",
         [*params, status],
     )
+    return with_answers(audits, answers)
+
+
+def with_answers(audits: Any, answers: Any) -> list[dict[str, Any]]:
+    """The audit rows as dicts, each with ``answers``: {model: its answer row} (flags as bools)."""
     by_id: dict[str, dict[str, Any]] = {}
     for x in answers:
         d = dict(x)
         d["reused"] = bool(d["reused"])
         d["at_least_as_good"] = None if d["at_least_as_good"] is None else bool(d["at_least_as_good"])
         by_id.setdefault(d["request_id"], {})[d["model"]] = d
-    out = []
-    for a in audits:
-        d = dict(a)
-        d["answers"] = by_id.get(d["request_id"], {})
-        out.append(d)
-    return out
+    return [dict(a) | {"answers": by_id.get(a["request_id"], {})} for a in audits]
 
 
 def audit_status_counts(store: Any, profile: str | None = None, since: float | None = None) -> dict[str, dict[str, Any]]:
