@@ -38,7 +38,7 @@ from typing import Any
 from thrifty.calibration.audit_types import AuditOutcome, TierVerdict
 from thrifty.serving.budget import _owner_alive, _process_token  # the ledger's process identity and liveness, shared
 from thrifty.store import leases
-from thrifty.store.audit_feed import done_audits
+from thrifty.store.audit_feed import done_audit_heads, done_audits
 
 __all__ = ["LearnerLease", "Leadership", "outcome_of_row", "start_leadership"]
 
@@ -47,6 +47,7 @@ log = logging.getLogger("thrifty.learning")
 #: how far back (seconds of ``updated``) each read of the store looks again: an audit whose
 #: transaction committed up to this long after a later-stamped one is still fed
 FEED_LAG_S = 60.0
+FEED_CHUNK = 500  # audits read in full per query (bound parameters stay well under every engine's limit)
 
 
 def outcome_of_row(profile: str, row: dict[str, Any]) -> AuditOutcome:
@@ -189,13 +190,15 @@ class LearnerLease:
         if self.term is None:
             return
         since = self.high - FEED_LAG_S if math.isfinite(self.high) else None
-        rows = done_audits(self.store, self.profile, updated_since=since, exclude_owner=self.holder)
-        for r in rows:
-            self.high = max(self.high, float(r["updated"]))
-            if r["request_id"] in self.seen or self.term is None:
-                continue
-            self.seen[r["request_id"]] = time.time()
-            self.learner.handle(outcome_of_row(self.profile, r), r["prompt"])
+        heads = done_audit_heads(self.store, self.profile, updated_since=since, exclude_owner=self.holder)
+        self.high = max([self.high, *(updated for _, updated in heads)])
+        new = [rid for rid, _ in heads if rid not in self.seen]  # only these are read in full
+        for i in range(0, len(new), FEED_CHUNK):
+            for r in done_audits(self.store, self.profile, request_ids=new[i : i + FEED_CHUNK]):
+                if r["request_id"] in self.seen or self.term is None:
+                    continue
+                self.seen[r["request_id"]] = time.time()
+                self.learner.handle(outcome_of_row(self.profile, r), r["prompt"])
         if len(self.seen) > 10_000:  # forget ids fed long before the look-back window
             horizon = time.time() - 4 * FEED_LAG_S
             self.seen = {k: t for k, t in self.seen.items() if t >= horizon}
