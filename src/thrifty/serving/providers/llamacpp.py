@@ -86,7 +86,7 @@ class _Loaded:
 
 _MODELS: dict[tuple[str, int, int, int], _Loaded] = {}
 _MODELS_LOCK = threading.Lock()
-_EXIT_HOOK: list[bool] = []  # registered once, on the first load (no work at import time)
+_exit_hook_registered = False  # on the first load, not at import time
 
 
 def _close_models_at_exit() -> None:
@@ -223,10 +223,11 @@ class LlamaCppProvider:
 
             formatter = Jinja2ChatFormatter(template=template, eos_token=text(eos), bos_token=text(bos), stop_token_ids=[eos])
         slot.llm, slot.formatter, slot.load_s = llm, formatter, time.perf_counter() - t0
+        global _exit_hook_registered
         with _MODELS_LOCK:
-            if not _EXIT_HOOK:
+            if not _exit_hook_registered:
                 atexit.register(_close_models_at_exit)
-                _EXIT_HOOK.append(True)
+                _exit_hook_registered = True
         return slot
 
     def load(self) -> float:
